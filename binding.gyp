@@ -1,0 +1,21 @@
+{
+  "targets": [
+    {
+      "target_name": "baton",
+      "sources": [
+        "native/addon.c",
+        "native/errors.c",
+        "native/poller.c",
+        "native/channel.c",
+        "native/probe.c",
+        "native/sockopt.c",
+        "native/fdutil.c"
+      ],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
+      "conditions": [
+        ["OS!='linux'", { "defines": ["BATON_UNSUPPORTED_OS"] }]
+      ]
+    }
+  ]
+}

@@ -1,0 +1,403 @@
+/* The fd channel's syscalls: AF_UNIX SOCK_SEQPACKET sockets carrying records with SCM_RIGHTS.
+ *
+ * Why SOCK_SEQPACKET: each sendmsg is one record that the receiver gets whole, with exactly the fds that
+ * were attached to it. On a SOCK_STREAM socket the kernel attaches fds to a byte range, a recvmsg may
+ * return bytes of two messages with the fds of one, and a reader that asks for fewer bytes than were sent
+ * can silently drop fds; message framing and fd attribution would have to be rebuilt on top. SEQPACKET also
+ * reports the peer going away as a clean end of stream and keeps its ordering guarantees.
+ *
+ * Every function here is nonblocking: EAGAIN is reported to the caller (false / -1 / stop), never waited
+ * on; the TypeScript side waits through a Poller.
+ */
+#include "baton.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* The largest record baton reads. The sender never writes more than BATON_RECORD_MAX (see framing.ts); a
+ * bigger record from a misbehaving peer is cut by the kernel and reported as truncated. */
+#define BATON_RECV_BUF (256 * 1024)
+
+enum { REC_OK = 0, REC_CTRUNC = 1, REC_TRUNC = 2 };
+
+typedef struct {
+  char *buf;
+} baton_instance;
+
+static void instance_finalize(napi_env env, void *data, void *hint) {
+  baton_instance *inst = data;
+  free(inst->buf);
+  free(inst);
+}
+
+static char *recv_buffer(napi_env env) {
+  baton_instance *inst = NULL;
+  napi_get_instance_data(env, (void **)&inst);
+  return inst ? inst->buf : NULL;
+}
+
+static bool get_path(napi_env env, napi_value v, struct sockaddr_un *addr, socklen_t *len, char *path, size_t path_size) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t != napi_string) {
+    baton_throw_type(env, "ERR_INVALID_ARG_TYPE", "The \"path\" argument must be a string");
+    return false;
+  }
+  size_t n;
+  napi_get_value_string_utf8(env, v, path, path_size, &n);
+  if (n == 0) {
+    baton_throw_type(env, "ERR_INVALID_ARG_VALUE", "The \"path\" argument must not be empty");
+    return false;
+  }
+  if (memchr(path, '\0', n)) {
+    baton_throw_type(env, "ERR_INVALID_ARG_VALUE", "The \"path\" argument must not contain NUL bytes");
+    return false;
+  }
+  memset(addr, 0, sizeof *addr);
+  addr->sun_family = AF_UNIX;
+  if (n >= sizeof addr->sun_path) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "The socket path is %zu bytes; AF_UNIX paths must be shorter than %zu bytes",
+             n, sizeof addr->sun_path);
+    baton_throw_range(env, "ERR_OUT_OF_RANGE", msg);
+    return false;
+  }
+  memcpy(addr->sun_path, path, n);
+  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+  return true;
+}
+
+/* Is someone listening on this socket path? 1 yes, 0 no (stale), -1 error in errno. */
+static int path_has_listener(const struct sockaddr_un *addr, socklen_t len) {
+  int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (probe < 0) return -1;
+  int r = connect(probe, (const struct sockaddr *)addr, len);
+  int err = errno;
+  close(probe);
+  if (r == 0) return 1;
+  /* EAGAIN: a listener with a full backlog. EPROTOTYPE: a live socket of another type holds the path. */
+  if (err == EAGAIN || err == EPROTOTYPE || err == EINPROGRESS) return 1;
+  if (err == ECONNREFUSED) return 0;
+  errno = err;
+  return -1;
+}
+
+/* listen(path, backlog) -> fd. The socket file gets mode 0600; a stale socket file is replaced only when
+ * nobody listens on it; a live one gives EADDRINUSE; a path that is not a socket is never removed. */
+static napi_value channel_listen(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct sockaddr_un addr;
+  socklen_t len;
+  char path[sizeof addr.sun_path + 64];
+  if (!get_path(env, argv[0], &addr, &len, path, sizeof path)) return NULL;
+  int32_t backlog = 128;
+  if (argc >= 2 && !baton_arg_int32(env, argv[1], "backlog", &backlog)) return NULL;
+
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return baton_throw_errno(env, errno, "socket", path);
+
+  for (int attempt = 0;; attempt++) {
+    if (bind(fd, (struct sockaddr *)&addr, len) == 0) break;
+    int err = errno;
+    if (err != EADDRINUSE || attempt >= 2) {
+      close(fd);
+      return baton_throw_errno(env, err, "bind", path);
+    }
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+      if (errno == ENOENT) continue; /* removed meanwhile: bind again */
+      err = errno;
+      close(fd);
+      return baton_throw_errno(env, err, "lstat", path);
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+      close(fd);
+      char detail[sizeof path + 64];
+      snprintf(detail, sizeof detail, "%s (exists and is not a socket; baton will not remove it)", path);
+      return baton_throw_errno(env, EADDRINUSE, "bind", detail);
+    }
+    int live = path_has_listener(&addr, len);
+    if (live != 0) {
+      err = live < 0 ? errno : EADDRINUSE;
+      close(fd);
+      char detail[sizeof path + 64];
+      snprintf(detail, sizeof detail, "%s (another process is listening on it)", path);
+      return baton_throw_errno(env, err, live < 0 ? "connect" : "bind", detail);
+    }
+    if (unlink(path) != 0 && errno != ENOENT) {
+      err = errno;
+      close(fd);
+      return baton_throw_errno(env, err, "unlink", path);
+    }
+  }
+  /* chmod before listen(): until listen() nobody can connect, so there is no window with a wider mode. */
+  if (chmod(path, 0600) != 0 || listen(fd, backlog) != 0) {
+    int err = errno;
+    const char *sys = (errno == EPERM || errno == EACCES) ? "chmod" : "listen";
+    unlink(path);
+    close(fd);
+    return baton_throw_errno(env, err, sys, path);
+  }
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
+/* connect(path) -> fd. EAGAIN (the listener's backlog is full) is thrown like any error: the caller retries. */
+static napi_value channel_connect(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct sockaddr_un addr;
+  socklen_t len;
+  char path[sizeof addr.sun_path + 64];
+  if (!get_path(env, argv[0], &addr, &len, path, sizeof path)) return NULL;
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return baton_throw_errno(env, errno, "socket", path);
+  int r;
+  do r = connect(fd, (struct sockaddr *)&addr, len);
+  while (r != 0 && errno == EINTR);
+  if (r != 0) {
+    int err = errno;
+    close(fd);
+    return baton_throw_errno(env, err, "connect", path);
+  }
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
+/* accept(fd) -> fd, or -1 when nothing is pending. */
+static napi_value channel_accept(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  if (!baton_arg_fd(env, argv[0], "fd", &fd)) return NULL;
+  int c;
+  do c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  while (c < 0 && errno == EINTR);
+  if (c < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return baton_throw_errno(env, errno, "accept4", NULL);
+  napi_value out;
+  napi_create_int32(env, c < 0 ? -1 : c, &out);
+  return out;
+}
+
+/* socketpair() -> [fd, fd]: a connected SEQPACKET pair (tests, and handing a channel to a child). */
+static napi_value channel_socketpair(napi_env env, napi_callback_info info) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+    return baton_throw_errno(env, errno, "socketpair", NULL);
+  napi_value arr = baton_fd_array(env, sv, 2);
+  if (!arr) baton_close_all(sv, 2);
+  return arr;
+}
+
+static bool get_bytes(napi_env env, napi_value v, const char *name, void **data, size_t *len) {
+  bool ok = false;
+  napi_is_buffer(env, v, &ok);
+  if (ok) return napi_get_buffer_info(env, v, data, len) == napi_ok;
+  napi_is_typedarray(env, v, &ok);
+  if (ok) {
+    napi_typedarray_type type;
+    size_t count, offset;
+    napi_value ab;
+    if (napi_get_typedarray_info(env, v, &type, &count, data, &ab, &offset) != napi_ok) return false;
+    if (type != napi_uint8_array) ok = false;
+    else {
+      *len = count;
+      return true;
+    }
+  }
+  char msg[120];
+  snprintf(msg, sizeof msg, "The \"%s\" argument must be a Buffer or Uint8Array", name);
+  baton_throw_type(env, "ERR_INVALID_ARG_TYPE", msg);
+  return false;
+}
+
+/* sendRecord(fd, header, payload | null, fds) -> true when the record was sent, false on EAGAIN (nothing
+ * was sent: a SEQPACKET record goes whole or not at all). The fds are borrowed: the kernel takes its own
+ * references while the record is in flight. */
+static napi_value channel_send_record(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  if (!baton_arg_fd(env, argv[0], "fd", &fd)) return NULL;
+  struct iovec iov[2];
+  int iovcnt = 1;
+  if (!get_bytes(env, argv[1], "header", &iov[0].iov_base, &iov[0].iov_len)) return NULL;
+  napi_valuetype t;
+  napi_typeof(env, argv[2], &t);
+  if (t != napi_null && t != napi_undefined) {
+    if (!get_bytes(env, argv[2], "payload", &iov[1].iov_base, &iov[1].iov_len)) return NULL;
+    if (iov[1].iov_len > 0) iovcnt = 2;
+  }
+  int fds[BATON_SCM_MAX_FD];
+  uint32_t nfds = 0;
+  napi_typeof(env, argv[3], &t);
+  if (t != napi_null && t != napi_undefined &&
+      !baton_arg_fd_array(env, argv[3], "fds", fds, BATON_SCM_MAX_FD, &nfds))
+    return NULL;
+
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * BATON_SCM_MAX_FD)];
+    struct cmsghdr align;
+  } control;
+  struct msghdr msg = {0};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = iovcnt;
+  if (nfds > 0) {
+    msg.msg_control = control.buf;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    memset(control.buf, 0, msg.msg_controllen);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  }
+  ssize_t n;
+  do n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  napi_value out;
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      napi_get_boolean(env, false, &out);
+      return out;
+    }
+    return baton_throw_errno(env, errno, "sendmsg", NULL);
+  }
+  napi_get_boolean(env, true, &out);
+  return out;
+}
+
+/* recvRecords(fd, max) -> flat array [status, data, fds | null, ...] of up to `max` records, stopping at
+ * EAGAIN. status: 0 ok, 1 control data truncated (MSG_CTRUNC: every fd that did arrive is already closed),
+ * 2 data truncated (MSG_TRUNC: fds closed too). End of stream is a trailing `null`. Received fds are
+ * close-on-exec from the start (MSG_CMSG_CLOEXEC), so a concurrent spawn can never inherit them. An error
+ * before any record is thrown; an error after some records ends the batch and surfaces on the next call. */
+static napi_value channel_recv_records(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  int32_t max;
+  if (!baton_arg_fd(env, argv[0], "fd", &fd) || !baton_arg_int32(env, argv[1], "max", &max)) return NULL;
+  char *buf = recv_buffer(env);
+  if (!buf) return baton_throw_errno(env, ENOMEM, "malloc", NULL);
+
+  napi_value out;
+  BATON_CALL(env, napi_create_array(env, &out));
+  uint32_t idx = 0;
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * BATON_SCM_MAX_FD) + CMSG_SPACE(64)];
+    struct cmsghdr align;
+  } control;
+
+  for (int32_t i = 0; i < max; i++) {
+    struct iovec iov = {buf, BATON_RECV_BUF};
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    ssize_t n;
+    do n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (idx == 0) return baton_throw_errno(env, errno, "recvmsg", NULL);
+      break;
+    }
+    /* Collect every SCM_RIGHTS fd first, so that whatever happens next they are either handed to
+     * JavaScript or closed. */
+    int fds[BATON_SCM_MAX_FD * 2];
+    size_t nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t j = 0; j < k && nfds < sizeof fds / sizeof fds[0]; j++)
+        memcpy(&fds[nfds++], CMSG_DATA(c) + j * sizeof(int), sizeof(int));
+    }
+    if (n == 0 && nfds == 0 && !(msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
+      /* SEQPACKET: a zero-length read is the peer's end of stream (baton never sends empty records). */
+      napi_value nul;
+      napi_get_null(env, &nul);
+      napi_set_element(env, out, idx++, nul);
+      break;
+    }
+    int status = REC_OK;
+    if (msg.msg_flags & MSG_CTRUNC) status = REC_CTRUNC;
+    else if (msg.msg_flags & MSG_TRUNC) status = REC_TRUNC;
+    if (status != REC_OK) {
+      baton_close_all(fds, nfds);
+      nfds = 0;
+    }
+    napi_value st, data, jfds = NULL;
+    napi_create_int32(env, status, &st);
+    bool ok = napi_create_buffer_copy(env, (size_t)n, buf, NULL, &data) == napi_ok;
+    if (ok && nfds) ok = (jfds = baton_fd_array(env, fds, nfds)) != NULL;
+    else if (ok) napi_get_null(env, &jfds);
+    if (!ok) {
+      baton_close_all(fds, nfds);
+      baton__rethrow(env, "recvRecords result");
+      return NULL;
+    }
+    napi_set_element(env, out, idx++, st);
+    napi_set_element(env, out, idx++, data);
+    napi_set_element(env, out, idx++, jfds);
+  }
+  return out;
+}
+
+/* peerCred(fd) -> { pid, uid, gid } of the process that connected (SO_PEERCRED, fixed at connect time). */
+static napi_value channel_peer_cred(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  if (!baton_arg_fd(env, argv[0], "fd", &fd)) return NULL;
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+    return baton_throw_errno(env, errno, "getsockopt", "SO_PEERCRED");
+  napi_value out;
+  napi_create_object(env, &out);
+  baton_export_int(env, out, "pid", cred.pid);
+  napi_value v;
+  napi_create_uint32(env, cred.uid, &v);
+  napi_set_named_property(env, out, "uid", v);
+  napi_create_uint32(env, cred.gid, &v);
+  napi_set_named_property(env, out, "gid", v);
+  return out;
+}
+
+napi_status baton_init_channel(napi_env env, napi_value exports) {
+  baton_instance *inst = calloc(1, sizeof *inst);
+  if (!inst) return napi_generic_failure;
+  inst->buf = malloc(BATON_RECV_BUF);
+  if (!inst->buf) {
+    free(inst);
+    return napi_generic_failure;
+  }
+  napi_status s = napi_set_instance_data(env, inst, instance_finalize, NULL);
+  if (s != napi_ok) return s;
+  if ((s = baton_export_fn(env, exports, "listen", channel_listen)) != napi_ok) return s;
+  if ((s = baton_export_fn(env, exports, "connect", channel_connect)) != napi_ok) return s;
+  if ((s = baton_export_fn(env, exports, "accept", channel_accept)) != napi_ok) return s;
+  if ((s = baton_export_fn(env, exports, "socketpair", channel_socketpair)) != napi_ok) return s;
+  if ((s = baton_export_fn(env, exports, "sendRecord", channel_send_record)) != napi_ok) return s;
+  if ((s = baton_export_fn(env, exports, "recvRecords", channel_recv_records)) != napi_ok) return s;
+  if ((s = baton_export_fn(env, exports, "peerCred", channel_peer_cred)) != napi_ok) return s;
+  return baton_export_int(env, exports, "SCM_MAX_FD", BATON_SCM_MAX_FD);
+}

@@ -1,0 +1,240 @@
+/**
+ * adopt(fd): turn a received fd back into the Node object that fits it.
+ *
+ *   listening TCP or Unix socket  -> net.Server (already listening, 'listening' has fired)
+ *   TCP or Unix connection, pipe  -> net.Socket (readable/writable as the fd allows)
+ *   UDP socket                    -> dgram.Socket (bound, receiving)
+ *   regular file, device, dir     -> fs FileHandle
+ *
+ * Ownership: adopt takes the fd whatever the outcome. On success the returned object owns it (closing the
+ * object closes the fd); on failure the fd is closed before the error is thrown, so nothing leaks. The only
+ * exceptions are argument errors (not an integer), which are thrown before anything happens.
+ *
+ * Adopting a socket puts it in nonblocking mode (libuv's uv_*_open does that, as for every Node socket);
+ * it never makes a socket blocking.
+ */
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import net from 'node:net';
+import type { FileHandle } from 'node:fs/promises';
+import { batonError, checkFd } from './errors.js';
+import { native, type NativeProbe } from './native.js';
+
+export type Adopted = net.Server | net.Socket | dgram.Socket | FileHandle;
+
+export interface AdoptOptions {
+  /** For a listener: the backlog Node passes to listen(2) again (it only ever grows or shrinks the queue). */
+  backlog?: number;
+  /** For a connection: allow half-open (see net.Socket). */
+  allowHalfOpen?: boolean;
+  /** For a UDP socket: passed to dgram.createSocket (recvBufferSize, lookup, ...). */
+  dgram?: Omit<dgram.SocketOptions, 'type'>;
+}
+
+/** Probe the fd and return the right object for it. */
+export async function adopt(fd: number, options: AdoptOptions = {}): Promise<Adopted> {
+  checkFd(fd);
+  const info = probeOrClose(fd);
+  switch (info.kind) {
+    case 'tcp-listener':
+    case 'unix-listener':
+      return listenOn(fd, info, options);
+    case 'tcp-connection':
+    case 'unix-connection':
+    case 'pipe':
+      return socketOn(fd, info, options);
+    case 'udp':
+      return dgramOn(fd, info, options);
+    case 'file':
+    case 'char-device':
+    case 'directory':
+      return fileOn(fd);
+    default:
+      native.closeMany([fd]);
+      throw unsupported(fd, info, 'a listener, connection, pipe, UDP socket or file');
+  }
+}
+
+/** adopt(), insisting on a listening socket (TCP or Unix). */
+export async function adoptServer(fd: number, options: AdoptOptions = {}): Promise<net.Server> {
+  checkFd(fd);
+  const info = probeOrClose(fd);
+  if (info.kind !== 'tcp-listener' && info.kind !== 'unix-listener') {
+    native.closeMany([fd]);
+    throw unsupported(fd, info, 'a listening TCP or Unix socket');
+  }
+  return listenOn(fd, info, options);
+}
+
+/** adopt(), insisting on a connection (TCP, Unix, or a pipe). Synchronous: the socket is usable at once. */
+export function adoptSocket(fd: number, options: AdoptOptions = {}): net.Socket {
+  checkFd(fd);
+  const info = probeOrClose(fd);
+  if (info.kind !== 'tcp-connection' && info.kind !== 'unix-connection' && info.kind !== 'pipe') {
+    native.closeMany([fd]);
+    throw unsupported(fd, info, 'a connected TCP or Unix socket, or a pipe');
+  }
+  return socketOn(fd, info, options);
+}
+
+/** adopt(), insisting on a UDP socket. */
+export async function adoptDgram(fd: number, options: AdoptOptions = {}): Promise<dgram.Socket> {
+  checkFd(fd);
+  const info = probeOrClose(fd);
+  if (info.kind !== 'udp') {
+    native.closeMany([fd]);
+    throw unsupported(fd, info, 'a UDP socket');
+  }
+  return dgramOn(fd, info, options);
+}
+
+/** adopt(), insisting on something that is not a socket (a file, a device, a directory). */
+export async function adoptFile(fd: number): Promise<FileHandle> {
+  checkFd(fd);
+  const info = probeOrClose(fd);
+  if (info.kind !== 'file' && info.kind !== 'char-device' && info.kind !== 'directory') {
+    native.closeMany([fd]);
+    throw unsupported(fd, info, 'a file');
+  }
+  return fileOn(fd);
+}
+
+function probeOrClose(fd: number): NativeProbe {
+  try {
+    return native.probe(fd);
+  } catch (err) {
+    // EBADF: nothing to close. Anything else: the fd exists but cannot be examined; do not leak it.
+    if ((err as NodeJS.ErrnoException).code !== 'EBADF') native.closeMany([fd]);
+    throw err;
+  }
+}
+
+function unsupported(fd: number, info: NativeProbe, expected: string): Error {
+  return batonError('ERR_BATON_UNSUPPORTED_FD', `fd ${fd} is ${info.kind}${info.socketType ? ` (${info.family} ${info.socketType})` : ''}, expected ${expected}; it was closed`);
+}
+
+function listenOn(fd: number, info: NativeProbe, options: AdoptOptions): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    const onError = (err: Error) => {
+      server.off('listening', onListening);
+      // Node closes its handle (and with it the fd) when listen fails; make sure, without double-closing.
+      if (native.isOpen(fd) && sameSocket(fd, info)) native.closeMany([fd]);
+      reject(err);
+    };
+    const onListening = () => {
+      server.off('error', onError);
+      resolve(server);
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    try {
+      server.listen({ fd, backlog: options.backlog ?? 511 });
+    } catch (err) {
+      onError(err as Error);
+    }
+  });
+}
+
+function socketOn(fd: number, info: NativeProbe, options: AdoptOptions): net.Socket {
+  try {
+    return new net.Socket({
+      fd,
+      readable: info.accessMode !== 'w',
+      writable: info.accessMode !== 'r',
+      allowHalfOpen: options.allowHalfOpen ?? false,
+    });
+  } catch (err) {
+    if (native.isOpen(fd)) native.closeMany([fd]);
+    throw err;
+  }
+}
+
+function dgramOn(fd: number, info: NativeProbe, options: AdoptOptions): Promise<dgram.Socket> {
+  return new Promise((resolve, reject) => {
+    let socket: dgram.Socket;
+    try {
+      socket = dgram.createSocket({ ...options.dgram, type: info.family === 'IPv6' ? 'udp6' : 'udp4' });
+    } catch (err) {
+      native.closeMany([fd]);
+      reject(err);
+      return;
+    }
+    const onError = (err: Error) => {
+      socket.off('listening', onListening);
+      try {
+        socket.close();
+      } catch {
+        // not bound: nothing to close
+      }
+      if (native.isOpen(fd) && sameSocket(fd, info)) native.closeMany([fd]);
+      reject(err);
+    };
+    const onListening = () => {
+      socket.off('error', onError);
+      resolve(socket);
+    };
+    socket.once('error', onError);
+    socket.once('listening', onListening);
+    try {
+      socket.bind({ fd });
+    } catch (err) {
+      onError(err as Error);
+    }
+  });
+}
+
+/** After an error, is `fd` still the socket we probed (and not a new file that reused the number)? */
+function sameSocket(fd: number, info: NativeProbe): boolean {
+  try {
+    return native.probe(fd).inode === info.inode;
+  } catch {
+    return false;
+  }
+}
+
+/*
+ * FileHandle from an fd. Node has no public constructor for it, but its JavaScript FileHandle class wraps
+ * a native handle, which the fs binding can make from any fd. We take the class from a FileHandle we open
+ * ourselves and the native constructor from the fs binding. If a future Node removes either, we fall back
+ * to reopening the file through /proc/self/fd: the same file, but a new open file description (its own
+ * offset) and a fresh permission check, which is why it is only the fallback.
+ */
+type NativeFileHandleCtor = new (fd: number) => unknown;
+type FileHandleClass = new (handle: unknown) => FileHandle;
+let fileHandleParts: Promise<{ Wrapper: FileHandleClass; Native: NativeFileHandleCtor } | null> | undefined;
+
+function loadFileHandleParts(): Promise<{ Wrapper: FileHandleClass; Native: NativeFileHandleCtor } | null> {
+  fileHandleParts ??= (async () => {
+    try {
+      const binding = (process as unknown as { binding(name: string): { FileHandle?: NativeFileHandleCtor } }).binding('fs');
+      if (typeof binding.FileHandle !== 'function') return null;
+      const probeHandle = await fs.promises.open('/dev/null', 'r');
+      const Wrapper = probeHandle.constructor as FileHandleClass;
+      await probeHandle.close();
+      return { Wrapper, Native: binding.FileHandle };
+    } catch {
+      return null;
+    }
+  })();
+  return fileHandleParts;
+}
+
+async function fileOn(fd: number): Promise<FileHandle> {
+  const parts = await loadFileHandleParts();
+  if (parts) {
+    try {
+      return new parts.Wrapper(new parts.Native(fd));
+    } catch {
+      // fall through to the reopen path
+    }
+  }
+  try {
+    const info = native.probe(fd);
+    const flags = info.accessMode === 'r' ? 'r' : info.accessMode === 'w' ? 'r+' : 'r+';
+    const handle = await fs.promises.open(`/proc/self/fd/${fd}`, flags);
+    return handle;
+  } finally {
+    native.closeMany([fd]);
+  }
+}

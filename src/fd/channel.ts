@@ -1,0 +1,356 @@
+/**
+ * FdChannel: messages with file descriptors between two processes, over one AF_UNIX SOCK_SEQPACKET
+ * connection.
+ *
+ *   const ch = await FdChannel.connect('/run/app/baton.sock');
+ *   await ch.send(Buffer.from('boy'), [fileFd]);          // the fds are copied by the kernel; keep or close yours
+ *   ch.on('message', (data, fds) => { ... });              // the listener owns the fds it receives
+ *
+ * Sending never blocks: a record the kernel will not take now (EAGAIN) waits in a queue, with its fds
+ * duplicated so the caller may close theirs at once, and goes out when the socket is writable; the promise
+ * resolves when the whole message is in the kernel. Receiving reads up to a batch of records each time the
+ * socket is readable.
+ *
+ * Errors never crash the process: a bad record, a message over the limits, a peer that closes in the middle
+ * of a message, or a failing syscall emit 'error' (only if someone listens), then 'close' with that error;
+ * every fd that arrived and was not delivered is closed.
+ */
+import { EventEmitter } from 'node:events';
+import { batonError, argTypeError, checkFd, checkFds, type BatonError } from './errors.js';
+import { encodeMessage, Reassembler, type InMessage, type OutRecord } from './framing.js';
+import { native, RECORD_OK, RECORD_CTRUNC } from './native.js';
+
+export interface PeerCredentials {
+  /** The peer's process id at connect time (SO_PEERCRED). */
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+export interface FdChannelOptions {
+  /** Largest message accepted from the peer, in bytes. Default 16 MiB. */
+  maxMessageBytes?: number;
+  /** Most fds accepted in one message from the peer. Default 16384. */
+  maxMessageFds?: number;
+}
+
+export interface ConnectOptions extends FdChannelOptions {
+  /** How long to keep retrying while the listener's backlog is full (EAGAIN), in ms. Default 5000. */
+  timeout?: number;
+}
+
+export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_MAX_MESSAGE_FDS = 16384;
+/** Records read per readable event: bounds the time spent in one callback. */
+const RECV_BATCH = 64;
+
+interface QueuedRecord extends OutRecord {
+  /** Set on the last record of a message. */
+  done?: { resolve: () => void; reject: (err: Error) => void };
+}
+
+export interface FdChannelEvents {
+  message: [data: Buffer, fds: number[]];
+  error: [err: Error];
+  close: [err?: Error];
+}
+
+export class FdChannel extends EventEmitter<FdChannelEvents> {
+  #fd: number;
+  #poller: InstanceType<typeof native.Poller> | null;
+  #events = 0;
+  #queue: QueuedRecord[] = [];
+  #reassembler: Reassembler;
+  #paused = false;
+  /** Messages read from the kernel while paused, delivered on resume(). */
+  #backlog: InMessage[] = [];
+  #closed = false;
+  #peer: PeerCredentials;
+
+  /** Wrap a connected SEQPACKET socket fd; the channel owns it from now on (closing the channel closes it). */
+  static fromFd(fd: number, options: FdChannelOptions = {}): FdChannel {
+    checkFd(fd);
+    const info = native.probe(fd);
+    if (info.family !== 'unix' || info.socketType !== 'seqpacket' || info.listening) {
+      throw batonError('ERR_BATON_UNSUPPORTED_FD', `fd ${fd} is not a connected AF_UNIX SOCK_SEQPACKET socket (it is ${info.kind}, ${info.socketType ?? 'not a socket'})`);
+    }
+    return new FdChannel(fd, options);
+  }
+
+  /** Connect to an FdChannelServer listening at `path`. */
+  static async connect(path: string, options: ConnectOptions = {}): Promise<FdChannel> {
+    if (typeof path !== 'string') throw argTypeError('path', 'a string', path);
+    const timeout = options.timeout ?? 5000;
+    const deadline = Date.now() + timeout;
+    for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+      try {
+        return new FdChannel(native.connect(path), options);
+      } catch (err) {
+        // EAGAIN: the listener exists but its backlog is full; anything else is final.
+        if ((err as BatonError).code !== 'EAGAIN' || Date.now() + delay > deadline) throw err;
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+
+  /** A connected pair in this process (tests, or handing one end to a child as an extra stdio fd). */
+  static pair(options: FdChannelOptions = {}): [FdChannel, FdChannel] {
+    const [a, b] = native.socketpair();
+    return [new FdChannel(a, options), new FdChannel(b, options)];
+  }
+
+  /** @internal Use connect(), pair(), fromFd() or FdChannelServer. */
+  constructor(fd: number, options: FdChannelOptions = {}) {
+    super();
+    checkFd(fd);
+    const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    const maxMessageFds = options.maxMessageFds ?? DEFAULT_MAX_MESSAGE_FDS;
+    if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 0) throw argTypeError('options.maxMessageBytes', 'an integer >= 0', maxMessageBytes);
+    if (!Number.isInteger(maxMessageFds) || maxMessageFds < 0) throw argTypeError('options.maxMessageFds', 'an integer >= 0', maxMessageFds);
+    this.#fd = fd;
+    this.#reassembler = new Reassembler({ maxMessageBytes, maxMessageFds });
+    try {
+      this.#peer = native.peerCred(fd);
+      this.#poller = new native.Poller(fd, (status, events) => this.#onPoll(status, events));
+    } catch (err) {
+      native.closeMany([fd]);
+      throw err;
+    }
+    this.#watch();
+  }
+
+  /** The connected peer's pid, uid and gid, from SO_PEERCRED (the kernel's word, not the peer's). */
+  get peer(): PeerCredentials {
+    return this.#peer;
+  }
+
+  /** The socket fd, or -1 once closed. Borrowed: do not close it. */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Records waiting for the socket to become writable (backpressure). */
+  get pendingRecords(): number {
+    return this.#queue.length;
+  }
+
+  /**
+   * Send one message: bytes (Buffer, Uint8Array or string) and any number of fds. The fds are borrowed: the
+   * kernel (or, under backpressure, a private dup) holds them, so the caller may close its own at once.
+   * Resolves when the whole message is in the kernel; rejects if the channel closes first.
+   */
+  send(data: Uint8Array | string = EMPTY, fds: readonly number[] = NO_FDS): Promise<void> {
+    let bytes: Uint8Array;
+    if (typeof data === 'string') bytes = Buffer.from(data);
+    else if (data instanceof Uint8Array) bytes = data;
+    else throw argTypeError('data', 'a Buffer, Uint8Array or string', data);
+    const list = fds === NO_FDS ? NO_FDS : checkFds(fds);
+    if (this.#closed) return Promise.reject(closedError());
+
+    const records = encodeMessage(bytes, list);
+    let sent = 0;
+    if (this.#queue.length === 0) {
+      try {
+        while (sent < records.length) {
+          const r = records[sent]!;
+          if (!native.sendRecord(this.#fd, r.header, r.payload, r.fds)) break;
+          sent++;
+        }
+      } catch (err) {
+        // Nothing of this message went out (e.g. EBADF: one of the caller's fds is not open): only this
+        // send fails. Half a message sent leaves the stream in an unknown state, so the channel ends.
+        if (sent > 0 || !isMessageError(err)) this.#destroy(err as Error);
+        return Promise.reject(err);
+      }
+      if (sent === records.length) return Promise.resolve();
+    }
+    // Backpressure: queue what the kernel did not take. Build the queued records first, so a failure
+    // leaves the queue untouched.
+    const owned: number[] = [];
+    const queued: QueuedRecord[] = [];
+    try {
+      for (let i = sent; i < records.length; i++) {
+        const r = records[i]!;
+        let fdsCopy: number[] | null = null;
+        if (r.fds) {
+          fdsCopy = [];
+          for (const fd of r.fds) {
+            const d = native.dup(fd);
+            owned.push(d);
+            fdsCopy.push(d);
+          }
+        }
+        // Copy payloads too: the caller may reuse its buffer once send() returns.
+        queued.push({ header: r.header, payload: r.payload ? Buffer.from(r.payload) : null, fds: fdsCopy });
+      }
+    } catch (err) {
+      // dup failed (EBADF: a caller's fd is not open; EMFILE: out of fds). If part of this message
+      // already went out, the stream cannot continue.
+      native.closeMany(owned);
+      if (sent > 0) this.#destroy(err as Error);
+      return Promise.reject(err);
+    }
+    return new Promise<void>((resolve, reject) => {
+      queued[queued.length - 1]!.done = { resolve, reject };
+      for (const r of queued) this.#queue.push(r);
+      this.#watch();
+    });
+  }
+
+  /** Stop reading from the socket (the peer's sends back up into its queue) until resume(). */
+  pause(): void {
+    this.#paused = true;
+    this.#watch();
+  }
+
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    while (!this.#paused && !this.#closed && this.#backlog.length) this.#deliver(this.#backlog.shift()!);
+    this.#watch();
+  }
+
+  /** Let the process exit while this channel is open (like socket.unref()). */
+  unref(): this {
+    this.#poller?.ref(false);
+    return this;
+  }
+
+  ref(): this {
+    this.#poller?.ref(true);
+    return this;
+  }
+
+  /** Close now: queued sends are rejected, undelivered fds closed, 'close' emitted once. */
+  close(): void {
+    this.#destroy();
+  }
+
+  #watch(): void {
+    if (this.#closed || !this.#poller) return;
+    const want = (this.#paused ? 0 : native.pollEvents.READABLE) | (this.#queue.length ? native.pollEvents.WRITABLE : 0);
+    if (want !== this.#events) {
+      this.#events = want;
+      this.#poller.start(want);
+    }
+  }
+
+  #onPoll(status: number, events: number): void {
+    if (this.#closed) return;
+    if (status < 0) {
+      // libuv reports a failed poll (e.g. EBADF); read/write would fail the same way, so end here.
+      this.#destroy(batonError('ERR_BATON_CHANNEL_CLOSED', `poll failed on the channel socket (status ${status})`, { errno: status, syscall: 'poll' }));
+      return;
+    }
+    if (events & native.pollEvents.WRITABLE) this.#flush();
+    if (!this.#closed && events & native.pollEvents.READABLE && !this.#paused) this.#read();
+  }
+
+  #flush(): void {
+    while (this.#queue.length) {
+      const r = this.#queue[0]!;
+      try {
+        if (!native.sendRecord(this.#fd, r.header, r.payload, r.fds)) break;
+      } catch (err) {
+        this.#destroy(err as Error);
+        return;
+      }
+      this.#queue.shift();
+      if (r.fds) native.closeMany(r.fds);
+      r.done?.resolve();
+    }
+    this.#watch();
+  }
+
+  #read(): void {
+    let recs: ReturnType<typeof native.recvRecords>;
+    try {
+      recs = native.recvRecords(this.#fd, RECV_BATCH);
+    } catch (err) {
+      this.#destroy(err as Error);
+      return;
+    }
+    for (let i = 0; i < recs.length; i += 3) {
+      if (recs[i] === null) {
+        // End of stream. In the middle of a message, that is an error; otherwise a normal close.
+        if (this.#reassembler.partial) {
+          const n = this.#reassembler.abort();
+          this.#destroy(batonError('ERR_BATON_PEER_CLOSED_MID_MESSAGE', `the peer closed the channel in the middle of a message (closed ${n} fds that had arrived)`));
+        } else this.#destroy();
+        return;
+      }
+      const status = recs[i] as number;
+      const data = recs[i + 1] as Buffer;
+      const fds = recs[i + 2] as number[] | null;
+      if (this.#closed) {
+        if (fds) native.closeMany(fds);
+        continue;
+      }
+      if (status !== RECORD_OK) {
+        this.#destroy(batonError('ERR_BATON_TRUNCATED', status === RECORD_CTRUNC
+          ? 'a record from the peer carried more fds than fit (MSG_CTRUNC); the fds that arrived were closed'
+          : 'a record from the peer was larger than any baton record (MSG_TRUNC); its fds were closed'));
+        continue;
+      }
+      let msg: InMessage | null;
+      try {
+        msg = this.#reassembler.push(data, fds);
+      } catch (err) {
+        this.#destroy(err as Error);
+        continue;
+      }
+      if (!msg) continue;
+      if (this.#paused) this.#backlog.push(msg);
+      else this.#deliver(msg);
+    }
+  }
+
+  #deliver(msg: InMessage): void {
+    if (this.listenerCount('message') === 0) {
+      // Nobody takes ownership: close them rather than leak them.
+      if (msg.fds.length) native.closeMany(msg.fds);
+      return;
+    }
+    this.emit('message', msg.data, msg.fds);
+  }
+
+  #destroy(err?: Error): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const poller = this.#poller;
+    this.#poller = null;
+    this.#fd = -1;
+    poller?.close(true);
+    this.#reassembler.abort();
+    for (const m of this.#backlog) if (m.fds.length) native.closeMany(m.fds);
+    this.#backlog = [];
+    const queue = this.#queue;
+    this.#queue = [];
+    const reason = err ?? closedError();
+    for (const r of queue) {
+      if (r.fds) native.closeMany(r.fds);
+      r.done?.reject(reason);
+    }
+    process.nextTick(() => {
+      if (err && this.listenerCount('error') > 0) this.emit('error', err);
+      this.emit('close', err);
+    });
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+const NO_FDS: readonly number[] = Object.freeze([]);
+
+/** Errors of one sendmsg that concern only that message, not the connection. */
+function isMessageError(err: unknown): boolean {
+  const code = (err as BatonError).code;
+  return code === 'EBADF' || code === 'EINVAL' || code === 'ETOOMANYREFS' || code === 'EMSGSIZE' || code === 'ENOBUFS' || code === 'ENOMEM';
+}
+
+function closedError(): BatonError {
+  return batonError('ERR_BATON_CHANNEL_CLOSED', 'the channel is closed');
+}

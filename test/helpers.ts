@@ -1,0 +1,155 @@
+/**
+ * Shared test helpers: temporary directories, fd counting through /proc, spawning real Node processes
+ * (never fork()/IPC) and killing them by pid, and bounded waits. Every helper that starts something
+ * registers its cleanup with the test context, so a failing assertion never leaves a process or a file.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TestContext } from 'node:test';
+
+/** dist/test -> the package root. */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** Compiled fixtures (test/fixtures/*.ts -> dist/test/fixtures/*.js). */
+export const FIXTURES = path.join(ROOT, 'dist/test/fixtures');
+
+type Cleanup = TestContext | { after(fn: () => unknown): void };
+
+/** A fresh private directory, removed after the test. Short, because AF_UNIX paths are limited to 107 bytes. */
+export function tmpDir(t: Cleanup): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'baton-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** The fds open in this process right now (numbers), from /proc/self/fd. */
+export function openFds(pid: number | 'self' = 'self'): number[] {
+  return fs.readdirSync(`/proc/${pid}/fd`).map(Number).filter((n) => Number.isInteger(n));
+}
+
+export function fdCount(): number {
+  // readdirSync itself opens one fd while listing; it is closed again before we return.
+  return openFds().length;
+}
+
+/** The flags line of /proc/self/fdinfo/<fd>, as a number (octal in the file). */
+export function fdinfoFlags(fd: number, pid: number | 'self' = 'self'): number {
+  const text = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+  const m = /^flags:\s+([0-7]+)/m.exec(text);
+  if (!m) throw new Error(`no flags in fdinfo for fd ${fd}`);
+  return parseInt(m[1]!, 8);
+}
+
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+
+export interface Spawned {
+  child: ChildProcess;
+  pid: number;
+  /** Everything the child wrote to stdout so far. */
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the first stdout line matching `re` (or rejects after `ms`). */
+  line(re: RegExp, ms?: number): Promise<RegExpExecArray>;
+  /** Resolves with the exit code (or signal name) when the child exits. */
+  exited: Promise<number | string>;
+}
+
+/**
+ * Spawn `node script args…` as a separate process (stdio pipes, no IPC channel). It is SIGKILLed by pid
+ * after the test if it is still running.
+ */
+export function spawnNode(t: Cleanup, script: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Spawned {
+  const child = spawn(process.execPath, [script, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<number | string>((resolve) => {
+    child.on('exit', (code, signal) => resolve(code ?? signal ?? -1));
+  });
+  const pid = child.pid!;
+  t.after(() => killPid(pid));
+  return {
+    child,
+    pid,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    line(re: RegExp, ms = 10_000): Promise<RegExpExecArray> {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = re.exec(out);
+          if (m) {
+            cleanup();
+            resolve(m);
+          }
+        };
+        const onExit = () => {
+          setImmediate(() => {
+            check();
+            cleanup();
+            reject(new Error(`child ${pid} exited before printing ${re}; stdout: ${out.slice(-2000)} stderr: ${err.slice(-2000)}`));
+          });
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`timed out after ${ms} ms waiting for ${re} from child ${pid}; stdout: ${out.slice(-2000)} stderr: ${err.slice(-2000)}`));
+        }, ms);
+        const cleanup = () => {
+          clearTimeout(timer);
+          child.stdout!.off('data', check);
+          child.off('exit', onExit);
+        };
+        child.stdout!.on('data', check);
+        child.once('exit', onExit);
+        check();
+      });
+    },
+  };
+}
+
+/** SIGKILL a pid if it is still alive; never throws. */
+export function killPid(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+/** Reject if `p` does not settle within `ms`. */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    }),
+  ]);
+}
+
+/** Poll `cond` every `step` ms until it is true, or throw after `ms`. */
+export async function waitFor(cond: () => boolean, ms: number, what: string, step = 10): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, step));
+  }
+}
+
+/** Wait until the fd count is back to `baseline` (closes can lag a tick behind an event). */
+export async function expectFdsBackTo(baseline: number, what: string, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  let now = fdCount();
+  while (now !== baseline && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 10));
+    now = fdCount();
+  }
+  if (now !== baseline) throw new Error(`fd leak after ${what}: ${now} open fds, expected ${baseline}`);
+}
