@@ -9,7 +9,8 @@
         "native/channel.c",
         "native/probe.c",
         "native/sockopt.c",
-        "native/fdutil.c"
+        "native/fdutil.c",
+        "native/process.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],

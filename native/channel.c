@@ -75,8 +75,8 @@ static bool get_path(napi_env env, napi_value v, struct sockaddr_un *addr, sockl
 }
 
 /* Is someone listening on this socket path? 1 yes, 0 no (stale), -1 error in errno. */
-static int path_has_listener(const struct sockaddr_un *addr, socklen_t len) {
-  int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+static int path_has_listener(const struct sockaddr_un *addr, socklen_t len, int type) {
+  int probe = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (probe < 0) return -1;
   int r = connect(probe, (const struct sockaddr *)addr, len);
   int err = errno;
@@ -89,11 +89,15 @@ static int path_has_listener(const struct sockaddr_un *addr, socklen_t len) {
   return -1;
 }
 
-/* listen(path, backlog) -> fd. The socket file gets mode 0600; a stale socket file is replaced only when
- * nobody listens on it; a live one gives EADDRINUSE; a path that is not a socket is never removed. */
+/* listen(path, backlog, stream = false) -> fd: a SOCK_SEQPACKET listener for the fd channel, or with
+ * `stream` a SOCK_STREAM one (the upgrader's Unix listeners: bound here rather than by libuv, because
+ * libuv unlinks the path of a pipe it bound when the handle closes, and the old generation's close would
+ * then remove the file the new generation is serving on). The socket file gets mode 0600; a stale socket
+ * file is replaced only when nobody listens on it; a live one gives EADDRINUSE; a path that is not a
+ * socket is never removed. */
 static napi_value channel_listen(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   struct sockaddr_un addr;
   socklen_t len;
@@ -101,8 +105,11 @@ static napi_value channel_listen(napi_env env, napi_callback_info info) {
   if (!get_path(env, argv[0], &addr, &len, path, sizeof path)) return NULL;
   int32_t backlog = 128;
   if (argc >= 2 && !baton_arg_int32(env, argv[1], "backlog", &backlog)) return NULL;
+  bool stream = false;
+  if (argc >= 3) napi_get_value_bool(env, argv[2], &stream);
+  int type = stream ? SOCK_STREAM : SOCK_SEQPACKET;
 
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return baton_throw_errno(env, errno, "socket", path);
 
   for (int attempt = 0;; attempt++) {
@@ -125,7 +132,7 @@ static napi_value channel_listen(napi_env env, napi_callback_info info) {
       snprintf(detail, sizeof detail, "%s (exists and is not a socket; baton will not remove it)", path);
       return baton_throw_errno(env, EADDRINUSE, "bind", detail);
     }
-    int live = path_has_listener(&addr, len);
+    int live = path_has_listener(&addr, len, type);
     if (live != 0) {
       err = live < 0 ? errno : EADDRINUSE;
       close(fd);

@@ -40,7 +40,7 @@ export interface NativeBinding {
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
   pollEvents: { READABLE: number; WRITABLE: number; DISCONNECT: number };
   SCM_MAX_FD: number;
-  listen(path: string, backlog: number): number;
+  listen(path: string, backlog: number, stream?: boolean): number;
   connect(path: string): number;
   accept(fd: number): number;
   socketpair(): [number, number];
@@ -59,6 +59,7 @@ export interface NativeBinding {
   close(fd: number): void;
   closeMany(fds: readonly number[]): number;
   isOpen(fd: number): boolean;
+  reap(pid: number): boolean;
 }
 
 /** Record statuses reported by recvRecords. */
