@@ -5,4 +5,5 @@
  * fd -> handoff -> upgrader -> integrations -> cli.
  */
 export * from './fd/index.js';
+export * from './upgrader/index.js';
 export { VERSION } from './version.js';

@@ -47,7 +47,21 @@ export class FdChannelServer extends EventEmitter<FdChannelServerEvents> {
     return new FdChannelServer(path, native.listen(path, backlog), options);
   }
 
-  private constructor(path: string, fd: number, options: FdChannelOptions) {
+  /**
+   * Take over a listening SEQPACKET socket received from another process (standalone upgrades pass the
+   * control socket this way, so its path never stops answering). The server owns `fd` from now on, and
+   * does not accept until `start()` (so two processes holding the same listener never both accept).
+   */
+  static fromFd(fd: number, path: string, options: FdChannelOptions & { paused?: boolean } = {}): FdChannelServer {
+    const info = native.probe(fd);
+    if (info.family !== 'unix' || info.socketType !== 'seqpacket' || !info.listening) {
+      native.closeMany([fd]);
+      throw batonError('ERR_BATON_UNSUPPORTED_FD', `fd ${fd} is not a listening AF_UNIX SOCK_SEQPACKET socket (it is ${info.kind})`);
+    }
+    return new FdChannelServer(path, fd, options, options.paused ?? false);
+  }
+
+  private constructor(path: string, fd: number, options: FdChannelOptions, paused = false) {
     super();
     this.path = path;
     this.#fd = fd;
@@ -57,7 +71,7 @@ export class FdChannelServer extends EventEmitter<FdChannelServerEvents> {
       this.#ino = st.ino;
       this.#dev = st.dev;
       this.#poller = new native.Poller(fd, (status) => this.#onReadable(status));
-      this.#poller.start(native.pollEvents.READABLE);
+      if (!paused) this.#poller.start(native.pollEvents.READABLE);
     } catch (err) {
       native.closeMany([fd]);
       throw err;
@@ -80,9 +94,27 @@ export class FdChannelServer extends EventEmitter<FdChannelServerEvents> {
     return this;
   }
 
-  /** Stop accepting, close the listening socket and remove its file (if it is still ours). Channels
-   * already accepted stay open. */
-  close(): void {
+  /** Start accepting (after fromFd with `paused`). */
+  start(): void {
+    if (this.#backoff === null) this.#poller?.start(native.pollEvents.READABLE);
+  }
+
+  /** Keep the socket but stop accepting: another process that holds the same listener accepts now. */
+  stop(): void {
+    this.#poller?.start(0);
+  }
+
+  /** The listening fd, borrowed (-1 once closed): to hand the listener to another process. */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /**
+   * Stop accepting, close the listening socket and remove its file (if it is still ours). Channels
+   * already accepted stay open. With `unlink: false` the file stays: for a process that handed the
+   * listener to a successor, which keeps serving on the same path.
+   */
+  close(options: { unlink?: boolean } = {}): void {
     if (!this.#poller) return;
     this.#poller.close(true);
     this.#poller = null;
@@ -91,7 +123,7 @@ export class FdChannelServer extends EventEmitter<FdChannelServerEvents> {
     this.#backoff = null;
     try {
       const st = fs.lstatSync(this.path);
-      if (st.ino === this.#ino && st.dev === this.#dev) fs.unlinkSync(this.path);
+      if (options.unlink !== false && st.ino === this.#ino && st.dev === this.#dev) fs.unlinkSync(this.path);
     } catch {
       // Already gone, or replaced and not ours to remove.
     }

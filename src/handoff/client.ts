@@ -1,0 +1,123 @@
+/**
+ * The new generation's side of the handoff (state machine):
+ *
+ *   connecting --hello--> welcomed --ready--> serving --> closed
+ *        \________ refuse / timeout / bad peer _________/ (failed)
+ *
+ * join() connects, checks the peer's uid (before reading anything from it), says hello and receives the
+ * inventory with its fds. The generation then take()s what it listens on; ready() tells the other side it
+ * serves, waits for the acknowledgement, and closes every inherited fd nobody took.
+ */
+import { EventEmitter } from 'node:events';
+import { batonError } from '../fd/errors.js';
+import { native } from '../fd/native.js';
+import { Link } from './link.js';
+import { fits, PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind } from './messages.js';
+import { peerRefusal } from './peer.js';
+
+export type ClientState = 'welcomed' | 'ready-sent' | 'serving' | 'closed';
+
+export interface JoinOptions {
+  /** The generation number a supervisor assigned (BATON_GENERATION). */
+  generation?: number;
+  /** Time allowed for connect + welcome, in ms. */
+  timeoutMs?: number;
+}
+
+export interface GenerationClientEvents {
+  drain: [msg: Drain];
+  close: [err?: Error];
+}
+
+export class GenerationClient extends EventEmitter<GenerationClientEvents> {
+  readonly link: Link;
+  readonly generation: number;
+  #state: ClientState = 'welcomed';
+  /** Inherited fds not taken yet, by name. Owned by this client until taken. */
+  #offered = new Map<string, { entry: InventoryEntry; fd: number }>();
+  readonly inventory: readonly InventoryEntry[];
+
+  static async join(path: string, options: JoinOptions = {}): Promise<GenerationClient> {
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    const link = await Link.connect(path, timeoutMs);
+    try {
+      const refusal = peerRefusal(link.peer);
+      if (refusal) throw batonError('ERR_BATON_PEER_NOT_ALLOWED', `refusing the control socket at ${path}: ${refusal}`);
+      await link.send({ v: PROTOCOL_VERSION, type: 'hello', role: 'generation', pid: process.pid, ...(options.generation ? { generation: options.generation } : {}) });
+      const { msg, fds } = await link.expect(['welcome', 'refuse'], timeoutMs, 'the inventory (welcome)');
+      if (msg.type === 'refuse') throw batonError('ERR_BATON_REFUSED', `the serving generation refused the handoff: ${msg.reason} (${msg.code})`, { reason: msg.code });
+      return new GenerationClient(link, msg.generation, msg.inventory, fds);
+    } catch (err) {
+      link.close();
+      throw err;
+    }
+  }
+
+  private constructor(link: Link, generation: number, inventory: InventoryEntry[], fds: number[]) {
+    super();
+    this.link = link;
+    this.generation = generation;
+    this.inventory = inventory;
+    inventory.forEach((entry, i) => this.#offered.set(entry.name, { entry, fd: fds[i]! }));
+    link.on('message', ({ msg, fds }) => {
+      native.closeMany(fds);
+      if (msg.type === 'drain') this.emit('drain', msg);
+    });
+    link.on('close', (err) => {
+      this.#state = 'closed';
+      this.#closeOffered();
+      this.emit('close', err);
+    });
+  }
+
+  get state(): ClientState {
+    return this.#state;
+  }
+
+  /** The inherited entry of that name (without taking it). */
+  offered(name: string): InventoryEntry | undefined {
+    return this.#offered.get(name)?.entry;
+  }
+
+  /**
+   * Take the inherited fd for `name` if it is of `kind` and fits `address`; the caller owns it. Returns
+   * null when there is none (or it does not fit: the caller binds fresh, and the old one is closed once
+   * this generation is ready).
+   */
+  take(name: string, kind: SocketKind, address: SocketAddress): { fd: number; entry: InventoryEntry } | null {
+    const o = this.#offered.get(name);
+    if (!o || o.entry.kind !== kind || !fits(o.entry.address, address)) return null;
+    this.#offered.delete(name);
+    return o;
+  }
+
+  /** Tell the other side about a socket this generation bound itself (the supervisor keeps a copy). */
+  register(entry: InventoryEntry, fd: number): Promise<void> {
+    return this.link.send({ v: PROTOCOL_VERSION, type: 'register', entry }, [fd]);
+  }
+
+  /** Report connection counts (supervised mode). Failures are ignored: stats are advisory. */
+  stats(connections: number, state: 'starting' | 'serving' | 'draining'): void {
+    if (this.link.closed) return;
+    this.link.send({ v: PROTOCOL_VERSION, type: 'stats', connections, state }).catch(() => {});
+  }
+
+  /** This generation serves: tell the other side, wait for its acknowledgement, close what was not taken. */
+  async ready(names: string[], timeoutMs: number): Promise<void> {
+    if (this.#state !== 'welcomed') throw batonError('ERR_BATON_STATE', `ready() in state ${this.#state}`);
+    this.#state = 'ready-sent';
+    await this.link.send({ v: PROTOCOL_VERSION, type: 'ready', names });
+    await this.link.expect(['ready-ok'], timeoutMs, 'the acknowledgement of ready');
+    this.#state = 'serving';
+    this.#closeOffered();
+  }
+
+  close(): void {
+    this.link.close();
+  }
+
+  #closeOffered(): void {
+    for (const { fd } of this.#offered.values()) native.closeMany([fd]);
+    this.#offered.clear();
+  }
+}

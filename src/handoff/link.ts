@@ -1,0 +1,137 @@
+/**
+ * A Link is an FdChannel that speaks the handoff protocol: every incoming message is decoded and
+ * validated, fds beyond what the message type carries are closed (and the message rejected), and the
+ * state machines on either side can `expect()` the next message with a timeout.
+ *
+ * A bad message ends the link: the protocol has no way to resynchronise, and the peer is either broken or
+ * hostile. The reason is logged by the owner through the 'close' event.
+ */
+import { EventEmitter } from 'node:events';
+import { FdChannel } from '../fd/channel.js';
+import { batonError, type BatonError } from '../fd/errors.js';
+import { native } from '../fd/native.js';
+import { decode, encode, expectedFds, MAX_MESSAGE_BYTES, type Message, type MessageType } from './messages.js';
+
+export interface Incoming {
+  msg: Message;
+  /** Owned by whoever takes the message. */
+  fds: number[];
+}
+
+interface Waiter {
+  types: readonly MessageType[];
+  resolve: (m: Incoming) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout | null;
+}
+
+export interface LinkEvents {
+  /** A message no expect() was waiting for. */
+  message: [incoming: Incoming];
+  close: [err?: Error];
+}
+
+export class Link extends EventEmitter<LinkEvents> {
+  readonly channel: FdChannel;
+  #waiters: Waiter[] = [];
+  #queue: Incoming[] = [];
+  #closed = false;
+  #closeError: Error | undefined;
+
+  constructor(channel: FdChannel) {
+    super();
+    this.channel = channel;
+    channel.on('message', (data, fds) => this.#onMessage(data, fds));
+    channel.on('close', (err) => this.#onClose(err));
+  }
+
+  static async connect(path: string, timeoutMs = 5000): Promise<Link> {
+    return new Link(await FdChannel.connect(path, { timeout: timeoutMs, maxMessageBytes: MAX_MESSAGE_BYTES }));
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get peer() {
+    return this.channel.peer;
+  }
+
+  send(msg: Message, fds: readonly number[] = []): Promise<void> {
+    return this.channel.send(encode(msg), fds);
+  }
+
+  /**
+   * The next message of one of `types`. Messages of other types that arrive first are delivered as
+   * 'message' events (or queued until someone listens). Rejects on timeout or when the link closes.
+   */
+  expect<T extends MessageType>(types: readonly T[], timeoutMs: number, what: string): Promise<Incoming & { msg: Extract<Message, { type: T }> }> {
+    const queued = this.#queue.findIndex((m) => (types as readonly string[]).includes(m.msg.type));
+    if (queued >= 0) return Promise.resolve(this.#queue.splice(queued, 1)[0] as Incoming & { msg: Extract<Message, { type: T }> });
+    if (this.#closed) return Promise.reject(this.#closeError ?? closedWhile(what));
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = { types, resolve: resolve as (m: Incoming) => void, reject, timer: null };
+      if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
+        waiter.timer = setTimeout(() => {
+          this.#waiters = this.#waiters.filter((w) => w !== waiter);
+          reject(batonError('ERR_BATON_TIMEOUT', `timed out after ${timeoutMs} ms waiting for ${what}`));
+        }, timeoutMs);
+      }
+      this.#waiters.push(waiter);
+    });
+  }
+
+  close(err?: Error): void {
+    if (this.#closed) return;
+    if (err) this.#closeError = err;
+    this.channel.close();
+  }
+
+  #onMessage(data: Buffer, fds: number[]): void {
+    let msg: Message;
+    try {
+      msg = decode(data);
+      const want = expectedFds(msg);
+      if (fds.length !== want) {
+        throw batonError('ERR_BATON_PROTOCOL', `bad handoff message: "${msg.type}" carries ${want} fds, got ${fds.length}`);
+      }
+    } catch (err) {
+      native.closeMany(fds);
+      this.close(err as Error);
+      return;
+    }
+    const incoming = { msg, fds };
+    const i = this.#waiters.findIndex((w) => (w.types as readonly string[]).includes(msg.type));
+    if (i >= 0) {
+      const [w] = this.#waiters.splice(i, 1);
+      if (w!.timer) clearTimeout(w!.timer);
+      w!.resolve(incoming);
+      return;
+    }
+    if (this.listenerCount('message') > 0) this.emit('message', incoming);
+    else if (this.#queue.length < 64) this.#queue.push(incoming);
+    else {
+      native.closeMany(fds);
+      this.close(batonError('ERR_BATON_PROTOCOL', 'the peer sent more than 64 unsolicited messages'));
+    }
+  }
+
+  #onClose(err?: Error): void {
+    this.#closed = true;
+    const reason = this.#closeError ?? err;
+    this.#closeError = reason;
+    for (const m of this.#queue) native.closeMany(m.fds);
+    this.#queue = [];
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) {
+      if (w.timer) clearTimeout(w.timer);
+      w.reject(reason ?? closedWhile(`a ${w.types.join('/')} message`));
+    }
+    this.emit('close', reason);
+  }
+}
+
+function closedWhile(what: string): BatonError {
+  return batonError('ERR_BATON_HANDOFF_FAILED', `the peer closed the control connection while we waited for ${what}`);
+}

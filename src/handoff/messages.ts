@@ -1,0 +1,229 @@
+/**
+ * The handoff protocol's messages: one JSON object per FdChannel message, fds attached where a message
+ * carries sockets. Every message has `v` (the protocol version) and `type`. decode() validates shape and
+ * types field by field and says exactly what is wrong; the caller closes any fds that came with a bad or
+ * unexpected message.
+ *
+ * See docs/protocol.md for the sequence and the states on each side.
+ */
+import { batonError, type BatonError } from '../fd/errors.js';
+
+export const PROTOCOL_VERSION = 1;
+
+/** What a named socket is. 'control' is the control socket itself (standalone mode hands it over). */
+export type SocketKind = 'tcp' | 'unix' | 'udp4' | 'udp6' | 'control';
+
+/** Where it is bound. Addresses are compared to decide whether an inherited socket fits a listen() call. */
+export type SocketAddress = { host: string; port: number } | { path: string };
+
+export interface InventoryEntry {
+  name: string;
+  kind: SocketKind;
+  address: SocketAddress;
+}
+
+export type Role = 'generation' | 'control';
+export type ControlCommand = 'reload' | 'status' | 'stop';
+
+export interface Hello {
+  v: number;
+  type: 'hello';
+  role: Role;
+  pid: number;
+  /** For role 'generation' under a supervisor: the number the supervisor gave it (BATON_GENERATION). */
+  generation?: number;
+  /** For role 'control'. */
+  command?: ControlCommand;
+  /** For 'reload': how long the caller will wait, in ms. */
+  timeoutMs?: number;
+}
+
+/** Sent to a new generation: the sockets it may inherit. fds are attached in inventory order. */
+export interface Welcome {
+  v: number;
+  type: 'welcome';
+  generation: number;
+  inventory: InventoryEntry[];
+}
+
+export interface Refuse {
+  v: number;
+  type: 'refuse';
+  code: string;
+  reason: string;
+}
+
+/** A generation tells the supervisor about a socket it bound itself; one fd attached. */
+export interface Register {
+  v: number;
+  type: 'register';
+  entry: InventoryEntry;
+}
+
+/** The new generation serves; `names` are the inherited or registered sockets it uses. */
+export interface Ready {
+  v: number;
+  type: 'ready';
+  names: string[];
+}
+
+export interface ReadyOk {
+  v: number;
+  type: 'ready-ok';
+}
+
+/** Supervisor to a generation: you were replaced (or the service stops): stop accepting, drain, exit. */
+export interface Drain {
+  v: number;
+  type: 'drain';
+  timeoutMs: number;
+  reason: 'upgrade' | 'stop';
+}
+
+/** A generation's periodic report to the supervisor. */
+export interface Stats {
+  v: number;
+  type: 'stats';
+  connections: number;
+  state: 'starting' | 'serving' | 'draining';
+}
+
+/** Answer to a control command. */
+export interface Result {
+  v: number;
+  type: 'result';
+  ok: boolean;
+  command: ControlCommand;
+  /** For failures: an ERR_BATON_* code and a human reason. */
+  code?: string;
+  reason?: string;
+  /** Command-specific payload (the status report, the upgrade record). */
+  data?: unknown;
+}
+
+export type Message = Hello | Welcome | Refuse | Register | Ready | ReadyOk | Drain | Stats | Result;
+export type MessageType = Message['type'];
+
+/** Which messages may carry fds, and how many. */
+export function expectedFds(msg: Message): number {
+  if (msg.type === 'welcome') return msg.inventory.length;
+  if (msg.type === 'register') return 1;
+  return 0;
+}
+
+export function encode(msg: Message): Buffer {
+  return Buffer.from(JSON.stringify(msg));
+}
+
+/** The largest message we accept: an inventory of a few hundred sockets fits easily. */
+export const MAX_MESSAGE_BYTES = 1024 * 1024;
+
+function bad(reason: string): BatonError {
+  return batonError('ERR_BATON_PROTOCOL', `bad handoff message: ${reason}`);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function str(o: Record<string, unknown>, key: string, max = 256): string {
+  const v = o[key];
+  if (typeof v !== 'string' || v.length === 0 || v.length > max) throw bad(`"${key}" must be a non-empty string of at most ${max} characters`);
+  return v;
+}
+
+function int(o: Record<string, unknown>, key: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const v = o[key];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(`"${key}" must be an integer from ${min} to ${max}`);
+  return v;
+}
+
+function oneOf<T extends string>(o: Record<string, unknown>, key: string, values: readonly T[]): T {
+  const v = o[key];
+  if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) throw bad(`"${key}" must be one of ${values.join(', ')}`);
+  return v as T;
+}
+
+const KINDS = ['tcp', 'unix', 'udp4', 'udp6', 'control'] as const;
+
+export function checkAddress(v: unknown): SocketAddress {
+  if (!isObject(v)) throw bad('"address" must be an object');
+  if (typeof v.path === 'string') return { path: str(v, 'path', 4096) };
+  const host = v.host;
+  if (typeof host !== 'string' || host.length > 256) throw bad('"host" must be a string ("" for all interfaces)');
+  return { host, port: int(v, 'port', 0, 65535) };
+}
+
+export function checkEntry(v: unknown): InventoryEntry {
+  if (!isObject(v)) throw bad('an inventory entry must be an object');
+  return { name: str(v, 'name', 200), kind: oneOf(v, 'kind', KINDS), address: checkAddress(v.address) };
+}
+
+/** Parse and validate one message. Throws ERR_BATON_PROTOCOL with the reason. */
+export function decode(data: Buffer): Message {
+  if (data.length > MAX_MESSAGE_BYTES) throw bad(`${data.length} bytes is over the ${MAX_MESSAGE_BYTES}-byte limit`);
+  let o: unknown;
+  try {
+    o = JSON.parse(data.toString('utf8'));
+  } catch {
+    throw bad('not JSON');
+  }
+  if (!isObject(o)) throw bad('not a JSON object');
+  if (o.v !== PROTOCOL_VERSION) throw bad(`protocol version ${JSON.stringify(o.v)} (this baton speaks ${PROTOCOL_VERSION})`);
+  const v = PROTOCOL_VERSION;
+  switch (o.type) {
+    case 'hello': {
+      const role = oneOf(o, 'role', ['generation', 'control'] as const);
+      const msg: Hello = { v, type: 'hello', role, pid: int(o, 'pid', 1) };
+      if (o.generation !== undefined) msg.generation = int(o, 'generation', 1);
+      if (role === 'control') msg.command = oneOf(o, 'command', ['reload', 'status', 'stop'] as const);
+      if (o.timeoutMs !== undefined) msg.timeoutMs = int(o, 'timeoutMs', 0);
+      return msg;
+    }
+    case 'welcome': {
+      if (!Array.isArray(o.inventory) || o.inventory.length > 4096) throw bad('"inventory" must be an array of at most 4096 entries');
+      return { v, type: 'welcome', generation: int(o, 'generation', 1), inventory: o.inventory.map(checkEntry) };
+    }
+    case 'refuse':
+      return { v, type: 'refuse', code: str(o, 'code'), reason: str(o, 'reason', 4096) };
+    case 'register':
+      return { v, type: 'register', entry: checkEntry(o.entry) };
+    case 'ready': {
+      if (!Array.isArray(o.names) || o.names.length > 4096 || !o.names.every((n) => typeof n === 'string')) throw bad('"names" must be an array of strings');
+      return { v, type: 'ready', names: o.names as string[] };
+    }
+    case 'ready-ok':
+      return { v, type: 'ready-ok' };
+    case 'drain':
+      return { v, type: 'drain', timeoutMs: int(o, 'timeoutMs'), reason: oneOf(o, 'reason', ['upgrade', 'stop'] as const) };
+    case 'stats':
+      return { v, type: 'stats', connections: int(o, 'connections'), state: oneOf(o, 'state', ['starting', 'serving', 'draining'] as const) };
+    case 'result': {
+      if (typeof o.ok !== 'boolean') throw bad('"ok" must be a boolean');
+      const msg: Result = { v, type: 'result', ok: o.ok, command: oneOf(o, 'command', ['reload', 'status', 'stop'] as const) };
+      if (o.code !== undefined) msg.code = str(o, 'code');
+      if (o.reason !== undefined) msg.reason = str(o, 'reason', 65536);
+      if (o.data !== undefined) msg.data = o.data;
+      return msg;
+    }
+    default:
+      throw bad(`unknown type ${JSON.stringify(o.type)}`);
+  }
+}
+
+/**
+ * Does an inherited socket fit what listen()/bindDgram() asks for now? Hosts compare as the application
+ * wrote them ('' for "all interfaces"; '127.0.0.1' and 'localhost' differ on purpose: the inherited socket
+ * is bound to one exact address). A requested port 0 ("any port") accepts the inherited socket's port, so
+ * an app on an ephemeral port keeps it across upgrades.
+ */
+export function fits(inherited: SocketAddress, requested: SocketAddress): boolean {
+  if ('path' in inherited || 'path' in requested) return 'path' in inherited && 'path' in requested && inherited.path === requested.path;
+  return inherited.host === requested.host && (requested.port === 0 || inherited.port === requested.port);
+}
+
+export function formatAddress(a: SocketAddress): string {
+  if ('path' in a) return a.path;
+  const host = a.host === '' ? '*' : a.host.includes(':') ? `[${a.host}]` : a.host;
+  return `${host}:${a.port}`;
+}

@@ -1,0 +1,118 @@
+/**
+ * The serving side of one handoff connection (state machine), used by the supervisor and by a standalone
+ * generation that hands over to its successor:
+ *
+ *   accepted --peer uid ok, hello--> greeted --offer()--> offered --ready--> ready --ackReady()--> serving
+ *       \__ wrong uid / bad or no hello: closed        \__ closed or readyTimeout: rolled back
+ *
+ * Nothing is read from a peer before its uid is checked, and no fd is sent before that and a valid hello.
+ */
+import { EventEmitter } from 'node:events';
+import type { FdChannel } from '../fd/channel.js';
+import { batonError } from '../fd/errors.js';
+import { native } from '../fd/native.js';
+import { Link } from './link.js';
+import { PROTOCOL_VERSION, type ControlCommand, type Hello, type InventoryEntry, type Stats } from './messages.js';
+import { peerRefusal } from './peer.js';
+
+export type SessionState = 'greeted' | 'offered' | 'ready' | 'serving' | 'closed';
+
+export interface SessionEvents {
+  register: [entry: InventoryEntry, fd: number];
+  stats: [stats: Stats];
+  close: [err?: Error];
+}
+
+export class HandoffSession extends EventEmitter<SessionEvents> {
+  readonly link: Link;
+  readonly hello: Hello;
+  #state: SessionState = 'greeted';
+
+  /** Authenticate the peer and read its hello. Closes the channel and throws on any failure. */
+  static async accept(channel: FdChannel, helloTimeoutMs = 5000): Promise<HandoffSession> {
+    const link = new Link(channel);
+    const refusal = peerRefusal(channel.peer);
+    if (refusal) {
+      link.close();
+      throw batonError('ERR_BATON_PEER_NOT_ALLOWED', `refused a control connection: ${refusal}`);
+    }
+    try {
+      const { msg } = await link.expect(['hello'], helloTimeoutMs, 'hello');
+      return new HandoffSession(link, msg);
+    } catch (err) {
+      link.close();
+      throw err;
+    }
+  }
+
+  private constructor(link: Link, hello: Hello) {
+    super();
+    this.link = link;
+    this.hello = hello;
+    link.on('message', ({ msg, fds }) => {
+      if (msg.type === 'register' && (this.#state === 'offered' || this.#state === 'serving') && this.listenerCount('register') > 0) {
+        this.emit('register', msg.entry, fds[0]!);
+        return;
+      }
+      native.closeMany(fds);
+      if (msg.type === 'stats') this.emit('stats', msg);
+    });
+    link.on('close', (err) => {
+      this.#state = 'closed';
+      this.emit('close', err);
+    });
+  }
+
+  get state(): SessionState {
+    return this.#state;
+  }
+
+  get peer() {
+    return this.link.peer;
+  }
+
+  /** Send the inventory with its fds (borrowed: the kernel copies them). */
+  async offer(generation: number, entries: ReadonlyArray<{ entry: InventoryEntry; fd: number }>): Promise<void> {
+    this.#expectState('greeted', 'offer');
+    this.#state = 'offered';
+    await this.link.send(
+      { v: PROTOCOL_VERSION, type: 'welcome', generation, inventory: entries.map((e) => e.entry) },
+      entries.map((e) => e.fd),
+    );
+  }
+
+  /** Wait for the new generation's ready. Rejects on timeout or if it goes away first. */
+  async awaitReady(timeoutMs: number): Promise<string[]> {
+    this.#expectState('offered', 'awaitReady');
+    const { msg } = await this.link.expect(['ready'], timeoutMs, 'the new generation to call ready()');
+    this.#state = 'ready';
+    return msg.names;
+  }
+
+  async ackReady(): Promise<void> {
+    this.#expectState('ready', 'ackReady');
+    this.#state = 'serving';
+    await this.link.send({ v: PROTOCOL_VERSION, type: 'ready-ok' });
+  }
+
+  drain(timeoutMs: number, reason: 'upgrade' | 'stop'): Promise<void> {
+    return this.link.send({ v: PROTOCOL_VERSION, type: 'drain', timeoutMs, reason });
+  }
+
+  async refuse(code: string, reason: string): Promise<void> {
+    await this.link.send({ v: PROTOCOL_VERSION, type: 'refuse', code, reason }).catch(() => {});
+    this.link.close();
+  }
+
+  async result(command: ControlCommand, ok: boolean, extra: { code?: string; reason?: string; data?: unknown } = {}): Promise<void> {
+    await this.link.send({ v: PROTOCOL_VERSION, type: 'result', command, ok, ...extra }).catch(() => {});
+  }
+
+  close(): void {
+    this.link.close();
+  }
+
+  #expectState(want: SessionState, op: string): void {
+    if (this.#state !== want) throw batonError('ERR_BATON_STATE', `${op}() in state ${this.#state} (expected ${want})`);
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * Connection tracking and draining for the servers an Upgrader listens with.
+ *
+ * When a generation is replaced it stops accepting (its copy of the listener closes; the kernel socket
+ * lives on in the new generation, so nothing in the accept queue is lost) and then drains:
+ *
+ * - HTTP/1 (http, https): a request in flight finishes; its response carries `Connection: close` and the
+ *   connection closes after it. A connection that is idle between requests gets `idleGraceMs` to send its
+ *   next request (which is answered, with `Connection: close`) and is closed after that. Closing an idle
+ *   keep-alive connection at once would race a client that is sending its next request at that moment —
+ *   the classic keep-alive race, where the client sees a reset. That is also why http.Server#close() is not
+ *   used: since Node 19 it closes idle connections immediately.
+ * - HTTP/2: each session gets a graceful GOAWAY (session.close()): open streams finish, no new ones start.
+ * - Anything else (net.Server with a custom protocol): the app is told ('drain' event) and the connections
+ *   close when the app or the client closes them.
+ *
+ * After `drainTimeout` whatever is left is destroyed.
+ */
+import http from 'node:http';
+import net from 'node:net';
+import tls from 'node:tls';
+
+export interface DrainResult {
+  /** Connections that were still open at the drain timeout and were destroyed. */
+  forced: number;
+}
+
+interface Http2SessionLike {
+  close(cb?: () => void): void;
+  destroy(): void;
+  once(event: 'close', fn: () => void): unknown;
+  closed: boolean;
+  destroyed: boolean;
+}
+
+const kInflight = Symbol('baton.inflight');
+const kIdleTimer = Symbol('baton.idleTimer');
+
+type Tracked = net.Socket & { [kInflight]?: number; [kIdleTimer]?: NodeJS.Timeout | undefined };
+
+function isHttp1(server: net.Server): boolean {
+  // https.Server extends tls.Server and listens for 'request' like http.Server.
+  return server instanceof http.Server || (server instanceof tls.Server && typeof (server as unknown as { setTimeout?: unknown }).setTimeout === 'function' && 'maxHeadersCount' in server);
+}
+
+function isHttp2(server: net.Server): boolean {
+  // Http2Server / Http2SecureServer have no exported classes; they emit 'session' and 'stream'.
+  const name = server.constructor?.name ?? '';
+  return name === 'Http2Server' || name === 'Http2SecureServer';
+}
+
+export class ServerDrainer {
+  readonly server: net.Server;
+  #sockets = new Set<Tracked>();
+  #sessions = new Set<Http2SessionLike>();
+  #draining = false;
+  #idleGraceMs: number;
+  #http1: boolean;
+  #http2: boolean;
+  #done: (() => void) | null = null;
+
+  constructor(server: net.Server, idleGraceMs: number) {
+    this.server = server;
+    this.#idleGraceMs = idleGraceMs;
+    this.#http1 = isHttp1(server);
+    this.#http2 = isHttp2(server);
+    const connectionEvent = server instanceof tls.Server ? 'secureConnection' : 'connection';
+    server.on(connectionEvent, (socket: Tracked) => this.#onConnection(socket));
+    if (this.#http1) {
+      // prepend: our listener must run before the application's handler writes the response head.
+      server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.#onRequest(req, res));
+    }
+    if (this.#http2) {
+      server.on('session', (session: Http2SessionLike) => {
+        this.#sessions.add(session);
+        session.once('close', () => {
+          this.#sessions.delete(session);
+          this.#check();
+        });
+        if (this.#draining) session.close();
+      });
+    }
+  }
+
+  /** Open connections (HTTP/2: sessions). */
+  get connections(): number {
+    return this.#http2 ? this.#sessions.size : this.#sockets.size;
+  }
+
+  /** Stop accepting: close this process's copy of the listener only. */
+  stopAccepting(): void {
+    if (!this.server.listening) return;
+    // net.Server's close, not http.Server's: the latter also closes idle keep-alive connections at once.
+    net.Server.prototype.close.call(this.server);
+  }
+
+  /** Drain as described above; resolves when no connection is left. */
+  drain(timeoutMs: number): Promise<DrainResult> {
+    this.#draining = true;
+    this.stopAccepting();
+    if (this.#http2) for (const s of this.#sessions) s.close();
+    if (this.#http1) {
+      for (const res of this.#pending) if (!res.headersSent) res.shouldKeepAlive = false;
+      for (const socket of this.#sockets) {
+        if (!socket[kInflight]) this.#armIdle(socket);
+      }
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        let forced = 0;
+        for (const s of this.#sockets) {
+          s.destroy();
+          forced++;
+        }
+        for (const s of this.#sessions) {
+          s.destroy();
+          forced++;
+        }
+        this.#done = null;
+        resolve({ forced });
+      }, timeoutMs);
+      this.#done = () => {
+        clearTimeout(timer);
+        this.#done = null;
+        resolve({ forced: 0 });
+      };
+      this.#check();
+    });
+  }
+
+  #check(): void {
+    if (this.#done && this.#sockets.size === 0 && this.#sessions.size === 0) this.#done();
+  }
+
+  #onConnection(socket: Tracked): void {
+    if (this.#http2) return; // sessions are tracked instead
+    this.#sockets.add(socket);
+    socket[kInflight] = 0;
+    socket.once('close', () => {
+      if (socket[kIdleTimer]) clearTimeout(socket[kIdleTimer]);
+      this.#sockets.delete(socket);
+      this.#check();
+    });
+    // A connection accepted while draining (the listener was shared until now): serve it and close.
+    if (this.#draining && this.#http1) this.#armIdle(socket);
+  }
+
+  #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const socket = req.socket as Tracked;
+    socket[kInflight] = (socket[kInflight] ?? 0) + 1;
+    if (socket[kIdleTimer]) {
+      clearTimeout(socket[kIdleTimer]);
+      socket[kIdleTimer] = undefined;
+    }
+    if (this.#draining) res.shouldKeepAlive = false;
+    else this.#pending.add(res);
+    const done = () => {
+      this.#pending.delete(res);
+      socket[kInflight] = Math.max(0, (socket[kInflight] ?? 1) - 1);
+      // A keep-alive response that was already under way when the drain began leaves the connection idle.
+      if (this.#draining && socket[kInflight] === 0 && !socket.destroyed) this.#armIdle(socket);
+    };
+    res.once('finish', done);
+    res.once('close', () => {
+      if (this.#pending.has(res) || !res.writableFinished) done();
+    });
+  }
+
+  /** Responses in flight when the drain began: those whose head is not out yet still get Connection: close. */
+  #pending = new Set<http.ServerResponse>();
+
+  #armIdle(socket: Tracked): void {
+    if (socket[kIdleTimer] || socket.destroyed) return;
+    socket[kIdleTimer] = setTimeout(() => {
+      socket[kIdleTimer] = undefined;
+      if (!socket[kInflight]) socket.end();
+    }, this.#idleGraceMs);
+    socket[kIdleTimer].unref?.();
+  }
+}

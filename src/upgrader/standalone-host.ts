@@ -1,0 +1,109 @@
+/**
+ * The serving side of standalone mode: the current generation listens on the control socket and hands
+ * everything, the control listener included, to a successor that connects. One upgrade at a time.
+ *
+ * Per connection: HandoffSession.accept (peer uid, hello) -> role 'generation': offer the inventory ->
+ * await ready (readyTimeout) -> stop accepting on the control socket -> acknowledge -> the Upgrader drains
+ * and exits. If the successor goes away or misses the timeout first, this generation keeps serving and
+ * reports a rollback. Role 'control': 'status' is answered; 'reload' is refused (no supervisor to start
+ * anything); 'stop' drains this generation.
+ */
+import type { FdChannelServer } from '../fd/channel-server.js';
+import type { InventoryEntry } from '../handoff/messages.js';
+import { HandoffSession } from '../handoff/session.js';
+import type { Logger } from './logger.js';
+import type { UpgraderState } from './upgrader.js';
+
+export interface HostCallbacks {
+  generation(): number;
+  state(): UpgraderState;
+  readyTimeout: number;
+  logger: Logger;
+  inventory(): Array<{ entry: InventoryEntry; fd: number }>;
+  status(): unknown;
+  setUpgrading(on: boolean): void;
+  onRollback(pid: number, reason: string): void;
+  onHandover(generation: number, pid: number): void;
+  onStop(): void;
+}
+
+export class StandaloneHost {
+  readonly #server: FdChannelServer;
+  readonly #cb: HostCallbacks;
+  #busy = false;
+
+  constructor(server: FdChannelServer, callbacks: HostCallbacks) {
+    this.#server = server;
+    this.#cb = callbacks;
+    server.on('channel', (channel) => {
+      HandoffSession.accept(channel).then(
+        (session) => this.#onSession(session),
+        (err: Error) => this.#log('warn', 'control-refused', { reason: err.message }),
+      );
+    });
+    server.on('error', (err) => this.#log('warn', 'control-accept-error', { reason: err.message }));
+  }
+
+  start(): void {
+    this.#server.start();
+  }
+
+  close(options: { unlink: boolean }): void {
+    this.#server.close(options);
+  }
+
+  async #onSession(session: HandoffSession): Promise<void> {
+    const hello = session.hello;
+    if (hello.role === 'control') {
+      if (hello.command === 'status') await session.result('status', true, { data: { generations: [this.#cb.status()] } });
+      else if (hello.command === 'stop') {
+        await session.result('stop', true);
+        this.#cb.onStop();
+      } else {
+        await session.result(hello.command ?? 'reload', false, {
+          code: 'ERR_BATON_NO_SUPERVISOR',
+          reason: 'standalone mode has no supervisor to start a new generation: start the new version with the same socket and it takes over',
+        });
+      }
+      session.close();
+      return;
+    }
+    const state = this.#cb.state();
+    if (this.#busy || state !== 'serving') {
+      const code = this.#busy || state === 'upgrading' ? 'ERR_BATON_UPGRADE_IN_PROGRESS' : 'ERR_BATON_STATE';
+      const reason = code === 'ERR_BATON_UPGRADE_IN_PROGRESS' ? 'upgrade in progress: another new generation is joining' : `the serving generation is ${state}`;
+      this.#log('warn', 'upgrade-refused', { pid: session.peer.pid, reason });
+      await session.refuse(code, reason);
+      return;
+    }
+    this.#busy = true;
+    this.#cb.setUpgrading(true);
+    const pid = session.peer.pid;
+    const next = this.#cb.generation() + 1;
+    const started = Date.now();
+    this.#log('info', 'upgrade-start', { next, peer: pid });
+    try {
+      await session.offer(next, this.#cb.inventory());
+      await session.awaitReady(this.#cb.readyTimeout);
+      // Stop accepting on the control socket before acknowledging: from the ack on, the successor accepts.
+      this.#server.stop();
+      await session.ackReady();
+    } catch (err) {
+      const reason = (err as Error).message;
+      this.#log('warn', 'rollback', { next, peer: pid, reason, ms: Date.now() - started });
+      session.close();
+      this.#server.start();
+      this.#busy = false;
+      this.#cb.setUpgrading(false);
+      this.#cb.onRollback(pid, reason);
+      return;
+    }
+    this.#log('info', 'upgraded', { next, peer: pid, ms: Date.now() - started });
+    session.close();
+    this.#cb.onHandover(next, pid);
+  }
+
+  #log(level: 'info' | 'warn', event: string, fields: Record<string, string | number>): void {
+    this.#cb.logger.log(level, event, { gen: this.#cb.generation(), pid: process.pid, ...fields });
+  }
+}

@@ -1,0 +1,456 @@
+/**
+ * The application's API for zero-downtime upgrades.
+ *
+ *   const upgrader = await Upgrader.start();
+ *   await upgrader.listen(server, 'web', { port: 8080, host: '127.0.0.1' });
+ *   const udp = await upgrader.bindDgram('stats', { type: 'udp4', port: 8125, address: '127.0.0.1' });
+ *   await upgrader.ready();
+ *
+ * Three modes, chosen by start():
+ * - supervised: under `baton run` (BATON_SUPERVISOR is set). Sockets come from the supervisor, which
+ *   keeps a copy of each; ready() tells it this generation serves; it sends 'drain' when a newer one is.
+ * - standalone: `socket` option (or BATON_SOCKET) without a supervisor. The first process listens on the
+ *   control socket; a second one started with the same path takes over from it (Envoy/Pingora style).
+ * - plain: neither. listen() binds, ready() does nothing: the app runs unchanged with `node server.js`.
+ *
+ * State machine of one generation:
+ *   starting --ready()--> serving --(successor ready | drain message | stop())--> draining --> exit
+ *                            \--(successor joins)--> upgrading --(successor fails)--> serving   [standalone]
+ */
+import dgram from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import path from 'node:path';
+import { FdChannelServer } from '../fd/channel-server.js';
+import { argTypeError, batonError } from '../fd/errors.js';
+import { fdOf } from '../fd/fd-of.js';
+import { GenerationClient } from '../handoff/client.js';
+import { formatAddress, type InventoryEntry, type SocketAddress, type SocketKind } from '../handoff/messages.js';
+import { checkSocketDir } from '../handoff/peer.js';
+import { ServerDrainer } from './drain.js';
+import { createLogger, silentLogger, type LogFields, type Logger } from './logger.js';
+import { bindDgramFd, bindDgramFresh, bindUnix, listenOnFd, listenTcp } from './sockets.js';
+import { StandaloneHost } from './standalone-host.js';
+
+export interface UpgraderOptions {
+  /** Control socket path for standalone mode (default: BATON_SOCKET). Ignored under `baton run`. */
+  socket?: string;
+  /** How long a new generation may take to call ready(), in ms. Default 30000. */
+  readyTimeout?: number;
+  /** How long a replaced generation may take to drain before what is left is closed, in ms. Default 30000. */
+  drainTimeout?: number;
+  /** While draining, how long an idle keep-alive connection may wait for its next request, in ms. Default 1000. */
+  idleGrace?: number;
+  /** Where log lines go; false for none. Default: one line per event on stderr. */
+  logger?: Logger | false;
+  /** Exit the process (code 0) once drained. Default true; with false, listen for 'drained' and exit yourself. */
+  exitOnDrain?: boolean;
+}
+
+export interface ListenOptions {
+  port?: number;
+  host?: string;
+  /** A Unix socket path instead of host/port. */
+  path?: string;
+  backlog?: number;
+  ipv6Only?: boolean;
+  /** Mode of a Unix socket file this generation creates. Default 0o600. */
+  mode?: number;
+}
+
+export interface DgramOptions {
+  type: 'udp4' | 'udp6';
+  port?: number;
+  address?: string;
+  /** Passed to dgram.createSocket. */
+  recvBufferSize?: number;
+  sendBufferSize?: number;
+}
+
+export type UpgraderMode = 'plain' | 'standalone' | 'supervised';
+export type UpgraderState = 'starting' | 'serving' | 'upgrading' | 'draining' | 'stopped';
+
+export interface UpgraderEvents {
+  /** This generation was replaced (or is stopping): stop timers, flush. Connections drain after this. */
+  drain: [];
+  /** Drained; the process exits next unless exitOnDrain is false. */
+  drained: [result: { forced: number }];
+  /** Standalone: a successor took over. */
+  upgraded: [info: { generation: number; pid: number }];
+  /** Standalone: a successor failed before ready; this generation keeps serving. */
+  rollback: [info: { pid: number; reason: string }];
+}
+
+interface Managed {
+  entry: InventoryEntry;
+  object: net.Server | dgram.Socket;
+  drainer: ServerDrainer | null;
+}
+
+const RESERVED = '__baton_control';
+
+export class Upgrader extends EventEmitter<UpgraderEvents> {
+  readonly mode: UpgraderMode;
+  #generation: number;
+  #inherited: boolean;
+  #state: UpgraderState = 'starting';
+  #client: GenerationClient | null;
+  #host: StandaloneHost | null = null;
+  #control: FdChannelServer | null;
+  #socketPath: string | null;
+  #sockets = new Map<string, Managed>();
+  #logger: Logger;
+  #readyTimeout: number;
+  #drainTimeout: number;
+  #idleGrace: number;
+  #exitOnDrain: boolean;
+  #statsTimer: NodeJS.Timeout | null = null;
+  #drainPromise: Promise<void> | null = null;
+
+  /** Join the previous generation (if any) according to the environment and options. */
+  static async start(options: UpgraderOptions = {}): Promise<Upgrader> {
+    const readyTimeout = checkMs(options.readyTimeout, 'readyTimeout', 30_000);
+    const drainTimeout = checkMs(options.drainTimeout, 'drainTimeout', 30_000);
+    const idleGrace = checkMs(options.idleGrace, 'idleGrace', 1000);
+    const env = process.env;
+    const supervised = !!env.BATON_SUPERVISOR && !!env.BATON_SOCKET;
+    const socketPath = supervised ? env.BATON_SOCKET! : (options.socket ?? env.BATON_SOCKET ?? null);
+    if (socketPath !== null && typeof socketPath !== 'string') throw argTypeError('options.socket', 'a path string', socketPath);
+    const mode: UpgraderMode = supervised ? 'supervised' : socketPath ? 'standalone' : 'plain';
+    const common = { readyTimeout, drainTimeout, idleGrace, exitOnDrain: options.exitOnDrain ?? true };
+
+    if (mode === 'plain') return new Upgrader('plain', 1, null, null, null, options.logger, common);
+
+    const resolved = path.resolve(socketPath!);
+    if (mode === 'supervised') {
+      const generation = Number(env.BATON_GENERATION) || undefined;
+      const client = await GenerationClient.join(resolved, generation ? { generation } : {});
+      return new Upgrader('supervised', client.generation, client, null, resolved, options.logger, common);
+    }
+
+    checkSocketDir(resolved);
+    let client: GenerationClient | null = null;
+    try {
+      client = await GenerationClient.join(resolved, { timeoutMs: readyTimeout });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ECONNREFUSED') throw err;
+    }
+    if (!client) {
+      // The first generation: claim the control socket now, so a second process started too early gets
+      // a clear "not ready yet" refusal instead of binding the same ports.
+      const control = await FdChannelServer.listen(resolved);
+      return new Upgrader('standalone', 1, null, control, resolved, options.logger, common);
+    }
+    const taken = client.take(RESERVED, 'control', { path: resolved });
+    let control: FdChannelServer | null = null;
+    if (taken) {
+      try {
+        control = FdChannelServer.fromFd(taken.fd, resolved, { paused: true });
+      } catch (err) {
+        client.close();
+        throw err;
+      }
+    }
+    return new Upgrader('standalone', client.generation, client, control, resolved, options.logger, common);
+  }
+
+  private constructor(
+    mode: UpgraderMode,
+    generation: number,
+    client: GenerationClient | null,
+    control: FdChannelServer | null,
+    socketPath: string | null,
+    logger: Logger | false | undefined,
+    opts: { readyTimeout: number; drainTimeout: number; idleGrace: number; exitOnDrain: boolean },
+  ) {
+    super();
+    this.mode = mode;
+    this.#generation = generation;
+    this.#client = client;
+    this.#inherited = client !== null && client.inventory.some((e) => e.kind !== 'control');
+    this.#control = control;
+    this.#socketPath = socketPath;
+    this.#readyTimeout = opts.readyTimeout;
+    this.#drainTimeout = opts.drainTimeout;
+    this.#idleGrace = opts.idleGrace;
+    this.#exitOnDrain = opts.exitOnDrain;
+    this.#logger = logger === false ? silentLogger : (logger ?? createLogger());
+    if (client) {
+      client.on('drain', (msg) => {
+        this.#log('info', 'drain-requested', { reason: msg.reason });
+        void this.#drain(msg.timeoutMs || this.#drainTimeout);
+      });
+      client.on('close', (err) => {
+        if (this.#state === 'draining' || this.#state === 'stopped') return;
+        if (this.mode === 'supervised' && this.#state === 'serving') {
+          this.#log('warn', 'supervisor-gone', { reason: err?.message ?? 'connection closed' });
+        }
+      });
+    }
+    this.#log('info', 'start', { mode, inherited: this.#inherited, socket: socketPath ?? undefined });
+  }
+
+  /** 1-based generation number. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** Whether sockets came from a predecessor (or the supervisor). */
+  get inherited(): boolean {
+    return this.#inherited;
+  }
+
+  get state(): UpgraderState {
+    return this.#state;
+  }
+
+  /** The control socket path (standalone and supervised modes), or null. */
+  get socketPath(): string | null {
+    return this.#socketPath;
+  }
+
+  /** Open connections across all listeners. */
+  get connections(): number {
+    let n = 0;
+    for (const m of this.#sockets.values()) n += m.drainer?.connections ?? 0;
+    return n;
+  }
+
+  /** The named sockets and where they are bound. */
+  get sockets(): InventoryEntry[] {
+    return [...this.#sockets.values()].map((m) => m.entry);
+  }
+
+  /**
+   * Listen with `server` (net, http, https or http2) on the socket called `name`: inherited when the
+   * predecessor has one with that name at the same address, else bound now. Resolves once listening.
+   */
+  async listen<S extends net.Server>(server: S, name: string, options: ListenOptions): Promise<S> {
+    if (!(server instanceof net.Server)) throw argTypeError('server', 'a net.Server (or http/https/http2 server)', server);
+    this.#checkName(name);
+    if (typeof options !== 'object' || options === null) throw argTypeError('options', 'an object with port/host or path', options);
+    const backlog = options.backlog ?? 511;
+    let kind: SocketKind;
+    let requested: SocketAddress;
+    if (options.path !== undefined) {
+      if (typeof options.path !== 'string' || !options.path) throw argTypeError('options.path', 'a non-empty string', options.path);
+      kind = 'unix';
+      requested = { path: path.resolve(options.path) };
+    } else {
+      const port = options.port ?? 0;
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw argTypeError('options.port', 'an integer from 0 to 65535', port);
+      kind = 'tcp';
+      requested = { host: options.host ?? '', port };
+    }
+    const taken = this.#client?.take(name, kind, requested) ?? null;
+    const drainer = new ServerDrainer(server, this.#idleGrace);
+    let address: SocketAddress;
+    if (taken) {
+      await listenOnFd(server, taken.fd, backlog);
+      address = taken.entry.address;
+    } else {
+      this.#warnIfMoved(name, requested);
+      if (kind === 'unix') {
+        const p = (requested as { path: string }).path;
+        const fd = bindUnix(p, backlog, options.mode ?? 0o600);
+        await listenOnFd(server, fd, backlog);
+        address = requested;
+      } else {
+        const r = requested as { host: string; port: number };
+        await listenTcp(server, r.host, r.port, backlog, options.ipv6Only ?? false);
+        address = { host: r.host, port: (server.address() as net.AddressInfo).port };
+      }
+    }
+    const entry: InventoryEntry = { name, kind, address };
+    this.#sockets.set(name, { entry, object: server, drainer });
+    await this.#registerIfFresh(entry, server, !taken);
+    this.#log('info', 'listen', { name, address: formatAddress(address), inherited: !!taken });
+    return server;
+  }
+
+  /** A UDP socket called `name`: inherited when the predecessor has it at the same address, else bound. */
+  async bindDgram(name: string, options: DgramOptions): Promise<dgram.Socket> {
+    this.#checkName(name);
+    if (typeof options !== 'object' || options === null || (options.type !== 'udp4' && options.type !== 'udp6')) {
+      throw argTypeError('options.type', "'udp4' or 'udp6'", options?.type);
+    }
+    const port = options.port ?? 0;
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw argTypeError('options.port', 'an integer from 0 to 65535', port);
+    const requested = { host: options.address ?? '', port };
+    const socket = dgram.createSocket({
+      type: options.type,
+      ...(options.recvBufferSize ? { recvBufferSize: options.recvBufferSize } : {}),
+      ...(options.sendBufferSize ? { sendBufferSize: options.sendBufferSize } : {}),
+    });
+    const taken = this.#client?.take(name, options.type, requested) ?? null;
+    let address: SocketAddress;
+    if (taken) {
+      await bindDgramFd(socket, taken.fd);
+      address = taken.entry.address;
+    } else {
+      this.#warnIfMoved(name, requested);
+      await bindDgramFresh(socket, requested.host, requested.port);
+      address = { host: requested.host, port: socket.address().port };
+    }
+    const entry: InventoryEntry = { name, kind: options.type, address };
+    this.#sockets.set(name, { entry, object: socket, drainer: null });
+    await this.#registerIfFresh(entry, socket, !taken);
+    this.#log('info', 'bind', { name, kind: options.type, address: formatAddress(address), inherited: !!taken });
+    return socket;
+  }
+
+  /**
+   * This generation serves. Under a supervisor or in standalone mode, the predecessor now stops accepting
+   * and drains. Inherited sockets this generation did not ask for are closed.
+   */
+  async ready(): Promise<void> {
+    if (this.#state !== 'starting') throw batonError('ERR_BATON_STATE', `ready() called in state ${this.#state}`);
+    const names = [...this.#sockets.keys()];
+    const client = this.#client;
+    if (client && client.state === 'welcomed' && !client.link.closed) {
+      try {
+        await client.ready(names, this.#readyTimeout);
+      } catch (err) {
+        if (this.mode === 'supervised' || predecessorAlive(client)) {
+          throw batonError('ERR_BATON_ROLLED_BACK', `the handoff did not complete: ${(err as Error).message}`);
+        }
+        this.#log('warn', 'predecessor-gone', { pid: client.link.peer.pid });
+      }
+    } else if (client && this.mode === 'standalone' && predecessorAlive(client)) {
+      throw batonError('ERR_BATON_ROLLED_BACK', `the serving generation (pid ${client.link.peer.pid}) ended the handoff before ready()`);
+    }
+    if (this.mode === 'standalone') {
+      client?.close();
+      this.#client = null;
+      if (!this.#control) this.#control = await FdChannelServer.listen(this.#socketPath!);
+      this.#host = new StandaloneHost(this.#control, this.#hostCallbacks());
+      this.#host.start();
+    }
+    this.#state = 'serving';
+    if (this.mode === 'supervised') this.#startStats();
+    this.#log('info', 'ready', { listeners: names.length });
+  }
+
+  /** Stop this generation gracefully: stop accepting, drain, then exit (unless exitOnDrain is false). */
+  stop(): Promise<void> {
+    return this.#drain(this.#drainTimeout, true);
+  }
+
+  #hostCallbacks() {
+    return {
+      generation: () => this.#generation,
+      state: () => this.#state,
+      readyTimeout: this.#readyTimeout,
+      logger: this.#logger,
+      inventory: (): Array<{ entry: InventoryEntry; fd: number }> => {
+        const list = [...this.#sockets.values()].map((m) => ({ entry: m.entry, fd: fdOf(m.object) }));
+        list.push({ entry: { name: RESERVED, kind: 'control', address: { path: this.#socketPath! } }, fd: this.#control!.fd });
+        return list;
+      },
+      status: () => this.#status(),
+      setUpgrading: (on: boolean) => {
+        if (this.#state === 'serving' || this.#state === 'upgrading') this.#state = on ? 'upgrading' : 'serving';
+      },
+      onRollback: (pid: number, reason: string) => this.emit('rollback', { pid, reason }),
+      onHandover: (generation: number, pid: number) => {
+        this.emit('upgraded', { generation, pid });
+        void this.#drain(this.#drainTimeout);
+      },
+      onStop: () => void this.stop(),
+    };
+  }
+
+  #status() {
+    return {
+      mode: this.mode,
+      generation: this.#generation,
+      pid: process.pid,
+      state: this.#state,
+      connections: this.connections,
+      listeners: this.sockets.map((e) => ({ name: e.name, kind: e.kind, address: formatAddress(e.address) })),
+    };
+  }
+
+  /** Stop accepting, drain every server, then exit (or emit 'drained'). Idempotent. */
+  #drain(timeoutMs: number, stopping = false): Promise<void> {
+    this.#drainPromise ??= (async () => {
+      const from = this.#state;
+      this.#state = 'draining';
+      if (this.#statsTimer) clearInterval(this.#statsTimer);
+      this.#log('info', 'drain', { from, reason: stopping ? 'stop' : 'replaced', connections: this.connections });
+      this.#client?.stats(this.connections, 'draining');
+      this.emit('drain');
+      // Stop accepting everywhere first, so the new generation takes every new connection at once.
+      for (const m of this.#sockets.values()) {
+        if (m.drainer) m.drainer.stopAccepting();
+        else (m.object as dgram.Socket).close();
+      }
+      // A standalone generation handed the control listener over: keep its file for the successor.
+      this.#host?.close({ unlink: stopping });
+      const started = Date.now();
+      const results = await Promise.all([...this.#sockets.values()].map((m) => m.drainer?.drain(timeoutMs) ?? { forced: 0 }));
+      const forced = results.reduce((a, r) => a + r.forced, 0);
+      this.#state = 'stopped';
+      this.#log('info', 'drained', { ms: Date.now() - started, forced });
+      this.#client?.close();
+      this.emit('drained', { forced });
+      if (this.#exitOnDrain) setImmediate(() => process.exit(0));
+    })();
+    return this.#drainPromise;
+  }
+
+  #startStats(): void {
+    let last = -1;
+    this.#statsTimer = setInterval(() => {
+      const n = this.connections;
+      if (n !== last) this.#client?.stats(n, 'serving');
+      last = n;
+    }, 500);
+    this.#statsTimer.unref();
+    this.#client?.stats(this.connections, 'serving');
+  }
+
+  async #registerIfFresh(entry: InventoryEntry, object: net.Server | dgram.Socket, fresh: boolean): Promise<void> {
+    if (!fresh || this.mode !== 'supervised' || !this.#client) return;
+    // The supervisor keeps its own copy, so the port stays open even if this generation crashes.
+    await this.#client.register(entry, fdOf(object));
+  }
+
+  #warnIfMoved(name: string, requested: SocketAddress): void {
+    const old = this.#client?.offered(name);
+    if (old) {
+      this.#log('warn', 'address-changed', { name, was: formatAddress(old.address), now: formatAddress(requested) });
+    }
+  }
+
+  #checkName(name: string): void {
+    if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw argTypeError('name', 'a non-empty string of at most 200 characters', name);
+    if (name === RESERVED) throw argTypeError('name', `not the reserved name ${RESERVED}`, name);
+    if (this.#sockets.has(name)) {
+      const err = new Error(`a socket named ${JSON.stringify(name)} is already in use by this generation`) as NodeJS.ErrnoException;
+      err.code = 'ERR_BATON_DUPLICATE_NAME';
+      throw err;
+    }
+    if (this.#state !== 'starting') throw batonError('ERR_BATON_STATE', `listen()/bindDgram() after ready() (state ${this.#state})`);
+  }
+
+  #log(level: 'info' | 'warn' | 'error', event: string, fields: LogFields = {}): void {
+    this.#logger.log(level, event, { gen: this.#generation, pid: process.pid, ...fields });
+  }
+}
+
+function predecessorAlive(client: GenerationClient): boolean {
+  try {
+    process.kill(client.link.peer.pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function checkMs(v: unknown, name: string, def: number): number {
+  if (v === undefined) return def;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw argTypeError(`options.${name}`, 'a number of milliseconds >= 0', v);
+  return v;
+}
