@@ -1,41 +1,269 @@
 /**
- * `baton` command-line entry. Each command lives in its own module; this file only dispatches and prints
- * help. Exit codes: 0 success, 1 the command failed, 2 bad usage.
+ * `baton` command-line entry: parses arguments and dispatches to run / reload / status / stop.
+ * Exit codes: 0 success, 1 the command failed (e.g. a rolled-back reload), 2 bad usage.
  */
+import { sendCommand } from '../handoff/control.js';
+import type { Result } from '../handoff/messages.js';
+import { createLogger } from '../upgrader/logger.js';
 import { VERSION } from '../version.js';
+import { defaultSocketPath } from './socket-path.js';
+import { Supervisor, type UpgradeRecord } from './supervisor.js';
 
-const USAGE = `baton ${VERSION} — zero-downtime restarts for Node.js
+const SOCKET_HELP = `  --socket PATH          control socket (default: $BATON_SOCKET, else $XDG_RUNTIME_DIR/baton.sock,
+                         else ./baton.sock); its directory must not be world-writable`;
+
+const HELP: Record<string, string> = {
+  main: `baton ${VERSION} — zero-downtime restarts for Node.js
 
 Usage:
-  baton <command> [options]
-
-Commands:
-  help [command]     Show this help, or a command's help
+  baton run [options] -- COMMAND [ARGS...]   supervise an app; upgrade it in place on reload
+  baton reload [options]                      start the next generation; exit 0 once it serves
+  baton status [options]                      generations, listeners, connections, last upgrades
+  baton stop [options]                        stop gracefully: every generation drains, then exits
 
 Options:
-  -h, --help         Show help
-  -v, --version      Print the version
+  -h, --help             show help (also: baton help COMMAND)
+  -v, --version          print the version
 
-The supervisor commands (run, reload, status) are being built: see the README's roadmap.
-Library API: import { FdChannel, FdChannelServer, adopt, fdOf, getSockOpt, ... } from 'baton'.
-Documentation: README.md and docs/ in the package.
-`;
+In the app: import { Upgrader } from 'baton' — see README.md.
+`,
+  run: `Usage: baton run [options] -- COMMAND [ARGS...]
 
-export async function main(argv: string[]): Promise<number> {
-  const [first, ...rest] = argv;
-  if (first === undefined || first === '-h' || first === '--help' || first === 'help') {
-    if (first === 'help' && rest.length) return unknownCommand(rest[0]!);
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  if (first === '-v' || first === '--version') {
-    process.stdout.write(`${VERSION}\n`);
-    return 0;
-  }
-  return unknownCommand(first);
+Start COMMAND as generation 1 and supervise it. The supervisor keeps its pid (PID 1 in a container,
+MAINPID for systemd) and a copy of every listening socket, so the port stays open even when a
+generation crashes. SIGHUP or \`baton reload\` starts the next generation; SIGTERM/SIGINT stop
+gracefully (a second one forces).
+
+Options:
+${SOCKET_HELP}
+  --ready-timeout S      seconds a new generation has to call ready() (default 30)
+  --drain-timeout S      seconds a replaced generation has to drain (default 30)
+  --log-format F         text (default) or json: one line per event on stderr
+  -h, --help             show this help
+`,
+  reload: `Usage: baton reload [options]
+
+Ask the supervisor to start the next generation and wait for the outcome: exit 0 when it serves,
+1 with the reason (exit code, timeout, its last output) when it was rolled back — the old generation
+kept serving throughout.
+
+Options:
+${SOCKET_HELP}
+  --timeout S            seconds to wait for the outcome (default 120)
+  --json                 print the upgrade record as JSON
+  -h, --help             show this help
+`,
+  status: `Usage: baton status [options]
+
+Show the supervisor, its generations (pid, state, start time, time to ready, open connections), the
+listening sockets, and the last 10 upgrades.
+
+Options:
+${SOCKET_HELP}
+  --json                 machine-readable output
+  -h, --help             show this help
+`,
+  stop: `Usage: baton stop [options]
+
+Stop gracefully: the generations stop accepting, drain, exit, and then the supervisor exits.
+
+Options:
+${SOCKET_HELP}
+  -h, --help             show this help
+`,
+};
+
+class UsageError extends Error {}
+
+interface Parsed {
+  flags: Map<string, string | true>;
+  rest: string[];
 }
 
-function unknownCommand(name: string): number {
-  process.stderr.write(`baton: unknown command or option '${name}'\nRun 'baton --help' for usage.\n`);
-  return 2;
+/** Options until `--` or the first non-option word; value options take the next word (or =value). */
+function parse(argv: string[], valueFlags: string[], boolFlags: string[]): Parsed {
+  const flags = new Map<string, string | true>();
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      i++;
+      break;
+    }
+    if (!arg.startsWith('-')) break;
+    const [name, inline] = arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    if (name === '-h' || name === '--help') flags.set('help', true);
+    else if (boolFlags.includes(name)) flags.set(name, true);
+    else if (valueFlags.includes(name)) {
+      const value = inline ?? argv[++i];
+      if (value === undefined) throw new UsageError(`${name} needs a value`);
+      flags.set(name, value);
+    } else throw new UsageError(`unknown option ${name}`);
+  }
+  return { flags, rest: argv.slice(i) };
+}
+
+function seconds(flags: Map<string, string | true>, name: string, def: number): number {
+  const v = flags.get(name);
+  if (v === undefined) return def * 1000;
+  const n = Number(v);
+  if (typeof v !== 'string' || !Number.isFinite(n) || n < 0) throw new UsageError(`${name} takes a number of seconds, got ${String(v)}`);
+  return Math.round(n * 1000);
+}
+
+function socketOf(flags: Map<string, string | true>): string {
+  const v = flags.get('--socket');
+  return typeof v === 'string' ? defaultSocketPath({ BATON_SOCKET: v }) : defaultSocketPath();
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  try {
+    switch (command) {
+      case undefined:
+      case '-h':
+      case '--help':
+        process.stdout.write(HELP.main!);
+        return 0;
+      case 'help':
+        if (args[0] && !HELP[args[0]]) throw new UsageError(`unknown command '${args[0]}'`);
+        process.stdout.write(HELP[args[0] ?? 'main']!);
+        return 0;
+      case '-v':
+      case '--version':
+        process.stdout.write(`${VERSION}\n`);
+        return 0;
+      case 'run':
+        return await run(args);
+      case 'reload':
+        return await reload(args);
+      case 'status':
+        return await status(args);
+      case 'stop':
+        return await stop(args);
+      default:
+        throw new UsageError(`unknown command or option '${command}'`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`baton: ${err.message}\nRun 'baton ${command && HELP[command] ? `${command} ` : ''}--help' for usage.\n`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+async function run(argv: string[]): Promise<number> {
+  const { flags, rest } = parse(argv, ['--socket', '--ready-timeout', '--drain-timeout', '--log-format'], []);
+  if (flags.has('help')) {
+    process.stdout.write(HELP.run!);
+    return 0;
+  }
+  if (rest.length === 0) throw new UsageError('run needs a command, e.g. baton run -- node server.js');
+  const format = flags.get('--log-format') ?? 'text';
+  if (format !== 'text' && format !== 'json') throw new UsageError(`--log-format is text or json, got ${String(format)}`);
+  const supervisor = new Supervisor({
+    command: rest,
+    socket: socketOf(flags),
+    readyTimeoutMs: seconds(flags, '--ready-timeout', 30),
+    drainTimeoutMs: seconds(flags, '--drain-timeout', 30),
+    logger: createLogger(format),
+    logFormat: format,
+  });
+  try {
+    await supervisor.start();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    process.stderr.write(`baton: cannot start the supervisor: ${e.message}${e.code === 'EADDRINUSE' ? ' (another baton supervisor is running on this socket? use --socket)' : ''}\n`);
+    return 1;
+  }
+  process.on('SIGHUP', () => {
+    supervisor.reload().catch(() => {});
+  });
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => supervisor.stop(sig));
+  return supervisor.finished;
+}
+
+async function control(argv: string[], name: 'reload' | 'status' | 'stop', timeoutMs: (flags: Map<string, string | true>) => number, bools: string[] = []): Promise<{ result: Result; flags: Map<string, string | true> } | number> {
+  const { flags, rest } = parse(argv, ['--socket', '--timeout'], bools);
+  if (flags.has('help')) {
+    process.stdout.write(HELP[name]!);
+    return 0;
+  }
+  if (rest.length) throw new UsageError(`unexpected argument '${rest[0]}'`);
+  const socket = socketOf(flags);
+  try {
+    return { result: await sendCommand(socket, name, timeoutMs(flags)), flags };
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const hint = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? ` — is \`baton run\` running with this socket? (use --socket or BATON_SOCKET)` : '';
+    process.stderr.write(`baton ${name}: cannot reach ${socket}: ${e.message}${hint}\n`);
+    return 1;
+  }
+}
+
+async function reload(argv: string[]): Promise<number> {
+  const r = await control(argv, 'reload', (f) => seconds(f, '--timeout', 120), ['--json']);
+  if (typeof r === 'number') return r;
+  const { result, flags } = r;
+  const record = result.data as UpgradeRecord | undefined;
+  if (flags.has('--json')) process.stdout.write(`${JSON.stringify({ ok: result.ok, code: result.code, reason: result.reason, upgrade: record ?? null })}\n`);
+  else if (result.ok && record) process.stdout.write(`generation ${record.generation} (pid ${record.pid}) is serving; ready in ${record.readyMs} ms\n`);
+  else process.stderr.write(`baton reload: ${result.code === 'ERR_BATON_ROLLED_BACK' ? 'rolled back, the old generation keeps serving: ' : ''}${result.reason ?? result.code}\n`);
+  return result.ok ? 0 : 1;
+}
+
+async function stop(argv: string[]): Promise<number> {
+  const r = await control(argv, 'stop', () => 10_000);
+  if (typeof r === 'number') return r;
+  if (!r.result.ok) process.stderr.write(`baton stop: ${r.result.reason ?? r.result.code}\n`);
+  else process.stdout.write('stopping: the generations drain, then the supervisor exits\n');
+  return r.result.ok ? 0 : 1;
+}
+
+async function status(argv: string[]): Promise<number> {
+  const r = await control(argv, 'status', () => 10_000, ['--json']);
+  if (typeof r === 'number') return r;
+  const { result, flags } = r;
+  if (!result.ok) {
+    process.stderr.write(`baton status: ${result.reason ?? result.code}\n`);
+    return 1;
+  }
+  if (flags.has('--json')) {
+    process.stdout.write(`${JSON.stringify(result.data, null, 2)}\n`);
+    return 0;
+  }
+  process.stdout.write(formatStatus(result.data as StatusData));
+  return 0;
+}
+
+interface StatusData {
+  supervisor?: { pid: number; socket: string; uptimeMs: number; command: string[] };
+  generations: Array<{ generation: number; pid: number; state: string; startedAt: string; readyMs: number | null; connections: number }>;
+  listeners?: Array<{ name: string; kind: string; address: string }>;
+  upgrades?: UpgradeRecord[];
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+function formatStatus(d: StatusData): string {
+  let out = '';
+  if (d.supervisor) out += `supervisor pid ${d.supervisor.pid}, up ${Math.round(d.supervisor.uptimeMs / 1000)} s, socket ${d.supervisor.socket}\ncommand: ${d.supervisor.command.join(' ')}\n\n`;
+  out += table([
+    ['GENERATION', 'PID', 'STATE', 'STARTED', 'READY IN', 'CONNECTIONS'],
+    ...d.generations.map((g) => [String(g.generation), String(g.pid), g.state, g.startedAt, g.readyMs === null ? '-' : `${g.readyMs} ms`, String(g.connections)]),
+  ]);
+  if (d.listeners) {
+    out += '\n' + table([['LISTENER', 'KIND', 'ADDRESS'], ...d.listeners.map((l) => [l.name, l.kind, l.address])]);
+  }
+  if (d.upgrades?.length) {
+    out += '\n' + table([
+      ['UPGRADE', 'KIND', 'OUTCOME', 'READY IN', 'DRAIN', 'AT', 'REASON'],
+      ...d.upgrades.map((u) => [`gen ${u.generation} (pid ${u.pid})`, u.kind, u.outcome, u.readyMs === undefined ? '-' : `${u.readyMs} ms`, u.drainMs === undefined ? '-' : `${u.drainMs} ms`, u.startedAt, (u.reason ?? '').split('\n')[0]!.slice(0, 80)]),
+    ]);
+  }
+  return out;
 }

@@ -7,3 +7,4 @@ export type { ClientState, JoinOptions } from './client.js';
 export { HandoffSession } from './session.js';
 export type { SessionState } from './session.js';
 export { peerRefusal, checkSocketDir } from './peer.js';
+export { sendCommand } from './control.js';

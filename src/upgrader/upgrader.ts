@@ -123,6 +123,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
 
     const resolved = path.resolve(socketPath!);
     if (mode === 'supervised') {
+      // The supervisor reads this process's stderr (for the crash-output tail `baton reload` reports). If the
+      // supervisor dies, writes to that pipe fail with EPIPE; the generation must keep serving, not crash.
+      process.stderr.on('error', ignoreEpipe);
       const generation = Number(env.BATON_GENERATION) || undefined;
       const client = await GenerationClient.join(resolved, generation ? { generation } : {});
       return new Upgrader('supervised', client.generation, client, null, resolved, options.logger, common);
@@ -438,6 +441,10 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #log(level: 'info' | 'warn' | 'error', event: string, fields: LogFields = {}): void {
     this.#logger.log(level, event, { gen: this.#generation, pid: process.pid, ...fields });
   }
+}
+
+function ignoreEpipe(err: NodeJS.ErrnoException): void {
+  if (err.code !== 'EPIPE') throw err;
 }
 
 function predecessorAlive(client: GenerationClient): boolean {

@@ -1,0 +1,447 @@
+/**
+ * The supervisor behind `baton run`: a process with a stable pid that starts generations of the app,
+ * hands them the sockets, upgrades on request, and keeps a copy of every listener so that a crashing
+ * generation never closes the port (connections wait in the kernel's accept queue for the next one).
+ *
+ * Each generation, from the supervisor's point of view:
+ *   starting --ready--> serving --(newer one ready | stop)--> draining --exit--> exited
+ *      \--exit / crash / readyTimeout: rolled back (killed)   \--exit while serving: crashed -> respawn
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import { FdChannelServer } from '../fd/channel-server.js';
+import { batonError } from '../fd/errors.js';
+import { native } from '../fd/native.js';
+import { formatAddress, type InventoryEntry } from '../handoff/messages.js';
+import { checkSocketDir } from '../handoff/peer.js';
+import { HandoffSession } from '../handoff/session.js';
+import type { Logger } from '../upgrader/logger.js';
+
+export interface SupervisorOptions {
+  command: string[];
+  socket: string;
+  readyTimeoutMs: number;
+  drainTimeoutMs: number;
+  logger: Logger;
+  logFormat: 'text' | 'json';
+}
+
+export type GenerationState = 'starting' | 'serving' | 'draining' | 'exited';
+
+interface Generation {
+  generation: number;
+  pid: number;
+  child: ChildProcess;
+  state: GenerationState;
+  startedAt: number;
+  readyAt?: number;
+  drainStartedAt?: number;
+  connections: number;
+  session: HandoffSession | null;
+  /** Sockets this generation bound and registered; they join the inventory when it is ready. */
+  registered: Map<string, { entry: InventoryEntry; fd: number }>;
+  stderrTail: string;
+  exit?: { code: number | null; signal: NodeJS.Signals | null };
+  /** Set while this generation is the subject of an upgrade (or a start / respawn). */
+  attempt?: Attempt;
+  /** The upgrade that replaced this generation: its drain time is recorded there. */
+  replacedBy?: UpgradeRecord;
+}
+
+export interface UpgradeRecord {
+  generation: number;
+  pid: number;
+  kind: 'start' | 'reload' | 'respawn';
+  outcome: 'serving' | 'rolled-back' | 'pending';
+  reason?: string;
+  startedAt: string;
+  readyMs?: number;
+  drainMs?: number;
+}
+
+interface Attempt {
+  record: UpgradeRecord;
+  settle: (record: UpgradeRecord) => void;
+  timer: NodeJS.Timeout;
+}
+
+const STDERR_TAIL = 4096;
+const KILL_GRACE_MS = 3000;
+const MAX_BACKOFF_MS = 10_000;
+
+export class Supervisor {
+  readonly #opts: SupervisorOptions;
+  #server!: FdChannelServer;
+  #inventory = new Map<string, { entry: InventoryEntry; fd: number }>();
+  #generations = new Map<number, Generation>();
+  #next = 1;
+  #current: Generation | null = null;
+  #attempt: Generation | null = null;
+  #history: UpgradeRecord[] = [];
+  #stopping = false;
+  #backoffMs = 100;
+  #respawnTimer: NodeJS.Timeout | null = null;
+  #reaper: NodeJS.Timeout | null = null;
+  #exitCode = 0;
+  #startedAt = Date.now();
+  #done!: (code: number) => void;
+  readonly finished: Promise<number>;
+
+  constructor(options: SupervisorOptions) {
+    this.#opts = options;
+    this.finished = new Promise((resolve) => (this.#done = resolve));
+  }
+
+  async start(): Promise<void> {
+    checkSocketDir(this.#opts.socket);
+    this.#server = await FdChannelServer.listen(this.#opts.socket);
+    this.#server.on('channel', (channel) => {
+      HandoffSession.accept(channel).then(
+        (s) => this.#onSession(s),
+        (err: Error) => this.#log('warn', 'control-refused', { reason: err.message }),
+      );
+    });
+    this.#server.on('error', (err) => this.#log('warn', 'control-accept-error', { reason: err.message }));
+    if (process.pid === 1) this.#reaper = setInterval(() => this.#reapOrphans(), 1000);
+    this.#log('info', 'supervisor-start', { socket: this.#opts.socket, command: this.#opts.command.join(' ') });
+    void this.#launch('start');
+  }
+
+  /** Start the next generation; resolves with the outcome. Only one at a time. */
+  reload(): Promise<UpgradeRecord> {
+    if (this.#stopping) return Promise.reject(batonError('ERR_BATON_STATE', 'the supervisor is stopping'));
+    if (this.#attempt) {
+      return Promise.reject(batonError('ERR_BATON_UPGRADE_IN_PROGRESS', `upgrade in progress: generation ${this.#attempt.generation} (pid ${this.#attempt.pid}) is starting`));
+    }
+    if (this.#respawnTimer) {
+      clearTimeout(this.#respawnTimer);
+      this.#respawnTimer = null;
+    }
+    return this.#launch(this.#current ? 'reload' : 'respawn');
+  }
+
+  /** Graceful stop: every generation drains, then the supervisor exits. A second call forces. */
+  stop(signal: string): void {
+    if (this.#stopping) {
+      this.#log('warn', 'force-stop', { signal });
+      for (const g of this.#generations.values()) killTree(g, 'SIGKILL');
+      this.#finish(130);
+      return;
+    }
+    this.#stopping = true;
+    this.#log('info', 'stop', { signal, generations: this.#alive().length });
+    if (this.#respawnTimer) clearTimeout(this.#respawnTimer);
+    this.#server.close();
+    for (const g of this.#alive()) {
+      if (g.state === 'starting') killTree(g, 'SIGTERM');
+      else this.#drainGeneration(g, 'stop');
+    }
+    // The supervisor's copies go now: once the generations close theirs, the port closes.
+    for (const { fd } of this.#inventory.values()) native.closeMany([fd]);
+    this.#inventory.clear();
+    const deadline = setTimeout(() => {
+      for (const g of this.#alive()) killTree(g, 'SIGKILL');
+    }, this.#opts.drainTimeoutMs + KILL_GRACE_MS);
+    deadline.unref();
+    this.#maybeFinish();
+  }
+
+  status() {
+    const now = Date.now();
+    return {
+      supervisor: { pid: process.pid, socket: this.#opts.socket, command: this.#opts.command, startedAt: new Date(this.#startedAt).toISOString(), uptimeMs: now - this.#startedAt, stopping: this.#stopping },
+      generations: [...this.#generations.values()]
+        .filter((g) => g.state !== 'exited')
+        .map((g) => ({
+          generation: g.generation,
+          pid: g.pid,
+          state: g.state,
+          startedAt: new Date(g.startedAt).toISOString(),
+          readyMs: g.readyAt ? g.readyAt - g.startedAt : null,
+          connections: g.connections,
+        })),
+      listeners: [...this.#inventory.values()].map(({ entry }) => ({ name: entry.name, kind: entry.kind, address: formatAddress(entry.address) })),
+      upgrades: this.#history.slice(-10),
+    };
+  }
+
+  // --- generations ---------------------------------------------------------------------------------
+
+  #launch(kind: UpgradeRecord['kind']): Promise<UpgradeRecord> {
+    const generation = this.#next++;
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      BATON_SOCKET: this.#opts.socket,
+      BATON_SUPERVISOR: String(process.pid),
+      BATON_GENERATION: String(generation),
+      BATON_LOG_FORMAT: this.#opts.logFormat,
+    };
+    const [file, ...args] = this.#opts.command;
+    const record: UpgradeRecord = { generation, pid: 0, kind, outcome: 'pending', startedAt: new Date().toISOString() };
+    this.#history.push(record);
+    if (this.#history.length > 50) this.#history.shift();
+    let child: ChildProcess;
+    try {
+      // detached: a generation gets its own process group, so a terminal's Ctrl-C reaches only the
+      // supervisor, which then drains the generations instead of having them die mid-request.
+      child = spawn(file!, args, { stdio: ['inherit', 'inherit', 'pipe'], env, detached: true });
+    } catch (err) {
+      record.outcome = 'rolled-back';
+      record.reason = `could not start ${file}: ${(err as Error).message}`;
+      return Promise.resolve(record);
+    }
+    const g: Generation = { generation, pid: child.pid ?? 0, child, state: 'starting', startedAt: Date.now(), connections: 0, session: null, registered: new Map(), stderrTail: '' };
+    record.pid = g.pid;
+    this.#generations.set(generation, g);
+    this.#attempt = g;
+    child.stderr!.on('data', (chunk: Buffer) => {
+      process.stderr.write(chunk);
+      g.stderrTail = (g.stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL);
+    });
+    child.on('error', (err) => {
+      // spawn failures (ENOENT) arrive here, followed by 'exit' or nothing at all.
+      g.stderrTail += `\n${err.message}`;
+      if (g.state !== 'exited' && !g.pid) this.#onExit(g, -1, null);
+    });
+    child.on('exit', (code, signal) => this.#onExit(g, code, signal));
+    this.#log('info', 'spawn', { generation, child: g.pid, kind });
+    return new Promise<UpgradeRecord>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#rollback(g, `no ready() within ${this.#opts.readyTimeoutMs} ms`);
+        killTree(g, 'SIGTERM');
+        setTimeout(() => killTree(g, 'SIGKILL'), KILL_GRACE_MS).unref();
+      }, this.#opts.readyTimeoutMs);
+      g.attempt = { record, settle: resolve, timer };
+    });
+  }
+
+  async #onSession(session: HandoffSession): Promise<void> {
+    const hello = session.hello;
+    if (hello.role === 'control') return this.#onControl(session);
+    const g = hello.generation ? this.#generations.get(hello.generation) : undefined;
+    if (!g || g.state !== 'starting' || g.session || !isDescendant(session.peer.pid, g.pid)) {
+      this.#log('warn', 'generation-refused', { peer: session.peer.pid, claimed: hello.generation ?? null });
+      await session.refuse('ERR_BATON_REFUSED', `pid ${session.peer.pid} is not the generation this supervisor is starting`);
+      return;
+    }
+    g.session = session;
+    session.on('register', (entry, fd) => {
+      const old = g.registered.get(entry.name);
+      if (old) native.closeMany([old.fd]);
+      g.registered.set(entry.name, { entry, fd });
+    });
+    session.on('stats', (s) => (g.connections = s.connections));
+    session.on('close', () => {
+      if (g.state === 'starting' && g.attempt) this.#rollback(g, 'the generation closed its control connection before ready()');
+    });
+    try {
+      await session.offer(g.generation, [...this.#inventory.values()]);
+      const names = await session.awaitReady(this.#opts.readyTimeoutMs);
+      if (g.state !== 'starting') return; // rolled back meanwhile
+      this.#promote(g, names);
+      await session.ackReady();
+    } catch (err) {
+      if (g.state === 'starting') {
+        this.#rollback(g, (err as Error).message);
+        killTree(g, 'SIGTERM');
+      }
+    }
+  }
+
+  #promote(g: Generation, names: string[]): void {
+    // Its own sockets join the inventory; sockets nobody uses any more are closed (the supervisor's copy
+    // was the last one once the old generation drains).
+    for (const [name, reg] of g.registered) {
+      const old = this.#inventory.get(name);
+      if (old) native.closeMany([old.fd]);
+      this.#inventory.set(name, reg);
+    }
+    g.registered.clear();
+    const used = new Set(names);
+    for (const [name, { fd }] of this.#inventory) {
+      if (!used.has(name)) {
+        native.closeMany([fd]);
+        this.#inventory.delete(name);
+        this.#log('info', 'listener-closed', { name, reason: 'not used by the new generation' });
+      }
+    }
+    g.state = 'serving';
+    g.readyAt = Date.now();
+    const old = this.#current;
+    this.#current = g;
+    this.#attempt = null;
+    this.#backoffMs = 100;
+    const attempt = g.attempt;
+    g.attempt = undefined;
+    if (attempt) {
+      clearTimeout(attempt.timer);
+      attempt.record.outcome = 'serving';
+      attempt.record.readyMs = g.readyAt - g.startedAt;
+      this.#log('info', 'ready', { generation: g.generation, child: g.pid, ms: attempt.record.readyMs, listeners: this.#inventory.size });
+      attempt.settle(attempt.record);
+    }
+    if (old && old.state === 'serving') {
+      if (attempt) old.replacedBy = attempt.record;
+      this.#drainGeneration(old, 'upgrade');
+    }
+  }
+
+  #drainGeneration(g: Generation, reason: 'upgrade' | 'stop'): void {
+    g.state = 'draining';
+    g.drainStartedAt = Date.now();
+    this.#log('info', 'drain', { generation: g.generation, child: g.pid, reason });
+    if (g.session && !g.session.link.closed) {
+      g.session.drain(this.#opts.drainTimeoutMs, reason).catch(() => killTree(g, 'SIGTERM'));
+    } else {
+      killTree(g, 'SIGTERM'); // no control connection (it never had one, or it broke): fall back to a signal
+    }
+    setTimeout(() => {
+      if (g.state === 'draining') killTree(g, 'SIGKILL');
+    }, this.#opts.drainTimeoutMs + KILL_GRACE_MS).unref();
+  }
+
+  #rollback(g: Generation, reason: string): void {
+    if (g.state !== 'starting') return;
+    const attempt = g.attempt;
+    g.attempt = undefined;
+    if (this.#attempt === g) this.#attempt = null;
+    for (const { fd } of g.registered.values()) native.closeMany([fd]);
+    g.registered.clear();
+    g.session?.close();
+    if (!attempt) return;
+    clearTimeout(attempt.timer);
+    attempt.record.outcome = 'rolled-back';
+    attempt.record.reason = reason;
+    this.#log('warn', 'rollback', { generation: g.generation, child: g.pid, reason });
+    attempt.settle(attempt.record);
+    if (!this.#current && !this.#stopping) this.#scheduleRespawn();
+  }
+
+  #onExit(g: Generation, code: number | null, signal: NodeJS.Signals | null): void {
+    if (g.state === 'exited') return;
+    const was = g.state;
+    g.exit = { code, signal };
+    if (was === 'starting') {
+      const tail = g.stderrTail.trim().split('\n').slice(-10).join('\n');
+      this.#rollback(g, `exited ${signal ? `on ${signal}` : `with code ${code}`} before ready()${tail ? `; last output:\n${tail}` : ''}`);
+    }
+    g.state = 'exited';
+    g.session?.close();
+    this.#generations.delete(g.generation);
+    if (was === 'draining') {
+      if (g.replacedBy && g.drainStartedAt) g.replacedBy.drainMs = Date.now() - g.drainStartedAt;
+      this.#log('info', 'exit', { generation: g.generation, child: g.pid, code, signal });
+    } else if (was === 'serving') {
+      this.#log('error', 'crash', { generation: g.generation, child: g.pid, code, signal });
+      if (this.#current === g) this.#current = null;
+      if (!this.#stopping) {
+        if (!this.#attempt) this.#scheduleRespawn();
+        if (code !== 0) this.#exitCode = 1;
+      }
+    }
+    this.#maybeFinish();
+  }
+
+  #scheduleRespawn(): void {
+    if (this.#respawnTimer || this.#stopping) return;
+    const delay = this.#backoffMs;
+    this.#backoffMs = Math.min(this.#backoffMs * 2, MAX_BACKOFF_MS);
+    this.#log('info', 'respawn-scheduled', { inMs: delay, listenersKept: this.#inventory.size });
+    this.#respawnTimer = setTimeout(() => {
+      this.#respawnTimer = null;
+      if (!this.#stopping && !this.#attempt && !this.#current) void this.#launch('respawn');
+    }, delay);
+  }
+
+  async #onControl(session: HandoffSession): Promise<void> {
+    const cmd = session.hello.command!;
+    try {
+      if (cmd === 'status') {
+        await session.result('status', true, { data: this.status() });
+      } else if (cmd === 'stop') {
+        await session.result('stop', true);
+        this.stop('baton stop');
+      } else {
+        let record: UpgradeRecord;
+        try {
+          record = await this.reload();
+        } catch (err) {
+          const e = err as NodeJS.ErrnoException;
+          await session.result('reload', false, { code: e.code ?? 'ERR_BATON_STATE', reason: e.message });
+          return;
+        }
+        const ok = record.outcome === 'serving';
+        await session.result('reload', ok, ok ? { data: record } : { code: 'ERR_BATON_ROLLED_BACK', reason: record.reason ?? 'rolled back', data: record });
+      }
+    } finally {
+      session.close();
+    }
+  }
+
+  #alive(): Generation[] {
+    return [...this.#generations.values()].filter((g) => g.state !== 'exited');
+  }
+
+  #maybeFinish(): void {
+    if (this.#stopping && this.#alive().length === 0) this.#finish(this.#exitCode);
+  }
+
+  #finish(code: number): void {
+    if (this.#reaper) clearInterval(this.#reaper);
+    if (this.#respawnTimer) clearTimeout(this.#respawnTimer);
+    for (const { fd } of this.#inventory.values()) native.closeMany([fd]);
+    this.#inventory.clear();
+    this.#server.close();
+    this.#log('info', 'supervisor-exit', { code });
+    this.#done(code);
+  }
+
+  /** As PID 1: reap orphaned zombies that are not our own children (libuv waits for those). */
+  #reapOrphans(): void {
+    const ours = new Set([...this.#generations.values()].map((g) => g.pid));
+    for (const name of fs.readdirSync('/proc')) {
+      const pid = Number(name);
+      if (!Number.isInteger(pid) || pid <= 1 || ours.has(pid)) continue;
+      try {
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const after = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        if (after[0] === 'Z' && Number(after[1]) === 1) native.reap(pid);
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+
+  #log(level: 'info' | 'warn' | 'error', event: string, fields: Record<string, string | number | boolean | null | undefined>): void {
+    this.#opts.logger.log(level, event, { supervisor: process.pid, ...fields });
+  }
+}
+
+/** Is `pid` the process `root` or one of its descendants? (The command may be a shell or npm that
+ * starts node.) */
+function isDescendant(pid: number, root: number): boolean {
+  for (let p = pid, hops = 0; p > 1 && hops < 32; hops++) {
+    if (p === root) return true;
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      p = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+/** Signal a generation's whole process group (it was spawned detached), falling back to the pid. */
+function killTree(g: Generation, signal: NodeJS.Signals): void {
+  if (!g.pid || g.state === 'exited') return;
+  try {
+    process.kill(-g.pid, signal);
+  } catch {
+    try {
+      process.kill(g.pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+}
