@@ -192,6 +192,14 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       });
     }
     this.#log('info', 'start', { mode, inherited: this.#inherited, socket: socketPath ?? undefined });
+    // The first standalone generation answers on its control socket from the start: a successor that
+    // arrives before ready() is refused with a clear reason, and `baton status` works.
+    if (mode === 'standalone' && !client && control) this.#ensureHost().start();
+  }
+
+  #ensureHost(): StandaloneHost {
+    this.#host ??= new StandaloneHost(this.#control!, this.#hostCallbacks());
+    return this.#host;
   }
 
   /** 1-based generation number. */
@@ -327,8 +335,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       client?.close();
       this.#client = null;
       if (!this.#control) this.#control = await FdChannelServer.listen(this.#socketPath!);
-      this.#host = new StandaloneHost(this.#control, this.#hostCallbacks());
-      this.#host.start();
+      this.#state = 'serving';
+      this.#ensureHost().start();
     }
     this.#state = 'serving';
     if (this.mode === 'supervised') this.#startStats();
