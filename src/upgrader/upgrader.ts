@@ -182,7 +182,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     if (client) {
       client.on('drain', (msg) => {
         this.#log('info', 'drain-requested', { reason: msg.reason });
-        void this.#drain(msg.timeoutMs || this.#drainTimeout);
+        void this.#drain(msg.timeoutMs || this.#drainTimeout, msg.reason === 'stop');
       });
       client.on('close', (err) => {
         if (this.#state === 'draining' || this.#state === 'stopped') return;
