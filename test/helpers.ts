@@ -26,7 +26,17 @@ export function tmpDir(t: Cleanup): string {
 
 /** The fds open in this process right now (numbers), from /proc/self/fd. */
 export function openFds(pid: number | 'self' = 'self'): number[] {
-  return fs.readdirSync(`/proc/${pid}/fd`).map(Number).filter((n) => Number.isInteger(n));
+  const listed = fs.readdirSync(`/proc/${pid}/fd`).map(Number).filter((n) => Number.isInteger(n));
+  if (pid !== 'self') return listed;
+  // The listing itself used an fd that is closed again by now: keep only fds that are still open.
+  return listed.filter((n) => {
+    try {
+      fs.fstatSync(n);
+      return true;
+    } catch {
+      return false;
+    }
+  });
 }
 
 export function fdCount(): number {

@@ -35,6 +35,10 @@ export interface AdoptOptions {
 export async function adopt(fd: number, options: AdoptOptions = {}): Promise<Adopted> {
   checkFd(fd);
   const info = probeOrClose(fd);
+  if (info.socketType === 'seqpacket') {
+    native.closeMany([fd]);
+    throw unsupported(fd, info, 'a listener, connection, pipe, UDP socket or file (a SOCK_SEQPACKET socket has no Node object; see FdChannel.fromFd)');
+  }
   switch (info.kind) {
     case 'tcp-listener':
     case 'unix-listener':
@@ -59,7 +63,7 @@ export async function adopt(fd: number, options: AdoptOptions = {}): Promise<Ado
 export async function adoptServer(fd: number, options: AdoptOptions = {}): Promise<net.Server> {
   checkFd(fd);
   const info = probeOrClose(fd);
-  if (info.kind !== 'tcp-listener' && info.kind !== 'unix-listener') {
+  if ((info.kind !== 'tcp-listener' && info.kind !== 'unix-listener') || info.socketType === 'seqpacket') {
     native.closeMany([fd]);
     throw unsupported(fd, info, 'a listening TCP or Unix socket');
   }
@@ -70,7 +74,7 @@ export async function adoptServer(fd: number, options: AdoptOptions = {}): Promi
 export function adoptSocket(fd: number, options: AdoptOptions = {}): net.Socket {
   checkFd(fd);
   const info = probeOrClose(fd);
-  if (info.kind !== 'tcp-connection' && info.kind !== 'unix-connection' && info.kind !== 'pipe') {
+  if ((info.kind !== 'tcp-connection' && info.kind !== 'unix-connection' && info.kind !== 'pipe') || info.socketType === 'seqpacket') {
     native.closeMany([fd]);
     throw unsupported(fd, info, 'a connected TCP or Unix socket, or a pipe');
   }
@@ -231,7 +235,8 @@ async function fileOn(fd: number): Promise<FileHandle> {
   }
   try {
     const info = native.probe(fd);
-    const flags = info.accessMode === 'r' ? 'r' : info.accessMode === 'w' ? 'r+' : 'r+';
+    const { O_RDONLY, O_WRONLY, O_RDWR } = fs.constants;
+    const flags = info.accessMode === 'r' ? O_RDONLY : info.accessMode === 'w' ? O_WRONLY : O_RDWR;
     const handle = await fs.promises.open(`/proc/self/fd/${fd}`, flags);
     return handle;
   } finally {
