@@ -65,6 +65,8 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
   /** Messages read from the kernel while paused, delivered on resume(). */
   #backlog: InMessage[] = [];
   #closed = false;
+  /** The last poll callback reported an error (see #onPoll). */
+  #pollFailed = false;
   #peer: PeerCredentials;
 
   /** Wrap a connected SEQPACKET socket fd; the channel owns it from now on (closing the channel closes it). */
@@ -96,7 +98,19 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
   /** A connected pair in this process (tests, or handing one end to a child as an extra stdio fd). */
   static pair(options: FdChannelOptions = {}): [FdChannel, FdChannel] {
     const [a, b] = native.socketpair();
-    return [new FdChannel(a, options), new FdChannel(b, options)];
+    let first: FdChannel;
+    try {
+      first = new FdChannel(a, options);
+    } catch (err) {
+      native.closeMany([b]); // the constructor closed a
+      throw err;
+    }
+    try {
+      return [first, new FdChannel(b, options)];
+    } catch (err) {
+      first.close();
+      throw err;
+    }
   }
 
   /** @internal Use connect(), pair(), fromFd() or FdChannelServer. */
@@ -105,8 +119,15 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
     checkFd(fd);
     const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     const maxMessageFds = options.maxMessageFds ?? DEFAULT_MAX_MESSAGE_FDS;
-    if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 0) throw argTypeError('options.maxMessageBytes', 'an integer >= 0', maxMessageBytes);
-    if (!Number.isInteger(maxMessageFds) || maxMessageFds < 0) throw argTypeError('options.maxMessageFds', 'an integer >= 0', maxMessageFds);
+    // Like any other failure below, bad options close the fd: the caller handed it over.
+    if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 0) {
+      native.closeMany([fd]);
+      throw argTypeError('options.maxMessageBytes', 'an integer >= 0', maxMessageBytes);
+    }
+    if (!Number.isInteger(maxMessageFds) || maxMessageFds < 0) {
+      native.closeMany([fd]);
+      throw argTypeError('options.maxMessageFds', 'an integer >= 0', maxMessageFds);
+    }
     this.#fd = fd;
     this.#reassembler = new Reassembler({ maxMessageBytes, maxMessageFds });
     try {
@@ -242,12 +263,26 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
   #onPoll(status: number, events: number): void {
     if (this.#closed) return;
     if (status < 0) {
-      // libuv reports a failed poll (e.g. EBADF); read/write would fail the same way, so end here.
-      this.#destroy(batonError('ERR_BATON_CHANNEL_CLOSED', `poll failed on the channel socket (status ${status})`, { errno: status, syscall: 'poll' }));
+      // libuv reports EPOLLERR as a failed poll (UV_EBADF) and stops watching. On this socket that means a
+      // pending socket error, normally ECONNRESET: the peer closed while records we sent it were unread.
+      // The records it sent before closing are still queued: read them (recvRecords clears the error, or
+      // throws it if it is real, and reports the end of stream), then watch again. A second failure in a
+      // row ends the channel here.
+      if (this.#pollFailed) {
+        this.#destroy(batonError('ERR_BATON_CHANNEL_CLOSED', `poll failed on the channel socket (status ${status})`, { errno: status, syscall: 'poll' }));
+        return;
+      }
+      this.#pollFailed = true;
+      this.#events = 0;
+      this.#read();
+      this.#watch();
       return;
     }
-    if (events & native.pollEvents.WRITABLE) this.#flush();
-    if (!this.#closed && events & native.pollEvents.READABLE && !this.#paused) this.#read();
+    this.#pollFailed = false;
+    // Read first: when the peer has sent its last messages and closed, a write would fail with EPIPE and
+    // end the channel before they were read.
+    if (events & native.pollEvents.READABLE && !this.#paused) this.#read();
+    if (!this.#closed && events & native.pollEvents.WRITABLE) this.#flush();
   }
 
   #flush(): void {
@@ -276,6 +311,9 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
     }
     for (let i = 0; i < recs.length; i += 3) {
       if (recs[i] === null) {
+        // A listener paused in this batch: the messages after it wait in the backlog, and so does the end
+        // of stream, which stays readable in the socket and is read again after resume().
+        if (this.#paused) return;
         // End of stream. In the middle of a message, that is an error; otherwise a normal close.
         if (this.#reassembler.partial) {
           const n = this.#reassembler.abort();

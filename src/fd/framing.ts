@@ -84,7 +84,8 @@ export class Reassembler {
     return this.#parts.length > 0;
   }
 
-  /** Add one record; returns the message it completes, or null. Throws a BatonError for bad input. */
+  /** Add one record; returns the message it completes, or null. Throws a BatonError for bad input. The
+   * message takes ownership of `fds` (the array itself may become the message's fds array). */
   push(record: Buffer, fds: number[] | null): InMessage | null {
     if (record.length < HEADER_SIZE || record[0] !== MAGIC || record[1] !== FRAMING_VERSION || record[3] !== 0 || (record[2]! & ~FLAG_MORE) !== 0) {
       if (fds) native.closeMany(fds);
@@ -97,6 +98,13 @@ export class Reassembler {
               ? `unsupported framing version ${record[1]} (this baton speaks ${FRAMING_VERSION})`
               : 'reserved header bits are set';
       throw this.#fail('ERR_BATON_BAD_RECORD', `bad record from peer: ${why}${fds ? `; closed ${fds.length} fds it carried` : ''}`);
+    }
+    // The common case, a whole message in one record: no copying of fds or parts.
+    if (this.#parts.length === 0 && (record[2]! & FLAG_MORE) === 0) {
+      const nfds = fds ? fds.length : 0;
+      if (record.length - HEADER_SIZE <= this.#limits.maxMessageBytes && nfds <= this.#limits.maxMessageFds) {
+        return { data: record.subarray(HEADER_SIZE), fds: fds ?? [] };
+      }
     }
     const payload = record.subarray(HEADER_SIZE);
     this.#parts.push(payload);
