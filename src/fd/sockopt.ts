@@ -20,9 +20,14 @@ interface OptSpec {
   name: number;
   kind: OptKind;
   readOnly?: boolean;
+  /** The optname getsockopt reads, when it differs from the one setsockopt writes (the *FORCE options
+   * are set-only in the kernel; they set the same buffer SO_RCVBUF/SO_SNDBUF report). */
+  getName?: number;
 }
 
-function opt(level: number, name: number | undefined, kind: OptKind, readOnly = false): OptSpec {
+// Generic so that each entry keeps its literal kind and readOnly: SockOptValue and WritableSockOptName
+// below are computed from them.
+function opt<K extends OptKind, R extends boolean = false>(level: number, name: number | undefined, kind: K, readOnly: R = false as R): OptSpec & { kind: K; readOnly: R } {
   return { level, name: name!, kind, readOnly };
 }
 
@@ -30,8 +35,8 @@ function opt(level: number, name: number | undefined, kind: OptKind, readOnly = 
 const OPTIONS = {
   SO_RCVBUF: opt(C.SOL_SOCKET!, C.SO_RCVBUF, 'int'),
   SO_SNDBUF: opt(C.SOL_SOCKET!, C.SO_SNDBUF, 'int'),
-  SO_RCVBUFFORCE: opt(C.SOL_SOCKET!, C.SO_RCVBUFFORCE, 'int'),
-  SO_SNDBUFFORCE: opt(C.SOL_SOCKET!, C.SO_SNDBUFFORCE, 'int'),
+  SO_RCVBUFFORCE: { ...opt(C.SOL_SOCKET!, C.SO_RCVBUFFORCE, 'int'), getName: C.SO_RCVBUF },
+  SO_SNDBUFFORCE: { ...opt(C.SOL_SOCKET!, C.SO_SNDBUFFORCE, 'int'), getName: C.SO_SNDBUF },
   SO_REUSEADDR: opt(C.SOL_SOCKET!, C.SO_REUSEADDR, 'bool'),
   SO_REUSEPORT: opt(C.SOL_SOCKET!, C.SO_REUSEPORT, 'bool'),
   SO_KEEPALIVE: opt(C.SOL_SOCKET!, C.SO_KEEPALIVE, 'bool'),
@@ -125,7 +130,8 @@ export const sockOptNames: readonly SockOptName[] = Object.freeze(Object.keys(OP
 
 function spec(name: unknown): OptSpec {
   if (typeof name !== 'string') throw argTypeError('name', 'a socket option name such as "SO_RCVBUF"', name);
-  const s = (OPTIONS as Record<string, OptSpec>)[name];
+  // Own properties only: 'constructor', 'toString' and the like are not option names.
+  const s = Object.hasOwn(OPTIONS, name) ? (OPTIONS as Record<string, OptSpec>)[name] : undefined;
   if (!s || s.name === undefined) {
     const err = new TypeError(`Unknown socket option ${JSON.stringify(name)}. Known: ${sockOptNames.join(', ')}; use getSockOptRaw/setSockOptRaw for others`) as TypeError & { code: string };
     err.code = 'ERR_BATON_UNKNOWN_SOCKOPT';
@@ -144,7 +150,7 @@ export function getSockOpt(source: FdSource, name: string): unknown {
   const fd = fdOf(source);
   switch (s.kind) {
     case 'int':
-      return native.getsockoptInt(fd, s.level, s.name);
+      return native.getsockoptInt(fd, s.level, s.getName ?? s.name);
     case 'bool':
       return native.getsockoptInt(fd, s.level, s.name) !== 0;
     case 'linger': {
@@ -163,7 +169,9 @@ export function getSockOpt(source: FdSource, name: string): unknown {
 
 /** Set a socket option by name. Throws TypeError/RangeError for a wrong value before any syscall. */
 export function setSockOpt<N extends WritableSockOptName>(source: FdSource, name: N, value: SockOptValue<N>): void;
-export function setSockOpt(source: FdSource, name: string, value: unknown): void;
+/** A name only known at run time. (Never a known name: those must match the typed overload above, so a
+ * wrong value type or a read-only option is a compile-time error and not just a run-time TypeError.) */
+export function setSockOpt<S extends string>(source: FdSource, name: S & (S extends SockOptName ? never : unknown), value: unknown): void;
 export function setSockOpt(source: FdSource, name: string, value: unknown): void {
   const s = spec(name);
   if (s.readOnly) {
@@ -211,23 +219,24 @@ export function setSockOpt(source: FdSource, name: string, value: unknown): void
 
 /** getsockopt with any level and optname; returns the bytes the kernel wrote (at most `length`). */
 export function getSockOptRaw(source: FdSource, level: number, optname: number, length = 256): Buffer {
-  checkInt32(level, 'level');
-  checkInt32(optname, 'optname');
-  if (!Number.isInteger(length) || length < 0 || length > 65536) throw argRangeError('length', 'an integer from 0 to 65536', length);
+  checkInt32(level, 'level', 'level');
+  checkInt32(optname, 'optname', 'optname');
+  if (typeof length !== 'number' || !Number.isInteger(length)) throw argTypeError('length', 'an integer', length);
+  if (length < 0 || length > 65536) throw argRangeError('length', 'an integer from 0 to 65536', length);
   return native.getsockoptRaw(fdOf(source), level, optname, length);
 }
 
 /** setsockopt with any level and optname and the value's bytes as the kernel expects them. */
 export function setSockOptRaw(source: FdSource, level: number, optname: number, value: Buffer): void {
-  checkInt32(level, 'level');
-  checkInt32(optname, 'optname');
+  checkInt32(level, 'level', 'level');
+  checkInt32(optname, 'optname', 'optname');
   if (!Buffer.isBuffer(value)) throw argTypeError('value', 'a Buffer', value);
   native.setsockoptRaw(fdOf(source), level, optname, value);
 }
 
-function checkInt32(v: unknown, name: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v)) throw argTypeError('value', `an integer for ${name}`, v);
-  if (v < -0x80000000 || v > 0x7fffffff) throw argRangeError('value', `a 32-bit integer for ${name}`, v);
+function checkInt32(v: unknown, name: string, arg = 'value'): number {
+  if (typeof v !== 'number' || !Number.isInteger(v)) throw argTypeError(arg, `an integer for ${name}`, v);
+  if (v < -0x80000000 || v > 0x7fffffff) throw argRangeError(arg, `a 32-bit integer for ${name}`, v);
   return v;
 }
 
