@@ -112,11 +112,12 @@ export function alive(pid: number): boolean {
 
 /**
  * `baton run --socket <tmp>/s.sock [runArgs] -- node <app>` with PORT=0: generation 1 picks a port, the
- * next ones inherit it. Resolves once generation 1 serves.
+ * next ones inherit it. Resolves once generation 1 serves: its stdout line `servingLine` (default: the
+ * HTTP apps' "generation 1 serving on http://127.0.0.1:PORT"), whose first group is the port.
  */
 export async function startSupervised(
   t: Cleanup,
-  opts: { app?: string; env?: NodeJS.ProcessEnv; runArgs?: string[]; dir?: string } = {},
+  opts: { app?: string; env?: NodeJS.ProcessEnv; runArgs?: string[]; dir?: string; servingLine?: RegExp } = {},
 ): Promise<Supervised> {
   const dir = opts.dir ?? tmpDir(t);
   const socket = path.join(dir, 's.sock');
@@ -140,7 +141,7 @@ export async function startSupervised(
       }
     }
   });
-  const m = await sup.line(/generation 1 serving on http:\/\/127\.0\.0\.1:(\d+)/, 20_000);
+  const m = await sup.line(opts.servingLine ?? SERVING(1), 20_000);
   const port = Number(m[1]);
   const status = async (): Promise<Status> => {
     const r = await baton(['status', '--json', '--socket', socket]);

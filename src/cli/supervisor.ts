@@ -67,6 +67,9 @@ interface Attempt {
 
 const STDERR_TAIL = 4096;
 const KILL_GRACE_MS = 3000;
+/** How long a generation's exit may lag behind its control connection closing, and its stderr behind its exit. */
+const EXIT_GRACE_MS = 1000;
+const STDERR_GRACE_MS = 500;
 const MAX_BACKOFF_MS = 10_000;
 
 export class Supervisor {
@@ -203,7 +206,20 @@ export class Supervisor {
       g.stderrTail += `\n${err.message}`;
       if (g.state !== 'exited' && !g.pid) this.#onExit(g, -1, null);
     });
-    child.on('exit', (code, signal) => this.#onExit(g, code, signal));
+    child.on('exit', (code, signal) => {
+      // Its last output (the tail a rollback reports) may still be in the pipe: wait briefly for the end of stderr.
+      const stderr = child.stderr!;
+      if (stderr.readableEnded || stderr.destroyed) return this.#onExit(g, code, signal);
+      const done = () => {
+        clearTimeout(timer);
+        stderr.off('end', done);
+        stderr.off('close', done);
+        this.#onExit(g, code, signal);
+      };
+      const timer = setTimeout(done, STDERR_GRACE_MS);
+      stderr.once('end', done);
+      stderr.once('close', done);
+    });
     this.#log('info', 'spawn', { generation, child: g.pid, kind });
     return new Promise<UpgradeRecord>((resolve) => {
       const timer = setTimeout(() => {
@@ -231,9 +247,7 @@ export class Supervisor {
       g.registered.set(entry.name, { entry, fd });
     });
     session.on('stats', (s) => (g.connections = s.connections));
-    session.on('close', () => {
-      if (g.state === 'starting' && g.attempt) this.#rollback(g, 'the generation closed its control connection before ready()');
-    });
+    session.on('close', () => this.#lostContact(g, 'the generation closed its control connection before ready()'));
     try {
       await session.offer(g.generation, [...this.#inventory.values()]);
       const names = await session.awaitReady(this.#opts.readyTimeoutMs);
@@ -241,11 +255,23 @@ export class Supervisor {
       this.#promote(g, names);
       await session.ackReady();
     } catch (err) {
-      if (g.state === 'starting') {
-        this.#rollback(g, (err as Error).message);
-        killTree(g, 'SIGTERM');
-      }
+      this.#lostContact(g, (err as Error).message);
     }
+  }
+
+  /**
+   * The control connection of a starting generation broke (or the handoff failed). Usually because the
+   * process is exiting: its exit (code or signal and last output, a far better reason) gets a moment to
+   * arrive first; if it does not, roll back with `reason` and terminate it.
+   */
+  #lostContact(g: Generation, reason: string): void {
+    if (g.state !== 'starting' || !g.attempt) return;
+    setTimeout(() => {
+      if (g.state !== 'starting' || !g.attempt) return;
+      this.#rollback(g, reason);
+      killTree(g, 'SIGTERM');
+      setTimeout(() => killTree(g, 'SIGKILL'), KILL_GRACE_MS).unref();
+    }, EXIT_GRACE_MS);
   }
 
   #promote(g: Generation, names: string[]): void {
