@@ -106,6 +106,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #exitOnDrain: boolean;
   #statsTimer: NodeJS.Timeout | null = null;
   #drainPromise: Promise<void> | null = null;
+  /** Inherited listeners not accepting yet (see listen()). */
+  #deferred: Array<{ server: net.Server; fd: number; backlog: number }> = [];
 
   /** Join the previous generation (if any) according to the environment and options. */
   static async start(options: UpgraderOptions = {}): Promise<Upgrader> {
@@ -235,7 +237,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
 
   /**
    * Listen with `server` (net, http, https or http2) on the socket called `name`: inherited when the
-   * predecessor has one with that name at the same address, else bound now. Resolves once listening.
+   * predecessor has one with that name at the same address, else bound now. A fresh socket is listening
+   * when this resolves; an inherited one starts accepting at ready(), so that connections keep going to
+   * the old generation until this one is ready (server.address() is null until then).
    */
   async listen<S extends net.Server>(server: S, name: string, options: ListenOptions): Promise<S> {
     if (!(server instanceof net.Server)) throw argTypeError('server', 'a net.Server (or http/https/http2 server)', server);
@@ -258,7 +262,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     const drainer = new ServerDrainer(server, this.#idleGrace);
     let address: SocketAddress;
     if (taken) {
-      await listenOnFd(server, taken.fd, backlog);
+      // An inherited listener starts accepting at ready(): until then the old generation takes every
+      // connection, so a new generation that fails before ready() loses none.
+      this.#deferred.push({ server, fd: taken.fd, backlog });
       address = taken.entry.address;
     } else {
       this.#warnIfMoved(name, requested);
@@ -318,6 +324,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   async ready(): Promise<void> {
     if (this.#state !== 'starting') throw batonError('ERR_BATON_STATE', `ready() called in state ${this.#state}`);
     const names = [...this.#sockets.keys()];
+    const deferred = this.#deferred;
+    this.#deferred = [];
+    await Promise.all(deferred.map((d) => listenOnFd(d.server, d.fd, d.backlog)));
     const client = this.#client;
     if (client && client.state === 'welcomed' && !client.link.closed) {
       try {
