@@ -250,9 +250,12 @@ export class Supervisor {
     session.on('close', () => this.#lostContact(g, 'the generation closed its control connection before ready()'));
     try {
       await session.offer(g.generation, [...this.#inventory.values()]);
-      const names = await session.awaitReady(this.#opts.readyTimeoutMs);
-      if (g.state !== 'starting') return; // rolled back meanwhile
-      this.#promote(g, names);
+      const { names, migrationFd } = await session.awaitReady(this.#opts.readyTimeoutMs);
+      if (g.state !== 'starting') {
+        if (migrationFd !== null) native.closeMany([migrationFd]);
+        return; // rolled back meanwhile
+      }
+      this.#promote(g, names, migrationFd);
       await session.ackReady();
     } catch (err) {
       this.#lostContact(g, (err as Error).message);
@@ -274,7 +277,8 @@ export class Supervisor {
     }, EXIT_GRACE_MS);
   }
 
-  #promote(g: Generation, names: string[]): void {
+  /** `migrationFd` (owned): the new generation's migration channel, relayed to the old one with 'drain'. */
+  #promote(g: Generation, names: string[], migrationFd: number | null = null): void {
     // Its own sockets join the inventory; sockets nobody uses any more are closed (the supervisor's copy
     // was the last one once the old generation drains).
     for (const [name, reg] of g.registered) {
@@ -308,17 +312,24 @@ export class Supervisor {
     }
     if (old && old.state === 'serving') {
       if (attempt) old.replacedBy = attempt.record;
-      this.#drainGeneration(old, 'upgrade');
-    }
+      this.#drainGeneration(old, 'upgrade', migrationFd);
+    } else if (migrationFd !== null) native.closeMany([migrationFd]);
   }
 
-  #drainGeneration(g: Generation, reason: 'upgrade' | 'stop'): void {
+  /** `migrationFd` (owned, closed here once relayed): lets the old generation move live connections. */
+  #drainGeneration(g: Generation, reason: 'upgrade' | 'stop', migrationFd: number | null = null): void {
     g.state = 'draining';
     g.drainStartedAt = Date.now();
-    this.#log('info', 'drain', { generation: g.generation, child: g.pid, reason });
+    this.#log('info', 'drain', { generation: g.generation, child: g.pid, reason, migrate: migrationFd !== null });
     if (g.session && !g.session.link.closed) {
-      g.session.drain(this.#opts.drainTimeoutMs, reason).catch(() => killTree(g, 'SIGTERM'));
+      g.session
+        .drain(this.#opts.drainTimeoutMs, reason, migrationFd)
+        .catch(() => killTree(g, 'SIGTERM'))
+        .finally(() => {
+          if (migrationFd !== null) native.closeMany([migrationFd]);
+        });
     } else {
+      if (migrationFd !== null) native.closeMany([migrationFd]);
       killTree(g, 'SIGTERM'); // no control connection (it never had one, or it broke): fall back to a signal
     }
     setTimeout(() => {

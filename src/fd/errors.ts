@@ -19,7 +19,9 @@ export type BatonErrorCode =
   | 'ERR_BATON_REFUSED'
   | 'ERR_BATON_HANDOFF_FAILED'
   | 'ERR_BATON_ROLLED_BACK'
-  | 'ERR_BATON_STATE';
+  | 'ERR_BATON_STATE'
+  | 'ERR_BATON_STATE_TOO_LARGE'
+  | 'ERR_BATON_NO_MIGRATION';
 
 export interface BatonError extends Error {
   code: BatonErrorCode | string;
@@ -72,6 +74,10 @@ export function checkFd(fd: unknown, name = 'fd'): number {
 export function checkFds(fds: unknown, name = 'fds'): number[] {
   if (!Array.isArray(fds)) throw argTypeError(name, 'an array of file descriptors', fds);
   const out = new Array<number>(fds.length);
-  for (let i = 0; i < fds.length; i++) out[i] = checkFd(fds[i], `${name}[${i}]`);
+  for (let i = 0; i < fds.length; i++) {
+    const fd: unknown = fds[i];
+    // The element's name is built only for the error: this runs for every fd of every send.
+    out[i] = typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= 0x7fffffff ? fd : checkFd(fd, `${name}[${i}]`);
+  }
   return out;
 }

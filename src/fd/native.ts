@@ -44,6 +44,8 @@ export interface NativeBinding {
   connect(path: string): number;
   accept(fd: number): number;
   socketpair(): [number, number];
+  /** (TypeScript over the addon's sendRecordInt32; the addon's own sendRecord does the same through N-API,
+   * more slowly, and is what reports bad arguments.) */
   sendRecord(fd: number, header: Uint8Array, payload: Uint8Array | null, fds: readonly number[] | null): boolean;
   /** Flat: [status, data, fds | null, ...], a trailing null at end of stream. (Built in TypeScript from
    * the addon's recvBatch; the addon's own recvRecords does the same through N-API, more slowly.) */
@@ -71,6 +73,7 @@ interface AddonExports extends NativeBinding {
   /** See channel.c: records' statuses, data locations and fd counts go into `meta`, their fds into `fds`;
    * returns [Buffer of the small records | null, Buffer of each large record...]. */
   recvBatch(fd: number, max: number, meta: Int32Array, fds: Int32Array): Array<Buffer | null>;
+  sendRecordInt32(fd: number, header: Uint8Array, payload: Uint8Array | null, fds: Int32Array, count: number): boolean;
   closeInt32(fds: Int32Array, count: number): number;
 }
 
@@ -106,9 +109,25 @@ function load(): AddonExports {
 
 const addon = load();
 
-// recvRecords and closeMany run per received message, so they are the channel's hot path. N-API builds
-// and reads JavaScript arrays one element at a time, each through a property lookup, which cost more than
-// the syscalls; so the addon works on two typed arrays and JavaScript does the array work.
+// sendRecord, recvRecords and closeMany run per message, so they are the channel's hot path. N-API builds
+// and reads JavaScript arrays one element at a time, each through a property lookup, which costs more
+// than the syscalls; so the addon works on typed arrays and JavaScript does the array work.
+
+const sendFds = new Int32Array(addon.SCM_MAX_FD);
+
+function sendRecord(fd: number, header: Uint8Array, payload: Uint8Array | null, fds: readonly number[] | null): boolean {
+  let count = 0;
+  if (fds !== null && fds !== undefined) {
+    // Anything the addon would refuse goes to it, so the error is the usual one.
+    if (!Array.isArray(fds) || fds.length > sendFds.length) return addon.sendRecord(fd, header, payload, fds);
+    for (; count < fds.length; count++) {
+      const v = fds[count];
+      if (typeof v !== 'number' || (v | 0) !== v || v < 0) return addon.sendRecord(fd, header, payload, fds);
+      sendFds[count] = v;
+    }
+  }
+  return addon.sendRecordInt32(fd, header, payload, sendFds, count);
+}
 
 /** Scratch for recvBatch. Module-wide is safe: recvRecords reads it out before it returns. */
 const RECV_META_HEAD = 2;
@@ -165,4 +184,4 @@ function closeMany(fds: readonly number[]): number {
   return closed;
 }
 
-export const native: NativeBinding = { ...addon, recvRecords, closeMany };
+export const native: NativeBinding = { ...addon, sendRecord, recvRecords, closeMany };

@@ -25,7 +25,8 @@ export interface JoinOptions {
 }
 
 export interface GenerationClientEvents {
-  drain: [msg: Drain];
+  /** The migration channel fd, if any, is owned by the listener. */
+  drain: [msg: Drain, migrationFd: number | null];
   close: [err?: Error];
 }
 
@@ -60,8 +61,8 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
     this.inventory = inventory;
     inventory.forEach((entry, i) => this.#offered.set(entry.name, { entry, fd: fds[i]! }));
     link.on('message', ({ msg, fds }) => {
-      native.closeMany(fds);
-      if (msg.type === 'drain') this.emit('drain', msg);
+      if (msg.type === 'drain' && this.listenerCount('drain') > 0) this.emit('drain', msg, fds[0] ?? null);
+      else native.closeMany(fds);
     });
     link.on('close', (err) => {
       this.#state = 'closed';
@@ -102,11 +103,14 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
     this.link.send({ v: PROTOCOL_VERSION, type: 'stats', connections, state }).catch(() => {});
   }
 
-  /** This generation serves: tell the other side, wait for its acknowledgement, close what was not taken. */
-  async ready(names: string[], timeoutMs: number): Promise<void> {
+  /**
+   * This generation serves: tell the other side, wait for its acknowledgement, close what was not taken.
+   * `migrationFd` (borrowed) is one end of a socketpair: the old generation moves live connections over it.
+   */
+  async ready(names: string[], timeoutMs: number, migrationFd?: number): Promise<void> {
     if (this.#state !== 'welcomed') throw batonError('ERR_BATON_STATE', `ready() in state ${this.#state}`);
     this.#state = 'ready-sent';
-    await this.link.send({ v: PROTOCOL_VERSION, type: 'ready', names });
+    await this.link.send({ v: PROTOCOL_VERSION, type: 'ready', names }, migrationFd === undefined ? [] : [migrationFd]);
     await this.link.expect(['ready-ok'], timeoutMs, 'the acknowledgement of ready');
     this.#state = 'serving';
     this.#closeOffered();

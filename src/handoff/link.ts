@@ -38,9 +38,13 @@ export class Link extends EventEmitter<LinkEvents> {
   #closed = false;
   #closeError: Error | undefined;
 
-  constructor(channel: FdChannel) {
+  readonly #maxBytes: number;
+
+  /** `maxBytes`: the largest message accepted (the migration channel carries large batches). */
+  constructor(channel: FdChannel, maxBytes = MAX_MESSAGE_BYTES) {
     super();
     this.channel = channel;
+    this.#maxBytes = maxBytes;
     channel.on('message', (data, fds) => this.#onMessage(data, fds));
     channel.on('close', (err) => this.#onClose(err));
   }
@@ -90,10 +94,10 @@ export class Link extends EventEmitter<LinkEvents> {
   #onMessage(data: Buffer, fds: number[]): void {
     let msg: Message;
     try {
-      msg = decode(data);
-      const want = expectedFds(msg);
-      if (fds.length !== want) {
-        throw batonError('ERR_BATON_PROTOCOL', `bad handoff message: "${msg.type}" carries ${want} fds, got ${fds.length}`);
+      msg = decode(data, this.#maxBytes);
+      const [min, max] = expectedFds(msg);
+      if (fds.length < min || fds.length > max) {
+        throw batonError('ERR_BATON_PROTOCOL', `bad handoff message: "${msg.type}" carries ${min === max ? min : `${min} to ${max}`} fds, got ${fds.length}`);
       }
     } catch (err) {
       native.closeMany(fds);

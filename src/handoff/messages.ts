@@ -101,19 +101,52 @@ export interface Result {
   data?: unknown;
 }
 
-export type Message = Hello | Welcome | Refuse | Register | Ready | ReadyOk | Drain | Stats | Result;
+/** What a migrated connection is, so the new generation knows whom to give it to. */
+export type MigrationKind = 'raw' | 'http';
+
+export interface MigrationItem {
+  kind: MigrationKind;
+  /** The listener it was accepted on (an http server continues it; raw: informational). */
+  name: string;
+  /** The application's per-connection state (raw), JSON. */
+  state?: unknown;
+  /** Bytes read from the socket but not processed, base64. */
+  pending?: string;
+}
+
+/** Old generation to new, on the migration channel: connections, one fd per item, in order. */
+export interface Migrate {
+  v: number;
+  type: 'migrate';
+  items: MigrationItem[];
+}
+
+/** New generation to old: that many connections of the last batch are adopted (flow control). */
+export interface MigrateOk {
+  v: number;
+  type: 'migrate-ok';
+  count: number;
+}
+
+export type Message = Hello | Welcome | Refuse | Register | Ready | ReadyOk | Drain | Stats | Result | Migrate | MigrateOk;
 export type MessageType = Message['type'];
 
-/** Which messages may carry fds, and how many. */
-export function expectedFds(msg: Message): number {
-  if (msg.type === 'welcome') return msg.inventory.length;
-  if (msg.type === 'register') return 1;
-  return 0;
+/** How many fds a message may carry: [at least, at most]. `ready` and `drain` may carry the migration
+ * channel (one end of a socketpair the new generation made). */
+export function expectedFds(msg: Message): [number, number] {
+  if (msg.type === 'welcome') return [msg.inventory.length, msg.inventory.length];
+  if (msg.type === 'register') return [1, 1];
+  if (msg.type === 'migrate') return [msg.items.length, msg.items.length];
+  if (msg.type === 'ready' || msg.type === 'drain') return [0, 1];
+  return [0, 0];
 }
 
 export function encode(msg: Message): Buffer {
   return Buffer.from(JSON.stringify(msg));
 }
+
+/** Connections per migrate message: one SEQPACKET record's worth of fds, so a batch is one sendmsg. */
+export const MAX_MIGRATION_BATCH = 253;
 
 /** The largest message we accept: an inventory of a few hundred sockets fits easily. */
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
@@ -160,8 +193,8 @@ export function checkEntry(v: unknown): InventoryEntry {
 }
 
 /** Parse and validate one message. Throws ERR_BATON_PROTOCOL with the reason. */
-export function decode(data: Buffer): Message {
-  if (data.length > MAX_MESSAGE_BYTES) throw bad(`${data.length} bytes is over the ${MAX_MESSAGE_BYTES}-byte limit`);
+export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
+  if (data.length > maxBytes) throw bad(`${data.length} bytes is over the ${maxBytes}-byte limit`);
   let o: unknown;
   try {
     o = JSON.parse(data.toString('utf8'));
@@ -206,6 +239,25 @@ export function decode(data: Buffer): Message {
       if (o.data !== undefined) msg.data = o.data;
       return msg;
     }
+    case 'migrate': {
+      if (!Array.isArray(o.items) || o.items.length === 0 || o.items.length > MAX_MIGRATION_BATCH) throw bad(`"items" must be an array of 1 to ${MAX_MIGRATION_BATCH} entries`);
+      return {
+        v,
+        type: 'migrate',
+        items: o.items.map((it: unknown) => {
+          if (!isObject(it)) throw bad('a migration item must be an object');
+          const item: MigrationItem = { kind: oneOf(it, 'kind', ['raw', 'http'] as const), name: str(it, 'name', 200) };
+          if (it.state !== undefined) item.state = it.state;
+          if (it.pending !== undefined) {
+            if (typeof it.pending !== 'string') throw bad('"pending" must be a base64 string');
+            item.pending = it.pending;
+          }
+          return item;
+        }),
+      };
+    }
+    case 'migrate-ok':
+      return { v, type: 'migrate-ok', count: int(o, 'count') };
     default:
       throw bad(`unknown type ${JSON.stringify(o.type)}`);
   }

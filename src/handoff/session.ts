@@ -81,12 +81,15 @@ export class HandoffSession extends EventEmitter<SessionEvents> {
     );
   }
 
-  /** Wait for the new generation's ready. Rejects on timeout or if it goes away first. */
-  async awaitReady(timeoutMs: number): Promise<string[]> {
+  /**
+   * Wait for the new generation's ready. Rejects on timeout or if it goes away first. `migrationFd` (owned
+   * by the caller) is the new generation's end of a channel for moving live connections, if it sent one.
+   */
+  async awaitReady(timeoutMs: number): Promise<{ names: string[]; migrationFd: number | null }> {
     this.#expectState('offered', 'awaitReady');
-    const { msg } = await this.link.expect(['ready'], timeoutMs, 'the new generation to call ready()');
+    const { msg, fds } = await this.link.expect(['ready'], timeoutMs, 'the new generation to call ready()');
     this.#state = 'ready';
-    return msg.names;
+    return { names: msg.names, migrationFd: fds[0] ?? null };
   }
 
   async ackReady(): Promise<void> {
@@ -95,8 +98,9 @@ export class HandoffSession extends EventEmitter<SessionEvents> {
     await this.link.send({ v: PROTOCOL_VERSION, type: 'ready-ok' });
   }
 
-  drain(timeoutMs: number, reason: 'upgrade' | 'stop'): Promise<void> {
-    return this.link.send({ v: PROTOCOL_VERSION, type: 'drain', timeoutMs, reason });
+  /** Tell a generation to drain; `migrationFd` (borrowed) lets it move live connections to its successor. */
+  drain(timeoutMs: number, reason: 'upgrade' | 'stop', migrationFd: number | null = null): Promise<void> {
+    return this.link.send({ v: PROTOCOL_VERSION, type: 'drain', timeoutMs, reason }, migrationFd === null ? [] : [migrationFd]);
   }
 
   async refuse(code: string, reason: string): Promise<void> {

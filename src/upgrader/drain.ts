@@ -36,7 +36,9 @@ interface Http2SessionLike {
 const kInflight = Symbol('baton.inflight');
 const kIdleTimer = Symbol('baton.idleTimer');
 
-type Tracked = net.Socket & { [kInflight]?: number; [kIdleTimer]?: NodeJS.Timeout | undefined };
+const kMoving = Symbol('baton.moving');
+
+type Tracked = net.Socket & { [kInflight]?: number; [kIdleTimer]?: NodeJS.Timeout | undefined; [kMoving]?: boolean };
 
 function isHttp1(server: net.Server): boolean {
   // https.Server extends tls.Server and listens for 'request' like http.Server.
@@ -94,15 +96,20 @@ export class ServerDrainer {
     net.Server.prototype.close.call(this.server);
   }
 
-  /** Drain as described above; resolves when no connection is left. */
-  drain(timeoutMs: number): Promise<DrainResult> {
+  /**
+   * Drain as described above; resolves when no connection is left. With `migrate` (HTTP/1 only), each
+   * keep-alive connection moves to the new generation at its first idle moment instead of being closed;
+   * a connection that cannot move falls back to the polite close.
+   */
+  drain(timeoutMs: number, migrate: ((socket: net.Socket) => Promise<void>) | null = null): Promise<DrainResult> {
     this.#draining = true;
     this.stopAccepting();
     if (this.#http2) for (const s of this.#sessions) s.close();
     if (this.#http1) {
-      for (const res of this.#pending) if (!res.headersSent) res.shouldKeepAlive = false;
+      this.#migrate = migrate;
+      if (!migrate) for (const res of this.#pending) if (!res.headersSent) res.shouldKeepAlive = false;
       for (const socket of this.#sockets) {
-        if (!socket[kInflight]) this.#armIdle(socket);
+        if (!socket[kInflight]) this.#idle(socket);
       }
     }
     return new Promise((resolve) => {
@@ -142,7 +149,7 @@ export class ServerDrainer {
       this.#check();
     });
     // A connection accepted while draining (the listener was shared until now): serve it and close.
-    if (this.#draining && this.#http1) this.#armIdle(socket);
+    if (this.#draining && this.#http1) this.#idle(socket);
   }
 
   #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -152,13 +159,13 @@ export class ServerDrainer {
       clearTimeout(socket[kIdleTimer]);
       socket[kIdleTimer] = undefined;
     }
-    if (this.#draining) res.shouldKeepAlive = false;
+    if (this.#draining && !this.#migrate) res.shouldKeepAlive = false;
     else this.#pending.add(res);
     const done = () => {
       this.#pending.delete(res);
       socket[kInflight] = Math.max(0, (socket[kInflight] ?? 1) - 1);
       // A keep-alive response that was already under way when the drain began leaves the connection idle.
-      if (this.#draining && socket[kInflight] === 0 && !socket.destroyed) this.#armIdle(socket);
+      if (this.#draining && socket[kInflight] === 0 && !socket.destroyed) this.#idle(socket);
     };
     res.once('finish', done);
     res.once('close', () => {
@@ -168,6 +175,32 @@ export class ServerDrainer {
 
   /** Responses in flight when the drain began: those whose head is not out yet still get Connection: close. */
   #pending = new Set<http.ServerResponse>();
+
+  /** Connections moved to the new generation. */
+  get migrated(): number {
+    return this.#migrated;
+  }
+
+  #migrate: ((socket: net.Socket) => Promise<void>) | null = null;
+  #migrated = 0;
+
+  /** A draining connection has nothing in flight: move it, or give it idleGrace and close it. */
+  #idle(socket: Tracked): void {
+    if (!this.#migrate || !this.#http1 || socket.destroyed) {
+      this.#armIdle(socket);
+      return;
+    }
+    if (socket[kMoving]) return;
+    socket[kMoving] = true;
+    this.#migrate(socket).then(
+      () => this.#migrated++,
+      () => {
+        // Could not move (closed meanwhile, or the channel is gone): close it politely instead.
+        socket[kMoving] = false;
+        if (!socket.destroyed) socket.end();
+      },
+    );
+  }
 
   #armIdle(socket: Tracked): void {
     if (socket[kIdleTimer] || socket.destroyed) return;

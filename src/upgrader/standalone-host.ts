@@ -10,6 +10,7 @@
  */
 import type { FdChannelServer } from '../fd/channel-server.js';
 import type { InventoryEntry } from '../handoff/messages.js';
+import { native } from '../fd/native.js';
 import { HandoffSession } from '../handoff/session.js';
 import type { Logger } from './logger.js';
 import type { UpgraderState } from './upgrader.js';
@@ -23,7 +24,8 @@ export interface HostCallbacks {
   status(): unknown;
   setUpgrading(on: boolean): void;
   onRollback(pid: number, reason: string): void;
-  onHandover(generation: number, pid: number): void;
+  /** `migrationFd` (owned by the callee): the successor's migration channel, or null. */
+  onHandover(generation: number, pid: number, migrationFd: number | null): void;
   onStop(): void;
 }
 
@@ -81,15 +83,17 @@ export class StandaloneHost {
     const pid = session.peer.pid;
     const next = this.#cb.generation() + 1;
     const started = Date.now();
+    let migrationFd: number | null = null;
     this.#log('info', 'upgrade-start', { next, peer: pid });
     try {
       await session.offer(next, this.#cb.inventory());
-      await session.awaitReady(this.#cb.readyTimeout);
+      ({ migrationFd } = await session.awaitReady(this.#cb.readyTimeout));
       // Stop accepting on the control socket before acknowledging: from the ack on, the successor accepts.
       this.#server.stop();
       await session.ackReady();
     } catch (err) {
       const reason = (err as Error).message;
+      if (migrationFd !== null) native.closeMany([migrationFd]);
       this.#log('warn', 'rollback', { next, peer: pid, reason, ms: Date.now() - started });
       session.close();
       this.#server.start();
@@ -100,7 +104,7 @@ export class StandaloneHost {
     }
     this.#log('info', 'upgraded', { next, peer: pid, ms: Date.now() - started });
     session.close();
-    this.#cb.onHandover(next, pid);
+    this.#cb.onHandover(next, pid, migrationFd);
   }
 
   #log(level: 'info' | 'warn', event: string, fields: Record<string, string | number>): void {

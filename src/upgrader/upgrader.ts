@@ -24,10 +24,12 @@ import path from 'node:path';
 import { FdChannelServer } from '../fd/channel-server.js';
 import { argTypeError, batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
+import { native } from '../fd/native.js';
 import { GenerationClient } from '../handoff/client.js';
-import { formatAddress, type InventoryEntry, type SocketAddress, type SocketKind } from '../handoff/messages.js';
+import { formatAddress, type InventoryEntry, type MigrationItem, type SocketAddress, type SocketKind } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { ServerDrainer } from './drain.js';
+import { MigrationReceiver, MigrationSender } from './migrate.js';
 import { createLogger, silentLogger, type LogFields, type Logger } from './logger.js';
 import { bindDgramFd, bindDgramFresh, bindUnix, listenOnFd, listenTcp } from './sockets.js';
 import { StandaloneHost } from './standalone-host.js';
@@ -79,6 +81,9 @@ export interface UpgraderEvents {
   upgraded: [info: { generation: number; pid: number }];
   /** Standalone: a successor failed before ready; this generation keeps serving. */
   rollback: [info: { pid: number; reason: string }];
+  /** A raw connection moved here from the previous generation by its migrate(): continue it. `pending`
+   * holds bytes the old generation had read but not processed; handle them before new data. */
+  migrated: [socket: net.Socket, state: unknown, pending: Buffer];
 }
 
 interface Managed {
@@ -106,6 +111,10 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #exitOnDrain: boolean;
   #statsTimer: NodeJS.Timeout | null = null;
   #drainPromise: Promise<void> | null = null;
+  /** New generation: receives connections the old one moves here. */
+  #receiver: MigrationReceiver | null = null;
+  /** Old generation, once replaced: moves connections to the new one. */
+  #sender: MigrationSender | null = null;
   /** Inherited listeners not accepting yet (see listen()). */
   #deferred: Array<{ server: net.Server; fd: number; backlog: number }> = [];
 
@@ -182,8 +191,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     this.#exitOnDrain = opts.exitOnDrain;
     this.#logger = logger === false ? silentLogger : (logger ?? createLogger());
     if (client) {
-      client.on('drain', (msg) => {
-        this.#log('info', 'drain-requested', { reason: msg.reason });
+      client.on('drain', (msg, migrationFd) => {
+        this.#log('info', 'drain-requested', { reason: msg.reason, migrate: migrationFd !== null });
+        this.#openSender(migrationFd);
         void this.#drain(msg.timeoutMs || this.#drainTimeout, msg.reason === 'stop');
       });
       client.on('close', (err) => {
@@ -329,13 +339,22 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     await Promise.all(deferred.map((d) => listenOnFd(d.server, d.fd, d.backlog)));
     const client = this.#client;
     if (client && client.state === 'welcomed' && !client.link.closed) {
+      // A private channel for live connections: we keep one end, the old generation gets the other.
+      const [mine, theirs] = native.socketpair();
+      this.#receiver = new MigrationReceiver(mine);
+      this.#receiver.on('connection', (socket, item, pending) => this.#continueMigrated(socket, item, pending));
+      this.#receiver.on('error', (err) => this.#log('warn', 'migrate-adopt-failed', { reason: err.message }));
       try {
-        await client.ready(names, this.#readyTimeout);
+        await client.ready(names, this.#readyTimeout, theirs);
       } catch (err) {
+        this.#receiver.close();
+        this.#receiver = null;
         if (this.mode === 'supervised' || predecessorAlive(client)) {
           throw batonError('ERR_BATON_ROLLED_BACK', `the handoff did not complete: ${(err as Error).message}`);
         }
         this.#log('warn', 'predecessor-gone', { pid: client.link.peer.pid });
+      } finally {
+        native.closeMany([theirs]);
       }
     } else if (client && this.mode === 'standalone' && predecessorAlive(client)) {
       throw batonError('ERR_BATON_ROLLED_BACK', `the serving generation (pid ${client.link.peer.pid}) ended the handoff before ready()`);
@@ -350,6 +369,62 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     this.#state = 'serving';
     if (this.mode === 'supervised') this.#startStats();
     this.#log('info', 'ready', { listeners: names.length });
+  }
+
+  /**
+   * Move a live connection to the new generation, open, with a JSON-serialisable `state` (at most 64 KiB)
+   * and any bytes already read from it but not yet processed (`pending`). Call it from the 'drain' event
+   * handler. The new generation's 'migrated' event gets (socket, state, pending). Writes queued here are
+   * flushed first; bytes the client sends meanwhile wait in the kernel for the new owner, so nothing is
+   * lost or duplicated. Resolves once moved (this process's socket object is then destroyed without
+   * closing the connection); rejects with the socket still open here if it cannot move
+   * (ERR_BATON_NO_MIGRATION when there is no successor to move to).
+   */
+  migrate(socket: net.Socket, state?: unknown, pending?: Uint8Array): Promise<void> {
+    if (!(socket instanceof net.Socket)) return Promise.reject(argTypeError('socket', 'a net.Socket', socket));
+    if (pending !== undefined && !(pending instanceof Uint8Array)) return Promise.reject(argTypeError('pending', 'a Buffer or Uint8Array', pending));
+    const sender = this.#sender;
+    if (!sender || sender.closed) {
+      return Promise.reject(batonError('ERR_BATON_NO_MIGRATION', 'no new generation to migrate to: migrate() works after this generation was replaced (in the drain event)'));
+    }
+    const from = (socket as unknown as { server?: net.Server }).server;
+    const name = [...this.#sockets.values()].find((m) => m.object === from)?.entry.name ?? '-';
+    return sender.move(socket, 'raw', name, state, pending);
+  }
+
+  #openSender(migrationFd: number | null): void {
+    if (migrationFd === null) return;
+    if (this.#sender) {
+      native.closeMany([migrationFd]);
+      return;
+    }
+    try {
+      this.#sender = new MigrationSender(migrationFd);
+    } catch (err) {
+      this.#log('warn', 'migrate-unavailable', { reason: (err as Error).message });
+    }
+  }
+
+  /** A connection moved here: give it to the server it belongs to, or to the app ('migrated'). */
+  #continueMigrated(socket: net.Socket, item: MigrationItem, pending: Buffer): void {
+    if (item.kind === 'http') {
+      const server = this.#sockets.get(item.name)?.object;
+      if (server instanceof net.Server) {
+        // As if accepted here: the http server attaches its parser; 'connection' listeners run.
+        server.emit('connection', socket);
+        if (pending.length) socket.emit('data', pending);
+        return;
+      }
+      this.#log('warn', 'migrate-no-server', { name: item.name });
+      socket.destroy();
+      return;
+    }
+    if (this.listenerCount('migrated') === 0) {
+      this.#log('warn', 'migrate-no-listener', { name: item.name, reason: "a raw connection arrived but nothing listens for 'migrated'" });
+      socket.destroy();
+      return;
+    }
+    this.emit('migrated', socket, item.state, pending);
   }
 
   /** Stop this generation gracefully: stop accepting, drain, then exit (unless exitOnDrain is false). */
@@ -373,7 +448,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
         if (this.#state === 'serving' || this.#state === 'upgrading') this.#state = on ? 'upgrading' : 'serving';
       },
       onRollback: (pid: number, reason: string) => this.emit('rollback', { pid, reason }),
-      onHandover: (generation: number, pid: number) => {
+      onHandover: (generation: number, pid: number, migrationFd: number | null) => {
+        this.#openSender(migrationFd);
         this.emit('upgraded', { generation, pid });
         void this.#drain(this.#drainTimeout);
       },
@@ -409,10 +485,16 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       // A standalone generation handed the control listener over: keep its file for the successor.
       this.#host?.close({ unlink: stopping });
       const started = Date.now();
-      const results = await Promise.all([...this.#sockets.values()].map((m) => m.drainer?.drain(timeoutMs) ?? { forced: 0 }));
+      const sender = stopping ? null : this.#sender;
+      const results = await Promise.all(
+        [...this.#sockets.values()].map(
+          (m) => m.drainer?.drain(timeoutMs, sender && !sender.closed ? (socket) => sender.move(socket, 'http', m.entry.name) : null) ?? { forced: 0 },
+        ),
+      );
       const forced = results.reduce((a, r) => a + r.forced, 0);
       this.#state = 'stopped';
-      this.#log('info', 'drained', { ms: Date.now() - started, forced });
+      this.#log('info', 'drained', { ms: Date.now() - started, forced, migrated: this.#sender?.moved ?? 0 });
+      this.#sender?.close();
       this.#client?.close();
       this.emit('drained', { forced });
       if (this.#exitOnDrain) setImmediate(() => process.exit(0));

@@ -1,0 +1,230 @@
+/**
+ * Live connection migration: the old generation hands open connections to the new one, which continues
+ * them as if it had accepted them. The client notices nothing: same TCP connection, same port, no reset.
+ *
+ * The channel: at ready() the new generation makes a socketpair, keeps one end (MigrationReceiver) and
+ * sends the other with its `ready` message; the supervisor relays it with `drain` (standalone: the old
+ * generation gets it directly). Over it, `migrate` messages carry up to 253 connections each (one sendmsg),
+ * and the receiver answers `migrate-ok` after adopting a batch — the sender waits for that before the next
+ * batch, which paces the move so the new generation's event loop stays responsive.
+ *
+ * Moving one connection (MigrationSender.move):
+ * 1. stop reading: bytes the client sends from now on wait in the kernel socket for the new owner;
+ * 2. take what Node already read but nobody consumed, and add it to the bytes the app passes as `pending`;
+ * 3. wait until everything written has left (writes queued in this process would be lost otherwise);
+ * 4. send the fd with the state; once it is in the kernel, destroy this process's socket object. That
+ *    closes only this process's fd — no FIN, no reset: the connection lives on in the message and then in
+ *    the new generation.
+ */
+import { EventEmitter } from 'node:events';
+import type net from 'node:net';
+import { FdChannel } from '../fd/channel.js';
+import { adoptSocket } from '../fd/adopt.js';
+import { batonError } from '../fd/errors.js';
+import { fdOf } from '../fd/fd-of.js';
+import { native } from '../fd/native.js';
+import { Link } from '../handoff/link.js';
+import { MAX_MIGRATION_BATCH, PROTOCOL_VERSION, type MigrationItem, type MigrationKind } from '../handoff/messages.js';
+
+/** Largest per-connection state, as JSON. */
+export const MAX_STATE_BYTES = 64 * 1024;
+/** Largest message on the migration channel (a batch of states and pending bytes). */
+const MAX_BATCH_BYTES = 8 * 1024 * 1024;
+/** How long to wait for a connection's queued writes to leave before moving it. */
+const FLUSH_TIMEOUT_MS = 5000;
+/** How long to wait for the receiver to acknowledge a batch. */
+const ACK_TIMEOUT_MS = 10_000;
+
+interface Pending {
+  item: MigrationItem;
+  socket: net.Socket;
+  bytes: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+type Handle = { readStop?: () => number; reading?: boolean; writeQueueSize?: number } | null;
+
+/** Stop libuv reading this socket and take the bytes Node buffered that nobody consumed. */
+function stopReading(socket: net.Socket): Buffer {
+  socket.pause();
+  const handle = (socket as unknown as { _handle: Handle })._handle;
+  const stop = () => {
+    if (handle?.readStop) {
+      handle.reading = false;
+      handle.readStop();
+    }
+  };
+  stop();
+  const chunks: Buffer[] = [];
+  for (let c: Buffer | string | null; (c = socket.read() as Buffer | string | null) !== null; ) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
+  // read() may have asked libuv to read again; nothing is read before we return to the event loop.
+  stop();
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+function writesPending(socket: net.Socket): boolean {
+  const handle = (socket as unknown as { _handle: Handle })._handle;
+  return socket.writableLength > 0 || (handle?.writeQueueSize ?? 0) > 0;
+}
+
+async function flushWrites(socket: net.Socket): Promise<void> {
+  const deadline = Date.now() + FLUSH_TIMEOUT_MS;
+  while (writesPending(socket) && !socket.destroyed) {
+    if (Date.now() > deadline) throw batonError('ERR_BATON_TIMEOUT', `the connection's queued writes did not drain within ${FLUSH_TIMEOUT_MS} ms`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+/** The old generation's side. Owns the channel. */
+export class MigrationSender {
+  readonly #link: Link;
+  #queue: Pending[] = [];
+  #flushing = false;
+  #scheduled = false;
+  #moved = 0;
+
+  constructor(channelFd: number) {
+    this.#link = new Link(FdChannel.fromFd(channelFd, { maxMessageBytes: 1024 }), 1024);
+  }
+
+  get closed(): boolean {
+    return this.#link.closed;
+  }
+
+  /** Connections moved so far. */
+  get moved(): number {
+    return this.#moved;
+  }
+
+  /**
+   * Move `socket` to the new generation. Resolves once it is there (this process's socket object is then
+   * destroyed, without touching the connection). Rejects — leaving the socket open and paused in this
+   * process — if it cannot move (closed meanwhile, state too large, the channel is gone).
+   */
+  async move(socket: net.Socket, kind: MigrationKind, name: string, state?: unknown, appPending?: Uint8Array): Promise<void> {
+    if (this.#link.closed) throw batonError('ERR_BATON_CHANNEL_CLOSED', 'the migration channel to the new generation is closed');
+    if (socket.destroyed) throw batonError('ERR_BATON_NOT_OPEN', 'the connection is already closed');
+    let stateJson: string | undefined;
+    if (state !== undefined) {
+      stateJson = JSON.stringify(state);
+      if (stateJson === undefined) throw batonError('ERR_BATON_STATE', 'the connection state is not JSON-serialisable');
+      if (Buffer.byteLength(stateJson) > MAX_STATE_BYTES) {
+        throw batonError('ERR_BATON_STATE_TOO_LARGE', `the connection state is ${Buffer.byteLength(stateJson)} bytes as JSON; at most ${MAX_STATE_BYTES} may move with a connection`);
+      }
+    }
+    const buffered = stopReading(socket);
+    const pending = appPending?.byteLength ? Buffer.concat([Buffer.from(appPending), buffered]) : buffered;
+    await flushWrites(socket);
+    if (socket.destroyed) throw batonError('ERR_BATON_NOT_OPEN', 'the client closed the connection while it was being moved');
+    const item: MigrationItem = { kind, name };
+    if (stateJson !== undefined) item.state = JSON.parse(stateJson);
+    if (pending.length) item.pending = pending.toString('base64');
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ item, socket, bytes: (stateJson?.length ?? 0) + (item.pending?.length ?? 0) + 64, resolve, reject });
+      this.#schedule();
+    });
+  }
+
+  close(): void {
+    this.#link.close();
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#flushing) return;
+    this.#scheduled = true;
+    // Collect every move requested in this turn of the event loop into one batch.
+    setImmediate(() => {
+      this.#scheduled = false;
+      void this.#flush();
+    });
+  }
+
+  async #flush(): Promise<void> {
+    this.#flushing = true;
+    while (this.#queue.length) {
+      let bytes = 0;
+      let n = 0;
+      while (n < this.#queue.length && n < MAX_MIGRATION_BATCH && (n === 0 || bytes + this.#queue[n]!.bytes <= MAX_BATCH_BYTES)) bytes += this.#queue[n++]!.bytes;
+      const batch = this.#queue.splice(0, n);
+      const live = batch.filter((p) => {
+        if (!p.socket.destroyed) return true;
+        p.reject(batonError('ERR_BATON_NOT_OPEN', 'the client closed the connection while it was being moved'));
+        return false;
+      });
+      if (!live.length) continue;
+      try {
+        await this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate', items: live.map((p) => p.item) }, live.map((p) => fdOf(p.socket)));
+      } catch (err) {
+        // Not sent: the connections are still entirely ours.
+        for (const p of live) p.reject(err as Error);
+        continue;
+      }
+      // In the kernel now: the new generation owns them. Drop our copies (no FIN: other references remain).
+      for (const p of live) p.socket.destroy();
+      this.#moved += live.length;
+      try {
+        await this.#link.expect(['migrate-ok'], ACK_TIMEOUT_MS, 'the new generation to adopt migrated connections');
+      } catch {
+        // The receiver died or stalled: what we sent is its problem now; stop sending more.
+        for (const p of live) p.resolve();
+        for (const p of this.#queue.splice(0)) p.reject(batonError('ERR_BATON_CHANNEL_CLOSED', 'the new generation stopped acknowledging migrated connections'));
+        this.#link.close();
+        break;
+      }
+      for (const p of live) p.resolve();
+    }
+    this.#flushing = false;
+  }
+}
+
+export interface MigrationReceiverEvents {
+  connection: [socket: net.Socket, item: MigrationItem, pending: Buffer];
+  error: [err: Error];
+}
+
+/** The new generation's side: adopts each connection and hands it on. Owns its end of the channel. */
+export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
+  readonly #link: Link;
+  #received = 0;
+
+  constructor(channelFd: number) {
+    super();
+    this.#link = new Link(FdChannel.fromFd(channelFd, { maxMessageBytes: MAX_BATCH_BYTES + 1024 * 1024 }), MAX_BATCH_BYTES + 1024 * 1024);
+    this.#link.on('message', ({ msg, fds }) => {
+      if (msg.type !== 'migrate') {
+        native.closeMany(fds);
+        return;
+      }
+      for (let i = 0; i < msg.items.length; i++) {
+        const item = msg.items[i]!;
+        let socket: net.Socket;
+        try {
+          socket = adoptSocket(fds[i]!);
+        } catch (err) {
+          // adoptSocket closed the fd; the client's connection was already closed or is not a socket.
+          this.#error(err as Error);
+          continue;
+        }
+        this.#received++;
+        this.emit('connection', socket, item, item.pending ? Buffer.from(item.pending, 'base64') : Buffer.alloc(0));
+      }
+      // Acknowledge after a turn of the event loop: the next batch waits until this one's I/O has run.
+      setImmediate(() => {
+        this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count: msg.items.length }).catch(() => {});
+      });
+    });
+  }
+
+  get received(): number {
+    return this.#received;
+  }
+
+  close(): void {
+    this.#link.close();
+  }
+
+  #error(err: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+  }
+}
