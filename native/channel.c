@@ -243,31 +243,8 @@ static bool get_bytes(napi_env env, napi_value v, const char *name, void **data,
   return false;
 }
 
-/* sendRecord(fd, header, payload | null, fds) -> true when the record was sent, false on EAGAIN (nothing
- * was sent: a SEQPACKET record goes whole or not at all). The fds are borrowed: the kernel takes its own
- * references while the record is in flight. */
-static napi_value channel_send_record(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int fd;
-  if (!baton_arg_fd(env, argv[0], "fd", &fd)) return NULL;
-  struct iovec iov[2];
-  int iovcnt = 1;
-  if (!get_bytes(env, argv[1], "header", &iov[0].iov_base, &iov[0].iov_len)) return NULL;
-  napi_valuetype t;
-  napi_typeof(env, argv[2], &t);
-  if (t != napi_null && t != napi_undefined) {
-    if (!get_bytes(env, argv[2], "payload", &iov[1].iov_base, &iov[1].iov_len)) return NULL;
-    if (iov[1].iov_len > 0) iovcnt = 2;
-  }
-  int fds[BATON_SCM_MAX_FD];
-  uint32_t nfds = 0;
-  napi_typeof(env, argv[3], &t);
-  if (t != napi_null && t != napi_undefined &&
-      !baton_arg_fd_array(env, argv[3], "fds", fds, BATON_SCM_MAX_FD, &nfds))
-    return NULL;
-
+/* The sendmsg of sendRecord and sendRecordInt32: true when sent, false on EAGAIN, throws otherwise. */
+static napi_value send_record(napi_env env, int fd, struct iovec *iov, int iovcnt, const int *fds, uint32_t nfds) {
   union {
     char buf[CMSG_SPACE(sizeof(int) * BATON_SCM_MAX_FD)];
     struct cmsghdr align;
@@ -298,6 +275,83 @@ static napi_value channel_send_record(napi_env env, napi_callback_info info) {
   }
   napi_get_boolean(env, true, &out);
   return out;
+}
+
+/* sendRecord(fd, header, payload | null, fds) -> true when the record was sent, false on EAGAIN (nothing
+ * was sent: a SEQPACKET record goes whole or not at all). The fds are borrowed: the kernel takes its own
+ * references while the record is in flight. */
+static napi_value channel_send_record(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  if (!baton_arg_fd(env, argv[0], "fd", &fd)) return NULL;
+  struct iovec iov[2];
+  int iovcnt = 1;
+  if (!get_bytes(env, argv[1], "header", &iov[0].iov_base, &iov[0].iov_len)) return NULL;
+  napi_valuetype t;
+  napi_typeof(env, argv[2], &t);
+  if (t != napi_null && t != napi_undefined) {
+    if (!get_bytes(env, argv[2], "payload", &iov[1].iov_base, &iov[1].iov_len)) return NULL;
+    if (iov[1].iov_len > 0) iovcnt = 2;
+  }
+  int fds[BATON_SCM_MAX_FD];
+  uint32_t nfds = 0;
+  napi_typeof(env, argv[3], &t);
+  if (t != napi_null && t != napi_undefined &&
+      !baton_arg_fd_array(env, argv[3], "fds", fds, BATON_SCM_MAX_FD, &nfds))
+    return NULL;
+  return send_record(env, fd, iov, iovcnt, fds, nfds);
+}
+
+static bool get_int32_array(napi_env env, napi_value v, const char *name, int32_t **data, size_t *len) {
+  bool ok = false;
+  napi_is_typedarray(env, v, &ok);
+  if (ok) {
+    napi_typedarray_type type;
+    size_t count, offset;
+    napi_value ab;
+    void *p;
+    if (napi_get_typedarray_info(env, v, &type, &count, &p, &ab, &offset) == napi_ok && type == napi_int32_array) {
+      *data = p;
+      *len = count;
+      return true;
+    }
+  }
+  char msg[120];
+  snprintf(msg, sizeof msg, "The \"%s\" argument must be an Int32Array", name);
+  baton_throw_type(env, "ERR_INVALID_ARG_TYPE", msg);
+  return false;
+}
+
+/* sendRecordInt32(fd, header, payload | null, fds: Int32Array, count): sendRecord with the fds in the first
+ * `count` entries of a typed array, for the TypeScript sendRecord in src/fd/native.ts, which checks them
+ * (reading a JavaScript array element by element through N-API costs more than passing the fds to the
+ * kernel). Each fd must be >= 0; at most SCM_MAX_FD. */
+static napi_value channel_send_record_int32(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  if (!baton_arg_fd(env, argv[0], "fd", &fd)) return NULL;
+  struct iovec iov[2];
+  int iovcnt = 1;
+  if (!get_bytes(env, argv[1], "header", &iov[0].iov_base, &iov[0].iov_len)) return NULL;
+  napi_valuetype t;
+  napi_typeof(env, argv[2], &t);
+  if (t != napi_null && t != napi_undefined) {
+    if (!get_bytes(env, argv[2], "payload", &iov[1].iov_base, &iov[1].iov_len)) return NULL;
+    if (iov[1].iov_len > 0) iovcnt = 2;
+  }
+  int32_t *fds;
+  size_t len;
+  int32_t count;
+  if (!get_int32_array(env, argv[3], "fds", &fds, &len) || !baton_arg_int32(env, argv[4], "count", &count)) return NULL;
+  if (count < 0 || (size_t)count > len || count > BATON_SCM_MAX_FD)
+    return baton_throw_range(env, "ERR_OUT_OF_RANGE", "The \"count\" argument is out of range");
+  for (int32_t i = 0; i < count; i++)
+    if (fds[i] < 0) return baton_throw_range(env, "ERR_OUT_OF_RANGE", "The \"fds\" argument must hold file descriptors (>= 0)");
+  return send_record(env, fd, iov, iovcnt, fds, (uint32_t)count);
 }
 
 /* After a zero-length read: has the peer shut down (end of stream), or was that a zero-length record?
@@ -398,26 +452,6 @@ static napi_value channel_recv_records(napi_env env, napi_callback_info info) {
     napi_set_element(env, out, idx++, jfds);
   }
   return out;
-}
-
-static bool get_int32_array(napi_env env, napi_value v, const char *name, int32_t **data, size_t *len) {
-  bool ok = false;
-  napi_is_typedarray(env, v, &ok);
-  if (ok) {
-    napi_typedarray_type type;
-    size_t count, offset;
-    napi_value ab;
-    void *p;
-    if (napi_get_typedarray_info(env, v, &type, &count, &p, &ab, &offset) == napi_ok && type == napi_int32_array) {
-      *data = p;
-      *len = count;
-      return true;
-    }
-  }
-  char msg[120];
-  snprintf(msg, sizeof msg, "The \"%s\" argument must be an Int32Array", name);
-  baton_throw_type(env, "ERR_INVALID_ARG_TYPE", msg);
-  return false;
 }
 
 /* recvBatch(fd, max, meta: Int32Array, fds: Int32Array) -> [packed | null, big...]: recvRecords without
@@ -578,6 +612,7 @@ napi_status baton_init_channel(napi_env env, napi_value exports) {
   if ((s = baton_export_fn(env, exports, "accept", channel_accept)) != napi_ok) return s;
   if ((s = baton_export_fn(env, exports, "socketpair", channel_socketpair)) != napi_ok) return s;
   if ((s = baton_export_fn(env, exports, "sendRecord", channel_send_record)) != napi_ok) return s;
+  if ((s = baton_export_fn(env, exports, "sendRecordInt32", channel_send_record_int32)) != napi_ok) return s;
   if ((s = baton_export_fn(env, exports, "recvRecords", channel_recv_records)) != napi_ok) return s;
   if ((s = baton_export_fn(env, exports, "recvBatch", channel_recv_batch)) != napi_ok) return s;
   if ((s = baton_export_fn(env, exports, "peerCred", channel_peer_cred)) != napi_ok) return s;
