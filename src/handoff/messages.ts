@@ -20,6 +20,16 @@ export interface InventoryEntry {
   name: string;
   kind: SocketKind;
   address: SocketAddress;
+  /**
+   * A socket the service manager passed in (see docs/systemd.md), and how loosely it fits a request:
+   * 'activation' (socket activation: the unit decides the address, so any listen() of a stream kind, or
+   * bindDgram() of the same type, takes it) or 'fdstore' (from systemd's fd store: the same port or path,
+   * whatever host the app names — only the numeric address is known). Absent: fits() decides.
+   */
+  origin?: 'activation' | 'fdstore';
+  /** An activated socket without a name: the first listen()/bindDgram() of a fitting kind that finds no
+   * socket of its own name takes it (by position), under its own name. */
+  unnamed?: boolean;
 }
 
 export type Role = 'generation' | 'control';
@@ -102,7 +112,7 @@ export interface Result {
 }
 
 /** What a migrated connection is, so the new generation knows whom to give it to. */
-export type MigrationKind = 'raw' | 'http';
+export type MigrationKind = 'raw' | 'http' | 'ws';
 
 export interface MigrationItem {
   kind: MigrationKind;
@@ -189,7 +199,13 @@ export function checkAddress(v: unknown): SocketAddress {
 
 export function checkEntry(v: unknown): InventoryEntry {
   if (!isObject(v)) throw bad('an inventory entry must be an object');
-  return { name: str(v, 'name', 200), kind: oneOf(v, 'kind', KINDS), address: checkAddress(v.address) };
+  const entry: InventoryEntry = { name: str(v, 'name', 200), kind: oneOf(v, 'kind', KINDS), address: checkAddress(v.address) };
+  if (v.origin !== undefined) entry.origin = oneOf(v, 'origin', ['activation', 'fdstore'] as const);
+  if (v.unnamed !== undefined) {
+    if (typeof v.unnamed !== 'boolean') throw bad('"unnamed" must be a boolean');
+    if (v.unnamed) entry.unnamed = true;
+  }
+  return entry;
 }
 
 /** Parse and validate one message. Throws ERR_BATON_PROTOCOL with the reason. */
@@ -246,7 +262,7 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
         type: 'migrate',
         items: o.items.map((it: unknown) => {
           if (!isObject(it)) throw bad('a migration item must be an object');
-          const item: MigrationItem = { kind: oneOf(it, 'kind', ['raw', 'http'] as const), name: str(it, 'name', 200) };
+          const item: MigrationItem = { kind: oneOf(it, 'kind', ['raw', 'http', 'ws'] as const), name: str(it, 'name', 200) };
           if (it.state !== undefined) item.state = it.state;
           if (it.pending !== undefined) {
             if (typeof it.pending !== 'string') throw bad('"pending" must be a base64 string');
@@ -272,6 +288,23 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
 export function fits(inherited: SocketAddress, requested: SocketAddress): boolean {
   if ('path' in inherited || 'path' in requested) return 'path' in inherited && 'path' in requested && inherited.path === requested.path;
   return inherited.host === requested.host && (requested.port === 0 || inherited.port === requested.port);
+}
+
+/**
+ * Does an offered inventory entry fit a listen()/bindDgram() of `kind` at `requested`? Sockets from the
+ * service manager fit more loosely (see InventoryEntry.origin); the rest must be of the same kind and fit().
+ */
+export function entryFits(entry: InventoryEntry, kind: SocketKind, requested: SocketAddress): boolean {
+  if (entry.origin === 'activation') {
+    const stream = (k: SocketKind) => k === 'tcp' || k === 'unix';
+    return entry.kind === kind || (stream(entry.kind) && stream(kind));
+  }
+  if (entry.kind !== kind) return false;
+  if (entry.origin === 'fdstore') {
+    if ('path' in entry.address || 'path' in requested) return fits(entry.address, requested);
+    return requested.port === 0 || entry.address.port === requested.port;
+  }
+  return fits(entry.address, requested);
 }
 
 export function formatAddress(a: SocketAddress): string {

@@ -37,8 +37,9 @@ const kInflight = Symbol('baton.inflight');
 const kIdleTimer = Symbol('baton.idleTimer');
 
 const kMoving = Symbol('baton.moving');
+const kUpgraded = Symbol('baton.upgraded');
 
-type Tracked = net.Socket & { [kInflight]?: number; [kIdleTimer]?: NodeJS.Timeout | undefined; [kMoving]?: boolean };
+type Tracked = net.Socket & { [kInflight]?: number; [kIdleTimer]?: NodeJS.Timeout | undefined; [kMoving]?: boolean; [kUpgraded]?: boolean };
 
 function isHttp1(server: net.Server): boolean {
   // https.Server extends tls.Server and listens for 'request' like http.Server.
@@ -71,6 +72,13 @@ export class ServerDrainer {
     if (this.#http1) {
       // prepend: our listener must run before the application's handler writes the response head.
       server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.#onRequest(req, res));
+      // An upgraded connection (WebSocket) speaks another protocol now: never treat it as an idle HTTP
+      // connection. It drains when it closes (or moves with upgrader.webSocketServer()).
+      server.prependListener('upgrade', (req: http.IncomingMessage) => {
+        (req.socket as Tracked)[kUpgraded] = true;
+        const t = (req.socket as Tracked)[kIdleTimer];
+        if (t) clearTimeout(t);
+      });
     }
     if (this.#http2) {
       server.on('session', (session: Http2SessionLike) => {
@@ -186,6 +194,7 @@ export class ServerDrainer {
 
   /** A draining connection has nothing in flight: move it, or give it idleGrace and close it. */
   #idle(socket: Tracked): void {
+    if (socket[kUpgraded]) return;
     if (!this.#migrate || !this.#http1 || socket.destroyed) {
       this.#armIdle(socket);
       return;
@@ -203,10 +212,10 @@ export class ServerDrainer {
   }
 
   #armIdle(socket: Tracked): void {
-    if (socket[kIdleTimer] || socket.destroyed) return;
+    if (socket[kIdleTimer] || socket.destroyed || socket[kUpgraded]) return;
     socket[kIdleTimer] = setTimeout(() => {
       socket[kIdleTimer] = undefined;
-      if (!socket[kInflight]) socket.end();
+      if (!socket[kInflight] && !socket[kUpgraded]) socket.end();
     }, this.#idleGraceMs);
     socket[kIdleTimer].unref?.();
   }

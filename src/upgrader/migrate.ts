@@ -153,6 +153,8 @@ export class MigrationSender {
         return false;
       });
       if (!live.length) continue;
+      // The app may have written since move() checked: those bytes must leave from here first.
+      await Promise.all(live.map((p) => flushWrites(p.socket).catch(() => {})));
       try {
         await this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate', items: live.map((p) => p.item) }, live.map((p) => fdOf(p.socket)));
       } catch (err) {

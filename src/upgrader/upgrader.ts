@@ -30,6 +30,7 @@ import { formatAddress, type InventoryEntry, type MigrationItem, type SocketAddr
 import { checkSocketDir } from '../handoff/peer.js';
 import { ServerDrainer } from './drain.js';
 import { MigrationReceiver, MigrationSender } from './migrate.js';
+import { atBoundary, continueWebSocket, markMoved, stateOf, trackRequests, unmovable, type WebSocketMigrationOptions, type WsLike, type WsServerLike, type WsState } from './websocket.js';
 import { createLogger, silentLogger, type LogFields, type Logger } from './logger.js';
 import { bindDgramFd, bindDgramFresh, bindUnix, listenOnFd, listenTcp } from './sockets.js';
 import { StandaloneHost } from './standalone-host.js';
@@ -94,6 +95,13 @@ interface Managed {
 
 const RESERVED = '__baton_control';
 
+interface WsEntry {
+  wss: WsServerLike;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  options: WebSocketMigrationOptions<any>;
+  name: string | undefined;
+}
+
 export class Upgrader extends EventEmitter<UpgraderEvents> {
   readonly mode: UpgraderMode;
   #generation: number;
@@ -115,6 +123,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #receiver: MigrationReceiver | null = null;
   /** Old generation, once replaced: moves connections to the new one. */
   #sender: MigrationSender | null = null;
+  /** WebSocket servers whose connections move (webSocketServer()). */
+  #wsServers: WsEntry[] = [];
   /** Inherited listeners not accepting yet (see listen()). */
   #deferred: Array<{ server: net.Server; fd: number; backlog: number }> = [];
 
@@ -392,6 +402,67 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     return sender.move(socket, 'raw', name, state, pending);
   }
 
+  /**
+   * Move this `ws` WebSocketServer's connections to the next generation, open, at a frame boundary, with
+   * the app's state: `save(ws)` (old generation) returns JSON, `restore(ws, state)` (new generation) puts it
+   * back before the server emits 'connection' (ws, req) with `req.migrated === true`. Connections that
+   * cannot move (permessage-deflate, TLS) are closed with 1012 (Service Restart) once the new generation is
+   * ready, so standard clients reconnect. Call it in every generation, before ready(). `name`: the
+   * listener the WebSocket server is attached to (default: found from `wss.options.server`, else 'ws').
+   */
+  webSocketServer<S = unknown>(wss: unknown, options: WebSocketMigrationOptions<S> & { name?: string } = {}): void {
+    const server = wss as WsServerLike;
+    if (typeof wss !== 'object' || wss === null || typeof server.prependListener !== 'function' || typeof server.options !== 'object') {
+      throw argTypeError('wss', "a WebSocketServer from the 'ws' package", wss);
+    }
+    if (options.save !== undefined && typeof options.save !== 'function') throw argTypeError('options.save', 'a function', options.save);
+    if (options.restore !== undefined && typeof options.restore !== 'function') throw argTypeError('options.restore', 'a function', options.restore);
+    trackRequests(server);
+    this.#wsServers.push({ wss: server, options, name: options.name });
+  }
+
+  #wsName(entry: { wss: WsServerLike; name: string | undefined }): string {
+    if (entry.name) return entry.name;
+    const attached = (entry.wss.options as { server?: unknown }).server;
+    return [...this.#sockets.values()].find((m) => m.object === attached)?.entry.name ?? 'ws';
+  }
+
+  /** Move (or close with 1012/1001) every WebSocket; resolves when each has moved or closed. */
+  async #drainWebSockets(sender: MigrationSender | null, stopping: boolean, timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    let moved = 0;
+    const one = async (entry: WsEntry, ws: WsLike): Promise<void> => {
+      const why = unmovable(ws);
+      if (why === 'not open') return;
+      if (!sender || sender.closed || why) {
+        if (why && sender) this.#log('info', 'ws-not-moved', { reason: why });
+        ws.close(stopping ? 1001 : 1012, stopping ? 'Going Away' : 'Service Restart');
+        return;
+      }
+      // Wait for a frame boundary (a partial frame or fragmented message completes as data flows).
+      while (!atBoundary(ws)) {
+        if (ws.readyState !== 1) return;
+        if (Date.now() > deadline) {
+          ws.close(1012, 'Service Restart');
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      const state: WsState = stateOf(ws, entry.options.save);
+      markMoved(ws);
+      try {
+        await sender.move(ws._socket!, 'ws', this.#wsName(entry), state);
+        moved++;
+      } catch (err) {
+        this.#log('warn', 'ws-move-failed', { reason: (err as Error).message });
+        ws._closeCode = 1006;
+        if (ws.readyState === 1) ws.close(1012, 'Service Restart');
+      }
+    };
+    await Promise.all(this.#wsServers.flatMap((entry) => [...(entry.wss.clients ?? [])].map((ws) => one(entry, ws))));
+    return moved;
+  }
+
   #openSender(migrationFd: number | null): void {
     if (migrationFd === null) return;
     if (this.#sender) {
@@ -407,6 +478,21 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
 
   /** A connection moved here: give it to the server it belongs to, or to the app ('migrated'). */
   #continueMigrated(socket: net.Socket, item: MigrationItem, pending: Buffer): void {
+    if (item.kind === 'ws') {
+      const entry = this.#wsServers.find((e) => this.#wsName(e) === item.name);
+      if (!entry) {
+        this.#log('warn', 'migrate-no-wss', { name: item.name, reason: 'a WebSocket arrived but no webSocketServer() is registered for it' });
+        socket.destroy();
+        return;
+      }
+      try {
+        continueWebSocket(entry.wss, socket, item.state as WsState, pending, entry.options.restore);
+      } catch (err) {
+        this.#log('warn', 'migrate-ws-failed', { reason: (err as Error).message });
+        socket.destroy();
+      }
+      return;
+    }
     if (item.kind === 'http') {
       const server = this.#sockets.get(item.name)?.object;
       if (server instanceof net.Server) {
@@ -486,11 +572,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       this.#host?.close({ unlink: stopping });
       const started = Date.now();
       const sender = stopping ? null : this.#sender;
+      const wsMoved = this.#drainWebSockets(sender, stopping, timeoutMs);
       const results = await Promise.all(
         [...this.#sockets.values()].map(
           (m) => m.drainer?.drain(timeoutMs, sender && !sender.closed ? (socket) => sender.move(socket, 'http', m.entry.name) : null) ?? { forced: 0 },
         ),
       );
+      await wsMoved;
       const forced = results.reduce((a, r) => a + r.forced, 0);
       this.#state = 'stopped';
       this.#log('info', 'drained', { ms: Date.now() - started, forced, migrated: this.#sender?.moved ?? 0 });

@@ -1,0 +1,131 @@
+/**
+ * WebSocket migration for the `ws` package (an optional peer dependency: baton never imports it; it works
+ * with the app's own WebSocketServer and its WebSocket class, `wss.options.WebSocket`).
+ *
+ * Old generation: each open WebSocket moves at a frame boundary — when ws's receiver holds no partial frame
+ * or fragmented message — with its subprotocol, the upgrade request's url and headers, and the app's state
+ * (`save(ws)`). Reading stops at that instant, so every later byte waits in the kernel for the new owner;
+ * frames the app already sent are flushed first. Nothing is lost, duplicated or reordered in either
+ * direction, and the close handshake and ping/pong continue on the new side. The old `ws` object then
+ * emits 'close' with code 1012 and reason 'baton: migrated' (its socket is gone; the connection is not).
+ *
+ * What cannot move closes politely with 1012 (Service Restart), which standard clients treat as "reconnect":
+ * permessage-deflate (the compression context lives in this process's zlib streams), TLS (the session keys
+ * live in this process's OpenSSL state), and anything still mid-frame at the drain deadline.
+ *
+ * New generation: a WebSocket object is built the way ws's own server builds one after a handshake
+ * (`new WebSocket(null)` + `setSocket`), added to `wss.clients`, `restore(ws, state)` runs, and the server
+ * emits 'connection' (ws, req) with `req.migrated === true`.
+ */
+import type net from 'node:net';
+import tls from 'node:tls';
+import { batonError } from '../fd/errors.js';
+
+/** The parts of ws's WebSocketServer and WebSocket baton relies on (ws >= 8). */
+export interface WsServerLike {
+  clients?: Set<WsLike>;
+  options: Record<string, unknown> & { WebSocket?: new (address: null, protocols: undefined, options: unknown) => WsLike };
+  emit(event: 'connection', ws: WsLike, req: MigratedRequest): boolean;
+  prependListener(event: 'connection', fn: (ws: WsLike, req: { url?: string; headers: Record<string, unknown> }) => void): unknown;
+}
+
+export interface WsLike {
+  readyState: number;
+  protocol: string;
+  _protocol: string;
+  _socket: net.Socket | null;
+  _extensions: Record<string, unknown>;
+  _receiver: { _state: number; _bufferedBytes: number; _fragmented: number; _fragments?: unknown[] } | null;
+  _sender: { _queue?: unknown[]; _state?: number } | null;
+  _closeCode: number;
+  _closeMessage: Buffer;
+  setSocket(socket: net.Socket, head: Buffer, options: Record<string, unknown>): void;
+  close(code?: number, reason?: string): void;
+  on(event: 'close', fn: () => void): unknown;
+}
+
+/** What the new generation's 'connection' listeners get as `req` for a migrated WebSocket. */
+export interface MigratedRequest {
+  migrated: true;
+  url: string;
+  headers: Record<string, unknown>;
+  method: 'GET';
+  socket: net.Socket;
+}
+
+export interface WebSocketMigrationOptions<S = unknown> {
+  /** The app's per-connection state, JSON-serialisable (at most 64 KiB). Called in the old generation. */
+  save?: (ws: WsLike) => S;
+  /** Put the state back on the new WebSocket, before 'connection' is emitted. */
+  restore?: (ws: WsLike, state: S) => void;
+}
+
+export interface WsState {
+  protocol: string;
+  url: string;
+  headers: Record<string, unknown>;
+  app?: unknown;
+}
+
+const OPEN = 1;
+const kRequest = Symbol('baton.wsRequest');
+
+/** Remember each connection's upgrade request (url, headers): the new generation gets them back. */
+export function trackRequests(wss: WsServerLike): void {
+  wss.prependListener('connection', (ws, req) => {
+    (ws as unknown as Record<symbol, unknown>)[kRequest] = { url: req?.url ?? '/', headers: req?.headers ?? {} };
+  });
+}
+
+/** Why this WebSocket cannot move at all (null if it can, now or at a later frame boundary). */
+export function unmovable(ws: WsLike): string | null {
+  if (ws.readyState !== OPEN || !ws._socket) return 'not open';
+  if (ws._extensions && Object.keys(ws._extensions).length) return 'permessage-deflate: its compression context cannot move';
+  if (ws._socket instanceof tls.TLSSocket) return 'TLS: its session cannot move';
+  return null;
+}
+
+/** At a frame boundary: no partial frame, no fragmented message, nothing waiting to be sent. */
+export function atBoundary(ws: WsLike): boolean {
+  const r = ws._receiver;
+  const s = ws._sender;
+  return !!r && r._state === 0 && r._bufferedBytes === 0 && r._fragmented === 0 && (!s || ((s._queue?.length ?? 0) === 0 && (s._state ?? 0) === 0));
+}
+
+export function stateOf(ws: WsLike, save?: (ws: WsLike) => unknown): WsState {
+  const req = (ws as unknown as Record<symbol, { url: string; headers: Record<string, unknown> } | undefined>)[kRequest];
+  const state: WsState = { protocol: ws._protocol ?? '', url: req?.url ?? '/', headers: req?.headers ?? {} };
+  if (save) state.app = save(ws);
+  return state;
+}
+
+/** The old ws object's socket is gone because the connection moved: say so in its 'close' event. */
+export function markMoved(ws: WsLike): void {
+  ws._closeCode = 1012;
+  ws._closeMessage = Buffer.from('baton: migrated');
+}
+
+/** Build the WebSocket for a migrated connection and hand it to the app. */
+export function continueWebSocket(wss: WsServerLike, socket: net.Socket, state: WsState, pending: Buffer, restore?: (ws: WsLike, state: unknown) => void): WsLike {
+  const WebSocket = wss.options.WebSocket;
+  if (typeof WebSocket !== 'function') throw batonError('ERR_BATON_STATE', 'the WebSocketServer has no options.WebSocket class (ws >= 8 is needed)');
+  const o = wss.options;
+  const ws = new WebSocket(null, undefined, o);
+  ws._protocol = state.protocol;
+  ws.setSocket(socket, pending, {
+    allowSynchronousEvents: o.allowSynchronousEvents,
+    maxBufferedChunks: o.maxBufferedChunks,
+    maxFragments: o.maxFragments,
+    maxPayload: o.maxPayload,
+    skipUTF8Validation: o.skipUTF8Validation,
+  });
+  if (wss.clients) {
+    const clients = wss.clients;
+    clients.add(ws);
+    ws.on('close', () => clients.delete(ws));
+  }
+  (ws as unknown as Record<symbol, unknown>)[kRequest] = { url: state.url, headers: state.headers };
+  if (restore && state.app !== undefined) restore(ws, state.app);
+  wss.emit('connection', ws, { migrated: true, url: state.url, headers: state.headers, method: 'GET', socket });
+  return ws;
+}
