@@ -8,8 +8,9 @@ import { Upgrader } from 'baton';
 
 const upgrader = await Upgrader.start();
 const server = http.createServer((req, res) => res.end(`generation ${upgrader.generation}\n`));
-// perMessageDeflate is off by default in ws; with it on, connections cannot move and get 1012 instead.
-const wss = new WebSocketServer({ server });
+// perMessageDeflate is off by default in ws; with it on (WS_DEFLATE=1 here), connections cannot move and
+// get close code 1012 (Service Restart) instead, so clients reconnect.
+const wss = new WebSocketServer({ server, perMessageDeflate: process.env.WS_DEFLATE === '1' });
 const state = new WeakMap(); // per-connection app state: { id, echoed }
 
 upgrader.webSocketServer(wss, {

@@ -1,0 +1,94 @@
+/**
+ * WebSocket migration (the ws package) under `baton run`: open connections move to each new generation
+ * with their app state, at a frame boundary, with no message lost, duplicated or reordered in either
+ * direction; with permessage-deflate they cannot move and get 1012 (Service Restart), and reconnect.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import WebSocket from 'ws';
+import { ROOT, waitFor } from './helpers.js';
+import { startSupervised } from './upgrade-helpers.js';
+
+const APP = path.join(ROOT, 'examples/websocket/server.js');
+const SERVING = /generation 1 serving WebSockets on ws:\/\/127\.0\.0\.1:(\d+)/;
+
+interface Client {
+  ws: WebSocket;
+  sent: number;
+  expected: number;
+  problems: string[];
+  closes: number[];
+  generations: Set<number>;
+}
+
+function connect(port: number, id: number, perMessageDeflate = false): Promise<Client> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/c${id}`, { perMessageDeflate });
+    const c: Client = { ws, sent: 0, expected: 0, problems: [], closes: [], generations: new Set() };
+    ws.on('message', (data) => {
+      // The server answers "<generation> <echoed count> <n>": the count is app state that must move too.
+      const [gen, echoed, n] = String(data).split(' ').map(Number) as [number, number, number];
+      c.generations.add(gen);
+      if (n !== c.expected || echoed !== c.expected + 1) c.problems.push(`expected #${c.expected}/${c.expected + 1}, got #${n}/${echoed}`);
+      c.expected = n + 1;
+    });
+    ws.on('close', (code) => c.closes.push(code));
+    ws.once('open', () => resolve(c));
+    ws.once('error', reject);
+  });
+}
+
+test('1,000 WebSockets exchange numbered messages through 5 upgrades: no disconnect, no gap, duplicate or reordering', async (t) => {
+  const s = await startSupervised(t, { app: APP, servingLine: SERVING });
+  const clients: Client[] = [];
+  for (let i = 0; i < 1000; i += 100) {
+    clients.push(...(await Promise.all(Array.from({ length: 100 }, (_, k) => connect(s.port, i + k)))));
+  }
+  let running = true;
+  const timer = setInterval(() => {
+    if (!running) return;
+    for (const c of clients) if (c.ws.readyState === WebSocket.OPEN) c.ws.send(String(c.sent++));
+  }, 200);
+  t.after(() => clearInterval(timer));
+  await waitFor(() => clients.every((c) => c.expected > 0), 20_000, 'every client got an echo');
+  for (let i = 0; i < 5; i++) {
+    const r = await s.reload();
+    assert.equal(r.code, 0, `reload ${i + 1}: ${r.stderr}`);
+    await new Promise((res) => setTimeout(res, 300));
+  }
+  running = false;
+  clearInterval(timer);
+  await waitFor(() => clients.every((c) => c.expected === c.sent), 20_000, 'every message echoed');
+  const problems = clients.flatMap((c, i) => c.problems.map((p) => `client ${i}: ${p}`));
+  assert.deepEqual(problems.slice(0, 5), [], 'echoes in order, exactly once, with the state carried over');
+  assert.deepEqual(clients.flatMap((c) => c.closes), [], 'no client saw its connection close');
+  const total = clients.reduce((a, c) => a + c.sent, 0);
+  assert.ok(total >= 5000, `only ${total} messages were exchanged`);
+  // Every connection was served by the last generation by the end.
+  const last = (await s.serving())[0]!;
+  assert.equal(last.generation, 6);
+  assert.ok(clients.every((c) => c.generations.has(6)), 'every connection reached generation 6');
+  assert.ok(clients.every((c) => c.generations.has(1)), 'every connection started on generation 1');
+  for (const c of clients) c.ws.terminate();
+  assert.equal(await s.shutdown(), 0);
+});
+
+test('with permessage-deflate, WebSockets cannot move: they get 1012 (Service Restart) and reconnect to the new generation', async (t) => {
+  const s = await startSupervised(t, { app: APP, servingLine: SERVING, env: { WS_DEFLATE: '1' } });
+  const clients = await Promise.all(Array.from({ length: 20 }, (_, i) => connect(s.port, i, true)));
+  for (const c of clients) c.ws.send(String(c.sent++));
+  await waitFor(() => clients.every((c) => c.expected === 1), 10_000, 'first echoes');
+  const r = await s.reload();
+  assert.equal(r.code, 0, r.stderr);
+  await waitFor(() => clients.every((c) => c.closes.length === 1), 10_000, 'every client closed');
+  assert.deepEqual([...new Set(clients.flatMap((c) => c.closes))], [1012]);
+  // A standard client reconnects: the new connection is served by generation 2.
+  const again = await connect(s.port, 99, true);
+  again.ws.send('0');
+  again.sent = 1;
+  await waitFor(() => again.expected === 1, 10_000, 'echo after reconnecting');
+  assert.deepEqual([...again.generations], [2]);
+  again.ws.terminate();
+  assert.equal(await s.shutdown(), 0);
+});
