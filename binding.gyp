@@ -10,7 +10,8 @@
         "native/probe.c",
         "native/sockopt.c",
         "native/fdutil.c",
-        "native/process.c"
+        "native/process.c",
+        "native/notify.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],

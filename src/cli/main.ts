@@ -39,7 +39,12 @@ ${SOCKET_HELP}
   --ready-timeout S      seconds a new generation has to call ready() (default 30)
   --drain-timeout S      seconds a replaced generation has to drain (default 30)
   --log-format F         text (default) or json: one line per event on stderr
+  --fdstore              also keep the listeners in systemd's file descriptor store, so that even a
+                         restart of the service keeps the ports open (FileDescriptorStoreMax=)
   -h, --help             show this help
+
+Under systemd (Type=notify or notify-reload) it reports READY=1, RELOADING=1, STOPPING=1 and STATUS=,
+pings the watchdog, and takes sockets from socket activation (LISTEN_FDS): see docs/systemd.md.
 `,
   reload: `Usage: baton reload [options]
 
@@ -154,7 +159,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function run(argv: string[]): Promise<number> {
-  const { flags, rest } = parse(argv, ['--socket', '--ready-timeout', '--drain-timeout', '--log-format'], []);
+  const { flags, rest } = parse(argv, ['--socket', '--ready-timeout', '--drain-timeout', '--log-format'], ['--fdstore']);
   if (flags.has('help')) {
     process.stdout.write(HELP.run!);
     return 0;
@@ -169,6 +174,7 @@ async function run(argv: string[]): Promise<number> {
     drainTimeoutMs: seconds(flags, '--drain-timeout', 30),
     logger: createLogger(format),
     logFormat: format,
+    fdStore: flags.has('--fdstore'),
   });
   try {
     await supervisor.start();
@@ -178,7 +184,7 @@ async function run(argv: string[]): Promise<number> {
     return 1;
   }
   process.on('SIGHUP', () => {
-    supervisor.reload().catch(() => {});
+    supervisor.reload('signal').catch(() => {});
   });
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => supervisor.stop(sig));
   return supervisor.finished;

@@ -15,7 +15,9 @@ import { native } from '../fd/native.js';
 import { formatAddress, type InventoryEntry } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { HandoffSession } from '../handoff/session.js';
+import { SD_LISTEN_ENV, SD_NOTIFY_ENV } from '../fd/systemd.js';
 import type { Logger } from '../upgrader/logger.js';
+import { listeners, oneLine, serviceSockets, ServiceNotifier } from '../upgrader/systemd.js';
 
 export interface SupervisorOptions {
   command: string[];
@@ -24,6 +26,8 @@ export interface SupervisorOptions {
   drainTimeoutMs: number;
   logger: Logger;
   logFormat: 'text' | 'json';
+  /** Also keep every listener in systemd's fd store (FDSTORE=1), so that a restart keeps the ports open. */
+  fdStore?: boolean;
 }
 
 export type GenerationState = 'starting' | 'serving' | 'draining' | 'exited';
@@ -65,6 +69,9 @@ interface Attempt {
   timer: NodeJS.Timeout;
 }
 
+/** What started a generation: the supervisor itself (start, respawn), `baton reload`, or SIGHUP. */
+type Trigger = 'auto' | 'command' | 'signal';
+
 const STDERR_TAIL = 4096;
 const KILL_GRACE_MS = 3000;
 /** How long a generation's exit may lag behind its control connection closing, and its stderr behind its exit. */
@@ -87,6 +94,15 @@ export class Supervisor {
   #reaper: NodeJS.Timeout | null = null;
   #exitCode = 0;
   #startedAt = Date.now();
+  /** The service manager (systemd): notifications, watchdog, fd store. No-ops without NOTIFY_SOCKET. */
+  #notifier!: ServiceNotifier;
+  /** Has READY=1 been sent (the first generation served)? */
+  #readySent = false;
+  /** Upgrades somebody asked for (reload, SIGHUP): their outcome ends a RELOADING=1 with READY=1. */
+  #requested = new WeakSet<UpgradeRecord>();
+  /** The generation starting now: its outcome, and what started it. A reload started by SIGHUP is joined
+   * by a `baton reload` (systemd's Type=notify-reload signals, then runs ExecReload=). */
+  #pending: { promise: Promise<UpgradeRecord>; record: UpgradeRecord; trigger: Trigger } | null = null;
   #done!: (code: number) => void;
   readonly finished: Promise<number>;
 
@@ -96,6 +112,16 @@ export class Supervisor {
   }
 
   async start(): Promise<void> {
+    const fdStore = this.#opts.fdStore ?? false;
+    this.#notifier = new ServiceNotifier({ logger: this.#opts.logger, fields: () => ({ supervisor: process.pid }), fdStore });
+    // Sockets from the service manager (socket activation, or the fd store after a restart) join the
+    // inventory before anything is spawned; the variables are gone from the environment from here on.
+    for (const { entry, fd } of serviceSockets(fdStore, (level, event, fields) => this.#log(level, event, fields))) {
+      this.#inventory.set(entry.name, { entry, fd });
+      if (entry.origin === 'fdstore') this.#notifier.markStored(entry.name);
+      this.#log('info', 'listen-fd', { name: entry.unnamed ? null : entry.name, kind: entry.kind, address: formatAddress(entry.address), origin: entry.origin });
+    }
+    this.#notifier.startWatchdog();
     checkSocketDir(this.#opts.socket);
     this.#server = await FdChannelServer.listen(this.#opts.socket);
     this.#server.on('channel', (channel) => {
@@ -110,17 +136,32 @@ export class Supervisor {
     void this.#launch('start');
   }
 
-  /** Start the next generation; resolves with the outcome. Only one at a time. */
-  reload(): Promise<UpgradeRecord> {
+  /**
+   * Start the next generation; resolves with the outcome. Only one at a time, except that a reload started
+   * by a signal (SIGHUP) and a request that arrives while it runs are the same reload: the later one
+   * waits for it and gets its outcome (systemd's Type=notify-reload sends SIGHUP, then runs ExecReload=).
+   */
+  reload(trigger: 'command' | 'signal' = 'command'): Promise<UpgradeRecord> {
     if (this.#stopping) return Promise.reject(batonError('ERR_BATON_STATE', 'the supervisor is stopping'));
     if (this.#attempt) {
+      const pending = this.#pending;
+      if (pending && (trigger === 'signal' || pending.trigger === 'signal')) {
+        // The manager's new reload cycle is acknowledged by this RELOADING=1 and ends with the READY=1 of
+        // the generation starting now.
+        if (trigger === 'signal') {
+          this.#requested.add(pending.record);
+          this.#notifier.reloading(`reloading: generation ${this.#attempt.generation} is starting`);
+        }
+        return pending.promise;
+      }
       return Promise.reject(batonError('ERR_BATON_UPGRADE_IN_PROGRESS', `upgrade in progress: generation ${this.#attempt.generation} (pid ${this.#attempt.pid}) is starting`));
     }
     if (this.#respawnTimer) {
       clearTimeout(this.#respawnTimer);
       this.#respawnTimer = null;
     }
-    return this.#launch(this.#current ? 'reload' : 'respawn');
+    this.#notifier.reloading(`reloading: generation ${this.#next} is starting`);
+    return this.#launch(this.#current ? 'reload' : 'respawn', trigger);
   }
 
   /** Graceful stop: every generation drains, then the supervisor exits. A second call forces. */
@@ -133,6 +174,7 @@ export class Supervisor {
     }
     this.#stopping = true;
     this.#log('info', 'stop', { signal, generations: this.#alive().length });
+    this.#notifier.stopping(`stopping: ${this.#alive().length} generation${this.#alive().length === 1 ? '' : 's'} draining`);
     if (this.#respawnTimer) clearTimeout(this.#respawnTimer);
     this.#server.close();
     for (const g of this.#alive()) {
@@ -170,7 +212,9 @@ export class Supervisor {
 
   // --- generations ---------------------------------------------------------------------------------
 
-  #launch(kind: UpgradeRecord['kind']): Promise<UpgradeRecord> {
+  /** `trigger`: 'auto' (start, respawn) or how a reload was asked for (its outcome is reported to the
+   * service manager with READY=1). */
+  #launch(kind: UpgradeRecord['kind'], trigger: Trigger = 'auto'): Promise<UpgradeRecord> {
     const generation = this.#next++;
     const env: NodeJS.ProcessEnv = {
       ...process.env,
@@ -179,8 +223,11 @@ export class Supervisor {
       BATON_GENERATION: String(generation),
       BATON_LOG_FORMAT: this.#opts.logFormat,
     };
+    // The supervisor is the service's main process: it alone talks to the service manager.
+    for (const name of [...SD_NOTIFY_ENV, ...SD_LISTEN_ENV]) delete env[name];
     const [file, ...args] = this.#opts.command;
     const record: UpgradeRecord = { generation, pid: 0, kind, outcome: 'pending', startedAt: new Date().toISOString() };
+    if (trigger !== 'auto') this.#requested.add(record);
     this.#history.push(record);
     if (this.#history.length > 50) this.#history.shift();
     let child: ChildProcess;
@@ -191,6 +238,7 @@ export class Supervisor {
     } catch (err) {
       record.outcome = 'rolled-back';
       record.reason = `could not start ${file}: ${(err as Error).message}`;
+      if (this.#readySent && trigger !== 'auto') this.#notifier.ready(`generation ${generation} could not start: ${oneLine(record.reason)}`);
       return Promise.resolve(record);
     }
     const g: Generation = { generation, pid: child.pid ?? 0, child, state: 'starting', startedAt: Date.now(), connections: 0, session: null, registered: new Map(), stderrTail: '' };
@@ -221,7 +269,7 @@ export class Supervisor {
       stderr.once('close', done);
     });
     this.#log('info', 'spawn', { generation, child: g.pid, kind });
-    return new Promise<UpgradeRecord>((resolve) => {
+    const promise = new Promise<UpgradeRecord>((resolve) => {
       const timer = setTimeout(() => {
         this.#rollback(g, `no ready() within ${this.#opts.readyTimeoutMs} ms`);
         killTree(g, 'SIGTERM');
@@ -229,6 +277,12 @@ export class Supervisor {
       }, this.#opts.readyTimeoutMs);
       g.attempt = { record, settle: resolve, timer };
     });
+    const pending = { promise, record, trigger };
+    this.#pending = pending;
+    void promise.then(() => {
+      if (this.#pending === pending) this.#pending = null;
+    });
+    return promise;
   }
 
   async #onSession(session: HandoffSession): Promise<void> {
@@ -283,16 +337,27 @@ export class Supervisor {
     // was the last one once the old generation drains).
     for (const [name, reg] of g.registered) {
       const old = this.#inventory.get(name);
-      if (old) native.closeMany([old.fd]);
+      if (old) {
+        native.closeMany([old.fd]);
+        this.#notifier.unstore(name);
+      }
       this.#inventory.set(name, reg);
+      if (reg.entry.origin !== 'activation') this.#notifier.store(name, reg.fd);
     }
     g.registered.clear();
     const used = new Set(names);
-    for (const [name, { fd }] of this.#inventory) {
+    for (const [name, { entry, fd }] of this.#inventory) {
       if (!used.has(name)) {
         native.closeMany([fd]);
         this.#inventory.delete(name);
-        this.#log('info', 'listener-closed', { name, reason: 'not used by the new generation' });
+        this.#notifier.unstore(name);
+        // An unnamed activated socket that the generation took by position lives on under its new name.
+        const address = formatAddress(entry.address);
+        const renamed = entry.unnamed
+          ? [...this.#inventory.values()].find((o) => o.entry.origin === 'activation' && used.has(o.entry.name) && formatAddress(o.entry.address) === address)
+          : undefined;
+        if (renamed) this.#log('info', 'listener-named', { name: renamed.entry.name, address });
+        else this.#log('info', 'listener-closed', { name: entry.unnamed ? null : name, address, reason: 'not used by the new generation' });
       }
     }
     g.state = 'serving';
@@ -308,6 +373,11 @@ export class Supervisor {
       attempt.record.outcome = 'serving';
       attempt.record.readyMs = g.readyAt - g.startedAt;
       this.#log('info', 'ready', { generation: g.generation, child: g.pid, ms: attempt.record.readyMs, listeners: this.#inventory.size });
+      // READY=1 for the first generation and at the end of a requested reload; a respawn only updates STATUS=.
+      const status = `generation ${g.generation} serving, ${listeners(this.#inventory.size)}`;
+      if (!this.#readySent || this.#requested.has(attempt.record)) this.#notifier.ready(status);
+      else this.#notifier.status(status);
+      this.#readySent = true;
       attempt.settle(attempt.record);
     }
     if (old && old.state === 'serving') {
@@ -350,6 +420,12 @@ export class Supervisor {
     attempt.record.outcome = 'rolled-back';
     attempt.record.reason = reason;
     this.#log('warn', 'rollback', { generation: g.generation, child: g.pid, reason });
+    const failed = `generation ${g.generation} rolled back: ${oneLine(reason)}`;
+    const serving = this.#current;
+    if (this.#readySent && this.#requested.has(attempt.record)) {
+      // The reload is over (the old generation kept serving): systemd leaves "reloading" on READY=1.
+      this.#notifier.ready(`${serving ? `generation ${serving.generation} serving, ${listeners(this.#inventory.size)}` : 'no generation serving'}; ${failed}`);
+    } else this.#notifier.status(failed);
     attempt.settle(attempt.record);
     if (!this.#current && !this.#stopping) this.#scheduleRespawn();
   }
@@ -370,6 +446,7 @@ export class Supervisor {
       this.#log('info', 'exit', { generation: g.generation, child: g.pid, code, signal });
     } else if (was === 'serving') {
       this.#log('error', 'crash', { generation: g.generation, child: g.pid, code, signal });
+      if (!this.#stopping) this.#notifier.status(`generation ${g.generation} exited ${signal ? `on ${signal}` : `with code ${code}`} while serving; starting another (the listeners stay open)`);
       if (this.#current === g) this.#current = null;
       if (!this.#stopping) {
         if (!this.#attempt) this.#scheduleRespawn();
@@ -425,6 +502,7 @@ export class Supervisor {
 
   #finish(code: number): void {
     if (this.#reaper) clearInterval(this.#reaper);
+    this.#notifier.stopWatchdog();
     if (this.#respawnTimer) clearTimeout(this.#respawnTimer);
     for (const { fd } of this.#inventory.values()) native.closeMany([fd]);
     this.#inventory.clear();

@@ -12,3 +12,5 @@ export type { Adopted, AdoptOptions } from './adopt.js';
 export { getSockOpt, setSockOpt, getSockOptRaw, setSockOptRaw, sockOptNames } from './sockopt.js';
 export type { SockOptName, SockOptValue, WritableSockOptName, Linger, TcpInfo } from './sockopt.js';
 export type { BatonError, BatonErrorCode } from './errors.js';
+export { sdNotify, sdListenFds, sdWatchdog, formatNotify, monotonicUsec, SD_LISTEN_FDS_START } from './systemd.js';
+export type { NotifyFields, NotifyOptions, ListenFd, ListenFdsOptions, Watchdog } from './systemd.js';

@@ -12,7 +12,7 @@ import { EventEmitter } from 'node:events';
 import { batonError } from '../fd/errors.js';
 import { native } from '../fd/native.js';
 import { Link } from './link.js';
-import { fits, PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind } from './messages.js';
+import { entryFits, PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind } from './messages.js';
 import { peerRefusal } from './peer.js';
 
 export type ClientState = 'welcomed' | 'ready-sent' | 'serving' | 'closed';
@@ -81,14 +81,17 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
   }
 
   /**
-   * Take the inherited fd for `name` if it is of `kind` and fits `address`; the caller owns it. Returns
+   * Take the inherited fd for `name` if it is of `kind` and fits `address` (entryFits: looser for sockets
+   * the service manager passed in); the caller owns it. Returns
    * null when there is none (or it does not fit: the caller binds fresh, and the old one is closed once
    * this generation is ready).
    */
   take(name: string, kind: SocketKind, address: SocketAddress): { fd: number; entry: InventoryEntry } | null {
-    const o = this.#offered.get(name);
-    if (!o || o.entry.kind !== kind || !fits(o.entry.address, address)) return null;
-    this.#offered.delete(name);
+    // An activated socket without a name goes, by position, to the first request that has no socket of
+    // its own name: `entry.name` then differs from `name`.
+    const o = this.#offered.get(name) ?? [...this.#offered.values()].find((u) => u.entry.unnamed && entryFits(u.entry, kind, address));
+    if (!o || !entryFits(o.entry, kind, address)) return null;
+    this.#offered.delete(o.entry.name);
     return o;
   }
 

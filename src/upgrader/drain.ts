@@ -97,6 +97,28 @@ export class ServerDrainer {
     return this.#http2 ? this.#sessions.size : this.#sockets.size;
   }
 
+  /**
+   * Count `socket` as one of this server's connections although it did not come through 'connection': a
+   * raw connection the previous generation moved here (upgrader 'migrated'). The drain then waits for it,
+   * as for any connection of this server, and `connections` includes it.
+   */
+  track(socket: net.Socket): void {
+    const s = socket as Tracked;
+    if (this.#sockets.has(s) || s.destroyed) return;
+    // Not #onConnection: the app continues this connection with its own protocol, so an HTTP server's
+    // draining logic (idle moves, Connection: close) must not touch it.
+    this.#sockets.add(s);
+    s.once('close', () => {
+      this.#sockets.delete(s);
+      this.#check();
+    });
+  }
+
+  /** Whether `socket` is one of this server's open connections. */
+  has(socket: net.Socket): boolean {
+    return this.#sockets.has(socket as Tracked);
+  }
+
   /** Stop accepting: close this process's copy of the listener only. */
   stopAccepting(): void {
     if (!this.server.listening) return;

@@ -57,7 +57,16 @@ function stopReading(socket: net.Socket): Buffer {
   };
   stop();
   const chunks: Buffer[] = [];
-  for (let c: Buffer | string | null; (c = socket.read() as Buffer | string | null) !== null; ) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
+  // read() also emits 'data' with what it returns: the app's listeners must not see these bytes, which move
+  // as `pending` (they would be processed twice, here and in the new generation). Put them back after.
+  const listeners = socket.rawListeners('data') as Array<(...args: unknown[]) => void>;
+  socket.removeAllListeners('data');
+  try {
+    for (let c: Buffer | string | null; (c = socket.read() as Buffer | string | null) !== null; ) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
+  } finally {
+    // The socket is paused (flowing === false): adding 'data' listeners back does not resume it.
+    for (const l of listeners) socket.on('data', l);
+  }
   // read() may have asked libuv to read again; nothing is read before we return to the event loop.
   stop();
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
@@ -220,6 +229,23 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
 
   get received(): number {
     return this.#received;
+  }
+
+  /**
+   * Resolves once the old generation has finished sending — it closes its end when it is drained, or dies —
+   * or after `ms` at the latest.
+   */
+  finished(ms: number): Promise<void> {
+    if (this.#link.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#link.off('close', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#link.on('close', done);
+    });
   }
 
   close(): void {

@@ -24,6 +24,8 @@ export interface HostCallbacks {
   status(): unknown;
   setUpgrading(on: boolean): void;
   onRollback(pid: number, reason: string): void;
+  /** The successor is ready and this side stopped accepting; awaited just before the acknowledgement. */
+  beforeHandover?(generation: number, pid: number): void | Promise<void>;
   /** `migrationFd` (owned by the callee): the successor's migration channel, or null. */
   onHandover(generation: number, pid: number, migrationFd: number | null): void;
   onStop(): void;
@@ -90,6 +92,7 @@ export class StandaloneHost {
       ({ migrationFd } = await session.awaitReady(this.#cb.readyTimeout));
       // Stop accepting on the control socket before acknowledging: from the ack on, the successor accepts.
       this.#server.stop();
+      await this.#cb.beforeHandover?.(next, pid);
       await session.ackReady();
     } catch (err) {
       const reason = (err as Error).message;

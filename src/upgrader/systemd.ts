@@ -94,9 +94,9 @@ export function listeners(n: number): string {
   return `${n} listener${n === 1 ? '' : 's'}`;
 }
 
-/** The first line of a reason, short enough for STATUS=. */
+/** A reason on one line (STATUS= is one line), at most `max` characters. */
 export function oneLine(reason: string, max = 200): string {
-  const line = reason.split('\n')[0]!.trim();
+  const line = reason.replace(/\s*\n\s*/g, ' ').trim();
   return line.length > max ? `${line.slice(0, max - 1)}…` : line;
 }
 
@@ -114,7 +114,17 @@ export interface NotifierOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-/** Talks to $NOTIFY_SOCKET; every method is a no-op without one. Failures are logged, never thrown. */
+/** How long a notification may wait for room in the manager's queue before it is dropped (logged). */
+const QUEUE_MS = 5000;
+
+/**
+ * Talks to $NOTIFY_SOCKET; every method is a no-op without one. Failures are logged, never thrown.
+ *
+ * The send never blocks: when the manager's queue is full (EAGAIN — the kernel's default queue is 10
+ * datagrams, systemd raises it to 512), the notification waits here, with copies of its fds, and later
+ * ones line up behind it so the order holds; retried every 10 ms for up to 5 s. `flushed()` resolves
+ * when nothing waits (before an acknowledgement that must not overtake a MAINPID=).
+ */
 export class ServiceNotifier {
   readonly socket: string | null;
   readonly fdStore: boolean;
@@ -124,6 +134,9 @@ export class ServiceNotifier {
   /** Names this process (or its predecessors) put in the fd store. */
   #stored = new Set<string>();
   #watchdog: NodeJS.Timeout | null = null;
+  #queue: Array<{ fields: NotifyFields; fds: number[]; since: number }> = [];
+  #retry: NodeJS.Timeout | null = null;
+  #drained: Array<() => void> = [];
 
   constructor(options: NotifierOptions) {
     this.#env = options.env ?? process.env;
@@ -139,15 +152,57 @@ export class ServiceNotifier {
     return this.socket !== null;
   }
 
-  /** One notification; false when there is no manager or the send failed (logged). */
+  /** One notification (sent now, or queued behind others); false when there is no manager or it failed (logged). */
   send(fields: NotifyFields, fds?: readonly number[]): boolean {
     if (!this.socket) return false;
-    try {
-      return sdNotify(fields, { socket: this.socket, ...(fds && fds.length ? { fds } : {}) });
-    } catch (err) {
-      this.#log('warn', 'notify-failed', { fields: Object.keys(fields).join(','), reason: (err as Error).message });
-      return false;
+    if (this.#queue.length === 0) {
+      try {
+        return sdNotify(fields, { socket: this.socket, ...(fds && fds.length ? { fds } : {}) });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return this.#failed(fields, err as Error);
+      }
     }
+    let copies: number[];
+    try {
+      copies = (fds ?? []).map((fd) => native.dup(fd));
+    } catch (err) {
+      return this.#failed(fields, err as Error);
+    }
+    this.#queue.push({ fields, fds: copies, since: Date.now() });
+    this.#retry ??= setTimeout(() => this.#flush(), 10);
+    this.#retry.unref();
+    return true;
+  }
+
+  /** Resolves once every queued notification was sent (or dropped). */
+  flushed(): Promise<void> {
+    if (this.#queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#drained.push(resolve));
+  }
+
+  #flush(): void {
+    this.#retry = null;
+    while (this.#queue.length) {
+      const item = this.#queue[0]!;
+      try {
+        sdNotify(item.fields, { socket: this.socket, ...(item.fds.length ? { fds: item.fds } : {}) });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN' && Date.now() - item.since < QUEUE_MS) {
+          this.#retry = setTimeout(() => this.#flush(), 10);
+          this.#retry.unref();
+          return;
+        }
+        this.#failed(item.fields, err as Error);
+      }
+      native.closeMany(item.fds);
+      this.#queue.shift();
+    }
+    for (const resolve of this.#drained.splice(0)) resolve();
+  }
+
+  #failed(fields: NotifyFields, err: Error): false {
+    this.#log('warn', 'notify-failed', { fields: Object.keys(fields).join(','), reason: err.message });
+    return false;
   }
 
   ready(status: string, extra: NotifyFields = {}): boolean {

@@ -26,7 +26,7 @@ import { argTypeError, batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
 import { native } from '../fd/native.js';
 import { GenerationClient } from '../handoff/client.js';
-import { formatAddress, type InventoryEntry, type MigrationItem, type SocketAddress, type SocketKind } from '../handoff/messages.js';
+import { entryFits, formatAddress, type InventoryEntry, type MigrationItem, type SocketAddress, type SocketKind } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { ServerDrainer } from './drain.js';
 import { MigrationReceiver, MigrationSender } from './migrate.js';
@@ -34,6 +34,7 @@ import { atBoundary, continueWebSocket, markMoved, stateOf, trackRequests, unmov
 import { createLogger, silentLogger, type LogFields, type Logger } from './logger.js';
 import { bindDgramFd, bindDgramFresh, bindUnix, listenOnFd, listenTcp } from './sockets.js';
 import { StandaloneHost } from './standalone-host.js';
+import { listeners, oneLine, serviceSockets, ServiceNotifier, type ServiceSocket } from './systemd.js';
 
 export interface UpgraderOptions {
   /** Control socket path for standalone mode (default: BATON_SOCKET). Ignored under `baton run`. */
@@ -48,6 +49,15 @@ export interface UpgraderOptions {
   logger?: Logger | false;
   /** Exit the process (code 0) once drained. Default true; with false, listen for 'drained' and exit yourself. */
   exitOnDrain?: boolean;
+  /**
+   * Without `baton run`: talk to the service manager (systemd) — READY=1, RELOADING=1, STOPPING=1, STATUS=,
+   * MAINPID= at a standalone upgrade, WATCHDOG=1 — when NOTIFY_SOCKET is set, and take the sockets it
+   * passed (socket activation, LISTEN_FDS). Default true. Under `baton run` the supervisor does this.
+   */
+  systemd?: boolean;
+  /** Without `baton run`: also keep the listeners in systemd's fd store (FDSTORE=1), so that a restart of
+   * the service keeps the ports open. Default false. (With `baton run`: `baton run --fdstore`.) */
+  fdStore?: boolean;
 }
 
 export interface ListenOptions {
@@ -125,6 +135,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #sender: MigrationSender | null = null;
   /** WebSocket servers whose connections move (webSocketServer()). */
   #wsServers: WsEntry[] = [];
+  /** The service manager (no supervisor only), and the sockets it passed that no listen() took yet. */
+  #service: ServiceNotifier | null = null;
+  #activated: ServiceSocket[] = [];
+  /** Sockets this generation bound itself (not inherited, not passed in): they go to the fd store. */
+  #fresh = new Set<string>();
+  /** Standalone: MAINPID= named the successor (so a rollback names this process again). */
+  #handedOver = false;
   /** Inherited listeners not accepting yet (see listen()). */
   #deferred: Array<{ server: net.Server; fd: number; backlog: number }> = [];
 
@@ -138,7 +155,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     const socketPath = supervised ? env.BATON_SOCKET! : (options.socket ?? env.BATON_SOCKET ?? null);
     if (socketPath !== null && typeof socketPath !== 'string') throw argTypeError('options.socket', 'a path string', socketPath);
     const mode: UpgraderMode = supervised ? 'supervised' : socketPath ? 'standalone' : 'plain';
-    const common = { readyTimeout, drainTimeout, idleGrace, exitOnDrain: options.exitOnDrain ?? true };
+    const common = { readyTimeout, drainTimeout, idleGrace, exitOnDrain: options.exitOnDrain ?? true, systemd: options.systemd ?? true, fdStore: options.fdStore ?? false };
 
     if (mode === 'plain') return new Upgrader('plain', 1, null, null, null, options.logger, common);
 
@@ -186,7 +203,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     control: FdChannelServer | null,
     socketPath: string | null,
     logger: Logger | false | undefined,
-    opts: { readyTimeout: number; drainTimeout: number; idleGrace: number; exitOnDrain: boolean },
+    opts: { readyTimeout: number; drainTimeout: number; idleGrace: number; exitOnDrain: boolean; systemd: boolean; fdStore: boolean },
   ) {
     super();
     this.mode = mode;
@@ -200,6 +217,16 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     this.#idleGrace = opts.idleGrace;
     this.#exitOnDrain = opts.exitOnDrain;
     this.#logger = logger === false ? silentLogger : (logger ?? createLogger());
+    if (mode !== 'supervised' && opts.systemd) {
+      // No supervisor: this process talks to the service manager itself. Sockets it passed are ours only
+      // if LISTEN_PID is this process (a successor started later gets none: it inherits them instead).
+      this.#service = new ServiceNotifier({ logger: this.#logger, fields: () => ({ gen: this.#generation, pid: process.pid }), fdStore: opts.fdStore });
+      this.#activated = serviceSockets(opts.fdStore, (level, event, fields) => this.#log(level, event, fields));
+      for (const a of this.#activated) if (a.entry.origin === 'fdstore') this.#service.markStored(a.entry.name);
+      // A successor's predecessor put the listeners in the fd store (if it was asked to).
+      for (const e of client?.inventory ?? []) if (e.kind !== 'control') this.#service.markStored(e.name);
+      if (!client) this.#service.startWatchdog();
+    }
     if (client) {
       client.on('drain', (msg, migrationFd) => {
         this.#log('info', 'drain-requested', { reason: msg.reason, migrate: migrationFd !== null });
@@ -278,13 +305,16 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       kind = 'tcp';
       requested = { host: options.host ?? '', port };
     }
-    const taken = this.#client?.take(name, kind, requested) ?? null;
+    const inherited = this.#client?.take(name, kind, requested) ?? null;
+    const taken = inherited ?? this.#takeActivated(name, kind, requested);
     const drainer = new ServerDrainer(server, this.#idleGrace);
     let address: SocketAddress;
     if (taken) {
       // An inherited listener starts accepting at ready(): until then the old generation takes every
-      // connection, so a new generation that fails before ready() loses none.
-      this.#deferred.push({ server, fd: taken.fd, backlog });
+      // connection, so a new generation that fails before ready() loses none. One the service manager
+      // passed has no old generation to wait for.
+      if (inherited) this.#deferred.push({ server, fd: taken.fd, backlog });
+      else await listenOnFd(server, taken.fd, backlog);
       address = taken.entry.address;
     } else {
       this.#warnIfMoved(name, requested);
@@ -299,10 +329,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
         address = { host: r.host, port: (server.address() as net.AddressInfo).port };
       }
     }
-    const entry: InventoryEntry = { name, kind, address };
+    const entry: InventoryEntry = { name, kind: taken?.entry.kind ?? kind, address, ...(taken?.entry.origin ? { origin: taken.entry.origin } : {}) };
     this.#sockets.set(name, { entry, object: server, drainer });
-    await this.#registerIfFresh(entry, server, !taken);
-    this.#log('info', 'listen', { name, address: formatAddress(address), inherited: !!taken });
+    if (!taken) this.#fresh.add(name);
+    // A socket taken by position (an unnamed activated one) is registered under its new name.
+    // (An inherited listener has no fd in `server` until ready(): the one taken is registered.)
+    await this.#registerIfFresh(entry, server, !taken || taken.entry.name !== name, taken?.fd);
+    this.#log('info', 'listen', { name, address: formatAddress(address), inherited: !!taken, origin: taken?.entry.origin });
     return server;
   }
 
@@ -320,7 +353,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       ...(options.recvBufferSize ? { recvBufferSize: options.recvBufferSize } : {}),
       ...(options.sendBufferSize ? { sendBufferSize: options.sendBufferSize } : {}),
     });
-    const taken = this.#client?.take(name, options.type, requested) ?? null;
+    const taken = this.#client?.take(name, options.type, requested) ?? this.#takeActivated(name, options.type, requested);
     let address: SocketAddress;
     if (taken) {
       await bindDgramFd(socket, taken.fd);
@@ -330,10 +363,11 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       await bindDgramFresh(socket, requested.host, requested.port);
       address = { host: requested.host, port: socket.address().port };
     }
-    const entry: InventoryEntry = { name, kind: options.type, address };
+    const entry: InventoryEntry = { name, kind: options.type, address, ...(taken?.entry.origin ? { origin: taken.entry.origin } : {}) };
     this.#sockets.set(name, { entry, object: socket, drainer: null });
-    await this.#registerIfFresh(entry, socket, !taken);
-    this.#log('info', 'bind', { name, kind: options.type, address: formatAddress(address), inherited: !!taken });
+    if (!taken) this.#fresh.add(name);
+    await this.#registerIfFresh(entry, socket, !taken || taken.entry.name !== name);
+    this.#log('info', 'bind', { name, kind: options.type, address: formatAddress(address), inherited: !!taken, origin: taken?.entry.origin });
     return socket;
   }
 
@@ -379,6 +413,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     this.#state = 'serving';
     if (this.mode === 'supervised') this.#startStats();
     this.#log('info', 'ready', { listeners: names.length });
+    this.#serviceReady(client);
   }
 
   /**
@@ -398,7 +433,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       return Promise.reject(batonError('ERR_BATON_NO_MIGRATION', 'no new generation to migrate to: migrate() works after this generation was replaced (in the drain event)'));
     }
     const from = (socket as unknown as { server?: net.Server }).server;
-    const name = [...this.#sockets.values()].find((m) => m.object === from)?.entry.name ?? '-';
+    // A connection that itself moved here has no .server: its listener is the one whose drain tracks it.
+    const name = [...this.#sockets.values()].find((m) => m.object === from || m.drainer?.has(socket))?.entry.name ?? '-';
     return sender.move(socket, 'raw', name, state, pending);
   }
 
@@ -510,6 +546,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       socket.destroy();
       return;
     }
+    // Counted as a connection of its listener, like one accepted here: this generation's drain waits for it
+    // (the app moves it on in its 'drain' handler) instead of finishing — and exiting — without it.
+    this.#sockets.get(item.name)?.drainer?.track(socket);
     this.emit('migrated', socket, item.state, pending);
   }
 
@@ -531,9 +570,22 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       },
       status: () => this.#status(),
       setUpgrading: (on: boolean) => {
+        if (on && this.#state === 'serving') this.#service?.reloading(`reloading: generation ${this.#generation + 1} is taking over`);
         if (this.#state === 'serving' || this.#state === 'upgrading') this.#state = on ? 'upgrading' : 'serving';
       },
-      onRollback: (pid: number, reason: string) => this.emit('rollback', { pid, reason }),
+      onRollback: (pid: number, reason: string) => {
+        // The upgrade is over and this generation still serves: READY=1 ends the manager's "reloading".
+        const status = `generation ${this.#generation} serving, ${listeners(this.#sockets.size)}; generation ${this.#generation + 1} (pid ${pid}) rolled back: ${oneLine(reason)}`;
+        this.#service?.ready(status, this.#handedOver ? { MAINPID: process.pid } : {});
+        this.#handedOver = false;
+        this.emit('rollback', { pid, reason });
+      },
+      beforeHandover: async (generation: number, pid: number) => {
+        // The successor becomes the service's main process before this one acknowledges, so the manager
+        // never sees the main process exit: it follows the new one (its READY=1 follows).
+        if (this.#service?.send({ MAINPID: pid, STATUS: `generation ${generation} (pid ${pid}) is taking over` })) this.#handedOver = true;
+        await this.#service?.flushed();
+      },
       onHandover: (generation: number, pid: number, migrationFd: number | null) => {
         this.#openSender(migrationFd);
         this.emit('upgraded', { generation, pid });
@@ -541,6 +593,42 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       },
       onStop: () => void this.stop(),
     };
+  }
+
+  /** An activated socket for listen()/bindDgram() `name`: the one of that name, else an unnamed one. */
+  #takeActivated(name: string, kind: SocketKind, requested: SocketAddress): ServiceSocket | null {
+    let i = this.#activated.findIndex((a) => a.entry.name === name);
+    if (i < 0) i = this.#activated.findIndex((a) => a.entry.unnamed && entryFits(a.entry, kind, requested));
+    if (i < 0 || !entryFits(this.#activated[i]!.entry, kind, requested)) return null;
+    return this.#activated.splice(i, 1)[0]!;
+  }
+
+  /**
+   * ready() succeeded: sockets the service manager passed that nobody took are closed; the fd store gets
+   * what this generation bound itself and loses what it replaced or dropped; then READY=1 (a standalone
+   * successor: with MAINPID=, as it is the main process now) and the watchdog.
+   */
+  #serviceReady(predecessor: GenerationClient | null): void {
+    for (const a of this.#activated) {
+      native.closeMany([a.fd]);
+      this.#service?.unstore(a.entry.name);
+      this.#log('info', 'listener-closed', { name: a.entry.unnamed ? null : a.entry.name, reason: 'passed in by the service manager, not used' });
+    }
+    this.#activated = [];
+    const service = this.#service;
+    if (!service) return;
+    for (const e of predecessor?.inventory ?? []) if (e.kind !== 'control' && !this.#sockets.has(e.name)) service.unstore(e.name);
+    for (const name of this.#fresh) {
+      const m = this.#sockets.get(name);
+      if (!m) continue;
+      service.unstore(name);
+      service.store(name, fdOf(m.object));
+    }
+    const status = `generation ${this.#generation} serving, ${listeners(this.#sockets.size)}`;
+    if (predecessor) {
+      service.ready(status, { MAINPID: process.pid });
+      service.startWatchdog([process.pid, predecessor.link.peer.pid]);
+    } else service.ready(status);
   }
 
   #status() {
@@ -561,6 +649,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       this.#state = 'draining';
       if (this.#statsTimer) clearInterval(this.#statsTimer);
       this.#log('info', 'drain', { from, reason: stopping ? 'stop' : 'replaced', connections: this.connections });
+      this.#service?.stopWatchdog();
+      if (stopping) this.#service?.stopping(`stopping: generation ${this.#generation} draining ${this.connections} connection${this.connections === 1 ? '' : 's'}`);
       this.#client?.stats(this.connections, 'draining');
       this.emit('drain');
       // Stop accepting everywhere first, so the new generation takes every new connection at once.
@@ -571,6 +661,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       // A standalone generation handed the control listener over: keep its file for the successor.
       this.#host?.close({ unlink: stopping });
       const started = Date.now();
+      // Right after the previous upgrade, connections may still be arriving from the generation before this
+      // one (it moves them in paced batches). Let it finish first: each arrival is this generation's to move
+      // on or close, so this one must not exit while connections are still in flight to it.
+      if (this.#receiver) {
+        await this.#receiver.finished(timeoutMs);
+        timeoutMs = Math.max(0, timeoutMs - (Date.now() - started));
+      }
       const sender = stopping ? null : this.#sender;
       const wsMoved = this.#drainWebSockets(sender, stopping, timeoutMs);
       const results = await Promise.all(
@@ -601,10 +698,10 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     this.#client?.stats(this.connections, 'serving');
   }
 
-  async #registerIfFresh(entry: InventoryEntry, object: net.Server | dgram.Socket, fresh: boolean): Promise<void> {
+  async #registerIfFresh(entry: InventoryEntry, object: net.Server | dgram.Socket, fresh: boolean, fd?: number): Promise<void> {
     if (!fresh || this.mode !== 'supervised' || !this.#client) return;
     // The supervisor keeps its own copy, so the port stays open even if this generation crashes.
-    await this.#client.register(entry, fdOf(object));
+    await this.#client.register(entry, fd ?? fdOf(object));
   }
 
   #warnIfMoved(name: string, requested: SocketAddress): void {
