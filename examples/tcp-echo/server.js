@@ -1,0 +1,179 @@
+// A line-based TCP echo server whose connections survive upgrades. On a reload every open connection moves,
+// open, to the next generation together with its state and any partial line: the client sees no close, no
+// reset, and every line it sends is answered exactly once, in order.
+//   node examples/tcp-echo/server.js                         # plain: no baton, runs as usual
+//   npx baton run -- node examples/tcp-echo/server.js        # supervised: `npx baton reload` upgrades it
+// (In this repository, `node bin/baton.js` instead of `npx baton`.)
+//
+// Environment: PORT (default 7007) and HOST (127.0.0.1), or SOCKET_PATH for a Unix socket instead.
+// ECHO_MIGRATE=0 closes the connections on a reload instead of moving them (clients must reconnect: the
+// usual way, for comparison). MIGRATE_CHUNK / MIGRATE_PAUSE_MS spread the move out (that many connections,
+// then a pause) so that it can be watched, or interrupted.
+//
+// The protocol: every line the client sends is answered with one line
+//   <generation>:<connection id>:<n>:<reply>
+// where n counts the lines answered on this connection (1, 2, 3, … — across generations) and the reply is
+// the line itself, except for these commands:
+//   /note TEXT   keep TEXT in the connection's state (it moves with the connection); reply "noted <bytes>"
+//   /note        reply "note <TEXT>"
+//   /stats       reply "connections=<open connections in this generation>"
+import net from 'node:net';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { Upgrader } from 'baton';
+
+const upgrader = await Upgrader.start();
+const gen = upgrader.generation;
+const NL = 0x0a;
+
+/** socket -> { socket, state: { id, count, note }, partial: Buffer (a line not complete yet), moving } */
+const live = new Map();
+let accepted = 0;
+/** Replaced by a newer generation (the 'drain' event came). */
+let draining = false;
+
+const now = () => performance.timeOrigin + performance.now();
+
+/** Start (or continue) serving a connection. `pending`: bytes received but not processed yet. */
+function serve(socket, state, pending) {
+  const conn = { socket, state, partial: Buffer.alloc(0), moving: false };
+  live.set(socket, conn);
+  socket.on('data', (chunk) => onData(conn, chunk));
+  socket.on('drain', () => {
+    // Backpressure is over (see reply()). A connection being moved must stay paused: it is no longer ours.
+    if (!conn.moving) socket.resume();
+  });
+  socket.on('error', () => {}); // a reset by the client: 'close' follows
+  socket.on('close', () => live.delete(socket));
+  if (pending.length) onData(conn, pending);
+  return conn;
+}
+
+function onData(conn, chunk) {
+  let buf = conn.partial.length ? Buffer.concat([conn.partial, chunk]) : chunk;
+  let start = 0;
+  for (let nl = buf.indexOf(NL); nl !== -1; nl = buf.indexOf(NL, start)) {
+    answer(conn, buf.toString('utf8', start, nl));
+    start = nl + 1;
+  }
+  conn.partial = start === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(start));
+}
+
+function answer(conn, line) {
+  const { state } = conn;
+  let text = line;
+  if (line === '/stats') text = `connections=${live.size}`;
+  else if (line === '/note') text = `note ${state.note ?? ''}`;
+  else if (line.startsWith('/note ')) {
+    state.note = line.slice(6);
+    text = `noted ${Buffer.byteLength(state.note)}`;
+  }
+  state.count++;
+  reply(conn, `${gen}:${state.id}:${state.count}:${text}\n`);
+}
+
+function reply(conn, text) {
+  // A client that does not read makes us stop reading it, until what we wrote has left.
+  if (!conn.socket.write(text)) conn.socket.pause();
+}
+
+const server = net.createServer((socket) => serve(socket, { id: `${gen}.${++accepted}`, count: 0 }, Buffer.alloc(0)));
+
+// A connection moved here from the previous generation: the same client, its state, and the bytes the old
+// generation had received but not processed (a partial line), which come before anything read from now on.
+upgrader.on('migrated', (socket, state, pending) => {
+  const conn = serve(socket, state, pending);
+  adopted();
+  // Replaced already (a quick second reload) while connections were still arriving here: pass it on.
+  if (draining) void move(conn);
+});
+
+upgrader.on('drain', () => {
+  // Replaced by a newer generation. baton stops accepting right after this event; the connections are ours
+  // to hand over (or to close).
+  draining = true;
+  const conns = [...live.values()];
+  console.log(`generation ${gen} migrating ${conns.length} connections t=${now().toFixed(3)}`);
+  if (process.env.ECHO_MIGRATE === '0') {
+    for (const conn of conns) conn.socket.end();
+    return;
+  }
+  void moveAll(conns);
+});
+
+async function moveAll(conns) {
+  const t0 = now();
+  const chunk = Number(process.env.MIGRATE_CHUNK) || conns.length || 1;
+  const pauseMs = Number(process.env.MIGRATE_PAUSE_MS) || 0;
+  let moved = 0;
+  const failed = {};
+  for (let i = 0; i < conns.length; i += chunk) {
+    const results = await Promise.all(conns.slice(i, i + chunk).map(move));
+    for (const r of results) {
+      if (r === true) moved++;
+      else failed[r] = (failed[r] ?? 0) + 1;
+    }
+    if (chunk < conns.length) console.log(`generation ${gen} moved ${moved}/${conns.length}`);
+    if (pauseMs && i + chunk < conns.length) await new Promise((r) => setTimeout(r, pauseMs));
+  }
+  const notMoved = Object.entries(failed).map(([code, n]) => ` ${code}=${n}`).join('');
+  console.log(`generation ${gen} moved ${moved} of ${conns.length} connections in ${(now() - t0).toFixed(1)} ms${notMoved && `; not moved:${notMoved}`}`);
+}
+
+/** Hand one connection to the new generation (true); if it cannot move, say goodbye and close it politely
+ * (the reason). */
+async function move(conn) {
+  const { socket } = conn;
+  if (socket.destroyed) return 'closed';
+  conn.moving = true;
+  try {
+    // The state goes as JSON (at most 64 KiB); the partial line goes as `pending`. Writes still queued are
+    // flushed first, and what the client sends from now on waits in the kernel for the new generation.
+    await upgrader.migrate(socket, conn.state, conn.partial);
+    return true;
+  } catch (err) {
+    conn.moving = false;
+    if (socket.destroyed) return 'closed'; // the client left meanwhile
+    if (err.code !== 'ERR_BATON_NO_MIGRATION') console.log(`generation ${gen} could not move connection ${conn.state.id}: ${err.code} ${err.message}`);
+    socket.resume(); // migrate() left it paused; read on, so the close completes
+    socket.end(`${gen}:${conn.state.id}:-:bye ${err.code}\n`);
+    return err.code ?? 'error';
+  }
+}
+
+// How the move looks from here: connections adopted, and how late the event loop ran meanwhile.
+const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+let wave = null;
+function adopted() {
+  const t = now();
+  if (!wave) {
+    wave = { n: 0, first: t, last: t, timer: null };
+    loopDelay.enable(); // (a no-op unless an earlier wave was reported already)
+  }
+  wave.n++;
+  wave.last = t;
+  if (wave.timer) clearTimeout(wave.timer);
+  wave.timer = setTimeout(report, 200);
+}
+function report() {
+  const w = wave;
+  wave = null;
+  const ms = (ns) => (ns / 1e6).toFixed(2);
+  console.log(
+    `generation ${gen} adopted ${w.n} connections first=${w.first.toFixed(3)} last=${w.last.toFixed(3)} ` +
+      `(${(w.last - w.first).toFixed(1)} ms) event-loop delay p50=${ms(loopDelay.percentile(50))} p99=${ms(loopDelay.percentile(99))} max=${ms(loopDelay.max)} ms`,
+  );
+  loopDelay.disable();
+  loopDelay.reset();
+}
+
+const socketPath = process.env.SOCKET_PATH;
+const port = Number(process.env.PORT ?? 7007);
+const host = process.env.HOST ?? '127.0.0.1';
+await upgrader.listen(server, 'echo', socketPath ? { path: socketPath } : { port, host });
+// Measure the event loop from here on: connections start moving in as soon as this generation is ready.
+loopDelay.enable();
+await upgrader.ready();
+const where = socketPath ? `unix:${socketPath}` : `tcp://${host}:${server.address().port}`;
+console.log(`generation ${gen} (pid ${process.pid}) serving on ${where}`);
+// Nothing moved in (the first generation, or nothing to move): stop measuring.
+setTimeout(() => !wave && loopDelay.disable(), 10_000).unref();
