@@ -17,9 +17,8 @@
  *    the new generation.
  */
 import { EventEmitter } from 'node:events';
-import type net from 'node:net';
+import net from 'node:net';
 import { FdChannel } from '../fd/channel.js';
-import { adoptSocket } from '../fd/adopt.js';
 import { batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
 import { native } from '../fd/native.js';
@@ -32,6 +31,8 @@ export const MAX_STATE_BYTES = 64 * 1024;
 const MAX_BATCH_BYTES = 8 * 1024 * 1024;
 /** How long to wait for a connection's queued writes to leave before moving it. */
 const FLUSH_TIMEOUT_MS = 5000;
+/** Batches sent ahead of their acknowledgement. */
+const WINDOW = 4;
 /** How long to wait for the receiver to acknowledge a batch. */
 const ACK_TIMEOUT_MS = 10_000;
 
@@ -70,6 +71,12 @@ function stopReading(socket: net.Socket): Buffer {
   // read() may have asked libuv to read again; nothing is read before we return to the event loop.
   stop();
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+/** A move failed after reading stopped: put the bytes taken from Node's buffer back, so the old generation
+ * (if it keeps the connection) reads them again and nothing is lost. The socket stays paused. */
+function giveBack(socket: net.Socket, buffered: Buffer): void {
+  if (buffered.length && !socket.destroyed) socket.unshift(buffered);
 }
 
 function writesPending(socket: net.Socket): boolean {
@@ -124,13 +131,22 @@ export class MigrationSender {
     }
     const buffered = stopReading(socket);
     const pending = appPending?.byteLength ? Buffer.concat([Buffer.from(appPending), buffered]) : buffered;
-    await flushWrites(socket);
+    try {
+      await flushWrites(socket);
+    } catch (err) {
+      giveBack(socket, buffered);
+      throw err;
+    }
     if (socket.destroyed) throw batonError('ERR_BATON_NOT_OPEN', 'the client closed the connection while it was being moved');
     const item: MigrationItem = { kind, name };
     if (stateJson !== undefined) item.state = JSON.parse(stateJson);
     if (pending.length) item.pending = pending.toString('base64');
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ item, socket, bytes: (stateJson?.length ?? 0) + (item.pending?.length ?? 0) + 64, resolve, reject });
+      const fail = (err: Error) => {
+        giveBack(socket, buffered);
+        reject(err);
+      };
+      this.#queue.push({ item, socket, bytes: (stateJson?.length ?? 0) + (item.pending?.length ?? 0) + 64, resolve, reject: fail });
       this.#schedule();
     });
   }
@@ -151,42 +167,50 @@ export class MigrationSender {
 
   async #flush(): Promise<void> {
     this.#flushing = true;
-    while (this.#queue.length) {
-      let bytes = 0;
-      let n = 0;
-      while (n < this.#queue.length && n < MAX_MIGRATION_BATCH && (n === 0 || bytes + this.#queue[n]!.bytes <= MAX_BATCH_BYTES)) bytes += this.#queue[n++]!.bytes;
-      const batch = this.#queue.splice(0, n);
-      const live = batch.filter((p) => {
-        if (!p.socket.destroyed) return true;
-        p.reject(batonError('ERR_BATON_NOT_OPEN', 'the client closed the connection while it was being moved'));
-        return false;
-      });
-      if (!live.length) continue;
-      // The app may have written since move() checked: those bytes must leave from here first.
-      await Promise.all(live.map((p) => flushWrites(p.socket).catch(() => {})));
-      try {
-        await this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate', items: live.map((p) => p.item) }, live.map((p) => fdOf(p.socket)));
-      } catch (err) {
-        // Not sent: the connections are still entirely ours.
-        for (const p of live) p.reject(err as Error);
+    // Up to WINDOW batches may await their acknowledgement at once: the receiver adopts one batch while
+    // the next is already in its socket buffer, and acks still pace the move (it never runs ahead by more).
+    const inflight: Pending[][] = [];
+    while (this.#queue.length || inflight.length) {
+      if (this.#queue.length && inflight.length < WINDOW) {
+        let bytes = 0;
+        let n = 0;
+        while (n < this.#queue.length && n < MAX_MIGRATION_BATCH && (n === 0 || bytes + this.#queue[n]!.bytes <= MAX_BATCH_BYTES)) bytes += this.#queue[n++]!.bytes;
+        const batch = this.#queue.splice(0, n);
+        const live = batch.filter((p) => {
+          if (!p.socket.destroyed) return true;
+          p.reject(batonError('ERR_BATON_NOT_OPEN', 'the client closed the connection while it was being moved'));
+          return false;
+        });
+        if (!live.length) continue;
+        // The app may have written since move() checked: those bytes must leave from here first.
+        await Promise.all(live.map((p) => flushWrites(p.socket).catch(() => {})));
+        try {
+          await this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate', items: live.map((p) => p.item) }, live.map((p) => fdOf(p.socket)));
+        } catch (err) {
+          // Not sent: the connections are still entirely ours.
+          for (const p of live) p.reject(err as Error);
+          continue;
+        }
+        // In the kernel now: the new generation owns them. Drop our copies (no FIN: other references remain).
+        for (const p of live) p.socket.destroy();
+        this.#moved += live.length;
+        inflight.push(live);
         continue;
       }
-      // In the kernel now: the new generation owns them. Drop our copies (no FIN: other references remain).
-      for (const p of live) p.socket.destroy();
-      this.#moved += live.length;
       try {
         await this.#link.expect(['migrate-ok'], ACK_TIMEOUT_MS, 'the new generation to adopt migrated connections');
       } catch {
         // The receiver died or stalled: what we sent is its problem now; stop sending more.
-        for (const p of live) p.resolve();
+        for (const batch of inflight.splice(0)) for (const p of batch) p.resolve();
         for (const p of this.#queue.splice(0)) p.reject(batonError('ERR_BATON_CHANNEL_CLOSED', 'the new generation stopped acknowledging migrated connections'));
         this.#link.close();
         break;
       }
-      for (const p of live) p.resolve();
+      for (const p of inflight.shift()!) p.resolve();
     }
     this.#flushing = false;
   }
+
 }
 
 export interface MigrationReceiverEvents {
@@ -211,9 +235,11 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
         const item = msg.items[i]!;
         let socket: net.Socket;
         try {
-          socket = adoptSocket(fds[i]!);
+          // The sender only sends connected stream sockets, so skip adopt()'s full probe: Node checks the
+          // fd's type itself (and throws for anything else), which is most of the cost per connection.
+          socket = new net.Socket({ fd: fds[i]!, readable: true, writable: true });
         } catch (err) {
-          // adoptSocket closed the fd; the client's connection was already closed or is not a socket.
+          native.closeMany([fds[i]!]);
           this.#error(err as Error);
           continue;
         }
