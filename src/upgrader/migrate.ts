@@ -31,8 +31,10 @@ export const MAX_STATE_BYTES = 64 * 1024;
 const MAX_BATCH_BYTES = 8 * 1024 * 1024;
 /** How long to wait for a connection's queued writes to leave before moving it. */
 const FLUSH_TIMEOUT_MS = 5000;
-/** Batches sent ahead of their acknowledgement. */
-const WINDOW = 4;
+/** Batches sent ahead of their acknowledgement. One: with more, a 10k-connection move between
+ * back-to-back reloads lost connections in bench:migrate (cause not yet found), so the sender waits for
+ * each batch's acknowledgement before sending the next. */
+const WINDOW = 1;
 /** How long to wait for the receiver to acknowledge a batch. */
 const ACK_TIMEOUT_MS = 10_000;
 
@@ -167,8 +169,7 @@ export class MigrationSender {
 
   async #flush(): Promise<void> {
     this.#flushing = true;
-    // Up to WINDOW batches may await their acknowledgement at once: the receiver adopts one batch while
-    // the next is already in its socket buffer, and acks still pace the move (it never runs ahead by more).
+    // Up to WINDOW batches may await their acknowledgement at once; acks pace the move.
     const inflight: Pending[][] = [];
     while (this.#queue.length || inflight.length) {
       if (this.#queue.length && inflight.length < WINDOW) {
