@@ -18,6 +18,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { FileHandle } from 'node:fs/promises';
 import { batonError, checkFd } from './errors.js';
+import { untilListening } from './listening.js';
 import { native, type NativeProbe } from './native.js';
 
 export type Adopted = net.Server | net.Socket | dgram.Socket | FileHandle;
@@ -117,27 +118,16 @@ function unsupported(fd: number, info: NativeProbe, expected: string): Error {
   return batonError('ERR_BATON_UNSUPPORTED_FD', `fd ${fd} is ${info.kind}${info.socketType ? ` (${info.family} ${info.socketType})` : ''}, expected ${expected}; it was closed`);
 }
 
-function listenOn(fd: number, info: NativeProbe, options: AdoptOptions): Promise<net.Server> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    const onError = (err: Error) => {
-      server.off('listening', onListening);
-      // Node closes its handle (and with it the fd) when listen fails; make sure, without double-closing.
-      if (native.isOpen(fd) && sameSocket(fd, info)) native.closeMany([fd]);
-      reject(err);
-    };
-    const onListening = () => {
-      server.off('error', onError);
-      resolve(server);
-    };
-    server.once('error', onError);
-    server.once('listening', onListening);
-    try {
-      server.listen({ fd, backlog: options.backlog ?? 511 });
-    } catch (err) {
-      onError(err as Error);
-    }
-  });
+async function listenOn(fd: number, info: NativeProbe, options: AdoptOptions): Promise<net.Server> {
+  const server = net.createServer();
+  try {
+    await untilListening(server, () => server.listen({ fd, backlog: options.backlog ?? 511 }));
+  } catch (err) {
+    // Node closes its handle (and with it the fd) when listen fails; make sure, without double-closing.
+    if (native.isOpen(fd) && sameSocket(fd, info)) native.closeMany([fd]);
+    throw err;
+  }
+  return server;
 }
 
 function socketOn(fd: number, info: NativeProbe, options: AdoptOptions): net.Socket {
@@ -154,38 +144,26 @@ function socketOn(fd: number, info: NativeProbe, options: AdoptOptions): net.Soc
   }
 }
 
-function dgramOn(fd: number, info: NativeProbe, options: AdoptOptions): Promise<dgram.Socket> {
-  return new Promise((resolve, reject) => {
-    let socket: dgram.Socket;
+async function dgramOn(fd: number, info: NativeProbe, options: AdoptOptions): Promise<dgram.Socket> {
+  let socket: dgram.Socket;
+  try {
+    socket = dgram.createSocket({ ...options.dgram, type: info.family === 'IPv6' ? 'udp6' : 'udp4' });
+  } catch (err) {
+    native.closeMany([fd]);
+    throw err;
+  }
+  try {
+    await untilListening(socket, () => socket.bind({ fd }));
+  } catch (err) {
     try {
-      socket = dgram.createSocket({ ...options.dgram, type: info.family === 'IPv6' ? 'udp6' : 'udp4' });
-    } catch (err) {
-      native.closeMany([fd]);
-      reject(err);
-      return;
+      socket.close();
+    } catch {
+      // not bound: nothing to close
     }
-    const onError = (err: Error) => {
-      socket.off('listening', onListening);
-      try {
-        socket.close();
-      } catch {
-        // not bound: nothing to close
-      }
-      if (native.isOpen(fd) && sameSocket(fd, info)) native.closeMany([fd]);
-      reject(err);
-    };
-    const onListening = () => {
-      socket.off('error', onError);
-      resolve(socket);
-    };
-    socket.once('error', onError);
-    socket.once('listening', onListening);
-    try {
-      socket.bind({ fd });
-    } catch (err) {
-      onError(err as Error);
-    }
-  });
+    if (native.isOpen(fd) && sameSocket(fd, info)) native.closeMany([fd]);
+    throw err;
+  }
+  return socket;
 }
 
 /** After an error, is `fd` still the socket we probed (and not a new file that reused the number)? */

@@ -3,43 +3,29 @@
  * `server.listen({ fd })` / `socket.bind({ fd })`; fresh Unix listeners are bound by the addon (see
  * native/channel.c: libuv would unlink the path of a pipe it bound when the old generation closes its copy).
  */
-import dgram from 'node:dgram';
+import type dgram from 'node:dgram';
 import fs from 'node:fs';
 import type net from 'node:net';
+import { untilListening } from '../fd/listening.js';
 import { native } from '../fd/native.js';
+
+/** Node closes its handle, and with it the fd, when listen/bind fails; make sure, without double-closing. */
+async function ownedFd(fd: number, attempt: Promise<void>): Promise<void> {
+  try {
+    await attempt;
+  } catch (err) {
+    if (native.isOpen(fd)) native.closeMany([fd]);
+    throw err;
+  }
+}
 
 /** Listen on an fd we own; on failure the fd is closed. */
 export function listenOnFd(server: net.Server, fd: number, backlog: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => {
-      server.off('listening', onListening);
-      if (native.isOpen(fd)) native.closeMany([fd]);
-      reject(err);
-    };
-    const onListening = () => {
-      server.off('error', onError);
-      resolve();
-    };
-    server.once('error', onError);
-    server.once('listening', onListening);
-    server.listen({ fd, backlog });
-  });
+  return ownedFd(fd, untilListening(server, () => server.listen({ fd, backlog })));
 }
 
 export function listenTcp(server: net.Server, host: string, port: number, backlog: number, ipv6Only: boolean): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => {
-      server.off('listening', onListening);
-      reject(err);
-    };
-    const onListening = () => {
-      server.off('error', onError);
-      resolve();
-    };
-    server.once('error', onError);
-    server.once('listening', onListening);
-    server.listen({ port, ...(host ? { host } : {}), backlog, ipv6Only, exclusive: true });
-  });
+  return untilListening(server, () => server.listen({ port, ...(host ? { host } : {}), backlog, ipv6Only, exclusive: true }));
 }
 
 /** A fresh Unix stream listener at `path` with `mode`; a stale socket file is replaced, a live one is EADDRINUSE. */
@@ -54,39 +40,11 @@ export function bindUnix(path: string, backlog: number, mode: number): number {
   return fd;
 }
 
+/** Bind a UDP socket to an fd we own; on failure the fd is closed. */
 export function bindDgramFd(socket: dgram.Socket, fd: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => {
-      socket.off('listening', onListening);
-      if (native.isOpen(fd)) native.closeMany([fd]);
-      reject(err);
-    };
-    const onListening = () => {
-      socket.off('error', onError);
-      resolve();
-    };
-    socket.once('error', onError);
-    socket.once('listening', onListening);
-    try {
-      socket.bind({ fd });
-    } catch (err) {
-      onError(err as Error);
-    }
-  });
+  return ownedFd(fd, untilListening(socket, () => socket.bind({ fd })));
 }
 
 export function bindDgramFresh(socket: dgram.Socket, address: string, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => {
-      socket.off('listening', onListening);
-      reject(err);
-    };
-    const onListening = () => {
-      socket.off('error', onError);
-      resolve();
-    };
-    socket.once('error', onError);
-    socket.once('listening', onListening);
-    socket.bind({ port, ...(address ? { address } : {}), exclusive: true });
-  });
+  return untilListening(socket, () => socket.bind({ port, ...(address ? { address } : {}), exclusive: true }));
 }
