@@ -277,6 +277,20 @@ static napi_value send_record(napi_env env, int fd, struct iovec *iov, int iovcn
   return out;
 }
 
+/* The common arguments of sendRecord and sendRecordInt32: fd, header, payload | null. */
+static bool record_args(napi_env env, napi_value *argv, int *fd, struct iovec *iov, int *iovcnt) {
+  if (!baton_arg_fd(env, argv[0], "fd", fd)) return false;
+  *iovcnt = 1;
+  if (!get_bytes(env, argv[1], "header", &iov[0].iov_base, &iov[0].iov_len)) return false;
+  napi_valuetype t;
+  napi_typeof(env, argv[2], &t);
+  if (t != napi_null && t != napi_undefined) {
+    if (!get_bytes(env, argv[2], "payload", &iov[1].iov_base, &iov[1].iov_len)) return false;
+    if (iov[1].iov_len > 0) *iovcnt = 2;
+  }
+  return true;
+}
+
 /* sendRecord(fd, header, payload | null, fds) -> true when the record was sent, false on EAGAIN (nothing
  * was sent: a SEQPACKET record goes whole or not at all). The fds are borrowed: the kernel takes its own
  * references while the record is in flight. */
@@ -284,19 +298,12 @@ static napi_value channel_send_record(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int fd;
-  if (!baton_arg_fd(env, argv[0], "fd", &fd)) return NULL;
+  int fd, iovcnt;
   struct iovec iov[2];
-  int iovcnt = 1;
-  if (!get_bytes(env, argv[1], "header", &iov[0].iov_base, &iov[0].iov_len)) return NULL;
-  napi_valuetype t;
-  napi_typeof(env, argv[2], &t);
-  if (t != napi_null && t != napi_undefined) {
-    if (!get_bytes(env, argv[2], "payload", &iov[1].iov_base, &iov[1].iov_len)) return NULL;
-    if (iov[1].iov_len > 0) iovcnt = 2;
-  }
+  if (!record_args(env, argv, &fd, iov, &iovcnt)) return NULL;
   int fds[BATON_SCM_MAX_FD];
   uint32_t nfds = 0;
+  napi_valuetype t;
   napi_typeof(env, argv[3], &t);
   if (t != napi_null && t != napi_undefined &&
       !baton_arg_fd_array(env, argv[3], "fds", fds, BATON_SCM_MAX_FD, &nfds))
@@ -332,17 +339,9 @@ static napi_value channel_send_record_int32(napi_env env, napi_callback_info inf
   size_t argc = 5;
   napi_value argv[5];
   BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int fd;
-  if (!baton_arg_fd(env, argv[0], "fd", &fd)) return NULL;
+  int fd, iovcnt;
   struct iovec iov[2];
-  int iovcnt = 1;
-  if (!get_bytes(env, argv[1], "header", &iov[0].iov_base, &iov[0].iov_len)) return NULL;
-  napi_valuetype t;
-  napi_typeof(env, argv[2], &t);
-  if (t != napi_null && t != napi_undefined) {
-    if (!get_bytes(env, argv[2], "payload", &iov[1].iov_base, &iov[1].iov_len)) return NULL;
-    if (iov[1].iov_len > 0) iovcnt = 2;
-  }
+  if (!record_args(env, argv, &fd, iov, &iovcnt)) return NULL;
   int32_t *fds;
   size_t len;
   int32_t count;
