@@ -79,11 +79,13 @@ export class ForeignCpu {
       const d = s.cpu - before;
       if (d <= 0 || mine(pid)) continue;
       this.#ticks += d;
-      let cmd = '?';
+      let cmd = '';
       try {
         cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).slice(0, 2).map((a) => a.split('/').pop()).join(' ').slice(0, 60);
+        // Kernel threads (and processes exiting) have no command line: their name, in brackets.
+        if (!cmd) cmd = `[${fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim()}]`;
       } catch {
-        // gone
+        cmd ||= '(exited)';
       }
       this.#by.set(cmd, (this.#by.get(cmd) ?? 0) + d);
     }

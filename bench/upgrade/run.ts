@@ -1,11 +1,13 @@
 /**
  * `npm run bench:upgrade`: the same HTTP load, with the same number of restarts at the same interval, for
- * four ways of restarting a Node.js server:
+ * four ways of restarting a Node.js server, and a reference:
  *
  *   baton run + reload   `baton run -- node app.js`, restarted with a reload command (what `baton reload` sends)
  *   baton standalone     `BATON_SOCKET=… node app.js`, restarted by starting the next process (takeover)
  *   naive restart        SIGTERM → server.close() → exit, then start the next process (port closed in between)
  *   node cluster         a primary with 2 workers, rolling restart on SIGHUP (PM2-style)
+ *   reference (spawn)    nothing restarts: each "restart" starts an unrelated copy of the app and kills it,
+ *                        which shows what starting a Node process alone costs the server under load
  *
  *   npm run bench:upgrade                      measure, print the table, write docs/performance.md and
  *                                              docs/upgrade-latency.svg
@@ -718,9 +720,14 @@ ${goal}
 
 Reading the chart: each restart is a latency bump, for every approach and in the reference row too — a Node
 process that starts takes about 100 ms of CPU from a machine the load already keeps busy. With baton the bump
-has two parts: while the new generation starts (as in the reference row), and for a few hundred ms after it
-took over, when it serves every connection (keep-alive connections move to it at once) with code that V8 has
-not optimized yet. No request fails. The naive restart refuses connections while the port is closed
+has three parts: while the new generation starts (as in the reference row); at the handover, when every
+keep-alive connection moves at once and the one request each client sent meanwhile waits for the move — the
+old generation stops reading and sends the connections in one batch, the new one adopts them and then answers
+the queued requests one after another (traced on this machine with 50 connections: those 50 requests took
+10–18 ms, against 1–2 ms otherwise; with spare CPU, \`BENCH_PAUSE_MS=5\`, this stall alone is the p99 during
+restarts, while the reference row stays at 1×; closing the connections instead, so that the clients reconnect,
+was slower still); and for a few hundred ms after, while the new process runs code V8 has not optimized yet.
+No request fails. The naive restart refuses connections while the port is closed
 (ECONNREFUSED) and resets requests on connections that \`server.close()\` closes (ECONNRESET). The cluster's
 rolling restart resets requests too: disconnecting a worker runs \`server.close()\`, which since Node 19 closes
 idle keep-alive connections at once — racing a client that is sending its next request on one. It also runs
