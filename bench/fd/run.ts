@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeDocSection } from '../lib/common.js';
 import { median, type RoundResult } from './protocol.js';
 
 /** dist/bench/fd -> the package root. */
@@ -286,19 +287,7 @@ ${MARK_END}`;
 }
 
 function writeDoc(rows: Row[]): void {
-  const text = section(rows, new Date().toISOString().slice(0, 10));
-  let doc: string;
-  if (!fs.existsSync(DOC)) {
-    doc = `# Performance\n\nMeasurements of baton's moving parts. Each section is written by the benchmark it names.\n\n${text}\n`;
-  } else {
-    const old = fs.readFileSync(DOC, 'utf8');
-    const a = old.indexOf(MARK_START);
-    const b = old.indexOf(MARK_END);
-    if (a >= 0 && b > a) doc = old.slice(0, a) + text + old.slice(b + MARK_END.length);
-    else doc = `${old.replace(/\s*$/, '')}\n\n${text}\n`;
-  }
-  fs.mkdirSync(path.dirname(DOC), { recursive: true });
-  fs.writeFileSync(DOC, doc);
+  writeDocSection(DOC, MARK_START, MARK_END, section(rows, new Date().toISOString().slice(0, 10)));
   console.log(`\nwrote ${path.relative(ROOT, DOC)}`);
 }
 

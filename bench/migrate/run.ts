@@ -40,6 +40,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { trackedProcesses, writeDocSection } from '../lib/common.js';
 import WebSocket from 'ws';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -106,26 +107,7 @@ function nofileLimit(): number {
 // --- processes --------------------------------------------------------------------------------------
 
 /** Pids to kill at the end: the supervisors (their own process groups) and every generation they spawned. */
-const tracked = new Set<number>();
-function killTracked(): void {
-  for (const pid of tracked) {
-    for (const target of [-pid, pid]) {
-      try {
-        process.kill(target, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  }
-  tracked.clear();
-}
-process.on('exit', killTracked);
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    killTracked();
-    process.exit(130);
-  });
-}
+const { tracked, killAll: killTracked } = trackedProcesses();
 
 interface Supervisor {
   child: ChildProcess;
@@ -653,18 +635,7 @@ ${MARK_END}`;
 }
 
 function writeDoc(text: string): void {
-  let doc: string;
-  if (!fs.existsSync(DOC)) {
-    doc = `# Performance\n\nMeasurements of baton's moving parts. Each section is written by the benchmark it names.\n\n${text}\n`;
-  } else {
-    const old = fs.readFileSync(DOC, 'utf8');
-    const a = old.indexOf(MARK_START);
-    const b = old.indexOf(MARK_END);
-    if (a >= 0 && b > a) doc = old.slice(0, a) + text + old.slice(b + MARK_END.length);
-    else doc = `${old.replace(/\s*$/, '')}\n\n${text}\n`;
-  }
-  fs.mkdirSync(path.dirname(DOC), { recursive: true });
-  fs.writeFileSync(DOC, doc);
+  writeDocSection(DOC, MARK_START, MARK_END, text);
   console.log(`\nwrote ${path.relative(ROOT, DOC)}`);
 }
 

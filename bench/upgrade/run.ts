@@ -35,6 +35,7 @@ import type { LoadResult } from '../../scripts/lib/http-load.js';
 import { renderChart, type Panel } from './chart.js';
 import { ForeignCpu } from './foreign-cpu.js';
 import type { AutocannonSummary, LoadMessage } from './load.js';
+import { trackedProcesses, writeDocSection } from '../lib/common.js';
 import { buckets, median, overlaps, PAD_MS, quantile, split, type Window } from './stats.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -85,29 +86,7 @@ interface Proc {
 }
 
 /** Process groups and pids to kill at the end: everything this benchmark started, and the generations. */
-const tracked = new Set<number>();
-
-function killTracked(): void {
-  for (const pid of tracked) {
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  }
-  tracked.clear();
-}
-process.on('exit', killTracked);
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    killTracked();
-    process.exit(130);
-  });
-}
+const { tracked, killAll: killTracked } = trackedProcesses();
 
 /** A node process in its own process group; stdout parsed by line, stderr appended to `log`. */
 function startNode(script: string[], env: NodeJS.ProcessEnv, log: string): Proc {
@@ -745,17 +724,7 @@ ${MARK_END}`;
 }
 
 function writeDoc(section: string): void {
-  let doc: string;
-  if (!fs.existsSync(DOC)) {
-    doc = `# Performance\n\nMeasurements of baton's moving parts. Each section is written by the benchmark it names.\n\n${section}\n`;
-  } else {
-    const old = fs.readFileSync(DOC, 'utf8');
-    const a = old.indexOf(MARK_START);
-    const b = old.indexOf(MARK_END);
-    if (a >= 0 && b > a) doc = old.slice(0, a) + section + old.slice(b + MARK_END.length);
-    else doc = `${old.replace(/\s*$/, '')}\n\n${section}\n`;
-  }
-  fs.writeFileSync(DOC, doc);
+  writeDocSection(DOC, MARK_START, MARK_END, section);
 }
 
 // --- main -------------------------------------------------------------------------------------------

@@ -1,0 +1,50 @@
+/**
+ * What every benchmark runner shares: killing the processes it started, whatever happens, and writing
+ * its own section of docs/performance.md (between its marker comments, leaving the others alone).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+
+/**
+ * A set of pids that are SIGKILLed — as process groups, then as single processes — when this process
+ * exits or is interrupted. Add every process you start (detached ones lead their own group); delete it
+ * when it has exited. `killAll()` does the same at any time.
+ */
+export function trackedProcesses(): { tracked: Set<number>; killAll: () => void } {
+  const tracked = new Set<number>();
+  const killAll = () => {
+    for (const pid of tracked) {
+      for (const target of [-pid, pid]) {
+        try {
+          process.kill(target, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+    }
+    tracked.clear();
+  };
+  process.on('exit', killAll);
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(sig, () => {
+      killAll();
+      process.exit(130);
+    });
+  }
+  return { tracked, killAll };
+}
+
+/** Replace the section between `start` and `end` in `doc` (append it if missing; create the doc). */
+export function writeDocSection(doc: string, start: string, end: string, section: string): void {
+  let text: string;
+  if (!fs.existsSync(doc)) {
+    text = `# Performance\n\nMeasurements of baton's moving parts. Each section is written by the benchmark it names.\n\n${section}\n`;
+  } else {
+    const old = fs.readFileSync(doc, 'utf8');
+    const a = old.indexOf(start);
+    const b = old.indexOf(end);
+    text = a >= 0 && b > a ? old.slice(0, a) + section + old.slice(b + end.length) : `${old.replace(/\s*$/, '')}\n\n${section}\n`;
+  }
+  fs.mkdirSync(path.dirname(doc), { recursive: true });
+  fs.writeFileSync(doc, text);
+}
