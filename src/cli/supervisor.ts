@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import { FdChannelServer } from '../fd/channel-server.js';
 import { batonError } from '../fd/errors.js';
 import { native } from '../fd/native.js';
-import { formatAddress, type InventoryEntry } from '../handoff/messages.js';
+import { CONTROL_CHANNEL_LIMITS, formatAddress, type InventoryEntry } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { HandoffSession } from '../handoff/session.js';
 import { SD_LISTEN_ENV, SD_NOTIFY_ENV } from '../fd/systemd.js';
@@ -123,7 +123,7 @@ export class Supervisor {
     }
     this.#notifier.startWatchdog();
     checkSocketDir(this.#opts.socket);
-    this.#server = await FdChannelServer.listen(this.#opts.socket);
+    this.#server = await FdChannelServer.listen(this.#opts.socket, CONTROL_CHANNEL_LIMITS);
     this.#server.on('channel', (channel) => {
       HandoffSession.accept(channel).then(
         (s) => this.#onSession(s),

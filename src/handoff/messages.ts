@@ -161,6 +161,10 @@ export const MAX_MIGRATION_BATCH = 253;
 /** The largest message we accept: an inventory of a few hundred sockets fits easily. */
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
 
+/** Channel limits for connections accepted on a control socket: what a peer may send there is `hello`,
+ * `register` (1 fd), `ready` (at most 1 fd) and `stats`, so reassembly stops at the protocol's own size. */
+export const CONTROL_CHANNEL_LIMITS = { maxMessageBytes: MAX_MESSAGE_BYTES, maxMessageFds: 16 } as const;
+
 function bad(reason: string): BatonError {
   return batonError('ERR_BATON_PROTOCOL', `bad handoff message: ${reason}`);
 }

@@ -26,7 +26,7 @@ import { argTypeError, batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
 import { native } from '../fd/native.js';
 import { GenerationClient } from '../handoff/client.js';
-import { entryFits, formatAddress, type InventoryEntry, type MigrationItem, type SocketAddress, type SocketKind } from '../handoff/messages.js';
+import { CONTROL_CHANNEL_LIMITS, entryFits, formatAddress, type InventoryEntry, type MigrationItem, type SocketAddress, type SocketKind } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { ServerDrainer } from './drain.js';
 import { MigrationReceiver, MigrationSender } from './migrate.js';
@@ -180,14 +180,14 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     if (!client) {
       // The first generation: claim the control socket now, so a second process started too early gets
       // a clear "not ready yet" refusal instead of binding the same ports.
-      const control = await FdChannelServer.listen(resolved);
+      const control = await FdChannelServer.listen(resolved, CONTROL_CHANNEL_LIMITS);
       return new Upgrader('standalone', 1, null, control, resolved, options.logger, common);
     }
     const taken = client.take(RESERVED, 'control', { path: resolved });
     let control: FdChannelServer | null = null;
     if (taken) {
       try {
-        control = FdChannelServer.fromFd(taken.fd, resolved, { paused: true });
+        control = FdChannelServer.fromFd(taken.fd, resolved, { ...CONTROL_CHANNEL_LIMITS, paused: true });
       } catch (err) {
         client.close();
         throw err;
@@ -406,7 +406,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     if (this.mode === 'standalone') {
       client?.close();
       this.#client = null;
-      if (!this.#control) this.#control = await FdChannelServer.listen(this.#socketPath!);
+      if (!this.#control) this.#control = await FdChannelServer.listen(this.#socketPath!, CONTROL_CHANNEL_LIMITS);
       this.#state = 'serving';
       this.#ensureHost().start();
     }
