@@ -19,19 +19,11 @@ import { native } from '../src/fd/native.js';
 import { expectFdsBackTo, fdCount, FIXTURES, spawnNode, tmpDir, within } from './helpers.js';
 import {
   bindUdp, closeDgram, closeServer, closedFd, connectedPair, connectedUnixPair, destroySocket, fdList,
-  ipv6Available, listenTcp, listenUnix, NO_IPV6, openFifo, rejectsCode, runPythonUnixDgram, throwsCode, warmUp,
+  ipv6Available, listenTcp, listenUnix, NO_IPV6, openFifo, rejectsCode, runPythonUnixDgram, throwsCode, warmUp, stillOpen,
 } from './fd-helpers.js';
 
 before(warmUp);
 
-/** Whether `fd` still names the object with this inode (a closed number may be reused by anything). */
-function stillOpen(fd: number, inode: number): boolean {
-  try {
-    return probe(fd).inode === inode;
-  } catch {
-    return false;
-  }
-}
 
 function connectTo(port: number, host: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {

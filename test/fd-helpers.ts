@@ -9,7 +9,7 @@ import dgram from 'node:dgram';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { adoptFile, dupFd, type FdInfo } from '../src/index.js';
+import { adoptFile, dupFd, probe, type FdInfo } from '../src/index.js';
 import { FIXTURES, tmpDir, within } from './helpers.js';
 
 type Cleanup = { after(fn: () => unknown): void };
@@ -283,4 +283,13 @@ export async function runPythonUnixDgram(sockPath: string): Promise<InheritedPro
   );
   if (out === null) return null;
   return out.trim().split('\n').map((line) => JSON.parse(line) as InheritedProbe);
+}
+
+/** Whether `fd` still names the object with this inode (a closed number may be reused by anything). */
+export function stillOpen(fd: number, inode: number): boolean {
+  try {
+    return probe(fd).inode === inode;
+  } catch {
+    return false;
+  }
 }

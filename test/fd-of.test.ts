@@ -17,19 +17,11 @@ import { closeFds, dupFd, fdOf, probe, withFd, type FdSource } from '../src/inde
 import { expectFdsBackTo, fdCount, fdinfoFlags, O_CLOEXEC, O_NONBLOCK, tmpDir, waitFor, within } from './helpers.js';
 import {
   bindUdp, closeDgram, closeServer, closedFd, connectedPair, connectedUnixPair, destroySocket, fdList, isOpen,
-  listenTcp, selfSignedCert, throwsCode, warmUp,
+  listenTcp, selfSignedCert, throwsCode, warmUp, stillOpen,
 } from './fd-helpers.js';
 
 before(warmUp);
 
-/** Whether `fd` still names the socket/file with this inode (a closed number may be reused by anything). */
-function stillOpen(fd: number, inode: number): boolean {
-  try {
-    return probe(fd).inode === inode;
-  } catch {
-    return false;
-  }
-}
 
 interface Borrowed {
   fd: number;

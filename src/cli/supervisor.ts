@@ -517,13 +517,8 @@ export class Supervisor {
     for (const name of fs.readdirSync('/proc')) {
       const pid = Number(name);
       if (!Number.isInteger(pid) || pid <= 1 || ours.has(pid)) continue;
-      try {
-        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const after = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        if (after[0] === 'Z' && Number(after[1]) === 1) native.reap(pid);
-      } catch {
-        // gone meanwhile
-      }
+      const stat = procStat(pid);
+      if (stat?.state === 'Z' && stat.ppid === 1) native.reap(pid);
     }
   }
 
@@ -537,14 +532,23 @@ export class Supervisor {
 function isDescendant(pid: number, root: number): boolean {
   for (let p = pid, hops = 0; p > 1 && hops < 32; hops++) {
     if (p === root) return true;
-    try {
-      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-      p = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    } catch {
-      return false;
-    }
+    const stat = procStat(p);
+    if (!stat) return false;
+    p = stat.ppid;
   }
   return false;
+}
+
+/** State and parent pid from /proc/<pid>/stat (after the command name, which may contain spaces and
+ * parentheses), or null if the process is gone. */
+function procStat(pid: number): { state: string; ppid: number } | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { state: fields[0]!, ppid: Number(fields[1]) };
+  } catch {
+    return null;
+  }
 }
 
 /** Signal a generation's whole process group (it was spawned detached), falling back to the pid. */
