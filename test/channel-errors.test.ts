@@ -374,6 +374,34 @@ test('pending sends reject when the peer goes away', async (t) => {
   await expectFdsBackTo(base, 'pending sends when the peer goes away');
 });
 
+test('a send that finds the peer gone (EPIPE) still delivers every message the peer sent before closing, fds included', async (t) => {
+  // The migration channel's case: the old generation sends its last batches of connections and closes;
+  // the new one acknowledges an earlier batch before it has read them. That send fails with EPIPE — and
+  // must not close the channel, which would discard the unread batches and every connection in them.
+  const base = fdCount();
+  const files = fileFds(t, 3);
+  // All synchronous: the peer's records are queued and its socket closed before `a` gets a chance to read.
+  const { raw, ch: a } = rawPeer();
+  for (let i = 0; i < 3; i++) native.sendRecord(raw, header(), Buffer.from(`batch ${i}`), [files.fds[i]!]);
+  files.close();
+  native.closeMany([raw]);
+  const received: string[] = [];
+  const contents: string[] = [];
+  a.on('message', (data, fds) => {
+    received.push(data.toString());
+    for (const fd of fds) contents.push(readFd(fd));
+    native.closeMany(fds);
+  });
+  const closed = closeOf(a);
+  const err = await rejection(a.send('ack'));
+  assert.ok(err.code === 'EPIPE' || err.code === 'ECONNRESET', `the send fails with the peer gone (got ${err.code})`);
+  assert.equal((await rejection(a.send('again'))).code, err.code, 'later sends fail the same way');
+  assert.equal(await closed, undefined, 'the channel then ends normally, at the end of the stream');
+  assert.deepEqual(received, ['batch 0', 'batch 1', 'batch 2']);
+  assert.equal(contents.length, 3, 'the fds that came with them are open and readable');
+  await expectFdsBackTo(base, 'messages read after a failed send');
+});
+
 test('fromFd() refuses what is not a connected SEQPACKET socket, and leaves the fd open', async (t) => {
   const dir = tmpDir(t);
   const [f] = makeFiles(dir, 1);

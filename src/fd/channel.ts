@@ -65,6 +65,8 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
   /** Messages read from the kernel while paused, delivered on resume(). */
   #backlog: InMessage[] = [];
   #closed = false;
+  /** Set when a send found the peer gone: later sends fail with it; reading goes on until end of stream. */
+  #writeError: Error | null = null;
   /** The last poll callback reported an error (see #onPoll). */
   #pollFailed = false;
   #peer: PeerCredentials;
@@ -171,6 +173,7 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
     else throw argTypeError('data', 'a Buffer, Uint8Array or string', data);
     const list = fds === NO_FDS ? NO_FDS : checkFds(fds);
     if (this.#closed) return Promise.reject(closedError());
+    if (this.#writeError) return Promise.reject(this.#writeError);
 
     const records = encodeMessage(bytes, list);
     let sent = 0;
@@ -184,7 +187,8 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
       } catch (err) {
         // Nothing of this message went out (e.g. EBADF: one of the caller's fds is not open): only this
         // send fails. Half a message sent leaves the stream in an unknown state, so the channel ends.
-        if (sent > 0 || !isMessageError(err)) this.#destroy(err as Error);
+        if (isPeerGone(err)) this.#peerGone(err as Error);
+        else if (sent > 0 || !isMessageError(err)) this.#destroy(err as Error);
         return Promise.reject(err);
       }
       if (sent === records.length) return Promise.resolve();
@@ -291,12 +295,30 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
       try {
         if (!native.sendRecord(this.#fd, r.header, r.payload, r.fds)) break;
       } catch (err) {
-        this.#destroy(err as Error);
+        if (isPeerGone(err)) this.#peerGone(err as Error);
+        else this.#destroy(err as Error);
         return;
       }
       this.#queue.shift();
       if (r.fds) native.closeMany(r.fds);
       r.done?.resolve();
+    }
+    this.#watch();
+  }
+
+  /**
+   * A send failed because the peer closed (EPIPE, ECONNRESET). What it sent before closing is still queued
+   * in our socket — for the migration channel, records full of live connections — so the channel must not
+   * end here: closing the fd would discard them (and close every connection in them). Fail the sends, stop
+   * writing, and let reading run on to the end of stream, which closes the channel as usual.
+   */
+  #peerGone(err: Error): void {
+    this.#writeError = err;
+    const queue = this.#queue;
+    this.#queue = [];
+    for (const r of queue) {
+      if (r.fds) native.closeMany(r.fds);
+      r.done?.reject(err);
     }
     this.#watch();
   }
@@ -382,6 +404,12 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
 
 const EMPTY = Buffer.alloc(0);
 const NO_FDS: readonly number[] = Object.freeze([]);
+
+/** Errors of a sendmsg that mean the peer has closed its end (what it sent before is still readable). */
+function isPeerGone(err: unknown): boolean {
+  const code = (err as BatonError).code;
+  return code === 'EPIPE' || code === 'ECONNRESET';
+}
 
 /** Errors of one sendmsg that concern only that message, not the connection. */
 function isMessageError(err: unknown): boolean {

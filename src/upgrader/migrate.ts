@@ -101,6 +101,7 @@ export class MigrationSender {
   #flushing = false;
   #scheduled = false;
   #moved = 0;
+  #idle: Array<() => void> = [];
 
   constructor(channelFd: number) {
     this.#link = new Link(FdChannel.fromFd(channelFd, { maxMessageBytes: 1024 }), 1024);
@@ -151,6 +152,16 @@ export class MigrationSender {
       this.#queue.push({ item, socket, bytes: (stateJson?.length ?? 0) + (item.pending?.length ?? 0) + 64, resolve, reject: fail });
       this.#schedule();
     });
+  }
+
+  /**
+   * Resolves when every batch sent has been acknowledged (or the receiver is gone). The old generation waits
+   * for this before closing the channel: its sockets are destroyed as soon as their batch is in the kernel,
+   * so its drain can finish while batches are still unread on the other side.
+   */
+  settled(): Promise<void> {
+    if (!this.#flushing && !this.#scheduled) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
   }
 
   close(): void {
@@ -210,6 +221,7 @@ export class MigrationSender {
       for (const p of inflight.shift()!) p.resolve();
     }
     this.#flushing = false;
+    for (const resolve of this.#idle.splice(0)) resolve();
   }
 
 }

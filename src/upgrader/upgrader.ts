@@ -676,6 +676,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
         ),
       );
       await wsMoved;
+      await this.#sender?.settled();
       const forced = results.reduce((a, r) => a + r.forced, 0);
       this.#state = 'stopped';
       this.#log('info', 'drained', { ms: Date.now() - started, forced, migrated: this.#sender?.moved ?? 0 });
