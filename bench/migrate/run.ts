@@ -617,8 +617,11 @@ ${tableLines(rows).join('\n')}
   - Tried in a scratch copy (not in \`src/\`; 10,000 WebSockets, 3 moves each, baseline 645–655 ms): preparing
     and sending in slices of 253 instead of all first — 584 ms (the first connection arrives after ~25 ms
     instead of ~125 ms, but both processes then compete for the cores); two batches in flight — 608 ms; both —
-    556 ms (−14%; a wider window once lost connections between back-to-back moves, see \`migrate.ts\`, so it
-    needs that cause found first — none was lost in these 9 moves); opening a TCP handle on the fd instead of
+    556 ms (−14%). Both are in \`src/\` now: a wider window had lost connections — the old generation closed the
+    channel while batches were unread and the new one's next acknowledgement failed with EPIPE, which closed
+    its end with them (fixed: a failed send no longer discards what the peer sent, and the old generation
+    waits for the last acknowledgement); with the fix, 1, 2 and 4 batches in flight measured within ~10% of
+    each other, 2 the best, 4 doubling the new generation's event-loop stalls. Opening a TCP handle on the fd instead of
     Node's fd-type probe, and not repeating \`ws\`'s \`setNoDelay()\` — no measurable change; a larger young
     generation (\`--max-semi-space-size=32\`) — within noise. The new generation's CPU stayed at 50–57 µs per
     WebSocket in every variant.

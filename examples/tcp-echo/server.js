@@ -102,17 +102,30 @@ upgrader.on('drain', () => {
 
 async function moveAll(conns) {
   const t0 = now();
-  const chunk = Number(process.env.MIGRATE_CHUNK) || conns.length || 1;
+  const chunk = Number(process.env.MIGRATE_CHUNK) || 0;
   const pauseMs = Number(process.env.MIGRATE_PAUSE_MS) || 0;
   let moved = 0;
   const failed = {};
-  for (let i = 0; i < conns.length; i += chunk) {
-    const results = await Promise.all(conns.slice(i, i + chunk).map(move));
+  const tally = (results) => {
     for (const r of results) {
       if (r === true) moved++;
       else failed[r] = (failed[r] ?? 0) + 1;
     }
-    if (chunk < conns.length) console.log(`generation ${gen} moved ${moved}/${conns.length}`);
+  };
+  if (!chunk) {
+    // Everything at once, one batch's worth (253 connections) per turn of the event loop: baton sends a
+    // batch as soon as it is prepared, so the new generation adopts it while this one prepares the next.
+    const moves = [];
+    for (let i = 0; i < conns.length; i++) {
+      if (i > 0 && i % 253 === 0) await new Promise((r) => setImmediate(r));
+      moves.push(move(conns[i]));
+    }
+    tally(await Promise.all(moves));
+  }
+  // MIGRATE_CHUNK / MIGRATE_PAUSE_MS (tests): that many at a time, each chunk moved before the next starts.
+  for (let i = 0; chunk && i < conns.length; i += chunk) {
+    tally(await Promise.all(conns.slice(i, i + chunk).map(move)));
+    console.log(`generation ${gen} moved ${moved}/${conns.length}`);
     if (pauseMs && i + chunk < conns.length) await new Promise((r) => setTimeout(r, pauseMs));
   }
   const notMoved = Object.entries(failed).map(([code, n]) => ` ${code}=${n}`).join('');

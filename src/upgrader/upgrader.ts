@@ -26,7 +26,7 @@ import { argTypeError, batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
 import { native } from '../fd/native.js';
 import { GenerationClient } from '../handoff/client.js';
-import { CONTROL_CHANNEL_LIMITS, entryFits, formatAddress, type InventoryEntry, type MigrationItem, type SocketAddress, type SocketKind } from '../handoff/messages.js';
+import { CONTROL_CHANNEL_LIMITS, entryFits, formatAddress, MAX_MIGRATION_BATCH, type InventoryEntry, type MigrationItem, type SocketAddress, type SocketKind } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { ServerDrainer } from './drain.js';
 import { MigrationReceiver, MigrationSender } from './migrate.js';
@@ -495,7 +495,15 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
         if (ws.readyState === 1) ws.close(1012, 'Service Restart');
       }
     };
-    await Promise.all(this.#wsServers.flatMap((entry) => [...(entry.wss.clients ?? [])].map((ws) => one(entry, ws))));
+    const all = this.#wsServers.flatMap((entry) => [...(entry.wss.clients ?? [])].map((ws) => [entry, ws] as const));
+    const moves: Promise<void>[] = [];
+    for (let i = 0; i < all.length; i++) {
+      // Prepare one batch's worth, then yield: that batch leaves at once and the new generation adopts it
+      // while this one prepares the next, instead of preparing every connection before the first one moves.
+      if (i > 0 && i % MAX_MIGRATION_BATCH === 0) await new Promise((r) => setImmediate(r));
+      moves.push(one(all[i]![0], all[i]![1]));
+    }
+    await Promise.all(moves);
     return moved;
   }
 
