@@ -16,6 +16,7 @@ import { CONTROL_CHANNEL_LIMITS, formatAddress, type InventoryEntry } from '../h
 import { checkSocketDir } from '../handoff/peer.js';
 import { HandoffSession } from '../handoff/session.js';
 import { SD_LISTEN_ENV, SD_NOTIFY_ENV } from '../fd/systemd.js';
+import { logControlServer } from '../upgrader/control-log.js';
 import type { Logger } from '../upgrader/logger.js';
 import { listeners, oneLine, serviceSockets, ServiceNotifier } from '../upgrader/systemd.js';
 
@@ -130,7 +131,8 @@ export class Supervisor {
         (err: Error) => this.#log('warn', 'control-refused', { reason: err.message }),
       );
     });
-    this.#server.on('error', (err) => this.#log('warn', 'control-accept-error', { reason: err.message }));
+    // Connections past the limit, and accept errors (EMFILE), come in bursts: logged at most once a second.
+    logControlServer(this.#server, (level, event, fields) => this.#log(level, event, fields));
     if (process.pid === 1) this.#reaper = setInterval(() => this.#reapOrphans(), 1000);
     this.#log('info', 'supervisor-start', { socket: this.#opts.socket, command: this.#opts.command.join(' ') });
     void this.#launch('start');
@@ -290,8 +292,10 @@ export class Supervisor {
     if (hello.role === 'control') return this.#onControl(session);
     const g = hello.generation ? this.#generations.get(hello.generation) : undefined;
     if (!g || g.state !== 'starting' || g.session || !isDescendant(session.peer.pid, g.pid)) {
-      this.#log('warn', 'generation-refused', { peer: session.peer.pid, claimed: hello.generation ?? null });
-      await session.refuse('ERR_BATON_REFUSED', `pid ${session.peer.pid} is not the generation this supervisor is starting`);
+      // The reason goes into the log too: every refused connection is logged with why.
+      const reason = `pid ${session.peer.pid} is not the generation this supervisor is starting`;
+      this.#log('warn', 'generation-refused', { peer: session.peer.pid, claimed: hello.generation ?? null, reason });
+      await session.refuse('ERR_BATON_REFUSED', reason);
       return;
     }
     g.session = session;
@@ -435,7 +439,7 @@ export class Supervisor {
     const was = g.state;
     g.exit = { code, signal };
     if (was === 'starting') {
-      const tail = g.stderrTail.trim().split('\n').slice(-10).join('\n');
+      const tail = outputTail(g.stderrTail);
       this.#rollback(g, `exited ${signal ? `on ${signal}` : `with code ${code}`} before ready()${tail ? `; last output:\n${tail}` : ''}`);
     }
     g.state = 'exited';
@@ -525,6 +529,22 @@ export class Supervisor {
   #log(level: 'info' | 'warn' | 'error', event: string, fields: Record<string, string | number | boolean | null | undefined>): void {
     this.#opts.logger.log(level, event, { supervisor: process.pid, ...fields });
   }
+}
+
+/**
+ * The last lines of a generation's output, for a rollback reason. Node prints an uncaught error as a few
+ * lines of source, the message, up to 10 stack lines and its properties, so the last 10 lines often miss
+ * the one line that says what went wrong (an EMFILE while loading modules, say): keep the last error
+ * message line in front of them.
+ */
+function outputTail(stderr: string, count = 10): string {
+  const isError = (line: string) => /^([A-Z]\w*)?(Error|Exception)\b/.test(line);
+  const lines = stderr.trim().split('\n');
+  const tail = lines.slice(-count);
+  if (!tail.some(isError)) {
+    for (let i = lines.length - count - 1; i >= 0; i--) if (isError(lines[i]!)) return [lines[i]!, '…', ...tail].join('\n');
+  }
+  return tail.join('\n');
 }
 
 /** Is `pid` the process `root` or one of its descendants? (The command may be a shell or npm that

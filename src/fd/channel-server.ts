@@ -8,22 +8,69 @@
  * listening on it (a leftover of a crashed process); a live one fails with EADDRINUSE; a path that is not
  * a socket is never touched. close() removes the socket file only if it is still the one this server made,
  * so a successor that has already bound the same path keeps its socket.
+ *
+ * `maxChannels` bounds the channels open at once (like net.Server#maxConnections): past it, a connection
+ * is still accepted — so the backlog never fills and legitimate peers are not left hanging in connect —
+ * but closed at once, with an optional one-message notice saying why, and 'drop' is emitted instead of
+ * 'channel'.
  */
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import { argTypeError, batonError, type BatonError } from './errors.js';
-import { FdChannel, type FdChannelOptions } from './channel.js';
+import { FdChannel, type FdChannelOptions, type PeerCredentials } from './channel.js';
+import { encodeMessage, RECORD_PAYLOAD_MAX, type OutRecord } from './framing.js';
 import { native } from './native.js';
 
 export interface FdChannelServerOptions extends FdChannelOptions {
   /** listen(2) backlog. Default 128. */
   backlog?: number;
+  /**
+   * Most channels open at once: accepted, emitted with 'channel' and not closed yet. A connection past the
+   * limit is accepted and closed at once ('drop'). An integer >= 0, or Infinity (the default: no limit).
+   */
+  maxChannels?: number;
+  /**
+   * One message (no fds, at most 64 KiB) sent to a connection dropped at `maxChannels` just before it is
+   * closed, so the peer learns why — only to a peer running as this process's uid or as root, the peers a
+   * control socket talks to at all. Default: none, the connection is just closed.
+   */
+  dropNotice?: Uint8Array;
+}
+
+/** What 'drop' reports about a connection closed at the `maxChannels` limit. */
+export interface DropInfo {
+  /** SO_PEERCRED of the dropped connection (null if the peer was already gone). */
+  peer: PeerCredentials | null;
+  /** Channels open when it arrived (the limit). */
+  channels: number;
 }
 
 export interface FdChannelServerEvents {
   channel: [channel: FdChannel];
+  /** A connection past `maxChannels`, closed at once (after the `dropNotice`, if any). */
+  drop: [info: DropInfo];
   error: [err: Error];
   close: [];
+}
+
+interface ServerSettings {
+  channel: FdChannelOptions;
+  maxChannels: number;
+  notice: OutRecord | null;
+}
+
+/** Validate the server's own options (before any fd is opened) and split off the channels' options. */
+function settings(options: FdChannelServerOptions): ServerSettings {
+  const { backlog: _backlog, maxChannels = Infinity, dropNotice, ...channel } = options;
+  if (typeof maxChannels !== 'number' || !(maxChannels === Infinity || (Number.isInteger(maxChannels) && maxChannels >= 0))) {
+    throw argTypeError('options.maxChannels', 'an integer >= 0 or Infinity', maxChannels);
+  }
+  if (dropNotice !== undefined && (!(dropNotice instanceof Uint8Array) || dropNotice.byteLength > RECORD_PAYLOAD_MAX)) {
+    throw argTypeError('options.dropNotice', `a Buffer or Uint8Array of at most ${RECORD_PAYLOAD_MAX} bytes`, dropNotice);
+  }
+  // One record, encoded once: the drop path only writes it.
+  const notice = dropNotice === undefined ? null : encodeMessage(Buffer.from(dropNotice), [])[0]!;
+  return { channel, maxChannels, notice };
 }
 
 const ACCEPT_BATCH = 64;
@@ -36,15 +83,18 @@ export class FdChannelServer extends EventEmitter<FdChannelServerEvents> {
   #poller: InstanceType<typeof native.Poller> | null;
   #ino: number;
   #dev: number;
-  #options: FdChannelOptions;
+  #settings: ServerSettings;
   #backoff: NodeJS.Timeout | null = null;
   #refed = true;
+  /** Channels emitted and not closed yet (what maxChannels bounds). */
+  #open = 0;
 
   static async listen(path: string, options: FdChannelServerOptions = {}): Promise<FdChannelServer> {
     if (typeof path !== 'string') throw argTypeError('path', 'a string', path);
     const backlog = options.backlog ?? 128;
     if (!Number.isInteger(backlog) || backlog < 0) throw argTypeError('options.backlog', 'an integer >= 0', backlog);
-    return new FdChannelServer(path, native.listen(path, backlog), options);
+    const s = settings(options);
+    return new FdChannelServer(path, native.listen(path, backlog), s);
   }
 
   /**
@@ -52,20 +102,28 @@ export class FdChannelServer extends EventEmitter<FdChannelServerEvents> {
    * control socket this way, so its path never stops answering). The server owns `fd` from now on, and
    * does not accept until `start()` (so two processes holding the same listener never both accept).
    */
-  static fromFd(fd: number, path: string, options: FdChannelOptions & { paused?: boolean } = {}): FdChannelServer {
+  static fromFd(fd: number, path: string, options: Omit<FdChannelServerOptions, 'backlog'> & { paused?: boolean } = {}): FdChannelServer {
+    const { paused = false, ...rest } = options;
+    let s: ServerSettings;
+    try {
+      s = settings(rest);
+    } catch (err) {
+      native.closeMany([fd]); // owned from the call on, whatever the outcome
+      throw err;
+    }
     const info = native.probe(fd);
     if (info.family !== 'unix' || info.socketType !== 'seqpacket' || !info.listening) {
       native.closeMany([fd]);
       throw batonError('ERR_BATON_UNSUPPORTED_FD', `fd ${fd} is not a listening AF_UNIX SOCK_SEQPACKET socket (it is ${info.kind})`);
     }
-    return new FdChannelServer(path, fd, options, options.paused ?? false);
+    return new FdChannelServer(path, fd, s, paused);
   }
 
-  private constructor(path: string, fd: number, options: FdChannelOptions, paused = false) {
+  private constructor(path: string, fd: number, s: ServerSettings, paused = false) {
     super();
     this.path = path;
     this.#fd = fd;
-    this.#options = { ...options };
+    this.#settings = s;
     try {
       const st = fs.lstatSync(path);
       this.#ino = st.ino;
@@ -80,6 +138,16 @@ export class FdChannelServer extends EventEmitter<FdChannelServerEvents> {
 
   get listening(): boolean {
     return this.#poller !== null;
+  }
+
+  /** Channels accepted and emitted that are still open. */
+  get channels(): number {
+    return this.#open;
+  }
+
+  /** The `maxChannels` option (Infinity: no limit). */
+  get maxChannels(): number {
+    return this.#settings.maxChannels;
   }
 
   unref(): this {
@@ -148,16 +216,47 @@ export class FdChannelServer extends EventEmitter<FdChannelServerEvents> {
         return;
       }
       if (fd < 0) return;
+      if (this.#open >= this.#settings.maxChannels) {
+        this.#drop(fd);
+        continue;
+      }
       let channel: FdChannel;
       try {
-        channel = new FdChannel(fd, this.#options);
+        channel = new FdChannel(fd, this.#settings.channel);
       } catch (err) {
         this.#error(err as Error); // the constructor closed fd
         continue;
       }
-      if (this.listenerCount('channel') === 0) channel.close();
-      else this.emit('channel', channel);
+      if (this.listenerCount('channel') === 0) {
+        channel.close();
+        continue;
+      }
+      this.#open++;
+      channel.once('close', () => this.#open--);
+      this.emit('channel', channel);
     }
+  }
+
+  /** Past maxChannels: close the connection at once (no channel, no poller), after the notice if any. */
+  #drop(fd: number): void {
+    let peer: PeerCredentials | null = null;
+    try {
+      peer = native.peerCred(fd);
+    } catch {
+      // The peer is already gone; nothing to tell it.
+    }
+    const notice = this.#settings.notice;
+    const uid = process.getuid?.() ?? 0;
+    if (notice && peer && (peer.uid === uid || peer.uid === 0)) {
+      try {
+        // A fresh connection's buffer always takes one small record; if not (EAGAIN, EPIPE), never mind.
+        native.sendRecord(fd, notice.header, notice.payload, null);
+      } catch {
+        // best effort
+      }
+    }
+    native.closeMany([fd]);
+    this.emit('drop', { peer, channels: this.#open });
   }
 
   #pauseAccepting(): void {

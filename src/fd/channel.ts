@@ -16,6 +16,7 @@
  * every fd that arrived and was not delivered is closed.
  */
 import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
 import { batonError, argTypeError, checkFd, checkFds, type BatonError } from './errors.js';
 import { encodeMessage, Reassembler, type InMessage, type OutRecord } from './framing.js';
 import { native, RECORD_OK, RECORD_CTRUNC } from './native.js';
@@ -352,7 +353,7 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
       }
       if (status !== RECORD_OK) {
         this.#destroy(batonError('ERR_BATON_TRUNCATED', status === RECORD_CTRUNC
-          ? 'a record from the peer carried more fds than fit (MSG_CTRUNC); the fds that arrived were closed'
+          ? ctruncReason()
           : 'a record from the peer was larger than any baton record (MSG_TRUNC); its fds were closed'));
         continue;
       }
@@ -409,6 +410,24 @@ const NO_FDS: readonly number[] = Object.freeze([]);
 function isPeerGone(err: unknown): boolean {
   const code = (err as BatonError).code;
   return code === 'EPIPE' || code === 'ECONNRESET';
+}
+
+/**
+ * Why the kernel cut the fds of a record (MSG_CTRUNC). A baton peer never sends more than one record holds,
+ * so the usual cause is this process's fd table: the kernel stops installing received fds at RLIMIT_NOFILE
+ * (EMFILE) and truncates. Said with the numbers, so that a new generation that cannot take all its sockets
+ * tells the user what to raise. (The fds that did arrive are closed by now, which leaves room to look.)
+ */
+function ctruncReason(): string {
+  let usage = '';
+  try {
+    const open = fs.readdirSync('/proc/self/fd').length - 1; // the listing's own fd is in it
+    const limit = /^Max open files\s+(\S+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1];
+    if (limit) usage = ` (${open} fds open, RLIMIT_NOFILE ${limit})`;
+  } catch {
+    // No fd left even for that: the table is full.
+  }
+  return `a record from the peer carried more fds than this process could receive (MSG_CTRUNC): its fd table is probably full${usage}; raise the open files limit (ulimit -n, LimitNOFILE=). The fds that arrived were closed`;
 }
 
 /** Errors of one sendmsg that concern only that message, not the connection. */

@@ -21,7 +21,8 @@ export type BatonErrorCode =
   | 'ERR_BATON_ROLLED_BACK'
   | 'ERR_BATON_STATE'
   | 'ERR_BATON_STATE_TOO_LARGE'
-  | 'ERR_BATON_NO_MIGRATION';
+  | 'ERR_BATON_NO_MIGRATION'
+  | 'ERR_BATON_NO_ROOM';
 
 export interface BatonError extends Error {
   code: BatonErrorCode | string;

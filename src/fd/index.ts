@@ -2,7 +2,7 @@
 export { FdChannel, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_FDS } from './channel.js';
 export type { FdChannelOptions, ConnectOptions, PeerCredentials, FdChannelEvents } from './channel.js';
 export { FdChannelServer } from './channel-server.js';
-export type { FdChannelServerOptions, FdChannelServerEvents } from './channel-server.js';
+export type { FdChannelServerOptions, FdChannelServerEvents, DropInfo } from './channel-server.js';
 export { fdOf, dupFd, withFd, closeFds } from './fd-of.js';
 export type { FdSource } from './fd-of.js';
 export { probe } from './probe.js';

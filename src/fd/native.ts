@@ -149,7 +149,9 @@ function recvRecords(fd: number, max: number): Array<number | Buffer | number[] 
   const bufs = addon.recvBatch(fd, max, meta, recvFds);
   const count = meta[0]!;
   const out: Array<number | Buffer | number[] | null> = [];
-  const packed = bufs[0]!;
+  // null when no record of the batch had a byte to pack: a batch of zero-length records (legal on SEQPACKET;
+  // found by fuzzing — this threw a TypeError and leaked the fds such a record carried).
+  const packed = bufs[0] ?? EMPTY;
   let f = 0;
   for (let i = 0, m = RECV_META_HEAD; i < count; i++, m += RECV_META_PER_RECORD) {
     const source = meta[m + 1]!;
@@ -165,6 +167,8 @@ function recvRecords(fd: number, max: number): Array<number | Buffer | number[] 
   if (meta[1]) out.push(null);
   return out;
 }
+
+const EMPTY = Buffer.alloc(0);
 
 const closeScratch = new Int32Array(1024);
 

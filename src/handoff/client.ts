@@ -11,7 +11,7 @@
 import { EventEmitter } from 'node:events';
 import { batonError } from '../fd/errors.js';
 import { native } from '../fd/native.js';
-import { Link } from './link.js';
+import { answerDespiteEpipe, Link } from './link.js';
 import { entryFits, PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind } from './messages.js';
 import { peerRefusal } from './peer.js';
 
@@ -44,8 +44,9 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
     try {
       const refusal = peerRefusal(link.peer);
       if (refusal) throw batonError('ERR_BATON_PEER_NOT_ALLOWED', `refusing the control socket at ${path}: ${refusal}`);
-      await link.send({ v: PROTOCOL_VERSION, type: 'hello', role: 'generation', pid: process.pid, ...(options.generation ? { generation: options.generation } : {}) });
-      const { msg, fds } = await link.expect(['welcome', 'refuse'], timeoutMs, 'the inventory (welcome)');
+      const answer = link.expect(['welcome', 'refuse'], timeoutMs, 'the inventory (welcome)');
+      const hello = link.send({ v: PROTOCOL_VERSION, type: 'hello', role: 'generation', pid: process.pid, ...(options.generation ? { generation: options.generation } : {}) });
+      const { msg, fds } = await answerDespiteEpipe(answer, hello);
       if (msg.type === 'refuse') throw batonError('ERR_BATON_REFUSED', `the serving generation refused the handoff: ${msg.reason} (${msg.code})`, { reason: msg.code });
       return new GenerationClient(link, msg.generation, msg.inventory, fds);
     } catch (err) {
@@ -66,7 +67,10 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
     });
     link.on('close', (err) => {
       this.#state = 'closed';
-      this.#closeOffered();
+      // The offered fds stay until ready() or close(): when the serving side died (standalone), they are the
+      // last copies of its listeners, and listen() must still take them — closing them here closed the port
+      // and refused connections (found by the fault matrix: generation 1 SIGKILLed while its successor held
+      // the inventory).
       this.emit('close', err);
     });
   }
@@ -119,8 +123,10 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
     this.#closeOffered();
   }
 
+  /** Close the link and every offered fd not taken. */
   close(): void {
     this.link.close();
+    this.#closeOffered();
   }
 
   #closeOffered(): void {

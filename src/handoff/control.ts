@@ -3,7 +3,7 @@
  * (or, for status and stop, a standalone generation). One connection per command.
  */
 import { batonError } from '../fd/errors.js';
-import { Link } from './link.js';
+import { answerDespiteEpipe, Link } from './link.js';
 import { PROTOCOL_VERSION, type ControlCommand, type Result } from './messages.js';
 import { peerRefusal } from './peer.js';
 
@@ -12,8 +12,8 @@ export async function sendCommand(path: string, command: ControlCommand, timeout
   try {
     const refusal = peerRefusal(link.peer);
     if (refusal) throw batonError('ERR_BATON_PEER_NOT_ALLOWED', `refusing the control socket at ${path}: ${refusal}`);
-    await link.send({ v: PROTOCOL_VERSION, type: 'hello', role: 'control', pid: process.pid, command, timeoutMs });
-    const { msg } = await link.expect(['result', 'refuse'], timeoutMs, `the result of '${command}'`);
+    const answer = link.expect(['result', 'refuse'], timeoutMs, `the result of '${command}'`);
+    const { msg } = await answerDespiteEpipe(answer, link.send({ v: PROTOCOL_VERSION, type: 'hello', role: 'control', pid: process.pid, command, timeoutMs }));
     if (msg.type === 'refuse') return { v: PROTOCOL_VERSION, type: 'result', ok: false, command, code: msg.code, reason: msg.reason };
     return msg;
   } finally {

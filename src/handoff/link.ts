@@ -20,6 +20,9 @@ export interface Incoming {
 
 interface Waiter {
   types: readonly MessageType[];
+  what: string;
+  /** The awaited message must be the next one: anything else ends the link (see expect()). */
+  first: boolean;
   resolve: (m: Incoming) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout | null;
@@ -62,19 +65,24 @@ export class Link extends EventEmitter<LinkEvents> {
   }
 
   send(msg: Message, fds: readonly number[] = []): Promise<void> {
+    // A link that is down says why — the peer's bad message, or that the connection went away — instead of
+    // the channel's bare "the channel is closed", which is all a rollback used to log (found by fuzzing).
+    if (this.channel.closed) return Promise.reject(this.#closeError ?? batonError('ERR_BATON_CHANNEL_CLOSED', `the connection closed before "${msg.type}" could be sent`));
     return this.channel.send(encode(msg), fds);
   }
 
   /**
    * The next message of one of `types`. Messages of other types that arrive first are delivered as
    * 'message' events (or queued until someone listens). Rejects on timeout or when the link closes.
+   * With `first`, a message of another type arriving while this waits is a protocol error that ends the link
+   * (the serving side's wait for hello: a `ready` sent before `hello` must not be kept for later).
    */
-  expect<T extends MessageType>(types: readonly T[], timeoutMs: number, what: string): Promise<Incoming & { msg: Extract<Message, { type: T }> }> {
+  expect<T extends MessageType>(types: readonly T[], timeoutMs: number, what: string, options: { first?: boolean } = {}): Promise<Incoming & { msg: Extract<Message, { type: T }> }> {
     const queued = this.#queue.findIndex((m) => (types as readonly string[]).includes(m.msg.type));
     if (queued >= 0) return Promise.resolve(this.#queue.splice(queued, 1)[0] as Incoming & { msg: Extract<Message, { type: T }> });
     if (this.#closed) return Promise.reject(this.#closeError ?? closedWhile(what));
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = { types, resolve: resolve as (m: Incoming) => void, reject, timer: null };
+      const waiter: Waiter = { types, what, first: options.first ?? false, resolve: resolve as (m: Incoming) => void, reject, timer: null };
       if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
         waiter.timer = setTimeout(() => {
           this.#waiters = this.#waiters.filter((w) => w !== waiter);
@@ -112,6 +120,12 @@ export class Link extends EventEmitter<LinkEvents> {
       w!.resolve(incoming);
       return;
     }
+    const first = this.#waiters.find((w) => w.first);
+    if (first) {
+      native.closeMany(fds);
+      this.close(batonError('ERR_BATON_PROTOCOL', `bad handoff message: "${msg.type}" arrived before ${first.what}, which must come first`));
+      return;
+    }
     if (this.listenerCount('message') > 0) this.emit('message', incoming);
     else if (this.#queue.length < 64) this.#queue.push(incoming);
     else {
@@ -134,6 +148,24 @@ export class Link extends EventEmitter<LinkEvents> {
     }
     this.emit('close', reason);
   }
+}
+
+/**
+ * The answer to a first message (hello), when the other side may refuse and close before reading it — a
+ * control socket at its connection limit does (ERR_BATON_TOO_MANY_CONNECTIONS). Our send then fails with
+ * EPIPE, but the refusal was read (the channel reads on to the end of stream) and says why: it wins. Start
+ * `answer` (expect()) before sending, so it catches a reply that arrives during the send.
+ */
+export async function answerDespiteEpipe<T>(answer: Promise<T>, sent: Promise<void>): Promise<T> {
+  answer.catch(() => {}); // handled below; not an unhandled rejection while the send is awaited
+  try {
+    await sent;
+  } catch (err) {
+    const code = (err as BatonError).code;
+    if (code !== 'EPIPE' && code !== 'ECONNRESET') throw err;
+    return answer.catch(() => Promise.reject(err));
+  }
+  return answer;
 }
 
 function closedWhile(what: string): BatonError {

@@ -131,11 +131,16 @@ export interface Migrate {
   items: MigrationItem[];
 }
 
-/** New generation to old: that many connections of the last batch are adopted (flow control). */
+/**
+ * New generation to old: that many connections of the last batch are adopted (flow control), and `room`
+ * more fds fit in its fd table (RLIMIT_NOFILE less what is open and a reserve). The first migrate-ok,
+ * sent when the channel is made, has count 0 and only announces the room.
+ */
 export interface MigrateOk {
   v: number;
   type: 'migrate-ok';
   count: number;
+  room?: number;
 }
 
 export type Message = Hello | Welcome | Refuse | Register | Ready | ReadyOk | Drain | Stats | Result | Migrate | MigrateOk;
@@ -161,9 +166,28 @@ export const MAX_MIGRATION_BATCH = 253;
 /** The largest message we accept: an inventory of a few hundred sockets fits easily. */
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
 
-/** Channel limits for connections accepted on a control socket: what a peer may send there is `hello`,
- * `register` (1 fd), `ready` (at most 1 fd) and `stats`, so reassembly stops at the protocol's own size. */
-export const CONTROL_CHANNEL_LIMITS = { maxMessageBytes: MAX_MESSAGE_BYTES, maxMessageFds: 16 } as const;
+/** Most connections a control socket keeps open at once. Legitimate ones: one per live generation (the
+ * serving one, one starting, and each still draining after a reload — up to `drainTimeout`, 30 s) plus
+ * one per running `baton` command; 64 leaves room for a reload every second or so with slow drains. Each
+ * connection costs an fd and, until its hello arrives (5 s at most), a little memory. */
+export const MAX_CONTROL_CONNECTIONS = 64;
+
+/** Options of a control socket's FdChannelServer (supervisor, standalone generation). Per connection: what
+ * a peer may send there is `hello`, `register` (1 fd), `ready` (at most 1 fd) and `stats`, so reassembly
+ * stops at the protocol's own size. Past MAX_CONTROL_CONNECTIONS open at once, a new connection gets a
+ * `refuse` (ERR_BATON_TOO_MANY_CONNECTIONS: the CLI and a new generation report it as such) and is
+ * closed. */
+export const CONTROL_CHANNEL_LIMITS = {
+  maxMessageBytes: MAX_MESSAGE_BYTES,
+  maxMessageFds: 16,
+  maxChannels: MAX_CONTROL_CONNECTIONS,
+  dropNotice: encode({
+    v: PROTOCOL_VERSION,
+    type: 'refuse',
+    code: 'ERR_BATON_TOO_MANY_CONNECTIONS',
+    reason: `the control socket is at its limit of ${MAX_CONTROL_CONNECTIONS} open connections; try again once some have closed`,
+  }),
+} as const;
 
 function bad(reason: string): BatonError {
   return batonError('ERR_BATON_PROTOCOL', `bad handoff message: ${reason}`);
@@ -171,6 +195,18 @@ function bad(reason: string): BatonError {
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * A value the peer sent, as a reason shows it: short whatever it is. JSON.stringify would copy up to 1 MiB
+ * of the peer's input into a log line, and throws a RangeError (not a protocol error) on a deeply nested
+ * array (found by fuzzing: `{"v":[[[…]]]}`).
+ */
+function shown(v: unknown): string {
+  if (Array.isArray(v)) return 'an array';
+  if (isObject(v)) return 'an object';
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+  return String(v);
 }
 
 function str(o: Record<string, unknown>, key: string, max = 256): string {
@@ -222,7 +258,7 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
     throw bad('not JSON');
   }
   if (!isObject(o)) throw bad('not a JSON object');
-  if (o.v !== PROTOCOL_VERSION) throw bad(`protocol version ${JSON.stringify(o.v)} (this baton speaks ${PROTOCOL_VERSION})`);
+  if (o.v !== PROTOCOL_VERSION) throw bad(`protocol version ${shown(o.v)} (this baton speaks ${PROTOCOL_VERSION})`);
   const v = PROTOCOL_VERSION;
   switch (o.type) {
     case 'hello': {
@@ -276,10 +312,13 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
         }),
       };
     }
-    case 'migrate-ok':
-      return { v, type: 'migrate-ok', count: int(o, 'count') };
+    case 'migrate-ok': {
+      const msg: MigrateOk = { v, type: 'migrate-ok', count: int(o, 'count') };
+      if (o.room !== undefined) msg.room = int(o, 'room', 0);
+      return msg;
+    }
     default:
-      throw bad(`unknown type ${JSON.stringify(o.type)}`);
+      throw bad(`unknown type ${shown(o.type)}`);
   }
 }
 

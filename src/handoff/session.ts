@@ -37,7 +37,9 @@ export class HandoffSession extends EventEmitter<SessionEvents> {
       throw batonError('ERR_BATON_PEER_NOT_ALLOWED', `refused a control connection: ${refusal}`);
     }
     try {
-      const { msg } = await link.expect(['hello'], helloTimeoutMs, 'hello');
+      // Hello first: anything before it (a `ready` sent too early) ends the connection instead of waiting
+      // in the link's queue to be taken for a later step of the handoff.
+      const { msg } = await link.expect(['hello'], helloTimeoutMs, 'hello', { first: true });
       return new HandoffSession(link, msg);
     } catch (err) {
       link.close();

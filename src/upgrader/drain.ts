@@ -37,9 +37,10 @@ const kInflight = Symbol('baton.inflight');
 const kIdleTimer = Symbol('baton.idleTimer');
 
 const kMoving = Symbol('baton.moving');
+const kUnmovable = Symbol('baton.unmovable');
 const kUpgraded = Symbol('baton.upgraded');
 
-type Tracked = net.Socket & { [kInflight]?: number; [kIdleTimer]?: NodeJS.Timeout | undefined; [kMoving]?: boolean; [kUpgraded]?: boolean };
+type Tracked = net.Socket & { [kInflight]?: number; [kIdleTimer]?: NodeJS.Timeout | undefined; [kMoving]?: boolean; [kUnmovable]?: boolean; [kUpgraded]?: boolean };
 
 function isHttp1(server: net.Server): boolean {
   // https.Server extends tls.Server and listens for 'request' like http.Server.
@@ -189,7 +190,7 @@ export class ServerDrainer {
       clearTimeout(socket[kIdleTimer]);
       socket[kIdleTimer] = undefined;
     }
-    if (this.#draining && !this.#migrate) res.shouldKeepAlive = false;
+    if (this.#draining && (!this.#migrate || socket[kUnmovable])) res.shouldKeepAlive = false;
     else this.#pending.add(res);
     const done = () => {
       this.#pending.delete(res);
@@ -217,7 +218,7 @@ export class ServerDrainer {
   /** A draining connection has nothing in flight: move it, or give it idleGrace and close it. */
   #idle(socket: Tracked): void {
     if (socket[kUpgraded]) return;
-    if (!this.#migrate || !this.#http1 || socket.destroyed) {
+    if (!this.#migrate || !this.#http1 || socket.destroyed || socket[kUnmovable]) {
       this.#armIdle(socket);
       return;
     }
@@ -226,9 +227,15 @@ export class ServerDrainer {
     this.#migrate(socket).then(
       () => this.#migrated++,
       () => {
-        // Could not move (closed meanwhile, or the channel is gone): close it politely instead.
+        // Could not move (closed meanwhile, the channel is gone, no room in the new generation): close it
+        // politely instead, as without migration — read on, so that a request the client sent meanwhile is
+        // answered (with Connection: close), and close it if none comes within idleGraceMs. Ending it at
+        // once would race that request: the keep-alive race the polite close exists to avoid.
         socket[kMoving] = false;
-        if (!socket.destroyed) socket.end();
+        socket[kUnmovable] = true;
+        if (socket.destroyed) return;
+        socket.resume();
+        this.#armIdle(socket);
       },
     );
   }

@@ -17,6 +17,7 @@
  *    the new generation.
  */
 import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
 import net from 'node:net';
 import { FdChannel } from '../fd/channel.js';
 import { batonError } from '../fd/errors.js';
@@ -38,6 +39,8 @@ const FLUSH_TIMEOUT_MS = 5000;
 const WINDOW = 2;
 /** How long to wait for the receiver to acknowledge a batch. */
 const ACK_TIMEOUT_MS = 10_000;
+/** fds the new generation keeps free for its own work (files, new connections, its own next upgrade). */
+const FD_RESERVE = 64;
 
 interface Pending {
   item: MigrationItem;
@@ -57,6 +60,11 @@ function stopReading(socket: net.Socket): Buffer {
     if (handle?.readStop) {
       handle.reading = false;
       handle.readStop();
+      // The stream must know it is not reading either: otherwise, if the move fails and the socket stays
+      // here, resume() thinks a read is still pending and never restarts the handle — the connection is
+      // never read again (found by the fault matrix: an HTTP connection whose move failed, because the new
+      // generation had died, stopped answering until the keep-alive timeout destroyed it).
+      (socket as unknown as { _readableState: { reading: boolean } })._readableState.reading = false;
     }
   };
   stop();
@@ -103,6 +111,8 @@ export class MigrationSender {
   #scheduled = false;
   #moved = 0;
   #idle: Array<() => void> = [];
+  /** fds the receiver said it can still take (its last migrate-ok), or null before its first one. */
+  #room: number | null = null;
 
   constructor(channelFd: number) {
     this.#link = new Link(FdChannel.fromFd(channelFd, { maxMessageBytes: 1024 }), 1024);
@@ -116,6 +126,12 @@ export class MigrationSender {
   get moved(): number {
     return this.#moved;
   }
+
+  /** Connections that could not move, by error code (ERR_BATON_NO_ROOM, ERR_BATON_NOT_OPEN, …). */
+  get notMoved(): ReadonlyMap<string, number> {
+    return this.#notMoved;
+  }
+  #notMoved = new Map<string, number>();
 
   /**
    * Move `socket` to the new generation. Resolves once it is there (this process's socket object is then
@@ -148,6 +164,8 @@ export class MigrationSender {
     return new Promise<void>((resolve, reject) => {
       const fail = (err: Error) => {
         giveBack(socket, buffered);
+        const code = (err as { code?: string }).code ?? 'error';
+        this.#notMoved.set(code, (this.#notMoved.get(code) ?? 0) + 1);
         reject(err);
       };
       this.#queue.push({ item, socket, bytes: (stateJson?.length ?? 0) + (item.pending?.length ?? 0) + 64, resolve, reject: fail });
@@ -183,11 +201,15 @@ export class MigrationSender {
     this.#flushing = true;
     // Up to WINDOW batches may await their acknowledgement at once; acks pace the move.
     const inflight: Pending[][] = [];
+    // The receiver announces its room first: never send more fds than fit in its fd table. Past
+    // RLIMIT_NOFILE the kernel would cut them off the message and close them — the connections with them.
+    if (this.#room === null && !(await this.#awaitRoom())) return this.#settle();
     while (this.#queue.length || inflight.length) {
-      if (this.#queue.length && inflight.length < WINDOW) {
+      const room = this.#room! - inflight.reduce((a, b) => a + b.length, 0);
+      if (this.#queue.length && inflight.length < WINDOW && room > 0) {
         let bytes = 0;
         let n = 0;
-        while (n < this.#queue.length && n < MAX_MIGRATION_BATCH && (n === 0 || bytes + this.#queue[n]!.bytes <= MAX_BATCH_BYTES)) bytes += this.#queue[n++]!.bytes;
+        while (n < this.#queue.length && n < MAX_MIGRATION_BATCH && n < room && (n === 0 || bytes + this.#queue[n]!.bytes <= MAX_BATCH_BYTES)) bytes += this.#queue[n++]!.bytes;
         const batch = this.#queue.splice(0, n);
         const live = batch.filter((p) => {
           if (!p.socket.destroyed) return true;
@@ -210,8 +232,17 @@ export class MigrationSender {
         inflight.push(live);
         continue;
       }
+      if (!inflight.length) {
+        // No room left and nothing in flight that could free some: these stay here (the caller closes them
+        // politely) rather than be cut off in the new generation's fd table.
+        for (const p of this.#queue.splice(0)) {
+          p.reject(batonError('ERR_BATON_NO_ROOM', `the new generation has no room for more connections: its fd table is nearly full (RLIMIT_NOFILE, less ${FD_RESERVE} kept free); raise its open files limit (ulimit -n, LimitNOFILE=)`));
+        }
+        break;
+      }
       try {
-        await this.#link.expect(['migrate-ok'], ACK_TIMEOUT_MS, 'the new generation to adopt migrated connections');
+        const { msg } = await this.#link.expect(['migrate-ok'], ACK_TIMEOUT_MS, 'the new generation to adopt migrated connections');
+        if (msg.room !== undefined) this.#room = msg.room;
       } catch {
         // The receiver died or stalled: what we sent is its problem now; stop sending more.
         for (const batch of inflight.splice(0)) for (const p of batch) p.resolve();
@@ -221,6 +252,23 @@ export class MigrationSender {
       }
       for (const p of inflight.shift()!) p.resolve();
     }
+    this.#settle();
+  }
+
+  /** Wait for the receiver's first migrate-ok (its room). False, with everything queued rejected, if none comes. */
+  async #awaitRoom(): Promise<boolean> {
+    try {
+      const { msg } = await this.#link.expect(['migrate-ok'], ACK_TIMEOUT_MS, 'the new generation to announce its room for connections');
+      this.#room = msg.room ?? Number.MAX_SAFE_INTEGER;
+      return true;
+    } catch (err) {
+      for (const p of this.#queue.splice(0)) p.reject(batonError('ERR_BATON_CHANNEL_CLOSED', `the new generation is not taking connections: ${(err as Error).message}`));
+      this.#link.close();
+      return false;
+    }
+  }
+
+  #settle(): void {
     this.#flushing = false;
     for (const resolve of this.#idle.splice(0)) resolve();
   }
@@ -236,6 +284,8 @@ export interface MigrationReceiverEvents {
 export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
   readonly #link: Link;
   #received = 0;
+  /** fds this process can still take, estimated: measured at start, counted down, measured again when low. */
+  #room = roomForFds();
 
   constructor(channelFd: number) {
     super();
@@ -264,10 +314,14 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
       // channel) until this one's I/O has run; then acknowledge, which lets the sender send the next one.
       this.#link.channel.pause();
       setImmediate(() => {
-        this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count: msg.items.length }).catch(() => {});
+        this.#room -= fds.length;
+        if (this.#room < WINDOW * MAX_MIGRATION_BATCH) this.#room = roomForFds();
+        this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count: msg.items.length, room: this.#room }).catch(() => {});
         this.#link.channel.resume();
       });
     });
+    // Announce the room before anything arrives: the sender sends no more fds than that.
+    this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count: 0, room: this.#room }).catch(() => {});
     // A batch this process cannot take ends the channel — at RLIMIT_NOFILE the kernel cuts its fds
     // (ERR_BATON_TRUNCATED), and those connections are lost: say why, rather than end silently.
     this.#link.on('close', (err) => {
@@ -302,5 +356,20 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
 
   #error(err: Error): void {
     if (this.listenerCount('error') > 0) this.emit('error', err);
+  }
+}
+
+/**
+ * How many more fds this process can open: the soft RLIMIT_NOFILE less the fds open now and FD_RESERVE.
+ * Read from /proc (a directory listing; only at start and when the estimate runs low). Unknown: no limit.
+ */
+function roomForFds(): number {
+  try {
+    const limit = /^Max open files\s+(\S+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1];
+    if (!limit || limit === 'unlimited') return Number.MAX_SAFE_INTEGER;
+    const open = fs.readdirSync('/proc/self/fd').length;
+    return Math.max(0, Number(limit) - open - FD_RESERVE);
+  } catch {
+    return Number.MAX_SAFE_INTEGER;
   }
 }

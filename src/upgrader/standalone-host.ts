@@ -12,6 +12,7 @@ import type { FdChannelServer } from '../fd/channel-server.js';
 import type { InventoryEntry } from '../handoff/messages.js';
 import { native } from '../fd/native.js';
 import { HandoffSession } from '../handoff/session.js';
+import { logControlServer } from './control-log.js';
 import type { Logger } from './logger.js';
 import type { UpgraderState } from './upgrader.js';
 
@@ -45,7 +46,8 @@ export class StandaloneHost {
         (err: Error) => this.#log('warn', 'control-refused', { reason: err.message }),
       );
     });
-    server.on('error', (err) => this.#log('warn', 'control-accept-error', { reason: err.message }));
+    // Connections past the limit, and accept errors (EMFILE), come in bursts: logged at most once a second.
+    logControlServer(server, (level, event, fields) => this.#cb.logger.log(level, event, { gen: this.#cb.generation(), pid: process.pid, ...fields }));
   }
 
   start(): void {
@@ -87,15 +89,31 @@ export class StandaloneHost {
     const started = Date.now();
     let migrationFd: number | null = null;
     this.#log('info', 'upgrade-start', { next, peer: pid });
+    // Sending the inventory waits for the successor to read it when it is several records (a very large
+    // inventory): bound that wait too (like awaitReady: 0 means no limit), or a successor that never reads
+    // would hold the upgrade forever.
+    let offerTimedOut = false;
+    const ms = this.#cb.readyTimeout;
+    const offerDeadline =
+      ms > 0 && Number.isFinite(ms)
+        ? setTimeout(() => {
+            offerTimedOut = true;
+            session.close();
+          }, ms)
+        : null;
     try {
-      await session.offer(next, this.#cb.inventory());
+      try {
+        await session.offer(next, this.#cb.inventory());
+      } finally {
+        if (offerDeadline) clearTimeout(offerDeadline);
+      }
       ({ migrationFd } = await session.awaitReady(this.#cb.readyTimeout));
       // Stop accepting on the control socket before acknowledging: from the ack on, the successor accepts.
       this.#server.stop();
       await this.#cb.beforeHandover?.(next, pid);
       await session.ackReady();
     } catch (err) {
-      const reason = (err as Error).message;
+      const reason = offerTimedOut ? `the successor did not read the inventory within ${this.#cb.readyTimeout} ms` : (err as Error).message;
       if (migrationFd !== null) native.closeMany([migrationFd]);
       this.#log('warn', 'rollback', { next, peer: pid, reason, ms: Date.now() - started });
       session.close();

@@ -170,13 +170,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     }
 
     checkSocketDir(resolved);
-    let client: GenerationClient | null = null;
-    try {
-      client = await GenerationClient.join(resolved, { timeoutMs: readyTimeout });
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT' && code !== 'ECONNREFUSED') throw err;
-    }
+    const client = await joinServing(resolved, readyTimeout);
     if (!client) {
       // The first generation: claim the control socket now, so a second process started too early gets
       // a clear "not ready yet" refusal instead of binding the same ports.
@@ -285,8 +279,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   /**
    * Listen with `server` (net, http, https or http2) on the socket called `name`: inherited when the
    * predecessor has one with that name at the same address, else bound now. A fresh socket is listening
-   * when this resolves; an inherited one starts accepting at ready(), so that connections keep going to
-   * the old generation until this one is ready (server.address() is null until then).
+   * when this resolves; an inherited one starts accepting in ready(), once the handoff is acknowledged, so
+   * that connections keep going to the old generation until then (server.address() is null until then).
    */
   async listen<S extends net.Server>(server: S, name: string, options: ListenOptions): Promise<S> {
     if (!(server instanceof net.Server)) throw argTypeError('server', 'a net.Server (or http/https/http2 server)', server);
@@ -380,8 +374,17 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     const names = [...this.#sockets.keys()];
     const deferred = this.#deferred;
     this.#deferred = [];
-    await Promise.all(deferred.map((d) => listenOnFd(d.server, d.fd, d.backlog)));
     const client = this.#client;
+    // The handoff broke before ready(): the supervisor died (no one will ever tell the old generation to stop),
+    // or a standalone predecessor that is still alive rolled this one back. Accepting now would leave two
+    // generations accepting on the same listeners (found by the fault matrix: supervisor SIGKILLed after
+    // listen(), before ready()), so fail before accepting anything; the inherited fds are closed.
+    if (client && client.link.closed && (this.mode === 'supervised' || predecessorAlive(client))) {
+      native.closeMany(deferred.map((d) => d.fd));
+      client.close();
+      const who = this.mode === 'supervised' ? `the supervisor (pid ${client.link.peer.pid}) closed the control connection` : `the serving generation (pid ${client.link.peer.pid}) ended the handoff`;
+      throw batonError('ERR_BATON_ROLLED_BACK', `${who} before ready()`);
+    }
     if (client && client.state === 'welcomed' && !client.link.closed) {
       // A private channel for live connections: we keep one end, the old generation gets the other.
       const [mine, theirs] = native.socketpair();
@@ -394,15 +397,20 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
         this.#receiver.close();
         this.#receiver = null;
         if (this.mode === 'supervised' || predecessorAlive(client)) {
+          native.closeMany(deferred.map((d) => d.fd));
+          client.close();
           throw batonError('ERR_BATON_ROLLED_BACK', `the handoff did not complete: ${(err as Error).message}`);
         }
         this.#log('warn', 'predecessor-gone', { pid: client.link.peer.pid });
       } finally {
         native.closeMany([theirs]);
       }
-    } else if (client && this.mode === 'standalone' && predecessorAlive(client)) {
-      throw batonError('ERR_BATON_ROLLED_BACK', `the serving generation (pid ${client.link.peer.pid}) ended the handoff before ready()`);
     }
+    // Inherited listeners accept only now, once the handoff is acknowledged: the old generation has been told
+    // to stop accepting by then, and connections that arrive in between wait in the listener's backlog (the
+    // same kernel socket). Had this generation accepted before the acknowledgement, a rollback at that point
+    // (readyTimeout, the supervisor gone) would take the connections it had accepted down with it.
+    await Promise.all(deferred.map((d) => listenOnFd(d.server, d.fd, d.backlog)));
     if (this.mode === 'standalone') {
       client?.close();
       this.#client = null;
@@ -492,6 +500,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       } catch (err) {
         this.#log('warn', 'ws-move-failed', { reason: (err as Error).message });
         ws._closeCode = 1006;
+        ws._socket?.resume(); // move() left it paused: read on, so the close handshake can complete
         if (ws.readyState === 1) ws.close(1012, 'Service Restart');
       }
     };
@@ -687,6 +696,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       await this.#sender?.settled();
       const forced = results.reduce((a, r) => a + r.forced, 0);
       this.#state = 'stopped';
+      const notMoved = [...(this.#sender?.notMoved ?? [])].map(([code, n]) => `${code}:${n}`).join(',');
+      // Connections that could not move were closed politely here; say why (e.g. no room in the new generation).
+      if (notMoved) this.#log('warn', 'not-moved', { count: [...this.#sender!.notMoved.values()].reduce((a, n) => a + n, 0), reasons: notMoved });
       this.#log('info', 'drained', { ms: Date.now() - started, forced, migrated: this.#sender?.moved ?? 0 });
       this.#sender?.close();
       this.#client?.close();
@@ -739,6 +751,32 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
 function ignoreEpipe(err: NodeJS.ErrnoException): void {
   if (err.code !== 'EPIPE') throw err;
 }
+
+/**
+ * Standalone: join the generation serving on `socketPath`, or null when there is none (no socket, or nobody
+ * listening on it). One that closes the connection before its welcome is asked again: if it died in the
+ * middle of the handshake, the socket soon refuses and this process starts as the first generation instead
+ * of failing — otherwise nothing would serve (found by the fault matrix: generation 1 SIGKILLed right after
+ * its successor's hello). A few attempts, because a dying process closes its connections and its listener
+ * one at a time: a retry can still be queued on the listener that is about to close. A live generation
+ * answers a retry as it answered the first attempt.
+ */
+async function joinServing(socketPath: string, timeoutMs: number): Promise<GenerationClient | null> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await GenerationClient.join(socketPath, { timeoutMs });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ECONNREFUSED') return null;
+      if (!JOIN_RETRY.has(code ?? '') || attempt >= JOIN_ATTEMPTS) throw err;
+      await new Promise((r) => setTimeout(r, 50 * attempt));
+    }
+  }
+}
+
+const JOIN_ATTEMPTS = 4;
+/** The serving side closed the connection (or died) before its welcome. */
+const JOIN_RETRY = new Set(['ERR_BATON_HANDOFF_FAILED', 'EPIPE', 'ECONNRESET']);
 
 function predecessorAlive(client: GenerationClient): boolean {
   try {
