@@ -598,12 +598,13 @@ ${tableLines(rows).join('\n')}
 - ${goal}
 - Where the time goes — from an investigation on 2026-11-23 (10,000 WebSockets; \`BENCH_CPU_PROF=DIR\` profiles
   every generation with \`node --cpu-prof\`, \`BENCH_APP_LOG=FILE\` keeps the apps' timestamps and CPU times):
-  1. **The old generation prepares every move before it sends the first batch**: for each WebSocket the
+  1. **The old generation prepared every move before it sent the first batch** (since changed: it now
+     prepares one batch's worth, 253, and yields, so the first batch leaves after ~30 ms): for each WebSocket the
      frame-boundary checks, \`save()\` with the upgrade request's url and headers, the state's JSON round trip
      and \`stopReading()\` (pause, \`readStop\`, the \`'data'\` listeners moved off and back) — about 12–16 µs
      each with its garbage collection (raw TCP: about 11 µs), one core at 100% while the new generation waits.
-     That is the "first connection after" figure above.
-  2. **Then 40 batches of 253, one in flight at a time.** The new generation is busy ~90% of this phase; of its
+     That was the "first connection after" figure (~125 ms then).
+  2. **Then 40 batches of 253, one in flight at a time (now two).** The new generation is busy ~90% of this phase; of its
      time, \`new net.Socket({ fd })\` takes ~37%, \`ws\`'s \`WebSocket\` and \`setSocket()\` ~15%, garbage
      collection ~21%, the channel (receive, JSON decode, acknowledgement) ~11%, the app's \`'connection'\`
      handler ~4%. The old generation, ~37% busy, encodes the next batch after each acknowledgement and destroys

@@ -701,11 +701,16 @@ Reading the chart: each restart is a latency bump, for every approach and in the
 process that starts takes about 100 ms of CPU from a machine the load already keeps busy. With baton the bump
 has three parts: while the new generation starts (as in the reference row); at the handover, when every
 keep-alive connection moves at once and the one request each client sent meanwhile waits for the move — the
-old generation stops reading and sends the connections in one batch, the new one adopts them and then answers
-the queued requests one after another (traced on this machine with 50 connections: those 50 requests took
-10–18 ms, against 1–2 ms otherwise; with spare CPU, \`BENCH_PAUSE_MS=5\`, this stall alone is the p99 during
-restarts, while the reference row stays at 1×; closing the connections instead, so that the clients reconnect,
-was slower still); and for a few hundred ms after, while the new process runs code V8 has not optimized yet.
+old generation stops reading and sends the connections in batches, the new one adopts them and then answers
+the queued requests one after another; and for a few hundred ms after, while the new process runs code V8
+has not optimized yet. The handover stall was the largest part: a new Node process runs every function of
+\`net\` and \`http\` for the first time there (V8 compiles each lazily on its first call), so those 50 requests
+took 10–18 ms, against 1–2 ms otherwise, and set the p99 (2.0–2.4× in repeated runs). Since then a new
+generation that takes over HTTP traffic first runs 100 requests through a private server of its own
+(\`warmUp\`, \`src/upgrader/warm-up.ts\`; never the app's handler) while the old one still serves: measured
+side by side on this machine, p99 during restarts went from ~14.5 ms to ~10 ms (2.2× to 1.5–1.7×) for
+~15–20 ms more per upgrade. Closing the connections instead of moving them, so that the clients reconnect,
+was slower still.
 No request fails. The naive restart refuses connections while the port is closed
 (ECONNREFUSED) and resets requests on connections that \`server.close()\` closes (ECONNRESET). The cluster's
 rolling restart resets requests too: disconnecting a worker runs \`server.close()\`, which since Node 19 closes
