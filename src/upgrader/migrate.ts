@@ -45,6 +45,8 @@ const FD_RESERVE = 64;
 interface Pending {
   item: MigrationItem;
   socket: net.Socket;
+  /** Bytes taken from Node's buffer after stopReading() (see lateBytes); given back if the move fails. */
+  late: Buffer[];
   bytes: number;
   resolve: () => void;
   reject: (err: Error) => void;
@@ -60,11 +62,6 @@ function stopReading(socket: net.Socket): Buffer {
     if (handle?.readStop) {
       handle.reading = false;
       handle.readStop();
-      // The stream must know it is not reading either: otherwise, if the move fails and the socket stays
-      // here, resume() thinks a read is still pending and never restarts the handle — the connection is
-      // never read again (found by the fault matrix: an HTTP connection whose move failed, because the new
-      // generation had died, stopped answering until the keep-alive timeout destroyed it).
-      (socket as unknown as { _readableState: { reading: boolean } })._readableState.reading = false;
     }
   };
   stop();
@@ -81,13 +78,32 @@ function stopReading(socket: net.Socket): Buffer {
   }
   // read() may have asked libuv to read again; nothing is read before we return to the event loop.
   stop();
+  // Leave the stream believing a read is pending (the last read() above set `reading`): then nothing —
+  // not a 'data' listener's scheduled resume, not the app's resume() — calls _read() and restarts the handle
+  // while the connection is on its way; bytes read here then would be lost with this socket object (seen:
+  // a connection arriving in a draining generation and moved on at once lost its client's next bytes).
+  // giveBack() undoes this if the move fails.
+  (socket as unknown as { _readableState: { reading: boolean } })._readableState.reading = true;
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+/** Bytes Node read after stopReading() (reading restarted somehow): they must move with the connection. */
+function lateBytes(socket: net.Socket): Buffer | null {
+  const handle = (socket as unknown as { _handle: Handle })._handle;
+  if (!handle?.reading && socket.readableLength === 0) return null;
+  const late = stopReading(socket);
+  return late.length ? late : null;
 }
 
 /** A move failed after reading stopped: put the bytes taken from Node's buffer back, so the old generation
  * (if it keeps the connection) reads them again and nothing is lost. The socket stays paused. */
 function giveBack(socket: net.Socket, buffered: Buffer): void {
-  if (buffered.length && !socket.destroyed) socket.unshift(buffered);
+  if (socket.destroyed) return;
+  // No read is pending after all (see stopReading): without this, resume() would never restart the handle and
+  // the connection would not be read again (found by the fault matrix: an HTTP connection whose move failed,
+  // because the new generation had died, stopped answering until the keep-alive timeout destroyed it).
+  (socket as unknown as { _readableState: { reading: boolean } })._readableState.reading = false;
+  if (buffered.length) socket.unshift(buffered);
 }
 
 function writesPending(socket: net.Socket): boolean {
@@ -162,13 +178,14 @@ export class MigrationSender {
     if (stateJson !== undefined) item.state = JSON.parse(stateJson);
     if (pending.length) item.pending = pending.toString('base64');
     return new Promise<void>((resolve, reject) => {
+      const late: Buffer[] = [];
       const fail = (err: Error) => {
-        giveBack(socket, buffered);
+        giveBack(socket, late.length ? Buffer.concat([buffered, ...late]) : buffered);
         const code = (err as { code?: string }).code ?? 'error';
         this.#notMoved.set(code, (this.#notMoved.get(code) ?? 0) + 1);
         reject(err);
       };
-      this.#queue.push({ item, socket, bytes: (stateJson?.length ?? 0) + (item.pending?.length ?? 0) + 64, resolve, reject: fail });
+      this.#queue.push({ item, socket, late, bytes: (stateJson?.length ?? 0) + (item.pending?.length ?? 0) + 64, resolve, reject: fail });
       this.#schedule();
     });
   }
@@ -219,6 +236,12 @@ export class MigrationSender {
         if (!live.length) continue;
         // The app may have written since move() checked: those bytes must leave from here first.
         await Promise.all(live.map((p) => flushWrites(p.socket).catch(() => {})));
+        for (const p of live) {
+          const late = lateBytes(p.socket);
+          if (!late) continue;
+          p.late.push(late);
+          p.item.pending = Buffer.concat([Buffer.from(p.item.pending ?? '', 'base64'), late]).toString('base64');
+        }
         try {
           await this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate', items: live.map((p) => p.item) }, live.map((p) => fdOf(p.socket)));
         } catch (err) {
