@@ -158,6 +158,16 @@ export function expectNothingLost(t: Diag, r: Outcome): void {
   assert.deepEqual(r.probe.errors, {}, what);
 }
 
+/**
+ * How most cells end: the traffic is served by generation `gen` (`when`: a note for the message), nothing
+ * was lost, and `pid` alone accepts on `port` among `pids`.
+ */
+export async function servedWithoutLoss(t: Diag, traffic: Traffic, port: number, pids: Iterable<number>, gen: number, pid: number, when = ''): Promise<void> {
+  await traffic.served(`by generation ${gen}${when}`);
+  expectNothingLost(t, await traffic.stop());
+  await expectOnlyAccepting(port, pids, pid, `generation ${gen} alone accepts`);
+}
+
 /** At most `n` requests failed, each by a reset (in flight on, or sent to, a connection of the killed
  * process: one per connection at most); no connection refused. */
 export function expectLostAtMost(t: Diag, r: Outcome, n: number): void {

@@ -16,7 +16,7 @@ import {
   cont,
   expectAllGone,
   expectLostAtMost,
-  expectNothingLost,
+  servedWithoutLoss,
   expectOnlyAccepting,
   FAULT_APP,
   faultHit,
@@ -100,9 +100,7 @@ test('standalone: new process SIGKILLed before auth: the serving one drops the c
   await faultHit(n, '0', 'before-auth');
   await within(n.exited, 10_000, 'the new process dies');
   await waitFor(() => /baton WARN control-refused gen=1 pid=\d+ reason=/.test(w.gen1.stderr()), 10_000, 'generation 1 drops the silent connection');
-  await w.traffic.served('by generation 1');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.port, pidsOf(w), w.gen1.pid, 'generation 1 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.port, pidsOf(w), 1, w.gen1.pid);
   await statusShows(w.socket, 1, w.gen1.pid);
   await stopAll(w, w.gen1);
 });
@@ -116,9 +114,7 @@ test('standalone: new process hung before auth: another successor takes over mea
   const nPid = await servingPid(n, 2);
   assert.equal(await within(w.gen1.exited, 20_000, 'generation 1 exits after the takeover'), 0);
   process.kill(hung.pid, 'SIGKILL');
-  await w.traffic.served('by generation 2');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.port, pidsOf(w), nPid, 'generation 2 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.port, pidsOf(w), 2, nPid);
   await servedBy(w.port, 2, nPid);
   await stopAll(w, n);
 });
@@ -128,9 +124,7 @@ test('standalone: new process SIGKILLed after the inventory: rolled back, nothin
   const n = w.next({ FAULT: 'after-inventory:kill' });
   await faultHit(n, 2, 'after-inventory');
   await waitFor(() => /baton WARN rollback gen=1 pid=\d+ next=2 /.test(w.gen1.stderr()), 10_000, 'generation 1 rolls back');
-  await w.traffic.served('by generation 1');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.port, pidsOf(w), w.gen1.pid, 'generation 1 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.port, pidsOf(w), 1, w.gen1.pid);
   await statusShows(w.socket, 1, w.gen1.pid);
   await stopAll(w, w.gen1);
 });
@@ -146,9 +140,7 @@ test('standalone: new process hung mid-fd-transfer: rolled back at readyTimeout;
   // Which of the two depends on whether its event loop saw the connection close before ready() ran.
   assert.match(n.stdout(), /generation 2 pid \d+ ready failed: ERR_BATON_ROLLED_BACK (the serving generation \(pid \d+\) ended the handoff before ready\(\)|the handoff did not complete: )/);
   assert.doesNotMatch(n.stdout(), servingRe(2));
-  await w.traffic.served('by generation 1');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.port, pidsOf(w), w.gen1.pid, 'generation 1 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.port, pidsOf(w), 1, w.gen1.pid);
   await stopAll(w, w.gen1);
 });
 
@@ -192,9 +184,7 @@ test('standalone: new process hung right after ready, then continued: nothing lo
   cont(hit.pid);
   await servingPid(n, 2);
   assert.equal(await within(w.gen1.exited, 20_000, 'generation 1 exits'), 0);
-  await w.traffic.served('by generation 2');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.port, pidsOf(w), n.pid, 'generation 2 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.port, pidsOf(w), 2, n.pid);
   await stopAll(w, n);
 });
 
@@ -249,9 +239,7 @@ test('standalone: serving process hung while the successor has its inventory, th
   cont(w.gen1.pid);
   await servingPid(n, 2);
   assert.equal(await within(w.gen1.exited, 20_000, 'generation 1 exits'), 0);
-  await w.traffic.served('by generation 2');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.port, pidsOf(w), n.pid, 'generation 2 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.port, pidsOf(w), 2, n.pid);
   await stopAll(w, n);
 });
 
@@ -293,8 +281,6 @@ test('standalone: serving process hung mid-drain, then continued: its requests i
   cont(w.gen1.pid);
   assert.deepEqual(await Promise.all(slow), [200, 200, 200]);
   assert.equal(await within(w.gen1.exited, 20_000, 'generation 1 exits'), 0);
-  await w.traffic.served('by generation 2');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.port, pidsOf(w), n.pid, 'generation 2 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.port, pidsOf(w), 2, n.pid);
   await stopAll(w, n);
 });

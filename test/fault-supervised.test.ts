@@ -22,6 +22,7 @@ import {
   expectAllGone,
   expectLostAtMost,
   expectNothingLost,
+  servedWithoutLoss,
   expectOnlyAccepting,
   faultHit,
   HANG_MS,
@@ -128,9 +129,7 @@ test('new generation hung before auth: rolled back at --ready-timeout and killed
   // SIGTERM waits while the process is stopped; the supervisor's SIGKILL follows 3 s later.
   await waitFor(() => !w.running(hit.pid), 15_000, 'the stopped generation is killed');
   await waitFor(() => /baton WARN control-refused supervisor=\d+ reason=/.test(w.s.sup.stderr()), 10_000, 'the supervisor drops the silent connection');
-  await w.traffic.served('by generation 1 after the rollback');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), w.gen1, 'generation 1 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 1, w.gen1, ' after the rollback');
   await servedBy(w.s.port, 1, w.gen1);
   await stopAll(w);
 });
@@ -142,9 +141,7 @@ test('new generation SIGKILLed after the inventory (fds received, none adopted):
   const reload = w.s.reload();
   await faultHit(w.s.sup, 2, 'after-inventory');
   expectRolledBack(await reload, /exited on SIGKILL before ready\(\)/);
-  await w.traffic.served('by generation 1 after the rollback');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), w.gen1, 'generation 1 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 1, w.gen1, ' after the rollback');
   await servedBy(w.s.port, 1, w.gen1);
   await expectSupervisorFds(w, supFds);
   await stopAll(w);
@@ -161,9 +158,7 @@ test('new generation hung after the inventory: rolled back at --ready-timeout, k
   assert.deepEqual(acceptingPids(w.s.port, w.pids()), [w.gen1], 'holding is not accepting: generation 1 alone accepts');
   expectRolledBack(await reload, /no ready\(\) within 3000 ms/);
   await waitFor(() => !w.running(hit.pid), 15_000, 'the stopped generation is killed');
-  await w.traffic.served('by generation 1 after the rollback');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), w.gen1, 'generation 1 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 1, w.gen1, ' after the rollback');
   await expectSupervisorFds(w, supFds);
   await stopAll(w);
 });
@@ -178,9 +173,7 @@ test('new generation SIGKILLed mid-fd-transfer (listener adopted, a fresh socket
   await waitFor(() => extraRe.test(w.s.sup.stderr()), 10_000, "the new generation's log line for 'extra' (relayed by the supervisor)");
   const extraPort = Number(extraRe.exec(w.s.sup.stderr())![1]);
   expectRolledBack(await reload, /exited on SIGKILL before ready\(\)/);
-  await w.traffic.served('by generation 1 after the rollback');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), w.gen1, 'generation 1 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 1, w.gen1, ' after the rollback');
   await expectSupervisorFds(w, supFds);
   assert.equal(listenerInode(extraPort), null, 'the socket only the failed generation used is closed everywhere');
   await stopAll(w);
@@ -194,9 +187,7 @@ test('new generation hung mid-fd-transfer: rolled back at --ready-timeout and ki
   const hit = await faultHit(w.s.sup, 2, 'mid-fd-transfer');
   expectRolledBack(await reload, /no ready\(\) within 3000 ms/);
   await waitFor(() => !w.running(hit.pid), 15_000, 'the stopped generation is killed');
-  await w.traffic.served('by generation 1 after the rollback');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), w.gen1, 'generation 1 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 1, w.gen1, ' after the rollback');
   await expectSupervisorFds(w, supFds);
   await stopAll(w);
 });
@@ -343,9 +334,7 @@ test('old generation hung while the new one has its inventory: the upgrade compl
   await sleep(HANG_MS);
   cont(w.gen1);
   await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 drains and exits once continued');
-  await w.traffic.served('by generation 2');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), n.pid, 'generation 2 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 2, n.pid);
   await stopAll(w);
 });
 
@@ -376,9 +365,7 @@ test('old generation hung when told to drain, then continued: nothing lost', { t
   await sleep(HANG_MS);
   cont(w.gen1);
   await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 drains and exits once continued');
-  await w.traffic.served('by generation 2');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), n, 'generation 2 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 2, n);
   await stopAll(w);
 });
 
@@ -413,9 +400,7 @@ test('old generation hung mid-drain, then continued: its requests in flight comp
   cont(w.gen1);
   assert.deepEqual(await Promise.all(slow), [200, 200, 200]);
   await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 drains and exits once continued');
-  await w.traffic.served('by generation 2');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), n, 'generation 2 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 2, n);
   await stopAll(w);
 });
 
@@ -454,9 +439,7 @@ test('supervisor SIGKILLed while the new generation is connecting (before auth):
   w.release();
   expectReloadCutOff(await reload);
   await waitFor(() => !w.running(n.pid), 10_000, 'the new generation gives up (nothing listens on the control socket)');
-  await w.traffic.served('by generation 1, unsupervised');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), w.gen1, 'generation 1 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 1, w.gen1, ', unsupervised');
   await servedBy(w.s.port, 1, w.gen1);
   await survivorsOnly(w, [w.gen1]);
 });
@@ -472,9 +455,7 @@ test('supervisor hung while the new generation is connecting, then continued: th
   cont(w.s.sup.pid);
   expectReloaded(await reload, 2);
   await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 drains and exits');
-  await w.traffic.served('by generation 2');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), n.pid, 'generation 2 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 2, n.pid);
   await stopAll(w);
 });
 
@@ -493,9 +474,7 @@ test('supervisor SIGKILLed after sending the inventory: the new generation\'s re
   assert.equal(failed[1], 'ERR_BATON_ROLLED_BACK');
   assert.match(failed[2]!, /the supervisor \(pid \d+\) closed the control connection before ready\(\)/);
   await waitFor(() => !w.running(n.pid), 10_000, 'the new generation exits');
-  await w.traffic.served('by generation 1, unsupervised');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), w.gen1, 'generation 1 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 1, w.gen1, ', unsupervised');
   await survivorsOnly(w, [w.gen1]);
 });
 
@@ -513,9 +492,7 @@ test('supervisor SIGKILLed mid-fd-transfer: the new generation\'s ready() fails 
   assert.match(failed[2]!, /the supervisor \(pid \d+\) closed the control connection before ready\(\)/);
   assert.doesNotMatch(w.s.sup.stdout(), servingRe(2), 'generation 2 never served');
   await waitFor(() => !w.running(n.pid), 10_000, 'the new generation exits');
-  await w.traffic.served('by generation 1, unsupervised');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), w.gen1, 'generation 1 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 1, w.gen1, ', unsupervised');
   await survivorsOnly(w, [w.gen1]);
 });
 
@@ -534,9 +511,7 @@ test('supervisor hung mid-fd-transfer, then continued: the upgrade completes, no
   cont(w.s.sup.pid);
   expectReloaded(await reload, 2);
   await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 drains and exits');
-  await w.traffic.served('by generation 2');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), n.pid, 'generation 2 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 2, n.pid);
   await stopAll(w);
 });
 
@@ -552,9 +527,7 @@ test('supervisor SIGKILLed after ready: generation 1 drains and exits by itself,
   assert.ok(r.code === 0 || /the peer closed the control connection/.test(r.stderr), `baton reload: ${r.code} ${r.stdout} ${r.stderr}`);
   const n = await servingPid(w.s.sup, 2);
   await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 drains and exits without its supervisor');
-  await w.traffic.served('by generation 2, unsupervised');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), n, 'generation 2 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 2, n, ', unsupervised');
   await servedBy(w.s.port, 2, n);
   await survivorsOnly(w, [n]);
 });
@@ -573,9 +546,7 @@ test('supervisor SIGKILLed mid-drain: the old generation finishes its requests i
   w.release();
   assert.deepEqual(await Promise.all(slow), [200, 200, 200]);
   await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 drains and exits without its supervisor');
-  await w.traffic.served('by generation 2, unsupervised');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), n, 'generation 2 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 2, n, ', unsupervised');
   await survivorsOnly(w, [n]);
 });
 
@@ -594,9 +565,7 @@ test('supervisor hung mid-drain, then continued: nothing lost, the old generatio
   await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 exits (a zombie until the supervisor continues)');
   cont(w.s.sup.pid);
   await waitFor(() => new RegExp(`baton exit supervisor=\\d+ generation=1 child=${w.gen1} code=0`).test(w.s.sup.stderr()), 10_000, 'the supervisor reaps generation 1');
-  await w.traffic.served('by generation 2');
-  expectNothingLost(t, await w.traffic.stop());
-  await expectOnlyAccepting(w.s.port, w.pids(), n, 'generation 2 alone accepts');
+  await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 2, n);
   await stopAll(w);
 });
 
