@@ -2,6 +2,7 @@
  * What every benchmark runner shares: killing the processes it started, whatever happens, and writing
  * its own section of docs/performance.md (between its marker comments, leaving the others alone).
  */
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -32,6 +33,20 @@ export function trackedProcesses(): { tracked: Set<number>; killAll: () => void 
     });
   }
   return { tracked, killAll };
+}
+
+/** Follow a tracked child: `exited` resolves when it exits (its pid then leaves `tracked`); `running()` says
+ * whether it still runs. */
+export function untilExit(child: ChildProcess, tracked: Set<number>): { exited: Promise<void>; running: () => boolean } {
+  let running = true;
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      running = false;
+      tracked.delete(child.pid!);
+      resolve();
+    }),
+  );
+  return { exited, running: () => running };
 }
 
 /** Replace the section between `start` and `end` in `doc` (append it if missing; create the doc). */

@@ -26,6 +26,7 @@ import type { UpgradeRecord } from '../../src/cli/supervisor.js';
 import { percentile, startLoad, type Load, type LoadResult } from '../../scripts/lib/http-load.js';
 import type { Footprint, SoakStats } from './app.js';
 import { startUdpLoad, startWsLoad, type UdpLoad, type UdpTally, type WsLoad, type WsTally } from './clients.js';
+import { untilExit } from '../lib/common.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** dist/bench/soak -> the package root. */
@@ -173,25 +174,18 @@ function startSupervisor(socket: string, logPath: string, tracked: Set<number>):
   tracked.add(pid);
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out = (out + d).slice(-65536)));
-  let running = true;
-  const exited = new Promise<void>((resolve) =>
-    child.once('exit', () => {
-      running = false;
-      tracked.delete(pid);
-      resolve();
-    }),
-  );
+  const { exited, running } = untilExit(child, tracked);
   return {
     pid,
     child,
     exited,
-    running: () => running,
+    running,
     async line(re, ms) {
       const deadline = Date.now() + ms;
       for (;;) {
         const m = re.exec(out);
         if (m) return m;
-        if (!running) throw new Error(`baton run exited before printing ${re} (see ${logPath})`);
+        if (!running()) throw new Error(`baton run exited before printing ${re} (see ${logPath})`);
         if (Date.now() > deadline) throw new Error(`baton run: no ${re} within ${ms} ms (see ${logPath})`);
         await sleep(20);
       }

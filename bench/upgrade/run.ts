@@ -35,7 +35,7 @@ import type { LoadResult } from '../../scripts/lib/http-load.js';
 import { renderChart, type Panel } from './chart.js';
 import { ForeignCpu } from './foreign-cpu.js';
 import type { AutocannonSummary, LoadMessage } from './load.js';
-import { trackedProcesses, writeDocSection } from '../lib/common.js';
+import { trackedProcesses, untilExit, writeDocSection } from '../lib/common.js';
 import { buckets, median, overlaps, PAD_MS, quantile, split, type Window } from './stats.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -107,20 +107,13 @@ function startNode(script: string[], env: NodeJS.ProcessEnv, log: string): Proc 
       for (const w of [...waiters]) w(line);
     }
   });
-  let running = true;
-  const exited = new Promise<void>((resolve) =>
-    child.once('exit', () => {
-      running = false;
-      tracked.delete(pid);
-      resolve();
-    }),
-  );
+  const { exited, running } = untilExit(child, tracked);
   return {
     pid,
     child,
     exited,
     get running() {
-      return running;
+      return running();
     },
     nextLine(re, ms, what) {
       return new Promise((resolve, reject) => {
