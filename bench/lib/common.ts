@@ -49,6 +49,43 @@ export function untilExit(child: ChildProcess, tracked: Set<number>): { exited: 
   return { exited, running: () => running };
 }
 
+/**
+ * Read `child`'s stdout line by line (`each` sees every line) and return `nextLine(re, ms, what)`: the next
+ * line matching `re`, rejecting if the process exits first or after `ms` (the messages point at `log`).
+ */
+export function stdoutLines(child: ChildProcess, log: string, each?: (line: string) => void): (re: RegExp, ms: number, what: string) => Promise<RegExpExecArray> {
+  let buf = '';
+  const waiters = new Set<(line: string) => void>();
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    buf += chunk;
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      each?.(line);
+      for (const w of [...waiters]) w(line);
+    }
+  });
+  return (re, ms, what) =>
+    new Promise((resolve, reject) => {
+      const done = (err: Error | null, m?: RegExpExecArray) => {
+        clearTimeout(timer);
+        waiters.delete(onLine);
+        child.off('exit', onExit);
+        if (err) reject(err);
+        else resolve(m!);
+      };
+      const onLine = (line: string) => {
+        const m = re.exec(line);
+        if (m) done(null, m);
+      };
+      const onExit = () => done(new Error(`${what}: the process exited first (see ${log})`));
+      const timer = setTimeout(() => done(new Error(`${what}: no ${re} within ${ms} ms (see ${log})`)), ms);
+      waiters.add(onLine);
+      child.once('exit', onExit);
+    });
+}
+
 /** Replace the section between `start` and `end` in `doc` (append it if missing; create the doc). */
 export function writeDocSection(doc: string, start: string, end: string, section: string): void {
   let text: string;

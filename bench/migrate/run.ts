@@ -40,7 +40,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { trackedProcesses, writeDocSection } from '../lib/common.js';
+import { stdoutLines, trackedProcesses, writeDocSection } from '../lib/common.js';
 import WebSocket from 'ws';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -138,41 +138,12 @@ function supervise(dir: string, app: string, env: NodeJS.ProcessEnv): Supervisor
     tracked.delete(child.pid!);
     fs.closeSync(logFd);
   });
-  let buf = '';
-  const waiters = new Set<(line: string) => void>();
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    buf += d;
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      // Keep the apps' lines if asked (profiling: their mono= timestamps place the move in each profile).
-      if (APP_LOG) fs.appendFileSync(APP_LOG, `${line}\n`);
-      for (const w of [...waiters]) w(line);
-    }
-  });
+  // Keep the apps' lines if asked (profiling: their mono= timestamps place the move in each profile).
+  const nextLine = stdoutLines(child, log, APP_LOG ? (line) => fs.appendFileSync(APP_LOG, `${line}\n`) : undefined);
   return {
     child,
     socket,
-    nextLine(re, ms, what) {
-      return new Promise((resolve, reject) => {
-        const done = (err: Error | null, m?: RegExpExecArray) => {
-          clearTimeout(timer);
-          waiters.delete(onLine);
-          child.off('exit', onExit);
-          if (err) reject(err);
-          else resolve(m!);
-        };
-        const onLine = (line: string) => {
-          const m = re.exec(line);
-          if (m) done(null, m);
-        };
-        const onExit = () => done(new Error(`${what}: the supervisor exited (see ${log})`));
-        const timer = setTimeout(() => done(new Error(`${what}: no ${re} within ${ms} ms (see ${log})`)), ms);
-        waiters.add(onLine);
-        child.once('exit', onExit);
-      });
-    },
+    nextLine,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise<void>((r) => child.once('exit', () => r()));

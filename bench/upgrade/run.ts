@@ -35,7 +35,7 @@ import type { LoadResult } from '../../scripts/lib/http-load.js';
 import { renderChart, type Panel } from './chart.js';
 import { ForeignCpu } from './foreign-cpu.js';
 import type { AutocannonSummary, LoadMessage } from './load.js';
-import { trackedProcesses, untilExit, writeDocSection } from '../lib/common.js';
+import { stdoutLines, trackedProcesses, untilExit, writeDocSection } from '../lib/common.js';
 import { buckets, median, overlaps, PAD_MS, quantile, split, type Window } from './stats.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -95,18 +95,7 @@ function startNode(script: string[], env: NodeJS.ProcessEnv, log: string): Proc 
   fs.closeSync(err);
   const pid = child.pid!;
   tracked.add(pid);
-  let buf = '';
-  const waiters = new Set<(line: string) => void>();
-  child.stdout!.setEncoding('utf8');
-  child.stdout!.on('data', (chunk: string) => {
-    buf += chunk;
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      for (const w of [...waiters]) w(line);
-    }
-  });
+  const nextLine = stdoutLines(child, log);
   const { exited, running } = untilExit(child, tracked);
   return {
     pid,
@@ -115,25 +104,7 @@ function startNode(script: string[], env: NodeJS.ProcessEnv, log: string): Proc 
     get running() {
       return running();
     },
-    nextLine(re, ms, what) {
-      return new Promise((resolve, reject) => {
-        const done = (err: Error | null, m?: RegExpExecArray) => {
-          clearTimeout(timer);
-          waiters.delete(onLine);
-          child.off('exit', onExit);
-          if (err) reject(err);
-          else resolve(m!);
-        };
-        const onLine = (line: string) => {
-          const m = re.exec(line);
-          if (m) done(null, m);
-        };
-        const onExit = () => done(new Error(`${what}: the process exited first (see ${log})`));
-        const timer = setTimeout(() => done(new Error(`${what}: no ${re} within ${ms} ms (see ${log})`)), ms);
-        waiters.add(onLine);
-        child.once('exit', onExit);
-      });
-    },
+    nextLine,
   };
 }
 
