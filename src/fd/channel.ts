@@ -16,10 +16,10 @@
  * every fd that arrived and was not delivered is closed.
  */
 import { EventEmitter } from 'node:events';
-import fs from 'node:fs';
 import { batonError, argTypeError, checkFd, checkFds, type BatonError } from './errors.js';
 import { encodeMessage, Reassembler, type InMessage, type OutRecord } from './framing.js';
 import { native, RECORD_OK, RECORD_CTRUNC } from './native.js';
+import { fdUsage } from './fd-usage.js';
 
 export interface PeerCredentials {
   /** The peer's process id at connect time (SO_PEERCRED). */
@@ -419,14 +419,8 @@ function isPeerGone(err: unknown): boolean {
  * tells the user what to raise. (The fds that did arrive are closed by now, which leaves room to look.)
  */
 function ctruncReason(): string {
-  let usage = '';
-  try {
-    const open = fs.readdirSync('/proc/self/fd').length - 1; // the listing's own fd is in it
-    const limit = /^Max open files\s+(\S+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1];
-    if (limit) usage = ` (${open} fds open, RLIMIT_NOFILE ${limit})`;
-  } catch {
-    // No fd left even for that: the table is full.
-  }
+  const fds = fdUsage();
+  const usage = fds ? ` (${fds.open} fds open, RLIMIT_NOFILE ${fds.limit === Infinity ? 'unlimited' : fds.limit})` : '';
   return `a record from the peer carried more fds than this process could receive (MSG_CTRUNC): its fd table is probably full${usage}; raise the open files limit (ulimit -n, LimitNOFILE=). The fds that arrived were closed`;
 }
 

@@ -17,11 +17,11 @@
  *    the new generation.
  */
 import { EventEmitter } from 'node:events';
-import fs from 'node:fs';
 import net from 'node:net';
 import { FdChannel } from '../fd/channel.js';
 import { batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
+import { fdUsage } from '../fd/fd-usage.js';
 import { native } from '../fd/native.js';
 import { Link } from '../handoff/link.js';
 import { MAX_MIGRATION_BATCH, PROTOCOL_VERSION, type MigrationItem, type MigrationKind } from '../handoff/messages.js';
@@ -387,12 +387,7 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
  * Read from /proc (a directory listing; only at start and when the estimate runs low). Unknown: no limit.
  */
 function roomForFds(): number {
-  try {
-    const limit = /^Max open files\s+(\S+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1];
-    if (!limit || limit === 'unlimited') return Number.MAX_SAFE_INTEGER;
-    const open = fs.readdirSync('/proc/self/fd').length;
-    return Math.max(0, Number(limit) - open - FD_RESERVE);
-  } catch {
-    return Number.MAX_SAFE_INTEGER;
-  }
+  const fds = fdUsage();
+  if (!fds || fds.limit === Infinity) return Number.MAX_SAFE_INTEGER;
+  return Math.max(0, fds.limit - fds.open - FD_RESERVE);
 }
