@@ -313,8 +313,19 @@ export class Supervisor {
         if (migrationFd !== null) native.closeMany([migrationFd]);
         return; // rolled back meanwhile
       }
-      this.#promote(g, names, migrationFd);
-      await session.ackReady();
+      const old = this.#promote(g, names);
+      // Acknowledge first, then drain the old generation: the new one accepts from its acknowledgement, so if
+      // this process dies in between, the old one still serves (and a second generation serving is a smaller
+      // harm than none). The other order let a supervisor killed right after sending `drain` leave the old
+      // generation draining and the new one rolled back for want of its ready-ok (found by the fault matrix).
+      try {
+        await session.ackReady();
+      } catch (err) {
+        if (migrationFd !== null) native.closeMany([migrationFd]);
+        throw err;
+      }
+      if (old) this.#drainGeneration(old, 'upgrade', migrationFd);
+      else if (migrationFd !== null) native.closeMany([migrationFd]);
     } catch (err) {
       this.#lostContact(g, (err as Error).message);
     }
@@ -335,8 +346,8 @@ export class Supervisor {
     }, EXIT_GRACE_MS);
   }
 
-  /** `migrationFd` (owned): the new generation's migration channel, relayed to the old one with 'drain'. */
-  #promote(g: Generation, names: string[], migrationFd: number | null = null): void {
+  /** `g` is ready: it becomes the current generation. Returns the one it replaces, which the caller drains. */
+  #promote(g: Generation, names: string[]): Generation | null {
     // Its own sockets join the inventory; sockets nobody uses any more are closed (the supervisor's copy
     // was the last one once the old generation drains).
     for (const [name, reg] of g.registered) {
@@ -384,10 +395,9 @@ export class Supervisor {
       this.#readySent = true;
       attempt.settle(attempt.record);
     }
-    if (old && old.state === 'serving') {
-      if (attempt) old.replacedBy = attempt.record;
-      this.#drainGeneration(old, 'upgrade', migrationFd);
-    } else if (migrationFd !== null) native.closeMany([migrationFd]);
+    if (!old || old.state !== 'serving') return null;
+    if (attempt) old.replacedBy = attempt.record;
+    return old;
   }
 
   /** `migrationFd` (owned, closed here once relayed): lets the old generation move live connections. */
