@@ -117,8 +117,10 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
   async ready(names: string[], timeoutMs: number, migrationFd?: number): Promise<void> {
     if (this.#state !== 'welcomed') throw batonError('ERR_BATON_STATE', `ready() in state ${this.#state}`);
     this.#state = 'ready-sent';
-    await this.link.send({ v: PROTOCOL_VERSION, type: 'ready', names }, migrationFd === undefined ? [] : [migrationFd]);
-    await this.link.expect(['ready-ok'], timeoutMs, 'the acknowledgement of ready');
+    // Wait for the acknowledgement before sending, so that it can never arrive unexpected: the 'message'
+    // handler above drops what nobody waits for.
+    const ack = this.link.expect(['ready-ok'], timeoutMs, 'the acknowledgement of ready');
+    await answerDespiteEpipe(ack, this.link.send({ v: PROTOCOL_VERSION, type: 'ready', names }, migrationFd === undefined ? [] : [migrationFd]));
     this.#state = 'serving';
     this.#closeOffered();
   }
