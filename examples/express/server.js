@@ -29,7 +29,9 @@ await upgrader.listen(server, 'web', { port, host });
 
 upgrader.on('drain', () => {
   // Replaced by a newer generation (or stopping): stop background work (timers, queue consumers) here.
-  // Requests in flight still finish; keep-alive connections are closed after their current request.
+  // Requests in flight still finish here. Each keep-alive connection then moves, open, to the new
+  // generation at its first idle moment (its client never reconnects); one that cannot move gets
+  // `Connection: close` on its next response.
 });
 
 await upgrader.ready();
