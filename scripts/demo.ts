@@ -51,6 +51,9 @@ interface ReloadOutcome {
   /** Wall-clock time of the `baton reload` command, process start included. */
   commandMs: number;
   reason?: string;
+  /** Connections the load client had to open anew from this reload until the next one (or the end): 0
+   * means every keep-alive connection survived the reload, moved open to the new generation. */
+  reconnects?: number;
 }
 
 interface ProbeStats {
@@ -100,15 +103,29 @@ function ms(n: number | undefined): string {
   return n === undefined ? '-' : `${fmt(Math.round(n))} ms`;
 }
 
+/** Requests sent whose response has not arrived yet: not failures, just not finished at this instant. */
+function inFlight(r: LoadResult): number {
+  return r.sent - r.ok - r.non2xx - r.errors;
+}
+
 function counters(r: LoadResult): string {
-  return `requests ${fmt(r.sent)} ok ${fmt(r.ok)} non-2xx ${fmt(r.non2xx)} errors ${fmt(r.errors)}`;
+  return `requests ${fmt(r.sent)} ok ${fmt(r.ok)} in flight ${fmt(inFlight(r))} non-2xx ${fmt(r.non2xx)} errors ${fmt(r.errors)}`;
+}
+
+/** "16 of 16 connections kept": how many of the load's keep-alive connections a reload did not cut. */
+function kept(reconnects: number | undefined): string {
+  if (reconnects === undefined) return '';
+  const k = Math.max(0, CONNECTIONS - reconnects);
+  return `; ${k} of ${CONNECTIONS} keep-alive connections kept open${k === CONNECTIONS ? ' (moved to the new generation, no reconnect)' : ''}`;
 }
 
 // --- output ------------------------------------------------------------------------------------------------
 
 function liveText(): string {
   const r = load?.result;
-  const requests = r ? `requests ${fmt(r.sent)} ok ${fmt(r.ok)}${r.non2xx ? ` non-2xx ${fmt(r.non2xx)}` : ''} errors ${fmt(r.errors)}` : 'requests 0';
+  const requests = r
+    ? `requests ${fmt(r.sent)} ok ${fmt(r.ok)} in flight ${fmt(inFlight(r))}${r.non2xx ? ` non-2xx ${fmt(r.non2xx)}` : ''} errors ${fmt(r.errors)}`
+    : 'requests 0';
   const parts = [requests, `generation ${generationNow || '-'}`, phase];
   return parts.join(' | ');
 }
@@ -370,6 +387,8 @@ async function main(): Promise<number> {
   supervisor.stderr!.on('data', keepTail);
 
   const results: ReloadOutcome[] = [];
+  /** The load's socketsOpened when each reload began: the differences are each reload's reconnects. */
+  const openedAt: number[] = [];
   let prober: ReturnType<typeof startProber> | null = null;
   let loadResult: LoadResult | null = null;
   let failure: string | null = null;
@@ -389,6 +408,7 @@ async function main(): Promise<number> {
     step(`load running: ${counters(load.result)}`);
 
     for (let i = 1; i <= RELOADS; i++) {
+      openedAt.push(load.result.socketsOpened);
       const r = await reload(sock, i);
       results.push(r);
       if (r.ok) step(`reload ${i}/${RELOADS} ✓ generation ${r.generation} (pid ${r.pid}) serving, ready in ${ms(r.readyMs)} (\`baton reload\` took ${ms(r.commandMs)}) | ${counters(load.result)}`);
@@ -405,6 +425,7 @@ async function main(): Promise<number> {
     if (load) {
       await until(load.stop(), 15_000);
       loadResult = load.result;
+      results.forEach((x, i) => (x.reconnects = (openedAt[i + 1] ?? loadResult!.socketsOpened) - openedAt[i]!));
     }
     if (prober) await until(prober.stop(), 10_000);
     endLive();
@@ -436,7 +457,7 @@ async function main(): Promise<number> {
     lines.push(`  reloads   ${okReloads} of ${RELOADS} served${results.length < RELOADS ? ` (${RELOADS - results.length} not attempted)` : ''}`);
     for (const x of results) {
       if (x.ok) {
-        lines.push(`            ${x.index}. generation ${x.generation} (pid ${x.pid}) ready in ${ms(x.readyMs)}; the old generation drained in ${x.drainMs === undefined ? '(still draining)' : ms(x.drainMs)}; \`baton reload\` took ${ms(x.commandMs)}`);
+        lines.push(`            ${x.index}. generation ${x.generation} (pid ${x.pid}) ready in ${ms(x.readyMs)}; the old generation drained in ${x.drainMs === undefined ? '(still draining)' : ms(x.drainMs)}; \`baton reload\` took ${ms(x.commandMs)}${kept(x.reconnects)}`);
       } else {
         lines.push(`            ${x.index}. ${x.reason === 'interrupted' ? 'interrupted' : `FAILED: ${x.reason}`}`);
       }
@@ -466,7 +487,11 @@ async function main(): Promise<number> {
     lines.push(`verdict: INTERRUPTED (${interruptedBy}) after ${okReloads} reload(s); ${problems.length ? problems.join(', ') : `${fmt(r.sent)} requests so far, none failed`}`);
     code = interruptedBy === 'SIGINT' ? 130 : 143;
   } else if (problems.length === 0) {
-    lines.push(`verdict: PASS — ${RELOADS} reloads under load, ${fmt(r.sent)} requests, none failed, and the port never refused a connection`);
+    const allKept = results.every((x) => x.reconnects === 0);
+    lines.push(
+      `verdict: PASS — ${RELOADS} reloads under load, ${fmt(r.sent)} requests, none failed, the port never refused a ` +
+        `connection${allKept ? `, and all ${CONNECTIONS} keep-alive connections survived every reload` : ''}`,
+    );
     code = 0;
   } else {
     lines.push(`verdict: FAIL — ${problems.join('; ')}`);

@@ -190,6 +190,10 @@ test('npm start (dist/scripts/demo.js), stdout not a TTY: three reloads under lo
   assert.ok(summary, out);
   assert.equal(summary[1], summary[2], 'every request sent was answered 2xx');
   assert.match(out, /reloads {3}3 of 3 served/);
+  // The demo's point: the same connections survive each reload (moved, not reconnected).
+  const kept = [...out.matchAll(/(\d+) of (\d+) keep-alive connections kept open/g)];
+  assert.equal(kept.length, 3, out);
+  for (const k of kept) assert.equal(k[1], k[2], `every keep-alive connection survived: ${k[0]}`);
   assert.match(out, /never refused: [\d,]+ fresh connections, 0 refused/);
   assert.match(out, /supervisor stopped gracefully \(exit code 0\); no leftover processes; tmp dir removed/);
   assert.match(out, /^verdict: PASS/m);
