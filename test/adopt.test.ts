@@ -16,6 +16,7 @@ import {
   adopt, adoptDgram, adoptFile, adoptServer, adoptSocket, dupFd, fdOf, FdChannel, FdChannelServer, probe,
 } from '../src/index.js';
 import { native } from '../src/fd/native.js';
+import { listenOnFd } from '../src/upgrader/sockets.js';
 import { expectFdsBackTo, fdCount, FIXTURES, spawnNode, tmpDir, within } from './helpers.js';
 import {
   bindUdp, closeDgram, closeServer, closedFd, connectedPair, connectedUnixPair, destroySocket, fdList,
@@ -413,4 +414,34 @@ test('adopt across processes: a child sends its TCP listener over an FdChannel; 
   channels.close();
   await within(new Promise((resolve) => (channel.closed ? resolve(null) : channel.once('close', resolve))), 5000, 'the channel to close after the child exited');
   await expectFdsBackTo(baseline, 'the cross-process adoption');
+});
+
+test('listenOnFd (the Upgrader\'s inherited listeners): a failed listen never closes the file that reused the fd number', async (t) => {
+  // Node's server.listen({ fd }) on a connected TCP socket: listen(2) fails with EINVAL, Node closes its handle
+  // (and the fd) synchronously and reports the error a tick later. A file opened in between gets the same
+  // number; closing "the fd" after the error would close that file (src/upgrader/sockets.ts did, before it
+  // went through fd/adopt's inode check).
+  const { client } = await connectedPair(t);
+  const baseline = fdCount();
+  const fd = dupFd(client);
+  const server = net.createServer();
+  const failed = listenOnFd(server, fd, 16);
+  const p = path.join(tmpDir(t), 'reuser');
+  fs.writeFileSync(p, 'mine');
+  const opened: number[] = [];
+  let reuser = -1;
+  for (let i = 0; i < 64 && reuser < 0; i++) {
+    const f = fs.openSync(p, 'r');
+    if (f === fd) reuser = f;
+    else opened.push(f);
+  }
+  for (const f of opened) fs.closeSync(f);
+  assert.equal(reuser, fd, `a file got fd ${fd} back once Node closed it`);
+  const inode = fs.fstatSync(reuser).ino;
+  const err = await rejectsCode(failed, Error, 'EINVAL');
+  assert.equal(err.syscall, 'listen');
+  assert.ok(stillOpen(reuser, inode), 'the file that reused the number is still open');
+  assert.equal(fs.readFileSync(reuser, 'utf8'), 'mine');
+  fs.closeSync(reuser);
+  await expectFdsBackTo(baseline, 'listenOnFd failure');
 });

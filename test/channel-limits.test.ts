@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { before, test } from 'node:test';
 import { FdChannel, FdChannelServer } from '../src/fd/index.js';
-import { native } from '../src/fd/native.js';
+import { closeFds } from '../src/fd/fds.js';
 import { expectFdsBackTo, fdCount, fdinfoFlags, O_CLOEXEC, tmpDir, within } from './helpers.js';
 import { closeOf, collect, makeFiles, next, readFd, spawnPeer, turns, warmUpSpawn } from './channel-helpers.js';
 
@@ -42,7 +42,7 @@ test('1,000 fds in one message from another process arrive complete and in order
     assert.ok(fdinfoFlags(fd) & O_CLOEXEC);
   }
   assert.ok(fdCount() >= base + 1000);
-  native.closeMany(m!.fds);
+  closeFds(m!.fds);
   await ch.send('thanks');
   assert.equal(await within(child.exited, 10_000, 'child exit'), 0);
   await child.closed;
@@ -86,7 +86,7 @@ test('maxMessageBytes: a message at the limit is delivered, one byte over is ERR
   await a.send(Buffer.alloc(100, 1), [fd]);
   const [m] = await got;
   assert.equal(m!.data.length, 100);
-  native.closeMany(m!.fds);
+  closeFds(m!.fds);
 
   const errors: Error[] = [];
   b.on('error', (e) => errors.push(e));
@@ -94,7 +94,7 @@ test('maxMessageBytes: a message at the limit is delivered, one byte over is ERR
   let messages = 0;
   b.on('message', (_d, fds) => {
     messages++;
-    native.closeMany(fds);
+    closeFds(fds);
   });
   await a.send(Buffer.alloc(101, 2), [fd, fd, fd]);
   await a.send('after', [fd]);
@@ -119,7 +119,7 @@ test('maxMessageFds: a message at the limit is delivered, one fd over is ERR_BAT
   await a.send('none');
   const msgs = await got;
   assert.equal(msgs[0]!.fds.length, 3);
-  native.closeMany(msgs[0]!.fds);
+  closeFds(msgs[0]!.fds);
   const closed = closeOf(b);
   await a.send('four', [fd, fd, fd, fd]);
   fs.closeSync(fd);
@@ -141,7 +141,7 @@ test('limits on multi-record messages: the error comes as soon as the limit is p
     a.on('error', () => {});
     const errors: Error[] = [];
     b.on('error', (e) => errors.push(e));
-    b.on('message', (_d, fds) => native.closeMany(fds));
+    b.on('message', (_d, fds) => closeFds(fds));
     const closed = closeOf(b);
     // 1 MiB and 1,000 fds: 16 records by size, 4 by fds.
     const sending = a.send(Buffer.alloc(1024 * 1024), Array.from({ length: 1000 }, () => fd));

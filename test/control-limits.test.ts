@@ -26,8 +26,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { FdChannel, FdChannelServer, closeFds, type DropInfo } from '../src/fd/index.js';
-import { native } from '../src/fd/native.js';
+import { FdChannel, FdChannelServer, closeFds, dupFd, type DropInfo } from '../src/fd/index.js';
+import { isOpen, socketpair } from '../src/fd/fds.js';
 import { GenerationClient } from '../src/handoff/client.js';
 import { sendCommand } from '../src/handoff/control.js';
 import { CONTROL_CHANNEL_LIMITS, decode, MAX_CONTROL_CONNECTIONS, MAX_MESSAGE_BYTES } from '../src/handoff/messages.js';
@@ -145,7 +145,7 @@ async function raw(socket: string): Promise<Raw> {
  * other end (watched here) reads its end of stream exactly when the server has closed every copy it got.
  */
 function tracer(t: Cleanup): { fd: number; released: Promise<void>; dropOurs(): void } {
-  const [watched, sent] = native.socketpair();
+  const [watched, sent] = socketpair();
   const watcher = FdChannel.fromFd(watched);
   watcher.on('error', () => {});
   t.after(() => watcher.close());
@@ -239,9 +239,9 @@ test('FdChannelServer: bad maxChannels / dropNotice are TypeErrors with a code; 
   // fromFd owns the fd it is given, even when its options are wrong.
   const server = await FdChannelServer.listen(sock);
   t.after(() => server.close());
-  const fd = native.dup(server.fd);
+  const fd = dupFd(server.fd);
   assert.throws(() => FdChannelServer.fromFd(fd, sock, { maxChannels: -1 }), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
-  assert.equal(native.isOpen(fd), false, 'fromFd closed the fd it was given');
+  assert.equal(isOpen(fd), false, 'fromFd closed the fd it was given');
   server.close();
   await expectFdsBackTo(before, 'bad options');
   // The default: no limit.

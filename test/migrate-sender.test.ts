@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { native } from '../src/fd/native.js';
+import { socketpair } from '../src/fd/fds.js';
 import { MigrationReceiver, MigrationSender } from '../src/upgrader/migrate.js';
 import { closeServer, listenTcp } from './fd-helpers.js';
 import { expectFdsBackTo, fdCount, within } from './helpers.js';
@@ -24,7 +24,7 @@ async function tcpPair(t: Parameters<typeof listenTcp>[0]): Promise<{ client: ne
 test("a connection moved right after a 'data' listener was attached keeps every byte the client sends while it waits to leave", async (t) => {
   const base = fdCount();
   const { client, server, listener } = await tcpPair(t);
-  const [senderFd, receiverFd] = native.socketpair();
+  const [senderFd, receiverFd] = socketpair();
   const sender = new MigrationSender(senderFd);
   // What a generation does with a connection that arrives while it is draining: start serving it (a 'data'
   // listener, which schedules a resume on the next tick) and move it on at once.

@@ -11,7 +11,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { FdChannelServer } from '../fd/channel-server.js';
 import { batonError } from '../fd/errors.js';
-import { native } from '../fd/native.js';
+import { closeFds } from '../fd/fds.js';
+import { reap } from '../fd/process.js';
 import { CONTROL_CHANNEL_LIMITS, formatAddress, type InventoryEntry } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { HandoffSession } from '../handoff/session.js';
@@ -184,7 +185,7 @@ export class Supervisor {
       else this.#drainGeneration(g, 'stop');
     }
     // The supervisor's copies go now: once the generations close theirs, the port closes.
-    for (const { fd } of this.#inventory.values()) native.closeMany([fd]);
+    for (const { fd } of this.#inventory.values()) closeFds([fd]);
     this.#inventory.clear();
     const deadline = setTimeout(() => {
       for (const g of this.#alive()) killTree(g, 'SIGKILL');
@@ -301,7 +302,7 @@ export class Supervisor {
     g.session = session;
     session.on('register', (entry, fd) => {
       const old = g.registered.get(entry.name);
-      if (old) native.closeMany([old.fd]);
+      if (old) closeFds([old.fd]);
       g.registered.set(entry.name, { entry, fd });
     });
     session.on('stats', (s) => (g.connections = s.connections));
@@ -310,7 +311,7 @@ export class Supervisor {
       await session.offer(g.generation, [...this.#inventory.values()]);
       const { names, migrationFd } = await session.awaitReady(this.#opts.readyTimeoutMs);
       if (g.state !== 'starting') {
-        if (migrationFd !== null) native.closeMany([migrationFd]);
+        if (migrationFd !== null) closeFds([migrationFd]);
         return; // rolled back meanwhile
       }
       const old = this.#promote(g, names);
@@ -321,11 +322,11 @@ export class Supervisor {
       try {
         await session.ackReady();
       } catch (err) {
-        if (migrationFd !== null) native.closeMany([migrationFd]);
+        if (migrationFd !== null) closeFds([migrationFd]);
         throw err;
       }
       if (old) this.#drainGeneration(old, 'upgrade', migrationFd);
-      else if (migrationFd !== null) native.closeMany([migrationFd]);
+      else if (migrationFd !== null) closeFds([migrationFd]);
     } catch (err) {
       this.#lostContact(g, (err as Error).message);
     }
@@ -353,7 +354,7 @@ export class Supervisor {
     for (const [name, reg] of g.registered) {
       const old = this.#inventory.get(name);
       if (old) {
-        native.closeMany([old.fd]);
+        closeFds([old.fd]);
         this.#notifier.unstore(name);
       }
       this.#inventory.set(name, reg);
@@ -363,7 +364,7 @@ export class Supervisor {
     const used = new Set(names);
     for (const [name, { entry, fd }] of this.#inventory) {
       if (!used.has(name)) {
-        native.closeMany([fd]);
+        closeFds([fd]);
         this.#inventory.delete(name);
         this.#notifier.unstore(name);
         // An unnamed activated socket that the generation took by position lives on under its new name.
@@ -410,10 +411,10 @@ export class Supervisor {
         .drain(this.#opts.drainTimeoutMs, reason, migrationFd)
         .catch(() => killTree(g, 'SIGTERM'))
         .finally(() => {
-          if (migrationFd !== null) native.closeMany([migrationFd]);
+          if (migrationFd !== null) closeFds([migrationFd]);
         });
     } else {
-      if (migrationFd !== null) native.closeMany([migrationFd]);
+      if (migrationFd !== null) closeFds([migrationFd]);
       killTree(g, 'SIGTERM'); // no control connection (it never had one, or it broke): fall back to a signal
     }
     setTimeout(() => {
@@ -426,7 +427,7 @@ export class Supervisor {
     const attempt = g.attempt;
     g.attempt = undefined;
     if (this.#attempt === g) this.#attempt = null;
-    for (const { fd } of g.registered.values()) native.closeMany([fd]);
+    for (const { fd } of g.registered.values()) closeFds([fd]);
     g.registered.clear();
     g.session?.close();
     if (!attempt) return;
@@ -518,7 +519,7 @@ export class Supervisor {
     if (this.#reaper) clearInterval(this.#reaper);
     this.#notifier.stopWatchdog();
     if (this.#respawnTimer) clearTimeout(this.#respawnTimer);
-    for (const { fd } of this.#inventory.values()) native.closeMany([fd]);
+    for (const { fd } of this.#inventory.values()) closeFds([fd]);
     this.#inventory.clear();
     this.#server.close();
     this.#log('info', 'supervisor-exit', { code });
@@ -532,7 +533,7 @@ export class Supervisor {
       const pid = Number(name);
       if (!Number.isInteger(pid) || pid <= 1 || ours.has(pid)) continue;
       const stat = procStat(pid);
-      if (stat?.state === 'Z' && stat.ppid === 1) native.reap(pid);
+      if (stat?.state === 'Z' && stat.ppid === 1) reap(pid);
     }
   }
 

@@ -14,6 +14,7 @@
  * it never makes a socket blocking.
  */
 import dgram from 'node:dgram';
+import type { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import type { FileHandle } from 'node:fs/promises';
@@ -120,13 +121,7 @@ function unsupported(fd: number, info: NativeProbe, expected: string): Error {
 
 async function listenOn(fd: number, info: NativeProbe, options: AdoptOptions): Promise<net.Server> {
   const server = net.createServer();
-  try {
-    await untilListening(server, () => server.listen({ fd, backlog: options.backlog ?? 511 }));
-  } catch (err) {
-    // Node closes its handle (and with it the fd) when listen fails; make sure, without double-closing.
-    if (native.isOpen(fd) && sameSocket(fd, info)) native.closeMany([fd]);
-    throw err;
-  }
+  await untilListeningOrClose(fd, info, server, () => server.listen({ fd, backlog: options.backlog ?? 511 }));
   return server;
 }
 
@@ -152,18 +147,49 @@ async function dgramOn(fd: number, info: NativeProbe, options: AdoptOptions): Pr
     native.closeMany([fd]);
     throw err;
   }
-  try {
-    await untilListening(socket, () => socket.bind({ fd }));
-  } catch (err) {
+  const closeSocket = () => {
     try {
       socket.close();
     } catch {
       // not bound: nothing to close
     }
+  };
+  await untilListeningOrClose(fd, info, socket, () => socket.bind({ fd }), closeSocket);
+  return socket;
+}
+
+/**
+ * Make `server` (an http, https, http2 or net server the caller made) listen on the listening socket `fd`:
+ * Node's server.listen({ fd, backlog }). Like adopt, it takes the fd whatever the outcome: on failure the fd
+ * is closed, unless its number no longer names the socket probed here (Node closes its handle when listen
+ * fails, and the number may be reused at once), so a failure never closes somebody else's fd.
+ */
+export async function listenOnFd(server: net.Server, fd: number, backlog = 511): Promise<void> {
+  checkFd(fd);
+  const info = probeOrClose(fd);
+  await untilListeningOrClose(fd, info, server, () => server.listen({ fd, backlog }));
+}
+
+/** Bind the caller's UDP `socket` to the UDP socket `fd` (socket.bind({ fd })); the fd is taken as by
+ * listenOnFd, and on failure closed only if it is still the socket probed here. */
+export async function bindOnFd(socket: dgram.Socket, fd: number): Promise<void> {
+  checkFd(fd);
+  const info = probeOrClose(fd);
+  await untilListeningOrClose(fd, info, socket, () => socket.bind({ fd }));
+}
+
+/** untilListening; on failure, run `cleanUp`, then close `fd` if Node has not already (without closing a
+ * number that was reused meanwhile). */
+async function untilListeningOrClose(
+  fd: number, info: NativeProbe, emitter: EventEmitter, start: () => void, cleanUp?: () => void,
+): Promise<void> {
+  try {
+    await untilListening(emitter, start);
+  } catch (err) {
+    cleanUp?.();
     if (native.isOpen(fd) && sameSocket(fd, info)) native.closeMany([fd]);
     throw err;
   }
-  return socket;
 }
 
 /** After an error, is `fd` still the socket we probed (and not a new file that reused the number)? */

@@ -90,14 +90,3 @@ export function withFd<T>(source: FdSource, fn: (fd: number) => T): T {
   if (typeof fn !== 'function') throw argTypeError('fn', 'a function', fn);
   return fn(fdOf(source));
 }
-
-/** Close fds you own (received from an FdChannel, or from dupFd); ignores fds that are already closed. */
-export function closeFds(fds: readonly number[]): void {
-  if (!Array.isArray(fds)) throw argTypeError('fds', 'an array of file descriptors', fds);
-  // Validate all before closing any: the addon would truncate 3.5 to 3 and close an fd nobody named.
-  for (let i = 0; i < fds.length; i++) {
-    const fd: unknown = fds[i];
-    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) checkFd(fd, `fds[${i}]`);
-  }
-  native.closeMany(fds);
-}

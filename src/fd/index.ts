@@ -3,7 +3,8 @@ export { FdChannel, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_FDS } from '.
 export type { FdChannelOptions, ConnectOptions, PeerCredentials, FdChannelEvents } from './channel.js';
 export { FdChannelServer } from './channel-server.js';
 export type { FdChannelServerOptions, FdChannelServerEvents, DropInfo } from './channel-server.js';
-export { fdOf, dupFd, withFd, closeFds } from './fd-of.js';
+export { fdOf, dupFd, withFd } from './fd-of.js';
+export { closeFds } from './fds.js';
 export type { FdSource } from './fd-of.js';
 export { probe } from './probe.js';
 export type { FdInfo, FdKind, FdAddress } from './probe.js';

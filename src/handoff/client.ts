@@ -10,7 +10,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { batonError } from '../fd/errors.js';
-import { native } from '../fd/native.js';
+import { closeFds } from '../fd/fds.js';
 import { answerDespiteEpipe, Link } from './link.js';
 import { entryFits, PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind } from './messages.js';
 import { peerRefusal } from './peer.js';
@@ -63,7 +63,7 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
     inventory.forEach((entry, i) => this.#offered.set(entry.name, { entry, fd: fds[i]! }));
     link.on('message', ({ msg, fds }) => {
       if (msg.type === 'drain' && this.listenerCount('drain') > 0) this.emit('drain', msg, fds[0] ?? null);
-      else native.closeMany(fds);
+      else closeFds(fds);
     });
     link.on('close', (err) => {
       this.#state = 'closed';
@@ -132,7 +132,7 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
   }
 
   #closeOffered(): void {
-    for (const { fd } of this.#offered.values()) native.closeMany([fd]);
+    for (const { fd } of this.#offered.values()) closeFds([fd]);
     this.#offered.clear();
   }
 }

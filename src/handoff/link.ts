@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import { FdChannel } from '../fd/channel.js';
 import { batonError, type BatonError } from '../fd/errors.js';
-import { native } from '../fd/native.js';
+import { closeFds } from '../fd/fds.js';
 import { decode, encode, expectedFds, MAX_MESSAGE_BYTES, type Message, type MessageType } from './messages.js';
 
 export interface Incoming {
@@ -108,7 +108,7 @@ export class Link extends EventEmitter<LinkEvents> {
         throw batonError('ERR_BATON_PROTOCOL', `bad handoff message: "${msg.type}" carries ${min === max ? min : `${min} to ${max}`} fds, got ${fds.length}`);
       }
     } catch (err) {
-      native.closeMany(fds);
+      closeFds(fds);
       this.close(err as Error);
       return;
     }
@@ -122,14 +122,14 @@ export class Link extends EventEmitter<LinkEvents> {
     }
     const first = this.#waiters.find((w) => w.first);
     if (first) {
-      native.closeMany(fds);
+      closeFds(fds);
       this.close(batonError('ERR_BATON_PROTOCOL', `bad handoff message: "${msg.type}" arrived before ${first.what}, which must come first`));
       return;
     }
     if (this.listenerCount('message') > 0) this.emit('message', incoming);
     else if (this.#queue.length < 64) this.#queue.push(incoming);
     else {
-      native.closeMany(fds);
+      closeFds(fds);
       this.close(batonError('ERR_BATON_PROTOCOL', 'the peer sent more than 64 unsolicited messages'));
     }
   }
@@ -138,7 +138,7 @@ export class Link extends EventEmitter<LinkEvents> {
     this.#closed = true;
     const reason = this.#closeError ?? err;
     this.#closeError = reason;
-    for (const m of this.#queue) native.closeMany(m.fds);
+    for (const m of this.#queue) closeFds(m.fds);
     this.#queue = [];
     const waiters = this.#waiters;
     this.#waiters = [];

@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events';
 import type { FdChannel } from '../fd/channel.js';
 import { batonError } from '../fd/errors.js';
-import { native } from '../fd/native.js';
+import { closeFds } from '../fd/fds.js';
 import { Link } from './link.js';
 import { PROTOCOL_VERSION, type ControlCommand, type Hello, type InventoryEntry, type Stats } from './messages.js';
 import { peerRefusal } from './peer.js';
@@ -56,7 +56,7 @@ export class HandoffSession extends EventEmitter<SessionEvents> {
         this.emit('register', msg.entry, fds[0]!);
         return;
       }
-      native.closeMany(fds);
+      closeFds(fds);
       if (msg.type === 'stats') this.emit('stats', msg);
     });
     link.on('close', (err) => {

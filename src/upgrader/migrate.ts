@@ -22,7 +22,7 @@ import { FdChannel } from '../fd/channel.js';
 import { batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
 import { fdUsage } from '../fd/fd-usage.js';
-import { native } from '../fd/native.js';
+import { closeFds } from '../fd/fds.js';
 import { Link } from '../handoff/link.js';
 import { MAX_MIGRATION_BATCH, PROTOCOL_VERSION, type MigrationItem, type MigrationKind } from '../handoff/messages.js';
 
@@ -306,7 +306,6 @@ export interface MigrationReceiverEvents {
 /** The new generation's side: adopts each connection and hands it on. Owns its end of the channel. */
 export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
   readonly #link: Link;
-  #received = 0;
   /** fds this process can still take, estimated: measured at start, counted down, measured again when low. */
   #room = roomForFds();
 
@@ -315,7 +314,7 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
     this.#link = new Link(FdChannel.fromFd(channelFd, { maxMessageBytes: MAX_BATCH_BYTES + 1024 * 1024 }), MAX_BATCH_BYTES + 1024 * 1024);
     this.#link.on('message', ({ msg, fds }) => {
       if (msg.type !== 'migrate') {
-        native.closeMany(fds);
+        closeFds(fds);
         return;
       }
       for (let i = 0; i < msg.items.length; i++) {
@@ -326,11 +325,10 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
           // fd's type itself (and throws for anything else), which is most of the cost per connection.
           socket = new net.Socket({ fd: fds[i]!, readable: true, writable: true });
         } catch (err) {
-          native.closeMany([fds[i]!]);
+          closeFds([fds[i]!]);
           this.#error(err as Error);
           continue;
         }
-        this.#received++;
         this.emit('connection', socket, item, item.pending ? Buffer.from(item.pending, 'base64') : Buffer.alloc(0));
       }
       // One batch per turn of the event loop: batches the sender has sent ahead wait (paused, in the
@@ -350,10 +348,6 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
     this.#link.on('close', (err) => {
       if (err) this.#error(err);
     });
-  }
-
-  get received(): number {
-    return this.#received;
   }
 
   /**

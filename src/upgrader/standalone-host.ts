@@ -10,7 +10,7 @@
  */
 import type { FdChannelServer } from '../fd/channel-server.js';
 import type { InventoryEntry } from '../handoff/messages.js';
-import { native } from '../fd/native.js';
+import { closeFds } from '../fd/fds.js';
 import { HandoffSession } from '../handoff/session.js';
 import { logControlServer } from './control-log.js';
 import type { Logger } from './logger.js';
@@ -114,7 +114,7 @@ export class StandaloneHost {
       await session.ackReady();
     } catch (err) {
       const reason = offerTimedOut ? `the successor did not read the inventory within ${this.#cb.readyTimeout} ms` : (err as Error).message;
-      if (migrationFd !== null) native.closeMany([migrationFd]);
+      if (migrationFd !== null) closeFds([migrationFd]);
       this.#log('warn', 'rollback', { next, peer: pid, reason, ms: Date.now() - started });
       session.close();
       this.#server.start();

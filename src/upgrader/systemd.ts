@@ -13,7 +13,8 @@
  * talks to the manager (generations never see NOTIFY_SOCKET). Without a supervisor, the serving
  * generation does, and hands the main-process role to its successor (MAINPID=) at the upgrade.
  */
-import { native } from '../fd/native.js';
+import { closeFds } from '../fd/fds.js';
+import { dupFd } from '../fd/fd-of.js';
 import { probe, type FdInfo } from '../fd/probe.js';
 import { monotonicUsec, sdListenFds, sdNotify, sdWatchdog, type NotifyFields } from '../fd/systemd.js';
 import type { InventoryEntry, SocketAddress, SocketKind } from '../handoff/messages.js';
@@ -49,14 +50,14 @@ export function serviceSockets(stored: boolean, log: Log): ServiceSocket[] {
     try {
       info = probe(fd);
     } catch (err) {
-      native.closeMany([fd]);
+      closeFds([fd]);
       log('warn', 'listen-fd-unusable', { position, name, reason: (err as Error).message });
       continue;
     }
     const kind = kindOf(info);
     const address = kind ? addressOf(info) : null;
     if (!kind || !address) {
-      native.closeMany([fd]);
+      closeFds([fd]);
       log('warn', 'listen-fd-unsupported', { position, name, kind: info.kind, reason: 'baton takes listening TCP and Unix stream sockets and UDP sockets' });
       continue;
     }
@@ -148,10 +149,6 @@ export class ServiceNotifier {
     if (options.fdStore && !this.socket) this.#log('warn', 'fdstore-unavailable', { reason: 'NOTIFY_SOCKET is not set: not started by a service manager' });
   }
 
-  get active(): boolean {
-    return this.socket !== null;
-  }
-
   /** One notification (sent now, or queued behind others); false when there is no manager or it failed (logged). */
   send(fields: NotifyFields, fds?: readonly number[]): boolean {
     if (!this.socket) return false;
@@ -164,7 +161,7 @@ export class ServiceNotifier {
     }
     let copies: number[];
     try {
-      copies = (fds ?? []).map((fd) => native.dup(fd));
+      copies = (fds ?? []).map((fd) => dupFd(fd));
     } catch (err) {
       return this.#failed(fields, err as Error);
     }
@@ -194,7 +191,7 @@ export class ServiceNotifier {
         }
         this.#failed(item.fields, err as Error);
       }
-      native.closeMany(item.fds);
+      closeFds(item.fds);
       this.#queue.shift();
     }
     for (const resolve of this.#drained.splice(0)) resolve();

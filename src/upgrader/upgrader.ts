@@ -26,7 +26,7 @@ import path from 'node:path';
 import { FdChannelServer } from '../fd/channel-server.js';
 import { argTypeError, batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
-import { native } from '../fd/native.js';
+import { closeFds, socketpair } from '../fd/fds.js';
 import { GenerationClient } from '../handoff/client.js';
 import { CONTROL_CHANNEL_LIMITS, entryFits, formatAddress, MAX_MIGRATION_BATCH, type InventoryEntry, type MigrationItem, type SocketAddress, type SocketKind } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
@@ -403,7 +403,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     }
     if (client && client.state === 'welcomed' && !client.link.closed) {
       // A private channel for live connections: we keep one end, the old generation gets the other.
-      const [mine, theirs] = native.socketpair();
+      const [mine, theirs] = socketpair();
       this.#receiver = new MigrationReceiver(mine);
       this.#receiver.on('connection', (socket, item, pending) => this.#continueMigrated(socket, item, pending));
       this.#receiver.on('error', (err) => this.#log('warn', 'migrate-adopt-failed', { reason: err.message }));
@@ -413,13 +413,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
         this.#receiver.close();
         this.#receiver = null;
         if (this.mode === 'supervised' || predecessorAlive(client)) {
-          native.closeMany(deferred.map((d) => d.fd));
+          closeFds(deferred.map((d) => d.fd));
           client.close();
           throw batonError('ERR_BATON_ROLLED_BACK', `the handoff did not complete: ${(err as Error).message}`);
         }
         this.#log('warn', 'predecessor-gone', { pid: client.link.peer.pid });
       } finally {
-        native.closeMany([theirs]);
+        closeFds([theirs]);
       }
     }
     // Inherited listeners accept only now, once the handoff is acknowledged: the old generation has been told
@@ -443,7 +443,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   /** Throw (closing the inherited listeners, which are not accepting yet) if the handoff is already over. */
   #failIfHandoffBroke(client: GenerationClient | null, deferred: ReadonlyArray<{ fd: number }>): void {
     if (!client || !client.link.closed || (this.mode !== 'supervised' && !predecessorAlive(client))) return;
-    native.closeMany(deferred.map((d) => d.fd));
+    closeFds(deferred.map((d) => d.fd));
     client.close();
     const who = this.mode === 'supervised' ? `the supervisor (pid ${client.link.peer.pid}) closed the control connection` : `the serving generation (pid ${client.link.peer.pid}) ended the handoff`;
     throw batonError('ERR_BATON_ROLLED_BACK', `${who} before ready()`);
@@ -549,7 +549,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #openSender(migrationFd: number | null): void {
     if (migrationFd === null) return;
     if (this.#sender) {
-      native.closeMany([migrationFd]);
+      closeFds([migrationFd]);
       return;
     }
     try {
@@ -657,7 +657,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
    */
   #serviceReady(predecessor: GenerationClient | null): void {
     for (const a of this.#activated) {
-      native.closeMany([a.fd]);
+      closeFds([a.fd]);
       this.#service?.unstore(a.entry.name);
       this.#log('info', 'listener-closed', { name: a.entry.unnamed ? null : a.entry.name, reason: 'passed in by the service manager, not used' });
     }
