@@ -5,13 +5,23 @@
 #error "baton's native layer needs Linux (SCM_RIGHTS on SOCK_SEQPACKET, SO_PEERCRED, MSG_CMSG_CLOEXEC)"
 #endif
 
+/* Each native file's init, one a line (baton.h declares them). */
+static napi_status (*const inits[])(napi_env, napi_value) = {
+    baton_init_poller,
+    baton_init_channel,
+    baton_init_probe,
+    baton_init_sockopt,
+    baton_init_fdutil,
+    baton_init_process,
+    baton_init_notify,
+};
+
 static napi_value init(napi_env env, napi_value exports) {
-  if (baton_init_errors(env, exports) != napi_ok || baton_init_poller(env, exports) != napi_ok ||
-      baton_init_channel(env, exports) != napi_ok || baton_init_probe(env, exports) != napi_ok ||
-      baton_init_sockopt(env, exports) != napi_ok || baton_init_fdutil(env, exports) != napi_ok ||
-      baton_init_process(env, exports) != napi_ok || baton_init_notify(env, exports) != napi_ok) {
-    baton__rethrow(env, "module init");
-    return NULL;
+  for (size_t i = 0; i < sizeof inits / sizeof inits[0]; i++) {
+    if (inits[i](env, exports) != napi_ok) {
+      baton__rethrow(env, "module init");
+      return NULL;
+    }
   }
   return exports;
 }

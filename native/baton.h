@@ -22,7 +22,6 @@
 napi_value baton_throw_errno(napi_env env, int err, const char *syscall, const char *detail);
 napi_value baton_throw_type(napi_env env, const char *code, const char *message);
 napi_value baton_throw_range(napi_env env, const char *code, const char *message);
-napi_value baton_make_errno_error(napi_env env, int err, const char *syscall, const char *detail);
 
 /* Argument helpers: on failure they throw a TypeError/RangeError and return false. */
 bool baton_arg_fd(napi_env env, napi_value v, const char *name, int *out);
@@ -46,7 +45,6 @@ napi_value baton_fd_array(napi_env env, const int *fds, size_t n);
 void baton__rethrow(napi_env env, const char *what);
 
 /* Each module registers its exports here. */
-napi_status baton_init_errors(napi_env env, napi_value exports);
 napi_status baton_init_poller(napi_env env, napi_value exports);
 napi_status baton_init_channel(napi_env env, napi_value exports);
 napi_status baton_init_probe(napi_env env, napi_value exports);

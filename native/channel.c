@@ -10,6 +10,7 @@
  * on; the TypeScript side waits through a Poller.
  */
 #include "baton.h"
+#include "scm.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,17 +45,6 @@ static void instance_finalize(napi_env env, void *data, void *hint) {
   free(inst);
 }
 
-static baton_instance *instance(napi_env env) {
-  baton_instance *inst = NULL;
-  napi_get_instance_data(env, (void **)&inst);
-  return inst;
-}
-
-static char *recv_buffer(napi_env env) {
-  baton_instance *inst = instance(env);
-  return inst ? inst->buf : NULL;
-}
-
 static bool get_path(napi_env env, napi_value v, struct sockaddr_un *addr, socklen_t *len, char *path, size_t path_size) {
   napi_valuetype t;
   napi_typeof(env, v, &t);
@@ -86,10 +76,14 @@ static bool get_path(napi_env env, napi_value v, struct sockaddr_un *addr, sockl
   return true;
 }
 
-/* Is someone listening on this socket path? 1 yes, 0 no (stale), -1 error in errno. */
-static int path_has_listener(const struct sockaddr_un *addr, socklen_t len, int type) {
+/* Is someone listening on this socket path? 1 yes, 0 no (stale), -1 error in errno, with *syscall naming
+ * the call that failed (socket or connect). */
+static int path_has_listener(const struct sockaddr_un *addr, socklen_t len, int type, const char **syscall) {
   int probe = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (probe < 0) return -1;
+  if (probe < 0) {
+    *syscall = "socket";
+    return -1;
+  }
   int r = connect(probe, (const struct sockaddr *)addr, len);
   int err = errno;
   close(probe);
@@ -97,6 +91,7 @@ static int path_has_listener(const struct sockaddr_un *addr, socklen_t len, int 
   /* EAGAIN: a listener with a full backlog. EPROTOTYPE: a live socket of another type holds the path. */
   if (err == EAGAIN || err == EPROTOTYPE || err == EINPROGRESS) return 1;
   if (err == ECONNREFUSED) return 0;
+  *syscall = "connect";
   errno = err;
   return -1;
 }
@@ -144,13 +139,15 @@ static napi_value channel_listen(napi_env env, napi_callback_info info) {
       snprintf(detail, sizeof detail, "%s (exists and is not a socket; baton will not remove it)", path);
       return baton_throw_errno(env, EADDRINUSE, "bind", detail);
     }
-    int live = path_has_listener(&addr, len, type);
+    const char *failed = "bind";
+    int live = path_has_listener(&addr, len, type, &failed);
     if (live != 0) {
       err = live < 0 ? errno : EADDRINUSE;
       close(fd);
       char detail[sizeof path + 64];
-      snprintf(detail, sizeof detail, "%s (another process is listening on it)", path);
-      return baton_throw_errno(env, err, live < 0 ? "connect" : "bind", detail);
+      snprintf(detail, sizeof detail, live < 0 ? "%s (checking whether anyone listens on it)"
+                                                : "%s (another process is listening on it)", path);
+      return baton_throw_errno(env, err, failed, detail);
     }
     if (unlink(path) != 0 && errno != ENOENT) {
       err = errno;
@@ -159,12 +156,12 @@ static napi_value channel_listen(napi_env env, napi_callback_info info) {
     }
   }
   /* chmod before listen(): until listen() nobody can connect, so there is no window with a wider mode. */
-  if (chmod(path, 0600) != 0 || listen(fd, backlog) != 0) {
+  const char *failed = chmod(path, 0600) != 0 ? "chmod" : listen(fd, backlog) != 0 ? "listen" : NULL;
+  if (failed) {
     int err = errno;
-    const char *sys = (errno == EPERM || errno == EACCES) ? "chmod" : "listen";
     unlink(path);
     close(fd);
-    return baton_throw_errno(env, err, sys, path);
+    return baton_throw_errno(env, err, failed, path);
   }
   napi_value out;
   napi_create_int32(env, fd, &out);
@@ -245,26 +242,10 @@ static bool get_bytes(napi_env env, napi_value v, const char *name, void **data,
 
 /* The sendmsg of sendRecord and sendRecordInt32: true when sent, false on EAGAIN, throws otherwise. */
 static napi_value send_record(napi_env env, int fd, struct iovec *iov, int iovcnt, const int *fds, uint32_t nfds) {
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * BATON_SCM_MAX_FD)];
-    struct cmsghdr align;
-  } control;
   struct msghdr msg = {0};
   msg.msg_iov = iov;
   msg.msg_iovlen = iovcnt;
-  if (nfds > 0) {
-    msg.msg_control = control.buf;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    memset(control.buf, 0, msg.msg_controllen);
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-  }
-  ssize_t n;
-  do n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-  while (n < 0 && errno == EINTR);
+  ssize_t n = baton_scm_sendmsg(fd, &msg, fds, nfds, MSG_NOSIGNAL | MSG_DONTWAIT);
   napi_value out;
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -365,102 +346,19 @@ static bool peer_shut_down(int fd) {
   return r < 0 || (p.revents & (POLLRDHUP | POLLHUP)) != 0;
 }
 
-/* recvRecords(fd, max) -> flat array [status, data, fds | null, ...] of up to `max` records, stopping at
- * EAGAIN. status: 0 ok, 1 control data truncated (MSG_CTRUNC: every fd that did arrive is already closed),
- * 2 data truncated (MSG_TRUNC: fds closed too). End of stream is a trailing `null`. Received fds are
- * close-on-exec from the start (MSG_CMSG_CLOEXEC), so a concurrent spawn can never inherit them. An error
- * before any record is thrown; an error after some records ends the batch and surfaces on the next call. */
-static napi_value channel_recv_records(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int fd;
-  int32_t max;
-  if (!baton_arg_fd(env, argv[0], "fd", &fd) || !baton_arg_int32(env, argv[1], "max", &max)) return NULL;
-  char *buf = recv_buffer(env);
-  if (!buf) return baton_throw_errno(env, ENOMEM, "malloc", NULL);
-
-  napi_value out;
-  BATON_CALL(env, napi_create_array(env, &out));
-  uint32_t idx = 0;
-  bool reset = false;
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * BATON_SCM_MAX_FD) + CMSG_SPACE(64)];
-    struct cmsghdr align;
-  } control;
-
-  for (int32_t i = 0; i < max; i++) {
-    struct iovec iov = {buf, BATON_RECV_BUF};
-    struct msghdr msg = {0};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buf;
-    msg.msg_controllen = sizeof control.buf;
-    ssize_t n;
-    do n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      /* ECONNRESET: the peer closed while records we sent it were unread. The kernel reports it once
-       * (reading the error clears it), ahead of the records the peer sent before closing, which are still
-       * queued: read on, and they come, then the end of stream. */
-      if (errno == ECONNRESET && !reset) {
-        reset = true;
-        i--;
-        continue;
-      }
-      if (idx == 0) return baton_throw_errno(env, errno, "recvmsg", NULL);
-      break;
-    }
-    /* Collect every SCM_RIGHTS fd first, so that whatever happens next they are either handed to
-     * JavaScript or closed. */
-    int fds[BATON_SCM_MAX_FD * 2];
-    size_t nfds = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t j = 0; j < k && nfds < sizeof fds / sizeof fds[0]; j++)
-        memcpy(&fds[nfds++], CMSG_DATA(c) + j * sizeof(int), sizeof(int));
-    }
-    if (n == 0 && nfds == 0 && !(msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) && peer_shut_down(fd)) {
-      /* SEQPACKET: a zero-length read once the peer has shut down is its end of stream. */
-      napi_value nul;
-      napi_get_null(env, &nul);
-      napi_set_element(env, out, idx++, nul);
-      break;
-    }
-    int status = REC_OK;
-    if (msg.msg_flags & MSG_CTRUNC) status = REC_CTRUNC;
-    else if (msg.msg_flags & MSG_TRUNC) status = REC_TRUNC;
-    if (status != REC_OK) {
-      baton_close_all(fds, nfds);
-      nfds = 0;
-    }
-    napi_value st, data, jfds = NULL;
-    napi_create_int32(env, status, &st);
-    bool ok = napi_create_buffer_copy(env, (size_t)n, buf, NULL, &data) == napi_ok;
-    if (ok && nfds) ok = (jfds = baton_fd_array(env, fds, nfds)) != NULL;
-    else if (ok) napi_get_null(env, &jfds);
-    if (!ok) {
-      baton_close_all(fds, nfds);
-      baton__rethrow(env, "recvRecords result");
-      return NULL;
-    }
-    napi_set_element(env, out, idx++, st);
-    napi_set_element(env, out, idx++, data);
-    napi_set_element(env, out, idx++, jfds);
-  }
-  return out;
-}
-
-/* recvBatch(fd, max, meta: Int32Array, fds: Int32Array) -> [packed | null, big...]: recvRecords without
- * building JavaScript values per record, for the TypeScript wrapper in src/fd/native.ts, which turns the
- * result into recvRecords' flat array (JavaScript builds arrays far faster than N-API element by element).
- * Same reads, flags, fd handling and error rules as recvRecords.
+/* recvBatch(fd, max, meta: Int32Array, fds: Int32Array) -> [packed | null, big...]: the channel's one
+ * receive path. Reads up to `max` records, stopping at EAGAIN, and reports them in typed arrays rather than
+ * as JavaScript values per record; the recvRecords of src/fd/native.ts turns that into its flat array
+ * [status, data, fds | null, ...] (JavaScript builds arrays far faster than N-API element by element).
  *
  *   meta[0]  records read              meta[1]  1 if the batch ended at end of stream
  *   meta[2 + 5i ...]  record i: status, source (0: the packed Buffer, k > 0: result[k]), offset, length,
  *                     fd count; record i's fds follow record i-1's in `fds`.
+ *
+ * status: 0 ok, 1 control data truncated (MSG_CTRUNC: every fd that did arrive is already closed), 2 data
+ * truncated (MSG_TRUNC: fds closed too). Received fds are close-on-exec from the start (MSG_CMSG_CLOEXEC),
+ * so a concurrent spawn can never inherit them. An error before any record is thrown; an error after some
+ * records ends the batch and surfaces on the next call.
  *
  * Reads stop at `max` records, when `meta` is full, or when `fds` has room for less than one more
  * record's fds. Records up to BATON_PACK_MAX bytes are copied into one Buffer per batch (result[0]);
@@ -480,8 +378,8 @@ static napi_value channel_recv_batch(napi_env env, napi_callback_info info) {
   if (meta_len < 2 + 5 || fds_cap < PER_RECORD_FDS)
     return baton_throw_range(env, "ERR_OUT_OF_RANGE", "recvBatch: the meta or fds array is too small");
   if (max > 0 && (size_t)max > (meta_len - 2) / 5) max = (int32_t)((meta_len - 2) / 5);
-  baton_instance *inst = instance(env);
-  if (!inst || !inst->buf || !inst->packed) return baton_throw_errno(env, ENOMEM, "malloc", NULL);
+  baton_instance *inst = NULL;
+  BATON_CALL(env, napi_get_instance_data(env, (void **)&inst));
   char *buf = inst->buf;
 
   napi_value out;
@@ -507,7 +405,10 @@ static napi_value channel_recv_batch(napi_env env, napi_callback_info info) {
     while (n < 0 && errno == EINTR);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      if (errno == ECONNRESET && !reset) { /* see recvRecords */
+      /* ECONNRESET: the peer closed while records we sent it were unread. The kernel reports it once
+       * (reading the error clears it), ahead of the records the peer sent before closing, which are still
+       * queued: read on, and they come, then the end of stream. */
+      if (errno == ECONNRESET && !reset) {
         reset = true;
         continue;
       }
@@ -516,13 +417,7 @@ static napi_value channel_recv_batch(napi_env env, napi_callback_info info) {
     }
     /* Every SCM_RIGHTS fd goes into `fds` first: from here on each is either reported or closed. */
     int *rec_fds = fds + fds_used;
-    size_t nfds = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t j = 0; j < k && nfds < PER_RECORD_FDS; j++)
-        memcpy(&rec_fds[nfds++], CMSG_DATA(c) + j * sizeof(int), sizeof(int));
-    }
+    size_t nfds = baton_scm_collect(&msg, rec_fds, PER_RECORD_FDS);
     if (n == 0 && nfds == 0 && !(msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) && peer_shut_down(fd)) {
       eof = 1; /* SEQPACKET: a zero-length read once the peer has shut down is its end of stream */
       break;
@@ -612,7 +507,6 @@ napi_status baton_init_channel(napi_env env, napi_value exports) {
   if ((s = baton_export_fn(env, exports, "socketpair", channel_socketpair)) != napi_ok) return s;
   if ((s = baton_export_fn(env, exports, "sendRecord", channel_send_record)) != napi_ok) return s;
   if ((s = baton_export_fn(env, exports, "sendRecordInt32", channel_send_record_int32)) != napi_ok) return s;
-  if ((s = baton_export_fn(env, exports, "recvRecords", channel_recv_records)) != napi_ok) return s;
   if ((s = baton_export_fn(env, exports, "recvBatch", channel_recv_batch)) != napi_ok) return s;
   if ((s = baton_export_fn(env, exports, "peerCred", channel_peer_cred)) != napi_ok) return s;
   return baton_export_int(env, exports, "SCM_MAX_FD", BATON_SCM_MAX_FD);

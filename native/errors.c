@@ -25,7 +25,7 @@ static void set_string(napi_env env, napi_value obj, const char *key, const char
     napi_set_named_property(env, obj, key, v);
 }
 
-napi_value baton_make_errno_error(napi_env env, int err, const char *syscall, const char *detail) {
+static napi_value make_errno_error(napi_env env, int err, const char *syscall, const char *detail) {
   /* uv_err_name knows every errno name Linux uses; Node's own errors carry the same codes. */
   const char *code = uv_err_name(-err);
   char msg[512];
@@ -45,7 +45,7 @@ napi_value baton_make_errno_error(napi_env env, int err, const char *syscall, co
 }
 
 napi_value baton_throw_errno(napi_env env, int err, const char *syscall, const char *detail) {
-  napi_value error = baton_make_errno_error(env, err, syscall, detail);
+  napi_value error = make_errno_error(env, err, syscall, detail);
   if (error) napi_throw(env, error);
   return NULL;
 }
@@ -148,5 +148,3 @@ napi_status baton_export_int(napi_env env, napi_value obj, const char *name, int
   if (s != napi_ok) return s;
   return napi_set_named_property(env, obj, name, v);
 }
-
-napi_status baton_init_errors(napi_env env, napi_value exports) { return napi_ok; }

@@ -15,6 +15,7 @@
  * blocking). MSG_NOSIGNAL: a datagram socket raises no SIGPIPE, but the flag costs nothing and documents it.
  */
 #include "baton.h"
+#include "scm.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -81,23 +82,7 @@ static napi_value notify(napi_env env, napi_callback_info info) {
   mh.msg_namelen = salen;
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * BATON_SCM_MAX_FD)];
-    struct cmsghdr align;
-  } control;
-  if (nfds > 0) {
-    memset(&control, 0, sizeof control);
-    mh.msg_control = control.buf;
-    mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-  }
-  ssize_t r;
-  do r = sendmsg(s, &mh, MSG_NOSIGNAL);
-  while (r < 0 && errno == EINTR);
+  ssize_t r = baton_scm_sendmsg(s, &mh, fds, nfds, MSG_NOSIGNAL);
   int err = r < 0 ? errno : 0;
   close(s);
   if (err) return baton_throw_errno(env, err, "sendmsg", path);

@@ -131,7 +131,7 @@ static napi_value poller_new(napi_env env, napi_callback_info info) {
   uv_loop_t *loop;
   BATON_CALL(env, napi_get_uv_event_loop(env, &loop));
   baton_poller *p = calloc(1, sizeof *p);
-  if (!p) return baton_throw_errno(env, ENOMEM, "malloc", NULL);
+  if (!p) return baton_throw_errno(env, ENOMEM, "calloc", NULL);
   p->env = env;
   p->fd = fd;
   /* uv_poll_init_socket also puts the fd in nonblocking mode: only ever used on fds baton owns. */
@@ -167,7 +167,7 @@ static napi_value poller_start(napi_env env, napi_callback_info info) {
   if (p->state != POLLER_OPEN) return baton_throw_errno(env, EBADF, "uv_poll_start", "poller is closed");
   events &= UV_READABLE | UV_WRITABLE | UV_DISCONNECT;
   int r = events ? uv_poll_start(&p->handle, events, on_poll) : uv_poll_stop(&p->handle);
-  if (r < 0) return baton_throw_errno(env, -r, "uv_poll_start", NULL);
+  if (r < 0) return baton_throw_errno(env, -r, events ? "uv_poll_start" : "uv_poll_stop", NULL);
   p->events = events;
   return NULL;
 }

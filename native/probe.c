@@ -87,8 +87,9 @@ static napi_value probe(napi_env env, napi_callback_info info) {
   struct stat st;
   if (fstat(fd, &st) != 0) return baton_throw_errno(env, errno, "fstat", NULL);
   int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return baton_throw_errno(env, errno, "fcntl", "F_GETFL");
   int fdfl = fcntl(fd, F_GETFD);
-  if (fl < 0 || fdfl < 0) return baton_throw_errno(env, errno, "fcntl", NULL);
+  if (fdfl < 0) return baton_throw_errno(env, errno, "fcntl", "F_GETFD");
 
   napi_value out;
   BATON_CALL(env, napi_create_object(env, &out));

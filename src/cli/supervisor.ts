@@ -496,7 +496,7 @@ export class Supervisor {
           record = await this.reload();
         } catch (err) {
           const e = err as NodeJS.ErrnoException;
-          await session.result('reload', false, { code: e.code ?? 'ERR_BATON_STATE', reason: e.message });
+          await session.result('reload', false, { code: e.code ?? 'ERR_BATON_RELOAD_FAILED', reason: e.message });
           return;
         }
         const ok = record.outcome === 'serving';

@@ -3,28 +3,51 @@
  * (`code`, negative `errno`, `syscall`); these are baton's own conditions and argument checks.
  */
 
-export type BatonErrorCode =
-  | 'ERR_BATON_CHANNEL_CLOSED'
-  | 'ERR_BATON_BAD_RECORD'
-  | 'ERR_BATON_TRUNCATED'
-  | 'ERR_BATON_MESSAGE_TOO_LARGE'
-  | 'ERR_BATON_PEER_CLOSED_MID_MESSAGE'
-  | 'ERR_BATON_NOT_OPEN'
-  | 'ERR_BATON_UNSUPPORTED_FD'
-  | 'ERR_BATON_TIMEOUT'
-  | 'ERR_BATON_PROTOCOL'
-  | 'ERR_BATON_UNSAFE_SOCKET_DIR'
-  | 'ERR_BATON_PEER_NOT_ALLOWED'
-  | 'ERR_BATON_UPGRADE_IN_PROGRESS'
-  | 'ERR_BATON_REFUSED'
-  | 'ERR_BATON_HANDOFF_FAILED'
-  | 'ERR_BATON_ROLLED_BACK'
-  | 'ERR_BATON_STATE'
-  | 'ERR_BATON_STATE_TOO_LARGE'
-  | 'ERR_BATON_NO_MIGRATION'
-  | 'ERR_BATON_NO_ROOM';
+/**
+ * Every ERR_BATON_* code baton throws or reports, one per kind of failure; docs/api.md ("Error codes") says
+ * when each occurs. test/error-codes.test.ts checks that the source uses no code missing here and that each
+ * is documented.
+ */
+export const BATON_ERROR_CODES = [
+  // fd layer
+  'ERR_BATON_ADDON_MISSING',
+  'ERR_BATON_NATIVE',
+  'ERR_BATON_NOT_OPEN',
+  'ERR_BATON_UNSUPPORTED_FD',
+  'ERR_BATON_UNKNOWN_SOCKOPT',
+  'ERR_BATON_READ_ONLY_SOCKOPT',
+  'ERR_BATON_CHANNEL_CLOSED',
+  'ERR_BATON_BAD_RECORD',
+  'ERR_BATON_TRUNCATED',
+  'ERR_BATON_MESSAGE_TOO_LARGE',
+  'ERR_BATON_PEER_CLOSED_MID_MESSAGE',
+  // handoff
+  'ERR_BATON_PROTOCOL',
+  'ERR_BATON_TIMEOUT',
+  'ERR_BATON_UNSAFE_SOCKET_DIR',
+  'ERR_BATON_PEER_NOT_ALLOWED',
+  'ERR_BATON_TOO_MANY_CONNECTIONS',
+  'ERR_BATON_REFUSED',
+  'ERR_BATON_HANDOFF_FAILED',
+  'ERR_BATON_STATE',
+  // upgrader
+  'ERR_BATON_DUPLICATE_NAME',
+  'ERR_BATON_UPGRADE_IN_PROGRESS',
+  'ERR_BATON_ROLLED_BACK',
+  'ERR_BATON_NO_SUPERVISOR',
+  'ERR_BATON_NO_MIGRATION',
+  'ERR_BATON_NO_ROOM',
+  'ERR_BATON_STATE_NOT_SERIALIZABLE',
+  'ERR_BATON_STATE_TOO_LARGE',
+  'ERR_BATON_UNSUPPORTED_VERSION',
+  // supervisor
+  'ERR_BATON_RELOAD_FAILED',
+] as const;
+
+export type BatonErrorCode = (typeof BATON_ERROR_CODES)[number];
 
 export interface BatonError extends Error {
+  /** One of baton's own codes, or the errno name of the syscall that failed ('EADDRINUSE', with `syscall`). */
   code: BatonErrorCode | string;
   syscall?: string;
   errno?: number;

@@ -1,7 +1,8 @@
 /**
  * The compiled addon (native/*.c), loaded once, with its exports typed.
  *
- * Nothing outside src/fd imports this module: the rest of baton goes through the fd layer's API.
+ * Nothing outside src/fd imports this module (test/layering.test.ts checks it): the rest of baton goes
+ * through the fd layer's API (fds.ts, adopt.ts, channel.ts, ...).
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -48,7 +49,7 @@ export interface NativeBinding {
    * more slowly, and is what reports bad arguments.) */
   sendRecord(fd: number, header: Uint8Array, payload: Uint8Array | null, fds: readonly number[] | null): boolean;
   /** Flat: [status, data, fds | null, ...], a trailing null at end of stream. (Built in TypeScript from
-   * the addon's recvBatch; the addon's own recvRecords does the same through N-API, more slowly.) */
+   * the addon's recvBatch, the channel's one receive path.) */
   recvRecords(fd: number, max: number): Array<number | Buffer | number[] | null>;
   peerCred(fd: number): { pid: number; uid: number; gid: number };
   probe(fd: number): NativeProbe;
@@ -70,9 +71,9 @@ export interface NativeBinding {
   notify(path: string, message: Buffer, fds?: readonly number[] | null): void;
 }
 
-/** The addon's exports: NativeBinding, plus the typed-array primitives that recvRecords and closeMany
- * are built on below. */
-interface AddonExports extends NativeBinding {
+/** The addon's exports: NativeBinding (less recvRecords, which is built here), plus the typed-array
+ * primitives that sendRecord, recvRecords and closeMany are built on below. */
+interface AddonExports extends Omit<NativeBinding, 'recvRecords'> {
   /** See channel.c: records' statuses, data locations and fd counts go into `meta`, their fds into `fds`;
    * returns [Buffer of the small records | null, Buffer of each large record...]. */
   recvBatch(fd: number, max: number, meta: Int32Array, fds: Int32Array): Array<Buffer | null>;

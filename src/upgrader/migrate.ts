@@ -160,7 +160,7 @@ export class MigrationSender {
     let stateJson: string | undefined;
     if (state !== undefined) {
       stateJson = JSON.stringify(state);
-      if (stateJson === undefined) throw batonError('ERR_BATON_STATE', 'the connection state is not JSON-serialisable');
+      if (stateJson === undefined) throw batonError('ERR_BATON_STATE_NOT_SERIALIZABLE', 'the connection state is not JSON-serialisable');
       if (Buffer.byteLength(stateJson) > MAX_STATE_BYTES) {
         throw batonError('ERR_BATON_STATE_TOO_LARGE', `the connection state is ${Buffer.byteLength(stateJson)} bytes as JSON; at most ${MAX_STATE_BYTES} may move with a connection`);
       }

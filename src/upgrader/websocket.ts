@@ -108,7 +108,7 @@ export function markMoved(ws: WsLike): void {
 /** Build the WebSocket for a migrated connection and hand it to the app. */
 export function continueWebSocket(wss: WsServerLike, socket: net.Socket, state: WsState, pending: Buffer, restore?: (ws: WsLike, state: unknown) => void): WsLike {
   const WebSocket = wss.options.WebSocket;
-  if (typeof WebSocket !== 'function') throw batonError('ERR_BATON_STATE', 'the WebSocketServer has no options.WebSocket class (ws >= 8 is needed)');
+  if (typeof WebSocket !== 'function') throw batonError('ERR_BATON_UNSUPPORTED_VERSION', 'the WebSocketServer has no options.WebSocket class (ws >= 8 is needed)');
   const o = wss.options;
   const ws = new WebSocket(null, undefined, o);
   ws._protocol = state.protocol;
