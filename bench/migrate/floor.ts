@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { WebSocket } from 'ws';
-import { native } from '../../src/fd/native.js';
+import { dupFd } from '../../src/fd/index.js';
 
 const BATCH = 253;
 const limit = /^Max open files\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
@@ -39,7 +39,7 @@ while (accepted.length < N) await new Promise((r) => setTimeout(r, 10));
 
 async function run(mode: 'socket' | 'ws'): Promise<{ wall: number; cpu: number }> {
   // Fresh fds for the same connections, as a batch from the old generation would bring.
-  const fds = accepted.map((s) => native.dup((s as unknown as { _handle: { fd: number } })._handle.fd));
+  const fds = accepted.map((s) => dupFd(s));
   await turn();
   const made: Array<net.Socket | WebSocket> = [];
   const c0 = process.cpuUsage();
