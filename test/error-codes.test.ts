@@ -4,10 +4,12 @@
  * "Error codes" table documents each one.
  */
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { BATON_ERROR_CODES } from '../src/fd/errors.js';
+import { fdOf } from '../src/fd/fd-of.js';
 import { ROOT } from './helpers.js';
 
 function files(dir: string, ext: RegExp): string[] {
@@ -52,4 +54,10 @@ test('docs/api.md documents every code in its "Error codes" table', () => {
   const rows = table.split('\n').filter((line) => line.startsWith('|'));
   const missing = BATON_ERROR_CODES.filter((code) => !rows.some((row) => row.split('|')[1]!.includes(`\`${code}\``)));
   assert.deepEqual(missing, []);
+});
+
+test('a dgram.Socket without the internal state baton reads its fd from: ERR_BATON_UNSUPPORTED_VERSION', () => {
+  // What a Node that moved dgram's handle would look like to fdOf (first call in this process: nothing cached).
+  const alien = Object.create(dgram.Socket.prototype) as dgram.Socket;
+  assert.throws(() => fdOf(alien), { code: 'ERR_BATON_UNSUPPORTED_VERSION' });
 });

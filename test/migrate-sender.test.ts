@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { socketpair } from '../src/fd/fds.js';
+import { closeFds, socketpair } from '../src/fd/fds.js';
 import { MigrationReceiver, MigrationSender } from '../src/upgrader/migrate.js';
 import { closeServer, listenTcp } from './fd-helpers.js';
 import { expectFdsBackTo, fdCount, within } from './helpers.js';
@@ -57,4 +57,26 @@ test("a connection moved right after a 'data' listener was attached keeps every 
   receiver.close();
   await closeServer(listener);
   await expectFdsBackTo(base, 'after the move');
+});
+
+test('a connection state JSON cannot encode (a function, a BigInt, a cycle): ERR_BATON_STATE_NOT_SERIALIZABLE, the socket untouched', async (t) => {
+  const base = fdCount();
+  const { client, server, listener } = await tcpPair(t);
+  const [senderFd, receiverFd] = socketpair();
+  const sender = new MigrationSender(senderFd);
+  const cycle: Record<string, unknown> = {};
+  cycle.self = cycle;
+  for (const [what, state] of [['a function', () => 1], ['a BigInt', { n: 1n }], ['a cycle', cycle]] as const) {
+    await assert.rejects(sender.move(server, 'raw', 'x', state), { code: 'ERR_BATON_STATE_NOT_SERIALIZABLE' }, what);
+  }
+  // Still this process's connection, and it works.
+  const echoed = new Promise<string>((resolve) => client.once('data', (d) => resolve(d.toString())));
+  server.write('still here');
+  assert.equal(await within(echoed, 5000, 'the connection still serves'), 'still here');
+  server.destroy();
+  client.destroy();
+  sender.close();
+  closeFds([receiverFd]);
+  await closeServer(listener);
+  await expectFdsBackTo(base, 'after the refused moves');
 });

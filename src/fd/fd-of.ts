@@ -25,7 +25,7 @@ let dgramStateSymbol: symbol | undefined;
 function dgramHandle(socket: dgram.Socket): HandleLike | undefined {
   if (!dgramStateSymbol) {
     dgramStateSymbol = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol');
-    if (!dgramStateSymbol) throw batonError('ERR_BATON_UNSUPPORTED_FD', "this Node.js version's dgram.Socket has no internal state baton recognises");
+    if (!dgramStateSymbol) throw batonError('ERR_BATON_UNSUPPORTED_VERSION', "this Node.js version's dgram.Socket has no internal state baton recognises");
   }
   const state = (socket as unknown as Record<symbol, { handle?: HandleLike } | undefined>)[dgramStateSymbol];
   return state?.handle;

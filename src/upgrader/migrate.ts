@@ -159,7 +159,11 @@ export class MigrationSender {
     if (socket.destroyed) throw batonError('ERR_BATON_NOT_OPEN', 'the connection is already closed');
     let stateJson: string | undefined;
     if (state !== undefined) {
-      stateJson = JSON.stringify(state);
+      try {
+        stateJson = JSON.stringify(state); // throws for a BigInt or a cycle
+      } catch (err) {
+        throw batonError('ERR_BATON_STATE_NOT_SERIALIZABLE', `the connection state is not JSON-serialisable: ${(err as Error).message}`);
+      }
       if (stateJson === undefined) throw batonError('ERR_BATON_STATE_NOT_SERIALIZABLE', 'the connection state is not JSON-serialisable');
       if (Buffer.byteLength(stateJson) > MAX_STATE_BYTES) {
         throw batonError('ERR_BATON_STATE_TOO_LARGE', `the connection state is ${Buffer.byteLength(stateJson)} bytes as JSON; at most ${MAX_STATE_BYTES} may move with a connection`);
