@@ -3,6 +3,7 @@
  * Exit codes: 0 success, 1 the command failed (e.g. a rolled-back reload), 2 bad usage.
  */
 import { sendCommand } from '../handoff/control.js';
+import { trustedSocketPath } from '../handoff/socket-dir.js';
 import type { Result } from '../handoff/messages.js';
 import { createLogger } from '../upgrader/logger.js';
 import { VERSION } from '../version.js';
@@ -10,7 +11,9 @@ import { defaultSocketPath } from './socket-path.js';
 import { Supervisor, type UpgradeRecord } from './supervisor.js';
 
 const SOCKET_HELP = `  --socket PATH          control socket (default: $BATON_SOCKET, else $XDG_RUNTIME_DIR/baton.sock,
-                         else ./baton.sock); its directory must not be world-writable`;
+                         else ./baton.sock). Its directory and every parent must be owned by root or
+                         you and not writable by others; in a sticky shared directory such as /tmp it
+                         moves to a private subdirectory: /tmp/app.sock -> /tmp/baton-<uid>/app.sock`;
 
 const HELP: Record<string, string> = {
   main: `baton ${VERSION} — zero-downtime restarts for Node.js
@@ -197,8 +200,10 @@ async function control(argv: string[], name: 'reload' | 'status' | 'stop', timeo
     return 0;
   }
   if (rest.length) throw new UsageError(`unexpected argument '${rest[0]}'`);
-  const socket = socketOf(flags);
+  let socket = socketOf(flags);
   try {
+    // The same place `baton run` put it (e.g. /tmp/app.sock -> /tmp/baton-<uid>/app.sock), in a trusted directory.
+    socket = trustedSocketPath(socket);
     return { result: await sendCommand(socket, name, timeoutMs(flags)), flags };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;

@@ -109,7 +109,7 @@ export class Supervisor {
   readonly finished: Promise<number>;
 
   constructor(options: SupervisorOptions) {
-    this.#opts = options;
+    this.#opts = { ...options };
     this.finished = new Promise((resolve) => (this.#done = resolve));
   }
 
@@ -124,7 +124,8 @@ export class Supervisor {
       this.#log('info', 'listen-fd', { name: entry.unnamed ? null : entry.name, kind: entry.kind, address: formatAddress(entry.address), origin: entry.origin });
     }
     this.#notifier.startWatchdog();
-    checkSocketDir(this.#opts.socket);
+    // The socket's real place (a private subdirectory of /tmp, say): passed to generations and shown in status.
+    this.#opts.socket = checkSocketDir(this.#opts.socket);
     this.#server = await FdChannelServer.listen(this.#opts.socket, CONTROL_CHANNEL_LIMITS);
     this.#server.on('channel', (channel) => {
       HandoffSession.accept(channel).then(

@@ -172,7 +172,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
 
     if (mode === 'plain') return new Upgrader('plain', 1, null, null, null, options.logger, common);
 
-    const resolved = path.resolve(socketPath!);
+    // Standalone: the directory is checked (and a shared sticky one like /tmp swapped for a private
+    // subdirectory) before anything listens or connects there; supervised: the supervisor did it.
+    const resolved = mode === 'supervised' ? path.resolve(socketPath!) : checkSocketDir(socketPath!);
     if (mode === 'supervised') {
       // The supervisor reads this process's stderr (for the crash-output tail `baton reload` reports). If the
       // supervisor dies, writes to that pipe fail with EPIPE; the generation must keep serving, not crash.
@@ -182,7 +184,6 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       return new Upgrader('supervised', client.generation, client, null, resolved, options.logger, common);
     }
 
-    checkSocketDir(resolved);
     const client = await joinServing(resolved, readyTimeout);
     if (!client) {
       // The first generation: claim the control socket now, so a second process started too early gets
