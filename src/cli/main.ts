@@ -41,6 +41,12 @@ Options:
 ${SOCKET_HELP}
   --ready-timeout S      seconds a new generation has to call ready() (default 30)
   --drain-timeout S      seconds a replaced generation has to drain (default 30)
+  --max-starts N         give up (exit 1 with the last error and its output) after N starts in a row
+                         fail while nothing serves: no ready(), or an exit within --min-uptime of it
+                         (default 5; 0: retry forever). Crashes after that restart with backoff
+                         (100 ms doubling to 10 s); \`baton status\` counts the restarts
+  --min-uptime S         a generation that exits sooner than S seconds after ready() counts as a
+                         failed start (default 1)
   --log-format F         text (default) or json: one line per event on stderr
   --fdstore              also keep the listeners in systemd's file descriptor store, so that even a
                          restart of the service keeps the ports open (FileDescriptorStoreMax=)
@@ -119,6 +125,14 @@ function seconds(flags: Map<string, string | true>, name: string, def: number): 
   return Math.round(n * 1000);
 }
 
+function count(flags: Map<string, string | true>, name: string, def: number): number {
+  const v = flags.get(name);
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (typeof v !== 'string' || !Number.isInteger(n) || n < 0) throw new UsageError(`${name} takes a whole number, got ${String(v)}`);
+  return n;
+}
+
 function socketOf(flags: Map<string, string | true>): string {
   const v = flags.get('--socket');
   return typeof v === 'string' ? defaultSocketPath({ BATON_SOCKET: v }) : defaultSocketPath();
@@ -162,7 +176,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function run(argv: string[]): Promise<number> {
-  const { flags, rest } = parse(argv, ['--socket', '--ready-timeout', '--drain-timeout', '--log-format'], ['--fdstore']);
+  const { flags, rest } = parse(argv, ['--socket', '--ready-timeout', '--drain-timeout', '--log-format', '--max-starts', '--min-uptime'], ['--fdstore']);
   if (flags.has('help')) {
     process.stdout.write(HELP.run!);
     return 0;
@@ -178,6 +192,8 @@ async function run(argv: string[]): Promise<number> {
     logger: createLogger(format),
     logFormat: format,
     fdStore: flags.has('--fdstore'),
+    maxStarts: count(flags, '--max-starts', 5),
+    minUptimeMs: seconds(flags, '--min-uptime', 1),
   });
   try {
     await supervisor.start();
@@ -190,7 +206,9 @@ async function run(argv: string[]): Promise<number> {
     supervisor.reload('signal').catch(() => {});
   });
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => supervisor.stop(sig));
-  return supervisor.finished;
+  const code = await supervisor.finished;
+  if (supervisor.failure) process.stderr.write(`baton: giving up: ${supervisor.failure}\n`);
+  return code;
 }
 
 async function control(argv: string[], name: 'reload' | 'status' | 'stop', timeoutMs: (flags: Map<string, string | true>) => number, bools: string[] = []): Promise<{ result: Result; flags: Map<string, string | true> } | number> {
@@ -249,7 +267,7 @@ async function status(argv: string[]): Promise<number> {
 }
 
 interface StatusData {
-  supervisor?: { pid: number; socket: string; uptimeMs: number; command: string[] };
+  supervisor?: { pid: number; socket: string; uptimeMs: number; command: string[]; restarts?: number; failedStarts?: number };
   generations: Array<{ generation: number; pid: number; state: string; startedAt: string; readyMs: number | null; connections: number }>;
   listeners?: Array<{ name: string; kind: string; address: string }>;
   upgrades?: UpgradeRecord[];
@@ -262,7 +280,11 @@ function table(rows: string[][]): string {
 
 function formatStatus(d: StatusData): string {
   let out = '';
-  if (d.supervisor) out += `supervisor pid ${d.supervisor.pid}, up ${Math.round(d.supervisor.uptimeMs / 1000)} s, socket ${d.supervisor.socket}\ncommand: ${d.supervisor.command.join(' ')}\n\n`;
+  if (d.supervisor) {
+    const sv = d.supervisor;
+    const restarts = sv.restarts === undefined ? '' : `, ${sv.restarts} restart${sv.restarts === 1 ? '' : 's'}${sv.failedStarts ? ` (${sv.failedStarts} failed in a row)` : ''}`;
+    out += `supervisor pid ${sv.pid}, up ${Math.round(sv.uptimeMs / 1000)} s${restarts}, socket ${sv.socket}\ncommand: ${sv.command.join(' ')}\n\n`;
+  }
   out += table([
     ['GENERATION', 'PID', 'STATE', 'STARTED', 'READY IN', 'CONNECTIONS'],
     ...d.generations.map((g) => [String(g.generation), String(g.pid), g.state, g.startedAt, g.readyMs === null ? '-' : `${g.readyMs} ms`, String(g.connections)]),

@@ -30,6 +30,10 @@ export interface SupervisorOptions {
   logFormat: 'text' | 'json';
   /** Also keep every listener in systemd's fd store (FDSTORE=1), so that a restart keeps the ports open. */
   fdStore?: boolean;
+  /** Failed starts in a row (no ready(), or down within minUptimeMs of it) before giving up; 0: never. Default 5. */
+  maxStarts?: number;
+  /** A generation that exits sooner than this after ready() counts as a failed start. Default 1000. */
+  minUptimeMs?: number;
 }
 
 export type GenerationState = 'starting' | 'serving' | 'draining' | 'exited';
@@ -80,6 +84,8 @@ const KILL_GRACE_MS = 3000;
 const EXIT_GRACE_MS = 1000;
 const STDERR_GRACE_MS = 500;
 const MAX_BACKOFF_MS = 10_000;
+const DEFAULT_MAX_STARTS = 5;
+const DEFAULT_MIN_UPTIME_MS = 1000;
 
 export class Supervisor {
   readonly #opts: SupervisorOptions;
@@ -92,6 +98,11 @@ export class Supervisor {
   #history: UpgradeRecord[] = [];
   #stopping = false;
   #backoffMs = 100;
+  /** Crash-loop accounting: starts that failed in a row (reset once a generation has served minUptime),
+   * respawns so far, and why the supervisor gave up. */
+  #failedStarts = 0;
+  #restarts = 0;
+  #failure: string | null = null;
   #respawnTimer: NodeJS.Timeout | null = null;
   #reaper: NodeJS.Timeout | null = null;
   #exitCode = 0;
@@ -195,10 +206,18 @@ export class Supervisor {
     this.#maybeFinish();
   }
 
+  /** Why the supervisor gave up (a crash loop), with the last generation's output; null otherwise. */
+  get failure(): string | null {
+    return this.#failure;
+  }
+
   status() {
     const now = Date.now();
     return {
-      supervisor: { pid: process.pid, socket: this.#opts.socket, command: this.#opts.command, startedAt: new Date(this.#startedAt).toISOString(), uptimeMs: now - this.#startedAt, stopping: this.#stopping },
+      supervisor: {
+        pid: process.pid, socket: this.#opts.socket, command: this.#opts.command, startedAt: new Date(this.#startedAt).toISOString(),
+        uptimeMs: now - this.#startedAt, stopping: this.#stopping, restarts: this.#restarts, failedStarts: this.#failedStarts,
+      },
       generations: [...this.#generations.values()]
         .filter((g) => g.state !== 'exited')
         .map((g) => ({
@@ -272,6 +291,7 @@ export class Supervisor {
       stderr.once('end', done);
       stderr.once('close', done);
     });
+    if (kind === 'respawn') this.#restarts++;
     this.#log('info', 'spawn', { generation, child: g.pid, kind });
     const promise = new Promise<UpgradeRecord>((resolve) => {
       const timer = setTimeout(() => {
@@ -379,6 +399,10 @@ export class Supervisor {
     }
     g.state = 'serving';
     g.readyAt = Date.now();
+    // Up for min-uptime: the crash loop (if any) is over.
+    setTimeout(() => {
+      if (this.#current === g) this.#failedStarts = 0;
+    }, this.#opts.minUptimeMs ?? DEFAULT_MIN_UPTIME_MS).unref();
     const old = this.#current;
     this.#current = g;
     this.#attempt = null;
@@ -443,7 +467,27 @@ export class Supervisor {
       this.#notifier.ready(`${serving ? `generation ${serving.generation} serving, ${listeners(this.#inventory.size)}` : 'no generation serving'}; ${failed}`);
     } else this.#notifier.status(failed);
     attempt.settle(attempt.record);
-    if (!this.#current && !this.#stopping) this.#scheduleRespawn();
+    if (!this.#current && !this.#stopping && !this.#failedStart(g, reason)) this.#scheduleRespawn();
+  }
+
+  /**
+   * Count a start that failed while nothing serves (a rollback, or a crash within min-uptime of ready()).
+   * After max-starts of them in a row the supervisor gives up and exits 1 with the last reason, as PM2
+   * stops a script that keeps failing, instead of retrying a missing file forever. Returns true then.
+   */
+  #failedStart(g: Generation, reason: string): boolean {
+    this.#failedStarts++;
+    const max = this.#opts.maxStarts ?? DEFAULT_MAX_STARTS;
+    if (max === 0 || this.#failedStarts < max) return false;
+    this.#failure = `${this.#failedStarts} starts in a row failed; the last, generation ${g.generation} (pid ${g.pid}), ${reason}`;
+    this.#log('error', 'give-up', { failedStarts: this.#failedStarts, generation: g.generation, reason: oneLine(reason) });
+    this.#exitCode = 1;
+    this.#stopping = true;
+    this.#notifier.stopping(`giving up: ${this.#failedStarts} failed starts in a row`);
+    this.#server.close();
+    for (const { fd } of this.#inventory.values()) closeFds([fd]);
+    this.#inventory.clear();
+    return true;
   }
 
   #onExit(g: Generation, code: number | null, signal: NodeJS.Signals | null): void {
@@ -464,9 +508,14 @@ export class Supervisor {
       this.#log('error', 'crash', { generation: g.generation, child: g.pid, code, signal });
       if (!this.#stopping) this.#notifier.status(`generation ${g.generation} exited ${signal ? `on ${signal}` : `with code ${code}`} while serving; starting another (the listeners stay open)`);
       if (this.#current === g) this.#current = null;
+      const upMs = Date.now() - (g.readyAt ?? 0);
+      const min = this.#opts.minUptimeMs ?? DEFAULT_MIN_UPTIME_MS;
+      const early = `exited ${signal ? `on ${signal}` : `with code ${code}`} ${upMs} ms after ready(), sooner than --min-uptime ${min} ms`;
       if (!this.#stopping) {
-        if (!this.#attempt) this.#scheduleRespawn();
         if (code !== 0) this.#exitCode = 1;
+        const tail = outputTail(g.stderrTail);
+        const failed = !this.#current && upMs < min && this.#failedStart(g, `${early}${tail ? `; last output:\n${tail}` : ''}`);
+        if (!failed && !this.#attempt) this.#scheduleRespawn();
       }
     }
     this.#maybeFinish();
