@@ -11,6 +11,7 @@
 import { EventEmitter } from 'node:events';
 import { batonError } from '../fd/errors.js';
 import { closeFds } from '../fd/fds.js';
+import { inheritedFdMismatch } from './fd-check.js';
 import { answerDespiteEpipe, Link } from './link.js';
 import { entryFits, PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind } from './messages.js';
 import { peerRefusal } from './peer.js';
@@ -96,6 +97,13 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
     const o = this.#offered.get(name) ?? [...this.#offered.values()].find((u) => u.entry.unnamed && entryFits(u.entry, kind, address));
     if (!o || !entryFits(o.entry, kind, address)) return null;
     this.#offered.delete(o.entry.name);
+    // Adopt only what the fd really is: a file or a UDP socket labelled as a TCP listener is refused here,
+    // before ready(), naming the entry (not a bare `listen EINVAL` later).
+    const wrong = inheritedFdMismatch(o.entry, o.fd);
+    if (wrong) {
+      closeFds([o.fd]);
+      throw wrong;
+    }
     return o;
   }
 

@@ -191,15 +191,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       const control = await FdChannelServer.listen(resolved, CONTROL_CHANNEL_LIMITS);
       return new Upgrader('standalone', 1, null, control, resolved, options.logger, common);
     }
-    const taken = client.take(RESERVED, 'control', { path: resolved });
     let control: FdChannelServer | null = null;
-    if (taken) {
-      try {
-        control = FdChannelServer.fromFd(taken.fd, resolved, { ...CONTROL_CHANNEL_LIMITS, paused: true });
-      } catch (err) {
-        client.close();
-        throw err;
-      }
+    try {
+      const taken = client.take(RESERVED, 'control', { path: resolved }); // throws if the fd is not a Unix listener
+      if (taken) control = FdChannelServer.fromFd(taken.fd, resolved, { ...CONTROL_CHANNEL_LIMITS, paused: true });
+    } catch (err) {
+      client.close();
+      throw err;
     }
     return new Upgrader('standalone', client.generation, client, control, resolved, options.logger, common);
   }
