@@ -157,6 +157,13 @@ export class Supervisor {
    * waits for it and gets its outcome (systemd's Type=notify-reload sends SIGHUP, then runs ExecReload=).
    */
   reload(trigger: 'command' | 'signal' = 'command'): Promise<UpgradeRecord> {
+    if (trigger === 'signal' && (this.#stopping || this.#attempt)) {
+      // No new generation for this SIGHUP: say so, and why (it used to vanish without a line).
+      const why = this.#stopping
+        ? 'the supervisor is stopping'
+        : `a reload is in progress: generation ${this.#attempt!.generation} (pid ${this.#attempt!.pid}) is starting, and its outcome answers this signal too`;
+      this.#log('warn', 'sighup-ignored', { reason: why });
+    }
     if (this.#stopping) return Promise.reject(batonError('ERR_BATON_STATE', 'the supervisor is stopping'));
     if (this.#attempt) {
       const pending = this.#pending;
