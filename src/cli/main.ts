@@ -294,8 +294,11 @@ function formatStatus(d: StatusData): string {
   }
   if (d.upgrades?.length) {
     out += '\n' + table([
-      ['UPGRADE', 'KIND', 'OUTCOME', 'READY IN', 'DRAIN', 'AT', 'REASON'],
-      ...d.upgrades.map((u) => [`gen ${u.generation} (pid ${u.pid})`, u.kind, u.outcome, u.readyMs === undefined ? '-' : `${u.readyMs} ms`, u.drainMs === undefined ? '-' : `${u.drainMs} ms`, u.startedAt, (u.reason ?? '').split('\n')[0]!.slice(0, 80)]),
+      ['UPGRADE', 'KIND', 'OUTCOME', 'READY IN', 'DRAIN', 'MOVED', 'AT', 'REASON'],
+      ...d.upgrades.map((u) => [
+        `gen ${u.generation} (pid ${u.pid})`, u.kind, u.outcome, u.readyMs === undefined ? '-' : `${u.readyMs} ms`, u.drainMs === undefined ? '-' : `${u.drainMs} ms`,
+        u.moved === undefined ? '-' : `${u.moved} of ${u.moved + (u.notMoved ?? 0)}`, u.startedAt, (u.reason ?? '').split('\n')[0]!.slice(0, 80),
+      ]),
     ]);
     // The table has room for one line of a reason; the last failure's whole reason, with its output, follows.
     const failed = d.upgrades.filter((u) => u.outcome === 'rolled-back' && u.reason).pop();

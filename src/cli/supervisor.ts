@@ -67,6 +67,9 @@ export interface UpgradeRecord {
   startedAt: string;
   readyMs?: number;
   drainMs?: number;
+  /** Connections the replaced generation moved to this one, and those it could not (closed politely). */
+  moved?: number;
+  notMoved?: number;
 }
 
 interface Attempt {
@@ -333,7 +336,10 @@ export class Supervisor {
       if (old) closeFds([old.fd]);
       g.registered.set(entry.name, { entry, fd });
     });
-    session.on('stats', (s) => (g.connections = s.connections));
+    session.on('stats', (s) => {
+      g.connections = s.connections;
+      if (s.moved !== undefined && g.replacedBy) this.#migrationReport(g, g.replacedBy, s.moved, s.notMoved ?? 0);
+    });
     session.on('close', () => this.#lostContact(g, 'the generation closed its control connection before ready()'));
     try {
       await session.offer(g.generation, [...this.#inventory.values()]);
@@ -452,6 +458,15 @@ export class Supervisor {
     setTimeout(() => {
       if (g.state === 'draining') killTree(g, 'SIGKILL');
     }, this.#opts.drainTimeoutMs + KILL_GRACE_MS).unref();
+  }
+
+  /** The replaced generation's drain says how many connections moved: recorded, and a warning if not all. */
+  #migrationReport(old: Generation, record: UpgradeRecord, moved: number, notMoved: number): void {
+    record.moved = moved;
+    record.notMoved = notMoved;
+    const fields = { generation: old.generation, child: old.pid, to: record.generation, moved, notMoved };
+    if (notMoved > 0) this.#log('warn', 'connections-not-moved', { ...fields, reason: 'no room or no way to move them; closed politely' });
+    else this.#log('info', 'connections-moved', fields);
   }
 
   #rollback(g: Generation, reason: string): void {

@@ -20,6 +20,7 @@ import { batonError, argTypeError, checkFd, checkFds, type BatonError } from './
 import { encodeMessage, Reassembler, type InMessage, type OutRecord } from './framing.js';
 import { native, RECORD_OK, RECORD_CTRUNC } from './native.js';
 import { fdUsage } from './fd-usage.js';
+import { FdReserve } from './fd-reserve.js';
 
 export interface PeerCredentials {
   /** The peer's process id at connect time (SO_PEERCRED). */
@@ -33,6 +34,9 @@ export interface FdChannelOptions {
   maxMessageBytes?: number;
   /** Most fds accepted in one message from the peer. Default 16384. */
   maxMessageFds?: number;
+  /** Fds held in reserve and let go only while receiving, so that a message's fds arrive even when the
+   * process is at RLIMIT_NOFILE (see fd-reserve.ts). Default 0. */
+  reserveFds?: number;
 }
 
 export interface ConnectOptions extends FdChannelOptions {
@@ -58,6 +62,7 @@ export interface FdChannelEvents {
 
 export class FdChannel extends EventEmitter<FdChannelEvents> {
   #fd: number;
+  #reserve: FdReserve | null = null;
   #poller: InstanceType<typeof native.Poller> | null;
   #events = 0;
   #queue: QueuedRecord[] = [];
@@ -133,6 +138,7 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
     }
     this.#fd = fd;
     this.#reassembler = new Reassembler({ maxMessageBytes, maxMessageFds });
+    if (options.reserveFds) this.#reserve = new FdReserve(options.reserveFds);
     try {
       this.#peer = native.peerCred(fd);
       this.#poller = new native.Poller(fd, (status, events) => this.#onPoll(status, events));
@@ -326,11 +332,14 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
 
   #read(): void {
     let recs: ReturnType<typeof native.recvRecords>;
+    this.#reserve?.release();
     try {
       recs = native.recvRecords(this.#fd, RECV_BATCH);
     } catch (err) {
       this.#destroy(err as Error);
       return;
+    } finally {
+      if (!this.#closed) this.#reserve?.refill();
     }
     for (let i = 0; i < recs.length; i += 3) {
       if (recs[i] === null) {
@@ -385,6 +394,8 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
     const poller = this.#poller;
     this.#poller = null;
     this.#fd = -1;
+    this.#reserve?.release();
+    this.#reserve = null;
     poller?.close(true);
     this.#reassembler.abort();
     for (const m of this.#backlog) if (m.fds.length) native.closeMany(m.fds);

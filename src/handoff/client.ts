@@ -41,7 +41,10 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
 
   static async join(path: string, options: JoinOptions = {}): Promise<GenerationClient> {
     const timeoutMs = options.timeoutMs ?? 10_000;
-    const link = await Link.connect(path, timeoutMs);
+    // One fd in reserve, let go while receiving: a generation at its fd limit still receives the migration
+    // channel that comes with `drain` (without it the kernel cut that fd and the generation was killed with
+    // its connections, none moved).
+    const link = await Link.connect(path, timeoutMs, 1);
     try {
       const refusal = peerRefusal(link.peer);
       if (refusal) throw batonError('ERR_BATON_PEER_NOT_ALLOWED', `refusing the control socket at ${path}: ${refusal}`);
@@ -113,9 +116,9 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
   }
 
   /** Report connection counts (supervised mode). Failures are ignored: stats are advisory. */
-  stats(connections: number, state: 'starting' | 'serving' | 'draining'): void {
+  stats(connections: number, state: 'starting' | 'serving' | 'draining', migration?: { moved: number; notMoved: number }): void {
     if (this.link.closed) return;
-    this.link.send({ v: PROTOCOL_VERSION, type: 'stats', connections, state }).catch(() => {});
+    this.link.send({ v: PROTOCOL_VERSION, type: 'stats', connections, state, ...migration }).catch(() => {});
   }
 
   /**

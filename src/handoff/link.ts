@@ -52,8 +52,8 @@ export class Link extends EventEmitter<LinkEvents> {
     channel.on('close', (err) => this.#onClose(err));
   }
 
-  static async connect(path: string, timeoutMs = 5000): Promise<Link> {
-    return new Link(await FdChannel.connect(path, { timeout: timeoutMs, maxMessageBytes: MAX_MESSAGE_BYTES }));
+  static async connect(path: string, timeoutMs = 5000, reserveFds = 0): Promise<Link> {
+    return new Link(await FdChannel.connect(path, { timeout: timeoutMs, maxMessageBytes: MAX_MESSAGE_BYTES, reserveFds }));
   }
 
   get closed(): boolean {

@@ -96,6 +96,10 @@ export interface Stats {
   type: 'stats';
   connections: number;
   state: 'starting' | 'serving' | 'draining';
+  /** The last report of a drain: connections moved to the next generation, and those that could not move
+   * (closed politely instead). */
+  moved?: number;
+  notMoved?: number;
 }
 
 /** Answer to a control command. */
@@ -286,7 +290,10 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
     case 'drain':
       return { v, type: 'drain', timeoutMs: int(o, 'timeoutMs'), reason: oneOf(o, 'reason', ['upgrade', 'stop'] as const) };
     case 'stats':
-      return { v, type: 'stats', connections: int(o, 'connections'), state: oneOf(o, 'state', ['starting', 'serving', 'draining'] as const) };
+      return {
+        v, type: 'stats', connections: int(o, 'connections'), state: oneOf(o, 'state', ['starting', 'serving', 'draining'] as const),
+        ...(o.moved === undefined ? {} : { moved: int(o, 'moved'), notMoved: int(o, 'notMoved') }),
+      };
     case 'result': {
       if (typeof o.ok !== 'boolean') throw bad('"ok" must be a boolean');
       const msg: Result = { v, type: 'result', ok: o.ok, command: oneOf(o, 'command', ['reload', 'status', 'stop'] as const) };

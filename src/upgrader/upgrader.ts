@@ -242,6 +242,14 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       });
       client.on('close', (err) => {
         if (this.#state === 'draining' || this.#state === 'stopped') return;
+        if (this.mode === 'supervised' && this.#state === 'serving' && (err as NodeJS.ErrnoException | undefined)?.code === 'ERR_BATON_TRUNCATED') {
+          // The supervisor sends fds after ready-ok only with `drain`: this was one whose migration channel
+          // the kernel cut (fd table full despite the reserve). Drain politely without migrating, rather than
+          // serve on as if the supervisor were gone and be killed with every connection at the drain deadline.
+          this.#log('warn', 'drain-without-migration', { reason: err!.message });
+          void this.#drain(this.#drainTimeout);
+          return;
+        }
         if (this.mode === 'supervised' && this.#state === 'serving') {
           this.#log('warn', 'supervisor-gone', { reason: err?.message ?? 'connection closed' });
         }
@@ -727,7 +735,10 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       this.#state = 'stopped';
       const notMoved = [...(this.#sender?.notMoved ?? [])].map(([code, n]) => `${code}:${n}`).join(',');
       // Connections that could not move were closed politely here; say why (e.g. no room in the new generation).
-      if (notMoved) this.#log('warn', 'not-moved', { count: [...this.#sender!.notMoved.values()].reduce((a, n) => a + n, 0), reasons: notMoved });
+      const notMovedCount = [...(this.#sender?.notMoved.values() ?? [])].reduce((a, n) => a + n, 0);
+      if (notMoved) this.#log('warn', 'not-moved', { count: notMovedCount, reasons: notMoved });
+      // The supervisor records the counts with the upgrade (baton status) and warns when some could not move.
+      if (this.#sender) this.#client?.stats(0, 'draining', { moved: this.#sender.moved, notMoved: notMovedCount });
       this.#log('info', 'drained', { ms: Date.now() - started, forced, migrated: this.#sender?.moved ?? 0 });
       this.#sender?.close();
       this.#client?.close();
