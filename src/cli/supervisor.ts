@@ -18,6 +18,7 @@ import { checkSocketDir } from '../handoff/peer.js';
 import { HandoffSession } from '../handoff/session.js';
 import { SD_LISTEN_ENV, SD_NOTIFY_ENV } from '../fd/systemd.js';
 import { logControlServer } from '../upgrader/control-log.js';
+import { addressInUseHint, Takeover } from './takeover.js';
 import type { Logger } from '../upgrader/logger.js';
 import { listeners, oneLine, serviceSockets, ServiceNotifier } from '../upgrader/systemd.js';
 
@@ -61,7 +62,7 @@ interface Generation {
 export interface UpgradeRecord {
   generation: number;
   pid: number;
-  kind: 'start' | 'reload' | 'respawn';
+  kind: 'start' | 'reload' | 'respawn' | 'takeover';
   outcome: 'serving' | 'rolled-back' | 'pending';
   reason?: string;
   startedAt: string;
@@ -107,6 +108,8 @@ export class Supervisor {
   #restarts = 0;
   #failure: string | null = null;
   #respawnTimer: NodeJS.Timeout | null = null;
+  /** The orphan whose connections the next generation to serve takes over, until it does. */
+  #takeover: Takeover | null = null;
   #reaper: NodeJS.Timeout | null = null;
   #exitCode = 0;
   #startedAt = Date.now();
@@ -151,7 +154,24 @@ export class Supervisor {
     logControlServer(this.#server, (level, event, fields) => this.#log(level, event, fields));
     if (process.pid === 1) this.#reaper = setInterval(() => this.#reapOrphans(), 1000);
     this.#log('info', 'supervisor-start', { socket: this.#opts.socket, command: this.#opts.command.join(' ') });
-    void this.#launch('start');
+    // A generation a crashed supervisor left behind: its listeners become ours, and the first generation
+    // takes over its connections (src/cli/takeover.ts). Only after binding the control socket: of two
+    // supervisors started at once, only one gets here.
+    this.#takeover = await Takeover.find(this.#opts.socket, this.#opts.readyTimeoutMs, (level, event, fields) => this.#log(level, event, fields));
+    if (this.#stopping) {
+      this.#takeover?.close(); // stopped while looking: the orphan serves on
+      this.#takeover = null;
+      return;
+    }
+    if (this.#takeover) {
+      for (const { entry, fd } of this.#takeover.listeners()) {
+        const old = this.#inventory.get(entry.name);
+        if (old) closeFds([old.fd]);
+        this.#inventory.set(entry.name, { entry, fd });
+      }
+      this.#next = this.#takeover.generation + 1;
+    }
+    void this.#launch(this.#takeover ? 'takeover' : 'start');
   }
 
   /**
@@ -202,6 +222,8 @@ export class Supervisor {
     this.#notifier.stopping(`stopping: ${this.#alive().length} generation${this.#alive().length === 1 ? '' : 's'} draining`);
     if (this.#respawnTimer) clearTimeout(this.#respawnTimer);
     this.#server.close();
+    this.#takeover?.close();
+    this.#takeover = null;
     for (const g of this.#alive()) {
       if (g.state === 'starting') killTree(g, 'SIGTERM');
       else this.#drainGeneration(g, 'stop');
@@ -360,7 +382,10 @@ export class Supervisor {
         throw err;
       }
       if (old) this.#drainGeneration(old, 'upgrade', migrationFd);
-      else if (migrationFd !== null) closeFds([migrationFd]);
+      else if (this.#takeover) {
+        void this.#takeover.handover(names, this.#opts.readyTimeoutMs, migrationFd);
+        this.#takeover = null;
+      } else if (migrationFd !== null) closeFds([migrationFd]);
     } catch (err) {
       this.#lostContact(g, (err as Error).message);
     }
@@ -518,7 +543,8 @@ export class Supervisor {
     g.exit = { code, signal };
     if (was === 'starting') {
       const tail = outputTail(g.stderrTail);
-      this.#rollback(g, `exited ${signal ? `on ${signal}` : `with code ${code}`} before ready()${tail ? `; last output:\n${tail}` : ''}`);
+      const exited = `exited ${signal ? `on ${signal}` : `with code ${code}`} before ready()`;
+      this.#rollback(g, `${exited}${tail ? `; last output:\n${tail}` : ''}${addressInUseHint(tail)}`);
     }
     g.state = 'exited';
     g.session?.close();

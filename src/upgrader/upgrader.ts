@@ -35,6 +35,7 @@ import { MigrationReceiver, MigrationSender } from './migrate.js';
 import { atBoundary, continueWebSocket, markMoved, stateOf, trackRequests, unmovable, type WebSocketMigrationOptions, type WsLike, type WsServerLike, type WsState } from './websocket.js';
 import { createLogger, silentLogger, type LogFields, type Logger } from './logger.js';
 import { bindDgramFd, bindDgramFresh, bindUnix, listenOnFd, listenTcp } from './sockets.js';
+import { listenForTakeover } from './orphan.js';
 import { StandaloneHost } from './standalone-host.js';
 import { warmUpHttp } from './warm-up.js';
 import { listeners, oneLine, serviceSockets, ServiceNotifier, type ServiceSocket } from './systemd.js';
@@ -252,6 +253,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
         }
         if (this.mode === 'supervised' && this.#state === 'serving') {
           this.#log('warn', 'supervisor-gone', { reason: err?.message ?? 'connection closed' });
+          void this.#becomeOrphan();
         }
       });
     }
@@ -259,6 +261,28 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     // The first standalone generation answers on its control socket from the start: a successor that
     // arrives before ready() is refused with a clear reason, and `baton status` works.
     if (mode === 'standalone' && !client && control) this.#ensureHost().start();
+  }
+
+  /**
+   * Supervised, serving, and the supervisor is gone: serve on, and wait on a takeover socket for a new
+   * `baton run` with the same control socket to take over (see orphan.ts). A generation that cannot
+   * listen there serves on all the same (its successor then binds the ports afresh once it is gone).
+   */
+  async #becomeOrphan(): Promise<void> {
+    let server: FdChannelServer;
+    try {
+      server = await listenForTakeover(this.#socketPath!);
+    } catch (err) {
+      this.#log('warn', 'orphan-unreachable', { reason: (err as Error).message });
+      return;
+    }
+    if (this.#state !== 'serving' || this.#host) {
+      server.close();
+      return;
+    }
+    this.#host = new StandaloneHost(server, this.#hostCallbacks());
+    this.#host.start();
+    this.#log('info', 'orphan-waiting', { takeover: server.path });
   }
 
   #ensureHost(): StandaloneHost {
@@ -619,7 +643,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       logger: this.#logger,
       inventory: (): Array<{ entry: InventoryEntry; fd: number }> => {
         const list = [...this.#sockets.values()].map((m) => ({ entry: m.entry, fd: fdOf(m.object) }));
-        list.push({ entry: { name: RESERVED, kind: 'control', address: { path: this.#socketPath! } }, fd: this.#control!.fd });
+        // An orphan (supervised) has no control listener to hand over: the new supervisor owns that one.
+        if (this.#control) list.push({ entry: { name: RESERVED, kind: 'control', address: { path: this.#socketPath! } }, fd: this.#control.fd });
         return list;
       },
       status: () => this.#status(),
@@ -712,8 +737,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
         if (m.drainer) m.drainer.stopAccepting();
         else (m.object as dgram.Socket).close();
       }
-      // A standalone generation handed the control listener over: keep its file for the successor.
-      this.#host?.close({ unlink: stopping });
+      // A standalone generation handed the control listener over: keep its file for the successor. An
+      // orphan's takeover socket is its own: it goes.
+      this.#host?.close({ unlink: stopping || this.mode === 'supervised' });
       const started = Date.now();
       // Right after the previous upgrade, connections may still be arriving from the generation before this
       // one (it moves them in paced batches). Let it finish first: each arrival is this generation's to move

@@ -1,0 +1,198 @@
+/**
+ * A new `baton run` takes over from the generations a crashed supervisor left behind (orphans; see
+ * src/upgrader/orphan.ts for how they make themselves findable).
+ *
+ * Deciding between "take over" and "fresh start": the supervisor first binds the control socket (so of two
+ * new supervisors racing, exactly one gets here; the other fails with EADDRINUSE on the control socket),
+ * then asks every takeover socket next to it for its status. No live one: a fresh start. Otherwise it joins
+ * the serving orphan with the highest generation as a standalone successor would: it receives the orphan's
+ * listeners (they become the supervisor's own copies, so the ports stay open whatever happens next) and
+ * starts its first generation with them. When that generation is ready, the supervisor acknowledges it,
+ * then relays its ready — with the migration channel — to the orphan, which drains and moves its keep-alive
+ * connections, WebSockets and migrate()d connections over, as in a reload.
+ *
+ * Failures:
+ * - The orphan dies before sending its listeners: it is skipped (the next one, or a fresh start: its ports
+ *   closed with it, so binding them works).
+ * - The orphan dies after sending them: nothing changes for the new generation; the supervisor holds the
+ *   listeners, and its ready simply has nobody to relay to (the orphan's own connections die with it).
+ * - The orphan's handover fails while it is alive (it hung past its readyTimeout and rolled back, say):
+ *   two generations would serve, so it is told to stop (it drains gracefully, without moving connections).
+ * - Further serving orphans (a supervisor killed between acknowledging a new generation and draining the
+ *   old one) are told to stop once the takeover is done. Draining orphans do not listen: they finish alone.
+ */
+import fs from 'node:fs';
+import { batonError } from '../fd/errors.js';
+import { closeFds } from '../fd/fds.js';
+import { GenerationClient } from '../handoff/client.js';
+import { sendCommand } from '../handoff/control.js';
+import type { InventoryEntry } from '../handoff/messages.js';
+import { listTakeoverSockets } from '../upgrader/orphan.js';
+
+type Log = (level: 'info' | 'warn', event: string, fields: Record<string, string | number | null>) => void;
+
+interface OrphanStatus {
+  path: string;
+  pid: number;
+  generation: number;
+  state: string;
+}
+
+/** How long one orphan may take to answer its status, in ms (it answers from its event loop at once). */
+const STATUS_TIMEOUT_MS = 5000;
+
+export class Takeover {
+  readonly pid: number;
+  readonly generation: number;
+  readonly #path: string;
+  readonly #client: GenerationClient;
+  readonly #others: OrphanStatus[];
+  readonly #log: Log;
+  /** handover() has begun: it reports how the orphan's part ends. */
+  #handingOver = false;
+
+  /** Join the newest serving orphan of `socket`, or null when there is none to take over from. */
+  static async find(socket: string, timeoutMs: number, log: Log): Promise<Takeover | null> {
+    const found: OrphanStatus[] = [];
+    for (const s of listTakeoverSockets(socket)) {
+      const status = await orphanStatus(s.path, s.pid, log);
+      if (status) found.push(status);
+    }
+    const serving = found.filter((o) => o.state === 'serving').sort((a, b) => b.generation - a.generation);
+    for (const o of found) if (o.state !== 'serving') log('info', 'orphan-busy', { orphan: o.pid, generation: o.generation, state: o.state });
+    for (const [i, o] of serving.entries()) {
+      let client: GenerationClient;
+      try {
+        client = await GenerationClient.join(o.path, { timeoutMs });
+      } catch (err) {
+        // Died or refused (another new supervisor won the race to it): the next one, else a fresh start.
+        log('warn', 'takeover-failed', { orphan: o.pid, reason: (err as Error).message });
+        continue;
+      }
+      if (client.link.peer.pid !== o.pid) {
+        client.close();
+        log('warn', 'takeover-failed', { orphan: o.pid, reason: `the takeover socket ${o.path} is served by pid ${client.link.peer.pid}` });
+        continue;
+      }
+      return new Takeover(client, o, serving.slice(i + 1), log);
+    }
+    return null;
+  }
+
+  private constructor(client: GenerationClient, orphan: OrphanStatus, others: OrphanStatus[], log: Log) {
+    this.#client = client;
+    this.pid = orphan.pid;
+    this.generation = orphan.generation;
+    this.#path = orphan.path;
+    this.#others = others;
+    this.#log = log;
+    client.on('close', () => {
+      if (!this.#handingOver) log('warn', 'orphan-gone', { orphan: this.pid, reason: 'the takeover connection closed before the handover' });
+    });
+    log('info', 'takeover', { orphan: orphan.pid, generation: orphan.generation, listeners: client.inventory.length, path: orphan.path });
+  }
+
+  /** The orphan's listeners, owned by the caller from here on. */
+  listeners(): Array<{ entry: InventoryEntry; fd: number }> {
+    const taken: Array<{ entry: InventoryEntry; fd: number }> = [];
+    for (const entry of this.#client.inventory) {
+      const t = this.#client.take(entry.name, entry.kind, entry.address);
+      if (t) taken.push(t);
+    }
+    return taken;
+  }
+
+  /**
+   * The first generation serves (and has been acknowledged): tell the orphan, which drains and moves its
+   * connections over `migrationFd` (owned: closed here once sent). Never rejects.
+   */
+  async handover(names: string[], timeoutMs: number, migrationFd: number | null): Promise<void> {
+    this.#handingOver = true;
+    try {
+      if (this.#client.link.closed) throw batonError('ERR_BATON_HANDOFF_FAILED', 'the takeover connection is closed');
+      await this.#client.ready(names, timeoutMs, migrationFd ?? undefined);
+      this.#log('info', 'takeover-done', { orphan: this.pid });
+    } catch (err) {
+      const alive = isAlive(this.pid);
+      this.#log('warn', 'takeover-incomplete', { orphan: this.pid, alive: String(alive), reason: (err as Error).message });
+      // Alive after a failed handover, it rolled back and serves beside the new generation: it goes.
+      if (alive) await stopOrphan(this.pid, this.#path, this.#log);
+    } finally {
+      if (migrationFd !== null) closeFds([migrationFd]);
+      this.#client.close();
+    }
+    for (const o of this.#others) await stopOrphan(o.pid, o.path, this.#log);
+  }
+
+  /** The takeover is abandoned (the supervisor stops first): the orphan rolls back and serves on. */
+  close(): void {
+    this.#client.close();
+  }
+}
+
+/** An orphan's status over its takeover socket, or null (a leftover file of a dead one is removed). */
+async function orphanStatus(path: string, pid: number, log: Log): Promise<OrphanStatus | null> {
+  try {
+    const r = await sendCommand(path, 'status', STATUS_TIMEOUT_MS);
+    const g = (r.data as { generations?: Array<{ generation?: unknown; pid?: unknown; state?: unknown }> } | undefined)?.generations?.[0];
+    if (!r.ok || !g || g.pid !== pid || typeof g.generation !== 'number' || typeof g.state !== 'string') {
+      log('warn', 'orphan-ignored', { path, reason: r.reason ?? 'unexpected status answer' });
+      return null;
+    }
+    return { path, pid, generation: g.generation, state: g.state };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ECONNREFUSED' && !isAlive(pid)) {
+      // Nobody listens and its process is gone: a leftover of an orphan that was killed.
+      try {
+        fs.unlinkSync(path);
+      } catch {
+        // gone already
+      }
+      log('info', 'orphan-leftover-removed', { path });
+    } else log('warn', 'orphan-ignored', { path, reason: (err as Error).message });
+    return null;
+  }
+}
+
+async function stopOrphan(pid: number, path: string, log: Log): Promise<void> {
+  const r = await sendCommand(path, 'stop', STATUS_TIMEOUT_MS).catch((err: Error) => ({ ok: false, reason: err.message }));
+  if (r.ok) {
+    log('info', 'orphan-stopped', { orphan: pid });
+    return;
+  }
+  log('warn', 'orphan-stop-failed', { orphan: pid, reason: r.reason ?? 'refused' });
+  try {
+    process.kill(pid, 'SIGTERM');
+    log('info', 'orphan-terminated', { orphan: pid });
+  } catch {
+    // gone
+  }
+}
+
+/** Is `pid` running? A zombie is not: an orphan is nobody's child we could reap, and one whose new parent
+ * does not reap promptly (a container's PID 1 that is not an init) stays a zombie for a while. */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A hint for a generation that failed with EADDRINUSE: which process most likely holds the port, and what to
+ * do. Appended to the rollback reason that `baton reload`, `baton status` and the log show.
+ */
+export function addressInUseHint(output: string): string {
+  if (!/EADDRINUSE/.test(output)) return '';
+  return '\nhint: the address is in use by another process — most likely a generation orphaned by a crashed ' +
+    "supervisor that cannot be taken over (another --socket, or a baton version without takeover), or another " +
+    'server. Find it with `ss -ltnp`, then stop it, or start `baton run` with the --socket it was started with.';
+}
