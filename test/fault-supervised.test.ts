@@ -25,6 +25,7 @@ import {
   servedWithoutLoss,
   expectOnlyAccepting,
   faultHit,
+  FAULT_APP,
   HANG_MS,
   holds,
   listenerInode,
@@ -35,7 +36,7 @@ import {
   superviseFaultApp,
   type FaultWorld,
 } from './fault-helpers.js';
-import { get, type CliResult } from './upgrade-helpers.js';
+import { get, startSupervised, type CliResult } from './upgrade-helpers.js';
 
 function expectRolledBack(r: CliResult, reason: RegExp): void {
   assert.equal(r.code, 1, `baton reload: ${r.stdout} ${r.stderr}`);
@@ -590,4 +591,57 @@ test('supervisor SIGKILLed mid-migration: the move goes on (it does not pass thr
   await expectOnlyAccepting(port, w.pids(), n, 'generation 2 alone accepts on the echo port');
   clients.forEach((c) => c.end());
   await survivorsOnly(w, [n]);
+});
+
+// --- supervisor SIGKILL → takeover (src/cli/takeover.ts; more in test/takeover.test.ts) ----------------
+
+/** `baton run` the fault app again on the same control socket, once the first supervisor is dead. */
+function superviseAgain(t: { after(fn: () => unknown): void }, w: FaultWorld, gen: number, env: NodeJS.ProcessEnv = {}) {
+  return startSupervised(t, { app: FAULT_APP, dir: w.s.dir, env: { FAULT_FILE: w.faultFile, HOLD_FILE: w.holdFile, ...env }, servingLine: servingRe(gen) });
+}
+
+test('supervisor SIGKILL → takeover: a new baton run on the same socket takes over the orphan; echo connections move (migrate()), nothing lost', { timeout: 90_000 }, async (t) => {
+  const w = await superviseFaultApp(t, { env: ECHO });
+  const { port, clients } = await echoClients(t, w, 40);
+  process.kill(w.s.sup.pid, 'SIGKILL');
+  await w.s.sup.exited;
+  await w.traffic.served('by the orphan');
+  const s2 = await superviseAgain(t, w, 2, ECHO);
+  assert.equal(s2.port, w.s.port);
+  const n = await servingPid(s2.sup, 2);
+  await allAnsweredBy(clients, 2, 30_000);
+  await w.s.sup.line(/generation 1 moved 40 of 40 echo connections/, 20_000); // the orphan's stdout is still this pipe
+  await Promise.all(clients.map((c) => c.stop()));
+  assert.equal(problems(clients), 'none');
+  for (const c of clients) assert.equal(c.answered, c.sent);
+  await waitFor(() => !w.running(w.gen1), 15_000, 'the orphan exits');
+  const pids = [...w.pids(), ...s2.generationPids()];
+  await servedWithoutLoss(t, w.traffic, w.s.port, pids, 2, n, ' after the takeover');
+  await expectOnlyAccepting(port, pids, n, 'generation 2 alone accepts on the echo port');
+  clients.forEach((c) => c.end());
+  assert.equal(await s2.shutdown(), 0);
+  await expectAllGone(pids, w.running, 'every process of the cell exits with the new supervisor');
+});
+
+test('supervisor SIGKILL mid-drain → takeover: two orphans; the new baton run takes over the serving one, the draining one finishes alone', { timeout: 90_000 }, async (t) => {
+  const w = await superviseFaultApp(t);
+  const slow = await slowRequests(w, 3, 6000);
+  w.fault(1, 'mid-drain', 'hold');
+  const reload = w.s.reload();
+  await faultHit(w.s.sup, 1, 'mid-drain');
+  expectReloaded(await reload, 2);
+  const n2 = await servingPid(w.s.sup, 2);
+  process.kill(w.s.sup.pid, 'SIGKILL');
+  await w.s.sup.exited;
+  const s2 = await superviseAgain(t, w, 3);
+  assert.ok(w.running(w.gen1), 'generation 1 was still draining during the takeover');
+  assert.match(s2.sup.stderr(), new RegExp(`baton takeover supervisor=${s2.sup.pid} orphan=${n2} generation=2 `));
+  w.release();
+  assert.deepEqual(await Promise.all(slow), [200, 200, 200], 'the draining orphan finished its requests');
+  const n3 = await servingPid(s2.sup, 3);
+  await waitFor(() => !w.running(w.gen1) && !w.running(n2), 15_000, 'both orphans exit');
+  const pids = [...w.pids(), ...s2.generationPids()];
+  await servedWithoutLoss(t, w.traffic, w.s.port, pids, 3, n3, ' after the takeover');
+  assert.equal(await s2.shutdown(), 0);
+  await expectAllGone(pids, w.running, 'every process of the cell exits with the new supervisor');
 });
