@@ -176,6 +176,29 @@ test('the orphan dies when the takeover begins (before its listeners): the new s
   assert.equal(await s2.exited, 0);
 });
 
+test('two new baton runs race for the orphan: exactly one takes over, the other exits 1 and says why', { timeout: 90_000 }, async (t) => {
+  const s1 = await startSupervised(t, { app: WS_APP, servingLine: WS_SERVING(1) });
+  const [orphan] = s1.generationPids();
+  const load = startLoad({ port: s1.port, connections: 4, pauseMs: 5, timeoutMs: 20_000 });
+  t.after(() => load.stop());
+  process.kill(s1.sup.pid, 'SIGKILL');
+  await s1.sup.exited;
+  const racers = [runAgain(t, s1.dir, WS_APP), runAgain(t, s1.dir, WS_APP)];
+  await waitFor(() => racers.some((r) => WS_SERVING(2).test(r.stdout())) && racers.some((r) => r.child.exitCode !== null), 30_000, 'one racer serving, the other exited');
+  const winner = racers.find((r) => WS_SERVING(2).test(r.stdout()))!;
+  const loser = racers.find((r) => r !== winner)!;
+  assert.equal(await loser.exited, 1);
+  assert.match(loser.stderr(), /baton: cannot start the supervisor: .*(another process is listening on it|another baton run is taking over pid \d+)/);
+  assert.deepEqual(loser.generations(), [], 'the loser started no generation');
+  assert.equal(winner.generations().length, 1, 'the winner started one generation');
+  await waitFor(() => !alive(orphan!), 20_000, 'the orphan drains and exits');
+  const result = await load.stop();
+  assert.equal(result.errors, 0, JSON.stringify(result.errorCodes));
+  assert.equal(result.sent, result.ok);
+  process.kill(winner.pid, 'SIGTERM');
+  assert.equal(await winner.exited, 0);
+});
+
 test('a port held by a process that cannot be taken over: the rollback reason names EADDRINUSE and the likely cause', { timeout: 60_000 }, async (t) => {
   const blocker = net.createServer();
   await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));

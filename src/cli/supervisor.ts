@@ -157,7 +157,14 @@ export class Supervisor {
     // A generation a crashed supervisor left behind: its listeners become ours, and the first generation
     // takes over its connections (src/cli/takeover.ts). Only after binding the control socket: of two
     // supervisors started at once, only one gets here.
-    this.#takeover = await Takeover.find(this.#opts.socket, this.#opts.readyTimeoutMs, (level, event, fields) => this.#log(level, event, fields));
+    try {
+      this.#takeover = await Takeover.find(this.#opts.socket, this.#opts.readyTimeoutMs, (level, event, fields) => this.#log(level, event, fields));
+    } catch (err) {
+      this.#server.close();
+      this.#notifier.stopWatchdog();
+      if (this.#reaper) clearInterval(this.#reaper);
+      throw err;
+    }
     if (this.#stopping) {
       this.#takeover?.close(); // stopped while looking: the orphan serves on
       this.#takeover = null;

@@ -59,13 +59,19 @@ export class Takeover {
       if (status) found.push(status);
     }
     const serving = found.filter((o) => o.state === 'serving').sort((a, b) => b.generation - a.generation);
-    for (const o of found) if (o.state !== 'serving') log('info', 'orphan-busy', { orphan: o.pid, generation: o.generation, state: o.state });
+    for (const o of found) {
+      // Only a supervisor takes over an orphan: one in the middle of a handover is being taken over by another
+      // `baton run` on this socket (that got past the control socket too: see takeoverInProgress()).
+      if (o.state === 'upgrading') throw takeoverInProgress(o.pid);
+      if (o.state !== 'serving') log('info', 'orphan-busy', { orphan: o.pid, generation: o.generation, state: o.state });
+    }
     for (const [i, o] of serving.entries()) {
       let client: GenerationClient;
       try {
         client = await GenerationClient.join(o.path, { timeoutMs });
       } catch (err) {
-        // Died or refused (another new supervisor won the race to it): the next one, else a fresh start.
+        if ((err as { reason?: string }).reason === 'ERR_BATON_UPGRADE_IN_PROGRESS') throw takeoverInProgress(o.pid);
+        // It died (or went away): the next one, else a fresh start — its ports closed with it.
         log('warn', 'takeover-failed', { orphan: o.pid, reason: (err as Error).message });
         continue;
       }
@@ -128,6 +134,16 @@ export class Takeover {
   close(): void {
     this.#client.close();
   }
+}
+
+/**
+ * Two new supervisors are normally kept apart by the control socket (the second one's bind fails with
+ * EADDRINUSE). Were both to get past it (the stale-file replacement in native/channel.c checks, then
+ * unlinks: two processes can interleave there), the one that comes second to the orphan stops here, rather
+ * than starting generations that fail on the orphan's ports.
+ */
+function takeoverInProgress(pid: number): Error {
+  return batonError('ERR_BATON_UPGRADE_IN_PROGRESS', `another baton run is taking over pid ${pid}, the generation a crashed supervisor left behind on this socket`);
 }
 
 /** An orphan's status over its takeover socket, or null (a leftover file of a dead one is removed). */
