@@ -158,7 +158,8 @@ export class Supervisor {
     // takes over its connections (src/cli/takeover.ts). Only after binding the control socket: of two
     // supervisors started at once, only one gets here.
     try {
-      this.#takeover = await Takeover.find(this.#opts.socket, this.#opts.readyTimeoutMs, (level, event, fields) => this.#log(level, event, fields));
+      const log = (level: 'info' | 'warn', event: string, fields: Record<string, string | number | null>) => this.#log(level, event, fields);
+      this.#takeover = await Takeover.find(this.#opts.socket, this.#opts.readyTimeoutMs, log);
     } catch (err) {
       this.#server.close();
       this.#notifier.stopWatchdog();

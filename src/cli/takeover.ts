@@ -63,7 +63,7 @@ export class Takeover {
       // Only a supervisor takes over an orphan: one in the middle of a handover is being taken over by another
       // `baton run` on this socket (that got past the control socket too: see takeoverInProgress()).
       if (o.state === 'upgrading') throw takeoverInProgress(o.pid);
-      if (o.state !== 'serving') log('info', 'orphan-busy', { orphan: o.pid, generation: o.generation, state: o.state });
+      if (o.state !== 'serving') log('info', 'orphan-busy', { orphan: o.pid, state: o.state });
     }
     for (const [i, o] of serving.entries()) {
       let client: GenerationClient;
@@ -77,7 +77,8 @@ export class Takeover {
       }
       if (client.link.peer.pid !== o.pid) {
         client.close();
-        log('warn', 'takeover-failed', { orphan: o.pid, reason: `the takeover socket ${o.path} is served by pid ${client.link.peer.pid}` });
+        const reason = `the takeover socket ${o.path} is served by pid ${client.link.peer.pid}`;
+        log('warn', 'takeover-failed', { orphan: o.pid, reason });
         continue;
       }
       return new Takeover(client, o, serving.slice(i + 1), log);
@@ -93,9 +94,11 @@ export class Takeover {
     this.#others = others;
     this.#log = log;
     client.on('close', () => {
-      if (!this.#handingOver) log('warn', 'orphan-gone', { orphan: this.pid, reason: 'the takeover connection closed before the handover' });
+      if (this.#handingOver) return;
+      log('warn', 'orphan-gone', { orphan: this.pid, reason: 'the takeover connection closed before the handover' });
     });
-    log('info', 'takeover', { orphan: orphan.pid, generation: orphan.generation, listeners: client.inventory.length, path: orphan.path });
+    const listeners = client.inventory.length;
+    log('info', 'takeover', { orphan: orphan.pid, generation: orphan.generation, listeners, path: orphan.path });
   }
 
   /** The orphan's listeners, owned by the caller from here on. */
@@ -120,7 +123,8 @@ export class Takeover {
       this.#log('info', 'takeover-done', { orphan: this.pid });
     } catch (err) {
       const alive = isAlive(this.pid);
-      this.#log('warn', 'takeover-incomplete', { orphan: this.pid, alive: String(alive), reason: (err as Error).message });
+      const reason = (err as Error).message;
+      this.#log('warn', 'takeover-incomplete', { orphan: this.pid, alive: String(alive), reason });
       // Alive after a failed handover, it rolled back and serves beside the new generation: it goes.
       if (alive) await stopOrphan(this.pid, this.#path, this.#log);
     } finally {
@@ -143,14 +147,16 @@ export class Takeover {
  * than starting generations that fail on the orphan's ports.
  */
 function takeoverInProgress(pid: number): Error {
-  return batonError('ERR_BATON_UPGRADE_IN_PROGRESS', `another baton run is taking over pid ${pid}, the generation a crashed supervisor left behind on this socket`);
+  const what = `pid ${pid}, the generation a crashed supervisor left behind on this socket`;
+  return batonError('ERR_BATON_UPGRADE_IN_PROGRESS', `another baton run is taking over ${what}`);
 }
 
 /** An orphan's status over its takeover socket, or null (a leftover file of a dead one is removed). */
 async function orphanStatus(path: string, pid: number, log: Log): Promise<OrphanStatus | null> {
   try {
     const r = await sendCommand(path, 'status', STATUS_TIMEOUT_MS);
-    const g = (r.data as { generations?: Array<{ generation?: unknown; pid?: unknown; state?: unknown }> } | undefined)?.generations?.[0];
+    type Answer = { generations?: Array<{ generation?: unknown; pid?: unknown; state?: unknown }> } | undefined;
+    const g = (r.data as Answer)?.generations?.[0];
     if (!r.ok || !g || g.pid !== pid || typeof g.generation !== 'number' || typeof g.state !== 'string') {
       log('warn', 'orphan-ignored', { path, reason: r.reason ?? 'unexpected status answer' });
       return null;
@@ -172,7 +178,8 @@ async function orphanStatus(path: string, pid: number, log: Log): Promise<Orphan
 }
 
 async function stopOrphan(pid: number, path: string, log: Log): Promise<void> {
-  const r = await sendCommand(path, 'stop', STATUS_TIMEOUT_MS).catch((err: Error) => ({ ok: false, reason: err.message }));
+  const failed = (err: Error) => ({ ok: false, reason: err.message });
+  const r = await sendCommand(path, 'stop', STATUS_TIMEOUT_MS).catch(failed);
   if (r.ok) {
     log('info', 'orphan-stopped', { orphan: pid });
     return;

@@ -644,7 +644,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       inventory: (): Array<{ entry: InventoryEntry; fd: number }> => {
         const list = [...this.#sockets.values()].map((m) => ({ entry: m.entry, fd: fdOf(m.object) }));
         // An orphan (supervised) has no control listener to hand over: the new supervisor owns that one.
-        if (this.#control) list.push({ entry: { name: RESERVED, kind: 'control', address: { path: this.#socketPath! } }, fd: this.#control.fd });
+        const control = this.#control;
+        if (control) list.push({ entry: { name: RESERVED, kind: 'control', address: { path: this.#socketPath! } }, fd: control.fd });
         return list;
       },
       status: () => this.#status(),
