@@ -11,7 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { startLoad } from '../scripts/lib/http-load.js';
-import { expectLostAtMost, expectNothingLost, faultHit, holds, listenerInode, servedBy, servingPid, servingRe, startProbe, summary, superviseFaultApp } from './fault-helpers.js';
+import { expectLostAtMost, expectNothingLost, FAULT_APP, faultHit, holds, listenerInode, servedBy, servingPid, servingRe, startProbe, summary, superviseFaultApp } from './fault-helpers.js';
 import { ROOT, spawnNode, tmpDir, waitFor, type Spawned } from './helpers.js';
 import { alive, BATON, baton, isGenerationOf, startSupervised } from './upgrade-helpers.js';
 
@@ -80,6 +80,21 @@ function runAgain(t: { after(fn: () => unknown): void }, dir: string, app: strin
   return Object.assign(sup, { generations });
 }
 
+/**
+ * The fault app under `baton run` with traffic; the supervisor SIGKILLed, the orphan serving on; then `fault`
+ * is set and `baton run` started again on the same socket (PORT 'same': the orphan's port, else 0).
+ */
+async function orphanThen(t: Parameters<typeof superviseFaultApp>[0], fault: [number, string, 'kill' | 'hold'], env: { PORT?: 'same' } = {}) {
+  const w = await superviseFaultApp(t);
+  process.kill(w.s.sup.pid, 'SIGKILL');
+  await w.s.sup.exited;
+  await w.traffic.served('by the orphan');
+  w.fault(...fault);
+  const port = env.PORT === 'same' ? { PORT: String(w.s.port) } : {};
+  const s2 = runAgain(t, w.s.dir, FAULT_APP, { FAULT_FILE: w.faultFile, HOLD_FILE: w.holdFile, ...port });
+  return { w, s2 };
+}
+
 test('supervisor SIGKILL → a new baton run takes over: 0 failed requests, every WebSocket kept, the orphan exits, reload works', { timeout: 120_000 }, async (t) => {
   const s1 = await startSupervised(t, { app: WS_APP, servingLine: WS_SERVING(1) });
   const [orphan] = s1.generationPids();
@@ -134,12 +149,7 @@ test('supervisor SIGKILL → a new baton run takes over: 0 failed requests, ever
 });
 
 test('the orphan dies mid-takeover (after handing over its listeners): the new generation serves on the same listener, no refusal, no EADDRINUSE', { timeout: 90_000 }, async (t) => {
-  const w = await superviseFaultApp(t);
-  process.kill(w.s.sup.pid, 'SIGKILL');
-  await w.s.sup.exited;
-  await w.traffic.served('by the orphan');
-  w.fault(2, 'after-inventory', 'hold');
-  const s2 = runAgain(t, w.s.dir, path.join(ROOT, 'dist/test/fixtures/fault-app.js'), { FAULT_FILE: w.faultFile, HOLD_FILE: w.holdFile });
+  const { w, s2 } = await orphanThen(t, [2, 'after-inventory', 'hold']);
   await faultHit(s2, 2, 'after-inventory');
   process.kill(w.gen1, 'SIGKILL'); // the orphan dies after sending its listeners, before the handover
   await waitFor(() => !alive(w.gen1), 10_000, 'the orphan is gone');
@@ -158,12 +168,8 @@ test('the orphan dies mid-takeover (after handing over its listeners): the new g
 });
 
 test('the orphan dies when the takeover begins (before its listeners): the new supervisor starts afresh on the freed port', { timeout: 90_000 }, async (t) => {
-  const w = await superviseFaultApp(t);
-  process.kill(w.s.sup.pid, 'SIGKILL');
-  await w.s.sup.exited;
-  await w.traffic.served('by the orphan');
-  w.fault(1, 'event:upgrade-start', 'kill');
-  const s2 = runAgain(t, w.s.dir, path.join(ROOT, 'dist/test/fixtures/fault-app.js'), { FAULT_FILE: w.faultFile, HOLD_FILE: w.holdFile, PORT: String(w.s.port) });
+  // The port is pinned: the orphan's death frees it, and the fresh generation binds it again.
+  const { w, s2 } = await orphanThen(t, [1, 'event:upgrade-start', 'kill'], { PORT: 'same' });
   const n = await servingPid(s2, 1);
   assert.match(s2.stderr(), /baton WARN takeover-failed supervisor=\d+ orphan=\d+ reason=/);
   assert.equal(w.running(w.gen1), false);
