@@ -113,6 +113,9 @@ test('supervisor SIGKILL → a new baton run takes over: 0 failed requests, ever
   const before = load.result.ok;
   await waitFor(() => load.result.ok >= before + 100, 20_000, 'the orphan serves on');
   await answeredBy(clients, 1, 'the orphan answers every WebSocket');
+  const lost = await baton(['status', '--socket', s1.socket]);
+  assert.equal(lost.code, 1);
+  assert.match(lost.stderr, new RegExp(`its supervisor is gone; pid ${orphan} serves on without it\\. Start \`baton run\` again`));
 
   const s2 = await startSupervised(t, { app: WS_APP, dir: s1.dir, servingLine: WS_SERVING(2) });
   assert.equal(s2.port, s1.port, 'the new generation serves on the same port');

@@ -7,6 +7,8 @@ import { trustedSocketPath } from '../handoff/socket-dir.js';
 import type { Result } from '../handoff/messages.js';
 import { createLogger } from '../upgrader/logger.js';
 import { VERSION } from '../version.js';
+import { listTakeoverSockets } from '../upgrader/orphan.js';
+import { isAlive } from './takeover.js';
 import { defaultSocketPath } from './socket-path.js';
 import { Supervisor, type UpgradeRecord } from './supervisor.js';
 
@@ -35,7 +37,8 @@ In the app: import { Upgrader } from 'baton' — see README.md.
 Start COMMAND as generation 1 and supervise it. The supervisor keeps its pid (PID 1 in a container,
 MAINPID for systemd) and a copy of every listening socket, so the port stays open even when a
 generation crashes. SIGHUP or \`baton reload\` starts the next generation; SIGTERM/SIGINT stop
-gracefully (a second one forces).
+gracefully (a second one forces). If a supervisor on this socket crashed, the generation it left behind
+is taken over: its connections move to the first generation started here (README: "After a supervisor crash").
 
 Options:
 ${SOCKET_HELP}
@@ -225,10 +228,20 @@ async function control(argv: string[], name: 'reload' | 'status' | 'stop', timeo
     return { result: await sendCommand(socket, name, timeoutMs(flags)), flags };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    const hint = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? ` — is \`baton run\` running with this socket? (use --socket or BATON_SOCKET)` : '';
+    const hint = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? unreachableHint(socket) : '';
     process.stderr.write(`baton ${name}: cannot reach ${socket}: ${e.message}${hint}\n`);
     return 1;
   }
+}
+
+/** Nobody answers on the control socket: no supervisor, or one that crashed and left generations behind. */
+function unreachableHint(socket: string): string {
+  const orphans = listTakeoverSockets(socket).map((s) => s.pid).filter(isAlive);
+  if (orphans.length) {
+    return ` — its supervisor is gone; pid ${orphans.join(', ')} serve${orphans.length === 1 ? 's' : ''} on without it. ` +
+      'Start `baton run` again with this socket: it takes over';
+  }
+  return ' — is `baton run` running with this socket? (use --socket or BATON_SOCKET)';
 }
 
 async function reload(argv: string[]): Promise<number> {

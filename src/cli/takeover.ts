@@ -195,7 +195,7 @@ async function stopOrphan(pid: number, path: string, log: Log): Promise<void> {
 
 /** Is `pid` running? A zombie is not: an orphan is nobody's child we could reap, and one whose new parent
  * does not reap promptly (a container's PID 1 that is not an init) stays a zombie for a while. */
-function isAlive(pid: number): boolean {
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch (err) {
