@@ -84,8 +84,12 @@ function runAgain(t: { after(fn: () => unknown): void }, dir: string, app: strin
  * The fault app under `baton run` with traffic; the supervisor SIGKILLed, the orphan serving on; then `fault`
  * is set and `baton run` started again on the same socket (PORT 'same': the orphan's port, else 0).
  */
-async function orphanThen(t: Parameters<typeof superviseFaultApp>[0], fault: [number, string, 'kill' | 'hold'], env: { PORT?: 'same' } = {}) {
-  const w = await superviseFaultApp(t);
+async function orphanThen(
+  t: Parameters<typeof superviseFaultApp>[0],
+  fault: [number, string, 'kill' | 'hold'],
+  env: { PORT?: 'same'; orphanEnv?: NodeJS.ProcessEnv } = {},
+) {
+  const w = await superviseFaultApp(t, { env: env.orphanEnv });
   process.kill(w.s.sup.pid, 'SIGKILL');
   await w.s.sup.exited;
   await w.traffic.served('by the orphan');
@@ -181,6 +185,24 @@ test('the orphan dies when the takeover begins (before its listeners): the new s
   t.diagnostic(summary(await w.traffic.stop()));
   await servedBy(w.s.port, 1, n);
   assert.deepEqual(s2.generations(), [n], 'one generation started, no crash loop');
+  process.kill(s2.pid, 'SIGTERM');
+  assert.equal(await s2.exited, 0);
+});
+
+test('the orphan rolls back before the new generation is ready (its readyTimeout): it is told to stop and drains; nothing lost', { timeout: 90_000 }, async (t) => {
+  // The orphan waits 2 s for the new generation's ready; that generation holds (mid-fd-transfer) until then.
+  const { w, s2 } = await orphanThen(t, [2, 'mid-fd-transfer', 'hold'], { orphanEnv: { READY_TIMEOUT: '2000' } });
+  await faultHit(s2, 2, 'mid-fd-transfer');
+  await waitFor(() => /baton WARN orphan-gone supervisor=\d+ orphan=\d+/.test(s2.stderr()), 20_000, 'the orphan rolls back');
+  await w.traffic.served('by the orphan after its rollback');
+  w.release();
+  const n = await servingPid(s2, 2);
+  await waitFor(() => /baton orphan-stopped supervisor=\d+ orphan=\d+/.test(s2.stderr()), 10_000, 'the orphan is told to stop');
+  assert.match(s2.stderr(), /baton WARN takeover-incomplete supervisor=\d+ orphan=\d+ alive=true/);
+  await waitFor(() => !w.running(w.gen1), 20_000, 'the orphan drains and exits');
+  await w.traffic.served('by the new generation alone');
+  expectNothingLost(t, await w.traffic.stop());
+  await servedBy(w.s.port, 2, n);
   process.kill(s2.pid, 'SIGTERM');
   assert.equal(await s2.exited, 0);
 });
