@@ -5,6 +5,7 @@
  * so it cannot prove "zero failed requests"; this can.) Used by the tests, the upgrade benchmark and npm start.
  */
 import http from 'node:http';
+import https from 'node:https';
 
 export interface LoadOptions {
   host?: string;
@@ -19,6 +20,8 @@ export interface LoadOptions {
   timeoutMs?: number;
   /** Record every request's [startMs, latencyMs, status] (for charts). */
   record?: boolean;
+  /** Speak HTTPS with these TLS options for the agent (e.g. `{ ca }` to trust a test certificate). */
+  tls?: https.AgentOptions;
 }
 
 export interface LoadResult {
@@ -44,7 +47,9 @@ export interface Load {
 }
 
 export function startLoad(opts: LoadOptions): Load {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: opts.connections, maxFreeSockets: opts.connections });
+  const agentOpts = { keepAlive: true, maxSockets: opts.connections, maxFreeSockets: opts.connections };
+  const agent = opts.tls ? new https.Agent({ ...opts.tls, ...agentOpts }) : new http.Agent(agentOpts);
+  const request = opts.tls ? https.request : http.request;
   const startedAt = Date.now();
   const result: LoadResult = { sent: 0, ok: 0, non2xx: 0, errors: 0, errorCodes: {}, socketsOpened: 0, latenciesMs: [], samples: [], startedAt, durationMs: 0 };
   let stopping = false;
@@ -55,7 +60,7 @@ export function startLoad(opts: LoadOptions): Load {
     new Promise<void>((resolve) => {
       const t0 = performance.now();
       result.sent++;
-      const req = http.request({ host: opts.host ?? '127.0.0.1', port: opts.port, path: opts.path ?? '/', agent, timeout: opts.timeoutMs ?? 10_000 }, (res) => {
+      const req = request({ host: opts.host ?? '127.0.0.1', port: opts.port, path: opts.path ?? '/', agent, timeout: opts.timeoutMs ?? 10_000 }, (res) => {
         res.resume();
         res.on('end', () => {
           const ms = performance.now() - t0;

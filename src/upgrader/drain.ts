@@ -10,7 +10,17 @@
  *   keep-alive connection at once would race a client that is sending its next request at that moment —
  *   the classic keep-alive race, where the client sees a reset. That is also why http.Server#close() is not
  *   used: since Node 19 it closes idle connections immediately.
- * - HTTP/2: each session gets a graceful GOAWAY (session.close()): open streams finish, no new ones start.
+ *   With migration (plain HTTP), an idle connection moves instead — but only at a message boundary: one
+ *   whose parser holds the first bytes of a request head (internals.ts: those bytes cannot move) stays
+ *   until that request is answered, and moves then.
+ * - HTTPS: a TLS connection never moves (its session keys and sequence numbers live in this process's
+ *   OpenSSL; the raw bytes would be garbage to the new one). Every response from now on carries
+ *   `Connection: close`, and an idle one is left to the keep-alive timeout the server announced in each
+ *   response (`Keep-Alive: timeout=N`; Node closes it a second after that), not cut at idleGraceMs: a client
+ *   may reuse it until then, and an earlier close would race that request (docs/migration.md).
+ * - HTTP/2: each session gets a two-phase GOAWAY (RFC 9113 §6.8): first with the largest stream id, so the
+ *   streams the client is opening right now are still served, then — after a PING round trip — the real
+ *   last stream id (session.close()): open streams finish, no new ones start, an idle session closes.
  * - Anything else (net.Server with a custom protocol): the app is told ('drain' event) and the connections
  *   close when the app or the client closes them.
  *
@@ -19,6 +29,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
+import { MessageBegun } from './internals.js';
 
 export interface DrainResult {
   /** Connections that were still open at the drain timeout and were destroyed. */
@@ -27,6 +38,8 @@ export interface DrainResult {
 
 interface Http2SessionLike {
   close(cb?: () => void): void;
+  goaway(code?: number, lastStreamID?: number): void;
+  ping(cb: (err: Error | null) => void): boolean;
   destroy(): void;
   once(event: 'close', fn: () => void): unknown;
   closed: boolean;
@@ -39,6 +52,16 @@ const kIdleTimer = Symbol('baton.idleTimer');
 const kMoving = Symbol('baton.moving');
 const kUnmovable = Symbol('baton.unmovable');
 const kUpgraded = Symbol('baton.upgraded');
+const kGoaway = Symbol('baton.goaway');
+
+/** RFC 9113 §6.8: the first GOAWAY of a graceful shutdown names the largest stream id, 2^31-1. */
+const MAX_STREAM_ID = 2 ** 31 - 1;
+/** If the client does not answer the PING (or it cannot be sent), the final GOAWAY goes after this long
+ * anyway. A client acknowledges a PING at once (nghttp2 does it by itself), so this is only a bound. */
+const GOAWAY_PING_TIMEOUT_MS = 2000;
+/** Node closes an idle keep-alive connection this long after the keep-alive timeout it announced
+ * (HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER in lib/_http_server.js, Node 20-24). */
+const KEEP_ALIVE_BUFFER_MS = 1000;
 
 type Tracked = net.Socket & { [kInflight]?: number; [kIdleTimer]?: NodeJS.Timeout | undefined; [kMoving]?: boolean; [kUnmovable]?: boolean; [kUpgraded]?: boolean };
 
@@ -88,7 +111,7 @@ export class ServerDrainer {
           this.#sessions.delete(session);
           this.#check();
         });
-        if (this.#draining) session.close();
+        if (this.#draining) this.#goaway(session);
       });
     }
   }
@@ -135,10 +158,12 @@ export class ServerDrainer {
   drain(timeoutMs: number, migrate: ((socket: net.Socket) => Promise<void>) | null = null): Promise<DrainResult> {
     this.#draining = true;
     this.stopAccepting();
-    if (this.#http2) for (const s of this.#sessions) s.close();
+    if (this.#http2) for (const s of this.#sessions) this.#goaway(s);
     if (this.#http1) {
       this.#migrate = migrate;
-      if (!migrate) for (const res of this.#pending) if (!res.headersSent) res.shouldKeepAlive = false;
+      for (const res of this.#pending) {
+        if (!res.headersSent && (!migrate || (res.socket as Tracked | null)?.[kUnmovable])) res.shouldKeepAlive = false;
+      }
       for (const socket of this.#sockets) {
         if (!socket[kInflight]) this.#idle(socket);
       }
@@ -174,6 +199,8 @@ export class ServerDrainer {
     if (this.#http2) return; // sessions are tracked instead
     this.#sockets.add(socket);
     socket[kInflight] = 0;
+    // TLS state (keys, sequence numbers) lives in this process's OpenSSL: the bytes alone cannot move.
+    if ((socket as net.Socket) instanceof tls.TLSSocket) socket[kUnmovable] = true;
     socket.once('close', () => {
       if (socket[kIdleTimer]) clearTimeout(socket[kIdleTimer]);
       this.#sockets.delete(socket);
@@ -223,6 +250,9 @@ export class ServerDrainer {
       return;
     }
     if (socket[kMoving]) return;
+    // The parser holds the first bytes of the next request, which cannot move with the socket (internals.ts):
+    // keep the connection until that request is answered; its response finishing brings it back here.
+    if (this.#messageBegun().has(socket)) return;
     socket[kMoving] = true;
     this.#migrate(socket).then(
       () => this.#migrated++,
@@ -244,8 +274,61 @@ export class ServerDrainer {
     if (socket[kIdleTimer] || socket.destroyed || socket[kUpgraded]) return;
     socket[kIdleTimer] = setTimeout(() => {
       socket[kIdleTimer] = undefined;
-      if (!socket[kInflight] && !socket[kUpgraded]) socket.end();
-    }, this.#idleGraceMs);
+      // A request whose head is still arriving: let it finish; its response brings the socket back to #idle.
+      if (!socket[kInflight] && !socket[kUpgraded] && !this.#messageBegun().has(socket)) socket.end();
+    }, this.#idleMs(socket));
     socket[kIdleTimer].unref?.();
+  }
+
+  /**
+   * How long a draining idle connection may wait for its next request. TLS: until the keep-alive timeout
+   * the server announced in its responses (`Keep-Alive: timeout=N`) — a client may reuse the connection
+   * until then, so an earlier close races it (measured with an https keep-alive agent: a request sent on
+   * an idle connection past idleGrace failed with ECONNRESET when it was closed at idleGrace). Node's own
+   * keep-alive timer usually closes it first. Plain HTTP only waits here when it could not move.
+   */
+  #idleMs(socket: Tracked): number {
+    const keepAlive = (this.server as http.Server).keepAliveTimeout;
+    if (socket instanceof tls.TLSSocket && keepAlive > 0) return Math.max(this.#idleGraceMs, keepAlive + KEEP_ALIVE_BUFFER_MS);
+    return this.#idleGraceMs;
+  }
+
+  #begun: MessageBegun | null = null;
+
+  /** Which connections are in the middle of a request, as of this tick (bytes arrive only between ticks). */
+  #messageBegun(): MessageBegun {
+    if (!this.#begun) {
+      this.#begun = new MessageBegun(this.server as http.Server);
+      process.nextTick(() => (this.#begun = null));
+    }
+    return this.#begun;
+  }
+
+  /**
+   * Graceful HTTP/2 shutdown in two phases (RFC 9113 §6.8). A single GOAWAY naming the last stream this
+   * server processed refuses every stream the client opened while it was on its way (measured: 32
+   * NGHTTP2_REFUSED_STREAM per reload with Node's client). So: GOAWAY with 2^31-1 first — the client
+   * stops opening streams and everything it already sent is still served — then a PING; its
+   * acknowledgement comes after every frame the client sent before it saw the GOAWAY, so the final
+   * GOAWAY (session.close(): the last stream id processed) refuses nothing. The session closes once its
+   * streams finish; an idle one at once. Node's lib/internal/http2/core.js: goaway(code, lastStreamID)
+   * submits the frame as given (0 means "the last processed"); close() sends that GOAWAY and destroys the
+   * session when no stream is left.
+   */
+  #goaway(session: Http2SessionLike & { [kGoaway]?: boolean }): void {
+    if (session[kGoaway] || session.closed || session.destroyed) return;
+    session[kGoaway] = true;
+    let timer: NodeJS.Timeout | undefined;
+    const final = () => {
+      clearTimeout(timer);
+      if (!session.closed && !session.destroyed) session.close();
+    };
+    try {
+      session.goaway(0 /* NGHTTP2_NO_ERROR */, MAX_STREAM_ID);
+      timer = setTimeout(final, GOAWAY_PING_TIMEOUT_MS);
+      if (!session.ping(final)) final();
+    } catch {
+      final();
+    }
   }
 }

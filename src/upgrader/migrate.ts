@@ -18,6 +18,7 @@
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 import { FdChannel } from '../fd/channel.js';
 import { batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
@@ -157,6 +158,9 @@ export class MigrationSender {
   async move(socket: net.Socket, kind: MigrationKind, name: string, state?: unknown, appPending?: Uint8Array): Promise<void> {
     if (this.#link.closed) throw batonError('ERR_BATON_CHANNEL_CLOSED', 'the migration channel to the new generation is closed');
     if (socket.destroyed) throw batonError('ERR_BATON_NOT_OPEN', 'the connection is already closed');
+    // Its TLS session (keys, sequence numbers) stays in this process's OpenSSL: moved as raw bytes, the
+    // client's next record would fail (ERR_SSL_BAD_RECORD_TYPE). Moving it needs kernel TLS (docs/migration.md).
+    if (socket instanceof tls.TLSSocket) throw batonError('ERR_BATON_TLS', 'a TLS connection cannot move: its session lives in this process');
     let stateJson: string | undefined;
     if (state !== undefined) {
       try {
