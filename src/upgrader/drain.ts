@@ -58,7 +58,8 @@ const kGoaway = Symbol('baton.goaway');
  * anyway. A client acknowledges a PING at once (nghttp2 does it by itself), so this is only a bound. */
 const GOAWAY_PING_TIMEOUT_MS = 2000;
 /** Node closes an idle keep-alive connection this long after the keep-alive timeout it announced
- * (HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER in lib/_http_server.js, Node 20-24). */
+ * (HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER in lib/_http_server.js on Node 20; server.keepAliveTimeoutBuffer,
+ * default 1000, on Node 22 and 24). */
 const KEEP_ALIVE_BUFFER_MS = 1000;
 
 type Tracked = net.Socket & { [kInflight]?: number; [kIdleTimer]?: NodeJS.Timeout | undefined; [kMoving]?: boolean; [kUnmovable]?: boolean; [kUpgraded]?: boolean };
@@ -286,8 +287,10 @@ export class ServerDrainer {
    * keep-alive timer usually closes it first. Plain HTTP only waits here when it could not move.
    */
   #idleMs(socket: Tracked): number {
-    const keepAlive = (this.server as http.Server).keepAliveTimeout;
-    if (socket instanceof tls.TLSSocket && keepAlive > 0) return Math.max(this.#idleGraceMs, keepAlive + KEEP_ALIVE_BUFFER_MS);
+    const server = this.server as http.Server & { keepAliveTimeoutBuffer?: number };
+    const keepAlive = server.keepAliveTimeout;
+    const buffer = server.keepAliveTimeoutBuffer ?? KEEP_ALIVE_BUFFER_MS;
+    if (socket instanceof tls.TLSSocket && keepAlive > 0) return Math.max(this.#idleGraceMs, keepAlive + buffer);
     return this.#idleGraceMs;
   }
 
