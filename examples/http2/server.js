@@ -22,4 +22,5 @@ const port = Number(process.env.PORT ?? 8080);
 const host = process.env.HOST ?? '127.0.0.1';
 await upgrader.listen(server, 'web', { port, host });
 await upgrader.ready();
-console.log(`generation ${upgrader.generation} serving on ${tls ? 'https' : 'http'}://${host}:${server.address().port} (HTTP/2)`);
+const url = `${tls ? 'https' : 'http'}://${host}:${server.address().port}`;
+console.log(`generation ${upgrader.generation} serving on ${url} (HTTP/2)`);

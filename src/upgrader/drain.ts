@@ -308,8 +308,8 @@ export class ServerDrainer {
   /**
    * Graceful HTTP/2 shutdown in two phases (RFC 9113 §6.8). A single GOAWAY naming the last stream this
    * server processed refuses every stream the client opened while it was on its way (measured: 16-48
-   * NGHTTP2_REFUSED_STREAM in 3 reloads, 16 streams in flight, Node's client). So: GOAWAY with 2^31-1 first — the client
-   * stops opening streams and everything it already sent is still served — then a PING; its
+   * NGHTTP2_REFUSED_STREAM in 3 reloads, 16 streams in flight, Node's client). So: GOAWAY with 2^31-1
+   * first — the client stops opening streams and everything it already sent is still served — then a PING; its
    * acknowledgement comes after every frame the client sent before it saw the GOAWAY, so the final
    * GOAWAY (session.close(): the last stream id processed) refuses nothing. The session closes once its
    * streams finish; an idle one at once. Node's lib/internal/http2/core.js: close() submits a GOAWAY with
