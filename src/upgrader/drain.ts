@@ -282,8 +282,8 @@ export class ServerDrainer {
   /**
    * How long a draining idle connection may wait for its next request. TLS: until the keep-alive timeout
    * the server announced in its responses (`Keep-Alive: timeout=N`) — a client may reuse the connection
-   * until then, so an earlier close races it (measured with an https keep-alive agent: a request sent on
-   * an idle connection past idleGrace failed with ECONNRESET when it was closed at idleGrace). Node's own
+   * until then, so an earlier close races it (test/reload-https.test.ts: a request sent on an idle connection
+   * just past idleGrace failed with "socket hang up" when it was closed at idleGrace). Node's own
    * keep-alive timer usually closes it first. Plain HTTP only waits here when it could not move.
    */
   #idleMs(socket: Tracked): number {
@@ -309,8 +309,8 @@ export class ServerDrainer {
    * Graceful HTTP/2 shutdown in two phases (RFC 9113 §6.8). A single GOAWAY naming the last stream this
    * server processed refuses every stream the client opened while it was on its way (measured: 16-48
    * NGHTTP2_REFUSED_STREAM in 3 reloads, 16 streams in flight, Node's client). So: GOAWAY with 2^31-1
-   * first — the client stops opening streams and everything it already sent is still served — then a PING; its
-   * acknowledgement comes after every frame the client sent before it saw the GOAWAY, so the final
+   * first — the client stops opening streams and everything it already sent is still served — then a PING;
+   * its acknowledgement comes after every frame the client sent before it saw the GOAWAY, so the final
    * GOAWAY (session.close(): the last stream id processed) refuses nothing. The session closes once its
    * streams finish; an idle one at once. Node's lib/internal/http2/core.js: close() submits a GOAWAY with
    * the last stream id nghttp2 processed and destroys the session when no stream is left (also what Node
