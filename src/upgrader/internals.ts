@@ -21,6 +21,7 @@
  */
 import type http from 'node:http';
 import type net from 'node:net';
+import tls from 'node:tls';
 
 /** The parser list Node's http.Server keeps: `active()` is the part of its interface used here. */
 interface ConnectionsList {
@@ -100,10 +101,15 @@ export function http2SocketOf(session: object): net.Socket | null {
   return socket && typeof (socket as net.Socket).write === 'function' ? (socket as net.Socket) : null;
 }
 
-/** Write the shutdown notice to `session`'s connection. False if it could not be written. */
+/**
+ * Write the shutdown notice to `session`'s connection. False if it could not be written — and always for h2
+ * over TLS: there nghttp2's frames go through Node's TLS layer from C++, and a frame written to the TLSSocket
+ * from JavaScript stalled the session (measured: the old generation did not drain within 30 s), so TLS
+ * sessions get the single GOAWAY (docs/migration.md says what that costs).
+ */
 export function sendShutdownNotice(session: object): boolean {
   const socket = http2SocketOf(session);
-  if (!socket || socket.destroyed || !socket.writable) return false;
+  if (!socket || socket.destroyed || !socket.writable || socket instanceof tls.TLSSocket) return false;
   socket.write(SHUTDOWN_NOTICE);
   return true;
 }
