@@ -6,14 +6,16 @@
  *
  * Now the generation's control connection keeps an fd in reserve that it lets go only while receiving, so
  * the drain arrives with its migration channel; the old generation moves what the new one has room for,
- * closes the rest politely, exits on its own, and the supervisor records and logs the counts.
+ * closes the rest politely, exits on its own, and the supervisor records and logs the counts. A drain
+ * whose fds are cut anyway is still taken as a drain (polite, without migration).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { killPid, tmpDir, waitFor, within } from './helpers.js';
+import { FIXTURES, killPid, spawnNode, tmpDir, waitFor, within } from './helpers.js';
 import { alive, baton, BATON, HTTP_EXAMPLE, type Status } from './upgrade-helpers.js';
 
 const PRLIMIT = spawnSync('prlimit', ['--version']).status === 0;
@@ -118,4 +120,29 @@ test('fd limit during drain: the old generation receives its drain, moves what f
 
   process.kill(sup.pid!, 'SIGTERM');
   await within(exited, 30_000, 'the supervisor exits');
+});
+
+test('fd limit during drain: a drain whose fds are cut anyway (MSG_CTRUNC) is still a drain — polite, not "supervisor gone"', { timeout: 120_000 }, async (t) => {
+  if (!PRLIMIT) return t.skip('prlimit (util-linux) is not installed');
+  const dir = tmpDir(t);
+  const socket = path.join(dir, 's.sock');
+  const limitFile = path.join(dir, 'limit');
+  fs.writeFileSync(limitFile, '12'); // the generation lowers its limit to the fds it has open + 12
+  const sup = spawnNode(t, path.join(FIXTURES, 'cut-drain-supervisor.js'), [socket, '64']);
+  await sup.line(/listening/, 15_000);
+  const gen = spawnNode(t, path.join(FIXTURES, 'limits-app.js'), [], {
+    BATON_SUPERVISOR: String(sup.pid),
+    BATON_SOCKET: socket,
+    BATON_GENERATION: '1',
+    LIMIT_FILE: limitFile,
+    PORT: '0',
+  });
+  await gen.line(/generation 1 serving on/, 20_000);
+  await sup.line(/drain sent/, 15_000);
+  // Before: "supervisor-gone" and it served on (under baton run: until SIGKILLed with its connections).
+  const code = await within(gen.exited, 20_000, 'the generation drains and exits');
+  assert.equal(code, 0, gen.stderr());
+  assert.match(gen.stderr(), /WARN drain-without-migration gen=1 .*MSG_CTRUNC/);
+  assert.match(gen.stderr(), /baton drained gen=1 /);
+  assert.doesNotMatch(gen.stderr(), /supervisor-gone/);
 });
