@@ -132,7 +132,9 @@ function count(flags: Map<string, string | true>, name: string, def: number): nu
   const v = flags.get(name);
   if (v === undefined) return def;
   const n = Number(v);
-  if (typeof v !== 'string' || !Number.isInteger(n) || n < 0) throw new UsageError(`${name} takes a whole number, got ${String(v)}`);
+  if (typeof v !== 'string' || !Number.isInteger(n) || n < 0) {
+    throw new UsageError(`${name} takes a whole number, got ${String(v)}`);
+  }
   return n;
 }
 
@@ -179,7 +181,8 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function run(argv: string[]): Promise<number> {
-  const { flags, rest } = parse(argv, ['--socket', '--ready-timeout', '--drain-timeout', '--log-format', '--max-starts', '--min-uptime'], ['--fdstore']);
+  const values = ['--socket', '--ready-timeout', '--drain-timeout', '--log-format', '--max-starts', '--min-uptime'];
+  const { flags, rest } = parse(argv, values, ['--fdstore']);
   if (flags.has('help')) {
     process.stdout.write(HELP.run!);
     return 0;
@@ -280,7 +283,9 @@ async function status(argv: string[]): Promise<number> {
 }
 
 interface StatusData {
-  supervisor?: { pid: number; socket: string; uptimeMs: number; command: string[]; restarts?: number; failedStarts?: number };
+  supervisor?: {
+    pid: number; socket: string; uptimeMs: number; command: string[]; restarts?: number; failedStarts?: number;
+  };
   generations: Array<{ generation: number; pid: number; state: string; startedAt: string; readyMs: number | null; connections: number }>;
   listeners?: Array<{ name: string; kind: string; address: string }>;
   upgrades?: UpgradeRecord[];
@@ -295,8 +300,11 @@ function formatStatus(d: StatusData): string {
   let out = '';
   if (d.supervisor) {
     const sv = d.supervisor;
-    const restarts = sv.restarts === undefined ? '' : `, ${sv.restarts} restart${sv.restarts === 1 ? '' : 's'}${sv.failedStarts ? ` (${sv.failedStarts} failed in a row)` : ''}`;
-    out += `supervisor pid ${sv.pid}, up ${Math.round(sv.uptimeMs / 1000)} s${restarts}, socket ${sv.socket}\ncommand: ${sv.command.join(' ')}\n\n`;
+    const inARow = sv.failedStarts ? ` (${sv.failedStarts} failed in a row)` : '';
+    const plural = sv.restarts === 1 ? '' : 's';
+    const restarts = sv.restarts === undefined ? '' : `, ${sv.restarts} restart${plural}${inARow}`;
+    out += `supervisor pid ${sv.pid}, up ${Math.round(sv.uptimeMs / 1000)} s${restarts}, socket ${sv.socket}\n`;
+    out += `command: ${sv.command.join(' ')}\n\n`;
   }
   out += table([
     ['GENERATION', 'PID', 'STATE', 'STARTED', 'READY IN', 'CONNECTIONS'],
@@ -309,13 +317,19 @@ function formatStatus(d: StatusData): string {
     out += '\n' + table([
       ['UPGRADE', 'KIND', 'OUTCOME', 'READY IN', 'DRAIN', 'MOVED', 'AT', 'REASON'],
       ...d.upgrades.map((u) => [
-        `gen ${u.generation} (pid ${u.pid})`, u.kind, u.outcome, u.readyMs === undefined ? '-' : `${u.readyMs} ms`, u.drainMs === undefined ? '-' : `${u.drainMs} ms`,
-        u.moved === undefined ? '-' : `${u.moved} of ${u.moved + (u.notMoved ?? 0)}`, u.startedAt, (u.reason ?? '').split('\n')[0]!.slice(0, 80),
+        `gen ${u.generation} (pid ${u.pid})`, u.kind, u.outcome,
+        u.readyMs === undefined ? '-' : `${u.readyMs} ms`,
+        u.drainMs === undefined ? '-' : `${u.drainMs} ms`,
+        u.moved === undefined ? '-' : `${u.moved} of ${u.moved + (u.notMoved ?? 0)}`,
+        u.startedAt, (u.reason ?? '').split('\n')[0]!.slice(0, 80),
       ]),
     ]);
     // The table has room for one line of a reason; the last failure's whole reason, with its output, follows.
     const failed = d.upgrades.filter((u) => u.outcome === 'rolled-back' && u.reason).pop();
-    if (failed) out += `\nlast failure: generation ${failed.generation} (pid ${failed.pid}), ${failed.kind}, ${failed.reason!.replace(/\n/g, '\n  ')}\n`;
+    if (failed) {
+      const reason = failed.reason!.replace(/\n/g, '\n  ');
+      out += `\nlast failure: generation ${failed.generation} (pid ${failed.pid}), ${failed.kind}, ${reason}\n`;
+    }
   }
   return out;
 }

@@ -192,7 +192,8 @@ export class Supervisor {
       // No new generation for this SIGHUP: say so, and why (it used to vanish without a line).
       const why = this.#stopping
         ? 'the supervisor is stopping'
-        : `a reload is in progress: generation ${this.#attempt!.generation} (pid ${this.#attempt!.pid}) is starting, and its outcome answers this signal too`;
+        : `a reload is in progress: generation ${this.#attempt!.generation} (pid ${this.#attempt!.pid}) is starting, ` +
+          'and its outcome answers this signal too';
       this.#log('warn', 'sighup-ignored', { reason: why });
     }
     if (this.#stopping) return Promise.reject(batonError('ERR_BATON_STATE', 'the supervisor is stopping'));
@@ -255,8 +256,9 @@ export class Supervisor {
     const now = Date.now();
     return {
       supervisor: {
-        pid: process.pid, socket: this.#opts.socket, command: this.#opts.command, startedAt: new Date(this.#startedAt).toISOString(),
-        uptimeMs: now - this.#startedAt, stopping: this.#stopping, restarts: this.#restarts, failedStarts: this.#failedStarts,
+        pid: process.pid, socket: this.#opts.socket, command: this.#opts.command,
+        startedAt: new Date(this.#startedAt).toISOString(), uptimeMs: now - this.#startedAt, stopping: this.#stopping,
+        restarts: this.#restarts, failedStarts: this.#failedStarts,
       },
       generations: [...this.#generations.values()]
         .filter((g) => g.state !== 'exited')
@@ -498,7 +500,8 @@ export class Supervisor {
     record.moved = moved;
     record.notMoved = notMoved;
     const fields = { generation: old.generation, child: old.pid, to: record.generation, moved, notMoved };
-    if (notMoved > 0) this.#log('warn', 'connections-not-moved', { ...fields, reason: 'no room or no way to move them; closed politely' });
+    const reason = 'no room or no way to move them; closed politely';
+    if (notMoved > 0) this.#log('warn', 'connections-not-moved', { ...fields, reason });
     else this.#log('info', 'connections-moved', fields);
   }
 
@@ -534,8 +537,9 @@ export class Supervisor {
     this.#failedStarts++;
     const max = this.#opts.maxStarts ?? DEFAULT_MAX_STARTS;
     if (max === 0 || this.#failedStarts < max) return false;
-    this.#failure = `${this.#failedStarts} starts in a row failed; the last, generation ${g.generation} (pid ${g.pid}), ${reason}`;
-    this.#log('error', 'give-up', { failedStarts: this.#failedStarts, generation: g.generation, reason: oneLine(reason) });
+    const n = this.#failedStarts;
+    this.#failure = `${n} starts in a row failed; the last, generation ${g.generation} (pid ${g.pid}), ${reason}`;
+    this.#log('error', 'give-up', { failedStarts: n, generation: g.generation, reason: oneLine(reason) });
     this.#exitCode = 1;
     this.#stopping = true;
     this.#notifier.stopping(`giving up: ${this.#failedStarts} failed starts in a row`);
@@ -566,11 +570,13 @@ export class Supervisor {
       if (this.#current === g) this.#current = null;
       const upMs = Date.now() - (g.readyAt ?? 0);
       const min = this.#opts.minUptimeMs ?? DEFAULT_MIN_UPTIME_MS;
-      const early = `exited ${signal ? `on ${signal}` : `with code ${code}`} ${upMs} ms after ready(), sooner than --min-uptime ${min} ms`;
+      const how = signal ? `on ${signal}` : `with code ${code}`;
+      const early = `exited ${how} ${upMs} ms after ready(), sooner than --min-uptime ${min} ms`;
       if (!this.#stopping) {
         if (code !== 0) this.#exitCode = 1;
         const tail = outputTail(g.stderrTail);
-        const failed = !this.#current && upMs < min && this.#failedStart(g, `${early}${tail ? `; last output:\n${tail}` : ''}`);
+        const output = tail ? `; last output:\n${tail}` : '';
+        const failed = !this.#current && upMs < min && this.#failedStart(g, `${early}${output}`);
         if (!failed && !this.#attempt) this.#scheduleRespawn();
       }
     }

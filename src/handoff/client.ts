@@ -116,7 +116,11 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
   }
 
   /** Report connection counts (supervised mode). Failures are ignored: stats are advisory. */
-  stats(connections: number, state: 'starting' | 'serving' | 'draining', migration?: { moved: number; notMoved: number }): void {
+  stats(
+    connections: number,
+    state: 'starting' | 'serving' | 'draining',
+    migration?: { moved: number; notMoved: number },
+  ): void {
     if (this.link.closed) return;
     this.link.send({ v: PROTOCOL_VERSION, type: 'stats', connections, state, ...migration }).catch(() => {});
   }

@@ -29,7 +29,9 @@ function expected(entry: InventoryEntry): { kind: FdInfo['kind']; family: FdInfo
 function describe(info: FdInfo): string {
   const family = info.family && info.family !== 'unix' ? ` (${info.family})` : '';
   const l = info.local;
-  const where = !l ? '' : 'path' in l ? ` bound to ${l.path || '(unnamed)'}` : 'port' in l ? ` bound to ${formatAddress({ host: l.address, port: l.port })}` : '';
+  let where = '';
+  if (l && 'path' in l) where = ` bound to ${l.path || '(unnamed)'}`;
+  else if (l && 'port' in l) where = ` bound to ${formatAddress({ host: l.address, port: l.port })}`;
   return `${info.kind}${family}${where}`;
 }
 

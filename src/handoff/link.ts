@@ -53,7 +53,8 @@ export class Link extends EventEmitter<LinkEvents> {
   }
 
   static async connect(path: string, timeoutMs = 5000, reserveFds = 0): Promise<Link> {
-    return new Link(await FdChannel.connect(path, { timeout: timeoutMs, maxMessageBytes: MAX_MESSAGE_BYTES, reserveFds }));
+    const options = { timeout: timeoutMs, maxMessageBytes: MAX_MESSAGE_BYTES, reserveFds };
+    return new Link(await FdChannel.connect(path, options));
   }
 
   get closed(): boolean {

@@ -291,7 +291,10 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
       return { v, type: 'drain', timeoutMs: int(o, 'timeoutMs'), reason: oneOf(o, 'reason', ['upgrade', 'stop'] as const) };
     case 'stats':
       return {
-        v, type: 'stats', connections: int(o, 'connections'), state: oneOf(o, 'state', ['starting', 'serving', 'draining'] as const),
+        v,
+        type: 'stats',
+        connections: int(o, 'connections'),
+        state: oneOf(o, 'state', ['starting', 'serving', 'draining'] as const),
         ...(o.moved === undefined ? {} : { moved: int(o, 'moved'), notMoved: int(o, 'notMoved') }),
       };
     case 'result': {

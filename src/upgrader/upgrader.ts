@@ -243,7 +243,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       });
       client.on('close', (err) => {
         if (this.#state === 'draining' || this.#state === 'stopped') return;
-        if (this.mode === 'supervised' && this.#state === 'serving' && (err as NodeJS.ErrnoException | undefined)?.code === 'ERR_BATON_TRUNCATED') {
+        const code = (err as NodeJS.ErrnoException | undefined)?.code;
+        if (this.mode === 'supervised' && this.#state === 'serving' && code === 'ERR_BATON_TRUNCATED') {
           // The supervisor sends fds after ready-ok only with `drain`: this was one whose migration channel
           // the kernel cut (fd table full despite the reserve). Drain politely without migrating, rather than
           // serve on as if the supervisor were gone and be killed with every connection at the drain deadline.
