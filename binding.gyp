@@ -11,7 +11,8 @@
         "native/sockopt.c",
         "native/fdutil.c",
         "native/process.c",
-        "native/notify.c"
+        "native/notify.c",
+        "native/reexec.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],

@@ -5,39 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import WebSocket from 'ws';
-import { ROOT, waitFor } from './helpers.js';
+import { waitFor } from './helpers.js';
 import { startSupervised } from './upgrade-helpers.js';
-
-const APP = path.join(ROOT, 'examples/websocket/server.js');
-const SERVING = /generation 1 serving WebSockets on ws:\/\/127\.0\.0\.1:(\d+)/;
-
-interface Client {
-  ws: WebSocket;
-  sent: number;
-  expected: number;
-  problems: string[];
-  closes: number[];
-  generations: Set<number>;
-}
-
-function connect(port: number, id: number, perMessageDeflate = false): Promise<Client> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/c${id}`, { perMessageDeflate });
-    const c: Client = { ws, sent: 0, expected: 0, problems: [], closes: [], generations: new Set() };
-    ws.on('message', (data) => {
-      // The server answers "<generation> <echoed count> <n>": the count is app state that must move too.
-      const [gen, echoed, n] = String(data).split(' ').map(Number) as [number, number, number];
-      c.generations.add(gen);
-      if (n !== c.expected || echoed !== c.expected + 1) c.problems.push(`expected #${c.expected}/${c.expected + 1}, got #${n}/${echoed}`);
-      c.expected = n + 1;
-    });
-    ws.on('close', (code) => c.closes.push(code));
-    ws.once('open', () => resolve(c));
-    ws.once('error', reject);
-  });
-}
+import { connect, WS_APP as APP, WS_SERVING as SERVING, type Client } from './ws-helpers.js';
 
 test('1,000 WebSockets exchange numbered messages through 5 upgrades: no disconnect, no gap, duplicate or reordering', async (t) => {
   const s = await startSupervised(t, { app: APP, servingLine: SERVING });

@@ -4,11 +4,12 @@
  */
 import { sendCommand } from '../handoff/control.js';
 import { trustedSocketPath } from '../handoff/socket-dir.js';
-import type { Result } from '../handoff/messages.js';
+import type { ControlCommand, Result } from '../handoff/messages.js';
 import { createLogger } from '../upgrader/logger.js';
 import { VERSION } from '../version.js';
 import { listTakeoverSockets } from '../upgrader/orphan.js';
 import { isAlive } from './takeover.js';
+import { CHECK_COMMAND, releaseHeldSignals, runImageCheck } from './reexec.js';
 import { defaultSocketPath } from './socket-path.js';
 import { Supervisor, type UpgradeRecord } from './supervisor.js';
 
@@ -23,6 +24,7 @@ const HELP: Record<string, string> = {
 Usage:
   baton run [options] -- COMMAND [ARGS...]   supervise an app; upgrade it in place on reload
   baton reload [options]                      start the next generation; exit 0 once it serves
+  baton reload --supervisor [options]         re-execute the supervisor from the baton installed now
   baton status [options]                      generations, listeners, connections, last upgrades
   baton stop [options]                        stop gracefully: every generation drains, then exits
 
@@ -36,9 +38,11 @@ In the app: import { Upgrader } from 'baton' — see README.md.
 
 Start COMMAND as generation 1 and supervise it. The supervisor keeps its pid (PID 1 in a container,
 MAINPID for systemd) and a copy of every listening socket, so the port stays open even when a
-generation crashes. SIGHUP or \`baton reload\` starts the next generation; SIGTERM/SIGINT stop
-gracefully (a second one forces). If a supervisor on this socket crashed, the generation it left behind
-is taken over: its connections move to the first generation started here (README: "After a supervisor crash").
+generation crashes. SIGHUP or \`baton reload\` starts the next generation; SIGUSR2 or
+\`baton reload --supervisor\` re-executes the supervisor itself from the baton installed now (same pid,
+the generations keep serving); SIGTERM/SIGINT stop gracefully (a second one forces). If a supervisor on
+this socket crashed, the generation it left behind is taken over: its connections move to the first
+generation started here (README: "After a supervisor crash").
 
 Options:
 ${SOCKET_HELP}
@@ -64,8 +68,14 @@ Ask the supervisor to start the next generation and wait for the outcome: exit 0
 1 with the reason (exit code, timeout, its last output) when it was rolled back — the old generation
 kept serving throughout.
 
+With --supervisor: re-execute the supervisor itself (same pid) from the baton installed now — the way to
+upgrade baton without a restart. The generations, listeners and connections are untouched. The new
+version is checked in a child process first; exit 0 once the new supervisor runs, 1 with the reason
+when the check or the exec failed (the old supervisor keeps running). SIGUSR2 does the same.
+
 Options:
 ${SOCKET_HELP}
+  --supervisor           re-execute the supervisor instead of starting a new generation
   --timeout S            seconds to wait for the outcome (default 120)
   --json                 print the upgrade record as JSON
   -h, --help             show this help
@@ -168,6 +178,8 @@ export async function main(argv: string[]): Promise<number> {
         return await status(args);
       case 'stop':
         return await stop(args);
+      case CHECK_COMMAND: // not a user command: a re-exec's check of the new image (src/cli/reexec.ts)
+        return await runImageCheck();
       default:
         throw new UsageError(`unknown command or option '${command}'`);
     }
@@ -212,12 +224,25 @@ async function run(argv: string[]): Promise<number> {
     supervisor.reload('signal').catch(() => {});
   });
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => supervisor.stop(sig));
+  process.on('SIGUSR2', () => {
+    supervisor.reexec().catch(() => {}); // logged by the supervisor
+  });
+  releaseHeldSignals(); // after a re-exec: a SIGHUP or SIGUSR2 sent during it is delivered now
   const code = await supervisor.finished;
   if (supervisor.failure) process.stderr.write(`baton: giving up: ${supervisor.failure}\n`);
   return code;
 }
 
-async function control(argv: string[], name: 'reload' | 'status' | 'stop', timeoutMs: (flags: Map<string, string | true>) => number, bools: string[] = []): Promise<{ result: Result; flags: Map<string, string | true> } | number> {
+type Flags = Map<string, string | true>;
+
+/** `command`: what to send, from the flags (`reload --supervisor` sends 'reexec'); by default `name`. */
+async function control(
+  argv: string[],
+  name: 'reload' | 'status' | 'stop',
+  timeoutMs: (flags: Flags) => number,
+  bools: string[] = [],
+  command: (flags: Flags) => ControlCommand = () => name,
+): Promise<{ result: Result; flags: Flags } | number> {
   const { flags, rest } = parse(argv, ['--socket', '--timeout'], bools);
   if (flags.has('help')) {
     process.stdout.write(HELP[name]!);
@@ -228,7 +253,7 @@ async function control(argv: string[], name: 'reload' | 'status' | 'stop', timeo
   try {
     // The same place `baton run` put it (e.g. /tmp/app.sock -> /tmp/baton-<uid>/app.sock), in a trusted directory.
     socket = trustedSocketPath(socket);
-    return { result: await sendCommand(socket, name, timeoutMs(flags)), flags };
+    return { result: await sendCommand(socket, command(flags), timeoutMs(flags)), flags };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const hint = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? unreachableHint(socket) : '';
@@ -248,13 +273,30 @@ function unreachableHint(socket: string): string {
 }
 
 async function reload(argv: string[]): Promise<number> {
-  const r = await control(argv, 'reload', (f) => seconds(f, '--timeout', 120), ['--json']);
+  const command = (f: Flags) => (f.has('--supervisor') ? 'reexec' : 'reload');
+  const r = await control(argv, 'reload', (f) => seconds(f, '--timeout', 120), ['--json', '--supervisor'], command);
   if (typeof r === 'number') return r;
   const { result, flags } = r;
+  if (flags.has('--supervisor')) return reexecOutcome(result, flags.has('--json'));
   const record = result.data as UpgradeRecord | undefined;
   if (flags.has('--json')) process.stdout.write(`${JSON.stringify({ ok: result.ok, code: result.code, reason: result.reason, upgrade: record ?? null })}\n`);
   else if (result.ok && record) process.stdout.write(`generation ${record.generation} (pid ${record.pid}) is serving; ready in ${record.readyMs} ms\n`);
   else process.stderr.write(`baton reload: ${result.code === 'ERR_BATON_ROLLED_BACK' ? 'rolled back, the old generation keeps serving: ' : ''}${result.reason ?? result.code}\n`);
+  return result.ok ? 0 : 1;
+}
+
+function reexecOutcome(result: Result, json: boolean): number {
+  const sup = result.data as StatusData['supervisor'] | undefined;
+  if (json) {
+    const { ok, code, reason } = result;
+    process.stdout.write(`${JSON.stringify({ ok, code, reason, supervisor: sup ?? null })}\n`);
+  } else if (result.ok && sup) {
+    const what = `baton ${sup.version}, exec ${sup.execCount}`;
+    process.stdout.write(`supervisor pid ${sup.pid} re-executed: ${what}; the generations kept serving\n`);
+  } else {
+    const why = result.reason ?? result.code;
+    process.stderr.write(`baton reload --supervisor: failed, the old supervisor keeps running: ${why}\n`);
+  }
   return result.ok ? 0 : 1;
 }
 
@@ -285,6 +327,7 @@ async function status(argv: string[]): Promise<number> {
 interface StatusData {
   supervisor?: {
     pid: number; socket: string; uptimeMs: number; command: string[]; restarts?: number; failedStarts?: number;
+    startedAt?: string; version?: string; execCount?: number; execAt?: string | null;
   };
   generations: Array<{ generation: number; pid: number; state: string; startedAt: string; readyMs: number | null; connections: number }>;
   listeners?: Array<{ name: string; kind: string; address: string }>;
@@ -302,8 +345,10 @@ function formatStatus(d: StatusData): string {
     const sv = d.supervisor;
     const inARow = sv.failedStarts ? ` (${sv.failedStarts} failed in a row)` : '';
     const plural = sv.restarts === 1 ? '' : 's';
+    const execs = sv.execCount ? `, re-executed ${sv.execCount}x (last ${sv.execAt})` : '';
+    const image = sv.version ? `, baton ${sv.version}${execs}` : '';
     const restarts = sv.restarts === undefined ? '' : `, ${sv.restarts} restart${plural}${inARow}`;
-    out += `supervisor pid ${sv.pid}, up ${Math.round(sv.uptimeMs / 1000)} s${restarts}, socket ${sv.socket}\n`;
+    out += `supervisor pid ${sv.pid}, up ${Math.round(sv.uptimeMs / 1000)} s${restarts}, socket ${sv.socket}${image}\n`;
     out += `command: ${sv.command.join(' ')}\n\n`;
   }
   out += table([

@@ -9,10 +9,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
+import { FdChannel } from '../fd/channel.js';
 import { FdChannelServer } from '../fd/channel-server.js';
+import { fdOf } from '../fd/fd-of.js';
 import { batonError } from '../fd/errors.js';
 import { closeFds } from '../fd/fds.js';
-import { reap } from '../fd/process.js';
+import { reap, watchChildExit } from '../fd/process.js';
 import { CONTROL_CHANNEL_LIMITS, formatAddress, type InventoryEntry } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { HandoffSession } from '../handoff/session.js';
@@ -21,6 +24,10 @@ import { logControlServer } from '../upgrader/control-log.js';
 import { addressInUseHint, Takeover } from './takeover.js';
 import type { Logger } from '../upgrader/logger.js';
 import { listeners, oneLine, serviceSockets, ServiceNotifier } from '../upgrader/systemd.js';
+import { VERSION } from '../version.js';
+import {
+  checkNewImage, execImage, reexecEntry, STATE_FORMAT, takeCarriedState, type SupervisorState,
+} from './reexec.js';
 
 export interface SupervisorOptions {
   command: string[];
@@ -42,7 +49,8 @@ export type GenerationState = 'starting' | 'serving' | 'draining' | 'exited';
 interface Generation {
   generation: number;
   pid: number;
-  child: ChildProcess;
+  /** The read end of its stderr pipe (a ChildProcess's, or one carried across a re-exec). */
+  stderr: net.Socket | null;
   state: GenerationState;
   startedAt: number;
   readyAt?: number;
@@ -110,9 +118,15 @@ export class Supervisor {
   #respawnTimer: NodeJS.Timeout | null = null;
   /** The orphan whose connections the next generation to serve takes over, until it does. */
   #takeover: Takeover | null = null;
+  /** The takeover's handover to the orphan, while it runs (a re-exec waits for it: its connection is not carried). */
+  #handover: Promise<void> | null = null;
   #reaper: NodeJS.Timeout | null = null;
   #exitCode = 0;
   #startedAt = Date.now();
+  /** Re-execs of this supervisor (reexec.ts): how many, when the last one was, is one running. */
+  #execCount = 0;
+  #execAt: number | null = null;
+  #reexecing = false;
   /** The service manager (systemd): notifications, watchdog, fd store. No-ops without NOTIFY_SOCKET. */
   #notifier!: ServiceNotifier;
   /** Has READY=1 been sent (the first generation served)? */
@@ -133,6 +147,9 @@ export class Supervisor {
   async start(): Promise<void> {
     const fdStore = this.#opts.fdStore ?? false;
     this.#notifier = new ServiceNotifier({ logger: this.#opts.logger, fields: () => ({ supervisor: process.pid }), fdStore });
+    // Re-executed (reexec.ts): the previous image's state and fds, instead of a fresh start.
+    const carried = takeCarriedState();
+    if (carried) return this.#resume(carried);
     // Sockets from the service manager (socket activation, or the fd store after a restart) join the
     // inventory before anything is spawned; the variables are gone from the environment from here on.
     for (const { entry, fd } of serviceSockets(fdStore, (level, event, fields) => this.#log(level, event, fields))) {
@@ -144,15 +161,7 @@ export class Supervisor {
     // The socket's real place (a private subdirectory of /tmp, say): passed to generations and shown in status.
     this.#opts.socket = checkSocketDir(this.#opts.socket);
     this.#server = await FdChannelServer.listen(this.#opts.socket, CONTROL_CHANNEL_LIMITS);
-    this.#server.on('channel', (channel) => {
-      HandoffSession.accept(channel).then(
-        (s) => this.#onSession(s),
-        (err: Error) => this.#log('warn', 'control-refused', { reason: err.message }),
-      );
-    });
-    // Connections past the limit, and accept errors (EMFILE), come in bursts: logged at most once a second.
-    logControlServer(this.#server, (level, event, fields) => this.#log(level, event, fields));
-    if (process.pid === 1) this.#reaper = setInterval(() => this.#reapOrphans(), 1000);
+    this.#serve();
     this.#log('info', 'supervisor-start', { socket: this.#opts.socket, command: this.#opts.command.join(' ') });
     // A generation a crashed supervisor left behind: its listeners become ours, and the first generation
     // takes over its connections (src/cli/takeover.ts). Only after binding the control socket: of two
@@ -180,6 +189,19 @@ export class Supervisor {
       this.#next = this.#takeover.generation + 1;
     }
     void this.#launch(this.#takeover ? 'takeover' : 'start');
+  }
+
+  /** Accept control connections on #server; as PID 1, reap orphans. */
+  #serve(): void {
+    this.#server.on('channel', (channel) => {
+      HandoffSession.accept(channel).then(
+        (s) => this.#onSession(s),
+        (err: Error) => this.#log('warn', 'control-refused', { reason: err.message }),
+      );
+    });
+    // Connections past the limit, and accept errors (EMFILE), come in bursts: logged at most once a second.
+    logControlServer(this.#server, (level, event, fields) => this.#log(level, event, fields));
+    if (process.pid === 1) this.#reaper = setInterval(() => this.#reapOrphans(), 1000);
   }
 
   /**
@@ -259,6 +281,8 @@ export class Supervisor {
         pid: process.pid, socket: this.#opts.socket, command: this.#opts.command,
         startedAt: new Date(this.#startedAt).toISOString(), uptimeMs: now - this.#startedAt, stopping: this.#stopping,
         restarts: this.#restarts, failedStarts: this.#failedStarts,
+        version: VERSION, execCount: this.#execCount,
+        execAt: this.#execAt === null ? null : new Date(this.#execAt).toISOString(),
       },
       generations: [...this.#generations.values()]
         .filter((g) => g.state !== 'exited')
@@ -306,33 +330,19 @@ export class Supervisor {
       if (this.#readySent && trigger !== 'auto') this.#notifier.ready(`generation ${generation} could not start: ${oneLine(record.reason)}`);
       return Promise.resolve(record);
     }
-    const g: Generation = { generation, pid: child.pid ?? 0, child, state: 'starting', startedAt: Date.now(), connections: 0, session: null, registered: new Map(), stderrTail: '' };
+    const g: Generation = {
+      generation, pid: child.pid ?? 0, stderr: child.stderr as net.Socket, state: 'starting', startedAt: Date.now(),
+      connections: 0, session: null, registered: new Map(), stderrTail: '',
+    };
     record.pid = g.pid;
     this.#generations.set(generation, g);
     this.#attempt = g;
-    child.stderr!.on('data', (chunk: Buffer) => {
-      process.stderr.write(chunk);
-      g.stderrTail = (g.stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL);
-    });
     child.on('error', (err) => {
       // spawn failures (ENOENT) arrive here, followed by 'exit' or nothing at all.
       g.stderrTail += `\n${err.message}`;
       if (g.state !== 'exited' && !g.pid) this.#onExit(g, -1, null);
     });
-    child.on('exit', (code, signal) => {
-      // Its last output (the tail a rollback reports) may still be in the pipe: wait briefly for the end of stderr.
-      const stderr = child.stderr!;
-      if (stderr.readableEnded || stderr.destroyed) return this.#onExit(g, code, signal);
-      const done = () => {
-        clearTimeout(timer);
-        stderr.off('end', done);
-        stderr.off('close', done);
-        this.#onExit(g, code, signal);
-      };
-      const timer = setTimeout(done, STDERR_GRACE_MS);
-      stderr.once('end', done);
-      stderr.once('close', done);
-    });
+    this.#follow(g, (exited) => child.on('exit', exited));
     if (kind === 'respawn') this.#restarts++;
     this.#log('info', 'spawn', { generation, child: g.pid, kind });
     const promise = new Promise<UpgradeRecord>((resolve) => {
@@ -351,6 +361,42 @@ export class Supervisor {
     return promise;
   }
 
+  /** Copy a generation's stderr through (keeping its tail), and call #onExit once it exited and its stderr ended. */
+  #follow(g: Generation, onChildExit: (exited: (code: number | null, signal: NodeJS.Signals | null) => void) => void) {
+    g.stderr?.on('data', (chunk: Buffer) => {
+      process.stderr.write(chunk);
+      g.stderrTail = (g.stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL);
+    });
+    onChildExit((code, signal) => {
+      // Its last output (the tail a rollback reports) may still be in the pipe: wait briefly for the end of stderr.
+      const stderr = g.stderr;
+      if (!stderr || stderr.readableEnded || stderr.destroyed) return this.#onExit(g, code, signal);
+      const done = () => {
+        clearTimeout(timer);
+        stderr.off('end', done);
+        stderr.off('close', done);
+        this.#onExit(g, code, signal);
+      };
+      const timer = setTimeout(done, STDERR_GRACE_MS);
+      stderr.once('end', done);
+      stderr.once('close', done);
+    });
+  }
+
+  /** What the supervisor hears from a generation on its control session. */
+  #watchSession(g: Generation, session: HandoffSession): void {
+    session.on('register', (entry, fd) => {
+      const old = g.registered.get(entry.name);
+      if (old) closeFds([old.fd]);
+      g.registered.set(entry.name, { entry, fd });
+    });
+    session.on('stats', (s) => {
+      g.connections = s.connections;
+      if (s.moved !== undefined && g.replacedBy) this.#migrationReport(g, g.replacedBy, s.moved, s.notMoved ?? 0);
+    });
+    session.on('close', () => this.#lostContact(g, 'the generation closed its control connection before ready()'));
+  }
+
   async #onSession(session: HandoffSession): Promise<void> {
     const hello = session.hello;
     if (hello.role === 'control') return this.#onControl(session);
@@ -363,16 +409,7 @@ export class Supervisor {
       return;
     }
     g.session = session;
-    session.on('register', (entry, fd) => {
-      const old = g.registered.get(entry.name);
-      if (old) closeFds([old.fd]);
-      g.registered.set(entry.name, { entry, fd });
-    });
-    session.on('stats', (s) => {
-      g.connections = s.connections;
-      if (s.moved !== undefined && g.replacedBy) this.#migrationReport(g, g.replacedBy, s.moved, s.notMoved ?? 0);
-    });
-    session.on('close', () => this.#lostContact(g, 'the generation closed its control connection before ready()'));
+    this.#watchSession(g, session);
     try {
       await session.offer(g.generation, [...this.#inventory.values()]);
       const { names, migrationFd } = await session.awaitReady(this.#opts.readyTimeoutMs);
@@ -393,7 +430,11 @@ export class Supervisor {
       }
       if (old) this.#drainGeneration(old, 'upgrade', migrationFd);
       else if (this.#takeover) {
-        void this.#takeover.handover(names, this.#opts.readyTimeoutMs, migrationFd);
+        const handover = this.#takeover.handover(names, this.#opts.readyTimeoutMs, migrationFd);
+        this.#handover = handover;
+        void handover.finally(() => {
+          if (this.#handover === handover) this.#handover = null;
+        });
         this.#takeover = null;
       } else if (migrationFd !== null) closeFds([migrationFd]);
     } catch (err) {
@@ -490,9 +531,15 @@ export class Supervisor {
       if (migrationFd !== null) closeFds([migrationFd]);
       killTree(g, 'SIGTERM'); // no control connection (it never had one, or it broke): fall back to a signal
     }
+    this.#drainDeadline(g);
+  }
+
+  /** A draining generation still running drainTimeout + KILL_GRACE_MS after its drain began is killed. */
+  #drainDeadline(g: Generation): void {
+    const left = (g.drainStartedAt ?? Date.now()) + this.#opts.drainTimeoutMs + KILL_GRACE_MS - Date.now();
     setTimeout(() => {
       if (g.state === 'draining') killTree(g, 'SIGKILL');
-    }, this.#opts.drainTimeoutMs + KILL_GRACE_MS).unref();
+    }, Math.max(0, left)).unref();
   }
 
   /** The replaced generation's drain says how many connections moved: recorded, and a warning if not all. */
@@ -602,6 +649,11 @@ export class Supervisor {
       } else if (cmd === 'stop') {
         await session.result('stop', true);
         this.stop('baton stop');
+      } else if (cmd === 'reexec') {
+        // On success this never returns: the new image answers on this very session.
+        await this.reexec(session).catch((err: NodeJS.ErrnoException) =>
+          session.result('reexec', false, { code: err.code ?? 'ERR_BATON_REEXEC_FAILED', reason: err.message }),
+        );
       } else {
         let record: UpgradeRecord;
         try {
@@ -616,6 +668,163 @@ export class Supervisor {
       }
     } finally {
       session.close();
+    }
+  }
+
+  // --- re-exec (reexec.ts) --------------------------------------------------------------------------
+
+  /**
+   * Replace this process's image with the baton installed now; the generations keep serving. On success
+   * this never settles (the process runs the new image by then, and `requester` gets its answer from it);
+   * it rejects when the new image fails its check or the exec fails, and this image carries on unchanged.
+   */
+  async reexec(requester: HandoffSession | null = null): Promise<void> {
+    const refusal = (): Error | null => {
+      if (this.#stopping) return batonError('ERR_BATON_STATE', 'the supervisor is stopping');
+      const busy = this.#attempt
+        ? `upgrade in progress: generation ${this.#attempt.generation} (pid ${this.#attempt.pid}) is starting`
+        : this.#takeover || this.#handover
+          ? 'a takeover of an orphaned generation is in progress'
+          : null;
+      return busy ? batonError('ERR_BATON_UPGRADE_IN_PROGRESS', busy) : null;
+    };
+    if (this.#reexecing) {
+      throw batonError('ERR_BATON_UPGRADE_IN_PROGRESS', 'a re-exec of the supervisor is in progress');
+    }
+    const refused = refusal();
+    if (refused) throw refused;
+    this.#reexecing = true;
+    try {
+      const entry = reexecEntry();
+      this.#log('info', 'reexec-check', { entry });
+      const { version } = await checkNewImage(entry, this.#snapshot(requester));
+      // A record still queued on a carried channel would be lost with this image's memory: wait until all are sent.
+      for (let i = 0; i < 200 && this.#sending(); i++) await new Promise((r) => setTimeout(r, 10));
+      const stuck = this.#sending() ? 'a generation does not read its control connection' : null;
+      const late = refusal() ?? (stuck ? batonError('ERR_BATON_REEXEC_FAILED', stuck) : null);
+      if (late) throw late;
+      const state = this.#snapshot(requester);
+      const generations = state.generations.length;
+      this.#log('info', 'reexec', { entry, from: VERSION, to: version, execCount: state.execCount, generations });
+      execImage(entry, state);
+    } catch (err) {
+      this.#log('warn', 'reexec-failed', { reason: (err as Error).message });
+      throw err;
+    } finally {
+      this.#reexecing = false;
+    }
+  }
+
+  #sending(): boolean {
+    return [...this.#generations.values()].some((g) => (g.session?.link.channel.pendingRecords ?? 0) > 0);
+  }
+
+  /** Everything a new image needs to carry on: what is in memory, and the fds it inherits. */
+  #snapshot(requester: HandoffSession | null): SupervisorState<UpgradeRecord> {
+    return {
+      format: STATE_FORMAT,
+      version: VERSION,
+      pid: process.pid,
+      socket: this.#opts.socket,
+      serverFd: this.#server.fd,
+      startedAt: this.#startedAt,
+      execCount: this.#execCount + 1,
+      execAt: Date.now(),
+      inventory: [...this.#inventory.values()],
+      generations: this.#alive().map((g) => ({
+        generation: g.generation,
+        pid: g.pid,
+        state: g.state as 'serving' | 'draining', // reexec() refuses while one is starting
+        startedAt: g.startedAt,
+        readyAt: g.readyAt ?? null,
+        drainStartedAt: g.drainStartedAt ?? null,
+        connections: g.connections,
+        session: g.session && !g.session.link.closed ? { fd: g.session.link.channel.fd, hello: g.session.hello } : null,
+        stderrFd: g.stderr && !g.stderr.destroyed && !g.stderr.readableEnded ? fdOf(g.stderr) : null,
+        stderrTail: g.stderrTail,
+        registered: [...g.registered.values()],
+        replacedBy: g.replacedBy?.generation ?? null,
+      })),
+      next: this.#next,
+      current: this.#current?.generation ?? null,
+      history: this.#history,
+      backoffMs: this.#backoffMs,
+      failedStarts: this.#failedStarts,
+      restarts: this.#restarts,
+      exitCode: this.#exitCode,
+      readySent: this.#readySent,
+      stored: this.#notifier.storedNames(),
+      respawnDue: this.#respawnTimer !== null,
+      requester: requester ? { fd: requester.link.channel.fd, hello: requester.hello } : null,
+    };
+  }
+
+  /** The new image takes over from the state its predecessor left (the fds in it are ours now). */
+  #resume(s: SupervisorState): void {
+    this.#startedAt = s.startedAt;
+    this.#execCount = s.execCount;
+    this.#execAt = s.execAt;
+    this.#next = s.next;
+    this.#history = s.history as UpgradeRecord[];
+    this.#backoffMs = s.backoffMs;
+    this.#failedStarts = s.failedStarts;
+    this.#restarts = s.restarts;
+    this.#exitCode = s.exitCode;
+    this.#opts.socket = s.socket;
+    this.#readySent = s.readySent;
+    for (const name of s.stored) this.#notifier.markStored(name);
+    for (const i of s.inventory) this.#inventory.set(i.entry.name, i);
+    this.#server = FdChannelServer.fromFd(s.serverFd, s.socket, CONTROL_CHANNEL_LIMITS);
+    for (const c of s.generations) {
+      const g: Generation = {
+        generation: c.generation, pid: c.pid, stderr: null, state: c.state, startedAt: c.startedAt,
+        readyAt: c.readyAt ?? undefined, drainStartedAt: c.drainStartedAt ?? undefined, connections: c.connections,
+        session: null, stderrTail: c.stderrTail, registered: new Map(c.registered.map((r) => [r.entry.name, r])),
+        replacedBy: this.#history.find((r) => r.generation === c.replacedBy),
+      };
+      this.#generations.set(g.generation, g);
+      if (c.generation === s.current) this.#current = g;
+      try {
+        if (c.stderrFd !== null) g.stderr = new net.Socket({ fd: c.stderrFd, readable: true, writable: false });
+        if (c.session) {
+          const channel = FdChannel.fromFd(c.session.fd, CONTROL_CHANNEL_LIMITS);
+          g.session = HandoffSession.resume(channel, c.session.hello, 'serving');
+          this.#watchSession(g, g.session);
+        }
+      } catch (err) {
+        // Without its session it drains by signal; without its stderr it still runs: neither stops the others.
+        this.#log('warn', 'reexec-resume', { generation: g.generation, child: g.pid, reason: (err as Error).message });
+      }
+      this.#follow(g, (exited) => watchChildExit(g.pid, ({ code, signal }) => exited(code, signal)));
+      if (g.state === 'draining') this.#drainDeadline(g);
+    }
+    this.#notifier.startWatchdog();
+    this.#serve();
+    const fields = { from: s.version, to: VERSION, execCount: s.execCount, generations: s.generations.length };
+    this.#log('info', 'supervisor-reexec', { ...fields, listeners: this.#inventory.size });
+    const serving = this.#current;
+    const now = serving
+      ? `generation ${serving.generation} serving, ${listeners(this.#inventory.size)}`
+      : 'no generation serving';
+    this.#notifier.status(`${now}; supervisor re-executed (baton ${VERSION})`);
+    if (s.respawnDue && !this.#current) this.#scheduleRespawn();
+    const current = this.#current;
+    if (current && this.#failedStarts > 0) {
+      // The min-uptime that ends a crash loop goes on counting from the generation's ready.
+      const left = (current.readyAt ?? 0) + (this.#opts.minUptimeMs ?? DEFAULT_MIN_UPTIME_MS) - Date.now();
+      setTimeout(() => {
+        if (this.#current === current) this.#failedStarts = 0;
+      }, Math.max(0, left)).unref();
+    }
+    if (s.requester) {
+      try {
+        const channel = FdChannel.fromFd(s.requester.fd, CONTROL_CHANNEL_LIMITS);
+        const r = HandoffSession.resume(channel, s.requester.hello, 'greeted');
+        void r.result('reexec', true, { data: this.status().supervisor }).finally(() => r.close());
+      } catch (err) {
+        const reason = `could not answer the re-exec request: ${(err as Error).message}`;
+        this.#log('warn', 'reexec-resume', { reason });
+      }
     }
   }
 

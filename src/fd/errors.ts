@@ -44,6 +44,8 @@ export const BATON_ERROR_CODES = [
   'ERR_BATON_TLS',
   // supervisor
   'ERR_BATON_RELOAD_FAILED',
+  'ERR_BATON_REEXEC_FAILED',
+  'ERR_BATON_REEXEC_STATE',
 ] as const;
 
 export type BatonErrorCode = (typeof BATON_ERROR_CODES)[number];

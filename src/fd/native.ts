@@ -69,6 +69,20 @@ export interface NativeBinding {
   /** One datagram to the AF_UNIX SOCK_DGRAM socket at `path` ('/abs/path' or '@abstract'), with `fds`
    * attached (SCM_RIGHTS) if given: the service manager's notification protocol (native/notify.c). */
   notify(path: string, message: Buffer, fds?: readonly number[] | null): void;
+  // native/reexec.c: the supervisor replacing its own image (src/cli/reexec.ts); native/process.c: following
+  // the children its previous image spawned (watchChildExit in src/fd/process.ts).
+  /** An anonymous memory file, close-on-exec. */
+  memfd(name: string): number;
+  /** Clear FD_CLOEXEC on `keep`, block `hold` (signal numbers), execve. Returns only by throwing, with
+   * everything put back. */
+  execve(path: string, argv: readonly string[], env: readonly string[], keep: readonly number[],
+    hold: readonly number[]): never;
+  /** Unblock signals an execve() held. */
+  releaseSignals(signals: readonly number[]): void;
+  /** A pidfd (close-on-exec): polls readable once the process exits. */
+  pidfdOpen(pid: number): number;
+  /** waitpid(pid, WNOHANG): null while it runs, else its exit code or signal number. */
+  waitStatus(pid: number): { code: number | null; signal: number | null } | null;
 }
 
 /** The addon's exports: NativeBinding (less recvRecords, which is built here), plus the typed-array

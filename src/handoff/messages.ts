@@ -33,7 +33,9 @@ export interface InventoryEntry {
 }
 
 export type Role = 'generation' | 'control';
-export type ControlCommand = 'reload' | 'status' | 'stop';
+/** 'reexec': replace the supervisor's own image (`baton reload --supervisor`, src/cli/reexec.ts). */
+export const CONTROL_COMMANDS = ['reload', 'status', 'stop', 'reexec'] as const;
+export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
 
 export interface Hello {
   v: number;
@@ -269,7 +271,7 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
       const role = oneOf(o, 'role', ['generation', 'control'] as const);
       const msg: Hello = { v, type: 'hello', role, pid: int(o, 'pid', 1) };
       if (o.generation !== undefined) msg.generation = int(o, 'generation', 1);
-      if (role === 'control') msg.command = oneOf(o, 'command', ['reload', 'status', 'stop'] as const);
+      if (role === 'control') msg.command = oneOf(o, 'command', CONTROL_COMMANDS);
       if (o.timeoutMs !== undefined) msg.timeoutMs = int(o, 'timeoutMs', 0);
       return msg;
     }
@@ -299,7 +301,7 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
       };
     case 'result': {
       if (typeof o.ok !== 'boolean') throw bad('"ok" must be a boolean');
-      const msg: Result = { v, type: 'result', ok: o.ok, command: oneOf(o, 'command', ['reload', 'status', 'stop'] as const) };
+      const msg: Result = { v, type: 'result', ok: o.ok, command: oneOf(o, 'command', CONTROL_COMMANDS) };
       if (o.code !== undefined) msg.code = str(o, 'code');
       if (o.reason !== undefined) msg.reason = str(o, 'reason', 65536);
       if (o.data !== undefined) msg.data = o.data;

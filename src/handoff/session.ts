@@ -47,6 +47,16 @@ export class HandoffSession extends EventEmitter<SessionEvents> {
     }
   }
 
+  /**
+   * A session carried across the supervisor's re-exec (src/cli/reexec.ts): the previous image checked the
+   * peer and read its hello; `state` is where the session was. The channel is owned from now on.
+   */
+  static resume(channel: FdChannel, hello: Hello, state: 'greeted' | 'serving'): HandoffSession {
+    const session = new HandoffSession(new Link(channel), hello);
+    session.#state = state;
+    return session;
+  }
+
   private constructor(link: Link, hello: Hello) {
     super();
     this.link = link;

@@ -219,7 +219,12 @@ export class ServiceNotifier {
     return this.send({ STATUS: status });
   }
 
-  /** The named listener came from the fd store (LISTEN_FDS): it is there already. */
+  /** Names of the listeners in the fd store (the supervisor's re-exec carries them over). */
+  storedNames(): string[] {
+    return [...this.#stored];
+  }
+
+    /** The named listener came from the fd store (LISTEN_FDS): it is there already. */
   markStored(name: string): void {
     if (this.fdStore) this.#stored.add(name);
   }

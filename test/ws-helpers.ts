@@ -1,0 +1,39 @@
+/**
+ * WebSocket clients of examples/websocket/server.js for the tests: each sends numbered messages and checks
+ * every echo ("<generation> <echoed count> <n>"), so a lost, duplicated or reordered message, state that did
+ * not move, or a close is seen.
+ */
+import path from 'node:path';
+import WebSocket from 'ws';
+import { ROOT } from './helpers.js';
+
+export const WS_APP = path.join(ROOT, 'examples/websocket/server.js');
+export const WS_SERVING = /generation 1 serving WebSockets on ws:\/\/127\.0\.0\.1:(\d+)/;
+
+export interface Client {
+  ws: WebSocket;
+  sent: number;
+  expected: number;
+  problems: string[];
+  closes: number[];
+  generations: Set<number>;
+}
+
+export function connect(port: number, id: number, perMessageDeflate = false): Promise<Client> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/c${id}`, { perMessageDeflate });
+    const c: Client = { ws, sent: 0, expected: 0, problems: [], closes: [], generations: new Set() };
+    ws.on('message', (data) => {
+      // The server answers "<generation> <echoed count> <n>": the count is app state that must move too.
+      const [gen, echoed, n] = String(data).split(' ').map(Number) as [number, number, number];
+      c.generations.add(gen);
+      if (n !== c.expected || echoed !== c.expected + 1) {
+        c.problems.push(`expected #${c.expected}/${c.expected + 1}, got #${n}/${echoed}`);
+      }
+      c.expected = n + 1;
+    });
+    ws.on('close', (code) => c.closes.push(code));
+    ws.once('open', () => resolve(c));
+    ws.once('error', reject);
+  });
+}
