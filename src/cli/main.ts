@@ -10,6 +10,7 @@ import { VERSION } from '../version.js';
 import { listTakeoverSockets } from '../upgrader/orphan.js';
 import { isAlive } from './takeover.js';
 import { CHECK_COMMAND, releaseHeldSignals, runImageCheck } from './reexec.js';
+import { CONFIG_FLAGS, loadConfig, mergeFlags, type LoadedConfig } from './config.js';
 import { defaultSocketPath } from './socket-path.js';
 import { Supervisor, type UpgradeRecord } from './supervisor.js';
 
@@ -23,6 +24,7 @@ const HELP: Record<string, string> = {
 
 Usage:
   baton run [options] -- COMMAND [ARGS...]   supervise an app; upgrade it in place on reload
+  baton run --config baton.config.json        the same, with the command and options from a file
   baton reload [options]                      start the next generation; exit 0 once it serves
   baton reload --supervisor [options]         re-execute the supervisor from the baton installed now
   baton status [options]                      generations, listeners, connections, last upgrades
@@ -35,6 +37,7 @@ Options:
 In the app: import { Upgrader } from 'baton' — see README.md.
 `,
   run: `Usage: baton run [options] -- COMMAND [ARGS...]
+       baton run --config FILE [--env NAME] [options] [-- COMMAND [ARGS...]]
 
 Start COMMAND as generation 1 and supervise it. The supervisor keeps its pid (PID 1 in a container,
 MAINPID for systemd) and a copy of every listening socket, so the port stays open even when a
@@ -55,6 +58,9 @@ ${SOCKET_HELP}
   --min-uptime S         a generation that exits sooner than S seconds after ready() counts as a
                          failed start (default 1)
   --log-format F         text (default) or json: one line per event on stderr
+  --config FILE          the command, env and these options from a file (.json, .js, .mjs, .cjs; see
+                         docs/config.md); a flag given here wins over the file
+  --env NAME             apply the file's environments.NAME overrides (e.g. --env production)
   --fdstore              also keep the listeners in systemd's file descriptor store, so that even a
                          restart of the service keeps the ports open (FileDescriptorStoreMax=)
   -h, --help             show this help
@@ -194,16 +200,20 @@ export async function main(argv: string[]): Promise<number> {
 
 async function run(argv: string[]): Promise<number> {
   const values = ['--socket', '--ready-timeout', '--drain-timeout', '--log-format', '--max-starts', '--min-uptime'];
-  const { flags, rest } = parse(argv, values, ['--fdstore']);
+  const { flags, rest } = parse(argv, [...values, ...CONFIG_FLAGS], ['--fdstore']);
   if (flags.has('help')) {
     process.stdout.write(HELP.run!);
     return 0;
   }
-  if (rest.length === 0) throw new UsageError('run needs a command, e.g. baton run -- node server.js');
+  const config = await configOf(flags);
+  const command = rest.length ? rest : (config?.command ?? []);
+  if (command.length === 0) throw new UsageError('run needs a command, e.g. baton run -- node server.js (or "command" in --config)');
+  // The file's variables are the supervisor's too (BATON_SOCKET, say), and every generation inherits them.
+  if (config) Object.assign(process.env, config.env);
   const format = flags.get('--log-format') ?? 'text';
   if (format !== 'text' && format !== 'json') throw new UsageError(`--log-format is text or json, got ${String(format)}`);
   const supervisor = new Supervisor({
-    command: rest,
+    command,
     socket: socketOf(flags),
     readyTimeoutMs: seconds(flags, '--ready-timeout', 30),
     drainTimeoutMs: seconds(flags, '--drain-timeout', 30),
@@ -231,6 +241,25 @@ async function run(argv: string[]): Promise<number> {
   const code = await supervisor.finished;
   if (supervisor.failure) process.stderr.write(`baton: giving up: ${supervisor.failure}\n`);
   return code;
+}
+
+/** `--config FILE [--env NAME]`: the file's options fill in the flags not given; null without --config. */
+async function configOf(flags: Map<string, string | true>): Promise<LoadedConfig | null> {
+  const file = flags.get('--config');
+  const envName = flags.get('--env');
+  if (file === undefined) {
+    if (envName !== undefined) throw new UsageError('--env selects an environment of the --config file: give --config too');
+    return null;
+  }
+  let config: LoadedConfig;
+  try {
+    config = await loadConfig(String(file), envName === undefined ? undefined : String(envName));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_BATON_BAD_CONFIG') throw new UsageError((err as Error).message);
+    throw err;
+  }
+  mergeFlags(flags, config);
+  return config;
 }
 
 type Flags = Map<string, string | true>;

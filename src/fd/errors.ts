@@ -46,6 +46,7 @@ export const BATON_ERROR_CODES = [
   'ERR_BATON_RELOAD_FAILED',
   'ERR_BATON_REEXEC_FAILED',
   'ERR_BATON_REEXEC_STATE',
+  'ERR_BATON_BAD_CONFIG',
 ] as const;
 
 export type BatonErrorCode = (typeof BATON_ERROR_CODES)[number];
