@@ -18,7 +18,10 @@ const DECLARATIONS = path.join(ROOT, 'dist/src/index.d.ts');
 const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { name: string };
 
 /** The page's code: fenced blocks and inline code spans, where names are documented. */
-const CODE = [...API.matchAll(/```[a-z]*\n([\s\S]*?)```/g), ...API.replace(/```[\s\S]*?```/g, '').matchAll(/`([^`\n]+)`/g)]
+const CODE = [
+  ...API.matchAll(/```[a-z]*\n([\s\S]*?)```/g),
+  ...API.replace(/```[\s\S]*?```/g, '').matchAll(/`([^`\n]+)`/g),
+]
   .map((m) => m[1]!)
   .join('\n');
 
@@ -35,7 +38,13 @@ interface Surface {
 }
 
 function surface(): Surface {
-  const program = ts.createProgram([DECLARATIONS], { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, types: ['node'], skipLibCheck: true, noEmit: true });
+  const program = ts.createProgram([DECLARATIONS], {
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    types: ['node'],
+    skipLibCheck: true,
+    noEmit: true,
+  });
   const checker = program.getTypeChecker();
   const file = program.getSourceFile(DECLARATIONS);
   assert.ok(file, `${DECLARATIONS} exists (npm run build)`);
@@ -66,7 +75,15 @@ function surface(): Surface {
 }
 
 /** EventEmitter's methods: Node documents them; a class that declares them again only narrows their types. */
-const EMITTER_METHODS = ['on', 'once', 'off', 'emit', 'addListener', 'removeListener', 'removeAllListeners', 'prependListener', 'prependOnceListener', 'listeners', 'rawListeners', 'listenerCount', 'eventNames', 'setMaxListeners', 'getMaxListeners'];
+const EMITTER_METHODS = [
+  'on', 'once', 'off', 'emit', 'addListener', 'removeListener', 'removeAllListeners', 'prependListener',
+  'prependOnceListener', 'listeners', 'rawListeners', 'listenerCount', 'eventNames', 'setMaxListeners',
+  'getMaxListeners',
+];
+const OPTION_TYPES = [
+  'UpgraderOptions', 'ListenOptions', 'DgramOptions', 'FdChannelServerOptions', 'FdChannelOptions', 'AdoptOptions',
+  'NotifyOptions', 'ListenFdsOptions',
+];
 
 test('docs/api.md names every export, every public class member, every option and event', () => {
   const s = surface();
@@ -82,7 +99,7 @@ test('docs/api.md names every export, every public class member, every option an
       } else if (!named(m)) missing.push(`${cls}#${m}`);
     }
   }
-  for (const iface of ['UpgraderOptions', 'ListenOptions', 'DgramOptions', 'FdChannelServerOptions', 'FdChannelOptions', 'AdoptOptions', 'NotifyOptions', 'ListenFdsOptions']) {
+  for (const iface of OPTION_TYPES) {
     const props = s.interfaces.get(iface);
     assert.ok(props, `${iface} is an exported interface`);
     for (const p of props) if (!named(p)) missing.push(`${iface}.${p}`);
@@ -104,7 +121,10 @@ test('every upgrader.x and Upgrader.x that docs/api.md names exists', () => {
 test('every ```ts example in docs/api.md type-checks against the package declarations', (t) => {
   const blocks = [...API.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!);
   assert.ok(blocks.length >= 8, `found ${blocks.length} ts blocks`);
-  for (const b of blocks) assert.ok(!/from '[^'.:/]+'/.test(b) || b.includes(`from '${PKG.name}'`), `an example imports from '${PKG.name}':\n${b}`);
+  for (const b of blocks) {
+    const ok = !/from '[^'.:/]+'/.test(b) || b.includes(`from '${PKG.name}'`);
+    assert.ok(ok, `an example imports '${PKG.name}':\n${b}`);
+  }
   // Under dist/ (inside the package, so `import ... from '<name>'` resolves to the package's own exports, the
   // declarations users get), as .mts files: ES modules with top-level await, as the examples are written.
   const dir = fs.mkdtempSync(path.join(ROOT, 'dist', 'api-doc-check-'));
@@ -125,7 +145,8 @@ test('every ```ts example in docs/api.md type-checks against the package declara
     skipLibCheck: true,
   });
   const errors = ts.getPreEmitDiagnostics(program).map((d) => {
-    const where = d.file ? `${path.basename(d.file.fileName)}:${d.file.getLineAndCharacterOfPosition(d.start ?? 0).line + 1}` : '';
+    const line = d.file ? d.file.getLineAndCharacterOfPosition(d.start ?? 0).line + 1 : 0;
+    const where = d.file ? `${path.basename(d.file.fileName)}:${line}` : '';
     const block = d.file ? blocks[Number(/block-(\d+)/.exec(d.file.fileName)?.[1]) - 1]?.split('\n')[0] : '';
     return `${where} ${ts.flattenDiagnosticMessageText(d.messageText, '\n')} (block starting: ${block})`;
   });

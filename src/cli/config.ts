@@ -70,7 +70,8 @@ export function mergeFlags(flags: Map<string, string | true>, config: LoadedConf
 
 /** An error in the config file: `ERR_BATON_BAD_CONFIG`, the message names the file and the key. */
 function configError(file: string, where: string, message: string): BatonError {
-  return batonError('ERR_BATON_BAD_CONFIG', `${path.basename(file)}${where ? `: ${where}` : ''}: ${message}`, { path: file });
+  const at = where ? `: ${where}` : '';
+  return batonError('ERR_BATON_BAD_CONFIG', `${path.basename(file)}${at}: ${message}`, { path: file });
 }
 
 function describe(value: unknown): string {
@@ -129,12 +130,16 @@ async function readConfig(file: string, envName: string | undefined): Promise<un
   try {
     const mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
     exported = mod.default;
-    if (typeof exported === 'function') exported = await (exported as (ctx: { env?: string }) => unknown)({ env: envName });
+    if (typeof exported === 'function') {
+      exported = await (exported as (ctx: { env?: string }) => unknown)({ env: envName });
+    }
   } catch (err) {
     const e = err as Error;
     throw configError(file, '', `loading it threw: ${e?.stack ?? String(err)}`);
   }
-  if (exported === undefined) throw configError(file, '', 'exports nothing: export default { command: [...] } (or module.exports)');
+  if (exported === undefined) {
+    throw configError(file, '', 'exports nothing: export default { command: [...] } (or module.exports)');
+  }
   return exported;
 }
 
@@ -145,20 +150,23 @@ interface Section {
   flags: Map<string, string | boolean>;
 }
 
-/** Check one section (the top level or an environment); `prefix` is its path for messages ('environments.production.'). */
+/** Check one section (the top level or an environment); `prefix` is its path in messages ('environments.prod.'). */
 function checkSection(file: string, raw: Record<string, unknown>, prefix: string, top: boolean): Section {
   const section: Section = { env: {}, flags: new Map() };
   for (const [key, value] of Object.entries(raw)) {
     const at = `${prefix}${key}`;
     if (key === 'command') {
       if (!Array.isArray(value) || value.length === 0 || !value.every((w) => typeof w === 'string' && w !== '')) {
-        throw configError(file, at, `must be a non-empty array of non-empty strings (["node", "server.js"]), got ${describe(value)}`);
+        const want = 'must be a non-empty array of non-empty strings (["node", "server.js"])';
+        throw configError(file, at, `${want}, got ${describe(value)}`);
       }
       section.command = value as string[];
     } else if (key === 'env') {
       if (!isPlainObject(value)) throw configError(file, at, `must be an object of variables, got ${describe(value)}`);
       for (const [name, v] of Object.entries(value)) {
-        if (name === '' || name.includes('=') || name.includes('\0')) throw configError(file, `${at}`, `bad variable name ${JSON.stringify(name)}`);
+        if (name === '' || name.includes('=') || name.includes('\0')) {
+          throw configError(file, at, `bad variable name ${JSON.stringify(name)}`);
+        }
         if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') {
           throw configError(file, `${at}.${name}`, `must be a string, number or boolean, got ${describe(v)}`);
         }
@@ -193,14 +201,17 @@ function optionValue(file: string, at: string, kind: OptionKind, value: unknown)
       }
       return String(value);
     case 'string':
-      if (typeof value !== 'string' || value === '') throw configError(file, at, `must be a non-empty string, got ${describe(value)}`);
+      if (typeof value !== 'string' || value === '') {
+        throw configError(file, at, `must be a non-empty string, got ${describe(value)}`);
+      }
       return value;
     case 'boolean':
       if (typeof value !== 'boolean') throw configError(file, at, `must be true or false, got ${describe(value)}`);
       return value;
     case 'enum':
       if (typeof value !== 'string' || !kind.values.includes(value)) {
-        throw configError(file, at, `must be one of ${kind.values.map((v) => JSON.stringify(v)).join(', ')}, got ${describe(value)}`);
+        const one = kind.values.map((v) => JSON.stringify(v)).join(', ');
+        throw configError(file, at, `must be one of ${one}, got ${describe(value)}`);
       }
       return value;
   }
@@ -221,7 +232,9 @@ export async function loadConfig(file: string, envName?: string): Promise<Loaded
   }
   const sections = new Map<string, Section>();
   for (const [name, section] of Object.entries(envs ?? {})) {
-    if (!isPlainObject(section)) throw configError(resolved, `environments.${name}`, `must be an object, got ${describe(section)}`);
+    if (!isPlainObject(section)) {
+      throw configError(resolved, `environments.${name}`, `must be an object, got ${describe(section)}`);
+    }
     sections.set(name, checkSection(resolved, section, `environments.${name}.`, false));
   }
   const flags = base.flags;

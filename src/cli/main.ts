@@ -207,7 +207,9 @@ async function run(argv: string[]): Promise<number> {
   }
   const config = await configOf(flags);
   const command = rest.length ? rest : (config?.command ?? []);
-  if (command.length === 0) throw new UsageError('run needs a command, e.g. baton run -- node server.js (or "command" in --config)');
+  if (command.length === 0) {
+    throw new UsageError('run needs a command, e.g. baton run -- node server.js (or "command" in --config)');
+  }
   // The file's variables are the supervisor's too (BATON_SOCKET, say), and every generation inherits them.
   if (config) Object.assign(process.env, config.env);
   const format = flags.get('--log-format') ?? 'text';
@@ -248,7 +250,9 @@ async function configOf(flags: Map<string, string | true>): Promise<LoadedConfig
   const file = flags.get('--config');
   const envName = flags.get('--env');
   if (file === undefined) {
-    if (envName !== undefined) throw new UsageError('--env selects an environment of the --config file: give --config too');
+    if (envName !== undefined) {
+      throw new UsageError('--env selects an environment of the --config file: give --config too');
+    }
     return null;
   }
   let config: LoadedConfig;
