@@ -86,6 +86,10 @@ const arbitraries: Record<Message['type'], fc.Arbitrary<unknown>> = {
     ),
   }),
   'migrate-ok': fc.record({ v, type: fc.constant('migrate-ok'), count: natInt }),
+  'migrate-end': fc.record({ v, type: fc.constant('migrate-end') }),
+  'migrate-done': fc.record({ v, type: fc.constant('migrate-done') }),
+  'migrate-channel': fc.record({ v, type: fc.constant('migrate-channel') }),
+  'migrate-carry': fc.record({ v, type: fc.constant('migrate-carry'), name: text(200), part: text(4096), last: fc.boolean() }),
 };
 const TYPES = Object.keys(arbitraries) as Message['type'][];
 const anyMessage = fc.oneof(...TYPES.map((t) => arbitraries[t])) as fc.Arbitrary<Message>;
@@ -103,6 +107,10 @@ const REQUIRED: Record<Message['type'], string[]> = {
   result: ['ok', 'command'],
   migrate: ['items'],
   'migrate-ok': ['count'],
+  'migrate-end': [],
+  'migrate-done': [],
+  'migrate-channel': [],
+  'migrate-carry': ['name', 'part', 'last'],
 };
 
 // --- the contract every input must meet ------------------------------------------------------------------
@@ -164,7 +172,8 @@ test(`decoder: every valid message round-trips with its fd count (seed ${SEED})`
         m.type === 'welcome' ? [m.inventory.length, m.inventory.length]
         : m.type === 'migrate' ? [m.items.length, m.items.length]
         : m.type === 'register' ? [1, 1]
-        : m.type === 'ready' || m.type === 'drain' ? [0, 1]
+        : m.type === 'ready' || m.type === 'drain' || m.type === 'migrate-end' ? [0, 1]
+        : m.type === 'migrate-channel' ? [1, 1]
         : [0, 0];
       assert.deepStrictEqual([min, max], want);
     }),

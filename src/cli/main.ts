@@ -6,6 +6,7 @@ import { sendCommand } from '../handoff/control.js';
 import { trustedSocketPath } from '../handoff/socket-dir.js';
 import type { ControlCommand, Result } from '../handoff/messages.js';
 import { createLogger } from '../upgrader/logger.js';
+import { formatKinds } from '../upgrader/census.js';
 import { VERSION } from '../version.js';
 import { listTakeoverSockets } from '../upgrader/orphan.js';
 import { isAlive } from './takeover.js';
@@ -362,7 +363,10 @@ interface StatusData {
     pid: number; socket: string; uptimeMs: number; command: string[]; restarts?: number; failedStarts?: number;
     startedAt?: string; version?: string; execCount?: number; execAt?: string | null;
   };
-  generations: Array<{ generation: number; pid: number; state: string; startedAt: string; readyMs: number | null; connections: number }>;
+  generations: Array<{
+    generation: number; pid: number; state: string; startedAt: string; readyMs: number | null; connections: number;
+    kinds?: Record<string, number>; waitingFor?: string;
+  }>;
   listeners?: Array<{ name: string; kind: string; address: string }>;
   upgrades?: UpgradeRecord[];
 }
@@ -370,6 +374,13 @@ interface StatusData {
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+/** A draining generation: "sse 20, http 1", or its predecessor still handing connections over. */
+function waitingFor(g: StatusData['generations'][number]): string {
+  if (g.state !== 'draining') return '';
+  if (g.waitingFor === 'predecessor') return "its predecessor to finish handing over";
+  return formatKinds(g.kinds);
 }
 
 function formatStatus(d: StatusData): string {
@@ -385,8 +396,11 @@ function formatStatus(d: StatusData): string {
     out += `command: ${sv.command.join(' ')}\n\n`;
   }
   out += table([
-    ['GENERATION', 'PID', 'STATE', 'STARTED', 'READY IN', 'CONNECTIONS'],
-    ...d.generations.map((g) => [String(g.generation), String(g.pid), g.state, g.startedAt, g.readyMs === null ? '-' : `${g.readyMs} ms`, String(g.connections)]),
+    ['GENERATION', 'PID', 'STATE', 'STARTED', 'READY IN', 'CONNECTIONS', 'WAITING FOR'],
+    ...d.generations.map((g) => [
+      String(g.generation), String(g.pid), g.state, g.startedAt, g.readyMs === null ? '-' : `${g.readyMs} ms`,
+      String(g.connections), waitingFor(g),
+    ]),
   ]);
   if (d.listeners) {
     out += '\n' + table([['LISTENER', 'KIND', 'ADDRESS'], ...d.listeners.map((l) => [l.name, l.kind, l.address])]);

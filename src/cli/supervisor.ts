@@ -56,6 +56,9 @@ interface Generation {
   readyAt?: number;
   drainStartedAt?: number;
   connections: number;
+  /** Its last report: open connections by kind, and (draining) what it waits for. */
+  kinds?: Record<string, number>;
+  waiting?: 'predecessor' | 'connections';
   session: HandoffSession | null;
   /** Sockets this generation bound and registered; they join the inventory when it is ready. */
   registered: Map<string, { entry: InventoryEntry; fd: number }>;
@@ -293,6 +296,10 @@ export class Supervisor {
           startedAt: new Date(g.startedAt).toISOString(),
           readyMs: g.readyAt ? g.readyAt - g.startedAt : null,
           connections: g.connections,
+          // What each generation holds, and for a draining one what it still waits for (every draining
+          // generation is listed: each exits on its own once its own connections are gone).
+          kinds: g.kinds ?? {},
+          ...(g.state === 'draining' ? { waitingFor: g.waiting === 'predecessor' ? 'predecessor' : 'connections' } : {}),
         })),
       listeners: [...this.#inventory.values()].map(({ entry }) => ({ name: entry.name, kind: entry.kind, address: formatAddress(entry.address) })),
       upgrades: this.#history.slice(-10),
@@ -393,6 +400,8 @@ export class Supervisor {
     session.on('stats', (s) => {
       g.connections = s.connections;
       if (s.moved !== undefined && g.replacedBy) this.#migrationReport(g, g.replacedBy, s.moved, s.notMoved ?? 0);
+      g.kinds = s.kinds;
+      g.waiting = s.waiting;
     });
     session.on('close', () => this.#lostContact(g, 'the generation closed its control connection before ready()'));
   }

@@ -13,7 +13,7 @@ import { batonError } from '../fd/errors.js';
 import { closeFds } from '../fd/fds.js';
 import { inheritedFdMismatch } from './fd-check.js';
 import { answerDespiteEpipe, Link } from './link.js';
-import { entryFits, PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind } from './messages.js';
+import { entryFits, PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind, type Stats } from './messages.js';
 import { peerRefusal } from './peer.js';
 
 export type ClientState = 'welcomed' | 'ready-sent' | 'serving' | 'closed';
@@ -119,10 +119,10 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
   stats(
     connections: number,
     state: 'starting' | 'serving' | 'draining',
-    migration?: { moved: number; notMoved: number },
+    extra: Pick<Stats, 'kinds' | 'waiting' | 'moved' | 'notMoved'> = {},
   ): void {
     if (this.link.closed) return;
-    this.link.send({ v: PROTOCOL_VERSION, type: 'stats', connections, state, ...migration }).catch(() => {});
+    this.link.send({ v: PROTOCOL_VERSION, type: 'stats', connections, state, ...extra }).catch(() => {});
   }
 
   /**

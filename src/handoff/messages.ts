@@ -102,6 +102,11 @@ export interface Stats {
    * (closed politely instead). */
   moved?: number;
   notMoved?: number;
+  /** Open connections by kind (http, sse, ws, raw, h2, ...): what a draining generation is waiting for. */
+  kinds?: Record<string, number>;
+  /** A draining generation's wait: 'predecessor' (the one before it is still handing connections over)
+   * or 'connections' (its own). */
+  waiting?: 'predecessor' | 'connections';
 }
 
 /** Answer to a control command. */
@@ -149,7 +154,49 @@ export interface MigrateOk {
   room?: number;
 }
 
-export type Message = Hello | Welcome | Refuse | Register | Ready | ReadyOk | Drain | Stats | Result | Migrate | MigrateOk;
+/**
+ * New generation to old, on the migration channel: "I am draining myself: move nothing more to me". With
+ * an fd (a new channel whose other end the newest generation has): move the rest there instead. Without
+ * (no newer generation: a stop), close them politely. Either way the old generation answers `migrate-done`
+ * on this channel once the batches already sent here are acknowledged. See "When a generation exits" in
+ * src/upgrader/migrate.ts.
+ */
+export interface MigrateEnd {
+  v: number;
+  type: 'migrate-end';
+}
+
+/** Old generation to new: nothing more will come on this migration channel. */
+export interface MigrateDone {
+  v: number;
+  type: 'migrate-done';
+}
+
+/**
+ * Old generation to new: application state that is not a connection (Socket.IO's recovery sessions), as
+ * JSON text in parts of at most MAX_CARRY_PART bytes; the receiver joins the parts of `name` until `last`.
+ */
+export interface MigrateCarry {
+  v: number;
+  type: 'migrate-carry';
+  name: string;
+  part: string;
+  last: boolean;
+}
+
+/**
+ * A draining generation to its successor: one end of a new migration channel (1 fd) from a generation older
+ * than the sender, which was still handing connections over: receive them too.
+ */
+export interface MigrateChannel {
+  v: number;
+  type: 'migrate-channel';
+}
+
+/** Largest part of a migrate-carry message (the receiver takes messages of up to 9 MiB). */
+export const MAX_CARRY_PART = 4 * 1024 * 1024;
+
+export type Message = Hello | Welcome | Refuse | Register | Ready | ReadyOk | Drain | Stats | Result | Migrate | MigrateOk | MigrateEnd | MigrateDone | MigrateCarry | MigrateChannel;
 export type MessageType = Message['type'];
 
 /** How many fds a message may carry: [at least, at most]. `ready` and `drain` may carry the migration
@@ -158,7 +205,8 @@ export function expectedFds(msg: Message): [number, number] {
   if (msg.type === 'welcome') return [msg.inventory.length, msg.inventory.length];
   if (msg.type === 'register') return [1, 1];
   if (msg.type === 'migrate') return [msg.items.length, msg.items.length];
-  if (msg.type === 'ready' || msg.type === 'drain') return [0, 1];
+  if (msg.type === 'ready' || msg.type === 'drain' || msg.type === 'migrate-end') return [0, 1];
+  if (msg.type === 'migrate-channel') return [1, 1];
   return [0, 0];
 }
 
@@ -291,14 +339,25 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
       return { v, type: 'ready-ok' };
     case 'drain':
       return { v, type: 'drain', timeoutMs: int(o, 'timeoutMs'), reason: oneOf(o, 'reason', ['upgrade', 'stop'] as const) };
-    case 'stats':
-      return {
-        v,
-        type: 'stats',
-        connections: int(o, 'connections'),
-        state: oneOf(o, 'state', ['starting', 'serving', 'draining'] as const),
-        ...(o.moved === undefined ? {} : { moved: int(o, 'moved'), notMoved: int(o, 'notMoved') }),
-      };
+    case 'stats': {
+      const state = oneOf(o, 'state', ['starting', 'serving', 'draining'] as const);
+      const msg: Stats = { v, type: 'stats', connections: int(o, 'connections'), state };
+      if (o.kinds !== undefined) {
+        const k = o.kinds;
+        if (!isObject(k) || Object.keys(k).length > 16) throw bad('"kinds" must be an object of at most 16 counts');
+        msg.kinds = {};
+        for (const name of Object.keys(k)) {
+          if (name.length > 32 || name === '__proto__') throw bad('a "kinds" name must be at most 32 characters');
+          msg.kinds[name] = int(k, name);
+        }
+      }
+      if (o.moved !== undefined) {
+        msg.moved = int(o, 'moved');
+        msg.notMoved = int(o, 'notMoved');
+      }
+      if (o.waiting !== undefined) msg.waiting = oneOf(o, 'waiting', ['predecessor', 'connections'] as const);
+      return msg;
+    }
     case 'result': {
       if (typeof o.ok !== 'boolean') throw bad('"ok" must be a boolean');
       const msg: Result = { v, type: 'result', ok: o.ok, command: oneOf(o, 'command', CONTROL_COMMANDS) };
@@ -328,6 +387,16 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
       const msg: MigrateOk = { v, type: 'migrate-ok', count: int(o, 'count') };
       if (o.room !== undefined) msg.room = int(o, 'room', 0);
       return msg;
+    }
+    case 'migrate-end':
+      return { v, type: 'migrate-end' };
+    case 'migrate-done':
+      return { v, type: 'migrate-done' };
+    case 'migrate-channel':
+      return { v, type: 'migrate-channel' };
+    case 'migrate-carry': {
+      if (typeof o.last !== 'boolean') throw bad('"last" must be a boolean');
+      return { v, type: 'migrate-carry', name: str(o, 'name', 200), part: str(o, 'part', MAX_CARRY_PART), last: o.last };
     }
     default:
       throw bad(`unknown type ${shown(o.type)}`);

@@ -137,6 +137,11 @@ export class ServerDrainer {
     });
   }
 
+  /** This server's open connections (null for HTTP/2, whose sessions are tracked instead). */
+  get sockets(): ReadonlySet<net.Socket> | null {
+    return this.#http2 ? null : this.#sockets;
+  }
+
   /** Whether `socket` is one of this server's open connections. */
   has(socket: net.Socket): boolean {
     return this.#sockets.has(socket as Tracked);

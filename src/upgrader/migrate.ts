@@ -15,6 +15,28 @@
  * 4. send the fd with the state; once it is in the kernel, destroy this process's socket object. That
  *    closes only this process's fd — no FIN, no reset: the connection lives on in the message and then in
  *    the new generation.
+ *
+ * When a generation exits (the completion protocol). A generation that is replaced while connections are
+ * still arriving from its own predecessor must not exit before the last of them has arrived (each is its to
+ * move on or close). It used to learn that only when the predecessor closed the channel — which it did once
+ * it was itself drained, so one connection that could not move (an SSE stream the app never ends) kept
+ * every later generation alive with it (measured: 20 such streams, two quick reloads — generation 2, holding
+ * nothing, drained for 8.8 s and generations 1-3 exited together). Now the middle generation steps out of
+ * the way — it redirects its predecessor to its successor:
+ * - when its own generation starts draining, the receiver (generation 2) makes a new socketpair, sends one
+ *   end to its successor (`migrate-channel` on its own sender's channel: generation 3 receives on it too)
+ *   and the other to its predecessor with `migrate-end` ("move nothing more to me; move to this instead");
+ * - the sender (generation 1) stops sending on the old channel; once the batches already sent there are
+ *   acknowledged it answers `migrate-done` ("nothing more will come here") and goes on with the new channel,
+ *   waiting for generation 3's room first, as with any new channel;
+ * - the receiver waits for `migrate-done` (or the channel's close: an old sender that does not know
+ *   migrate-end ends the channel), takes the connections that were on their way, moves them on, and drains
+ *   its own. Its wait is one round trip plus the batches in flight, whatever generation 1 still holds.
+ * Without a successor (a stop), `migrate-end` carries no channel: the sender closes what it still holds
+ * politely, as without migration. Why a new channel rather than handing the old one on: the old one's
+ * receiving side may hold messages read but not yet delivered (a paused channel's backlog, a message in
+ * parts); a fresh socketpair starts clean, and the protocol on it is the one of any new channel. A chain
+ * of quick reloads thus keeps one channel per generation still holding connections, all to the newest.
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
@@ -25,7 +47,7 @@ import { fdOf } from '../fd/fd-of.js';
 import { fdUsage } from '../fd/fd-usage.js';
 import { closeFds } from '../fd/fds.js';
 import { Link } from '../handoff/link.js';
-import { MAX_MIGRATION_BATCH, PROTOCOL_VERSION, type MigrationItem, type MigrationKind } from '../handoff/messages.js';
+import { MAX_CARRY_PART, MAX_MIGRATION_BATCH, PROTOCOL_VERSION, type MigrationItem, type MigrationKind } from '../handoff/messages.js';
 
 /** Largest per-connection state, as JSON. */
 export const MAX_STATE_BYTES = 64 * 1024;
@@ -122,7 +144,7 @@ async function flushWrites(socket: net.Socket): Promise<void> {
 
 /** The old generation's side. Owns the channel. */
 export class MigrationSender {
-  readonly #link: Link;
+  #link: Link;
   #queue: Pending[] = [];
   #flushing = false;
   #scheduled = false;
@@ -130,13 +152,54 @@ export class MigrationSender {
   #idle: Array<() => void> = [];
   /** fds the receiver said it can still take (its last migrate-ok), or null before its first one. */
   #room: number | null = null;
+  /** The receiver is draining itself (migrate-end) and there is nowhere else to move to: move nothing more. */
+  #ending = false;
+  /** The receiver is draining itself and gave a channel to its successor: switch to it (see #switch()). */
+  #redirect: Link | null = null;
+  /** Connections not moved because the receiver was draining: closed politely here instead. */
+  #handedBack = 0;
+  /** Connections that closed (client or app) while they were being moved: nothing to move, nothing lost. */
+  #closedMeanwhile = 0;
+  /** A carry() in progress: migrate-done waits for it. */
+  #carrying: Promise<void> = Promise.resolve();
 
   constructor(channelFd: number) {
-    this.#link = new Link(FdChannel.fromFd(channelFd, { maxMessageBytes: 1024 }), 1024);
+    this.#link = senderLink(channelFd);
+    this.#awaitEnd(this.#link);
+  }
+
+  /** A standing wait, not a 'message' listener: that would also take the migrate-ok acknowledgements that
+   * arrive while #flush is not waiting for one (they queue for its next expect()). */
+  #awaitEnd(link: Link): void {
+    link.expect(['migrate-end'], 0, 'the new generation to drain').then(
+      ({ fds }) => {
+        if (link !== this.#link) {
+          closeFds(fds);
+          return;
+        }
+        this.#onEnd(fds[0] ?? null);
+      },
+      () => {},
+    );
   }
 
   get closed(): boolean {
     return this.#link.closed;
+  }
+
+  /** Whether connections can still move: the channel is open and the new generation is not draining. */
+  get accepting(): boolean {
+    return !this.#ending && (!this.#link.closed || this.#redirect !== null);
+  }
+
+  /** Connections not moved because the new generation was itself draining by then (closed politely). */
+  get handedBack(): number {
+    return this.#handedBack;
+  }
+
+  /** Connections that closed normally while they were on their way: not failures. */
+  get closedMeanwhile(): number {
+    return this.#closedMeanwhile;
   }
 
   /** Connections moved so far. */
@@ -156,7 +219,11 @@ export class MigrationSender {
    * process — if it cannot move (closed meanwhile, state too large, the channel is gone).
    */
   async move(socket: net.Socket, kind: MigrationKind, name: string, state?: unknown, appPending?: Uint8Array): Promise<void> {
-    if (this.#link.closed) throw batonError('ERR_BATON_CHANNEL_CLOSED', 'the migration channel to the new generation is closed');
+    if (this.#ending && !this.#link.closed) {
+      this.#handedBack++;
+      throw successorDraining();
+    }
+    if (this.#link.closed && !this.#redirect) throw batonError('ERR_BATON_CHANNEL_CLOSED', 'the migration channel to the new generation is closed');
     if (socket.destroyed) throw batonError('ERR_BATON_NOT_OPEN', 'the connection is already closed');
     // Its TLS session (keys, sequence numbers) stays in this process's OpenSSL: moved as raw bytes, the
     // client's next record would fail (ERR_SSL_BAD_RECORD_TYPE). Moving it needs kernel TLS (docs/migration.md).
@@ -190,7 +257,11 @@ export class MigrationSender {
       const fail = (err: Error) => {
         giveBack(socket, late.length ? Buffer.concat([buffered, ...late]) : buffered);
         const code = (err as { code?: string }).code ?? 'error';
-        this.#notMoved.set(code, (this.#notMoved.get(code) ?? 0) + 1);
+        // Closed by the client (or the app) on the way is a normal end, not a failure to move (it used to be
+        // logged as `not-moved ERR_BATON_NOT_OPEN` for SSE streams the app ended in 'drain').
+        if (code === 'ERR_BATON_NOT_OPEN') this.#closedMeanwhile++;
+        else if (code === 'ERR_BATON_SUCCESSOR_DRAINING') this.#handedBack++;
+        else this.#notMoved.set(code, (this.#notMoved.get(code) ?? 0) + 1);
         reject(err);
       };
       this.#queue.push({ item, socket, late, bytes: (stateJson?.length ?? 0) + (item.pending?.length ?? 0) + 64, resolve, reject: fail });
@@ -204,12 +275,41 @@ export class MigrationSender {
    * so its drain can finish while batches are still unread on the other side.
    */
   settled(): Promise<void> {
-    if (!this.#flushing && !this.#scheduled) return Promise.resolve();
-    return new Promise((resolve) => this.#idle.push(resolve));
+    if (!this.#flushing && !this.#scheduled) return this.#carrying;
+    return new Promise<void>((resolve) => this.#idle.push(resolve)).then(() => this.#carrying);
+  }
+
+  /**
+   * Send `value` (JSON) to the new generation as `name`, outside any connection: its MigrationReceiver
+   * emits 'carry'. For state that belongs to no single connection (Socket.IO's recovery sessions). Large
+   * values go in parts (base64 of at most 3 MiB of JSON each). Rejects if the channel is closed.
+   */
+  carry(name: string, value: unknown): Promise<void> {
+    const json = Buffer.from(JSON.stringify(value) ?? 'null');
+    const step = (MAX_CARRY_PART / 4) * 3;
+    const send = async () => {
+      const link = this.#link; // every part on the same channel, even if a redirect comes meanwhile
+      for (let at = 0; at < json.length || at === 0; at += step) {
+        const part = json.subarray(at, at + step).toString('base64');
+        await link.send({ v: PROTOCOL_VERSION, type: 'migrate-carry', name, part, last: at + step >= json.length });
+      }
+    };
+    const p = this.#carrying.then(send);
+    this.#carrying = p.catch(() => {});
+    return p;
+  }
+
+  /**
+   * Give the new generation `channelFd` (owned: closed here once sent), one end of a channel an older
+   * generation will move connections on (the completion protocol at the top of this file).
+   */
+  forwardChannel(channelFd: number): Promise<void> {
+    return this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-channel' }, [channelFd]);
   }
 
   close(): void {
     this.#link.close();
+    this.#redirect?.close();
   }
 
   #schedule(): void {
@@ -229,13 +329,22 @@ export class MigrationSender {
     // The receiver announces its room first: never send more fds than fit in its fd table. Past
     // RLIMIT_NOFILE the kernel would cut them off the message and close them — the connections with them.
     if (this.#room === null && !(await this.#awaitRoom())) return this.#settle();
-    while (this.#queue.length || inflight.length) {
+    while (this.#queue.length || inflight.length || this.#redirect) {
+      if (this.#redirect && !inflight.length) {
+        // Every batch sent on the old channel is acknowledged: go on with the newest generation's channel.
+        if (!(await this.#switch())) return this.#settle();
+        continue;
+      }
       const room = this.#room! - inflight.reduce((a, b) => a + b.length, 0);
-      if (this.#queue.length && inflight.length < WINDOW && room > 0) {
+      if (this.#queue.length && inflight.length < WINDOW && room > 0 && !this.#redirect) {
         let bytes = 0;
         let n = 0;
         while (n < this.#queue.length && n < MAX_MIGRATION_BATCH && n < room && (n === 0 || bytes + this.#queue[n]!.bytes <= MAX_BATCH_BYTES)) bytes += this.#queue[n++]!.bytes;
         const batch = this.#queue.splice(0, n);
+        if (this.#ending) {
+          for (const p of batch) p.reject(successorDraining());
+          continue;
+        }
         const live = batch.filter((p) => {
           if (!p.socket.destroyed) return true;
           p.reject(batonError('ERR_BATON_NOT_OPEN', 'the client closed the connection while it was being moved'));
@@ -304,10 +413,57 @@ export class MigrationSender {
     for (const resolve of this.#idle.splice(0)) resolve();
   }
 
+  /**
+   * The receiver drains (migrate-end). With `channelFd`, the newest generation's end is its other end: move
+   * there from now on (#switch(), once what was sent on the old channel is acknowledged). Without, there is
+   * nowhere to move to: refuse what waits (closed politely by the callers), then say done.
+   */
+  #onEnd(channelFd: number | null): void {
+    const nowhere = () => {
+      this.#ending = true;
+      void this.settled().then(() => this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-done' }).catch(() => {}));
+    };
+    if (channelFd === null) return nowhere();
+    try {
+      this.#redirect = senderLink(channelFd);
+    } catch {
+      closeFds([channelFd]);
+      return nowhere();
+    }
+    // #flush switches once the batches in flight on the old channel are acknowledged (at once if idle).
+    this.#schedule();
+  }
+
+  /** Say done on the old channel and close it; the redirect's channel is ours now (its room comes first). */
+  async #switch(): Promise<boolean> {
+    await this.#carrying;
+    const old = this.#link;
+    this.#link = this.#redirect!;
+    this.#redirect = null;
+    this.#room = null;
+    this.#awaitEnd(this.#link);
+    await old.send({ v: PROTOCOL_VERSION, type: 'migrate-done' }).catch(() => {});
+    old.close();
+    return this.#queue.length === 0 || (await this.#awaitRoom());
+  }
+}
+
+function senderLink(fd: number): Link {
+  return new Link(FdChannel.fromFd(fd, { maxMessageBytes: 1024 }), 1024);
+}
+
+function successorDraining(): Error {
+  return batonError('ERR_BATON_SUCCESSOR_DRAINING', 'the new generation is itself draining (replaced again): closed politely here instead');
 }
 
 export interface MigrationReceiverEvents {
   connection: [socket: net.Socket, item: MigrationItem, pending: Buffer];
+  /** State the old generation carried over (MigrationSender.carry), parsed. */
+  carry: [name: string, value: unknown];
+  /** The old generation will send nothing more (migrate-done, or the channel closed). */
+  done: [];
+  /** A channel from a generation older than the sender (migrate-channel): receive on it too. Owned. */
+  channel: [fd: number];
   error: [err: Error];
 }
 
@@ -316,11 +472,30 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
   readonly #link: Link;
   /** fds this process can still take, estimated: measured at start, counted down, measured again when low. */
   #room = roomForFds();
+  /** The old generation said nothing more will come (migrate-done). */
+  #done = false;
+  #ended = false;
+  /** migrate-carry parts received so far, by name. */
+  #parts = new Map<string, Buffer[]>();
 
   constructor(channelFd: number) {
     super();
     this.#link = new Link(FdChannel.fromFd(channelFd, { maxMessageBytes: MAX_BATCH_BYTES + 1024 * 1024 }), MAX_BATCH_BYTES + 1024 * 1024);
     this.#link.on('message', ({ msg, fds }) => {
+      if (msg.type === 'migrate-done') {
+        this.#done = true;
+        this.emit('done');
+        return;
+      }
+      if (msg.type === 'migrate-carry') {
+        this.#onCarry(msg.name, msg.part, msg.last);
+        return;
+      }
+      if (msg.type === 'migrate-channel') {
+        if (this.listenerCount('channel') > 0) this.emit('channel', fds[0]!);
+        else closeFds(fds);
+        return;
+      }
       if (msg.type !== 'migrate') {
         closeFds(fds);
         return;
@@ -355,6 +530,8 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
     // (ERR_BATON_TRUNCATED), and those connections are lost: say why, rather than end silently.
     this.#link.on('close', (err) => {
       if (err) this.#error(err);
+      // Nothing more can come either way.
+      if (!this.#done) this.emit('done');
     });
   }
 
@@ -363,16 +540,55 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
    * or after `ms` at the latest.
    */
   finished(ms: number): Promise<void> {
-    if (this.#link.closed) return Promise.resolve();
+    if (this.#link.closed || this.#done) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
         this.#link.off('close', done);
+        this.off('done', done);
         resolve();
       };
       const timer = setTimeout(done, ms);
       this.#link.on('close', done);
+      this.on('done', done);
     });
+  }
+
+  /** Whether the old generation is still sending (neither migrate-done nor the channel's close yet). */
+  get sending(): boolean {
+    return !this.#done && !this.#link.closed;
+  }
+
+  /**
+   * This generation drains: tell the old one to move nothing more here (migrate-end) — to `redirectFd`'s
+   * peer instead (owned: closed once sent), or nowhere. It answers migrate-done once the batches already
+   * sent are acknowledged; finished() resolves then. See the top of this file.
+   */
+  end(redirectFd: number | null = null): void {
+    if (this.#ended || !this.sending) {
+      if (redirectFd !== null) closeFds([redirectFd]);
+      return;
+    }
+    this.#ended = true;
+    this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-end' }, redirectFd === null ? [] : [redirectFd]).catch(() => {});
+  }
+
+  #onCarry(name: string, part: string, last: boolean): void {
+    const parts = this.#parts.get(name) ?? [];
+    parts.push(Buffer.from(part, 'base64'));
+    if (!last) {
+      this.#parts.set(name, parts);
+      return;
+    }
+    this.#parts.delete(name);
+    let value: unknown;
+    try {
+      value = JSON.parse(Buffer.concat(parts).toString('utf8'));
+    } catch (err) {
+      this.#error(batonError('ERR_BATON_PROTOCOL', `carried state ${JSON.stringify(name)} is not JSON: ${(err as Error).message}`));
+      return;
+    }
+    this.emit('carry', name, value);
   }
 
   close(): void {

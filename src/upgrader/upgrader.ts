@@ -30,7 +30,10 @@ import { closeFds, socketpair } from '../fd/fds.js';
 import { GenerationClient } from '../handoff/client.js';
 import { CONTROL_CHANNEL_LIMITS, entryFits, formatAddress, MAX_MIGRATION_BATCH, type InventoryEntry, type MigrationItem, type SocketAddress, type SocketKind } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
+import { ConnectionCensus, type ConnectionKinds } from './census.js';
 import { ServerDrainer } from './drain.js';
+import { EventStreams } from './sse.js';
+import { CARRY_NAME, checkSocketIo, closeTransports, mergeRecoveryState, recoveryState, restoreAfterCarry, socketIoPart, type SocketIoServerLike } from './socket-io.js';
 import { MigrationReceiver, MigrationSender } from './migrate.js';
 import { atBoundary, continueWebSocket, markMoved, stateOf, trackRequests, unmovable, type WebSocketMigrationOptions, type WsLike, type WsServerLike, type WsState } from './websocket.js';
 import { createLogger, silentLogger, type LogFields, type Logger } from './logger.js';
@@ -58,6 +61,16 @@ export interface UpgraderOptions {
   warmUp?: number;
   /** Where log lines go; false for none. Default: one line per event on stderr. */
   logger?: Logger | false;
+  /**
+   * End each Server-Sent Events stream (a response with `content-type: text/event-stream`) the moment the
+   * new generation is ready, after a `retry:` hint, so EventSource clients reconnect at once — to the new
+   * generation — and resume with `Last-Event-ID`. Default true; false leaves them to the app's 'drain'
+   * handler (or to drainTimeout). See docs/migration.md#server-sent-events.
+   */
+  endEventStreams?: boolean;
+  /** The `retry:` hint (ms) an ended SSE stream gets: how soon EventSource clients reconnect. 0 sends none
+   * (clients then wait their default, 3 s in browsers). Default 300. */
+  eventStreamRetry?: number;
   /** Exit the process (code 0) once drained. Default true; with false, listen for 'drained' and exit yourself. */
   exitOnDrain?: boolean;
   /**
@@ -141,8 +154,16 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #exitOnDrain: boolean;
   #statsTimer: NodeJS.Timeout | null = null;
   #drainPromise: Promise<void> | null = null;
-  /** New generation: receives connections the old one moves here. */
-  #receiver: MigrationReceiver | null = null;
+  /** New generation: receive connections the old one moves here — and, after quick reloads, older ones
+   * that were still handing connections over when their successor drained (the completion protocol in
+   * src/upgrader/migrate.ts). */
+  #receivers: MigrationReceiver[] = [];
+  /** State older generations carried over (MigrationSender.carry), by name (one value per older
+   * generation that sent one), and who waits for it. */
+  #carried = new Map<string, unknown[]>();
+  /** Socket.IO servers whose clients reconnect to the next generation with their state (socketIo()). */
+  #socketIo: SocketIoServerLike[] = [];
+  #carryWaiters = new Set<() => void>();
   /** Old generation, once replaced: moves connections to the new one. */
   #sender: MigrationSender | null = null;
   /** WebSocket servers whose connections move (webSocketServer()). */
@@ -156,12 +177,23 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #handedOver = false;
   /** Inherited listeners not accepting yet (see listen()). */
   #deferred: Array<{ server: net.Server; fd: number; backlog: number }> = [];
+  /** SSE streams of this generation's HTTP servers (ended at the drain unless endEventStreams is false). */
+  #eventStreams = new EventStreams();
+  #endEventStreams: boolean;
+  #eventStreamRetry: number;
+  #census = new ConnectionCensus();
+  /** While draining: what this generation waits for ('predecessor' first, then 'connections'). */
+  #waiting: 'predecessor' | 'connections' = 'connections';
+  /** The drain under way is a stop (no successor to pass older channels on to). */
+  #drainStopping = false;
 
   /** Join the previous generation (if any) according to the environment and options. */
   static async start(options: UpgraderOptions = {}): Promise<Upgrader> {
     const readyTimeout = checkMs(options.readyTimeout, 'readyTimeout', 30_000);
     const drainTimeout = checkMs(options.drainTimeout, 'drainTimeout', 30_000);
     const idleGrace = checkMs(options.idleGrace, 'idleGrace', 1000);
+    const eventStreamRetry = checkMs(options.eventStreamRetry, 'eventStreamRetry', 300);
+    if (options.endEventStreams !== undefined && typeof options.endEventStreams !== 'boolean') throw argTypeError('options.endEventStreams', 'a boolean', options.endEventStreams);
     const warmUp = options.warmUp ?? 100;
     if (typeof warmUp !== 'number' || !Number.isInteger(warmUp) || warmUp < 0 || warmUp > 100_000) throw argTypeError('options.warmUp', 'an integer from 0 to 100000', warmUp);
     const env = process.env;
@@ -169,7 +201,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     const socketPath = supervised ? env.BATON_SOCKET! : (options.socket ?? env.BATON_SOCKET ?? null);
     if (socketPath !== null && typeof socketPath !== 'string') throw argTypeError('options.socket', 'a path string', socketPath);
     const mode: UpgraderMode = supervised ? 'supervised' : socketPath ? 'standalone' : 'plain';
-    const common = { readyTimeout, drainTimeout, idleGrace, warmUp, exitOnDrain: options.exitOnDrain ?? true, systemd: options.systemd ?? true, fdStore: options.fdStore ?? false };
+    const common = { readyTimeout, drainTimeout, idleGrace, warmUp, endEventStreams: options.endEventStreams ?? true, eventStreamRetry, exitOnDrain: options.exitOnDrain ?? true, systemd: options.systemd ?? true, fdStore: options.fdStore ?? false };
 
     if (mode === 'plain') return new Upgrader('plain', 1, null, null, null, options.logger, common);
 
@@ -210,7 +242,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     control: FdChannelServer | null,
     socketPath: string | null,
     logger: Logger | false | undefined,
-    opts: { readyTimeout: number; drainTimeout: number; idleGrace: number; warmUp: number; exitOnDrain: boolean; systemd: boolean; fdStore: boolean },
+    opts: { readyTimeout: number; drainTimeout: number; idleGrace: number; warmUp: number; endEventStreams: boolean; eventStreamRetry: number; exitOnDrain: boolean; systemd: boolean; fdStore: boolean },
   ) {
     super();
     this.mode = mode;
@@ -223,6 +255,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     this.#drainTimeout = opts.drainTimeout;
     this.#idleGrace = opts.idleGrace;
     this.#warmUp = opts.warmUp;
+    this.#endEventStreams = opts.endEventStreams;
+    this.#eventStreamRetry = opts.eventStreamRetry;
     this.#exitOnDrain = opts.exitOnDrain;
     this.#logger = logger === false ? silentLogger : (logger ?? createLogger());
     if (mode !== 'supervised' && opts.systemd) {
@@ -317,6 +351,12 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     return n;
   }
 
+  /** Open connections by kind (http, sse, ws, h2, raw): what `baton status` shows a draining generation wait for. */
+  get connectionKinds(): ConnectionKinds {
+    const servers = [...this.#sockets.values()].filter((m) => m.drainer).map((m) => ({ object: m.object, sockets: m.drainer!.sockets, connections: m.drainer!.connections }));
+    return this.#census.count(servers, this.#eventStreams.sockets());
+  }
+
   /** The named sockets and where they are bound. */
   get sockets(): InventoryEntry[] {
     return [...this.#sockets.values()].map((m) => m.entry);
@@ -348,6 +388,10 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     const inherited = this.#client?.take(name, kind, requested) ?? null;
     const taken = inherited ?? this.#takeActivated(name, kind, requested);
     const drainer = new ServerDrainer(server, this.#idleGrace);
+    if (server instanceof http.Server || server instanceof https.Server) {
+      this.#eventStreams.attach(server);
+      this.#census.attach(server);
+    }
     let address: SocketAddress;
     if (taken) {
       // An inherited listener starts accepting at ready(): until then the old generation takes every
@@ -436,14 +480,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     if (client && client.state === 'welcomed' && !client.link.closed) {
       // A private channel for live connections: we keep one end, the old generation gets the other.
       const [mine, theirs] = socketpair();
-      this.#receiver = new MigrationReceiver(mine);
-      this.#receiver.on('connection', (socket, item, pending) => this.#continueMigrated(socket, item, pending));
-      this.#receiver.on('error', (err) => this.#log('warn', 'migrate-adopt-failed', { reason: err.message }));
+      this.#addReceiver(mine);
+      // Socket.IO: a client of the old generation that reconnects here before its session has arrived waits.
+      for (const io of this.#socketIo) restoreAfterCarry(io, () => this.#awaitCarried(CARRY_NAME, SOCKET_IO_CARRY_WAIT_MS), () => this.#carried.get(CARRY_NAME) ?? []);
       try {
         await client.ready(names, this.#readyTimeout, theirs);
       } catch (err) {
-        this.#receiver.close();
-        this.#receiver = null;
+        for (const r of this.#receivers.splice(0)) r.close();
         if (this.mode === 'supervised' || predecessorAlive(client)) {
           closeFds(deferred.map((d) => d.fd));
           client.close();
@@ -518,6 +561,14 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
    */
   webSocketServer<S = unknown>(wss: unknown, options: WebSocketMigrationOptions<S> & { name?: string } = {}): void {
     const server = wss as WsServerLike;
+    // Socket.IO's parts look enough like a ws server to be accepted, and then nothing would move (engine.io's
+    // ws server tracks no clients): say what it is and what to use.
+    const sio = socketIoPart(wss);
+    if (sio) {
+      const err = new TypeError(`upgrader.webSocketServer() needs a WebSocketServer from the 'ws' package that tracks its clients; it got ${sio}. For Socket.IO, call upgrader.socketIo(io) with the socket.io Server.`) as TypeError & { code: string };
+      err.code = 'ERR_INVALID_ARG_TYPE';
+      throw err;
+    }
     if (typeof wss !== 'object' || wss === null || typeof server.prependListener !== 'function' || typeof server.options !== 'object') {
       throw argTypeError('wss', "a WebSocketServer from the 'ws' package", wss);
     }
@@ -525,6 +576,43 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     if (options.restore !== undefined && typeof options.restore !== 'function') throw argTypeError('options.restore', 'a function', options.restore);
     trackRequests(server);
     this.#wsServers.push({ wss: server, options, name: options.name });
+  }
+
+  /**
+   * Let this socket.io `Server`'s clients continue in the next generation: the moment it is ready, this
+   * generation closes every engine.io connection (clients reconnect by themselves, after their
+   * reconnectionDelay, to the new generation), and — with `connectionStateRecovery` on and the default
+   * in-memory adapter — carries the recovery state (sessions: socket id, rooms, `socket.data`; the packets
+   * broadcast lately) over, so each client gets its session back with the packets it missed
+   * (`socket.recovered` is true on both sides). Call it in every generation, before ready().
+   * See docs/migration.md#socketio.
+   */
+  socketIo(io: unknown): void {
+    const server = checkSocketIo(io);
+    if (this.#state !== 'starting') throw batonError('ERR_BATON_STATE', `socketIo() after ready() (state ${this.#state})`);
+    if (!this.#socketIo.includes(server)) this.#socketIo.push(server);
+  }
+
+  /** Close every Socket.IO connection (clients reconnect to the successor) and carry the recovery state. */
+  async #drainSocketIo(sender: MigrationSender | null): Promise<void> {
+    if (!this.#socketIo.length) return;
+    // State an older generation is still carrying here belongs in what this one carries on.
+    if (this.#receivers.some((r) => r.sending)) await this.#awaitCarried(CARRY_NAME, SOCKET_IO_CARRY_WAIT_MS);
+    const closed = (await Promise.all(this.#socketIo.map((io) => closeTransports(io)))).reduce((a, n) => a + n, 0);
+    const states = this.#socketIo.map((io) => recoveryState(io, this.#generation)).filter((x) => x !== null);
+    let carried = false;
+    if (sender && !sender.closed && states.length) {
+      // One value for every server (normally one): namespaces by name; a second server's would merge into the
+      // first's namespaces of the same name, which is what the new generation's single server needs.
+      const merged = Object.assign({}, ...states);
+      try {
+        await sender.carry(CARRY_NAME, merged);
+        carried = true;
+      } catch (err) {
+        this.#log('warn', 'socket-io-carry-failed', { reason: (err as Error).message });
+      }
+    }
+    this.#log('info', 'socket-io-closed', { connections: closed, recovery: !states.length ? 'off' : carried ? 'carried' : sender ? 'not carried' : 'no successor' });
   }
 
   #wsName(entry: { wss: WsServerLike; name: string | undefined }): string {
@@ -540,7 +628,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     const one = async (entry: WsEntry, ws: WsLike): Promise<void> => {
       const why = unmovable(ws);
       if (why === 'not open') return;
-      if (!sender || sender.closed || why) {
+      if (!sender || !sender.accepting || why) {
         if (why && sender) this.#log('info', 'ws-not-moved', { reason: why });
         ws.close(stopping ? 1001 : 1012, stopping ? 'Going Away' : 'Service Restart');
         return;
@@ -560,7 +648,10 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
         await sender.move(ws._socket!, 'ws', this.#wsName(entry), state);
         moved++;
       } catch (err) {
-        this.#log('warn', 'ws-move-failed', { reason: (err as Error).message });
+        const code = (err as { code?: string }).code;
+        // Not a failure: the client closed meanwhile, or the new generation is itself draining (its
+        // successor accepts: 1012 sends the client there).
+        if (code !== 'ERR_BATON_NOT_OPEN' && code !== 'ERR_BATON_SUCCESSOR_DRAINING') this.#log('warn', 'ws-move-failed', { reason: (err as Error).message });
         ws._closeCode = 1006;
         ws._socket?.resume(); // move() left it paused: read on, so the close handshake can complete
         if (ws.readyState === 1) ws.close(1012, 'Service Restart');
@@ -591,6 +682,73 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     }
   }
 
+  /** Receive connections on `fd`, one end of a migration channel (owned). */
+  #addReceiver(fd: number): void {
+    let receiver: MigrationReceiver;
+    try {
+      receiver = new MigrationReceiver(fd);
+    } catch (err) {
+      closeFds([fd]);
+      this.#log('warn', 'migrate-unavailable', { reason: (err as Error).message });
+      return;
+    }
+    this.#receivers.push(receiver);
+    receiver.on('connection', (socket, item, pending) => this.#continueMigrated(socket, item, pending));
+    receiver.on('error', (err) => this.#log('warn', 'migrate-adopt-failed', { reason: err.message }));
+    receiver.on('carry', (name, value) => {
+      this.#carried.set(name, [...(this.#carried.get(name) ?? []), value]);
+      if (name === CARRY_NAME) for (const io of this.#socketIo) mergeRecoveryState(io, value);
+      for (const wake of this.#carryWaiters) wake();
+    });
+    const wakeAll = () => {
+      for (const wake of this.#carryWaiters) wake();
+    };
+    receiver.on('done', wakeAll);
+    // An older generation's channel, passed on by a predecessor that drained while it was still in use.
+    receiver.on('channel', (channelFd) => {
+      this.#addReceiver(channelFd);
+      if (this.#state === 'draining' || this.#state === 'stopped') this.#stepAside(this.#receivers.at(-1)!, this.#drainStopping);
+    });
+  }
+
+  /**
+   * Draining while `receiver`'s sender still hands connections over: point it at this generation's
+   * successor (a new channel, one end each) — or, without one, tell it to move nothing more — so this
+   * generation waits one round trip for it, not for everything it still holds.
+   */
+  #stepAside(receiver: MigrationReceiver, stopping: boolean): void {
+    if (!receiver.sending) return;
+    const sender = stopping ? null : this.#sender;
+    let redirect: number | null = null;
+    if (sender?.accepting && !sender.closed) {
+      const [mine, theirs] = socketpair();
+      redirect = theirs;
+      sender.forwardChannel(mine).catch((err: Error) => this.#log('warn', 'migrate-forward-failed', { reason: err.message }));
+    }
+    receiver.end(redirect);
+  }
+
+  /**
+   * What older generations carried over as `name` (MigrationSender.carry): at once if something is here,
+   * else when it arrives; [] once no older generation is sending any more (or after `ms`).
+   */
+  #awaitCarried(name: string, ms: number): Promise<unknown[]> {
+    return new Promise((resolve) => {
+      const check = () => {
+        if (!this.#carried.has(name) && this.#receivers.some((r) => r.sending)) return;
+        clearTimeout(timer);
+        this.#carryWaiters.delete(check);
+        resolve(this.#carried.get(name) ?? []);
+      };
+      const timer = setTimeout(() => {
+        this.#carryWaiters.delete(check);
+        resolve(this.#carried.get(name) ?? []);
+      }, ms);
+      this.#carryWaiters.add(check);
+      check();
+    });
+  }
+
   /** A connection moved here: give it to the server it belongs to, or to the app ('migrated'). */
   #continueMigrated(socket: net.Socket, item: MigrationItem, pending: Buffer): void {
     if (item.kind === 'ws') {
@@ -601,6 +759,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
         return;
       }
       try {
+        this.#census.addMovedWebSocket(socket);
         continueWebSocket(entry.wss, socket, item.state as WsState, pending, entry.options.restore);
       } catch (err) {
         this.#log('warn', 'migrate-ws-failed', { reason: (err as Error).message });
@@ -719,6 +878,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       pid: process.pid,
       state: this.#state,
       connections: this.connections,
+      kinds: this.connectionKinds,
       listeners: this.sockets.map((e) => ({ name: e.name, kind: e.kind, address: formatAddress(e.address) })),
     };
   }
@@ -732,8 +892,17 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       this.#log('info', 'drain', { from, reason: stopping ? 'stop' : 'replaced', connections: this.connections });
       this.#service?.stopWatchdog();
       if (stopping) this.#service?.stopping(`stopping: generation ${this.#generation} draining ${this.connections} connection${this.connections === 1 ? '' : 's'}`);
-      this.#client?.stats(this.connections, 'draining');
+      // Completion protocol (src/upgrader/migrate.ts): tell the predecessor, if it is still handing
+      // connections over, to move nothing more here — it closes the rest politely and says done at once.
+      this.#drainStopping = stopping;
+      if (this.#receivers.some((r) => r.sending)) this.#waiting = 'predecessor';
+      for (const r of this.#receivers) this.#stepAside(r, stopping);
+      this.#startDrainStats();
       this.emit('drain');
+      if (this.#endEventStreams) {
+        const ended = this.#eventStreams.endAll(this.#eventStreamRetry);
+        if (ended) this.#log('info', 'sse-ended', { streams: ended, retryMs: this.#eventStreamRetry });
+      }
       // Stop accepting everywhere first, so the new generation takes every new connection at once.
       for (const m of this.#sockets.values()) {
         if (m.drainer) m.drainer.stopAccepting();
@@ -746,28 +915,43 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       // Right after the previous upgrade, connections may still be arriving from the generation before this
       // one (it moves them in paced batches). Let it finish first: each arrival is this generation's to move
       // on or close, so this one must not exit while connections are still in flight to it.
-      if (this.#receiver) {
-        await this.#receiver.finished(timeoutMs);
-        timeoutMs = Math.max(0, timeoutMs - (Date.now() - started));
+      // (A channel passed on meanwhile joins #receivers and is stepped aside from at once: wait for it too.)
+      for (let sending = this.#receivers.filter((r) => r.sending); sending.length; sending = this.#receivers.filter((r) => r.sending)) {
+        const left = timeoutMs - (Date.now() - started);
+        if (left <= 0) break;
+        await Promise.all(sending.map((r) => r.finished(left)));
       }
+      timeoutMs = Math.max(0, timeoutMs - (Date.now() - started));
+      this.#waiting = 'connections';
+      this.#sendStats('draining');
       const sender = stopping ? null : this.#sender;
+      // The predecessor's SSE streams that were on their way are here now: end them too.
+      if (this.#endEventStreams) this.#eventStreams.endAll(this.#eventStreamRetry);
       const wsMoved = this.#drainWebSockets(sender, stopping, timeoutMs);
+      const socketIo = this.#drainSocketIo(sender);
       const results = await Promise.all(
         [...this.#sockets.values()].map(
           (m) => m.drainer?.drain(timeoutMs, sender && !sender.closed ? (socket) => sender.move(socket, 'http', m.entry.name) : null) ?? { forced: 0 },
         ),
       );
       await wsMoved;
+      await socketIo;
       await this.#sender?.settled();
       const forced = results.reduce((a, r) => a + r.forced, 0);
       this.#state = 'stopped';
+      if (this.#statsTimer) clearInterval(this.#statsTimer);
       const notMoved = [...(this.#sender?.notMoved ?? [])].map(([code, n]) => `${code}:${n}`).join(',');
       // Connections that could not move were closed politely here; say why (e.g. no room in the new generation).
+      // Those the client closed on the way, and those handed back because the new generation was itself
+      // draining by then, are not failures: counted in 'drained' (closed, handedBack), not warned about.
       const notMovedCount = [...(this.#sender?.notMoved.values() ?? [])].reduce((a, n) => a + n, 0);
       if (notMoved) this.#log('warn', 'not-moved', { count: notMovedCount, reasons: notMoved });
       // The supervisor records the counts with the upgrade (baton status) and warns when some could not move.
       if (this.#sender) this.#client?.stats(0, 'draining', { moved: this.#sender.moved, notMoved: notMovedCount });
-      this.#log('info', 'drained', { ms: Date.now() - started, forced, migrated: this.#sender?.moved ?? 0 });
+      const extra: LogFields = {};
+      if (this.#sender?.closedMeanwhile) extra.closed = this.#sender.closedMeanwhile;
+      if (this.#sender?.handedBack) extra.handedBack = this.#sender.handedBack;
+      this.#log('info', 'drained', { ms: Date.now() - started, forced, migrated: this.#sender?.moved ?? 0, ...extra });
       this.#sender?.close();
       this.#client?.close();
       this.emit('drained', { forced });
@@ -776,15 +960,34 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     return this.#drainPromise;
   }
 
+  /** Draining: report connections by kind (and the wait for the predecessor) as they change. */
+  #startDrainStats(): void {
+    if (!this.#client || this.mode !== 'supervised') return;
+    let last = '';
+    const tick = () => {
+      const key = `${this.#waiting} ${JSON.stringify(this.connectionKinds)}`;
+      if (key !== last) this.#sendStats('draining');
+      last = key;
+    };
+    this.#statsTimer = setInterval(tick, 250);
+    this.#statsTimer.unref();
+    tick();
+  }
+
+  #sendStats(state: 'serving' | 'draining'): void {
+    if (this.mode !== 'supervised') return;
+    this.#client?.stats(this.connections, state, { kinds: this.connectionKinds, ...(state === 'draining' ? { waiting: this.#waiting } : {}) });
+  }
+
   #startStats(): void {
     let last = -1;
     this.#statsTimer = setInterval(() => {
       const n = this.connections;
-      if (n !== last) this.#client?.stats(n, 'serving');
+      if (n !== last) this.#sendStats('serving');
       last = n;
     }, 500);
     this.#statsTimer.unref();
-    this.#client?.stats(this.connections, 'serving');
+    this.#sendStats('serving');
   }
 
   async #registerIfFresh(entry: InventoryEntry, object: net.Server | dgram.Socket, fresh: boolean, fd?: number): Promise<void> {
@@ -843,6 +1046,9 @@ async function joinServing(socketPath: string, timeoutMs: number): Promise<Gener
 }
 
 const JOIN_ATTEMPTS = 4;
+/** Socket.IO: how long a draining generation (or a reconnecting client) waits for an older generation's
+ * recovery state. It is sent right after that generation closed its connections: normally milliseconds. */
+const SOCKET_IO_CARRY_WAIT_MS = 3000;
 /** The serving side closed the connection (or died) before its welcome. */
 const JOIN_RETRY = new Set(['ERR_BATON_HANDOFF_FAILED', 'EPIPE', 'ECONNRESET']);
 

@@ -1,0 +1,96 @@
+/**
+ * Server-Sent Events across upgrades.
+ *
+ * An SSE stream is an HTTP response that never ends (`content-type: text/event-stream`). It cannot move like
+ * an idle keep-alive connection — a response is in flight on it, in the old generation's code — so without
+ * help it stays on the old code until the app ends it or `drainTimeout` destroys it, and it holds the old
+ * generation (and its memory) that long. EventSource clients reconnect by themselves when a stream ends,
+ * sending `Last-Event-ID` with the id of the last event they got, after the `retry:` delay the server last
+ * sent (default 3 s in browsers and the `eventsource` package). So the moment the new generation is ready,
+ * baton ends each stream of the old one cleanly, after a `retry: <ms>` line: clients come back after a
+ * few hundred ms, to the new generation (the old one no longer accepts; the connection itself, idle once the
+ * response ended, moves there too), and the app resumes from `Last-Event-ID`.
+ *
+ * A stream is recognised by its response head, at the time of the drain or — for a response whose head is
+ * not out yet — right after its head is written. Turn it off with `Upgrader.start({ endEventStreams: false })`
+ * (then end them in your own 'drain' handler, e.g. with a last event, or let them run out).
+ */
+import type http from 'node:http';
+import type net from 'node:net';
+
+/** Node's private `res._header`, the response head as sent (Node 20.x/22.x: a string once the head is
+ * written). Needed because `res.getHeader()` does not see headers given to writeHead() as an object when
+ * setHeader() was never called (they are written straight into the head). Test: test/sse.test.ts
+ * "recognises a stream whose content-type was given to writeHead()". */
+function headOf(res: http.ServerResponse): string {
+  const head = (res as unknown as { _header?: unknown })._header;
+  return typeof head === 'string' ? head : '';
+}
+
+const EVENT_STREAM = /^content-type:[ \t]*text\/event-stream/im;
+
+/** Whether `res` is an SSE stream whose head has been sent. */
+export function isEventStream(res: http.ServerResponse): boolean {
+  if (!res.headersSent) return false;
+  const type = res.getHeader('content-type');
+  if (typeof type === 'string') return /^\s*text\/event-stream/i.test(type);
+  return EVENT_STREAM.test(headOf(res));
+}
+
+/** The open responses of the HTTP servers it is attached to; ends the SSE ones at the drain. */
+export class EventStreams {
+  #responses = new Set<http.ServerResponse>();
+  /** Set once ending: the retry hint (ms, 0 for none) each stream gets before it ends. */
+  #retryMs: number | null = null;
+
+  attach(server: http.Server): void {
+    server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+      this.#responses.add(res);
+      res.once('close', () => this.#responses.delete(res));
+      if (this.#retryMs !== null) this.#endOnceHeadIsOut(res);
+    });
+  }
+
+  /** Sockets that carry an SSE stream now. */
+  sockets(): Set<net.Socket> {
+    const set = new Set<net.Socket>();
+    for (const res of this.#responses) if (res.socket && !res.writableEnded && isEventStream(res)) set.add(res.socket);
+    return set;
+  }
+
+  /**
+   * End every SSE stream, now and as later responses turn out to be streams, each after `retry: retryMs`
+   * (none if 0). Returns how many were ended now.
+   */
+  endAll(retryMs: number): number {
+    this.#retryMs = retryMs;
+    let n = 0;
+    for (const res of this.#responses) {
+      if (res.headersSent) {
+        if (this.#end(res)) n++;
+      } else this.#endOnceHeadIsOut(res);
+    }
+    return n;
+  }
+
+  #end(res: http.ServerResponse): boolean {
+    if (res.writableEnded || res.destroyed || !isEventStream(res)) return false;
+    // A whole line and a blank one: an event the app wrote in full before is dispatched as usual.
+    if (this.#retryMs) res.write(`retry: ${this.#retryMs}\n\n`);
+    res.end();
+    return true;
+  }
+
+  /** The head is not out yet: look again right after writeHead() (write() and flushHeaders() call it). */
+  #endOnceHeadIsOut(res: http.ServerResponse): void {
+    const writeHead = res.writeHead;
+    res.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
+      res.writeHead = writeHead;
+      const r = (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args);
+      // After the handler's current turn: its first event (written with the head) goes out before the end.
+      setImmediate(() => ends(res));
+      return r;
+    } as typeof res.writeHead;
+    const ends = (r: http.ServerResponse) => this.#end(r);
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * Socket.IO across reloads under `baton run` (test/fixtures/sio-app.ts): upgrader.socketIo(io) closes the
+ * old generation's engine.io connections the moment the new one is ready, and carries Socket.IO's
+ * connection state recovery (sessions, packet log) over, so 20 socket.io-client clients counting ticks see
+ * none lost and get their sessions back (socket.recovered). Also: webSocketServer() given a Socket.IO part
+ * throws a TypeError that points at socketIo().
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import path from 'node:path';
+import { test } from 'node:test';
+import { Server } from 'socket.io';
+import { io as connect, type Socket } from 'socket.io-client';
+import { Upgrader } from '../src/index.js';
+import { FIXTURES, waitFor } from './helpers.js';
+import { startSupervised, waitExit } from './upgrade-helpers.js';
+
+const APP = path.join(FIXTURES, 'sio-app.js');
+const N = 20;
+
+class TickClient {
+  readonly socket: Socket;
+  seen = new Set<number>();
+  first: number | null = null;
+  gen = 0;
+  /** Each reconnect: ms from 'disconnect' to 'connect', and whether the session was recovered. */
+  reconnects: Array<{ ms: number; recovered: boolean }> = [];
+  #disconnectedAt = 0;
+
+  constructor(url: string, websocketOnly: boolean) {
+    this.socket = connect(url, websocketOnly ? { transports: ['websocket'] } : {});
+    this.socket.on('tick', (gen: number, n: number) => {
+      this.gen = gen;
+      this.first ??= n;
+      this.seen.add(n);
+    });
+    this.socket.on('disconnect', () => (this.#disconnectedAt = Date.now()));
+    this.socket.on('connect', () => {
+      if (this.#disconnectedAt) this.reconnects.push({ ms: Date.now() - this.#disconnectedAt, recovered: this.socket.recovered });
+    });
+  }
+
+  missing(): number[] {
+    const out: number[] = [];
+    if (this.first === null) return out;
+    for (let n = this.first; n <= Math.max(...this.seen); n++) if (!this.seen.has(n)) out.push(n);
+    return out;
+  }
+
+  /** Ticks missing between the first and the last one received. */
+  lost(): number {
+    if (this.first === null) return 0;
+    const last = Math.max(...this.seen);
+    return last - this.first + 1 - this.seen.size;
+  }
+}
+
+test('Socket.IO: 20 clients through two quick reloads reconnect to the newest generation with their sessions, 0 ticks lost', async (t) => {
+  const s = await startSupervised(t, { app: APP, env: { SIO_T0: String(Date.now()) } });
+  const url = `http://127.0.0.1:${s.port}`;
+  // Half start with HTTP long-polling (and upgrade), half with WebSocket only.
+  const clients = Array.from({ length: N }, (_, i) => new TickClient(url, i % 2 === 1));
+  t.after(() => clients.forEach((c) => c.socket.close()));
+  await waitFor(() => clients.every((c) => c.seen.size > 5), 20_000, 'every client receives ticks');
+  const pids = [(await s.serving())[0]!.pid];
+  for (const n of [2, 3]) {
+    const r = await s.reload();
+    assert.equal(r.code, 0, `reload to generation ${n}: ${r.stderr}`);
+    pids.push((await s.serving())[0]!.pid);
+  }
+  await waitFor(() => clients.every((c) => c.gen === 3 && c.socket.connected), 30_000, 'every client receives ticks from generation 3');
+  for (const pid of pids.slice(0, 2)) await waitExit(pid, 20_000, 'the replaced generations exit');
+  const mark = clients.map((c) => Math.max(...c.seen));
+  await waitFor(() => clients.every((c, i) => Math.max(...c.seen) > mark[i]! + 5), 10_000, 'the ticks go on');
+  const lost = clients.reduce((a, c) => a + c.lost(), 0);
+  const reconnects = clients.flatMap((c) => c.reconnects);
+  const ms = reconnects.map((r) => r.ms).sort((a, b) => a - b);
+  t.diagnostic(`${reconnects.length} reconnects, ${reconnects.filter((r) => r.recovered).length} recovered; reconnect ms: median ${ms[ms.length >> 1]}, max ${ms.at(-1)}; ticks lost: ${lost}`);
+  assert.equal(lost, 0, `no tick lost: ${clients.map((c) => c.missing().join(',')).join(' | ')}`);
+  assert.ok(clients.every((c) => c.reconnects.length >= 1), 'each client reconnected');
+  assert.ok(reconnects.every((r) => r.recovered), 'every reconnect recovered its session (room, missed ticks)');
+  assert.doesNotMatch(s.sup.stderr(), /not-moved|socket-io-carry-failed/);
+  clients.forEach((c) => c.socket.close());
+  assert.equal(await s.shutdown(), 0);
+});
+
+test('Socket.IO without connection state recovery: clients still reconnect to the new generation at once (their session is new)', async (t) => {
+  const s = await startSupervised(t, { app: APP, env: { SIO_T0: String(Date.now()), SIO_RECOVERY: '0' } });
+  const clients = Array.from({ length: 4 }, (_, i) => new TickClient(`http://127.0.0.1:${s.port}`, i % 2 === 1));
+  t.after(() => clients.forEach((c) => c.socket.close()));
+  await waitFor(() => clients.every((c) => c.seen.size > 0), 20_000, 'every client receives ticks');
+  const gen1 = (await s.serving())[0]!.pid;
+  const r = await s.reload();
+  assert.equal(r.code, 0, r.stderr);
+  await waitFor(() => clients.every((c) => c.gen === 2), 30_000, 'every client receives ticks from generation 2');
+  await waitExit(gen1, 20_000, 'generation 1 exits');
+  assert.ok(clients.every((c) => c.reconnects.length === 1 && !c.reconnects[0]!.recovered));
+  clients.forEach((c) => c.socket.close());
+  assert.equal(await s.shutdown(), 0);
+});
+
+test('webSocketServer() given a Socket.IO part throws a TypeError naming it and pointing at socketIo()', async (t) => {
+  const upgrader = await Upgrader.start({ logger: false, exitOnDrain: false, systemd: false });
+  const io = new Server(http.createServer());
+  t.after(() => io.close());
+  const engine = io.engine as unknown as { ws?: unknown };
+  for (const [what, part] of [['a socket.io Server', io], ['an engine.io Server', io.engine], ['without client tracking', engine.ws]] as const) {
+    if (part === undefined) continue; // engine.ws is made at the first attach()
+    assert.throws(() => upgrader.webSocketServer(part), (err: Error & { code?: string }) => {
+      assert.ok(err instanceof TypeError);
+      assert.equal(err.code, 'ERR_INVALID_ARG_TYPE');
+      assert.ok(err.message.includes(what), err.message);
+      assert.match(err.message, /upgrader\.socketIo\(io\)/);
+      return true;
+    });
+  }
+  assert.throws(() => upgrader.socketIo({}), TypeError);
+  upgrader.socketIo(io);
+});
