@@ -1,7 +1,8 @@
 /**
  * The examples, run for real under `baton run` (separate processes, 127.0.0.1, a private tmp socket dir):
  * examples/udp-echo and examples/express answer, are reloaded, and answer again from the next generation
- * with nothing failing in between; and `npm start`'s script (dist/scripts/demo.js) runs to the end with a
+ * with nothing failing in between; examples/sse and examples/socket-io keep their clients through two reloads
+ * with no event missing; and `npm start`'s script (dist/scripts/demo.js) runs to the end with a
  * non-TTY stdout, exits 0 and prints a summary with zero errors. Every process is killed by pid afterwards:
  * the supervisors and their generations (which run detached, in their own process groups).
  */
@@ -203,4 +204,34 @@ test('npm start (dist/scripts/demo.js), stdout not a TTY: three reloads under lo
   const genPids = [...out.matchAll(/generation \d+ \(pid (\d+)\)/g)].map((m) => Number(m[1]));
   assert.equal(genPids.length >= 3, true, out);
   for (const pid of [supPid, ...genPids]) assert.equal(alive(pid), false, `pid ${pid} is still running`);
+});
+
+/** Run an example's counting client for `seconds` through two reloads; returns its summary line. */
+async function countThroughReloads(t: Cleanup, s: Supervised, client: string, seconds: number, summary: RegExp): Promise<RegExpExecArray> {
+  const c = spawnNode(t, client, [String(s.port), '5', String(seconds)]);
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal((await s.reload()).generation, 2);
+  await new Promise((r) => setTimeout(r, 2500));
+  assert.equal((await s.reload()).generation, 3);
+  assert.equal(await within(c.exited, (seconds + 20) * 1000, 'the client exits'), 0, c.stderr().slice(-2000));
+  const m = summary.exec(c.stdout());
+  assert.ok(m, c.stdout().slice(-2000));
+  return m;
+}
+
+test('examples/sse: EventSource clients follow two reloads with Last-Event-ID, no event missing', async (t) => {
+  const s = await supervise(t, path.join(EXAMPLES, 'sse/server.js'), /generation 1 serving SSE on http:\/\/127\.0\.0\.1:(\d+)/);
+  const m = await countThroughReloads(t, s, path.join(EXAMPLES, 'sse/client.js'), 9, /events (\d+), missing (\d+), reconnects (\d+), generations (.*)/);
+  assert.equal(m[2], '0', m[0]);
+  assert.ok(Number(m[1]) > 0 && m[4]!.endsWith('3'), m[0]);
+  assert.equal(await s.shutdown(), 0, s.sup.stderr().slice(-2000));
+});
+
+test('examples/socket-io: clients follow two reloads with their sessions recovered, no tick missing', async (t) => {
+  const s = await supervise(t, path.join(EXAMPLES, 'socket-io/server.js'), /generation 1 serving Socket\.IO on http:\/\/127\.0\.0\.1:(\d+)/);
+  const m = await countThroughReloads(t, s, path.join(EXAMPLES, 'socket-io/client.js'), 10, /ticks (\d+), missing (\d+), reconnects (\d+) \(recovered (\d+)\), generations (.*)/);
+  assert.equal(m[2], '0', m[0]);
+  assert.equal(m[3], m[4], `every reconnect recovered its session: ${m[0]}`);
+  assert.ok(Number(m[3]) > 0 && m[5]!.endsWith('3'), m[0]);
+  assert.equal(await s.shutdown(), 0, s.sup.stderr().slice(-2000));
 });

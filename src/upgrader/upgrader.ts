@@ -913,9 +913,11 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       this.#host?.close({ unlink: stopping || this.mode === 'supervised' });
       const started = Date.now();
       // Right after the previous upgrade, connections may still be arriving from the generation before this
-      // one (it moves them in paced batches). Let it finish first: each arrival is this generation's to move
-      // on or close, so this one must not exit while connections are still in flight to it.
-      // (A channel passed on meanwhile joins #receivers and is stepped aside from at once: wait for it too.)
+      // one (it moves them in paced batches). It was told above to move the rest to this one's successor;
+      // wait for its migrate-done — one round trip plus the batches already on their way, each of which is
+      // this generation's to move on or close — not for it to drain. (A channel passed on meanwhile joins
+      // #receivers and is stepped aside from at once: wait for it too.) Measured before: 20 SSE streams in
+      // generation 1 kept generation 2, holding nothing, draining for 8.8 s.
       for (let sending = this.#receivers.filter((r) => r.sending); sending.length; sending = this.#receivers.filter((r) => r.sending)) {
         const left = timeoutMs - (Date.now() - started);
         if (left <= 0) break;
@@ -925,7 +927,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       this.#waiting = 'connections';
       this.#sendStats('draining');
       const sender = stopping ? null : this.#sender;
-      // The predecessor's SSE streams that were on their way are here now: end them too.
+      // Responses on connections that arrived meanwhile may be SSE streams now: end them too.
       if (this.#endEventStreams) this.#eventStreams.endAll(this.#eventStreamRetry);
       const wsMoved = this.#drainWebSockets(sender, stopping, timeoutMs);
       const socketIo = this.#drainSocketIo(sender);
