@@ -6,7 +6,7 @@ export const VERSION: string = (() => {
   for (const rel of ['../../package.json', '../package.json']) {
     try {
       const pkg = require(rel) as { name?: string; version?: string };
-      if (pkg.name === 'baton' && pkg.version) return pkg.version;
+      if (pkg.name === 'baton-reload' && pkg.version) return pkg.version;
     } catch {
       // try the next location
     }

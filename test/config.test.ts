@@ -80,7 +80,7 @@ test('malformed config files: each error names the file and the key, the line an
 test('config files: JSON, an .mjs function given the env name, a .cjs object; environments override', async (t) => {
   const dir = tmpDir(t);
   const json = write(dir, 'baton.config.json', {
-    $schema: './node_modules/baton/baton.config.schema.json',
+    $schema: './node_modules/baton-reload/baton.config.schema.json',
     command: ['node', 'server.js'],
     env: { PORT: 3000, DEBUG: false, NAME: 'base' },
     readyTimeout: 10,

@@ -10,7 +10,7 @@ import dgram from 'node:dgram';
 import fs from 'node:fs';
 import net from 'node:net';
 import { once } from 'node:events';
-import { fdOf, dupFd, withFd, getSockOpt, setSockOpt, closeFds } from 'baton';
+import { fdOf, dupFd, withFd, getSockOpt, setSockOpt, closeFds } from 'baton-reload';
 
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;

@@ -7,7 +7,7 @@
 // (In this repository, `node bin/baton.js` instead of `npx baton`.)
 import http from 'node:http';
 import express from 'express';
-import { Upgrader } from 'baton';
+import { Upgrader } from 'baton-reload';
 
 const upgrader = await Upgrader.start();
 

@@ -3,7 +3,7 @@
 //   npx baton run -- node examples/http-server/server.js     # supervised: `baton reload` upgrades it
 //   BATON_SOCKET=./run/app.sock node examples/http-server/server.js   # standalone: start it again to take over
 import http from 'node:http';
-import { Upgrader } from 'baton';
+import { Upgrader } from 'baton-reload';
 
 const upgrader = await Upgrader.start();
 const server = http.createServer((req, res) => {

@@ -6,7 +6,7 @@
 //   TLS_KEY=key.pem TLS_CERT=cert.pem npx baton run -- node examples/http2/server.js   # h2 over TLS
 import fs from 'node:fs';
 import http2 from 'node:http2';
-import { Upgrader } from 'baton';
+import { Upgrader } from 'baton-reload';
 
 const upgrader = await Upgrader.start();
 const tls = process.env.TLS_KEY && process.env.TLS_CERT;

@@ -6,7 +6,7 @@
 //   openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 30 -keyout key.pem -out cert.pem
 import fs from 'node:fs';
 import https from 'node:https';
-import { Upgrader } from 'baton';
+import { Upgrader } from 'baton-reload';
 
 const upgrader = await Upgrader.start();
 const server = https.createServer(

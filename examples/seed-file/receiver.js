@@ -1,7 +1,7 @@
 // B: waits on a Unix socket path for one message carrying a file descriptor, then reads the file through it.
 //
 //   node examples/seed-file/receiver.js /tmp/seed.sock
-import { FdChannelServer, adopt, closeFds } from 'baton';
+import { FdChannelServer, adopt, closeFds } from 'baton-reload';
 
 const socketPath = process.argv[2];
 if (!socketPath) {

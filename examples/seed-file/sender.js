@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { FdChannel, fdOf } from 'baton';
+import { FdChannel, fdOf } from 'baton-reload';
 
 const [socketPath, filePath] = process.argv.slice(2);
 if (!socketPath) {

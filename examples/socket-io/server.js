@@ -6,7 +6,7 @@
 //   node examples/socket-io/client.js                    counts ticks and checks that none is missing
 import http from 'node:http';
 import { Server } from 'socket.io';
-import { Upgrader } from 'baton';
+import { Upgrader } from 'baton-reload';
 
 const upgrader = await Upgrader.start();
 const server = http.createServer((req, res) => res.end(`generation ${upgrader.generation}\n`));

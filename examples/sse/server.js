@@ -4,7 +4,7 @@
 //   npx baton run -- node examples/sse/server.js      then: npx baton reload
 //   node examples/sse/client.js                       counts events and checks that none is missing
 import http from 'node:http';
-import { Upgrader } from 'baton';
+import { Upgrader } from 'baton-reload';
 
 const upgrader = await Upgrader.start(); // endEventStreams: true is the default
 

@@ -19,7 +19,7 @@
 //   /stats       reply "connections=<open connections in this generation>"
 import net from 'node:net';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { Upgrader } from 'baton';
+import { Upgrader } from 'baton-reload';
 
 const upgrader = await Upgrader.start();
 const gen = upgrader.generation;

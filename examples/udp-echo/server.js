@@ -3,7 +3,7 @@
 //   node examples/udp-echo/server.js                         # plain: no baton, runs as usual
 //   npx baton run -- node examples/udp-echo/server.js        # supervised: `npx baton reload` upgrades it
 // (In this repository, `node bin/baton.js` instead of `npx baton`.) PORT=… to change the port.
-import { Upgrader } from 'baton';
+import { Upgrader } from 'baton-reload';
 
 const upgrader = await Upgrader.start();
 const port = Number(process.env.PORT ?? 9125);

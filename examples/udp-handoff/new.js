@@ -3,7 +3,7 @@
 //   node examples/udp-handoff/new.js /tmp/udp-handoff.sock
 //
 // It exits when the sender says END (or on Ctrl-C), printing every sequence number it received.
-import { FdChannel, adoptDgram, closeFds } from 'baton';
+import { FdChannel, adoptDgram, closeFds } from 'baton-reload';
 import { summary } from './seqs.js';
 
 const socketPath = process.argv[2];

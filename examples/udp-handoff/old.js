@@ -5,7 +5,7 @@
 // It keeps reading until the successor confirms it has adopted the socket, then closes its own copy. The
 // kernel socket itself never closes, so every datagram is read by one of the two processes.
 import dgram from 'node:dgram';
-import { FdChannelServer, fdOf } from 'baton';
+import { FdChannelServer, fdOf } from 'baton-reload';
 import { summary } from './seqs.js';
 
 const [socketPath, port = '0'] = process.argv.slice(2);

@@ -4,7 +4,7 @@
 //   node examples/websocket/client.js                        sends numbered messages and checks every echo
 import http from 'node:http';
 import { WebSocketServer } from 'ws';
-import { Upgrader } from 'baton';
+import { Upgrader } from 'baton-reload';
 
 const upgrader = await Upgrader.start();
 const server = http.createServer((req, res) => res.end(`generation ${upgrader.generation}\n`));

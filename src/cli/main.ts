@@ -35,7 +35,7 @@ Options:
   -h, --help             show help (also: baton help COMMAND)
   -v, --version          print the version
 
-In the app: import { Upgrader } from 'baton' — see README.md.
+In the app: import { Upgrader } from 'baton-reload' — see README.md.
 `,
   run: `Usage: baton run [options] -- COMMAND [ARGS...]
        baton run --config FILE [--env NAME] [options] [-- COMMAND [ARGS...]]
