@@ -6,4 +6,6 @@
  */
 export * from './fd/index.js';
 export * from './upgrader/index.js';
+// Installs the HTTP, ws and systemd integrations the Upgrader uses (the upgrader does not import them).
+import './integrations/index.js';
 export { VERSION } from './version.js';

@@ -1,5 +1,5 @@
 /**
- * The Node.js internals baton relies on (src/upgrader/internals.ts), checked on the running Node: if a
+ * The Node.js internals baton relies on (src/integrations/internals.ts), checked on the running Node: if a
  * release changes them, this fails by name rather than reloads quietly losing half-received requests.
  * CI runs it on Node 20 and 24; verified by hand on 22 too.
  */
@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
-import { connectionsList, http2SocketOf, MessageBegun, parserOf, sendShutdownNotice } from '../src/upgrader/internals.js';
+import {
+  connectionsList, http2SocketOf, MessageBegun, parserOf, sendShutdownNotice,
+} from '../src/integrations/internals.js';
 import { waitFor } from './helpers.js';
 
 test('http.Server: its ConnectionsList tells a connection in the middle of a request head from an idle one', async (t) => {

@@ -1,6 +1,6 @@
 /**
- * The layers, as the source says them: native/ -> src/fd -> src/handoff -> src/upgrader -> src/cli, each
- * importing only from those below. In particular only src/fd loads the addon (src/fd/native.ts): the layers
+ * The layers, as the source says them: native/ -> src/fd -> src/handoff -> src/upgrader -> src/integrations ->
+ * src/cli, each importing only from those below. In particular only src/fd loads the addon (src/fd/native.ts): the layers
  * above go through the fd layer's API (src/fd/fds.ts, adopt.ts, ...), whose checks (fd validation, adopt's
  * inode check before closing) the raw binding does not make. A source scan, so a new import fails here.
  */
@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { ROOT } from './helpers.js';
 
 const SRC = path.join(ROOT, 'src');
-const LAYERS = ['fd', 'handoff', 'upgrader', 'cli'] as const;
+const LAYERS = ['fd', 'handoff', 'upgrader', 'integrations', 'cli'] as const;
 
 function sourceFiles(dir: string): string[] {
   const out: string[] = [];

@@ -1,7 +1,7 @@
 /**
  * Acceptance: a keep-alive connection whose next request head has only partly arrived when its generation is
  * replaced (examples/http-server under `baton run`, raw sockets on 127.0.0.1). Node's HTTP parser has already
- * consumed those bytes (src/upgrader/internals.ts): they cannot move with the connection. Before this was
+ * consumed those bytes (src/integrations/internals.ts): they cannot move with the connection. Before this was
  * handled the connection moved anyway, the new generation parsed only the rest of the head and answered
  * 400 Bad Request (or nothing). Four shapes, each on its own connection:
  *   1. the first bytes of a first request (`GET /a HTTP/1.1\r\nHo`);

@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { monotonicUsec, sdListenFds, sdNotify } from '../src/fd/systemd.js';
 import { silentLogger } from '../src/upgrader/logger.js';
-import { ServiceNotifier } from '../src/upgrader/systemd.js';
+import { ServiceNotifier } from '../src/integrations/systemd.js';
 import { expectFdsBackTo, fdCount, killPid, spawnNode, tmpDir, waitFor, within } from './helpers.js';
 import { baton, BEHAVIOUR_APP, HTTP_EXAMPLE, SERVING, startSupervised, waitExit } from './upgrade-helpers.js';
 import { environOf, startManager, texts, type Notification } from './systemd-helpers.js';

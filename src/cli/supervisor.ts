@@ -23,7 +23,7 @@ import { SD_LISTEN_ENV, SD_NOTIFY_ENV } from '../fd/systemd.js';
 import { logControlServer } from '../upgrader/control-log.js';
 import { addressInUseHint, Takeover } from './takeover.js';
 import type { Logger } from '../upgrader/logger.js';
-import { listeners, oneLine, serviceSockets, ServiceNotifier } from '../upgrader/systemd.js';
+import { listeners, oneLine, serviceSockets, ServiceNotifier } from '../integrations/systemd.js';
 import { VERSION } from '../version.js';
 import {
   checkNewImage, execImage, reexecEntry, STATE_FORMAT, takeCarriedState, type SupervisorState,

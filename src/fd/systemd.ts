@@ -9,7 +9,7 @@
  *   $LISTEN_FDS fds from fd 3 on, for the process $LISTEN_PID, named by $LISTEN_FDNAMES (':'-separated).
  * - sdWatchdog(): whether the manager expects WATCHDOG=1 pings ($WATCHDOG_USEC, for $WATCHDOG_PID).
  *
- * Policy (what to send when) is the upgrader's and the supervisor's business: see src/upgrader/systemd.ts.
+ * Policy (what to send when) is the upgrader's and the supervisor's business: see src/integrations/systemd.ts.
  */
 import { argTypeError } from './errors.js';
 import { native } from './native.js';

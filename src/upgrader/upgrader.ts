@@ -28,20 +28,18 @@ import { argTypeError, batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
 import { closeFds, socketpair } from '../fd/fds.js';
 import { GenerationClient } from '../handoff/client.js';
-import { CONTROL_CHANNEL_LIMITS, entryFits, formatAddress, MAX_MIGRATION_BATCH, type InventoryEntry, type MigrationItem, type SocketAddress, type SocketKind } from '../handoff/messages.js';
+import { CONTROL_CHANNEL_LIMITS, formatAddress, type InventoryEntry, type MigrationItem, type SocketAddress, type SocketKind } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { ConnectionCensus, type ConnectionKinds } from './census.js';
-import { ServerDrainer } from './drain.js';
+import { integrations, type ConnectionMover, type ListenerDrainer, type ServiceManager } from './integration.js';
 import { EventStreams } from './sse.js';
 import { CARRY_NAME, checkSocketIo, closeTransports, mergeRecoveryState, recoveryState, restoreAfterCarry, socketIoPart, type SocketIoServerLike } from './socket-io.js';
 import { MigrationReceiver, MigrationSender } from './migrate.js';
-import { atBoundary, continueWebSocket, markMoved, stateOf, trackRequests, unmovable, type WebSocketMigrationOptions, type WsLike, type WsServerLike, type WsState } from './websocket.js';
 import { createLogger, silentLogger, type LogFields, type Logger } from './logger.js';
 import { bindDgramFd, bindDgramFresh, bindUnix, listenOnFd, listenTcp } from './sockets.js';
 import { listenForTakeover } from './orphan.js';
 import { StandaloneHost } from './standalone-host.js';
 import { warmUpHttp } from './warm-up.js';
-import { listeners, oneLine, serviceSockets, ServiceNotifier, type ServiceSocket } from './systemd.js';
 
 export interface UpgraderOptions {
   /** Control socket path for standalone mode (default: BATON_SOCKET). Ignored under `baton run`. */
@@ -124,16 +122,19 @@ export interface UpgraderEvents {
 interface Managed {
   entry: InventoryEntry;
   object: net.Server | dgram.Socket;
-  drainer: ServerDrainer | null;
+  drainer: ListenerDrainer | null;
 }
 
 const RESERVED = '__baton_control';
 
-interface WsEntry {
-  wss: WsServerLike;
+/** Options of webSocketServer() (the `ws` integration, src/integrations/ws.ts, checks them). */
+export interface WebSocketMigrationOptions<S = unknown> {
+  /** The app's per-connection state, JSON-serialisable (at most 64 KiB). Called in the old generation. */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  options: WebSocketMigrationOptions<any>;
-  name: string | undefined;
+  save?: (ws: any) => S;
+  /** Put the state back on the new WebSocket, before 'connection' is emitted. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  restore?: (ws: any, state: S) => void;
 }
 
 export class Upgrader extends EventEmitter<UpgraderEvents> {
@@ -166,15 +167,12 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #carryWaiters = new Set<() => void>();
   /** Old generation, once replaced: moves connections to the new one. */
   #sender: MigrationSender | null = null;
-  /** WebSocket servers whose connections move (webSocketServer()). */
-  #wsServers: WsEntry[] = [];
-  /** The service manager (no supervisor only), and the sockets it passed that no listen() took yet. */
-  #service: ServiceNotifier | null = null;
-  #activated: ServiceSocket[] = [];
+  /** Servers whose connections move as their own kind (webSocketServer()). */
+  #movers: ConnectionMover[] = [];
+  /** The service manager (no supervisor only). */
+  #service: ServiceManager | null = null;
   /** Sockets this generation bound itself (not inherited, not passed in): they go to the fd store. */
   #fresh = new Set<string>();
-  /** Standalone: MAINPID= named the successor (so a rollback names this process again). */
-  #handedOver = false;
   /** Inherited listeners not accepting yet (see listen()). */
   #deferred: Array<{ server: net.Server; fd: number; backlog: number }> = [];
   /** SSE streams of this generation's HTTP servers (ended at the drain unless endEventStreams is false). */
@@ -262,12 +260,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     if (mode !== 'supervised' && opts.systemd) {
       // No supervisor: this process talks to the service manager itself. Sockets it passed are ours only
       // if LISTEN_PID is this process (a successor started later gets none: it inherits them instead).
-      this.#service = new ServiceNotifier({ logger: this.#logger, fields: () => ({ gen: this.#generation, pid: process.pid }), fdStore: opts.fdStore });
-      this.#activated = serviceSockets(opts.fdStore, (level, event, fields) => this.#log(level, event, fields));
-      for (const a of this.#activated) if (a.entry.origin === 'fdstore') this.#service.markStored(a.entry.name);
-      // A successor's predecessor put the listeners in the fd store (if it was asked to).
-      for (const e of client?.inventory ?? []) if (e.kind !== 'control') this.#service.markStored(e.name);
-      if (!client) this.#service.startWatchdog();
+      this.#service = integrations().serviceManager({
+        logger: this.#logger,
+        log: (level, event, fields) => this.#log(level, event, fields),
+        fields: () => ({ gen: this.#generation, pid: process.pid }),
+        fdStore: opts.fdStore,
+        inherited: client?.inventory ?? null,
+      });
     }
     if (client) {
       client.on('drain', (msg, migrationFd) => {
@@ -386,8 +385,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       requested = { host: options.host ?? '', port };
     }
     const inherited = this.#client?.take(name, kind, requested) ?? null;
-    const taken = inherited ?? this.#takeActivated(name, kind, requested);
-    const drainer = new ServerDrainer(server, this.#idleGrace);
+    const taken = inherited ?? this.#service?.take(name, kind, requested) ?? null;
+    const drainer = integrations().drainer(server, this.#idleGrace);
     if (server instanceof http.Server || server instanceof https.Server) {
       this.#eventStreams.attach(server);
       this.#census.attach(server);
@@ -437,7 +436,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       ...(options.recvBufferSize ? { recvBufferSize: options.recvBufferSize } : {}),
       ...(options.sendBufferSize ? { sendBufferSize: options.sendBufferSize } : {}),
     });
-    const taken = this.#client?.take(name, options.type, requested) ?? this.#takeActivated(name, options.type, requested);
+    const taken = this.#client?.take(name, options.type, requested) ?? this.#service?.take(name, options.type, requested) ?? null;
     let address: SocketAddress;
     if (taken) {
       await bindDgramFd(socket, taken.fd);
@@ -560,7 +559,6 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
    * listener the WebSocket server is attached to (default: found from `wss.options.server`, else 'ws').
    */
   webSocketServer<S = unknown>(wss: unknown, options: WebSocketMigrationOptions<S> & { name?: string } = {}): void {
-    const server = wss as WsServerLike;
     // Socket.IO's parts look enough like a ws server to be accepted, and then nothing would move (engine.io's
     // ws server tracks no clients): say what it is and what to use.
     const sio = socketIoPart(wss);
@@ -569,14 +567,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       err.code = 'ERR_INVALID_ARG_TYPE';
       throw err;
     }
-    if (typeof wss !== 'object' || wss === null || typeof server.prependListener !== 'function' || typeof server.options !== 'object') {
-      throw argTypeError('wss', "a WebSocketServer from the 'ws' package", wss);
-    }
-    if (options.save !== undefined && typeof options.save !== 'function') throw argTypeError('options.save', 'a function', options.save);
-    if (options.restore !== undefined && typeof options.restore !== 'function') throw argTypeError('options.restore', 'a function', options.restore);
-    trackRequests(server);
-    this.#wsServers.push({ wss: server, options, name: options.name });
+    this.#movers.push(integrations().webSocketServer(wss, options, this.#moverContext));
   }
+
+  readonly #moverContext = {
+    log: (level: 'info' | 'warn' | 'error', event: string, fields?: LogFields) => this.#log(level, event, fields),
+    listenerName: (server: unknown) => [...this.#sockets.values()].find((m) => m.object === server)?.entry.name,
+  };
 
   /**
    * Let this socket.io `Server`'s clients continue in the next generation: the moment it is ready, this
@@ -613,60 +610,6 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       }
     }
     this.#log('info', 'socket-io-closed', { connections: closed, recovery: !states.length ? 'off' : carried ? 'carried' : sender ? 'not carried' : 'no successor' });
-  }
-
-  #wsName(entry: { wss: WsServerLike; name: string | undefined }): string {
-    if (entry.name) return entry.name;
-    const attached = (entry.wss.options as { server?: unknown }).server;
-    return [...this.#sockets.values()].find((m) => m.object === attached)?.entry.name ?? 'ws';
-  }
-
-  /** Move (or close with 1012/1001) every WebSocket; resolves when each has moved or closed. */
-  async #drainWebSockets(sender: MigrationSender | null, stopping: boolean, timeoutMs: number): Promise<number> {
-    const deadline = Date.now() + timeoutMs;
-    let moved = 0;
-    const one = async (entry: WsEntry, ws: WsLike): Promise<void> => {
-      const why = unmovable(ws);
-      if (why === 'not open') return;
-      if (!sender || !sender.accepting || why) {
-        if (why && sender) this.#log('info', 'ws-not-moved', { reason: why });
-        ws.close(stopping ? 1001 : 1012, stopping ? 'Going Away' : 'Service Restart');
-        return;
-      }
-      // Wait for a frame boundary (a partial frame or fragmented message completes as data flows).
-      while (!atBoundary(ws)) {
-        if (ws.readyState !== 1) return;
-        if (Date.now() > deadline) {
-          ws.close(1012, 'Service Restart');
-          return;
-        }
-        await new Promise((r) => setTimeout(r, 2));
-      }
-      const state: WsState = stateOf(ws, entry.options.save);
-      markMoved(ws);
-      try {
-        await sender.move(ws._socket!, 'ws', this.#wsName(entry), state);
-        moved++;
-      } catch (err) {
-        const code = (err as { code?: string }).code;
-        // Not a failure: the client closed meanwhile, or the new generation is itself draining (its
-        // successor accepts: 1012 sends the client there).
-        if (code !== 'ERR_BATON_NOT_OPEN' && code !== 'ERR_BATON_SUCCESSOR_DRAINING') this.#log('warn', 'ws-move-failed', { reason: (err as Error).message });
-        ws._closeCode = 1006;
-        ws._socket?.resume(); // move() left it paused: read on, so the close handshake can complete
-        if (ws.readyState === 1) ws.close(1012, 'Service Restart');
-      }
-    };
-    const all = this.#wsServers.flatMap((entry) => [...(entry.wss.clients ?? [])].map((ws) => [entry, ws] as const));
-    const moves: Promise<void>[] = [];
-    for (let i = 0; i < all.length; i++) {
-      // Prepare one batch's worth, then yield: that batch leaves at once and the new generation adopts it
-      // while this one prepares the next, instead of preparing every connection before the first one moves.
-      if (i > 0 && i % MAX_MIGRATION_BATCH === 0) await new Promise((r) => setImmediate(r));
-      moves.push(one(all[i]![0], all[i]![1]));
-    }
-    await Promise.all(moves);
-    return moved;
   }
 
   #openSender(migrationFd: number | null): void {
@@ -752,15 +695,15 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   /** A connection moved here: give it to the server it belongs to, or to the app ('migrated'). */
   #continueMigrated(socket: net.Socket, item: MigrationItem, pending: Buffer): void {
     if (item.kind === 'ws') {
-      const entry = this.#wsServers.find((e) => this.#wsName(e) === item.name);
-      if (!entry) {
+      const mover = this.#movers.find((m) => m.kind === item.kind && m.name() === item.name);
+      if (!mover) {
         this.#log('warn', 'migrate-no-wss', { name: item.name, reason: 'a WebSocket arrived but no webSocketServer() is registered for it' });
         socket.destroy();
         return;
       }
       try {
         this.#census.addMovedWebSocket(socket);
-        continueWebSocket(entry.wss, socket, item.state as WsState, pending, entry.options.restore);
+        mover.continue(socket, item.state, pending);
       } catch (err) {
         this.#log('warn', 'migrate-ws-failed', { reason: (err as Error).message });
         socket.destroy();
@@ -810,21 +753,15 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       },
       status: () => this.#status(),
       setUpgrading: (on: boolean) => {
-        if (on && this.#state === 'serving') this.#service?.reloading(`reloading: generation ${this.#generation + 1} is taking over`);
+        if (on && this.#state === 'serving') this.#service?.upgrading(this.#generation);
         if (this.#state === 'serving' || this.#state === 'upgrading') this.#state = on ? 'upgrading' : 'serving';
       },
       onRollback: (pid: number, reason: string) => {
-        // The upgrade is over and this generation still serves: READY=1 ends the manager's "reloading".
-        const status = `generation ${this.#generation} serving, ${listeners(this.#sockets.size)}; generation ${this.#generation + 1} (pid ${pid}) rolled back: ${oneLine(reason)}`;
-        this.#service?.ready(status, this.#handedOver ? { MAINPID: process.pid } : {});
-        this.#handedOver = false;
+        this.#service?.rolledBack(this.#generation, this.#sockets.size, pid, reason);
         this.emit('rollback', { pid, reason });
       },
       beforeHandover: async (generation: number, pid: number) => {
-        // The successor becomes the service's main process before this one acknowledges, so the manager
-        // never sees the main process exit: it follows the new one (its READY=1 follows).
-        if (this.#service?.send({ MAINPID: pid, STATUS: `generation ${generation} (pid ${pid}) is taking over` })) this.#handedOver = true;
-        await this.#service?.flushed();
+        await this.#service?.handingOver(generation, pid);
       },
       onHandover: (generation: number, pid: number, migrationFd: number | null) => {
         this.#openSender(migrationFd);
@@ -835,40 +772,18 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     };
   }
 
-  /** An activated socket for listen()/bindDgram() `name`: the one of that name, else an unnamed one. */
-  #takeActivated(name: string, kind: SocketKind, requested: SocketAddress): ServiceSocket | null {
-    let i = this.#activated.findIndex((a) => a.entry.name === name);
-    if (i < 0) i = this.#activated.findIndex((a) => a.entry.unnamed && entryFits(a.entry, kind, requested));
-    if (i < 0 || !entryFits(this.#activated[i]!.entry, kind, requested)) return null;
-    return this.#activated.splice(i, 1)[0]!;
-  }
-
-  /**
-   * ready() succeeded: sockets the service manager passed that nobody took are closed; the fd store gets
-   * what this generation bound itself and loses what it replaced or dropped; then READY=1 (a standalone
-   * successor: with MAINPID=, as it is the main process now) and the watchdog.
-   */
+  /** ready() succeeded: tell the service manager (no supervisor only). */
   #serviceReady(predecessor: GenerationClient | null): void {
-    for (const a of this.#activated) {
-      closeFds([a.fd]);
-      this.#service?.unstore(a.entry.name);
-      this.#log('info', 'listener-closed', { name: a.entry.unnamed ? null : a.entry.name, reason: 'passed in by the service manager, not used' });
-    }
-    this.#activated = [];
-    const service = this.#service;
-    if (!service) return;
-    for (const e of predecessor?.inventory ?? []) if (e.kind !== 'control' && !this.#sockets.has(e.name)) service.unstore(e.name);
-    for (const name of this.#fresh) {
-      const m = this.#sockets.get(name);
-      if (!m) continue;
-      service.unstore(name);
-      service.store(name, fdOf(m.object));
-    }
-    const status = `generation ${this.#generation} serving, ${listeners(this.#sockets.size)}`;
-    if (predecessor) {
-      service.ready(status, { MAINPID: process.pid });
-      service.startWatchdog([process.pid, predecessor.link.peer.pid]);
-    } else service.ready(status);
+    this.#service?.serving({
+      generation: this.#generation,
+      sockets: new Set(this.#sockets.keys()),
+      fdOf: (name) => {
+        const m = this.#sockets.get(name);
+        return m ? fdOf(m.object) : undefined;
+      },
+      fresh: this.#fresh,
+      predecessor: predecessor && { inventory: predecessor.inventory, pid: predecessor.link.peer.pid },
+    });
   }
 
   #status() {
@@ -890,8 +805,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       this.#state = 'draining';
       if (this.#statsTimer) clearInterval(this.#statsTimer);
       this.#log('info', 'drain', { from, reason: stopping ? 'stop' : 'replaced', connections: this.connections });
-      this.#service?.stopWatchdog();
-      if (stopping) this.#service?.stopping(`stopping: generation ${this.#generation} draining ${this.connections} connection${this.connections === 1 ? '' : 's'}`);
+      this.#service?.draining(stopping, this.#generation, this.connections);
       // Completion protocol (src/upgrader/migrate.ts): tell the predecessor, if it is still handing
       // connections over, to move nothing more here — it closes the rest politely and says done at once.
       this.#drainStopping = stopping;
@@ -929,7 +843,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       const sender = stopping ? null : this.#sender;
       // Responses on connections that arrived meanwhile may be SSE streams now: end them too.
       if (this.#endEventStreams) this.#eventStreams.endAll(this.#eventStreamRetry);
-      const wsMoved = this.#drainWebSockets(sender, stopping, timeoutMs);
+      const wsMoved = Promise.all(this.#movers.map((m) => m.drain(sender, stopping, timeoutMs)));
       const socketIo = this.#drainSocketIo(sender);
       const results = await Promise.all(
         [...this.#sockets.values()].map(

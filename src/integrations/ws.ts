@@ -19,7 +19,11 @@
  */
 import type net from 'node:net';
 import tls from 'node:tls';
-import { batonError } from '../fd/errors.js';
+import { argTypeError, batonError } from '../fd/errors.js';
+import { MAX_MIGRATION_BATCH } from '../handoff/messages.js';
+import type { ConnectionMover, MoverContext } from '../upgrader/integration.js';
+import type { MigrationSender } from '../upgrader/migrate.js';
+import type { WebSocketMigrationOptions } from '../upgrader/upgrader.js';
 
 /** The parts of ws's WebSocketServer and WebSocket baton relies on (ws >= 8). */
 export interface WsServerLike {
@@ -51,13 +55,6 @@ export interface MigratedRequest {
   headers: Record<string, unknown>;
   method: 'GET';
   socket: net.Socket;
-}
-
-export interface WebSocketMigrationOptions<S = unknown> {
-  /** The app's per-connection state, JSON-serialisable (at most 64 KiB). Called in the old generation. */
-  save?: (ws: WsLike) => S;
-  /** Put the state back on the new WebSocket, before 'connection' is emitted. */
-  restore?: (ws: WsLike, state: S) => void;
 }
 
 export interface WsState {
@@ -128,4 +125,91 @@ export function continueWebSocket(wss: WsServerLike, socket: net.Socket, state: 
   if (restore && state.app !== undefined) restore(ws, state.app);
   wss.emit('connection', ws, { migrated: true, url: state.url, headers: state.headers, method: 'GET', socket });
   return ws;
+}
+
+/**
+ * One WebSocketServer registered with Upgrader.webSocketServer(): its connections move to the next
+ * generation at a frame boundary (or close with 1012/1001), and arrive there as kind 'ws'.
+ */
+export class WebSocketMover implements ConnectionMover {
+  readonly kind = 'ws' as const;
+  readonly #wss: WsServerLike;
+  readonly #options: WebSocketMigrationOptions<unknown>;
+  readonly #name: string | undefined;
+  readonly #context: MoverContext;
+
+  constructor(wss: unknown, options: unknown, context: MoverContext) {
+    const server = wss as WsServerLike;
+    if (typeof wss !== 'object' || wss === null || typeof server.prependListener !== 'function' || typeof server.options !== 'object') {
+      throw argTypeError('wss', "a WebSocketServer from the 'ws' package", wss);
+    }
+    const o = (options ?? {}) as WebSocketMigrationOptions<unknown> & { name?: string };
+    if (o.save !== undefined && typeof o.save !== 'function') throw argTypeError('options.save', 'a function', o.save);
+    if (o.restore !== undefined && typeof o.restore !== 'function') throw argTypeError('options.restore', 'a function', o.restore);
+    trackRequests(server);
+    this.#wss = server;
+    this.#options = o;
+    this.#name = o.name;
+    this.#context = context;
+  }
+
+  name(): string {
+    if (this.#name) return this.#name;
+    return this.#context.listenerName((this.#wss.options as { server?: unknown }).server) ?? 'ws';
+  }
+
+  /** Move (or close with 1012/1001) every WebSocket; resolves when each has moved or closed. */
+  async drain(sender: MigrationSender | null, stopping: boolean, timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    const log = this.#context.log;
+    let moved = 0;
+    const one = async (ws: WsLike): Promise<void> => {
+      const why = unmovable(ws);
+      if (why === 'not open') return;
+      if (!sender || !sender.accepting || why) {
+        if (why && sender) log('info', 'ws-not-moved', { reason: why });
+        ws.close(stopping ? 1001 : 1012, stopping ? 'Going Away' : 'Service Restart');
+        return;
+      }
+      // Wait for a frame boundary (a partial frame or fragmented message completes as data flows).
+      while (!atBoundary(ws)) {
+        if (ws.readyState !== 1) return;
+        if (Date.now() > deadline) {
+          ws.close(1012, 'Service Restart');
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      const state: WsState = stateOf(ws, this.#options.save);
+      markMoved(ws);
+      try {
+        await sender.move(ws._socket!, 'ws', this.name(), state);
+        moved++;
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        // Not a failure: the client closed meanwhile, or the new generation is itself draining (its
+        // successor accepts: 1012 sends the client there).
+        if (code !== 'ERR_BATON_NOT_OPEN' && code !== 'ERR_BATON_SUCCESSOR_DRAINING') {
+          log('warn', 'ws-move-failed', { reason: (err as Error).message });
+        }
+        ws._closeCode = 1006;
+        ws._socket?.resume(); // move() left it paused: read on, so the close handshake can complete
+        if (ws.readyState === 1) ws.close(1012, 'Service Restart');
+      }
+    };
+    const all = [...(this.#wss.clients ?? [])];
+    const moves: Promise<void>[] = [];
+    for (let i = 0; i < all.length; i++) {
+      // Prepare one batch's worth, then yield: that batch leaves at once and the new generation adopts it
+      // while this one prepares the next, instead of preparing every connection before the first one moves.
+      if (i > 0 && i % MAX_MIGRATION_BATCH === 0) await new Promise((r) => setImmediate(r));
+      moves.push(one(all[i]!));
+    }
+    await Promise.all(moves);
+    return moved;
+  }
+
+  continue(socket: net.Socket, state: unknown, pending: Buffer): void {
+    continueWebSocket(this.#wss, socket, state as WsState, pending, this.#options.restore);
+  }
 }

@@ -17,8 +17,9 @@ import { closeFds } from '../fd/fds.js';
 import { dupFd } from '../fd/fd-of.js';
 import { probe, type FdInfo } from '../fd/probe.js';
 import { monotonicUsec, sdListenFds, sdNotify, sdWatchdog, type NotifyFields } from '../fd/systemd.js';
-import type { InventoryEntry, SocketAddress, SocketKind } from '../handoff/messages.js';
-import type { LogFields, Logger } from './logger.js';
+import { entryFits, type InventoryEntry, type SocketAddress, type SocketKind } from '../handoff/messages.js';
+import type { ServiceManager, ServiceOptions, ServingInfo } from '../upgrader/integration.js';
+import type { LogFields, Logger } from '../upgrader/logger.js';
 
 /** Inventory names of activated sockets that have no name of their own (taken by position). */
 export const UNNAMED_PREFIX = '__baton_activated_';
@@ -268,5 +269,88 @@ export class ServiceNotifier {
 
   #log(level: 'info' | 'warn', event: string, fields: LogFields): void {
     this.#logger.log(level, event, { ...this.#fields(), ...fields });
+  }
+}
+
+/**
+ * The service manager as one generation without a supervisor sees it (the upgrader's ServiceManager):
+ * the sockets it passed (LISTEN_PID is this process: a successor started later gets none, it inherits them
+ * instead), and what to tell it at each step of the generation's life.
+ */
+export class GenerationService implements ServiceManager {
+  readonly #notifier: ServiceNotifier;
+  readonly #log: ServiceOptions['log'];
+  /** Sockets the manager passed that no listen() took yet. */
+  #activated: ServiceSocket[];
+  /** MAINPID= named the successor (so a rollback names this process again). */
+  #handedOver = false;
+
+  constructor(options: ServiceOptions) {
+    this.#log = options.log;
+    this.#notifier = new ServiceNotifier({ logger: options.logger, fields: options.fields, fdStore: options.fdStore });
+    this.#activated = serviceSockets(options.fdStore, (level, event, fields) => options.log(level, event, fields));
+    for (const a of this.#activated) if (a.entry.origin === 'fdstore') this.#notifier.markStored(a.entry.name);
+    // A successor's predecessor put the listeners in the fd store (if it was asked to).
+    for (const e of options.inherited ?? []) if (e.kind !== 'control') this.#notifier.markStored(e.name);
+    if (!options.inherited) this.#notifier.startWatchdog();
+  }
+
+  /** An activated socket for listen()/bindDgram() `name`: the one of that name, else an unnamed one. */
+  take(name: string, kind: SocketKind, requested: SocketAddress): ServiceSocket | null {
+    let i = this.#activated.findIndex((a) => a.entry.name === name);
+    if (i < 0) i = this.#activated.findIndex((a) => a.entry.unnamed && entryFits(a.entry, kind, requested));
+    if (i < 0 || !entryFits(this.#activated[i]!.entry, kind, requested)) return null;
+    return this.#activated.splice(i, 1)[0]!;
+  }
+
+  upgrading(generation: number): void {
+    this.#notifier.reloading(`reloading: generation ${generation + 1} is taking over`);
+  }
+
+  rolledBack(generation: number, count: number, pid: number, reason: string): void {
+    // The upgrade is over and this generation still serves: READY=1 ends the manager's "reloading".
+    const status = `generation ${generation} serving, ${listeners(count)}; generation ${generation + 1} (pid ${pid}) rolled back: ${oneLine(reason)}`;
+    this.#notifier.ready(status, this.#handedOver ? { MAINPID: process.pid } : {});
+    this.#handedOver = false;
+  }
+
+  async handingOver(generation: number, pid: number): Promise<void> {
+    // The successor becomes the service's main process before this one acknowledges, so the manager
+    // never sees the main process exit: it follows the new one (its READY=1 follows).
+    if (this.#notifier.send({ MAINPID: pid, STATUS: `generation ${generation} (pid ${pid}) is taking over` })) this.#handedOver = true;
+    await this.#notifier.flushed();
+  }
+
+  /**
+   * ready() succeeded: sockets the service manager passed that nobody took are closed; the fd store gets
+   * what this generation bound itself and loses what it replaced or dropped; then READY=1 (a standalone
+   * successor: with MAINPID=, as it is the main process now) and the watchdog.
+   */
+  serving(info: ServingInfo): void {
+    const service = this.#notifier;
+    for (const a of this.#activated) {
+      closeFds([a.fd]);
+      service.unstore(a.entry.name);
+      this.#log('info', 'listener-closed', { name: a.entry.unnamed ? null : a.entry.name, reason: 'passed in by the service manager, not used' });
+    }
+    this.#activated = [];
+    const { predecessor, sockets } = info;
+    for (const e of predecessor?.inventory ?? []) if (e.kind !== 'control' && !sockets.has(e.name)) service.unstore(e.name);
+    for (const name of info.fresh) {
+      const fd = info.fdOf(name);
+      if (fd === undefined) continue;
+      service.unstore(name);
+      service.store(name, fd);
+    }
+    const status = `generation ${info.generation} serving, ${listeners(sockets.size)}`;
+    if (predecessor) {
+      service.ready(status, { MAINPID: process.pid });
+      service.startWatchdog([process.pid, predecessor.pid]);
+    } else service.ready(status);
+  }
+
+  draining(stopping: boolean, generation: number, connections: number): void {
+    this.#notifier.stopWatchdog();
+    if (stopping) this.#notifier.stopping(`stopping: generation ${generation} draining ${connections} connection${connections === 1 ? '' : 's'}`);
   }
 }

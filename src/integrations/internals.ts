@@ -9,7 +9,7 @@
  * strings parsed so far, none of which JavaScript can read. `socket.read()` returns nothing and
  * `socket.readableLength` is 0. Those bytes therefore cannot move with the connection; what can be known
  * is whether the parser is in the middle of a message, and the drain then keeps the connection until the
- * request is complete and answered (src/upgrader/drain.ts).
+ * request is complete and answered (src/integrations/http.ts).
  *
  * How: every http.Server keeps a C++ ConnectionsList under the symbol `http.server.connections` (created on
  * 'listening' by setupConnectionsTracking; each parser joins it in parser.initialize()). Its `active()`

@@ -1,0 +1,101 @@
+/**
+ * What the upgrader needs from the integrations layer (src/integrations: HTTP drain, `ws`, systemd), as
+ * interfaces. The layers go fd -> handoff -> upgrader -> integrations -> cli: the upgrader never imports an
+ * integration. The integrations implement these and install themselves when the package entry
+ * (src/index.ts) loads src/integrations/index.ts, so `Upgrader` works the same whichever way it is imported
+ * from there, and a new integration (socket.io, SSE) is a new implementation, not new branches here.
+ */
+import type net from 'node:net';
+import { batonError } from '../fd/errors.js';
+import type { InventoryEntry, MigrationKind, SocketAddress, SocketKind } from '../handoff/messages.js';
+import type { LogFields, Logger } from './logger.js';
+import type { MigrationSender } from './migrate.js';
+
+/** One listener's connections: counted, and drained (or moved on) when the generation is replaced. */
+export interface ListenerDrainer {
+  readonly connections: number;
+  /** Its open connections (null for HTTP/2, whose sessions are tracked instead). */
+  readonly sockets: ReadonlySet<net.Socket> | null;
+  /** Count `socket` (one that moved here, not accepted by the server) as this listener's. */
+  track(socket: net.Socket): void;
+  has(socket: net.Socket): boolean;
+  stopAccepting(): void;
+  /** Resolves when every connection closed or moved (`move`), or at `timeoutMs` with the rest closed. */
+  drain(timeoutMs: number, move: ((socket: net.Socket) => Promise<void>) | null): Promise<{ forced: number }>;
+}
+
+export type LogFn = (level: 'info' | 'warn' | 'error', event: string, fields?: LogFields) => void;
+
+/** What a server whose connections move themselves (a WebSocket server) gets from the upgrader. */
+export interface MoverContext {
+  log: LogFn;
+  /** The name of the listener `server` listens on, if it is one of this generation's. */
+  listenerName(server: unknown): string | undefined;
+}
+
+/** A server whose connections move as their own kind (not as HTTP or raw connections of a listener). */
+export interface ConnectionMover {
+  readonly kind: MigrationKind;
+  /** The name its connections travel under (the new generation's mover of the same name continues them). */
+  name(): string;
+  /** While draining: move (or close) every connection; resolves with how many moved once each is gone. */
+  drain(sender: MigrationSender | null, stopping: boolean, timeoutMs: number): Promise<number>;
+  /** A connection of this mover's kind and name arrived from the previous generation. */
+  continue(socket: net.Socket, state: unknown, pending: Buffer): void;
+}
+
+/** The service manager (systemd) of a generation without a supervisor: what to tell it when. */
+export interface ServiceManager {
+  /** A socket the manager passed for listen()/bindDgram() `name`, or null. */
+  take(name: string, kind: SocketKind, requested: SocketAddress): { entry: InventoryEntry; fd: number } | null;
+  /** A standalone successor joined: the service is reloading. */
+  upgrading(generation: number): void;
+  /** The successor failed before ready: this generation serves on. */
+  rolledBack(generation: number, listeners: number, pid: number, reason: string): void;
+  /** The successor is ready: it becomes the main process before this one acknowledges. */
+  handingOver(generation: number, pid: number): Promise<void>;
+  /** ready() succeeded. */
+  serving(info: ServingInfo): void;
+  /** The generation drains (`stopping`: it was asked to stop, not replaced). */
+  draining(stopping: boolean, generation: number, connections: number): void;
+}
+
+export interface ServingInfo {
+  generation: number;
+  /** The names of this generation's sockets. */
+  sockets: ReadonlySet<string>;
+  fdOf(name: string): number | undefined;
+  /** Names of the sockets this generation bound itself. */
+  fresh: ReadonlySet<string>;
+  predecessor: { inventory: readonly InventoryEntry[]; pid: number } | null;
+}
+
+export interface ServiceOptions {
+  logger: Logger;
+  log: LogFn;
+  fields: () => LogFields;
+  fdStore: boolean;
+  /** What the predecessor handed over (none for a first generation). */
+  inherited: readonly InventoryEntry[] | null;
+}
+
+export interface Integrations {
+  drainer(server: net.Server, idleGraceMs: number): ListenerDrainer;
+  /** Validates its arguments (TypeError) like the public webSocketServer() it backs. */
+  webSocketServer(wss: unknown, options: unknown, context: MoverContext): ConnectionMover;
+  serviceManager(options: ServiceOptions): ServiceManager;
+}
+
+let installed: Integrations | null = null;
+
+/** Called once by src/integrations/index.ts. */
+export function installIntegrations(integrations: Integrations): void {
+  installed = integrations;
+}
+
+export function integrations(): Integrations {
+  if (!installed) {
+    throw batonError('ERR_BATON_STATE', "baton's integrations are not loaded: import Upgrader from the package entry");
+  }
+  return installed;
+}
