@@ -14,7 +14,7 @@ import { closeFds } from '../fd/fds.js';
 import { HandoffSession } from '../handoff/session.js';
 import { logControlServer } from './control-log.js';
 import type { Logger } from './logger.js';
-import type { UpgraderState } from './upgrader.js';
+import type { UpgraderState } from './state.js';
 
 export interface HostCallbacks {
   generation(): number;

@@ -40,6 +40,7 @@ import { bindDgramFd, bindDgramFresh, bindUnix, listenOnFd, listenTcp } from './
 import { listenForTakeover } from './orphan.js';
 import { StandaloneHost } from './standalone-host.js';
 import { warmUpHttp } from './warm-up.js';
+import type { UpgraderState } from './state.js';
 
 export interface UpgraderOptions {
   /** Control socket path for standalone mode (default: BATON_SOCKET). Ignored under `baton run`. */
@@ -103,7 +104,7 @@ export interface DgramOptions {
 }
 
 export type UpgraderMode = 'plain' | 'standalone' | 'supervised';
-export type UpgraderState = 'starting' | 'serving' | 'upgrading' | 'draining' | 'stopped';
+export type { UpgraderState } from './state.js';
 
 export interface UpgraderEvents {
   /** This generation was replaced (or is stopping): stop timers, flush. Connections drain after this. */
