@@ -35,6 +35,7 @@ export const RUN_OPTIONS: Readonly<Record<string, RunOption>> = {
   minUptime: { flag: '--min-uptime', kind: { type: 'seconds' } },
   logFormat: { flag: '--log-format', kind: { type: 'enum', values: ['text', 'json'] } },
   fdstore: { flag: '--fdstore', kind: { type: 'boolean' } },
+  metrics: { flag: '--metrics', kind: { type: 'string' } },
 };
 
 /** `baton run` flags about the config file itself, which therefore have no key in it. */

@@ -13,7 +13,10 @@ import { isAlive } from './takeover.js';
 import { CHECK_COMMAND, releaseHeldSignals, runImageCheck } from './reexec.js';
 import { CONFIG_FLAGS, loadConfig, mergeFlags, type LoadedConfig } from './config.js';
 import { defaultSocketPath } from './socket-path.js';
+import { MetricsAddressError, MetricsServer, parseMetricsAddress, isLoopback } from './metrics.js';
+import { cpu, rss, talliesLine, type StatusData as WatchData } from './status-format.js';
 import { Supervisor, type UpgradeRecord } from './supervisor.js';
+import { watch } from './watch.js';
 
 const SOCKET_HELP = `  --socket PATH          control socket (default: $BATON_SOCKET, else $XDG_RUNTIME_DIR/baton.sock,
                          else ./baton.sock). Its directory and every parent must be owned by root or
@@ -64,6 +67,8 @@ ${SOCKET_HELP}
   --env NAME             apply the file's environments.NAME overrides (e.g. --env production)
   --fdstore              also keep the listeners in systemd's file descriptor store, so that even a
                          restart of the service keeps the ports open (FileDescriptorStoreMax=)
+  --metrics [HOST:]PORT  serve Prometheus metrics at http://HOST:PORT/metrics (HOST: an IP address or
+                         localhost, default 127.0.0.1; 0.0.0.0:PORT for every interface): docs/operations.md
   -h, --help             show this help
 
 Under systemd (Type=notify or notify-reload) it reports READY=1, RELOADING=1, STOPPING=1 and STATUS=,
@@ -95,6 +100,8 @@ listening sockets, and the last 10 upgrades.
 Options:
 ${SOCKET_HELP}
   --json                 machine-readable output
+  -w, --watch            a live view refreshed in place (event loop, CPU, memory, last reloads); q quits
+  --interval S           seconds between refreshes with --watch (default 1)
   -h, --help             show this help
 `,
   stop: `Usage: baton stop [options]
@@ -201,7 +208,7 @@ export async function main(argv: string[]): Promise<number> {
 
 async function run(argv: string[]): Promise<number> {
   const values = ['--socket', '--ready-timeout', '--drain-timeout', '--log-format', '--max-starts', '--min-uptime'];
-  const { flags, rest } = parse(argv, [...values, ...CONFIG_FLAGS], ['--fdstore']);
+  const { flags, rest } = parse(argv, [...values, '--metrics', ...CONFIG_FLAGS], ['--fdstore']);
   if (flags.has('help')) {
     process.stdout.write(HELP.run!);
     return 0;
@@ -215,20 +222,42 @@ async function run(argv: string[]): Promise<number> {
   if (config) Object.assign(process.env, config.env);
   const format = flags.get('--log-format') ?? 'text';
   if (format !== 'text' && format !== 'json') throw new UsageError(`--log-format is text or json, got ${String(format)}`);
+  let metricsAddress: ReturnType<typeof parseMetricsAddress> | null = null;
+  const metricsFlag = flags.get('--metrics');
+  try {
+    if (metricsFlag !== undefined) metricsAddress = parseMetricsAddress(String(metricsFlag));
+  } catch (err) {
+    if (err instanceof MetricsAddressError) throw new UsageError(err.message);
+    throw err;
+  }
+  const logger = createLogger(format);
   const supervisor = new Supervisor({
     command,
     socket: socketOf(flags),
     readyTimeoutMs: seconds(flags, '--ready-timeout', 30),
     drainTimeoutMs: seconds(flags, '--drain-timeout', 30),
-    logger: createLogger(format),
+    logger,
     logFormat: format,
     fdStore: flags.has('--fdstore'),
     maxStarts: count(flags, '--max-starts', 5),
     minUptimeMs: seconds(flags, '--min-uptime', 1),
   });
+  // The metrics endpoint is bound before anything starts, so a port in use fails `baton run` at once.
+  let metrics: MetricsServer | null = null;
+  if (metricsAddress) {
+    try {
+      metrics = await MetricsServer.listen(metricsAddress, () => supervisor.status());
+    } catch (err) {
+      process.stderr.write(`baton: --metrics ${String(metricsFlag)}: cannot listen: ${(err as Error).message}\n`);
+      return 1;
+    }
+    logger.log('info', 'metrics-listen', { url: metrics.url, loopback: isLoopback(metrics.address.host) });
+    void supervisor.finished.then(() => metrics?.close());
+  }
   try {
     await supervisor.start();
   } catch (err) {
+    metrics?.close();
     const e = err as NodeJS.ErrnoException;
     process.stderr.write(`baton: cannot start the supervisor: ${e.message}${e.code === 'EADDRINUSE' ? ' (another baton supervisor is running on this socket? use --socket)' : ''}\n`);
     return 1;
@@ -277,7 +306,7 @@ async function control(
   bools: string[] = [],
   command: (flags: Flags) => ControlCommand = () => name,
 ): Promise<{ result: Result; flags: Flags } | number> {
-  const { flags, rest } = parse(argv, ['--socket', '--timeout'], bools);
+  const { flags, rest } = parse(argv, ['--socket', '--timeout', ...(name === 'status' ? ['--interval'] : [])], bools);
   if (flags.has('help')) {
     process.stdout.write(HELP[name]!);
     return 0;
@@ -343,7 +372,15 @@ async function stop(argv: string[]): Promise<number> {
 }
 
 async function status(argv: string[]): Promise<number> {
-  const r = await control(argv, 'status', () => 10_000, ['--json']);
+  argv = argv.map((a) => (a === '-w' ? '--watch' : a));
+  const bools = ['--json', '--watch'];
+  // The options are checked before the supervisor is asked anything.
+  const given = parse(argv, ['--socket', '--timeout', '--interval'], bools).flags;
+  const intervalMs = seconds(given, '--interval', 1);
+  if (given.has('--interval') && !given.has('--watch')) throw new UsageError('--interval goes with --watch');
+  if (intervalMs < 100) throw new UsageError(`--interval takes at least 0.1 seconds, got ${given.get('--interval')}`);
+  if (given.has('--watch') && given.has('--json')) throw new UsageError('--watch and --json do not go together');
+  const r = await control(argv, 'status', () => 10_000, bools);
   if (typeof r === 'number') return r;
   const { result, flags } = r;
   if (!result.ok) {
@@ -354,6 +391,7 @@ async function status(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(result.data, null, 2)}\n`);
     return 0;
   }
+  if (flags.has('--watch')) return watch({ socket: socketOf(flags), intervalMs, first: result.data as WatchData });
   process.stdout.write(formatStatus(result.data as StatusData));
   return 0;
 }
@@ -362,10 +400,12 @@ interface StatusData {
   supervisor?: {
     pid: number; socket: string; uptimeMs: number; command: string[]; restarts?: number; failedStarts?: number;
     startedAt?: string; version?: string; execCount?: number; execAt?: string | null;
+    usage?: WatchData['generations'][number]['usage'];
   };
+  tallies?: WatchData['tallies'];
   generations: Array<{
     generation: number; pid: number; state: string; startedAt: string; readyMs: number | null; connections: number;
-    kinds?: Record<string, number>; waitingFor?: string;
+    kinds?: Record<string, number>; waitingFor?: string; usage?: WatchData['generations'][number]['usage'];
   }>;
   listeners?: Array<{ name: string; kind: string; address: string }>;
   upgrades?: UpgradeRecord[];
@@ -392,14 +432,16 @@ function formatStatus(d: StatusData): string {
     const execs = sv.execCount ? `, re-executed ${sv.execCount}x (last ${sv.execAt})` : '';
     const image = sv.version ? `, baton ${sv.version}${execs}` : '';
     const restarts = sv.restarts === undefined ? '' : `, ${sv.restarts} restart${plural}${inARow}`;
-    out += `supervisor pid ${sv.pid}, up ${Math.round(sv.uptimeMs / 1000)} s${restarts}, socket ${sv.socket}${image}\n`;
-    out += `command: ${sv.command.join(' ')}\n\n`;
+    const usage = sv.usage === undefined ? '' : `, CPU ${cpu(sv.usage)}, RSS ${rss(sv.usage)}`;
+    out += `supervisor pid ${sv.pid}, up ${Math.round(sv.uptimeMs / 1000)} s${restarts}, socket ${sv.socket}${image}`;
+    out += `${usage}\n`;
+    out += `command: ${sv.command.join(' ')}\n${talliesLine(d as WatchData)}\n`;
   }
   out += table([
-    ['GENERATION', 'PID', 'STATE', 'STARTED', 'READY IN', 'CONNECTIONS', 'WAITING FOR'],
+    ['GENERATION', 'PID', 'STATE', 'STARTED', 'READY IN', 'CONNECTIONS', 'CPU', 'RSS', 'WAITING FOR'],
     ...d.generations.map((g) => [
       String(g.generation), String(g.pid), g.state, g.startedAt, g.readyMs === null ? '-' : `${g.readyMs} ms`,
-      String(g.connections), waitingFor(g),
+      String(g.connections), cpu(g.usage), rss(g.usage), waitingFor(g),
     ]),
   ]);
   if (d.listeners) {

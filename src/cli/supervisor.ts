@@ -16,7 +16,7 @@ import { fdOf } from '../fd/fd-of.js';
 import { batonError } from '../fd/errors.js';
 import { closeFds } from '../fd/fds.js';
 import { reap, watchChildExit } from '../fd/process.js';
-import { CONTROL_CHANNEL_LIMITS, formatAddress, type InventoryEntry } from '../handoff/messages.js';
+import { CONTROL_CHANNEL_LIMITS, formatAddress, type InventoryEntry, type LoopStats } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { HandoffSession } from '../handoff/session.js';
 import { SD_LISTEN_ENV, SD_NOTIFY_ENV } from '../fd/systemd.js';
@@ -24,6 +24,8 @@ import { logControlServer } from '../upgrader/control-log.js';
 import { addressInUseHint, Takeover } from './takeover.js';
 import type { Logger } from '../upgrader/logger.js';
 import { listeners, oneLine, serviceSockets, ServiceNotifier } from '../integrations/systemd.js';
+import { ProcSampler } from './proc-stats.js';
+import { Tallies } from './tallies.js';
 import { VERSION } from '../version.js';
 import {
   checkNewImage, execImage, reexecEntry, STATE_FORMAT, takeCarriedState, type SupervisorState,
@@ -56,6 +58,8 @@ interface Generation {
   readyAt?: number;
   drainStartedAt?: number;
   connections: number;
+  /** The event loop, as its latest report says. */
+  loop?: LoopStats;
   /** Its last report: open connections by kind, and (draining) what it waits for. */
   kinds?: Record<string, number>;
   waiting?: 'predecessor' | 'connections';
@@ -139,6 +143,9 @@ export class Supervisor {
   /** The generation starting now: its outcome, and what started it. A reload started by SIGHUP is joined
    * by a `baton reload` (systemd's Type=notify-reload signals, then runs ExecReload=). */
   #pending: { promise: Promise<UpgradeRecord>; record: UpgradeRecord; trigger: Trigger } | null = null;
+  /** Reloads by outcome, connections moved: for status and /metrics. */
+  readonly #tallies = new Tallies();
+  readonly #usage = new ProcSampler();
   #done!: (code: number) => void;
   readonly finished: Promise<number>;
 
@@ -240,7 +247,10 @@ export class Supervisor {
       this.#respawnTimer = null;
     }
     this.#notifier.reloading(`reloading: generation ${this.#next} is starting`);
-    return this.#launch(this.#current ? 'reload' : 'respawn', trigger);
+    return this.#launch(this.#current ? 'reload' : 'respawn', trigger).then((record) => {
+      this.#tallies.reloaded(record, this.#current !== null && this.#current.generation !== record.generation);
+      return record;
+    });
   }
 
   /** Graceful stop: every generation drains, then the supervisor exits. A second call forces. */
@@ -279,6 +289,9 @@ export class Supervisor {
 
   status() {
     const now = Date.now();
+    // CPU and memory of the generation's process and, when it is a wrapper (sh, npm), of the app under it.
+    const pidsOf = (g: Generation) => (g.session ? [g.pid, g.session.peer.pid] : [g.pid]);
+    this.#usage.retain([process.pid, ...this.#alive().flatMap(pidsOf)]);
     return {
       supervisor: {
         pid: process.pid, socket: this.#opts.socket, command: this.#opts.command,
@@ -286,7 +299,9 @@ export class Supervisor {
         restarts: this.#restarts, failedStarts: this.#failedStarts,
         version: VERSION, execCount: this.#execCount,
         execAt: this.#execAt === null ? null : new Date(this.#execAt).toISOString(),
+        usage: this.#usage.usage([process.pid]),
       },
+      tallies: this.#tallies.snapshot(),
       generations: [...this.#generations.values()]
         .filter((g) => g.state !== 'exited')
         .map((g) => ({
@@ -296,6 +311,8 @@ export class Supervisor {
           startedAt: new Date(g.startedAt).toISOString(),
           readyMs: g.readyAt ? g.readyAt - g.startedAt : null,
           connections: g.connections,
+          usage: this.#usage.usage(pidsOf(g)),
+          loop: g.loop ?? null,
           // What each generation holds, and for a draining one what it still waits for (every draining
           // generation is listed: each exits on its own once its own connections are gone).
           kinds: g.kinds ?? {},
@@ -402,6 +419,9 @@ export class Supervisor {
       if (s.moved !== undefined && g.replacedBy) this.#migrationReport(g, g.replacedBy, s.moved, s.notMoved ?? 0);
       g.kinds = s.kinds;
       g.waiting = s.waiting;
+      // A report too soon after the previous one has no event-loop figures: keep the last ones.
+      if (s.loop) g.loop = s.loop;
+      if (s.moved !== undefined) this.#tallies.drained(s.moved, s.notMoved ?? 0, s.notMovedReasons);
     });
     session.on('close', () => this.#lostContact(g, 'the generation closed its control connection before ready()'));
   }

@@ -28,6 +28,7 @@ import { GenerationClient } from '../handoff/client.js';
 import { sendCommand } from '../handoff/control.js';
 import type { InventoryEntry } from '../handoff/messages.js';
 import { listTakeoverSockets } from '../upgrader/orphan.js';
+import { statFields } from './proc-stats.js';
 
 type Log = (level: 'info' | 'warn', event: string, fields: Record<string, string | number | null>) => void;
 
@@ -201,12 +202,8 @@ export function isAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
-  } catch {
-    return false;
-  }
+  const fields = statFields(pid);
+  return fields !== null && fields[0] !== 'Z';
 }
 
 /**

@@ -119,7 +119,7 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
   stats(
     connections: number,
     state: 'starting' | 'serving' | 'draining',
-    extra: Pick<Stats, 'kinds' | 'waiting' | 'moved' | 'notMoved'> = {},
+    extra: Omit<Stats, 'v' | 'type' | 'connections' | 'state'> = {},
   ): void {
     if (this.link.closed) return;
     this.link.send({ v: PROTOCOL_VERSION, type: 'stats', connections, state, ...extra }).catch(() => {});

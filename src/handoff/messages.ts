@@ -102,11 +102,21 @@ export interface Stats {
    * (closed politely instead). */
   moved?: number;
   notMoved?: number;
+  /** ...and by reason (ERR_BATON_* codes). */
+  notMovedReasons?: Record<string, number>;
+  /** The event loop since the previous report: delay p99 (ms, the timer resolution taken off) and the
+   * fraction of the time it was busy (0..1). */
+  loop?: LoopStats;
   /** Open connections by kind (http, sse, ws, raw, h2, ...): what a draining generation is waiting for. */
   kinds?: Record<string, number>;
   /** A draining generation's wait: 'predecessor' (the one before it is still handing connections over)
    * or 'connections' (its own). */
   waiting?: 'predecessor' | 'connections';
+}
+
+export interface LoopStats {
+  delayP99Ms: number;
+  utilization: number;
 }
 
 /** Answer to a control command. */
@@ -356,6 +366,7 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
         msg.notMoved = int(o, 'notMoved');
       }
       if (o.waiting !== undefined) msg.waiting = oneOf(o, 'waiting', ['predecessor', 'connections'] as const);
+      checkLoopAndReasons(o, msg);
       return msg;
     }
     case 'result': {
@@ -400,6 +411,31 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
     }
     default:
       throw bad(`unknown type ${shown(o.type)}`);
+  }
+}
+
+/** The event-loop figures and not-moved reasons of a `stats` message. */
+function checkLoopAndReasons(o: Record<string, unknown>, msg: Stats): void {
+  if (o.loop !== undefined) {
+    const loop = o.loop;
+    const num = (key: string, max: number) => {
+      const n = isObject(loop) ? loop[key] : undefined;
+      if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > max) {
+        throw bad(`"loop.${key}" must be a number from 0 to ${max}`);
+      }
+      return n;
+    };
+    msg.loop = { delayP99Ms: num('delayP99Ms', 3_600_000), utilization: num('utilization', 1) };
+  }
+  if (o.notMovedReasons !== undefined) {
+    const nm = o.notMovedReasons;
+    // Reasons are ERR_BATON_* codes: a handful. The bound keeps a peer from growing the supervisor's tallies.
+    if (!isObject(nm) || Object.keys(nm).length > 32) throw bad('"notMovedReasons": an object, up to 32 reasons');
+    msg.notMovedReasons = {};
+    for (const reason of Object.keys(nm)) {
+      if (!/^[A-Z0-9_]{1,64}$/.test(reason)) throw bad(`"notMovedReasons": ${shown(reason)} is not an error code`);
+      msg.notMovedReasons[reason] = int(nm, reason);
+    }
   }
 }
 

@@ -39,6 +39,7 @@ import { createLogger, silentLogger, type LogFields, type Logger } from './logge
 import { bindDgramFd, bindDgramFresh, bindUnix, listenOnFd, listenTcp } from './sockets.js';
 import { listenForTakeover } from './orphan.js';
 import { StandaloneHost } from './standalone-host.js';
+import { LoopMonitor } from './loop-stats.js';
 import { warmUpHttp } from './warm-up.js';
 import type { UpgraderState } from './state.js';
 
@@ -126,6 +127,8 @@ interface Managed {
   drainer: ListenerDrainer | null;
 }
 
+/** Stats go to the supervisor at least this often (the event-loop figures), sooner when something changes. */
+const STATS_EVERY_MS = 1000;
 const RESERVED = '__baton_control';
 
 /** Options of webSocketServer() (the `ws` integration, src/integrations/ws.ts, checks them). */
@@ -155,6 +158,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #warmUp: number;
   #exitOnDrain: boolean;
   #statsTimer: NodeJS.Timeout | null = null;
+  /** Supervised: the event loop's delay and utilisation, sent with each stats report (at least every second). */
+  #loop: LoopMonitor | null = null;
+  #lastStatsAt = 0;
   #drainPromise: Promise<void> | null = null;
   /** New generation: receive connections the old one moves here — and, after quick reloads, older ones
    * that were still handing connections over when their successor drained (the completion protocol in
@@ -863,8 +869,14 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       // draining by then, are not failures: counted in 'drained' (closed, handedBack), not warned about.
       const notMovedCount = [...(this.#sender?.notMoved.values() ?? [])].reduce((a, n) => a + n, 0);
       if (notMoved) this.#log('warn', 'not-moved', { count: notMovedCount, reasons: notMoved });
-      // The supervisor records the counts with the upgrade (baton status) and warns when some could not move.
-      if (this.#sender) this.#client?.stats(0, 'draining', { moved: this.#sender.moved, notMoved: notMovedCount });
+      // The supervisor records the counts with the upgrade (baton status) and warns when some could not move;
+      // /metrics adds them up by reason.
+      this.#loop?.stop();
+      const moving = this.#sender;
+      if (moving) {
+        const notMovedReasons = Object.fromEntries(moving.notMoved);
+        this.#client?.stats(0, 'draining', { moved: moving.moved, notMoved: notMovedCount, notMovedReasons });
+      }
       const extra: LogFields = {};
       if (this.#sender?.closedMeanwhile) extra.closed = this.#sender.closedMeanwhile;
       if (this.#sender?.handedBack) extra.handedBack = this.#sender.handedBack;
@@ -883,7 +895,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     let last = '';
     const tick = () => {
       const key = `${this.#waiting} ${JSON.stringify(this.connectionKinds)}`;
-      if (key !== last) this.#sendStats('draining');
+      if (key !== last || Date.now() - this.#lastStatsAt >= STATS_EVERY_MS) this.#sendStats('draining');
       last = key;
     };
     this.#statsTimer = setInterval(tick, 250);
@@ -893,14 +905,22 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
 
   #sendStats(state: 'serving' | 'draining'): void {
     if (this.mode !== 'supervised') return;
-    this.#client?.stats(this.connections, state, { kinds: this.connectionKinds, ...(state === 'draining' ? { waiting: this.#waiting } : {}) });
+    const loop = this.#loop?.take();
+    this.#lastStatsAt = Date.now();
+    this.#client?.stats(this.connections, state, {
+      kinds: this.connectionKinds,
+      ...(state === 'draining' ? { waiting: this.#waiting } : {}),
+      ...(loop ? { loop } : {}),
+    });
   }
 
   #startStats(): void {
+    this.#loop = new LoopMonitor();
     let last = -1;
     this.#statsTimer = setInterval(() => {
       const n = this.connections;
-      if (n !== last) this.#sendStats('serving');
+      // A change in connections within 500 ms; the event-loop figures at least every second.
+      if (n !== last || Date.now() - this.#lastStatsAt >= STATS_EVERY_MS) this.#sendStats('serving');
       last = n;
     }, 500);
     this.#statsTimer.unref();

@@ -1,0 +1,84 @@
+/**
+ * Pieces of `baton status` as text (CPU, memory, reload counts, tables), for main.ts and for the live view
+ * of `baton status --watch` (watch.ts).
+ */
+import type { StatusReport } from './metrics.js';
+import type { ProcUsage } from './proc-stats.js';
+
+/** What `baton status` receives. Optional parts: an older supervisor does not send them. */
+type Report = StatusReport;
+type Gen = Report['generations'][number];
+export type StatusData = Omit<Report, 'supervisor' | 'generations' | 'tallies'> & {
+  supervisor?: Omit<Report['supervisor'], 'usage' | 'restarts' | 'failedStarts'> &
+    Partial<Pick<Report['supervisor'], 'usage' | 'restarts' | 'failedStarts'>>;
+  generations: Array<Omit<Gen, 'usage' | 'loop'> & Partial<Pick<Gen, 'usage' | 'loop'>>>;
+  tallies?: Report['tallies'];
+};
+
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((c, i) => c.padEnd(widths[i]!))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KiB`;
+  if (n < 1024 * 1024 * 1024) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  return `${(n / 1024 / 1024 / 1024).toFixed(2)} GiB`;
+}
+
+export const cpu = (u: ProcUsage | null | undefined) => (u ? `${u.cpuPercent.toFixed(1)}%` : '-');
+export const rss = (u: ProcUsage | null | undefined) => (u ? formatBytes(u.rssBytes) : '-');
+
+export function formatDuration(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.floor(s / 60)} min`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+export function supervisorLine(d: StatusData): string {
+  const s = d.supervisor;
+  if (!s) return '';
+  const usage = s.usage === undefined ? '' : `, CPU ${cpu(s.usage)}, RSS ${rss(s.usage)}`;
+  const failed = s.failedStarts ? ` (${s.failedStarts} failed in a row)` : '';
+  const restarts = s.restarts === undefined ? '' : `, ${s.restarts} restart${s.restarts === 1 ? '' : 's'}${failed}`;
+  return `supervisor pid ${s.pid}, up ${formatDuration(s.uptimeMs)}${restarts}, socket ${s.socket}${usage}\n`;
+}
+
+export function talliesLine(d: StatusData): string {
+  const t = d.tallies;
+  if (!t) return '';
+  const notMoved = Object.values(t.notMoved).reduce((a, n) => a + n, 0);
+  return (
+    `reloads: ${t.reloads.ok} ok, ${t.reloads.rolledBack} rolled back, ${t.reloads.failed} failed` +
+    `${t.lastReloadMs === null ? '' : ` (last took ${t.lastReloadMs} ms)`}; ` +
+    `connections moved: ${t.migrated}, not moved: ${notMoved}\n`
+  );
+}
+
+export function upgradesTable(d: StatusData, count = 10): string {
+  const upgrades = (d.upgrades ?? []).slice(-count);
+  if (!upgrades.length) return '';
+  return table([
+    ['UPGRADE', 'KIND', 'OUTCOME', 'READY IN', 'DRAIN', 'MOVED', 'AT', 'REASON'],
+    ...upgrades.map((u) => [
+      `gen ${u.generation} (pid ${u.pid})`,
+      u.kind,
+      u.outcome,
+      u.readyMs === undefined ? '-' : `${u.readyMs} ms`,
+      u.drainMs === undefined ? '-' : `${u.drainMs} ms`,
+      u.moved === undefined ? '-' : `${u.moved} of ${u.moved + (u.notMoved ?? 0)}`,
+      u.startedAt,
+      (u.reason ?? '').split('\n')[0]!.slice(0, 80),
+    ]),
+  ]);
+}
