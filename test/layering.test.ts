@@ -3,6 +3,8 @@
  * src/cli, each importing only from those below. In particular only src/fd loads the addon (src/fd/native.ts): the layers
  * above go through the fd layer's API (src/fd/fds.ts, adopt.ts, ...), whose checks (fd validation, adopt's
  * inode check before closing) the raw binding does not make. A source scan, so a new import fails here.
+ * Nor may modules import each other, directly or round a longer loop, `import type` included: a cycle
+ * (standalone-host.ts <-> upgrader.ts once) means neither can be read, tested or moved without the other.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -88,4 +90,57 @@ test('each layer imports only from itself and the layers below it', () => {
     }
   }
   assert.deepEqual(offenders, []);
+});
+
+/** The import graph of src/: each file (as 'upgrader/upgrader') to the files under src/ it names. */
+function importGraph(): Map<string, string[]> {
+  const graph = new Map<string, string[]>();
+  for (const file of sourceFiles(SRC)) {
+    const rel = path.relative(SRC, file).split(path.sep).join('/').replace(/\.ts$/, '');
+    const targets = specifiers(fs.readFileSync(file, 'utf8')).map((spec) => target(file, spec));
+    graph.set(rel, [...new Set(targets.filter((t): t is string => t !== null))]);
+  }
+  return graph;
+}
+
+/** Import cycles as the files round them ('a -> b -> a'): a depth-first search reports each loop it closes, once. */
+function cycles(graph: Map<string, string[]>): string[] {
+  const found = new Set<string>();
+  const done = new Set<string>();
+  const stack: string[] = [];
+  const visit = (node: string): void => {
+    const at = stack.indexOf(node);
+    if (at >= 0) {
+      const loop = stack.slice(at);
+      // The same loop entered from another file: rotate so that it starts at its smallest name.
+      const first = loop.indexOf([...loop].sort()[0]!);
+      const rotated = [...loop.slice(first), ...loop.slice(0, first)];
+      found.add([...rotated, rotated[0]].join(' -> '));
+      return;
+    }
+    if (done.has(node)) return;
+    stack.push(node);
+    for (const next of graph.get(node) ?? []) visit(next);
+    stack.pop();
+    done.add(node);
+  };
+  for (const node of [...graph.keys()].sort()) visit(node);
+  return [...found].sort();
+}
+
+test('the cycle search finds a loop, however entered, once', () => {
+  const graph = new Map([
+    ['a', ['b']],
+    ['b', ['c']],
+    ['c', ['a', 'd']],
+    ['d', []],
+    ['e', ['c']],
+  ]);
+  assert.deepEqual(cycles(graph), ['a -> b -> c -> a']);
+  assert.deepEqual(cycles(new Map([['x', ['y']], ['y', ['x']]])), ['x -> y -> x']);
+  assert.deepEqual(cycles(new Map([['x', ['y']], ['y', []]])), []);
+});
+
+test('no module in src/ imports itself round a loop', () => {
+  assert.deepEqual(cycles(importGraph()), []);
 });

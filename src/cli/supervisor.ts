@@ -19,8 +19,8 @@ import { reap, watchChildExit } from '../fd/process.js';
 import { CONTROL_CHANNEL_LIMITS, formatAddress, type InventoryEntry, type LoopStats } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { HandoffSession } from '../handoff/session.js';
+import { answerControl, handOver, HandoffServer } from '../handoff/server.js';
 import { SD_LISTEN_ENV, SD_NOTIFY_ENV } from '../fd/systemd.js';
-import { logControlServer } from '../upgrader/control-log.js';
 import { addressInUseHint, Takeover } from './takeover.js';
 import type { Logger } from '../upgrader/logger.js';
 import { listeners, oneLine, serviceSockets, ServiceNotifier } from '../integrations/systemd.js';
@@ -108,7 +108,7 @@ const DEFAULT_MIN_UPTIME_MS = 1000;
 
 export class Supervisor {
   readonly #opts: SupervisorOptions;
-  #server!: FdChannelServer;
+  #server!: HandoffServer;
   #inventory = new Map<string, { entry: InventoryEntry; fd: number }>();
   #generations = new Map<number, Generation>();
   #next = 1;
@@ -170,8 +170,7 @@ export class Supervisor {
     this.#notifier.startWatchdog();
     // The socket's real place (a private subdirectory of /tmp, say): passed to generations and shown in status.
     this.#opts.socket = checkSocketDir(this.#opts.socket);
-    this.#server = await FdChannelServer.listen(this.#opts.socket, CONTROL_CHANNEL_LIMITS);
-    this.#serve();
+    this.#serve(await FdChannelServer.listen(this.#opts.socket, CONTROL_CHANNEL_LIMITS));
     this.#log('info', 'supervisor-start', { socket: this.#opts.socket, command: this.#opts.command.join(' ') });
     // A generation a crashed supervisor left behind: its listeners become ours, and the first generation
     // takes over its connections (src/cli/takeover.ts). Only after binding the control socket: of two
@@ -201,16 +200,14 @@ export class Supervisor {
     void this.#launch(this.#takeover ? 'takeover' : 'start');
   }
 
-  /** Accept control connections on #server; as PID 1, reap orphans. */
-  #serve(): void {
-    this.#server.on('channel', (channel) => {
-      HandoffSession.accept(channel).then(
-        (s) => this.#onSession(s),
-        (err: Error) => this.#log('warn', 'control-refused', { reason: err.message }),
-      );
+  /** Accept control connections on `server` (the handoff's serving side, src/handoff/server.ts); as PID 1,
+   * reap orphans. */
+  #serve(server: FdChannelServer): void {
+    this.#server = new HandoffServer(server, {
+      generation: (session) => this.#onGeneration(session),
+      control: (session) => this.#onControl(session),
+      log: (level, event, fields) => this.#log(level, event, fields),
     });
-    // Connections past the limit, and accept errors (EMFILE), come in bursts: logged at most once a second.
-    logControlServer(this.#server, (level, event, fields) => this.#log(level, event, fields));
     if (process.pid === 1) this.#reaper = setInterval(() => this.#reapOrphans(), 1000);
   }
 
@@ -426,9 +423,8 @@ export class Supervisor {
     session.on('close', () => this.#lostContact(g, 'the generation closed its control connection before ready()'));
   }
 
-  async #onSession(session: HandoffSession): Promise<void> {
+  async #onGeneration(session: HandoffSession): Promise<void> {
     const hello = session.hello;
-    if (hello.role === 'control') return this.#onControl(session);
     const g = hello.generation ? this.#generations.get(hello.generation) : undefined;
     if (!g || g.state !== 'starting' || g.session || !isDescendant(session.peer.pid, g.pid)) {
       // The reason goes into the log too: every refused connection is logged with why.
@@ -440,23 +436,18 @@ export class Supervisor {
     g.session = session;
     this.#watchSession(g, session);
     try {
-      await session.offer(g.generation, [...this.#inventory.values()]);
-      const { names, migrationFd } = await session.awaitReady(this.#opts.readyTimeoutMs);
-      if (g.state !== 'starting') {
-        if (migrationFd !== null) closeFds([migrationFd]);
-        return; // rolled back meanwhile
-      }
-      const old = this.#promote(g, names);
-      // Acknowledge first, then drain the old generation: the new one accepts from its acknowledgement, so if
-      // this process dies in between, the old one still serves (and a second generation serving is a smaller
-      // harm than none). The other order let a supervisor killed right after sending `drain` leave the old
-      // generation draining and the new one rolled back for want of its ready-ok (found by the fault matrix).
-      try {
-        await session.ackReady();
-      } catch (err) {
-        if (migrationFd !== null) closeFds([migrationFd]);
-        throw err;
-      }
+      // Acknowledge first, then drain the old generation (handOver says why).
+      const promoted: { old: Generation | null } = { old: null };
+      const done = await handOver(session, {
+        generation: g.generation,
+        inventory: [...this.#inventory.values()],
+        readyTimeoutMs: this.#opts.readyTimeoutMs,
+        // Rolled back meanwhile: nothing to acknowledge. Otherwise it becomes the current generation first.
+        beforeAck: (names) => g.state === 'starting' && ((promoted.old = this.#promote(g, names)), true),
+      });
+      if (!done) return;
+      const { names, migrationFd } = done;
+      const old = promoted.old;
       if (old) this.#drainGeneration(old, 'upgrade', migrationFd);
       else if (this.#takeover) {
         const handover = this.#takeover.handover(names, this.#opts.readyTimeoutMs, migrationFd);
@@ -670,34 +661,27 @@ export class Supervisor {
     }, delay);
   }
 
-  async #onControl(session: HandoffSession): Promise<void> {
-    const cmd = session.hello.command!;
-    try {
-      if (cmd === 'status') {
-        await session.result('status', true, { data: this.status() });
-      } else if (cmd === 'stop') {
-        await session.result('stop', true);
-        this.stop('baton stop');
-      } else if (cmd === 'reexec') {
-        // On success this never returns: the new image answers on this very session.
-        await this.reexec(session).catch((err: NodeJS.ErrnoException) =>
-          session.result('reexec', false, { code: err.code ?? 'ERR_BATON_REEXEC_FAILED', reason: err.message }),
-        );
-      } else {
+  #onControl(session: HandoffSession): Promise<void> {
+    return answerControl(session, {
+      status: () => this.status(),
+      stop: () => this.stop('baton stop'),
+      reexec: (requester) =>
+        this.reexec(requester).catch((err: NodeJS.ErrnoException) =>
+          requester.result('reexec', false, { code: err.code ?? 'ERR_BATON_REEXEC_FAILED', reason: err.message }),
+        ),
+      reload: async () => {
         let record: UpgradeRecord;
         try {
           record = await this.reload();
         } catch (err) {
           const e = err as NodeJS.ErrnoException;
-          await session.result('reload', false, { code: e.code ?? 'ERR_BATON_RELOAD_FAILED', reason: e.message });
-          return;
+          return { ok: false, code: e.code ?? 'ERR_BATON_RELOAD_FAILED', reason: e.message };
         }
         const ok = record.outcome === 'serving';
-        await session.result('reload', ok, ok ? { data: record } : { code: 'ERR_BATON_ROLLED_BACK', reason: record.reason ?? 'rolled back', data: record });
-      }
-    } finally {
-      session.close();
-    }
+        if (ok) return { ok, data: record };
+        return { ok, code: 'ERR_BATON_ROLLED_BACK', reason: record.reason ?? 'rolled back', data: record };
+      },
+    });
   }
 
   // --- re-exec (reexec.ts) --------------------------------------------------------------------------
@@ -803,7 +787,7 @@ export class Supervisor {
     this.#readySent = s.readySent;
     for (const name of s.stored) this.#notifier.markStored(name);
     for (const i of s.inventory) this.#inventory.set(i.entry.name, i);
-    this.#server = FdChannelServer.fromFd(s.serverFd, s.socket, CONTROL_CHANNEL_LIMITS);
+    const server = FdChannelServer.fromFd(s.serverFd, s.socket, CONTROL_CHANNEL_LIMITS);
     for (const c of s.generations) {
       const g: Generation = {
         generation: c.generation, pid: c.pid, stderr: null, state: c.state, startedAt: c.startedAt,
@@ -828,7 +812,7 @@ export class Supervisor {
       if (g.state === 'draining') this.#drainDeadline(g);
     }
     this.#notifier.startWatchdog();
-    this.#serve();
+    this.#serve(server);
     const fields = { from: s.version, to: VERSION, execCount: s.execCount, generations: s.generations.length };
     this.#log('info', 'supervisor-reexec', { ...fields, listeners: this.#inventory.size });
     const serving = this.#current;

@@ -10,9 +10,10 @@
  * other users), the file is created with mode 0600 (FdChannelServer), and every peer's uid is checked with
  * SO_PEERCRED before anything is read or sent (HandoffSession.accept, GenerationClient.join).
  *
- * On the socket the orphan speaks the standalone serving side (StandaloneHost): a new supervisor joins it
- * like a standalone successor, receives its listeners, and relays its first generation's ready (with the
- * migration channel) to it; the orphan then drains, moving its live connections to that generation.
+ * On the socket the orphan speaks the standalone serving side (StandaloneHost, built on src/handoff/server.ts):
+ * a new supervisor joins it like a standalone successor, receives its listeners, and relays its first
+ * generation's ready (with the migration channel) to it; the orphan then drains, moving its live connections
+ * to that generation.
  */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -10,10 +10,9 @@
  */
 import type { FdChannelServer } from '../fd/channel-server.js';
 import type { InventoryEntry } from '../handoff/messages.js';
-import { closeFds } from '../fd/fds.js';
-import { HandoffSession } from '../handoff/session.js';
-import { logControlServer } from './control-log.js';
-import type { Logger } from './logger.js';
+import { answerControl, handOver, HandoffServer } from '../handoff/server.js';
+import type { HandoffSession } from '../handoff/session.js';
+import type { LogFields, Logger, LogLevel } from './logger.js';
 import type { UpgraderState } from './state.js';
 
 export interface HostCallbacks {
@@ -33,21 +32,17 @@ export interface HostCallbacks {
 }
 
 export class StandaloneHost {
-  readonly #server: FdChannelServer;
+  readonly #server: HandoffServer;
   readonly #cb: HostCallbacks;
   #busy = false;
 
   constructor(server: FdChannelServer, callbacks: HostCallbacks) {
-    this.#server = server;
     this.#cb = callbacks;
-    server.on('channel', (channel) => {
-      HandoffSession.accept(channel).then(
-        (session) => this.#onSession(session),
-        (err: Error) => this.#log('warn', 'control-refused', { reason: err.message }),
-      );
+    this.#server = new HandoffServer(server, {
+      generation: (session) => this.#onGeneration(session),
+      control: (session) => this.#onControl(session),
+      log: (level, event, fields) => this.#log(level, event, fields),
     });
-    // Connections past the limit, and accept errors (EMFILE), come in bursts: logged at most once a second.
-    logControlServer(server, (level, event, fields) => this.#cb.logger.log(level, event, { gen: this.#cb.generation(), pid: process.pid, ...fields }));
   }
 
   start(): void {
@@ -58,22 +53,21 @@ export class StandaloneHost {
     this.#server.close(options);
   }
 
-  async #onSession(session: HandoffSession): Promise<void> {
-    const hello = session.hello;
-    if (hello.role === 'control') {
-      if (hello.command === 'status') await session.result('status', true, { data: { generations: [this.#cb.status()] } });
-      else if (hello.command === 'stop') {
-        await session.result('stop', true);
-        this.#cb.onStop();
-      } else {
-        await session.result(hello.command ?? 'reload', false, {
-          code: 'ERR_BATON_NO_SUPERVISOR',
-          reason: 'standalone mode has no supervisor to start a new generation: start the new version with the same socket and it takes over',
-        });
-      }
-      session.close();
-      return;
-    }
+  #onControl(session: HandoffSession): Promise<void> {
+    return answerControl(session, {
+      status: () => ({ generations: [this.#cb.status()] }),
+      stop: () => this.#cb.onStop(),
+      reload: async () => ({
+        ok: false,
+        code: 'ERR_BATON_NO_SUPERVISOR',
+        reason:
+          'standalone mode has no supervisor to start a new generation: ' +
+          'start the new version with the same socket and it takes over',
+      }),
+    });
+  }
+
+  async #onGeneration(session: HandoffSession): Promise<void> {
     const state = this.#cb.state();
     if (this.#busy || state !== 'serving') {
       const code = this.#busy || state === 'upgrading' ? 'ERR_BATON_UPGRADE_IN_PROGRESS' : 'ERR_BATON_STATE';
@@ -87,34 +81,23 @@ export class StandaloneHost {
     const pid = session.peer.pid;
     const next = this.#cb.generation() + 1;
     const started = Date.now();
-    let migrationFd: number | null = null;
     this.#log('info', 'upgrade-start', { next, peer: pid });
-    // Sending the inventory waits for the successor to read it when it is several records (a very large
-    // inventory): bound that wait too (like awaitReady: 0 means no limit), or a successor that never reads
-    // would hold the upgrade forever.
-    let offerTimedOut = false;
-    const ms = this.#cb.readyTimeout;
-    const offerDeadline =
-      ms > 0 && Number.isFinite(ms)
-        ? setTimeout(() => {
-            offerTimedOut = true;
-            session.close();
-          }, ms)
-        : null;
+    let migrationFd: number | null = null;
     try {
-      try {
-        await session.offer(next, this.#cb.inventory());
-      } finally {
-        if (offerDeadline) clearTimeout(offerDeadline);
-      }
-      ({ migrationFd } = await session.awaitReady(this.#cb.readyTimeout));
-      // Stop accepting on the control socket before acknowledging: from the ack on, the successor accepts.
-      this.#server.stop();
-      await this.#cb.beforeHandover?.(next, pid);
-      await session.ackReady();
+      ({ migrationFd } = (await handOver(session, {
+        generation: next,
+        inventory: this.#cb.inventory(),
+        readyTimeoutMs: this.#cb.readyTimeout,
+        boundOffer: true,
+        beforeAck: async () => {
+          // Stop accepting on the control socket before acknowledging: from the ack on, the successor accepts.
+          this.#server.stop();
+          await this.#cb.beforeHandover?.(next, pid);
+          return true;
+        },
+      }))!);
     } catch (err) {
-      const reason = offerTimedOut ? `the successor did not read the inventory within ${this.#cb.readyTimeout} ms` : (err as Error).message;
-      if (migrationFd !== null) closeFds([migrationFd]);
+      const reason = (err as Error).message;
       this.#log('warn', 'rollback', { next, peer: pid, reason, ms: Date.now() - started });
       session.close();
       this.#server.start();
@@ -128,7 +111,7 @@ export class StandaloneHost {
     this.#cb.onHandover(next, pid, migrationFd);
   }
 
-  #log(level: 'info' | 'warn', event: string, fields: Record<string, string | number>): void {
+  #log(level: LogLevel, event: string, fields: LogFields): void {
     this.#cb.logger.log(level, event, { gen: this.#cb.generation(), pid: process.pid, ...fields });
   }
 }

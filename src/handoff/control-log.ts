@@ -1,14 +1,19 @@
 /**
  * Logging for what a control socket's server reports on its own — connections dropped at its
- * `maxChannels` limit, accept errors (EMFILE near RLIMIT_NOFILE) — used by the supervisor and the
- * standalone host. Both come in bursts (a peer opening connections in a loop; an accept loop that retries
- * every 100 ms while the fd table is full), so each kind is logged at most once per second: the first
- * occurrence at once, then one line per second with the count, while the burst lasts.
+ * `maxChannels` limit, accept errors (EMFILE near RLIMIT_NOFILE) — used by the handoff server (server.ts),
+ * so by the supervisor and the standalone host alike. Both come in bursts (a peer opening connections in a
+ * loop; an accept loop that retries every 100 ms while the fd table is full), so each kind is logged at most
+ * once per second: the first occurrence at once, then one line per second with the count, while the burst
+ * lasts.
  */
 import type { DropInfo, FdChannelServer } from '../fd/channel-server.js';
-import type { LogFields, LogLevel } from './logger.js';
 
-export type LogFn = (level: LogLevel, event: string, fields: LogFields) => void;
+/** How the handoff layer logs (the upgrader's Logger fits it): level, event, fields. */
+export type LogFn = (
+  level: 'info' | 'warn' | 'error',
+  event: string,
+  fields: Record<string, string | number | boolean | null | undefined>,
+) => void;
 
 const WINDOW_MS = 1000;
 
