@@ -26,6 +26,7 @@ import type { Logger } from '../upgrader/logger.js';
 import { listeners, oneLine, serviceSockets, ServiceNotifier } from '../integrations/systemd.js';
 import { ProcSampler } from './proc-stats.js';
 import { Tallies } from './tallies.js';
+import type { UpgradeRecord } from './upgrade-record.js';
 import { VERSION } from '../version.js';
 import {
   checkNewImage, execImage, reexecEntry, STATE_FORMAT, takeCarriedState, type SupervisorState,
@@ -74,19 +75,7 @@ interface Generation {
   replacedBy?: UpgradeRecord;
 }
 
-export interface UpgradeRecord {
-  generation: number;
-  pid: number;
-  kind: 'start' | 'reload' | 'respawn' | 'takeover';
-  outcome: 'serving' | 'rolled-back' | 'pending';
-  reason?: string;
-  startedAt: string;
-  readyMs?: number;
-  drainMs?: number;
-  /** Connections the replaced generation moved to this one, and those it could not (closed politely). */
-  moved?: number;
-  notMoved?: number;
-}
+export type { UpgradeRecord } from './upgrade-record.js';
 
 interface Attempt {
   record: UpgradeRecord;

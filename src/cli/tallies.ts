@@ -3,7 +3,7 @@
  * the last reload's duration, and connections moved (or not, by reason) on upgrades, which each replaced
  * generation reports at the end of its drain: the totals outlive the generations that reported them.
  */
-import type { UpgradeRecord } from './supervisor.js';
+import type { UpgradeRecord } from './upgrade-record.js';
 
 const MAX_REASONS = 32;
 
