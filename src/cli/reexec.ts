@@ -36,6 +36,7 @@ import { execve, memfd as createMemfd, releaseSignals } from '../fd/exec.js';
 import { closeFds, isOpen } from '../fd/fds.js';
 import { checkEntry, decode, encode, PROTOCOL_VERSION, type Hello, type InventoryEntry } from '../handoff/messages.js';
 import { VERSION } from '../version.js';
+import { outputTail } from './output-tail.js';
 
 /** The fd number of the state memfd, in the new image's environment (removed as soon as it is read). */
 export const STATE_ENV = 'BATON_REEXEC_STATE';
@@ -263,7 +264,8 @@ export function checkNewImage(entry: string, state: SupervisorState): Promise<{ 
     child.stdin.on('error', () => {}); // a child that dies before reading: its exit says why
     child.stdin.end(JSON.stringify(state));
     const fail = (why: string) => {
-      const tail = err.trim().split('\n').slice(-8).join('\n');
+      // Node 24 prints more stack lines than 20 did: keep the error's own line (a SyntaxError, say) in front.
+      const tail = outputTail(err, 8);
       const output = tail ? `; its output:\n${tail}` : '';
       const message = `the new supervisor image (${entry}) failed its check: ${why}${output}`;
       reject(batonError('ERR_BATON_REEXEC_FAILED', message));

@@ -28,6 +28,7 @@ import { ProcSampler } from './proc-stats.js';
 import { Tallies } from './tallies.js';
 import type { UpgradeRecord } from './upgrade-record.js';
 import { VERSION } from '../version.js';
+import { outputTail } from './output-tail.js';
 import {
   checkNewImage, execImage, reexecEntry, STATE_FORMAT, takeCarriedState, type SupervisorState,
 } from './reexec.js';
@@ -863,22 +864,6 @@ export class Supervisor {
   #log(level: 'info' | 'warn' | 'error', event: string, fields: Record<string, string | number | boolean | null | undefined>): void {
     this.#opts.logger.log(level, event, { supervisor: process.pid, ...fields });
   }
-}
-
-/**
- * The last lines of a generation's output, for a rollback reason. Node prints an uncaught error as a few
- * lines of source, the message, up to 10 stack lines and its properties, so the last 10 lines often miss
- * the one line that says what went wrong (an EMFILE while loading modules, say): keep the last error
- * message line in front of them.
- */
-function outputTail(stderr: string, count = 10): string {
-  const isError = (line: string) => /^([A-Z]\w*)?(Error|Exception)\b/.test(line);
-  const lines = stderr.trim().split('\n');
-  const tail = lines.slice(-count);
-  if (!tail.some(isError)) {
-    for (let i = lines.length - count - 1; i >= 0; i--) if (isError(lines[i]!)) return [lines[i]!, '…', ...tail].join('\n');
-  }
-  return tail.join('\n');
 }
 
 /** Is `pid` the process `root` or one of its descendants? (The command may be a shell or npm that
