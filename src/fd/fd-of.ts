@@ -9,27 +9,12 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { FileHandle } from 'node:fs/promises';
-import { argTypeError, batonError, checkFd } from './errors.js';
+import { argTypeError, checkFd } from './errors.js';
+import { dgramHandleOf, handleOf } from './internals.js';
 import { native } from './native.js';
 
 /** Anything baton can take an fd from. http/https/http2 servers are net.Servers; TLS sockets are net.Sockets. */
 export type FdSource = number | net.Server | net.Socket | dgram.Socket | FileHandle;
-
-interface HandleLike {
-  fd?: number;
-}
-
-let dgramStateSymbol: symbol | undefined;
-
-/** dgram keeps its handle under an internal symbol ('state symbol' in lib/dgram.js). */
-function dgramHandle(socket: dgram.Socket): HandleLike | undefined {
-  if (!dgramStateSymbol) {
-    dgramStateSymbol = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol');
-    if (!dgramStateSymbol) throw batonError('ERR_BATON_UNSUPPORTED_VERSION', "this Node.js version's dgram.Socket has no internal state baton recognises");
-  }
-  const state = (socket as unknown as Record<symbol, { handle?: HandleLike } | undefined>)[dgramStateSymbol];
-  return state?.handle;
-}
 
 function isFileHandle(x: unknown): x is FileHandle {
   return (
@@ -54,15 +39,15 @@ export function fdOf(source: FdSource): number {
   if (typeof source === 'number') return checkFd(source);
   let fd: number | undefined;
   if (source instanceof net.Server) {
-    const handle = (source as unknown as { _handle: HandleLike | null })._handle;
+    const handle = handleOf(source);
     if (!handle) throw notOpen('the server is not listening (it has no fd yet, or was closed)');
     fd = handle.fd;
   } else if (source instanceof net.Socket) {
-    const handle = (source as unknown as { _handle: (HandleLike & { _parent?: HandleLike }) | null })._handle;
+    const handle = handleOf(source);
     if (!handle) throw notOpen('the socket is closed or not connected (it has no fd)');
     fd = handle.fd ?? handle._parent?.fd;
   } else if (source instanceof dgram.Socket) {
-    const handle = dgramHandle(source);
+    const handle = dgramHandleOf(source);
     if (!handle) throw notOpen('the UDP socket is closed');
     fd = handle.fd;
     if (typeof fd === 'number' && fd < 0) throw notOpen('the UDP socket is not bound yet (it has no fd until bind)');

@@ -113,3 +113,76 @@ export function sendShutdownNotice(session: object): boolean {
   socket.write(SHUTDOWN_NOTICE);
   return true;
 }
+
+/**
+ * `res._header` (lib/_http_outgoing.js): the response head as sent, a string once the head is written.
+ * Needed because `res.getHeader()` does not see headers given to writeHead() as an object when setHeader()
+ * was never called (they are written straight into the head). Verified on Node 20.20, 22.23 and 24.21.
+ * Used by src/integrations/sse.ts to recognise an event stream.
+ */
+export function responseHeadOf(res: http.ServerResponse): string {
+  const head = (res as unknown as { _header?: unknown })._header;
+  return typeof head === 'string' ? head : '';
+}
+
+/**
+ * The `ws` package's private fields that WebSocket migration relies on (src/integrations/ws.ts), verified on
+ * ws 8.23 (lib/websocket.js, lib/receiver.js, lib/sender.js):
+ * - `ws._socket`: the net.Socket under the WebSocket (null before setSocket());
+ * - `ws._extensions`: the negotiated extensions by name (permessage-deflate keeps zlib state here);
+ * - `ws._protocol`: the subprotocol (the public `protocol` is a getter over it);
+ * - `ws._closeCode` / `ws._closeMessage`: what the 'close' event reports;
+ * - the receiver's parse state: `_state` (0 = GET_INFO: waiting for a new frame), `_bufferedBytes`,
+ *   `_fragmented` (the opcode of a fragmented message in progress, 0 if none);
+ * - the sender's `_queue` (frames waiting behind a compression) and `_state` (0 = DEFAULT, nothing in
+ *   progress; an older ws without `_state` is treated as 0).
+ */
+interface WsInternals {
+  _protocol: string;
+  _socket: net.Socket | null;
+  _extensions: Record<string, unknown>;
+  _receiver: { _state: number; _bufferedBytes: number; _fragmented: number } | null;
+  _sender: { _queue?: unknown[]; _state?: number } | null;
+  _closeCode: number;
+  _closeMessage: Buffer;
+}
+
+function wsInternals(ws: object): WsInternals {
+  return ws as WsInternals;
+}
+
+/** The socket under a `ws` WebSocket, or null (not connected yet, or closed). */
+export function wsSocketOf(ws: object): net.Socket | null {
+  return wsInternals(ws)._socket ?? null;
+}
+
+/** Whether the WebSocket negotiated an extension (permessage-deflate): its context lives in this process. */
+export function wsHasExtensions(ws: object): boolean {
+  const ext = wsInternals(ws)._extensions;
+  return !!ext && Object.keys(ext).length > 0;
+}
+
+/** At a frame boundary: no partial frame, no fragmented message, nothing waiting to be sent. */
+export function wsAtFrameBoundary(ws: object): boolean {
+  const { _receiver: r, _sender: s } = wsInternals(ws);
+  if (!r || r._state !== 0 || r._bufferedBytes !== 0 || r._fragmented !== 0) return false;
+  return !s || ((s._queue?.length ?? 0) === 0 && (s._state ?? 0) === 0);
+}
+
+/** The subprotocol, as ws keeps it (`_protocol`; '' when none). */
+export function wsProtocolOf(ws: object): string {
+  return wsInternals(ws)._protocol ?? '';
+}
+
+/** Set the subprotocol of a WebSocket built for a migrated connection (ws sets it only in its handshake). */
+export function setWsProtocol(ws: object, protocol: string): void {
+  wsInternals(ws)._protocol = protocol;
+}
+
+/** What the WebSocket's 'close' event will report (the connection is gone from this process, not closed);
+ * without `reason` the one set before stays. */
+export function setWsCloseReport(ws: object, code: number, reason?: string): void {
+  const w = wsInternals(ws);
+  w._closeCode = code;
+  if (reason !== undefined) w._closeMessage = Buffer.from(reason);
+}

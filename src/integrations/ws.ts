@@ -21,6 +21,8 @@ import type net from 'node:net';
 import tls from 'node:tls';
 import { argTypeError, batonError } from '../fd/errors.js';
 import { MAX_MIGRATION_BATCH } from '../handoff/messages.js';
+import { setWsCloseReport, setWsProtocol, wsAtFrameBoundary, wsHasExtensions, wsProtocolOf, wsSocketOf } from './internals.js';
+import { socketIoPart } from './socket-io.js';
 import type { ConnectionMover, MoverContext } from '../upgrader/integration.js';
 import type { MigrationSender } from '../upgrader/migrate.js';
 import type { WebSocketMigrationOptions } from '../upgrader/upgrader.js';
@@ -33,16 +35,10 @@ export interface WsServerLike {
   prependListener(event: 'connection', fn: (ws: WsLike, req: { url?: string; headers: Record<string, unknown> }) => void): unknown;
 }
 
+/** Its private fields are reached only through src/integrations/internals.ts. */
 export interface WsLike {
   readyState: number;
   protocol: string;
-  _protocol: string;
-  _socket: net.Socket | null;
-  _extensions: Record<string, unknown>;
-  _receiver: { _state: number; _bufferedBytes: number; _fragmented: number; _fragments?: unknown[] } | null;
-  _sender: { _queue?: unknown[]; _state?: number } | null;
-  _closeCode: number;
-  _closeMessage: Buffer;
   setSocket(socket: net.Socket, head: Buffer, options: Record<string, unknown>): void;
   close(code?: number, reason?: string): void;
   on(event: 'close', fn: () => void): unknown;
@@ -76,30 +72,23 @@ export function trackRequests(wss: WsServerLike): void {
 
 /** Why this WebSocket cannot move at all (null if it can, now or at a later frame boundary). */
 export function unmovable(ws: WsLike): string | null {
-  if (ws.readyState !== OPEN || !ws._socket) return 'not open';
-  if (ws._extensions && Object.keys(ws._extensions).length) return 'permessage-deflate: its compression context cannot move';
-  if (ws._socket instanceof tls.TLSSocket) return 'TLS: its session cannot move';
+  const socket = wsSocketOf(ws);
+  if (ws.readyState !== OPEN || !socket) return 'not open';
+  if (wsHasExtensions(ws)) return 'permessage-deflate: its compression context cannot move';
+  if (socket instanceof tls.TLSSocket) return 'TLS: its session cannot move';
   return null;
-}
-
-/** At a frame boundary: no partial frame, no fragmented message, nothing waiting to be sent. */
-export function atBoundary(ws: WsLike): boolean {
-  const r = ws._receiver;
-  const s = ws._sender;
-  return !!r && r._state === 0 && r._bufferedBytes === 0 && r._fragmented === 0 && (!s || ((s._queue?.length ?? 0) === 0 && (s._state ?? 0) === 0));
 }
 
 export function stateOf(ws: WsLike, save?: (ws: WsLike) => unknown): WsState {
   const req = (ws as unknown as Record<symbol, { url: string; headers: Record<string, unknown> } | undefined>)[kRequest];
-  const state: WsState = { protocol: ws._protocol ?? '', url: req?.url ?? '/', headers: req?.headers ?? {} };
+  const state: WsState = { protocol: wsProtocolOf(ws), url: req?.url ?? '/', headers: req?.headers ?? {} };
   if (save) state.app = save(ws);
   return state;
 }
 
 /** The old ws object's socket is gone because the connection moved: say so in its 'close' event. */
 export function markMoved(ws: WsLike): void {
-  ws._closeCode = 1012;
-  ws._closeMessage = Buffer.from('baton: migrated');
+  setWsCloseReport(ws, 1012, 'baton: migrated');
 }
 
 /** Build the WebSocket for a migrated connection and hand it to the app. */
@@ -108,7 +97,7 @@ export function continueWebSocket(wss: WsServerLike, socket: net.Socket, state: 
   if (typeof WebSocket !== 'function') throw batonError('ERR_BATON_UNSUPPORTED_VERSION', 'the WebSocketServer has no options.WebSocket class (ws >= 8 is needed)');
   const o = wss.options;
   const ws = new WebSocket(null, undefined, o);
-  ws._protocol = state.protocol;
+  setWsProtocol(ws, state.protocol);
   ws.setSocket(socket, pending, {
     allowSynchronousEvents: o.allowSynchronousEvents,
     maxBufferedChunks: o.maxBufferedChunks,
@@ -139,6 +128,17 @@ export class WebSocketMover implements ConnectionMover {
   readonly #context: MoverContext;
 
   constructor(wss: unknown, options: unknown, context: MoverContext) {
+    // Socket.IO's parts look enough like a ws server to be accepted, and then nothing would move (engine.io's
+    // ws server tracks no clients): say what it is and what to use.
+    const sio = socketIoPart(wss);
+    if (sio) {
+      const err = new TypeError(
+        `upgrader.webSocketServer() needs a WebSocketServer from the 'ws' package that tracks its clients; ` +
+          `it got ${sio}. For Socket.IO, call upgrader.socketIo(io) with the socket.io Server.`,
+      ) as TypeError & { code: string };
+      err.code = 'ERR_INVALID_ARG_TYPE';
+      throw err;
+    }
     const server = wss as WsServerLike;
     if (typeof wss !== 'object' || wss === null || typeof server.prependListener !== 'function' || typeof server.options !== 'object') {
       throw argTypeError('wss', "a WebSocketServer from the 'ws' package", wss);
@@ -172,7 +172,7 @@ export class WebSocketMover implements ConnectionMover {
         return;
       }
       // Wait for a frame boundary (a partial frame or fragmented message completes as data flows).
-      while (!atBoundary(ws)) {
+      while (!wsAtFrameBoundary(ws)) {
         if (ws.readyState !== 1) return;
         if (Date.now() > deadline) {
           ws.close(1012, 'Service Restart');
@@ -183,7 +183,7 @@ export class WebSocketMover implements ConnectionMover {
       const state: WsState = stateOf(ws, this.#options.save);
       markMoved(ws);
       try {
-        await sender.move(ws._socket!, 'ws', this.name(), state);
+        await sender.move(wsSocketOf(ws)!, 'ws', this.name(), state);
         moved++;
       } catch (err) {
         const code = (err as { code?: string }).code;
@@ -192,8 +192,8 @@ export class WebSocketMover implements ConnectionMover {
         if (code !== 'ERR_BATON_NOT_OPEN' && code !== 'ERR_BATON_SUCCESSOR_DRAINING') {
           log('warn', 'ws-move-failed', { reason: (err as Error).message });
         }
-        ws._closeCode = 1006;
-        ws._socket?.resume(); // move() left it paused: read on, so the close handshake can complete
+        setWsCloseReport(ws, 1006);
+        wsSocketOf(ws)?.resume(); // move() left it paused: read on, so the close handshake can complete
         if (ws.readyState === 1) ws.close(1012, 'Service Restart');
       }
     };

@@ -1,10 +1,11 @@
 /**
- * What the upgrader needs from the integrations layer (src/integrations: HTTP drain, `ws`, systemd), as
+ * What the upgrader needs from the integrations layer (src/integrations: HTTP drain, `ws`, systemd, SSE, Socket.IO), as
  * interfaces. The layers go fd -> handoff -> upgrader -> integrations -> cli: the upgrader never imports an
  * integration. The integrations implement these and install themselves when the package entry
  * (src/index.ts) loads src/integrations/index.ts, so `Upgrader` works the same whichever way it is imported
- * from there, and a new integration (socket.io, SSE) is a new implementation, not new branches here.
+ * from there, and a new integration is a new implementation, not new branches here.
  */
+import type http from 'node:http';
 import type net from 'node:net';
 import { batonError } from '../fd/errors.js';
 import type { InventoryEntry, MigrationKind, SocketAddress, SocketKind } from '../handoff/messages.js';
@@ -79,11 +80,44 @@ export interface ServiceOptions {
   inherited: readonly InventoryEntry[] | null;
 }
 
+/** The Server-Sent Events streams of a generation's HTTP servers (src/integrations/sse.ts). */
+export interface EventStreamTracker {
+  attach(server: http.Server): void;
+  /** Sockets that carry an SSE stream now. */
+  sockets(): Set<net.Socket>;
+  /** End every stream, now and as later responses turn out to be streams, after a `retry:` hint (ms; 0 for
+   * none). Returns how many were ended now. */
+  endAll(retryMs: number): number;
+}
+
+/**
+ * Servers whose clients reconnect to the next generation and get their sessions back there (Socket.IO,
+ * src/integrations/socket-io.ts): closed at the drain; their recovery state travels on the migration
+ * channel as `carryName` (MigrationSender.carry).
+ */
+export interface ReconnectingServers {
+  readonly carryName: string;
+  readonly size: number;
+  /** The server, if it is one (TypeError otherwise). */
+  check(server: unknown): object;
+  /** Register a checked server (once; again is a no-op). */
+  add(server: object): void;
+  /** ready(): a session a client brings back waits (bounded) for `arrived()`; `carriedSoFar()`: the states
+   * merged so far, for parts created later. */
+  awaitCarried(arrived: () => Promise<unknown>, carriedSoFar: () => unknown[]): void;
+  /** An older generation's state arrived. */
+  merge(state: unknown): void;
+  /** The drain: close every connection; how many, and the state to carry on (null: none kept in memory). */
+  closeAll(generation: number): Promise<{ closed: number; state: unknown }>;
+}
+
 export interface Integrations {
   drainer(server: net.Server, idleGraceMs: number): ListenerDrainer;
   /** Validates its arguments (TypeError) like the public webSocketServer() it backs. */
   webSocketServer(wss: unknown, options: unknown, context: MoverContext): ConnectionMover;
   serviceManager(options: ServiceOptions): ServiceManager;
+  eventStreams(): EventStreamTracker;
+  reconnectingServers(): ReconnectingServers;
 }
 
 let installed: Integrations | null = null;

@@ -46,6 +46,7 @@ import { batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
 import { fdUsage } from '../fd/fd-usage.js';
 import { closeFds } from '../fd/fds.js';
+import { handleOf, setReadPending } from '../fd/internals.js';
 import { Link } from '../handoff/link.js';
 import { MAX_CARRY_PART, MAX_MIGRATION_BATCH, PROTOCOL_VERSION, type MigrationItem, type MigrationKind } from '../handoff/messages.js';
 
@@ -75,12 +76,10 @@ interface Pending {
   reject: (err: Error) => void;
 }
 
-type Handle = { readStop?: () => number; reading?: boolean; writeQueueSize?: number } | null;
-
 /** Stop libuv reading this socket and take the bytes Node buffered that nobody consumed. */
 function stopReading(socket: net.Socket): Buffer {
   socket.pause();
-  const handle = (socket as unknown as { _handle: Handle })._handle;
+  const handle = handleOf(socket);
   const stop = () => {
     if (handle?.readStop) {
       handle.reading = false;
@@ -106,13 +105,13 @@ function stopReading(socket: net.Socket): Buffer {
   // while the connection is on its way; bytes read here then would be lost with this socket object (seen:
   // a connection arriving in a draining generation and moved on at once lost its client's next bytes).
   // giveBack() undoes this if the move fails.
-  (socket as unknown as { _readableState: { reading: boolean } })._readableState.reading = true;
+  setReadPending(socket, true);
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
 /** Bytes Node read after stopReading() (reading restarted somehow): they must move with the connection. */
 function lateBytes(socket: net.Socket): Buffer | null {
-  const handle = (socket as unknown as { _handle: Handle })._handle;
+  const handle = handleOf(socket);
   if (!handle?.reading && socket.readableLength === 0) return null;
   const late = stopReading(socket);
   return late.length ? late : null;
@@ -125,12 +124,12 @@ function giveBack(socket: net.Socket, buffered: Buffer): void {
   // No read is pending after all (see stopReading): without this, resume() would never restart the handle and
   // the connection would not be read again (found by the fault matrix: an HTTP connection whose move failed,
   // because the new generation had died, stopped answering until the keep-alive timeout destroyed it).
-  (socket as unknown as { _readableState: { reading: boolean } })._readableState.reading = false;
+  setReadPending(socket, false);
   if (buffered.length) socket.unshift(buffered);
 }
 
 function writesPending(socket: net.Socket): boolean {
-  const handle = (socket as unknown as { _handle: Handle })._handle;
+  const handle = handleOf(socket);
   return socket.writableLength > 0 || (handle?.writeQueueSize ?? 0) > 0;
 }
 

@@ -26,14 +26,13 @@ import path from 'node:path';
 import { FdChannelServer } from '../fd/channel-server.js';
 import { argTypeError, batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
+import { acceptingServerOf } from '../fd/internals.js';
 import { closeFds, socketpair } from '../fd/fds.js';
 import { GenerationClient } from '../handoff/client.js';
 import { CONTROL_CHANNEL_LIMITS, formatAddress, type InventoryEntry, type MigrationItem, type SocketAddress, type SocketKind } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { ConnectionCensus, type ConnectionKinds } from './census.js';
-import { integrations, type ConnectionMover, type ListenerDrainer, type ServiceManager } from './integration.js';
-import { EventStreams } from './sse.js';
-import { CARRY_NAME, checkSocketIo, closeTransports, mergeRecoveryState, recoveryState, restoreAfterCarry, socketIoPart, type SocketIoServerLike } from './socket-io.js';
+import { integrations, type ConnectionMover, type EventStreamTracker, type ListenerDrainer, type ReconnectingServers, type ServiceManager } from './integration.js';
 import { MigrationReceiver, MigrationSender } from './migrate.js';
 import { createLogger, silentLogger, type LogFields, type Logger } from './logger.js';
 import { bindDgramFd, bindDgramFresh, bindUnix, listenOnFd, listenTcp } from './sockets.js';
@@ -170,7 +169,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
    * generation that sent one), and who waits for it. */
   #carried = new Map<string, unknown[]>();
   /** Socket.IO servers whose clients reconnect to the next generation with their state (socketIo()). */
-  #socketIo: SocketIoServerLike[] = [];
+  #socketIoServers: ReconnectingServers | null = null;
   #carryWaiters = new Set<() => void>();
   /** Old generation, once replaced: moves connections to the new one. */
   #sender: MigrationSender | null = null;
@@ -183,7 +182,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   /** Inherited listeners not accepting yet (see listen()). */
   #deferred: Array<{ server: net.Server; fd: number; backlog: number }> = [];
   /** SSE streams of this generation's HTTP servers (ended at the drain unless endEventStreams is false). */
-  #eventStreams = new EventStreams();
+  #eventStreamTracker: EventStreamTracker | null = null;
   #endEventStreams: boolean;
   #eventStreamRetry: number;
   #census = new ConnectionCensus();
@@ -329,6 +328,14 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #ensureHost(): StandaloneHost {
     this.#host ??= new StandaloneHost(this.#control!, this.#hostCallbacks());
     return this.#host;
+  }
+
+  get #socketIo(): ReconnectingServers {
+    return (this.#socketIoServers ??= integrations().reconnectingServers());
+  }
+
+  get #eventStreams(): EventStreamTracker {
+    return (this.#eventStreamTracker ??= integrations().eventStreams());
   }
 
   /** 1-based generation number. */
@@ -488,7 +495,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       const [mine, theirs] = socketpair();
       this.#addReceiver(mine);
       // Socket.IO: a client of the old generation that reconnects here before its session has arrived waits.
-      for (const io of this.#socketIo) restoreAfterCarry(io, () => this.#awaitCarried(CARRY_NAME, SOCKET_IO_CARRY_WAIT_MS), () => this.#carried.get(CARRY_NAME) ?? []);
+      const io = this.#socketIoServers;
+      io?.awaitCarried(() => this.#awaitCarried(io.carryName, SOCKET_IO_CARRY_WAIT_MS), () => this.#carried.get(io.carryName) ?? []);
       try {
         await client.ready(names, this.#readyTimeout, theirs);
       } catch (err) {
@@ -551,7 +559,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     if (!sender || sender.closed) {
       return Promise.reject(batonError('ERR_BATON_NO_MIGRATION', 'no new generation to migrate to: migrate() works after this generation was replaced (in the drain event)'));
     }
-    const from = (socket as unknown as { server?: net.Server }).server;
+    const from = acceptingServerOf(socket);
     // A connection that itself moved here has no .server: its listener is the one whose drain tracks it.
     const name = [...this.#sockets.values()].find((m) => m.object === from || m.drainer?.has(socket))?.entry.name ?? '-';
     return sender.move(socket, 'raw', name, state, pending);
@@ -566,14 +574,6 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
    * listener the WebSocket server is attached to (default: found from `wss.options.server`, else 'ws').
    */
   webSocketServer<S = unknown>(wss: unknown, options: WebSocketMigrationOptions<S> & { name?: string } = {}): void {
-    // Socket.IO's parts look enough like a ws server to be accepted, and then nothing would move (engine.io's
-    // ws server tracks no clients): say what it is and what to use.
-    const sio = socketIoPart(wss);
-    if (sio) {
-      const err = new TypeError(`upgrader.webSocketServer() needs a WebSocketServer from the 'ws' package that tracks its clients; it got ${sio}. For Socket.IO, call upgrader.socketIo(io) with the socket.io Server.`) as TypeError & { code: string };
-      err.code = 'ERR_INVALID_ARG_TYPE';
-      throw err;
-    }
     this.#movers.push(integrations().webSocketServer(wss, options, this.#moverContext));
   }
 
@@ -592,31 +592,28 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
    * See docs/migration.md#socketio.
    */
   socketIo(io: unknown): void {
-    const server = checkSocketIo(io);
+    const server = this.#socketIo.check(io);
     if (this.#state !== 'starting') throw batonError('ERR_BATON_STATE', `socketIo() after ready() (state ${this.#state})`);
-    if (!this.#socketIo.includes(server)) this.#socketIo.push(server);
+    this.#socketIo.add(server);
   }
 
   /** Close every Socket.IO connection (clients reconnect to the successor) and carry the recovery state. */
   async #drainSocketIo(sender: MigrationSender | null): Promise<void> {
-    if (!this.#socketIo.length) return;
+    const io = this.#socketIoServers;
+    if (!io?.size) return;
     // State an older generation is still carrying here belongs in what this one carries on.
-    if (this.#receivers.some((r) => r.sending)) await this.#awaitCarried(CARRY_NAME, SOCKET_IO_CARRY_WAIT_MS);
-    const closed = (await Promise.all(this.#socketIo.map((io) => closeTransports(io)))).reduce((a, n) => a + n, 0);
-    const states = this.#socketIo.map((io) => recoveryState(io, this.#generation)).filter((x) => x !== null);
+    if (this.#receivers.some((r) => r.sending)) await this.#awaitCarried(io.carryName, SOCKET_IO_CARRY_WAIT_MS);
+    const { closed, state } = await io.closeAll(this.#generation);
     let carried = false;
-    if (sender && !sender.closed && states.length) {
-      // One value for every server (normally one): namespaces by name; a second server's would merge into the
-      // first's namespaces of the same name, which is what the new generation's single server needs.
-      const merged = Object.assign({}, ...states);
+    if (sender && !sender.closed && state !== null) {
       try {
-        await sender.carry(CARRY_NAME, merged);
+        await sender.carry(io.carryName, state);
         carried = true;
       } catch (err) {
         this.#log('warn', 'socket-io-carry-failed', { reason: (err as Error).message });
       }
     }
-    this.#log('info', 'socket-io-closed', { connections: closed, recovery: !states.length ? 'off' : carried ? 'carried' : sender ? 'not carried' : 'no successor' });
+    this.#log('info', 'socket-io-closed', { connections: closed, recovery: state === null ? 'off' : carried ? 'carried' : sender ? 'not carried' : 'no successor' });
   }
 
   #openSender(migrationFd: number | null): void {
@@ -647,7 +644,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     receiver.on('error', (err) => this.#log('warn', 'migrate-adopt-failed', { reason: err.message }));
     receiver.on('carry', (name, value) => {
       this.#carried.set(name, [...(this.#carried.get(name) ?? []), value]);
-      if (name === CARRY_NAME) for (const io of this.#socketIo) mergeRecoveryState(io, value);
+      if (this.#socketIoServers && name === this.#socketIoServers.carryName) this.#socketIoServers.merge(value);
       for (const wake of this.#carryWaiters) wake();
     });
     const wakeAll = () => {

@@ -17,15 +17,8 @@
  */
 import type http from 'node:http';
 import type net from 'node:net';
-
-/** Node's private `res._header`, the response head as sent (Node 20.x/22.x: a string once the head is
- * written). Needed because `res.getHeader()` does not see headers given to writeHead() as an object when
- * setHeader() was never called (they are written straight into the head). Test: test/sse.test.ts
- * "recognises a stream whose content-type was given to writeHead()". */
-function headOf(res: http.ServerResponse): string {
-  const head = (res as unknown as { _header?: unknown })._header;
-  return typeof head === 'string' ? head : '';
-}
+import type { EventStreamTracker } from '../upgrader/integration.js';
+import { responseHeadOf } from './internals.js';
 
 const EVENT_STREAM = /^content-type:[ \t]*text\/event-stream/im;
 
@@ -34,11 +27,11 @@ export function isEventStream(res: http.ServerResponse): boolean {
   if (!res.headersSent) return false;
   const type = res.getHeader('content-type');
   if (typeof type === 'string') return /^\s*text\/event-stream/i.test(type);
-  return EVENT_STREAM.test(headOf(res));
+  return EVENT_STREAM.test(responseHeadOf(res));
 }
 
 /** The open responses of the HTTP servers it is attached to; ends the SSE ones at the drain. */
-export class EventStreams {
+export class EventStreams implements EventStreamTracker {
   #responses = new Set<http.ServerResponse>();
   /** Set once ending: the retry hint (ms, 0 for none) each stream gets before it ends. */
   #retryMs: number | null = null;

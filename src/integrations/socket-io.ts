@@ -31,6 +31,7 @@
  * their shapes. Test: test/socket-io.test.ts.
  */
 import { argTypeError } from '../fd/errors.js';
+import type { ReconnectingServers } from '../upgrader/integration.js';
 
 /** What baton uses of a socket.io Server. */
 export interface SocketIoServerLike {
@@ -81,14 +82,14 @@ interface CarriedNamespace {
 
 export type CarriedSocketIo = Record<string, CarriedNamespace>;
 
-export const CARRY_NAME = 'socket.io';
+const CARRY_NAME = 'socket.io';
 /** How long engine.io sockets get to flush their queued packets before they are closed at once. */
 const FLUSH_GRACE_MS = 1000;
 /** How long restoring a session may wait for the old generation's state. */
 const RESTORE_WAIT_MS = 5000;
 
 /** Throw a TypeError unless `io` looks like a socket.io Server. */
-export function checkSocketIo(io: unknown): SocketIoServerLike {
+function checkSocketIo(io: unknown): SocketIoServerLike {
   const s = io as Partial<SocketIoServerLike>;
   if (typeof io !== 'object' || io === null || typeof s.engine !== 'object' || s.engine === null || typeof s.engine.clients !== 'object' || !(s._nsps instanceof Map)) {
     throw argTypeError('io', "a Server from the 'socket.io' package (>= 4.6)", io);
@@ -109,7 +110,7 @@ export function socketIoPart(x: unknown): string | null {
 }
 
 /** Old generation: close every engine.io socket; resolves when all are closed (or forced after a grace). */
-export function closeTransports(io: SocketIoServerLike): Promise<number> {
+function closeTransports(io: SocketIoServerLike): Promise<number> {
   const sockets = Object.values(io.engine.clients);
   return new Promise((resolve) => {
     let open = sockets.length;
@@ -131,7 +132,7 @@ export function closeTransports(io: SocketIoServerLike): Promise<number> {
 }
 
 /** The in-memory recovery state of every namespace (null if no namespace keeps one in memory). */
-export function recoveryState(io: SocketIoServerLike, generation: number): CarriedSocketIo | null {
+function recoveryState(io: SocketIoServerLike, generation: number): CarriedSocketIo | null {
   const out: CarriedSocketIo = {};
   let any = false;
   for (const nsp of io._nsps.values()) {
@@ -152,7 +153,7 @@ export function recoveryState(io: SocketIoServerLike, generation: number): Carri
  * that broadcast them, then as they were (after quick reloads, the states of two older generations may
  * arrive in either order), and before this generation's own.
  */
-export function mergeRecoveryState(io: SocketIoServerLike, state: unknown, only?: NamespaceLike): void {
+function mergeRecoveryState(io: SocketIoServerLike, state: unknown, only?: NamespaceLike): void {
   if (!state || typeof state !== 'object') return;
   const carriedState = state as CarriedSocketIo;
   for (const n of only ? [only] : io._nsps.values()) {
@@ -176,7 +177,7 @@ export function mergeRecoveryState(io: SocketIoServerLike, state: unknown, only?
  * resolves — an older generation's state is here and merged, or none will come. `carriedSoFar()`: the
  * states merged so far, for namespaces created later.
  */
-export function restoreAfterCarry(io: SocketIoServerLike, arrived: () => Promise<unknown>, carriedSoFar: () => unknown[]): void {
+function restoreAfterCarry(io: SocketIoServerLike, arrived: () => Promise<unknown>, carriedSoFar: () => unknown[]): void {
   const wrap = (nsp: NamespaceLike) => {
     const a = nsp.adapter;
     const restore = a.restoreSession;
@@ -191,4 +192,39 @@ export function restoreAfterCarry(io: SocketIoServerLike, arrived: () => Promise
     wrap(nsp);
     for (const state of carriedSoFar()) mergeRecoveryState(io, state, nsp);
   });
+}
+
+/** The socket.io Servers of one generation (Upgrader.socketIo()): the upgrader's view of them. */
+export class SocketIoServers implements ReconnectingServers {
+  readonly carryName = CARRY_NAME;
+  readonly #servers: SocketIoServerLike[] = [];
+
+  get size(): number {
+    return this.#servers.length;
+  }
+
+  check(io: unknown): object {
+    return checkSocketIo(io);
+  }
+
+  add(server: object): void {
+    const io = server as SocketIoServerLike;
+    if (!this.#servers.includes(io)) this.#servers.push(io);
+  }
+
+  awaitCarried(arrived: () => Promise<unknown>, carriedSoFar: () => unknown[]): void {
+    for (const io of this.#servers) restoreAfterCarry(io, arrived, carriedSoFar);
+  }
+
+  merge(state: unknown): void {
+    for (const io of this.#servers) mergeRecoveryState(io, state);
+  }
+
+  async closeAll(generation: number): Promise<{ closed: number; state: unknown }> {
+    const closed = (await Promise.all(this.#servers.map((io) => closeTransports(io)))).reduce((a, n) => a + n, 0);
+    const states = this.#servers.map((io) => recoveryState(io, generation)).filter((x) => x !== null);
+    // One value for every server (normally one): namespaces by name; a second server's would merge into the
+    // first's namespaces of the same name, which is what the new generation's single server needs.
+    return { closed, state: states.length ? Object.assign({}, ...states) : null };
+  }
 }
