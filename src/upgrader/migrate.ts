@@ -38,33 +38,21 @@
  * parts); a fresh socketpair starts clean, and the protocol on it is the one of any new channel. A chain
  * of quick reloads thus keeps one channel per generation still holding connections, all to the newest.
  */
-import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
 import { FdChannel } from '../fd/channel.js';
 import { batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
-import { fdUsage } from '../fd/fd-usage.js';
 import { closeFds } from '../fd/fds.js';
-import { handleOf, setReadPending } from '../fd/internals.js';
 import { Link } from '../handoff/link.js';
+import { flushWrites, giveBack, lateBytes, stopReading } from './hold.js';
+import { FD_RESERVE, MAX_BATCH_BYTES, WINDOW } from './migrate-receiver.js';
 import { MAX_CARRY_PART, MAX_MIGRATION_BATCH, PROTOCOL_VERSION, type MigrationItem, type MigrationKind } from '../handoff/messages.js';
 
 /** Largest per-connection state, as JSON. */
 export const MAX_STATE_BYTES = 64 * 1024;
-/** Largest message on the migration channel (a batch of states and pending bytes). */
-const MAX_BATCH_BYTES = 8 * 1024 * 1024;
-/** How long to wait for a connection's queued writes to leave before moving it. */
-const FLUSH_TIMEOUT_MS = 5000;
-/** Batches sent ahead of their acknowledgement. Two lets the old generation prepare and send the next batch
- * while the new one adopts the current one (10,000 connections: ~5-10% faster than one in bench:migrate);
- * more only lengthens the new generation's event-loop stalls. The receiver still adopts one batch per turn
- * of its event loop. */
-const WINDOW = 2;
 /** How long to wait for the receiver to acknowledge a batch. */
 const ACK_TIMEOUT_MS = 10_000;
-/** fds the new generation keeps free for its own work (files, new connections, its own next upgrade). */
-const FD_RESERVE = 64;
 
 interface Pending {
   item: MigrationItem;
@@ -74,71 +62,6 @@ interface Pending {
   bytes: number;
   resolve: () => void;
   reject: (err: Error) => void;
-}
-
-/** Stop libuv reading this socket and take the bytes Node buffered that nobody consumed. */
-function stopReading(socket: net.Socket): Buffer {
-  socket.pause();
-  const handle = handleOf(socket);
-  const stop = () => {
-    if (handle?.readStop) {
-      handle.reading = false;
-      handle.readStop();
-    }
-  };
-  stop();
-  const chunks: Buffer[] = [];
-  // read() also emits 'data' with what it returns: the app's listeners must not see these bytes, which move
-  // as `pending` (they would be processed twice, here and in the new generation). Put them back after.
-  const listeners = socket.rawListeners('data') as Array<(...args: unknown[]) => void>;
-  socket.removeAllListeners('data');
-  try {
-    for (let c: Buffer | string | null; (c = socket.read() as Buffer | string | null) !== null; ) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
-  } finally {
-    // The socket is paused (flowing === false): adding 'data' listeners back does not resume it.
-    for (const l of listeners) socket.on('data', l);
-  }
-  // read() may have asked libuv to read again; nothing is read before we return to the event loop.
-  stop();
-  // Leave the stream believing a read is pending (the last read() above set `reading`): then nothing —
-  // not a 'data' listener's scheduled resume, not the app's resume() — calls _read() and restarts the handle
-  // while the connection is on its way; bytes read here then would be lost with this socket object (seen:
-  // a connection arriving in a draining generation and moved on at once lost its client's next bytes).
-  // giveBack() undoes this if the move fails.
-  setReadPending(socket, true);
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-}
-
-/** Bytes Node read after stopReading() (reading restarted somehow): they must move with the connection. */
-function lateBytes(socket: net.Socket): Buffer | null {
-  const handle = handleOf(socket);
-  if (!handle?.reading && socket.readableLength === 0) return null;
-  const late = stopReading(socket);
-  return late.length ? late : null;
-}
-
-/** A move failed after reading stopped: put the bytes taken from Node's buffer back, so the old generation
- * (if it keeps the connection) reads them again and nothing is lost. The socket stays paused. */
-function giveBack(socket: net.Socket, buffered: Buffer): void {
-  if (socket.destroyed) return;
-  // No read is pending after all (see stopReading): without this, resume() would never restart the handle and
-  // the connection would not be read again (found by the fault matrix: an HTTP connection whose move failed,
-  // because the new generation had died, stopped answering until the keep-alive timeout destroyed it).
-  setReadPending(socket, false);
-  if (buffered.length) socket.unshift(buffered);
-}
-
-function writesPending(socket: net.Socket): boolean {
-  const handle = handleOf(socket);
-  return socket.writableLength > 0 || (handle?.writeQueueSize ?? 0) > 0;
-}
-
-async function flushWrites(socket: net.Socket): Promise<void> {
-  const deadline = Date.now() + FLUSH_TIMEOUT_MS;
-  while (writesPending(socket) && !socket.destroyed) {
-    if (Date.now() > deadline) throw batonError('ERR_BATON_TIMEOUT', `the connection's queued writes did not drain within ${FLUSH_TIMEOUT_MS} ms`);
-    await new Promise((r) => setTimeout(r, 1));
-  }
 }
 
 /** The old generation's side. Owns the channel. */
@@ -455,156 +378,4 @@ function successorDraining(): Error {
   return batonError('ERR_BATON_SUCCESSOR_DRAINING', 'the new generation is itself draining (replaced again): closed politely here instead');
 }
 
-export interface MigrationReceiverEvents {
-  connection: [socket: net.Socket, item: MigrationItem, pending: Buffer];
-  /** State the old generation carried over (MigrationSender.carry), parsed. */
-  carry: [name: string, value: unknown];
-  /** The old generation will send nothing more (migrate-done, or the channel closed). */
-  done: [];
-  /** A channel from a generation older than the sender (migrate-channel): receive on it too. Owned. */
-  channel: [fd: number];
-  error: [err: Error];
-}
-
-/** The new generation's side: adopts each connection and hands it on. Owns its end of the channel. */
-export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
-  readonly #link: Link;
-  /** fds this process can still take, estimated: measured at start, counted down, measured again when low. */
-  #room = roomForFds();
-  /** The old generation said nothing more will come (migrate-done). */
-  #done = false;
-  #ended = false;
-  /** migrate-carry parts received so far, by name. */
-  #parts = new Map<string, Buffer[]>();
-
-  constructor(channelFd: number) {
-    super();
-    this.#link = new Link(FdChannel.fromFd(channelFd, { maxMessageBytes: MAX_BATCH_BYTES + 1024 * 1024 }), MAX_BATCH_BYTES + 1024 * 1024);
-    this.#link.on('message', ({ msg, fds }) => {
-      if (msg.type === 'migrate-done') {
-        this.#done = true;
-        this.emit('done');
-        return;
-      }
-      if (msg.type === 'migrate-carry') {
-        this.#onCarry(msg.name, msg.part, msg.last);
-        return;
-      }
-      if (msg.type === 'migrate-channel') {
-        if (this.listenerCount('channel') > 0) this.emit('channel', fds[0]!);
-        else closeFds(fds);
-        return;
-      }
-      if (msg.type !== 'migrate') {
-        closeFds(fds);
-        return;
-      }
-      for (let i = 0; i < msg.items.length; i++) {
-        const item = msg.items[i]!;
-        let socket: net.Socket;
-        try {
-          // The sender only sends connected stream sockets, so skip adopt()'s full probe: Node checks the
-          // fd's type itself (and throws for anything else), which is most of the cost per connection.
-          socket = new net.Socket({ fd: fds[i]!, readable: true, writable: true });
-        } catch (err) {
-          closeFds([fds[i]!]);
-          this.#error(err as Error);
-          continue;
-        }
-        this.emit('connection', socket, item, item.pending ? Buffer.from(item.pending, 'base64') : Buffer.alloc(0));
-      }
-      // One batch per turn of the event loop: batches the sender has sent ahead wait (paused, in the
-      // channel) until this one's I/O has run; then acknowledge, which lets the sender send the next one.
-      this.#link.channel.pause();
-      setImmediate(() => {
-        this.#room -= fds.length;
-        if (this.#room < WINDOW * MAX_MIGRATION_BATCH) this.#room = roomForFds();
-        this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count: msg.items.length, room: this.#room }).catch(() => {});
-        this.#link.channel.resume();
-      });
-    });
-    // Announce the room before anything arrives: the sender sends no more fds than that.
-    this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count: 0, room: this.#room }).catch(() => {});
-    // A batch this process cannot take ends the channel — at RLIMIT_NOFILE the kernel cuts its fds
-    // (ERR_BATON_TRUNCATED), and those connections are lost: say why, rather than end silently.
-    this.#link.on('close', (err) => {
-      if (err) this.#error(err);
-      // Nothing more can come either way.
-      if (!this.#done) this.emit('done');
-    });
-  }
-
-  /**
-   * Resolves once the old generation has finished sending — it closes its end when it is drained, or dies —
-   * or after `ms` at the latest.
-   */
-  finished(ms: number): Promise<void> {
-    if (this.#link.closed || this.#done) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.#link.off('close', done);
-        this.off('done', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.#link.on('close', done);
-      this.on('done', done);
-    });
-  }
-
-  /** Whether the old generation is still sending (neither migrate-done nor the channel's close yet). */
-  get sending(): boolean {
-    return !this.#done && !this.#link.closed;
-  }
-
-  /**
-   * This generation drains: tell the old one to move nothing more here (migrate-end) — to `redirectFd`'s
-   * peer instead (owned: closed once sent), or nowhere. It answers migrate-done once the batches already
-   * sent are acknowledged; finished() resolves then. See the top of this file.
-   */
-  end(redirectFd: number | null = null): void {
-    if (this.#ended || !this.sending) {
-      if (redirectFd !== null) closeFds([redirectFd]);
-      return;
-    }
-    this.#ended = true;
-    this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-end' }, redirectFd === null ? [] : [redirectFd]).catch(() => {});
-  }
-
-  #onCarry(name: string, part: string, last: boolean): void {
-    const parts = this.#parts.get(name) ?? [];
-    parts.push(Buffer.from(part, 'base64'));
-    if (!last) {
-      this.#parts.set(name, parts);
-      return;
-    }
-    this.#parts.delete(name);
-    let value: unknown;
-    try {
-      value = JSON.parse(Buffer.concat(parts).toString('utf8'));
-    } catch (err) {
-      this.#error(batonError('ERR_BATON_PROTOCOL', `carried state ${JSON.stringify(name)} is not JSON: ${(err as Error).message}`));
-      return;
-    }
-    this.emit('carry', name, value);
-  }
-
-  close(): void {
-    this.#link.close();
-  }
-
-  #error(err: Error): void {
-    if (this.listenerCount('error') > 0) this.emit('error', err);
-  }
-}
-
-/**
- * How many more fds this process can open: the soft RLIMIT_NOFILE less the fds open now and FD_RESERVE.
- * Read from /proc (a directory listing; only at start and when the estimate runs low). Unknown: no limit.
- */
-function roomForFds(): number {
-  const fds = fdUsage();
-  if (!fds || fds.limit === Infinity) return Number.MAX_SAFE_INTEGER;
-  return Math.max(0, fds.limit - fds.open - FD_RESERVE);
-}
+export { MigrationReceiver, type MigrationReceiverEvents } from './migrate-receiver.js';

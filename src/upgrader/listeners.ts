@@ -1,0 +1,250 @@
+/**
+ * A generation's named sockets: listen() and bindDgram() take each from the predecessor (or the supervisor,
+ * or the service manager) when it has one by that name at that address, else bind it; the drain stops them
+ * accepting and drains their connections.
+ */
+import dgram from 'node:dgram';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import path from 'node:path';
+import { argTypeError, batonError } from '../fd/errors.js';
+import { fdOf } from '../fd/fd-of.js';
+import type { GenerationClient } from '../handoff/client.js';
+import { formatAddress, type InventoryEntry, type SocketAddress, type SocketKind } from '../handoff/messages.js';
+import type { CensusServer } from './census.js';
+import { integrations, type ListenerDrainer, type LogFn, type ServiceManager } from './integration.js';
+import type { MigrationSender } from './migrate.js';
+import type { Offered } from './modes/mode.js';
+import { RESERVED } from './modes/standalone.js';
+import type { DgramOptions, ListenOptions } from './options.js';
+import { bindDgramFd, bindDgramFresh, bindUnix, listenOnFd, listenTcp } from './sockets.js';
+import type { UpgraderState } from './state.js';
+
+interface Managed {
+  entry: InventoryEntry;
+  object: net.Server | dgram.Socket;
+  drainer: ListenerDrainer | null;
+}
+
+/** What the listeners need from their generation. */
+export interface ListenerContext {
+  /** The predecessor's (or supervisor's) offer; null without one. */
+  client(): GenerationClient | null;
+  readonly service: ServiceManager | null;
+  readonly idleGrace: number;
+  log: LogFn;
+  /** An http or https server: its SSE streams and upgrades are watched. */
+  watchHttp(server: http.Server): void;
+  /** A socket bound here (or taken by position) joins the inventory under its name. */
+  register(client: GenerationClient, entry: InventoryEntry, fd: number): Promise<void>;
+  state(): UpgraderState;
+}
+
+export class Listeners {
+  readonly #ctx: ListenerContext;
+  readonly #byName = new Map<string, Managed>();
+  /** Sockets this generation bound itself (not inherited, not passed in): they go to the fd store. */
+  readonly #fresh = new Set<string>();
+  /** Inherited listeners not accepting yet (see listen()). */
+  #deferred: Array<{ server: net.Server; fd: number; backlog: number }> = [];
+
+  constructor(ctx: ListenerContext) {
+    this.#ctx = ctx;
+  }
+
+  get size(): number {
+    return this.#byName.size;
+  }
+
+  get fresh(): ReadonlySet<string> {
+    return this.#fresh;
+  }
+
+  names(): string[] {
+    return [...this.#byName.keys()];
+  }
+
+  entries(): InventoryEntry[] {
+    return [...this.#byName.values()].map((m) => m.entry);
+  }
+
+  /** Each socket with its fd, as a successor is offered them. */
+  offered(): Offered[] {
+    return [...this.#byName.values()].map((m) => ({ entry: m.entry, fd: fdOf(m.object) }));
+  }
+
+  fdOf(name: string): number | undefined {
+    const m = this.#byName.get(name);
+    return m ? fdOf(m.object) : undefined;
+  }
+
+  /** The listener `server` listens on, or that tracks `socket` (a connection that moved here). */
+  nameOf(server: unknown, socket?: net.Socket): string | undefined {
+    const found = [...this.#byName.values()].find((m) => m.object === server || (socket && m.drainer?.has(socket)));
+    return found?.entry.name;
+  }
+
+  /** The net.Server called `name`, if it is one. */
+  server(name: string): net.Server | undefined {
+    const object = this.#byName.get(name)?.object;
+    return object instanceof net.Server ? object : undefined;
+  }
+
+  /** Count `socket` (a raw connection that moved here) as a connection of the listener `name`. */
+  track(name: string, socket: net.Socket): void {
+    this.#byName.get(name)?.drainer?.track(socket);
+  }
+
+  get connections(): number {
+    let n = 0;
+    for (const m of this.#byName.values()) n += m.drainer?.connections ?? 0;
+    return n;
+  }
+
+  /** The servers, for the census of connections by kind. */
+  census(): CensusServer[] {
+    return [...this.#byName.values()]
+      .filter((m) => m.drainer)
+      .map((m) => ({ object: m.object, sockets: m.drainer!.sockets, connections: m.drainer!.connections }));
+  }
+
+  /** Does one of them serve HTTP (http or https: the same node:http code)? */
+  servesHttp(): boolean {
+    return [...this.#byName.values()].some((m) => m.object instanceof http.Server || m.object instanceof https.Server);
+  }
+
+  /** The inherited listeners not accepting yet, handed to ready() (which starts them, or closes their fds). */
+  takeDeferred(): Array<{ server: net.Server; fd: number; backlog: number }> {
+    const deferred = this.#deferred;
+    this.#deferred = [];
+    return deferred;
+  }
+
+  async listen<S extends net.Server>(server: S, name: string, options: ListenOptions): Promise<S> {
+    if (!(server instanceof net.Server)) throw argTypeError('server', 'a net.Server (or http/https/http2 server)', server);
+    this.#checkName(name);
+    if (typeof options !== 'object' || options === null) throw argTypeError('options', 'an object with port/host or path', options);
+    const backlog = options.backlog ?? 511;
+    let kind: SocketKind;
+    let requested: SocketAddress;
+    if (options.path !== undefined) {
+      if (typeof options.path !== 'string' || !options.path) throw argTypeError('options.path', 'a non-empty string', options.path);
+      kind = 'unix';
+      requested = { path: path.resolve(options.path) };
+    } else {
+      const port = options.port ?? 0;
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw argTypeError('options.port', 'an integer from 0 to 65535', port);
+      kind = 'tcp';
+      requested = { host: options.host ?? '', port };
+    }
+    const client = this.#ctx.client();
+    const inherited = client?.take(name, kind, requested) ?? null;
+    const taken = inherited ?? this.#ctx.service?.take(name, kind, requested) ?? null;
+    const drainer = integrations().drainer(server, this.#ctx.idleGrace);
+    if (server instanceof http.Server || server instanceof https.Server) this.#ctx.watchHttp(server);
+    let address: SocketAddress;
+    if (taken) {
+      // An inherited listener starts accepting at ready(): until then the old generation takes every
+      // connection, so a new generation that fails before ready() loses none. One the service manager
+      // passed has no old generation to wait for.
+      if (inherited) this.#deferred.push({ server, fd: taken.fd, backlog });
+      else await listenOnFd(server, taken.fd, backlog);
+      address = taken.entry.address;
+    } else {
+      this.#warnIfMoved(name, requested);
+      if (kind === 'unix') {
+        const p = (requested as { path: string }).path;
+        const fd = bindUnix(p, backlog, options.mode ?? 0o600);
+        await listenOnFd(server, fd, backlog);
+        address = requested;
+      } else {
+        const r = requested as { host: string; port: number };
+        await listenTcp(server, r.host, r.port, backlog, options.ipv6Only ?? false);
+        address = { host: r.host, port: (server.address() as net.AddressInfo).port };
+      }
+    }
+    const entry: InventoryEntry = { name, kind: taken?.entry.kind ?? kind, address, ...(taken?.entry.origin ? { origin: taken.entry.origin } : {}) };
+    this.#byName.set(name, { entry, object: server, drainer });
+    if (!taken) this.#fresh.add(name);
+    // A socket taken by position (an unnamed activated one) is registered under its new name.
+    // (An inherited listener has no fd in `server` until ready(): the one taken is registered.)
+    await this.#registerIfFresh(entry, server, !taken || taken.entry.name !== name, taken?.fd);
+    this.#ctx.log('info', 'listen', { name, address: formatAddress(address), inherited: !!taken, origin: taken?.entry.origin });
+    return server;
+  }
+
+  async bindDgram(name: string, options: DgramOptions): Promise<dgram.Socket> {
+    this.#checkName(name);
+    if (typeof options !== 'object' || options === null || (options.type !== 'udp4' && options.type !== 'udp6')) {
+      throw argTypeError('options.type', "'udp4' or 'udp6'", options?.type);
+    }
+    const port = options.port ?? 0;
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw argTypeError('options.port', 'an integer from 0 to 65535', port);
+    const requested = { host: options.address ?? '', port };
+    const socket = dgram.createSocket({
+      type: options.type,
+      ...(options.recvBufferSize ? { recvBufferSize: options.recvBufferSize } : {}),
+      ...(options.sendBufferSize ? { sendBufferSize: options.sendBufferSize } : {}),
+    });
+    const taken = this.#ctx.client()?.take(name, options.type, requested) ?? this.#ctx.service?.take(name, options.type, requested) ?? null;
+    let address: SocketAddress;
+    if (taken) {
+      await bindDgramFd(socket, taken.fd);
+      address = taken.entry.address;
+    } else {
+      this.#warnIfMoved(name, requested);
+      await bindDgramFresh(socket, requested.host, requested.port);
+      address = { host: requested.host, port: socket.address().port };
+    }
+    const entry: InventoryEntry = { name, kind: options.type, address, ...(taken?.entry.origin ? { origin: taken.entry.origin } : {}) };
+    this.#byName.set(name, { entry, object: socket, drainer: null });
+    if (!taken) this.#fresh.add(name);
+    await this.#registerIfFresh(entry, socket, !taken || taken.entry.name !== name);
+    this.#ctx.log('info', 'bind', { name, kind: options.type, address: formatAddress(address), inherited: !!taken, origin: taken?.entry.origin });
+    return socket;
+  }
+
+  /** The drain's first step: stop accepting everywhere (UDP sockets close), so the successor takes every new
+   * connection at once. */
+  stopAccepting(): void {
+    for (const m of this.#byName.values()) {
+      if (m.drainer) m.drainer.stopAccepting();
+      else (m.object as dgram.Socket).close();
+    }
+  }
+
+  /** Drain every listener, moving its idle HTTP connections to the successor over `sender` if there is one. */
+  drain(timeoutMs: number, sender: MigrationSender | null): Promise<Array<{ forced: number }>> {
+    return Promise.all(
+      [...this.#byName.values()].map(
+        (m) => m.drainer?.drain(timeoutMs, sender && !sender.closed ? (socket) => sender.move(socket, 'http', m.entry.name) : null) ?? { forced: 0 },
+      ),
+    );
+  }
+
+  async #registerIfFresh(entry: InventoryEntry, object: net.Server | dgram.Socket, fresh: boolean, fd?: number): Promise<void> {
+    const client = this.#ctx.client();
+    if (!fresh || !client) return;
+    await this.#ctx.register(client, entry, fd ?? fdOf(object));
+  }
+
+  #warnIfMoved(name: string, requested: SocketAddress): void {
+    const old = this.#ctx.client()?.offered(name);
+    if (old) {
+      this.#ctx.log('warn', 'address-changed', { name, was: formatAddress(old.address), now: formatAddress(requested) });
+    }
+  }
+
+  #checkName(name: string): void {
+    if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw argTypeError('name', 'a non-empty string of at most 200 characters', name);
+    if (name === RESERVED) throw argTypeError('name', `not the reserved name ${RESERVED}`, name);
+    if (this.#byName.has(name)) {
+      const err = new Error(`a socket named ${JSON.stringify(name)} is already in use by this generation`) as NodeJS.ErrnoException;
+      err.code = 'ERR_BATON_DUPLICATE_NAME';
+      throw err;
+    }
+    const state = this.#ctx.state();
+    if (state !== 'starting') throw batonError('ERR_BATON_STATE', `listen()/bindDgram() after ready() (state ${state})`);
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * What a supervised generation reports to its supervisor (`baton status`, /metrics): its connections (by
+ * kind), the event loop's delay and utilisation while it serves, what it waits for while it drains, and
+ * what it moved (or could not move) once drained.
+ */
+import { LoopMonitor } from './loop-stats.js';
+import type { Generation, MoveSummary } from './modes/mode.js';
+
+/** Stats go to the supervisor at least this often (the event-loop figures), sooner when something changes. */
+const STATS_EVERY_MS = 1000;
+
+export class StatsReporter {
+  readonly #g: Generation;
+  #timer: NodeJS.Timeout | null = null;
+  /** The event loop's delay and utilisation, sent with each report while serving. */
+  #loop: LoopMonitor | null = null;
+  #lastAt = 0;
+
+  constructor(g: Generation) {
+    this.#g = g;
+  }
+
+  serving(): void {
+    this.#loop = new LoopMonitor();
+    let last = -1;
+    this.#timer = setInterval(() => {
+      const n = this.#g.connections();
+      // A change in connections within 500 ms; the event-loop figures at least every second.
+      if (n !== last || Date.now() - this.#lastAt >= STATS_EVERY_MS) this.send('serving');
+      last = n;
+    }, 500);
+    this.#timer.unref();
+    this.send('serving');
+  }
+
+  /** Draining: report connections by kind (and the wait for the predecessor) as they change. */
+  draining(): void {
+    this.#stop();
+    if (!this.#g.client()) return;
+    let last = '';
+    const tick = () => {
+      const key = `${this.#g.waiting()} ${JSON.stringify(this.#g.connectionKinds())}`;
+      if (key !== last || Date.now() - this.#lastAt >= STATS_EVERY_MS) this.send('draining');
+      last = key;
+    };
+    this.#timer = setInterval(tick, 250);
+    this.#timer.unref();
+    tick();
+  }
+
+  send(state: 'serving' | 'draining'): void {
+    const loop = this.#loop?.take();
+    this.#lastAt = Date.now();
+    this.#g.client()?.stats(this.#g.connections(), state, {
+      kinds: this.#g.connectionKinds(),
+      ...(state === 'draining' ? { waiting: this.#g.waiting() } : {}),
+      ...(loop ? { loop } : {}),
+    });
+  }
+
+  /** The supervisor records the counts with the upgrade (baton status) and warns when some could not move;
+   * /metrics adds them up by reason. */
+  drained(moved: MoveSummary | null): void {
+    this.#stop();
+    this.#loop?.stop();
+    if (moved) this.#g.client()?.stats(0, 'draining', { ...moved });
+  }
+
+  #stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+}
