@@ -170,7 +170,7 @@ async function wsPair(t: TestContext, deflate: boolean): Promise<{ server: WebSo
   return { server, client };
 }
 
-test('ws: _socket, _extensions, _protocol, the receiver/sender state at a frame boundary, the close report', async (t) => {
+test('ws: _socket, _extensions, _protocol, receiver/sender state at a frame boundary, close report', async (t) => {
   const { server, client } = await wsPair(t, false);
   assert.ok(wsSocketOf(server) instanceof net.Socket, 'ws._socket is the net.Socket');
   assert.equal(wsHasExtensions(server), false, 'no extension negotiated: ws._extensions is empty');
@@ -200,7 +200,9 @@ test('ws: _socket, _extensions, _protocol, the receiver/sender state at a frame 
   raw.write(first);
   await waitFor(() => !wsAtFrameBoundary(server), 5000, 'a fragmented message in progress: not at a boundary');
 
-  const closed = new Promise<[number, string]>((resolve) => server.once('close', (code, reason) => resolve([code, String(reason)])));
+  const closed = new Promise<[number, string]>((resolve) => {
+    server.once('close', (code, reason) => resolve([code, String(reason)]));
+  });
   setWsCloseReport(server, 1012, 'baton: migrated');
   wsSocketOf(server)!.destroy();
   assert.deepEqual(await closed, [1012, 'baton: migrated'], "'close' reports ws._closeCode and ws._closeMessage");

@@ -23,7 +23,8 @@ export function continueArrival(ctx: ArrivalContext, socket: net.Socket, item: M
   if (item.kind === 'ws') {
     const mover = ctx.movers.find((m) => m.kind === item.kind && m.name() === item.name);
     if (!mover) {
-      ctx.log('warn', 'migrate-no-wss', { name: item.name, reason: 'a WebSocket arrived but no webSocketServer() is registered for it' });
+      const reason = 'a WebSocket arrived but no webSocketServer() is registered for it';
+      ctx.log('warn', 'migrate-no-wss', { name: item.name, reason });
       socket.destroy();
       return;
     }
@@ -49,7 +50,8 @@ export function continueArrival(ctx: ArrivalContext, socket: net.Socket, item: M
     return;
   }
   if (!ctx.hasMigratedListener()) {
-    ctx.log('warn', 'migrate-no-listener', { name: item.name, reason: "a raw connection arrived but nothing listens for 'migrated'" });
+    const reason = "a raw connection arrived but nothing listens for 'migrated'";
+    ctx.log('warn', 'migrate-no-listener', { name: item.name, reason });
     socket.destroy();
     return;
   }

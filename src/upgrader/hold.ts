@@ -27,7 +27,9 @@ export function stopReading(socket: net.Socket): Buffer {
   const listeners = socket.rawListeners('data') as Array<(...args: unknown[]) => void>;
   socket.removeAllListeners('data');
   try {
-    for (let c: Buffer | string | null; (c = socket.read() as Buffer | string | null) !== null; ) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
+    for (let c: Buffer | string | null; (c = socket.read() as Buffer | string | null) !== null; ) {
+      chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
+    }
   } finally {
     // The socket is paused (flowing === false): adding 'data' listeners back does not resume it.
     for (const l of listeners) socket.on('data', l);
@@ -70,7 +72,10 @@ function writesPending(socket: net.Socket): boolean {
 export async function flushWrites(socket: net.Socket): Promise<void> {
   const deadline = Date.now() + FLUSH_TIMEOUT_MS;
   while (writesPending(socket) && !socket.destroyed) {
-    if (Date.now() > deadline) throw batonError('ERR_BATON_TIMEOUT', `the connection's queued writes did not drain within ${FLUSH_TIMEOUT_MS} ms`);
+    if (Date.now() > deadline) {
+      const what = `the connection's queued writes did not drain within ${FLUSH_TIMEOUT_MS} ms`;
+      throw batonError('ERR_BATON_TIMEOUT', what);
+    }
     await new Promise((r) => setTimeout(r, 1));
   }
 }

@@ -122,21 +122,25 @@ export class Listeners {
   }
 
   async listen<S extends net.Server>(server: S, name: string, options: ListenOptions): Promise<S> {
-    if (!(server instanceof net.Server)) throw argTypeError('server', 'a net.Server (or http/https/http2 server)', server);
+    if (!(server instanceof net.Server)) {
+      throw argTypeError('server', 'a net.Server (or http/https/http2 server)', server);
+    }
     this.#checkName(name);
-    if (typeof options !== 'object' || options === null) throw argTypeError('options', 'an object with port/host or path', options);
+    if (typeof options !== 'object' || options === null) {
+      throw argTypeError('options', 'an object with port/host or path', options);
+    }
     const backlog = options.backlog ?? 511;
     let kind: SocketKind;
     let requested: SocketAddress;
     if (options.path !== undefined) {
-      if (typeof options.path !== 'string' || !options.path) throw argTypeError('options.path', 'a non-empty string', options.path);
+      if (typeof options.path !== 'string' || !options.path) {
+        throw argTypeError('options.path', 'a non-empty string', options.path);
+      }
       kind = 'unix';
       requested = { path: path.resolve(options.path) };
     } else {
-      const port = options.port ?? 0;
-      if (!Number.isInteger(port) || port < 0 || port > 65535) throw argTypeError('options.port', 'an integer from 0 to 65535', port);
       kind = 'tcp';
-      requested = { host: options.host ?? '', port };
+      requested = { host: options.host ?? '', port: checkPort(options.port) };
     }
     const client = this.#ctx.client();
     const inherited = client?.take(name, kind, requested) ?? null;
@@ -164,13 +168,14 @@ export class Listeners {
         address = { host: r.host, port: (server.address() as net.AddressInfo).port };
       }
     }
-    const entry: InventoryEntry = { name, kind: taken?.entry.kind ?? kind, address, ...(taken?.entry.origin ? { origin: taken.entry.origin } : {}) };
+    const entry: InventoryEntry = { name, kind: taken?.entry.kind ?? kind, address, ...originOf(taken) };
     this.#byName.set(name, { entry, object: server, drainer });
     if (!taken) this.#fresh.add(name);
     // A socket taken by position (an unnamed activated one) is registered under its new name.
     // (An inherited listener has no fd in `server` until ready(): the one taken is registered.)
     await this.#registerIfFresh(entry, server, !taken || taken.entry.name !== name, taken?.fd);
-    this.#ctx.log('info', 'listen', { name, address: formatAddress(address), inherited: !!taken, origin: taken?.entry.origin });
+    const origin = taken?.entry.origin;
+    this.#ctx.log('info', 'listen', { name, address: formatAddress(address), inherited: !!taken, origin });
     return server;
   }
 
@@ -179,15 +184,16 @@ export class Listeners {
     if (typeof options !== 'object' || options === null || (options.type !== 'udp4' && options.type !== 'udp6')) {
       throw argTypeError('options.type', "'udp4' or 'udp6'", options?.type);
     }
-    const port = options.port ?? 0;
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw argTypeError('options.port', 'an integer from 0 to 65535', port);
-    const requested = { host: options.address ?? '', port };
+    const requested = { host: options.address ?? '', port: checkPort(options.port) };
     const socket = dgram.createSocket({
       type: options.type,
       ...(options.recvBufferSize ? { recvBufferSize: options.recvBufferSize } : {}),
       ...(options.sendBufferSize ? { sendBufferSize: options.sendBufferSize } : {}),
     });
-    const taken = this.#ctx.client()?.take(name, options.type, requested) ?? this.#ctx.service?.take(name, options.type, requested) ?? null;
+    const taken =
+      this.#ctx.client()?.take(name, options.type, requested) ??
+      this.#ctx.service?.take(name, options.type, requested) ??
+      null;
     let address: SocketAddress;
     if (taken) {
       await bindDgramFd(socket, taken.fd);
@@ -197,11 +203,12 @@ export class Listeners {
       await bindDgramFresh(socket, requested.host, requested.port);
       address = { host: requested.host, port: socket.address().port };
     }
-    const entry: InventoryEntry = { name, kind: options.type, address, ...(taken?.entry.origin ? { origin: taken.entry.origin } : {}) };
+    const entry: InventoryEntry = { name, kind: options.type, address, ...originOf(taken) };
     this.#byName.set(name, { entry, object: socket, drainer: null });
     if (!taken) this.#fresh.add(name);
     await this.#registerIfFresh(entry, socket, !taken || taken.entry.name !== name);
-    this.#ctx.log('info', 'bind', { name, kind: options.type, address: formatAddress(address), inherited: !!taken, origin: taken?.entry.origin });
+    const fields = { name, kind: options.type, address: formatAddress(address), inherited: !!taken };
+    this.#ctx.log('info', 'bind', { ...fields, origin: taken?.entry.origin });
     return socket;
   }
 
@@ -216,14 +223,21 @@ export class Listeners {
 
   /** Drain every listener, moving its idle HTTP connections to the successor over `sender` if there is one. */
   drain(timeoutMs: number, sender: MigrationSender | null): Promise<Array<{ forced: number }>> {
+    const moving = sender && !sender.closed ? sender : null;
     return Promise.all(
-      [...this.#byName.values()].map(
-        (m) => m.drainer?.drain(timeoutMs, sender && !sender.closed ? (socket) => sender.move(socket, 'http', m.entry.name) : null) ?? { forced: 0 },
-      ),
+      [...this.#byName.values()].map((m) => {
+        const move = moving ? (socket: net.Socket) => moving.move(socket, 'http', m.entry.name) : null;
+        return m.drainer?.drain(timeoutMs, move) ?? { forced: 0 };
+      }),
     );
   }
 
-  async #registerIfFresh(entry: InventoryEntry, object: net.Server | dgram.Socket, fresh: boolean, fd?: number): Promise<void> {
+  async #registerIfFresh(
+    entry: InventoryEntry,
+    object: net.Server | dgram.Socket,
+    fresh: boolean,
+    fd?: number,
+  ): Promise<void> {
     const client = this.#ctx.client();
     if (!fresh || !client) return;
     await this.#ctx.register(client, entry, fd ?? fdOf(object));
@@ -232,19 +246,38 @@ export class Listeners {
   #warnIfMoved(name: string, requested: SocketAddress): void {
     const old = this.#ctx.client()?.offered(name);
     if (old) {
-      this.#ctx.log('warn', 'address-changed', { name, was: formatAddress(old.address), now: formatAddress(requested) });
+      const fields = { name, was: formatAddress(old.address), now: formatAddress(requested) };
+      this.#ctx.log('warn', 'address-changed', fields);
     }
   }
 
   #checkName(name: string): void {
-    if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw argTypeError('name', 'a non-empty string of at most 200 characters', name);
+    if (typeof name !== 'string' || name.length === 0 || name.length > 200) {
+      throw argTypeError('name', 'a non-empty string of at most 200 characters', name);
+    }
     if (name === RESERVED) throw argTypeError('name', `not the reserved name ${RESERVED}`, name);
     if (this.#byName.has(name)) {
-      const err = new Error(`a socket named ${JSON.stringify(name)} is already in use by this generation`) as NodeJS.ErrnoException;
+      const message = `a socket named ${JSON.stringify(name)} is already in use by this generation`;
+      const err = new Error(message) as NodeJS.ErrnoException;
       err.code = 'ERR_BATON_DUPLICATE_NAME';
       throw err;
     }
     const state = this.#ctx.state();
-    if (state !== 'starting') throw batonError('ERR_BATON_STATE', `listen()/bindDgram() after ready() (state ${state})`);
+    if (state !== 'starting') {
+      throw batonError('ERR_BATON_STATE', `listen()/bindDgram() after ready() (state ${state})`);
+    }
   }
+}
+
+function checkPort(value: number | undefined): number {
+  const port = value ?? 0;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw argTypeError('options.port', 'an integer from 0 to 65535', port);
+  }
+  return port;
+}
+
+/** Where a socket taken from the service manager came from (`origin`), for its inventory entry. */
+function originOf(taken: { entry: InventoryEntry } | null): Pick<InventoryEntry, 'origin'> {
+  return taken?.entry.origin ? { origin: taken.entry.origin } : {};
 }

@@ -46,7 +46,8 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
 
   constructor(channelFd: number) {
     super();
-    this.#link = new Link(FdChannel.fromFd(channelFd, { maxMessageBytes: MAX_BATCH_BYTES + 1024 * 1024 }), MAX_BATCH_BYTES + 1024 * 1024);
+    const maxMessageBytes = MAX_BATCH_BYTES + 1024 * 1024;
+    this.#link = new Link(FdChannel.fromFd(channelFd, { maxMessageBytes }), maxMessageBytes);
     this.#link.on('message', ({ msg, fds }) => {
       if (msg.type === 'migrate-done') {
         this.#done = true;
@@ -86,7 +87,8 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
       setImmediate(() => {
         this.#room -= fds.length;
         if (this.#room < WINDOW * MAX_MIGRATION_BATCH) this.#room = roomForFds();
-        this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count: msg.items.length, room: this.#room }).catch(() => {});
+        const ok = { v: PROTOCOL_VERSION, type: 'migrate-ok', count: msg.items.length, room: this.#room } as const;
+        this.#link.send(ok).catch(() => {});
         this.#link.channel.resume();
       });
     });
@@ -136,7 +138,8 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
       return;
     }
     this.#ended = true;
-    this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-end' }, redirectFd === null ? [] : [redirectFd]).catch(() => {});
+    const fds = redirectFd === null ? [] : [redirectFd];
+    this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-end' }, fds).catch(() => {});
   }
 
   #onCarry(name: string, part: string, last: boolean): void {
@@ -151,7 +154,8 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
     try {
       value = JSON.parse(Buffer.concat(parts).toString('utf8'));
     } catch (err) {
-      this.#error(batonError('ERR_BATON_PROTOCOL', `carried state ${JSON.stringify(name)} is not JSON: ${(err as Error).message}`));
+      const what = `carried state ${JSON.stringify(name)} is not JSON: ${(err as Error).message}`;
+      this.#error(batonError('ERR_BATON_PROTOCOL', what));
       return;
     }
     this.emit('carry', name, value);

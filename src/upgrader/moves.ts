@@ -175,7 +175,9 @@ export class ConnectionMoves {
     if (sender?.accepting && !sender.closed) {
       const [mine, theirs] = socketpair();
       redirect = theirs;
-      sender.forwardChannel(mine).catch((err: Error) => this.#ctx.log('warn', 'migrate-forward-failed', { reason: err.message }));
+      sender.forwardChannel(mine).catch((err: Error) => {
+        this.#ctx.log('warn', 'migrate-forward-failed', { reason: err.message });
+      });
     }
     receiver.end(redirect);
   }

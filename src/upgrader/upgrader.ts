@@ -3,7 +3,6 @@
  *
  *   const upgrader = await Upgrader.start();
  *   await upgrader.listen(server, 'web', { port: 8080, host: '127.0.0.1' });
- *   const udp = await upgrader.bindDgram('stats', { type: 'udp4', port: 8125, address: '127.0.0.1' });
  *   await upgrader.ready();
  *
  * Three modes, chosen by start() (src/upgrader/modes/): supervised (`baton run`), standalone (a control socket,
@@ -39,9 +38,8 @@ import { GenerationState, type UpgraderState } from './state.js';
 import { warmUpHttp } from './warm-up.js';
 
 export type { UpgraderMode } from './modes/mode.js';
-export type {
-  DgramOptions, ListenOptions, UpgraderEvents, UpgraderOptions, WebSocketMigrationOptions,
-} from './options.js';
+export type { DgramOptions, ListenOptions, UpgraderEvents, UpgraderOptions } from './options.js';
+export type { WebSocketMigrationOptions } from './options.js';
 export type { UpgraderState } from './state.js';
 
 export class Upgrader extends EventEmitter<UpgraderEvents> {
@@ -227,7 +225,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
    * and drains. Inherited sockets this generation did not ask for are closed.
    */
   async ready(): Promise<void> {
-    if (this.#state.current !== 'starting') throw batonError('ERR_BATON_STATE', `ready() called in state ${this.#state.current}`);
+    const current = this.#state.current;
+    if (current !== 'starting') throw batonError('ERR_BATON_STATE', `ready() called in state ${current}`);
     const names = this.#listeners.names();
     const deferred = this.#listeners.takeDeferred();
     const client = this.#client;
@@ -301,10 +300,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
    */
   migrate(socket: net.Socket, state?: unknown, pending?: Uint8Array): Promise<void> {
     if (!(socket instanceof net.Socket)) return Promise.reject(argTypeError('socket', 'a net.Socket', socket));
-    if (pending !== undefined && !(pending instanceof Uint8Array)) return Promise.reject(argTypeError('pending', 'a Buffer or Uint8Array', pending));
+    if (pending !== undefined && !(pending instanceof Uint8Array)) {
+      return Promise.reject(argTypeError('pending', 'a Buffer or Uint8Array', pending));
+    }
     const sender = this.#moves.sender;
     if (!sender || sender.closed) {
-      return Promise.reject(batonError('ERR_BATON_NO_MIGRATION', 'no new generation to migrate to: migrate() works after this generation was replaced (in the drain event)'));
+      const why = 'no new generation to migrate to: migrate() works after this generation was replaced';
+      return Promise.reject(batonError('ERR_BATON_NO_MIGRATION', `${why} (in the drain event)`));
     }
     // A connection that itself moved here has no .server: its listener is the one whose drain tracks it.
     const name = this.#listeners.nameOf(acceptingServerOf(socket), socket) ?? '-';
@@ -338,7 +340,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   socketIo(io: unknown): void {
     const servers = (this.#socketIoServers ??= integrations().reconnectingServers());
     const server = servers.check(io);
-    if (this.#state.current !== 'starting') throw batonError('ERR_BATON_STATE', `socketIo() after ready() (state ${this.#state.current})`);
+    const current = this.#state.current;
+    if (current !== 'starting') throw batonError('ERR_BATON_STATE', `socketIo() after ready() (state ${current})`);
     servers.add(server);
   }
 
@@ -426,8 +429,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       const notMoved = [...(moving?.notMoved ?? [])].map(([code, n]) => `${code}:${n}`).join(',');
       const notMovedCount = [...(moving?.notMoved.values() ?? [])].reduce((a, n) => a + n, 0);
       if (notMoved) this.#log('warn', 'not-moved', { count: notMovedCount, reasons: notMoved });
-      const summary = moving && { moved: moving.moved, notMoved: notMovedCount, notMovedReasons: Object.fromEntries(moving.notMoved) };
-      this.#mode.drained(this.#gen, summary);
+      this.#mode.drained(this.#gen, moving && {
+        moved: moving.moved, notMoved: notMovedCount, notMovedReasons: Object.fromEntries(moving.notMoved),
+      });
       const extra: LogFields = {};
       if (moving?.closedMeanwhile) extra.closed = moving.closedMeanwhile;
       if (moving?.handedBack) extra.handedBack = moving.handedBack;

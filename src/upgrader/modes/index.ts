@@ -27,7 +27,9 @@ export async function openMode(socketOption: unknown, readyTimeout: number): Pro
   const env = process.env;
   const supervised = !!env.BATON_SUPERVISOR && !!env.BATON_SOCKET;
   const socketPath = supervised ? env.BATON_SOCKET! : (socketOption ?? env.BATON_SOCKET ?? null);
-  if (socketPath !== null && typeof socketPath !== 'string') throw argTypeError('options.socket', 'a path string', socketPath);
+  if (socketPath !== null && typeof socketPath !== 'string') {
+    throw argTypeError('options.socket', 'a path string', socketPath);
+  }
   if (supervised) return openSupervised(path.resolve(socketPath!));
   if (socketPath) return openStandalone(socketPath, readyTimeout);
   return { mode: new PlainMode(), generation: 1, client: null, socketPath: null };

@@ -67,6 +67,7 @@ export class StandaloneMode implements GenerationMode {
   /** The control listener goes to the successor with the generation's sockets. */
   #own(g: Generation): Offered[] {
     const control = this.#control;
-    return control ? [{ entry: { name: RESERVED, kind: 'control', address: { path: g.socketPath! } }, fd: control.fd }] : [];
+    if (!control) return [];
+    return [{ entry: { name: RESERVED, kind: 'control', address: { path: g.socketPath! } }, fd: control.fd }];
   }
 }
