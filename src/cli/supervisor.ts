@@ -3,28 +3,28 @@
  * hands them the sockets, upgrades on request, and keeps a copy of every listener so that a crashing
  * generation never closes the port (connections wait in the kernel's accept queue for the next one).
  *
- * Each generation, from the supervisor's point of view:
- *   starting --ready--> serving --(newer one ready | stop)--> draining --exit--> exited
- *      \--exit / crash / readyTimeout: rolled back (killed)   \--exit while serving: crashed -> respawn
+ * Each generation's state machine is in generation.ts (a transition table); every OS call (spawn, signals,
+ * /proc, timers, the clock) goes through a SupervisorProcess (process.ts), so that the state machine is
+ * unit-tested with a fake (test/supervisor-unit.test.ts) beside the real-process tests.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import net from 'node:net';
 import { FdChannel } from '../fd/channel.js';
 import { FdChannelServer } from '../fd/channel-server.js';
 import { fdOf } from '../fd/fd-of.js';
 import { batonError } from '../fd/errors.js';
 import { closeFds } from '../fd/fds.js';
-import { reap, watchChildExit } from '../fd/process.js';
-import { CONTROL_CHANNEL_LIMITS, formatAddress, type InventoryEntry, type LoopStats } from '../handoff/messages.js';
+import { Inventory } from '../handoff/inventory.js';
+import { CONTROL_CHANNEL_LIMITS, formatAddress } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { HandoffSession } from '../handoff/session.js';
-import { answerControl, handOver, HandoffServer } from '../handoff/server.js';
+import { answerControl, handOver, HandoffServer, type LogFn } from '../handoff/server.js';
 import { SD_LISTEN_ENV, SD_NOTIFY_ENV } from '../fd/systemd.js';
 import { addressInUseHint, Takeover } from './takeover.js';
 import type { Logger } from '../upgrader/logger.js';
 import { listeners, oneLine, serviceSockets, ServiceNotifier } from '../integrations/systemd.js';
-import { ProcSampler } from './proc-stats.js';
+import { promoteListeners } from './listeners.js';
+import { moveTo, type Generation } from './generation.js';
+import { realProcess, type SpawnedChild, type SupervisorProcess, type TimerHandle } from './process.js';
 import { Tallies } from './tallies.js';
 import type { UpgradeRecord } from './upgrade-record.js';
 import { VERSION } from '../version.js';
@@ -48,41 +48,8 @@ export interface SupervisorOptions {
   minUptimeMs?: number;
 }
 
-export type GenerationState = 'starting' | 'serving' | 'draining' | 'exited';
-
-interface Generation {
-  generation: number;
-  pid: number;
-  /** The read end of its stderr pipe (a ChildProcess's, or one carried across a re-exec). */
-  stderr: net.Socket | null;
-  state: GenerationState;
-  startedAt: number;
-  readyAt?: number;
-  drainStartedAt?: number;
-  connections: number;
-  /** The event loop, as its latest report says. */
-  loop?: LoopStats;
-  /** Its last report: open connections by kind, and (draining) what it waits for. */
-  kinds?: Record<string, number>;
-  waiting?: 'predecessor' | 'connections';
-  session: HandoffSession | null;
-  /** Sockets this generation bound and registered; they join the inventory when it is ready. */
-  registered: Map<string, { entry: InventoryEntry; fd: number }>;
-  stderrTail: string;
-  exit?: { code: number | null; signal: NodeJS.Signals | null };
-  /** Set while this generation is the subject of an upgrade (or a start / respawn). */
-  attempt?: Attempt;
-  /** The upgrade that replaced this generation: its drain time is recorded there. */
-  replacedBy?: UpgradeRecord;
-}
-
+export type { GenerationState } from './generation.js';
 export type { UpgradeRecord } from './upgrade-record.js';
-
-interface Attempt {
-  record: UpgradeRecord;
-  settle: (record: UpgradeRecord) => void;
-  timer: NodeJS.Timeout;
-}
 
 /** What started a generation: the supervisor itself (start, respawn), `baton reload`, or SIGHUP. */
 type Trigger = 'auto' | 'command' | 'signal';
@@ -98,8 +65,9 @@ const DEFAULT_MIN_UPTIME_MS = 1000;
 
 export class Supervisor {
   readonly #opts: SupervisorOptions;
+  readonly #os: SupervisorProcess;
   #server!: HandoffServer;
-  #inventory = new Map<string, { entry: InventoryEntry; fd: number }>();
+  #inventory = new Inventory();
   #generations = new Map<number, Generation>();
   #next = 1;
   #current: Generation | null = null;
@@ -112,14 +80,14 @@ export class Supervisor {
   #failedStarts = 0;
   #restarts = 0;
   #failure: string | null = null;
-  #respawnTimer: NodeJS.Timeout | null = null;
+  #respawnTimer: TimerHandle | null = null;
   /** The orphan whose connections the next generation to serve takes over, until it does. */
   #takeover: Takeover | null = null;
   /** The takeover's handover to the orphan, while it runs (a re-exec waits for it: its connection is not carried). */
   #handover: Promise<void> | null = null;
-  #reaper: NodeJS.Timeout | null = null;
+  #reaper: TimerHandle | null = null;
   #exitCode = 0;
-  #startedAt = Date.now();
+  #startedAt: number;
   /** Re-execs of this supervisor (reexec.ts): how many, when the last one was, is one running. */
   #execCount = 0;
   #execAt: number | null = null;
@@ -135,12 +103,14 @@ export class Supervisor {
   #pending: { promise: Promise<UpgradeRecord>; record: UpgradeRecord; trigger: Trigger } | null = null;
   /** Reloads by outcome, connections moved: for status and /metrics. */
   readonly #tallies = new Tallies();
-  readonly #usage = new ProcSampler();
   #done!: (code: number) => void;
   readonly finished: Promise<number>;
 
-  constructor(options: SupervisorOptions) {
+  /** `os`: every OS call goes through it (a fake in the unit tests). */
+  constructor(options: SupervisorOptions, os: SupervisorProcess = realProcess()) {
     this.#opts = { ...options };
+    this.#os = os;
+    this.#startedAt = os.now();
     this.finished = new Promise((resolve) => (this.#done = resolve));
   }
 
@@ -153,7 +123,7 @@ export class Supervisor {
     // Sockets from the service manager (socket activation, or the fd store after a restart) join the
     // inventory before anything is spawned; the variables are gone from the environment from here on.
     for (const { entry, fd } of serviceSockets(fdStore, (level, event, fields) => this.#log(level, event, fields))) {
-      this.#inventory.set(entry.name, { entry, fd });
+      this.#inventory.set({ entry, fd });
       if (entry.origin === 'fdstore') this.#notifier.markStored(entry.name);
       this.#log('info', 'listen-fd', { name: entry.unnamed ? null : entry.name, kind: entry.kind, address: formatAddress(entry.address), origin: entry.origin });
     }
@@ -171,7 +141,7 @@ export class Supervisor {
     } catch (err) {
       this.#server.close();
       this.#notifier.stopWatchdog();
-      if (this.#reaper) clearInterval(this.#reaper);
+      this.#os.clearInterval(this.#reaper);
       throw err;
     }
     if (this.#stopping) {
@@ -180,11 +150,7 @@ export class Supervisor {
       return;
     }
     if (this.#takeover) {
-      for (const { entry, fd } of this.#takeover.listeners()) {
-        const old = this.#inventory.get(entry.name);
-        if (old) closeFds([old.fd]);
-        this.#inventory.set(entry.name, { entry, fd });
-      }
+      for (const held of this.#takeover.listeners()) this.#inventory.set(held); // closes an fd it replaces
       this.#next = this.#takeover.generation + 1;
     }
     void this.#launch(this.#takeover ? 'takeover' : 'start');
@@ -198,7 +164,7 @@ export class Supervisor {
       control: (session) => this.#onControl(session),
       log: (level, event, fields) => this.#log(level, event, fields),
     });
-    if (process.pid === 1) this.#reaper = setInterval(() => this.#reapOrphans(), 1000);
+    if (this.#os.pid === 1) this.#reaper = this.#os.setInterval(() => this.#reapOrphans(), 1000);
   }
 
   /**
@@ -230,7 +196,7 @@ export class Supervisor {
       return Promise.reject(batonError('ERR_BATON_UPGRADE_IN_PROGRESS', `upgrade in progress: generation ${this.#attempt.generation} (pid ${this.#attempt.pid}) is starting`));
     }
     if (this.#respawnTimer) {
-      clearTimeout(this.#respawnTimer);
+      this.#os.clearTimeout(this.#respawnTimer);
       this.#respawnTimer = null;
     }
     this.#notifier.reloading(`reloading: generation ${this.#next} is starting`);
@@ -244,26 +210,25 @@ export class Supervisor {
   stop(signal: string): void {
     if (this.#stopping) {
       this.#log('warn', 'force-stop', { signal });
-      for (const g of this.#generations.values()) killTree(g, 'SIGKILL');
+      for (const g of this.#generations.values()) this.#kill(g, 'SIGKILL');
       this.#finish(130);
       return;
     }
     this.#stopping = true;
     this.#log('info', 'stop', { signal, generations: this.#alive().length });
     this.#notifier.stopping(`stopping: ${this.#alive().length} generation${this.#alive().length === 1 ? '' : 's'} draining`);
-    if (this.#respawnTimer) clearTimeout(this.#respawnTimer);
+    this.#os.clearTimeout(this.#respawnTimer);
     this.#server.close();
     this.#takeover?.close();
     this.#takeover = null;
     for (const g of this.#alive()) {
-      if (g.state === 'starting') killTree(g, 'SIGTERM');
+      if (g.state === 'starting') this.#kill(g, 'SIGTERM');
       else this.#drainGeneration(g, 'stop');
     }
     // The supervisor's copies go now: once the generations close theirs, the port closes.
-    for (const { fd } of this.#inventory.values()) closeFds([fd]);
-    this.#inventory.clear();
-    const deadline = setTimeout(() => {
-      for (const g of this.#alive()) killTree(g, 'SIGKILL');
+    this.#inventory.closeAll();
+    const deadline = this.#os.setTimeout(() => {
+      for (const g of this.#alive()) this.#kill(g, 'SIGKILL');
     }, this.#opts.drainTimeoutMs + KILL_GRACE_MS);
     deadline.unref();
     this.#maybeFinish();
@@ -275,10 +240,10 @@ export class Supervisor {
   }
 
   status() {
-    const now = Date.now();
+    const now = this.#os.now();
     // CPU and memory of the generation's process and, when it is a wrapper (sh, npm), of the app under it.
     const pidsOf = (g: Generation) => (g.session ? [g.pid, g.session.peer.pid] : [g.pid]);
-    this.#usage.retain([process.pid, ...this.#alive().flatMap(pidsOf)]);
+    this.#os.usage.retain([process.pid, ...this.#alive().flatMap(pidsOf)]);
     return {
       supervisor: {
         pid: process.pid, socket: this.#opts.socket, command: this.#opts.command,
@@ -286,7 +251,7 @@ export class Supervisor {
         restarts: this.#restarts, failedStarts: this.#failedStarts,
         version: VERSION, execCount: this.#execCount,
         execAt: this.#execAt === null ? null : new Date(this.#execAt).toISOString(),
-        usage: this.#usage.usage([process.pid]),
+        usage: this.#os.usage.usage([process.pid]),
       },
       tallies: this.#tallies.snapshot(),
       generations: [...this.#generations.values()]
@@ -298,14 +263,16 @@ export class Supervisor {
           startedAt: new Date(g.startedAt).toISOString(),
           readyMs: g.readyAt ? g.readyAt - g.startedAt : null,
           connections: g.connections,
-          usage: this.#usage.usage(pidsOf(g)),
+          usage: this.#os.usage.usage(pidsOf(g)),
           loop: g.loop ?? null,
           // What each generation holds, and for a draining one what it still waits for (every draining
           // generation is listed: each exits on its own once its own connections are gone).
           kinds: g.kinds ?? {},
           ...(g.state === 'draining' ? { waitingFor: g.waiting === 'predecessor' ? 'predecessor' : 'connections' } : {}),
         })),
-      listeners: [...this.#inventory.values()].map(({ entry }) => ({ name: entry.name, kind: entry.kind, address: formatAddress(entry.address) })),
+      listeners: this.#inventory
+        .entries()
+        .map(({ entry }) => ({ name: entry.name, kind: entry.kind, address: formatAddress(entry.address) })),
       upgrades: this.#history.slice(-10),
     };
   }
@@ -330,11 +297,9 @@ export class Supervisor {
     if (trigger !== 'auto') this.#requested.add(record);
     this.#history.push(record);
     if (this.#history.length > 50) this.#history.shift();
-    let child: ChildProcess;
+    let child: SpawnedChild;
     try {
-      // detached: a generation gets its own process group, so a terminal's Ctrl-C reaches only the
-      // supervisor, which then drains the generations instead of having them die mid-request.
-      child = spawn(file!, args, { stdio: ['inherit', 'inherit', 'pipe'], env, detached: true });
+      child = this.#os.spawn(file!, args, env);
     } catch (err) {
       record.outcome = 'rolled-back';
       record.reason = `could not start ${file}: ${(err as Error).message}`;
@@ -342,8 +307,8 @@ export class Supervisor {
       return Promise.resolve(record);
     }
     const g: Generation = {
-      generation, pid: child.pid ?? 0, stderr: child.stderr as net.Socket, state: 'starting', startedAt: Date.now(),
-      connections: 0, session: null, registered: new Map(), stderrTail: '',
+      generation, pid: child.pid ?? 0, stderr: child.stderr, state: 'starting', startedAt: this.#os.now(),
+      connections: 0, session: null, registered: new Inventory(), stderrTail: '',
     };
     record.pid = g.pid;
     this.#generations.set(generation, g);
@@ -357,10 +322,10 @@ export class Supervisor {
     if (kind === 'respawn') this.#restarts++;
     this.#log('info', 'spawn', { generation, child: g.pid, kind });
     const promise = new Promise<UpgradeRecord>((resolve) => {
-      const timer = setTimeout(() => {
+      const timer = this.#os.setTimeout(() => {
         this.#rollback(g, `no ready() within ${this.#opts.readyTimeoutMs} ms`);
-        killTree(g, 'SIGTERM');
-        setTimeout(() => killTree(g, 'SIGKILL'), KILL_GRACE_MS).unref();
+        this.#kill(g, 'SIGTERM');
+        this.#os.setTimeout(() => this.#kill(g, 'SIGKILL'), KILL_GRACE_MS).unref();
       }, this.#opts.readyTimeoutMs);
       g.attempt = { record, settle: resolve, timer };
     });
@@ -375,7 +340,7 @@ export class Supervisor {
   /** Copy a generation's stderr through (keeping its tail), and call #onExit once it exited and its stderr ended. */
   #follow(g: Generation, onChildExit: (exited: (code: number | null, signal: NodeJS.Signals | null) => void) => void) {
     g.stderr?.on('data', (chunk: Buffer) => {
-      process.stderr.write(chunk);
+      this.#os.writeStderr(chunk);
       g.stderrTail = (g.stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL);
     });
     onChildExit((code, signal) => {
@@ -383,12 +348,12 @@ export class Supervisor {
       const stderr = g.stderr;
       if (!stderr || stderr.readableEnded || stderr.destroyed) return this.#onExit(g, code, signal);
       const done = () => {
-        clearTimeout(timer);
+        this.#os.clearTimeout(timer);
         stderr.off('end', done);
         stderr.off('close', done);
         this.#onExit(g, code, signal);
       };
-      const timer = setTimeout(done, STDERR_GRACE_MS);
+      const timer = this.#os.setTimeout(done, STDERR_GRACE_MS);
       stderr.once('end', done);
       stderr.once('close', done);
     });
@@ -397,9 +362,7 @@ export class Supervisor {
   /** What the supervisor hears from a generation on its control session. */
   #watchSession(g: Generation, session: HandoffSession): void {
     session.on('register', (entry, fd) => {
-      const old = g.registered.get(entry.name);
-      if (old) closeFds([old.fd]);
-      g.registered.set(entry.name, { entry, fd });
+      g.registered.set({ entry, fd }); // closes the fd it replaces
     });
     session.on('stats', (s) => {
       g.connections = s.connections;
@@ -416,7 +379,7 @@ export class Supervisor {
   async #onGeneration(session: HandoffSession): Promise<void> {
     const hello = session.hello;
     const g = hello.generation ? this.#generations.get(hello.generation) : undefined;
-    if (!g || g.state !== 'starting' || g.session || !isDescendant(session.peer.pid, g.pid)) {
+    if (!g || g.state !== 'starting' || g.session || !this.#os.isDescendant(session.peer.pid, g.pid)) {
       // The reason goes into the log too: every refused connection is logged with why.
       const reason = `pid ${session.peer.pid} is not the generation this supervisor is starting`;
       this.#log('warn', 'generation-refused', { peer: session.peer.pid, claimed: hello.generation ?? null, reason });
@@ -430,7 +393,7 @@ export class Supervisor {
       const promoted: { old: Generation | null } = { old: null };
       const done = await handOver(session, {
         generation: g.generation,
-        inventory: [...this.#inventory.values()],
+        inventory: this.#inventory.entries(),
         readyTimeoutMs: this.#opts.readyTimeoutMs,
         // Rolled back meanwhile: nothing to acknowledge. Otherwise it becomes the current generation first.
         beforeAck: (names) => g.state === 'starting' && ((promoted.old = this.#promote(g, names)), true),
@@ -459,47 +422,22 @@ export class Supervisor {
    */
   #lostContact(g: Generation, reason: string): void {
     if (g.state !== 'starting' || !g.attempt) return;
-    setTimeout(() => {
+    this.#os.setTimeout(() => {
       if (g.state !== 'starting' || !g.attempt) return;
       this.#rollback(g, reason);
-      killTree(g, 'SIGTERM');
-      setTimeout(() => killTree(g, 'SIGKILL'), KILL_GRACE_MS).unref();
+      this.#kill(g, 'SIGTERM');
+      this.#os.setTimeout(() => this.#kill(g, 'SIGKILL'), KILL_GRACE_MS).unref();
     }, EXIT_GRACE_MS);
   }
 
   /** `g` is ready: it becomes the current generation. Returns the one it replaces, which the caller drains. */
   #promote(g: Generation, names: string[]): Generation | null {
-    // Its own sockets join the inventory; sockets nobody uses any more are closed (the supervisor's copy
-    // was the last one once the old generation drains).
-    for (const [name, reg] of g.registered) {
-      const old = this.#inventory.get(name);
-      if (old) {
-        closeFds([old.fd]);
-        this.#notifier.unstore(name);
-      }
-      this.#inventory.set(name, reg);
-      if (reg.entry.origin !== 'activation') this.#notifier.store(name, reg.fd);
-    }
-    g.registered.clear();
-    const used = new Set(names);
-    for (const [name, { entry, fd }] of this.#inventory) {
-      if (!used.has(name)) {
-        closeFds([fd]);
-        this.#inventory.delete(name);
-        this.#notifier.unstore(name);
-        // An unnamed activated socket that the generation took by position lives on under its new name.
-        const address = formatAddress(entry.address);
-        const renamed = entry.unnamed
-          ? [...this.#inventory.values()].find((o) => o.entry.origin === 'activation' && used.has(o.entry.name) && formatAddress(o.entry.address) === address)
-          : undefined;
-        if (renamed) this.#log('info', 'listener-named', { name: renamed.entry.name, address });
-        else this.#log('info', 'listener-closed', { name: entry.unnamed ? null : name, address, reason: 'not used by the new generation' });
-      }
-    }
-    g.state = 'serving';
-    g.readyAt = Date.now();
+    // Its own sockets join the inventory; sockets nobody uses any more are closed (listeners.ts).
+    const log: LogFn = (level, event, fields) => this.#log(level, event, fields);
+    promoteListeners(this.#inventory, g.registered, new Set(names), this.#notifier, log);
+    moveTo(g, 'serving', this.#os.now());
     // Up for min-uptime: the crash loop (if any) is over.
-    setTimeout(() => {
+    this.#os.setTimeout(() => {
       if (this.#current === g) this.#failedStarts = 0;
     }, this.#opts.minUptimeMs ?? DEFAULT_MIN_UPTIME_MS).unref();
     const old = this.#current;
@@ -509,9 +447,9 @@ export class Supervisor {
     const attempt = g.attempt;
     g.attempt = undefined;
     if (attempt) {
-      clearTimeout(attempt.timer);
+      this.#os.clearTimeout(attempt.timer);
       attempt.record.outcome = 'serving';
-      attempt.record.readyMs = g.readyAt - g.startedAt;
+      attempt.record.readyMs = g.readyAt! - g.startedAt;
       this.#log('info', 'ready', { generation: g.generation, child: g.pid, ms: attempt.record.readyMs, listeners: this.#inventory.size });
       // READY=1 for the first generation and at the end of a requested reload; a respawn only updates STATUS=.
       const status = `generation ${g.generation} serving, ${listeners(this.#inventory.size)}`;
@@ -527,28 +465,27 @@ export class Supervisor {
 
   /** `migrationFd` (owned, closed here once relayed): lets the old generation move live connections. */
   #drainGeneration(g: Generation, reason: 'upgrade' | 'stop', migrationFd: number | null = null): void {
-    g.state = 'draining';
-    g.drainStartedAt = Date.now();
+    moveTo(g, 'draining', this.#os.now());
     this.#log('info', 'drain', { generation: g.generation, child: g.pid, reason, migrate: migrationFd !== null });
     if (g.session && !g.session.link.closed) {
       g.session
         .drain(this.#opts.drainTimeoutMs, reason, migrationFd)
-        .catch(() => killTree(g, 'SIGTERM'))
+        .catch(() => this.#kill(g, 'SIGTERM'))
         .finally(() => {
           if (migrationFd !== null) closeFds([migrationFd]);
         });
     } else {
       if (migrationFd !== null) closeFds([migrationFd]);
-      killTree(g, 'SIGTERM'); // no control connection (it never had one, or it broke): fall back to a signal
+      this.#kill(g, 'SIGTERM'); // no control connection (it never had one, or it broke): fall back to a signal
     }
     this.#drainDeadline(g);
   }
 
   /** A draining generation still running drainTimeout + KILL_GRACE_MS after its drain began is killed. */
   #drainDeadline(g: Generation): void {
-    const left = (g.drainStartedAt ?? Date.now()) + this.#opts.drainTimeoutMs + KILL_GRACE_MS - Date.now();
-    setTimeout(() => {
-      if (g.state === 'draining') killTree(g, 'SIGKILL');
+    const left = (g.drainStartedAt ?? this.#os.now()) + this.#opts.drainTimeoutMs + KILL_GRACE_MS - this.#os.now();
+    this.#os.setTimeout(() => {
+      if (g.state === 'draining') this.#kill(g, 'SIGKILL');
     }, Math.max(0, left)).unref();
   }
 
@@ -567,11 +504,10 @@ export class Supervisor {
     const attempt = g.attempt;
     g.attempt = undefined;
     if (this.#attempt === g) this.#attempt = null;
-    for (const { fd } of g.registered.values()) closeFds([fd]);
-    g.registered.clear();
+    g.registered.closeAll();
     g.session?.close();
     if (!attempt) return;
-    clearTimeout(attempt.timer);
+    this.#os.clearTimeout(attempt.timer);
     attempt.record.outcome = 'rolled-back';
     attempt.record.reason = reason;
     this.#log('warn', 'rollback', { generation: g.generation, child: g.pid, reason });
@@ -601,8 +537,7 @@ export class Supervisor {
     this.#stopping = true;
     this.#notifier.stopping(`giving up: ${this.#failedStarts} failed starts in a row`);
     this.#server.close();
-    for (const { fd } of this.#inventory.values()) closeFds([fd]);
-    this.#inventory.clear();
+    this.#inventory.closeAll();
     return true;
   }
 
@@ -615,17 +550,17 @@ export class Supervisor {
       const exited = `exited ${signal ? `on ${signal}` : `with code ${code}`} before ready()`;
       this.#rollback(g, `${exited}${tail ? `; last output:\n${tail}` : ''}${addressInUseHint(tail)}`);
     }
-    g.state = 'exited';
+    moveTo(g, 'exited', this.#os.now());
     g.session?.close();
     this.#generations.delete(g.generation);
     if (was === 'draining') {
-      if (g.replacedBy && g.drainStartedAt) g.replacedBy.drainMs = Date.now() - g.drainStartedAt;
+      if (g.replacedBy && g.drainStartedAt) g.replacedBy.drainMs = this.#os.now() - g.drainStartedAt;
       this.#log('info', 'exit', { generation: g.generation, child: g.pid, code, signal });
     } else if (was === 'serving') {
       this.#log('error', 'crash', { generation: g.generation, child: g.pid, code, signal });
       if (!this.#stopping) this.#notifier.status(`generation ${g.generation} exited ${signal ? `on ${signal}` : `with code ${code}`} while serving; starting another (the listeners stay open)`);
       if (this.#current === g) this.#current = null;
-      const upMs = Date.now() - (g.readyAt ?? 0);
+      const upMs = this.#os.now() - (g.readyAt ?? 0);
       const min = this.#opts.minUptimeMs ?? DEFAULT_MIN_UPTIME_MS;
       const how = signal ? `on ${signal}` : `with code ${code}`;
       const early = `exited ${how} ${upMs} ms after ready(), sooner than --min-uptime ${min} ms`;
@@ -645,7 +580,7 @@ export class Supervisor {
     const delay = this.#backoffMs;
     this.#backoffMs = Math.min(this.#backoffMs * 2, MAX_BACKOFF_MS);
     this.#log('info', 'respawn-scheduled', { inMs: delay, listenersKept: this.#inventory.size });
-    this.#respawnTimer = setTimeout(() => {
+    this.#respawnTimer = this.#os.setTimeout(() => {
       this.#respawnTimer = null;
       if (!this.#stopping && !this.#attempt && !this.#current) void this.#launch('respawn');
     }, delay);
@@ -702,7 +637,7 @@ export class Supervisor {
       this.#log('info', 'reexec-check', { entry });
       const { version } = await checkNewImage(entry, this.#snapshot(requester));
       // A record still queued on a carried channel would be lost with this image's memory: wait until all are sent.
-      for (let i = 0; i < 200 && this.#sending(); i++) await new Promise((r) => setTimeout(r, 10));
+      for (let i = 0; i < 200 && this.#sending(); i++) await new Promise((r) => this.#os.setTimeout(() => r(null), 10));
       const stuck = this.#sending() ? 'a generation does not read its control connection' : null;
       const late = refusal() ?? (stuck ? batonError('ERR_BATON_REEXEC_FAILED', stuck) : null);
       if (late) throw late;
@@ -732,8 +667,8 @@ export class Supervisor {
       serverFd: this.#server.fd,
       startedAt: this.#startedAt,
       execCount: this.#execCount + 1,
-      execAt: Date.now(),
-      inventory: [...this.#inventory.values()],
+      execAt: this.#os.now(),
+      inventory: this.#inventory.entries(),
       generations: this.#alive().map((g) => ({
         generation: g.generation,
         pid: g.pid,
@@ -745,7 +680,7 @@ export class Supervisor {
         session: g.session && !g.session.link.closed ? { fd: g.session.link.channel.fd, hello: g.session.hello } : null,
         stderrFd: g.stderr && !g.stderr.destroyed && !g.stderr.readableEnded ? fdOf(g.stderr) : null,
         stderrTail: g.stderrTail,
-        registered: [...g.registered.values()],
+        registered: g.registered.entries(),
         replacedBy: g.replacedBy?.generation ?? null,
       })),
       next: this.#next,
@@ -776,13 +711,13 @@ export class Supervisor {
     this.#opts.socket = s.socket;
     this.#readySent = s.readySent;
     for (const name of s.stored) this.#notifier.markStored(name);
-    for (const i of s.inventory) this.#inventory.set(i.entry.name, i);
+    for (const i of s.inventory) this.#inventory.set(i);
     const server = FdChannelServer.fromFd(s.serverFd, s.socket, CONTROL_CHANNEL_LIMITS);
     for (const c of s.generations) {
       const g: Generation = {
         generation: c.generation, pid: c.pid, stderr: null, state: c.state, startedAt: c.startedAt,
         readyAt: c.readyAt ?? undefined, drainStartedAt: c.drainStartedAt ?? undefined, connections: c.connections,
-        session: null, stderrTail: c.stderrTail, registered: new Map(c.registered.map((r) => [r.entry.name, r])),
+        session: null, stderrTail: c.stderrTail, registered: new Inventory(c.registered),
         replacedBy: this.#history.find((r) => r.generation === c.replacedBy),
       };
       this.#generations.set(g.generation, g);
@@ -798,7 +733,7 @@ export class Supervisor {
         // Without its session it drains by signal; without its stderr it still runs: neither stops the others.
         this.#log('warn', 'reexec-resume', { generation: g.generation, child: g.pid, reason: (err as Error).message });
       }
-      this.#follow(g, (exited) => watchChildExit(g.pid, ({ code, signal }) => exited(code, signal)));
+      this.#follow(g, (exited) => this.#os.watchExit(g.pid, ({ code, signal }) => exited(code, signal)));
       if (g.state === 'draining') this.#drainDeadline(g);
     }
     this.#notifier.startWatchdog();
@@ -814,8 +749,8 @@ export class Supervisor {
     const current = this.#current;
     if (current && this.#failedStarts > 0) {
       // The min-uptime that ends a crash loop goes on counting from the generation's ready.
-      const left = (current.readyAt ?? 0) + (this.#opts.minUptimeMs ?? DEFAULT_MIN_UPTIME_MS) - Date.now();
-      setTimeout(() => {
+      const left = (current.readyAt ?? 0) + (this.#opts.minUptimeMs ?? DEFAULT_MIN_UPTIME_MS) - this.#os.now();
+      this.#os.setTimeout(() => {
         if (this.#current === current) this.#failedStarts = 0;
       }, Math.max(0, left)).unref();
     }
@@ -840,11 +775,10 @@ export class Supervisor {
   }
 
   #finish(code: number): void {
-    if (this.#reaper) clearInterval(this.#reaper);
+    this.#os.clearInterval(this.#reaper);
     this.#notifier.stopWatchdog();
-    if (this.#respawnTimer) clearTimeout(this.#respawnTimer);
-    for (const { fd } of this.#inventory.values()) closeFds([fd]);
-    this.#inventory.clear();
+    this.#os.clearTimeout(this.#respawnTimer);
+    this.#inventory.closeAll();
     this.#server.close();
     this.#log('info', 'supervisor-exit', { code });
     this.#done(code);
@@ -852,54 +786,15 @@ export class Supervisor {
 
   /** As PID 1: reap orphaned zombies that are not our own children (libuv waits for those). */
   #reapOrphans(): void {
-    const ours = new Set([...this.#generations.values()].map((g) => g.pid));
-    for (const name of fs.readdirSync('/proc')) {
-      const pid = Number(name);
-      if (!Number.isInteger(pid) || pid <= 1 || ours.has(pid)) continue;
-      const stat = procStat(pid);
-      if (stat?.state === 'Z' && stat.ppid === 1) reap(pid);
-    }
+    this.#os.reapOrphans(new Set([...this.#generations.values()].map((g) => g.pid)));
+  }
+
+  /** Signal a generation's whole process group (it was spawned detached), unless it is gone. */
+  #kill(g: Generation, signal: NodeJS.Signals): void {
+    if (g.pid && g.state !== 'exited') this.#os.signal(g.pid, signal);
   }
 
   #log(level: 'info' | 'warn' | 'error', event: string, fields: Record<string, string | number | boolean | null | undefined>): void {
     this.#opts.logger.log(level, event, { supervisor: process.pid, ...fields });
-  }
-}
-
-/** Is `pid` the process `root` or one of its descendants? (The command may be a shell or npm that
- * starts node.) */
-function isDescendant(pid: number, root: number): boolean {
-  for (let p = pid, hops = 0; p > 1 && hops < 32; hops++) {
-    if (p === root) return true;
-    const stat = procStat(p);
-    if (!stat) return false;
-    p = stat.ppid;
-  }
-  return false;
-}
-
-/** State and parent pid from /proc/<pid>/stat (after the command name, which may contain spaces and
- * parentheses), or null if the process is gone. */
-function procStat(pid: number): { state: string; ppid: number } | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { state: fields[0]!, ppid: Number(fields[1]) };
-  } catch {
-    return null;
-  }
-}
-
-/** Signal a generation's whole process group (it was spawned detached), falling back to the pid. */
-function killTree(g: Generation, signal: NodeJS.Signals): void {
-  if (!g.pid || g.state === 'exited') return;
-  try {
-    process.kill(-g.pid, signal);
-  } catch {
-    try {
-      process.kill(g.pid, signal);
-    } catch {
-      // already gone
-    }
   }
 }

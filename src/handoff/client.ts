@@ -13,7 +13,8 @@ import { batonError } from '../fd/errors.js';
 import { closeFds } from '../fd/fds.js';
 import { inheritedFdMismatch } from './fd-check.js';
 import { answerDespiteEpipe, Link } from './link.js';
-import { entryFits, PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind, type Stats } from './messages.js';
+import { Inventory } from './inventory.js';
+import { PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind, type Stats } from './messages.js';
 import { peerRefusal } from './peer.js';
 
 export type ClientState = 'welcomed' | 'ready-sent' | 'serving' | 'closed';
@@ -36,7 +37,7 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
   readonly generation: number;
   #state: ClientState = 'welcomed';
   /** Inherited fds not taken yet, by name. Owned by this client until taken. */
-  #offered = new Map<string, { entry: InventoryEntry; fd: number }>();
+  #offered = new Inventory();
   readonly inventory: readonly InventoryEntry[];
 
   static async join(path: string, options: JoinOptions = {}): Promise<GenerationClient> {
@@ -64,7 +65,7 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
     this.link = link;
     this.generation = generation;
     this.inventory = inventory;
-    inventory.forEach((entry, i) => this.#offered.set(entry.name, { entry, fd: fds[i]! }));
+    inventory.forEach((entry, i) => this.#offered.set({ entry, fd: fds[i]! }));
     link.on('message', ({ msg, fds }) => {
       if (msg.type === 'drain' && this.listenerCount('drain') > 0) this.emit('drain', msg, fds[0] ?? null);
       else closeFds(fds);
@@ -89,17 +90,12 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
   }
 
   /**
-   * Take the inherited fd for `name` if it is of `kind` and fits `address` (entryFits: looser for sockets
-   * the service manager passed in); the caller owns it. Returns
-   * null when there is none (or it does not fit: the caller binds fresh, and the old one is closed once
-   * this generation is ready).
+   * Take the inherited fd for `name` (Inventory.take: of `kind`, fitting `address`; an unnamed activated
+   * socket by position); the caller owns it. Null when there is none or it does not fit.
    */
   take(name: string, kind: SocketKind, address: SocketAddress): { fd: number; entry: InventoryEntry } | null {
-    // An activated socket without a name goes, by position, to the first request that has no socket of
-    // its own name: `entry.name` then differs from `name`.
-    const o = this.#offered.get(name) ?? [...this.#offered.values()].find((u) => u.entry.unnamed && entryFits(u.entry, kind, address));
-    if (!o || !entryFits(o.entry, kind, address)) return null;
-    this.#offered.delete(o.entry.name);
+    const o = this.#offered.take(name, kind, address);
+    if (!o) return null;
     // Adopt only what the fd really is: a file or a UDP socket labelled as a TCP listener is refused here,
     // before ready(), naming the entry (not a bare `listen EINVAL` later).
     const wrong = inheritedFdMismatch(o.entry, o.fd);
@@ -147,7 +143,6 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
   }
 
   #closeOffered(): void {
-    for (const { fd } of this.#offered.values()) closeFds([fd]);
-    this.#offered.clear();
+    this.#offered.closeAll();
   }
 }
