@@ -34,6 +34,7 @@ import path from 'node:path';
 import { batonError } from '../fd/errors.js';
 import { execve, memfd as createMemfd, releaseSignals } from '../fd/exec.js';
 import { closeFds, isOpen } from '../fd/fds.js';
+import type { Held } from '../handoff/inventory.js';
 import { checkEntry, decode, encode, PROTOCOL_VERSION, type Hello, type InventoryEntry } from '../handoff/messages.js';
 import { VERSION } from '../version.js';
 import { outputTail } from './output-tail.js';
@@ -67,7 +68,7 @@ export interface CarriedGeneration {
   stderrFd: number | null;
   stderrTail: string;
   /** Sockets it registered that join the inventory when it is next promoted (their fds are carried). */
-  registered: Array<{ entry: InventoryEntry; fd: number }>;
+  registered: Held[];
   /** The generation whose upgrade replaced this one (its record in `history` gets the drain time). */
   replacedBy: number | null;
 }
@@ -84,7 +85,7 @@ export interface SupervisorState<Record = unknown> {
   /** How many re-execs this supervisor went through, and when the last one was. */
   execCount: number;
   execAt: number | null;
-  inventory: Array<{ entry: InventoryEntry; fd: number }>;
+  inventory: Held[];
   generations: CarriedGeneration[];
   next: number;
   current: number | null;

@@ -26,7 +26,7 @@ import { batonError } from '../fd/errors.js';
 import { closeFds } from '../fd/fds.js';
 import { GenerationClient } from '../handoff/client.js';
 import { sendCommand } from '../handoff/control.js';
-import type { InventoryEntry } from '../handoff/messages.js';
+import type { Held } from '../handoff/inventory.js';
 import { listTakeoverSockets } from '../upgrader/orphan.js';
 import { statFields } from './proc-stats.js';
 
@@ -103,8 +103,8 @@ export class Takeover {
   }
 
   /** The orphan's listeners, owned by the caller from here on. */
-  listeners(): Array<{ entry: InventoryEntry; fd: number }> {
-    const taken: Array<{ entry: InventoryEntry; fd: number }> = [];
+  listeners(): Held[] {
+    const taken: Held[] = [];
     for (const entry of this.#client.inventory) {
       const t = this.#client.take(entry.name, entry.kind, entry.address);
       if (t) taken.push(t);

@@ -13,7 +13,7 @@ import { batonError } from '../fd/errors.js';
 import { closeFds } from '../fd/fds.js';
 import { inheritedFdMismatch } from './fd-check.js';
 import { answerDespiteEpipe, Link } from './link.js';
-import { Inventory } from './inventory.js';
+import { Inventory, type Held } from './inventory.js';
 import { PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind, type Stats } from './messages.js';
 import { peerRefusal } from './peer.js';
 
@@ -93,7 +93,7 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
    * Take the inherited fd for `name` (Inventory.take: of `kind`, fitting `address`; an unnamed activated
    * socket by position); the caller owns it. Null when there is none or it does not fit.
    */
-  take(name: string, kind: SocketKind, address: SocketAddress): { fd: number; entry: InventoryEntry } | null {
+  take(name: string, kind: SocketKind, address: SocketAddress): Held | null {
     const o = this.#offered.take(name, kind, address);
     if (!o) return null;
     // Adopt only what the fd really is: a file or a UDP socket labelled as a TCP listener is refused here,

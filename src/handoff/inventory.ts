@@ -1,8 +1,19 @@
 /**
- * The inventory: the sockets one side of a handoff holds, by name — each an InventoryEntry (kind, address,
- * where it came from) and the fd this process owns for it. The supervisor keeps one (its copy of every
- * listener) and one per starting generation (what it registered), a joining generation one (what it was
- * offered and has not taken yet), the upgrader one (what the service manager passed in).
+ * The inventory: the sockets one side of a handoff holds, by name. Each item is an InventoryEntry (kind,
+ * address, where it came from) and the fd for it; the Inventory that holds an item is its owner (it closes
+ * the fd when the name is set again, closed, or everything is closed), and which inventory holds it is the
+ * socket's state:
+ *
+ *   supervisor (cli/supervisor.ts)  held: its copy of every listener, offered to each new generation
+ *                                   registered: per starting generation, what it bound itself; joins `held`
+ *                                   when that generation is ready, closed if it is rolled back
+ *   generation (handoff/client.ts)  offered: what it inherited and has not taken yet; take() hands one over
+ *                                   to listen()/bindDgram(), the rest is closed once it is ready
+ *   service manager                 activated: what systemd passed in (integrations/systemd.ts), taken by the
+ *                                   same rule
+ *
+ * A standalone generation (upgrader/standalone-host.ts) offers Held items too, but their fds are borrowed
+ * from its live servers, so it lists them instead of owning them in an Inventory.
  *
  * One type for all of them, so that replacing a name closes the fd it had, and `take` — which socket a
  * generation's listen() gets — is written once.

@@ -17,7 +17,7 @@ import type { FdChannelServer } from '../fd/channel-server.js';
 import { batonError } from '../fd/errors.js';
 import { closeFds } from '../fd/fds.js';
 import { logControlServer, type LogFn } from './control-log.js';
-import type { InventoryEntry } from './messages.js';
+import type { Held } from './inventory.js';
 import { HandoffSession } from './session.js';
 
 export type { LogFn } from './control-log.js';
@@ -70,7 +70,7 @@ export interface HandoverSteps {
   /** The number the joining generation gets. */
   generation: number;
   /** What it inherits: entries with their fds (borrowed: the kernel copies them). */
-  inventory: ReadonlyArray<{ entry: InventoryEntry; fd: number }>;
+  inventory: readonly Held[];
   /** How long the joining generation may take to call ready(); 0 or Infinity: no limit. */
   readyTimeoutMs: number;
   /**

@@ -11,6 +11,7 @@ import { EventEmitter } from 'node:events';
 import type { FdChannel } from '../fd/channel.js';
 import { batonError } from '../fd/errors.js';
 import { closeFds } from '../fd/fds.js';
+import type { Held } from './inventory.js';
 import { Link } from './link.js';
 import { PROTOCOL_VERSION, type ControlCommand, type Hello, type InventoryEntry, type Stats } from './messages.js';
 import { peerRefusal } from './peer.js';
@@ -84,7 +85,7 @@ export class HandoffSession extends EventEmitter<SessionEvents> {
   }
 
   /** Send the inventory with its fds (borrowed: the kernel copies them). */
-  async offer(generation: number, entries: ReadonlyArray<{ entry: InventoryEntry; fd: number }>): Promise<void> {
+  async offer(generation: number, entries: readonly Held[]): Promise<void> {
     this.#expectState('greeted', 'offer');
     this.#state = 'offered';
     await this.link.send(

@@ -17,18 +17,16 @@ import { closeFds } from '../fd/fds.js';
 import { dupFd } from '../fd/fd-of.js';
 import { probe, type FdInfo } from '../fd/probe.js';
 import { monotonicUsec, sdListenFds, sdNotify, sdWatchdog, type NotifyFields } from '../fd/systemd.js';
-import { entryFits, type InventoryEntry, type SocketAddress, type SocketKind } from '../handoff/messages.js';
+import { Inventory, type Held } from '../handoff/inventory.js';
+import type { InventoryEntry, SocketAddress, SocketKind } from '../handoff/messages.js';
 import type { ServiceManager, ServiceOptions, ServingInfo } from '../upgrader/integration.js';
 import type { LogFields, Logger } from '../upgrader/logger.js';
 
 /** Inventory names of activated sockets that have no name of their own (taken by position). */
 export const UNNAMED_PREFIX = '__baton_activated_';
 
-export interface ServiceSocket {
-  entry: InventoryEntry;
-  /** Owned by the caller; close-on-exec. */
-  fd: number;
-}
+/** A socket the service manager passed: its fd is owned by the caller and close-on-exec. */
+export type ServiceSocket = Held;
 
 type Log = (level: 'info' | 'warn', event: string, fields: LogFields) => void;
 
@@ -281,26 +279,24 @@ export class GenerationService implements ServiceManager {
   readonly #notifier: ServiceNotifier;
   readonly #log: ServiceOptions['log'];
   /** Sockets the manager passed that no listen() took yet. */
-  #activated: ServiceSocket[];
+  #activated: Inventory;
   /** MAINPID= named the successor (so a rollback names this process again). */
   #handedOver = false;
 
   constructor(options: ServiceOptions) {
     this.#log = options.log;
     this.#notifier = new ServiceNotifier({ logger: options.logger, fields: options.fields, fdStore: options.fdStore });
-    this.#activated = serviceSockets(options.fdStore, (level, event, fields) => options.log(level, event, fields));
+    this.#activated = new Inventory(serviceSockets(options.fdStore, (level, event, fields) => options.log(level, event, fields)));
     for (const a of this.#activated) if (a.entry.origin === 'fdstore') this.#notifier.markStored(a.entry.name);
     // A successor's predecessor put the listeners in the fd store (if it was asked to).
     for (const e of options.inherited ?? []) if (e.kind !== 'control') this.#notifier.markStored(e.name);
     if (!options.inherited) this.#notifier.startWatchdog();
   }
 
-  /** An activated socket for listen()/bindDgram() `name`: the one of that name, else an unnamed one. */
+  /** An activated socket for listen()/bindDgram() `name`: the one of that name, else an unnamed one (the
+   * same rule as an inherited socket: Inventory.take). */
   take(name: string, kind: SocketKind, requested: SocketAddress): ServiceSocket | null {
-    let i = this.#activated.findIndex((a) => a.entry.name === name);
-    if (i < 0) i = this.#activated.findIndex((a) => a.entry.unnamed && entryFits(a.entry, kind, requested));
-    if (i < 0 || !entryFits(this.#activated[i]!.entry, kind, requested)) return null;
-    return this.#activated.splice(i, 1)[0]!;
+    return this.#activated.take(name, kind, requested);
   }
 
   upgrading(generation: number): void {
@@ -329,11 +325,10 @@ export class GenerationService implements ServiceManager {
   serving(info: ServingInfo): void {
     const service = this.#notifier;
     for (const a of this.#activated) {
-      closeFds([a.fd]);
       service.unstore(a.entry.name);
       this.#log('info', 'listener-closed', { name: a.entry.unnamed ? null : a.entry.name, reason: 'passed in by the service manager, not used' });
     }
-    this.#activated = [];
+    this.#activated.closeAll();
     const { predecessor, sockets } = info;
     for (const e of predecessor?.inventory ?? []) if (e.kind !== 'control' && !sockets.has(e.name)) service.unstore(e.name);
     for (const name of info.fresh) {

@@ -8,6 +8,7 @@
 import type http from 'node:http';
 import type net from 'node:net';
 import { batonError } from '../fd/errors.js';
+import type { Held } from '../handoff/inventory.js';
 import type { InventoryEntry, MigrationKind, SocketAddress, SocketKind } from '../handoff/messages.js';
 import type { LogFields, Logger } from './logger.js';
 import type { MigrationSender } from './migrate.js';
@@ -48,7 +49,7 @@ export interface ConnectionMover {
 /** The service manager (systemd) of a generation without a supervisor: what to tell it when. */
 export interface ServiceManager {
   /** A socket the manager passed for listen()/bindDgram() `name`, or null. */
-  take(name: string, kind: SocketKind, requested: SocketAddress): { entry: InventoryEntry; fd: number } | null;
+  take(name: string, kind: SocketKind, requested: SocketAddress): Held | null;
   /** A standalone successor joined: the service is reloading. */
   upgrading(generation: number): void;
   /** The successor failed before ready: this generation serves on. */

@@ -9,7 +9,7 @@
  * anything); 'stop' drains this generation.
  */
 import type { FdChannelServer } from '../fd/channel-server.js';
-import type { InventoryEntry } from '../handoff/messages.js';
+import type { Held } from '../handoff/inventory.js';
 import { answerControl, handOver, HandoffServer } from '../handoff/server.js';
 import type { HandoffSession } from '../handoff/session.js';
 import type { LogFields, Logger, LogLevel } from './logger.js';
@@ -20,7 +20,8 @@ export interface HostCallbacks {
   state(): UpgraderState;
   readyTimeout: number;
   logger: Logger;
-  inventory(): Array<{ entry: InventoryEntry; fd: number }>;
+  /** What a successor inherits: the fds are borrowed from the live sockets (the kernel copies them). */
+  inventory(): Held[];
   status(): unknown;
   setUpgrading(on: boolean): void;
   onRollback(pid: number, reason: string): void;
