@@ -208,6 +208,135 @@ test('stop while a generation starts: it is terminated (it has nothing to drain)
   assert.equal(await within(s.sup.finished, 10_000, 'the supervisor exits'), 0);
 });
 
+/** Start the supervisor and have generation 1 serve; returns its pid and client. */
+async function firstServing(t: Cleanup, opts: Partial<SupervisorOptions> = {}) {
+  const s = await startFake(t, opts);
+  const pid1 = await spawned(s, 1);
+  const gen1 = await join(t, s, 1);
+  await waitFor(() => stateOf(s, 1) === 'serving', 10_000, 'generation 1 serving');
+  return { s, pid1, gen1 };
+}
+
+test('reload, the new generation fails before ready(): rolled back, the old one serves on untouched', async (t) => {
+  const { s, pid1, gen1 } = await firstServing(t);
+  let drained = false;
+  gen1.on('drain', () => (drained = true));
+  const reload = s.sup.reload();
+  const pid2 = await spawned(s, 2);
+  await s.os.stderr(pid2, 'Error: listen EADDRINUSE: address already in use 127.0.0.1:8080\n');
+  s.os.exit(pid2, 1);
+  const record = await within(reload, 10_000, 'the reload');
+  assert.deepEqual([record.kind, record.outcome, record.generation], ['reload', 'rolled-back', 2]);
+  assert.match(record.reason ?? '', /^exited with code 1 before ready\(\); last output:\nError: listen EADDRINUSE/);
+  assert.match(record.reason ?? '', /hint: the address is in use/);
+  assert.equal(stateOf(s, 1), 'serving');
+  assert.equal(stateOf(s, 2), undefined);
+  assert.deepEqual(s.os.child(pid1).signals, [], 'the old generation is not signalled');
+  assert.equal(drained, false, 'nor told to drain');
+  assert.equal(s.os.children.length, 2, 'no respawn: a generation serves');
+  s.os.advance(60_000);
+  assert.equal(s.os.children.length, 2, 'still none');
+  assert.equal(s.sup.status().tallies.reloads.rolledBack, 1);
+});
+
+test('reload, the new generation hangs: killed after ready-timeout, the old one serves on', async (t) => {
+  const { s, pid1 } = await firstServing(t);
+  const reload = s.sup.reload();
+  const pid2 = await spawned(s, 2);
+  await join(t, s, 2, false);
+  s.os.advance(READY_TIMEOUT);
+  const record = await within(reload, 10_000, 'the reload');
+  assert.equal(record.outcome, 'rolled-back');
+  assert.equal(record.reason, `no ready() within ${READY_TIMEOUT} ms`);
+  assert.deepEqual(s.os.child(pid2).signals, ['SIGTERM']);
+  s.os.advance(3000);
+  assert.deepEqual(s.os.child(pid2).signals, ['SIGTERM', 'SIGKILL']);
+  s.os.exit(pid2, null, 'SIGKILL');
+  assert.equal(stateOf(s, 1), 'serving');
+  assert.deepEqual(s.os.child(pid1).signals, []);
+  assert.equal(s.os.children.length, 2, 'no respawn');
+});
+
+test('crash loop: each early crash doubles the backoff; one that served --min-uptime resets the count', async (t) => {
+  const s = await startFake(t, { maxStarts: 3, minUptimeMs: 1000 });
+  // Generation 1 serves, then crashes within min-uptime: a failed start, respawn after 100 ms.
+  let pid = await spawned(s, 1);
+  await join(t, s, 1);
+  await waitFor(() => stateOf(s, 1) === 'serving', 10_000, 'generation 1 serving');
+  s.os.advance(500);
+  s.os.exit(pid, 1);
+  assert.equal(s.sup.status().supervisor.failedStarts, 1);
+  assert.ok(s.saw('respawn-scheduled', { inMs: 100 }));
+  s.os.advance(100);
+  // Generation 2 never calls ready(): it exits; the next backoff is 200 ms.
+  pid = await spawned(s, 2);
+  s.os.exit(pid, 1);
+  assert.equal(s.sup.status().supervisor.failedStarts, 2);
+  assert.ok(s.saw('respawn-scheduled', { inMs: 200 }));
+  s.os.advance(199);
+  assert.equal(s.os.children.length, 2, 'the respawn waits for its backoff');
+  s.os.advance(1);
+  // Generation 3 serves past min-uptime: the count is back to 0 and a later crash is no failed start.
+  pid = await spawned(s, 3);
+  await join(t, s, 3);
+  await waitFor(() => stateOf(s, 3) === 'serving', 10_000, 'generation 3 serving');
+  assert.equal(s.sup.status().supervisor.failedStarts, 2, 'not before min-uptime');
+  s.os.advance(1000);
+  assert.equal(s.sup.status().supervisor.failedStarts, 0, 'reset after min-uptime');
+  s.os.exit(pid, 1);
+  assert.equal(s.sup.status().supervisor.failedStarts, 0);
+  const last = s.events.filter((e) => e.event === 'respawn-scheduled').at(-1)!;
+  assert.equal(last.fields.inMs, 100, 'a generation that served resets the backoff');
+  s.os.advance(100);
+  await spawned(s, 4);
+  assert.equal(s.sup.status().supervisor.stopping, false, 'no give-up');
+});
+
+test('stop while a reload runs: the starting generation is terminated, the serving one drains', async (t) => {
+  const { s, pid1, gen1 } = await firstServing(t);
+  const drained = new Promise<string>((resolve) => gen1.on('drain', (msg) => resolve(msg.reason)));
+  const reload = s.sup.reload();
+  const pid2 = await spawned(s, 2);
+  await join(t, s, 2, false);
+  s.sup.stop('SIGTERM');
+  assert.deepEqual(s.os.child(pid2).signals, ['SIGTERM']);
+  assert.equal(await within(drained, 10_000, 'drain'), 'stop');
+  await assert.rejects(s.sup.reload(), { code: 'ERR_BATON_STATE' }, 'no reload while stopping');
+  s.os.exit(pid2, null, 'SIGTERM');
+  const record = await within(reload, 10_000, 'the reload');
+  assert.deepEqual([record.outcome, record.reason], ['rolled-back', 'exited on SIGTERM before ready()']);
+  assert.equal(s.os.children.length, 2, 'nothing respawned while stopping');
+  let finished = false;
+  void s.sup.finished.then(() => (finished = true));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(finished, false, 'generation 1 still drains');
+  s.os.exit(pid1, 0);
+  assert.equal(await within(s.sup.finished, 10_000, 'the supervisor exits'), 0);
+});
+
+test('two reloads race: the second is refused while the first runs; a SIGHUP joins a reload in progress', async (t) => {
+  const { s } = await firstServing(t);
+  const first = s.sup.reload();
+  await spawned(s, 2);
+  await assert.rejects(s.sup.reload(), { code: 'ERR_BATON_UPGRADE_IN_PROGRESS', message: /generation 2/ });
+  const hup = s.sup.reload('signal');
+  assert.ok(s.saw('sighup-ignored'));
+  await join(t, s, 2);
+  const [a, b] = await within(Promise.all([first, hup]), 10_000, 'both answers');
+  assert.equal(a, b, 'the same outcome');
+  assert.deepEqual([a.outcome, a.generation], ['serving', 2]);
+  assert.equal(s.os.children.length, 2, 'one new generation for both');
+  // A command that arrives while a SIGHUP's reload runs joins it too.
+  const third = s.sup.reload('signal');
+  await spawned(s, 3);
+  const fourth = s.sup.reload('command');
+  await join(t, s, 3);
+  const [c, d] = await within(Promise.all([third, fourth]), 10_000, 'both answers');
+  assert.equal(c, d);
+  assert.equal(c.generation, 3);
+  assert.equal(s.os.children.length, 3);
+});
+
 test('the inventory: a name set again replaces it; take() follows entryFits, unnamed sockets by position', () => {
   const inv = new Inventory();
   const a = { name: 'web', kind: 'tcp', address: { host: '127.0.0.1', port: 8080 } } as const;
