@@ -71,6 +71,20 @@ function stateOf(s: Started, generation: number): string | undefined {
   return s.sup.status().generations.find((g) => g.generation === generation)?.state;
 }
 
+/** Start the supervisor and have generation 1 serve; returns its pid and client. */
+async function firstServing(t: Cleanup, opts: Partial<SupervisorOptions> = {}) {
+  const s = await startFake(t, opts);
+  const pid1 = await spawned(s, 1);
+  const gen1 = await join(t, s, 1);
+  await waitFor(() => stateOf(s, 1) === 'serving', 10_000, 'generation 1 serving');
+  return { s, pid1, gen1 };
+}
+
+/** The reason of the next drain message `client` gets. */
+function drainReason(client: GenerationClient): Promise<string> {
+  return new Promise<string>((resolve) => client.on('drain', (msg) => resolve(msg.reason)));
+}
+
 test('the transition table: a generation moves only along it', () => {
   const g = { generation: 7, state: 'starting' } as Generation;
   const illegal = { code: 'ERR_BATON_STATE', message: /cannot go from starting to draining/ };
@@ -136,11 +150,8 @@ test('exit before ready(): rolled back with its exit and last output', async (t)
 });
 
 test('reload: the new generation serves, the old one drains and exits; SIGKILL only if it does not', async (t) => {
-  const s = await startFake(t);
-  const pid1 = await spawned(s, 1);
-  const gen1 = await join(t, s, 1);
-  await waitFor(() => stateOf(s, 1) === 'serving', 10_000, 'generation 1 serving');
-  const drained = new Promise<string>((resolve) => gen1.on('drain', (msg) => resolve(msg.reason)));
+  const { s, pid1, gen1 } = await firstServing(t);
+  const drained = drainReason(gen1);
   const reload = s.sup.reload();
   const pid2 = await spawned(s, 2);
   await join(t, s, 2);
@@ -159,12 +170,9 @@ test('reload: the new generation serves, the old one drains and exits; SIGKILL o
 });
 
 test('crash: a serving generation exits; the listeners stay and another starts after the backoff', async (t) => {
-  const s = await startFake(t, { minUptimeMs: 1000 });
-  const pid = await spawned(s, 1);
-  await join(t, s, 1);
-  await waitFor(() => stateOf(s, 1) === 'serving', 10_000, 'generation 1 serving');
+  const { s, pid1 } = await firstServing(t, { minUptimeMs: 1000 });
   s.os.advance(2000); // up longer than min-uptime: not a failed start
-  s.os.exit(pid, 1);
+  s.os.exit(pid1, 1);
   assert.ok(s.saw('crash', { generation: 1, code: 1 }));
   assert.ok(s.saw('respawn-scheduled'));
   s.os.advance(100);
@@ -187,14 +195,11 @@ test('crash loop: --max-starts failed starts in a row and the supervisor gives u
 });
 
 test('stop: the serving generation is told to drain; the supervisor exits 0 once it has', async (t) => {
-  const s = await startFake(t);
-  const pid = await spawned(s, 1);
-  const gen1 = await join(t, s, 1);
-  await waitFor(() => stateOf(s, 1) === 'serving', 10_000, 'generation 1 serving');
-  const drained = new Promise<string>((resolve) => gen1.on('drain', (msg) => resolve(msg.reason)));
+  const { s, pid1, gen1 } = await firstServing(t);
+  const drained = drainReason(gen1);
   s.sup.stop('SIGTERM');
   assert.equal(await within(drained, 10_000, 'drain'), 'stop');
-  s.os.exit(pid, 0);
+  s.os.exit(pid1, 0);
   assert.equal(await within(s.sup.finished, 10_000, 'the supervisor exits'), 0);
   assert.ok(s.saw('supervisor-exit', { code: 0 }));
 });
@@ -207,15 +212,6 @@ test('stop while a generation starts: it is terminated (it has nothing to drain)
   s.os.exit(pid, null, 'SIGTERM');
   assert.equal(await within(s.sup.finished, 10_000, 'the supervisor exits'), 0);
 });
-
-/** Start the supervisor and have generation 1 serve; returns its pid and client. */
-async function firstServing(t: Cleanup, opts: Partial<SupervisorOptions> = {}) {
-  const s = await startFake(t, opts);
-  const pid1 = await spawned(s, 1);
-  const gen1 = await join(t, s, 1);
-  await waitFor(() => stateOf(s, 1) === 'serving', 10_000, 'generation 1 serving');
-  return { s, pid1, gen1 };
-}
 
 test('reload, the new generation fails before ready(): rolled back, the old one serves on untouched', async (t) => {
   const { s, pid1, gen1 } = await firstServing(t);
@@ -294,7 +290,7 @@ test('crash loop: each early crash doubles the backoff; one that served --min-up
 
 test('stop while a reload runs: the starting generation is terminated, the serving one drains', async (t) => {
   const { s, pid1, gen1 } = await firstServing(t);
-  const drained = new Promise<string>((resolve) => gen1.on('drain', (msg) => resolve(msg.reason)));
+  const drained = drainReason(gen1);
   const reload = s.sup.reload();
   const pid2 = await spawned(s, 2);
   await join(t, s, 2, false);
