@@ -7,7 +7,7 @@
  */
 import type net from 'node:net';
 import { batonError } from '../fd/errors.js';
-import type { Inventory } from '../handoff/inventory.js';
+import { Inventory } from '../handoff/inventory.js';
 import type { LoopStats } from '../handoff/messages.js';
 import type { HandoffSession } from '../handoff/session.js';
 import type { TimerHandle } from './process.js';
@@ -67,4 +67,12 @@ export function moveTo(g: Generation, to: GenerationState, now: number): void {
   g.state = to;
   if (to === 'serving') g.readyAt = now;
   else if (to === 'draining') g.drainStartedAt = now;
+}
+
+/** A generation just spawned: starting, nothing heard from it yet. */
+export function newGeneration(generation: number, pid: number, stderr: net.Socket | null, now: number): Generation {
+  return {
+    generation, pid, stderr, state: 'starting', startedAt: now,
+    connections: 0, session: null, registered: new Inventory(), stderrTail: '',
+  };
 }

@@ -1,0 +1,62 @@
+/**
+ * A generation's process as the supervisor starts and follows it: the environment it gets, its output
+ * copied through (keeping the tail a rollback reports), and its exit reported once its output has ended.
+ */
+import { SD_LISTEN_ENV, SD_NOTIFY_ENV } from '../fd/systemd.js';
+import type { Generation } from './generation.js';
+import type { SupervisorProcess } from './process.js';
+
+/** How much of a generation's output is kept for a rollback reason. */
+const STDERR_TAIL = 4096;
+/** How long a generation's stderr may lag behind its exit. */
+const STDERR_GRACE_MS = 500;
+
+type Exited = (code: number | null, signal: NodeJS.Signals | null) => void;
+
+/** The environment of generation `generation`: the supervisor's, with where to find it. */
+export function generationEnv(
+  opts: { socket: string; logFormat: 'text' | 'json' },
+  generation: number,
+  supervisorPid: number,
+): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    BATON_SOCKET: opts.socket,
+    BATON_SUPERVISOR: String(supervisorPid),
+    BATON_GENERATION: String(generation),
+    BATON_LOG_FORMAT: opts.logFormat,
+  };
+  // The supervisor is the service's main process: it alone talks to the service manager.
+  for (const name of [...SD_NOTIFY_ENV, ...SD_LISTEN_ENV]) delete env[name];
+  return env;
+}
+
+/**
+ * Copy `g`'s stderr through (keeping its tail), and call `onExit` once it exited (`onChildExit` says how to
+ * hear that: a ChildProcess's 'exit', or a pidfd for one adopted across a re-exec) and its stderr ended.
+ */
+export function followOutput(
+  os: SupervisorProcess,
+  g: Generation,
+  onChildExit: (exited: Exited) => void,
+  onExit: Exited,
+): void {
+  g.stderr?.on('data', (chunk: Buffer) => {
+    os.writeStderr(chunk);
+    g.stderrTail = (g.stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL);
+  });
+  onChildExit((code, signal) => {
+    // Its last output (the tail a rollback reports) may still be in the pipe: wait briefly for the end of stderr.
+    const stderr = g.stderr;
+    if (!stderr || stderr.readableEnded || stderr.destroyed) return onExit(code, signal);
+    const done = () => {
+      os.clearTimeout(timer);
+      stderr.off('end', done);
+      stderr.off('close', done);
+      onExit(code, signal);
+    };
+    const timer = os.setTimeout(done, STDERR_GRACE_MS);
+    stderr.once('end', done);
+    stderr.once('close', done);
+  });
+}
