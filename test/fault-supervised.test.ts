@@ -90,6 +90,29 @@ async function echoClients(t: { after(fn: () => unknown): void }, w: FaultWorld,
   return { port, clients };
 }
 
+/** The end of an echo cell: every client stops with every message it sent answered, and nothing else wrong. */
+async function echoesIntact(clients: EchoClient[]): Promise<void> {
+  await Promise.all(clients.map((c) => c.stop()));
+  assert.equal(problems(clients), 'none');
+  for (const c of clients) assert.equal(c.answered, c.sent);
+}
+
+/** An echo cell whose connections moved to generation 2 (`pid`) ends: the echoes intact, no request lost,
+ * generation 1 gone, generation 2 alone accepting on the echo port. */
+async function echoesMovedTo(
+  t: { diagnostic(msg: string): void },
+  w: FaultWorld,
+  port: number,
+  clients: EchoClient[],
+  pid: number,
+): Promise<void> {
+  await echoesIntact(clients);
+  expectNothingLost(t, await w.traffic.stop());
+  await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 exits');
+  await expectOnlyAccepting(port, w.pids(), pid, 'generation 2 alone accepts on the echo port');
+  clients.forEach((c) => c.end());
+}
+
 /** `n` slow requests (answered after `ms`) on fresh connections, once generation 1 holds them all; each
  * promise gives the status or the error code. */
 async function slowRequests(w: FaultWorld, n: number, ms: number): Promise<Array<Promise<number | string>>> {
@@ -289,13 +312,7 @@ test('new generation hung mid-migration, then continued: every echo connection c
   cont(hit.pid);
   await allAnsweredBy(clients, 2, 30_000);
   await w.s.sup.line(/generation 1 moved 40 of 40 echo connections/, 20_000);
-  await Promise.all(clients.map((c) => c.stop()));
-  assert.equal(problems(clients), 'none');
-  for (const c of clients) assert.equal(c.answered, c.sent);
-  expectNothingLost(t, await w.traffic.stop());
-  await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 exits');
-  await expectOnlyAccepting(port, w.pids(), hit.pid, 'generation 2 alone accepts on the echo port');
-  clients.forEach((c) => c.end());
+  await echoesMovedTo(t, w, port, clients, hit.pid);
   await stopAll(w);
 });
 
@@ -418,13 +435,7 @@ test('old generation hung mid-migration, then continued: the move completes, eve
   await sleep(HANG_MS);
   cont(w.gen1);
   await allAnsweredBy(clients, 2, 30_000);
-  await Promise.all(clients.map((c) => c.stop()));
-  assert.equal(problems(clients), 'none');
-  for (const c of clients) assert.equal(c.answered, c.sent);
-  expectNothingLost(t, await w.traffic.stop());
-  await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 exits');
-  await expectOnlyAccepting(port, w.pids(), n, 'generation 2 alone accepts on the echo port');
-  clients.forEach((c) => c.end());
+  await echoesMovedTo(t, w, port, clients, n);
   await stopAll(w);
 });
 
@@ -583,13 +594,7 @@ test('supervisor SIGKILLed mid-migration: the move goes on (it does not pass thr
   w.release();
   await allAnsweredBy(clients, 2, 30_000);
   await w.s.sup.line(/generation 1 moved 40 of 40 echo connections/, 20_000);
-  await Promise.all(clients.map((c) => c.stop()));
-  assert.equal(problems(clients), 'none');
-  for (const c of clients) assert.equal(c.answered, c.sent);
-  expectNothingLost(t, await w.traffic.stop());
-  await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 exits');
-  await expectOnlyAccepting(port, w.pids(), n, 'generation 2 alone accepts on the echo port');
-  clients.forEach((c) => c.end());
+  await echoesMovedTo(t, w, port, clients, n);
   await survivorsOnly(w, [n]);
 });
 
@@ -611,9 +616,7 @@ test('supervisor SIGKILL → takeover: a new baton run on the same socket takes 
   const n = await servingPid(s2.sup, 2);
   await allAnsweredBy(clients, 2, 30_000);
   await w.s.sup.line(/generation 1 moved 40 of 40 echo connections/, 20_000); // the orphan's stdout is still this pipe
-  await Promise.all(clients.map((c) => c.stop()));
-  assert.equal(problems(clients), 'none');
-  for (const c of clients) assert.equal(c.answered, c.sent);
+  await echoesIntact(clients);
   await waitFor(() => !w.running(w.gen1), 15_000, 'the orphan exits');
   const pids = [...w.pids(), ...s2.generationPids()];
   await servedWithoutLoss(t, w.traffic, w.s.port, pids, 2, n, ' after the takeover');

@@ -17,6 +17,8 @@ import { tmpDir, waitFor, within } from './helpers.js';
 import { FakeProcess } from './supervisor-fake.js';
 
 const READY_TIMEOUT = 5000;
+/** Each test takes well under a second; a transition that breaks must fail, not hang the suite. */
+const UNIT = { timeout: 20_000 };
 const DRAIN_TIMEOUT = 4000;
 
 interface Started {
@@ -100,7 +102,7 @@ test('the transition table: a generation moves only along it', () => {
   }
 });
 
-test('start: the first generation joins, calls ready() and serves; the upgrade record says so', async (t) => {
+test('start: the first generation joins, calls ready() and serves; the upgrade record says so', UNIT, async (t) => {
   const s = await startFake(t);
   const pid = await spawned(s, 1);
   assert.equal(stateOf(s, 1), 'starting');
@@ -112,7 +114,7 @@ test('start: the first generation joins, calls ready() and serves; the upgrade r
   assert.deepEqual(s.os.child(pid).signals, [], 'nothing killed');
 });
 
-test('hang: no ready() in time: rolled back, SIGTERM then SIGKILL, and a respawn after the backoff', async (t) => {
+test('hang: no ready() in time: rolled back, SIGTERM then SIGKILL, a respawn after the backoff', UNIT, async (t) => {
   const s = await startFake(t);
   const pid = await spawned(s, 1);
   const client = await join(t, s, 1, false);
@@ -138,7 +140,7 @@ test('hang: no ready() in time: rolled back, SIGTERM then SIGKILL, and a respawn
   await waitFor(() => stateOf(s, 2) === 'serving', 10_000, 'generation 2 serving');
 });
 
-test('exit before ready(): rolled back with its exit and last output', async (t) => {
+test('exit before ready(): rolled back with its exit and last output', UNIT, async (t) => {
   const s = await startFake(t);
   const pid = await spawned(s, 1);
   await s.os.stderr(pid, 'Error: Cannot find module app.js\n');
@@ -149,7 +151,7 @@ test('exit before ready(): rolled back with its exit and last output', async (t)
   assert.equal(s.sup.status().upgrades.at(-1)!.outcome, 'rolled-back');
 });
 
-test('reload: the new generation serves, the old one drains and exits; SIGKILL only if it does not', async (t) => {
+test('reload: the new generation serves, the old one drains and exits; SIGKILL if it does not', UNIT, async (t) => {
   const { s, pid1, gen1 } = await firstServing(t);
   const drained = drainReason(gen1);
   const reload = s.sup.reload();
@@ -169,7 +171,7 @@ test('reload: the new generation serves, the old one drains and exits; SIGKILL o
   assert.deepEqual(s.os.child(pid2).signals, []);
 });
 
-test('crash: a serving generation exits; the listeners stay and another starts after the backoff', async (t) => {
+test('crash: a serving generation exits; the listeners stay and another starts after the backoff', UNIT, async (t) => {
   const { s, pid1 } = await firstServing(t, { minUptimeMs: 1000 });
   s.os.advance(2000); // up longer than min-uptime: not a failed start
   s.os.exit(pid1, 1);
@@ -181,7 +183,7 @@ test('crash: a serving generation exits; the listeners stay and another starts a
   assert.equal(s.sup.status().supervisor.restarts, 1);
 });
 
-test('crash loop: --max-starts failed starts in a row and the supervisor gives up with exit code 1', async (t) => {
+test('crash loop: --max-starts failed starts in a row and the supervisor gives up, exit 1', UNIT, async (t) => {
   const s = await startFake(t, { maxStarts: 3 });
   for (let n = 1; n <= 3; n++) {
     const pid = await spawned(s, n);
@@ -194,7 +196,7 @@ test('crash loop: --max-starts failed starts in a row and the supervisor gives u
   assert.equal(s.os.children.length, 3, 'no fourth start');
 });
 
-test('stop: the serving generation is told to drain; the supervisor exits 0 once it has', async (t) => {
+test('stop: the serving generation is told to drain; the supervisor exits 0 once it has', UNIT, async (t) => {
   const { s, pid1, gen1 } = await firstServing(t);
   const drained = drainReason(gen1);
   s.sup.stop('SIGTERM');
@@ -204,7 +206,7 @@ test('stop: the serving generation is told to drain; the supervisor exits 0 once
   assert.ok(s.saw('supervisor-exit', { code: 0 }));
 });
 
-test('stop while a generation starts: it is terminated (it has nothing to drain)', async (t) => {
+test('stop while a generation starts: it is terminated (it has nothing to drain)', UNIT, async (t) => {
   const s = await startFake(t);
   const pid = await spawned(s, 1);
   s.sup.stop('SIGTERM');
@@ -213,7 +215,7 @@ test('stop while a generation starts: it is terminated (it has nothing to drain)
   assert.equal(await within(s.sup.finished, 10_000, 'the supervisor exits'), 0);
 });
 
-test('reload, the new generation fails before ready(): rolled back, the old one serves on untouched', async (t) => {
+test('reload, the new one fails before ready(): rolled back, the old one serves on untouched', UNIT, async (t) => {
   const { s, pid1, gen1 } = await firstServing(t);
   let drained = false;
   gen1.on('drain', () => (drained = true));
@@ -235,7 +237,7 @@ test('reload, the new generation fails before ready(): rolled back, the old one 
   assert.equal(s.sup.status().tallies.reloads.rolledBack, 1);
 });
 
-test('reload, the new generation hangs: killed after ready-timeout, the old one serves on', async (t) => {
+test('reload, the new generation hangs: killed after ready-timeout, the old one serves on', UNIT, async (t) => {
   const { s, pid1 } = await firstServing(t);
   const reload = s.sup.reload();
   const pid2 = await spawned(s, 2);
@@ -253,7 +255,7 @@ test('reload, the new generation hangs: killed after ready-timeout, the old one 
   assert.equal(s.os.children.length, 2, 'no respawn');
 });
 
-test('crash loop: each early crash doubles the backoff; one that served --min-uptime resets the count', async (t) => {
+test('crash loop: each early crash doubles the backoff; serving --min-uptime resets the count', UNIT, async (t) => {
   const s = await startFake(t, { maxStarts: 3, minUptimeMs: 1000 });
   // Generation 1 serves, then crashes within min-uptime: a failed start, respawn after 100 ms.
   let pid = await spawned(s, 1);
@@ -288,7 +290,7 @@ test('crash loop: each early crash doubles the backoff; one that served --min-up
   assert.equal(s.sup.status().supervisor.stopping, false, 'no give-up');
 });
 
-test('stop while a reload runs: the starting generation is terminated, the serving one drains', async (t) => {
+test('stop while a reload runs: the starting generation is terminated, the serving one drains', UNIT, async (t) => {
   const { s, pid1, gen1 } = await firstServing(t);
   const drained = drainReason(gen1);
   const reload = s.sup.reload();
@@ -310,7 +312,7 @@ test('stop while a reload runs: the starting generation is terminated, the servi
   assert.equal(await within(s.sup.finished, 10_000, 'the supervisor exits'), 0);
 });
 
-test('two reloads race: the second is refused while the first runs; a SIGHUP joins a reload in progress', async (t) => {
+test('two reloads race: the second is refused; a SIGHUP joins a reload in progress', UNIT, async (t) => {
   const { s } = await firstServing(t);
   const first = s.sup.reload();
   await spawned(s, 2);

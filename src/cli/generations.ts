@@ -411,7 +411,8 @@ export class Generations {
     const delay = this.#crash.schedule(() => {
       if (!this.#host.stopping() && !this.attempt && !this.current) void this.launch('respawn');
     });
-    if (delay !== null) this.#host.log('info', 'respawn-scheduled', { inMs: delay, listenersKept: this.#inventory.size });
+    if (delay === null) return;
+    this.#host.log('info', 'respawn-scheduled', { inMs: delay, listenersKept: this.#inventory.size });
   }
 
   /** SIGTERM now, SIGKILL after the grace. */

@@ -6,7 +6,6 @@ import { sendCommand } from '../handoff/control.js';
 import { trustedSocketPath } from '../handoff/socket-dir.js';
 import type { ControlCommand, Result } from '../handoff/messages.js';
 import { createLogger } from '../upgrader/logger.js';
-import { formatKinds } from '../upgrader/census.js';
 import { VERSION } from '../version.js';
 import { listTakeoverSockets } from '../upgrader/orphan.js';
 import { isAlive } from './takeover.js';
@@ -14,105 +13,10 @@ import { CHECK_COMMAND, releaseHeldSignals, runImageCheck } from './reexec.js';
 import { CONFIG_FLAGS, loadConfig, mergeFlags, type LoadedConfig } from './config.js';
 import { defaultSocketPath } from './socket-path.js';
 import { MetricsAddressError, MetricsServer, parseMetricsAddress, isLoopback } from './metrics.js';
-import { cpu, rss, talliesLine, type StatusData as WatchData } from './status-format.js';
+import { formatStatus, type StatusData as WatchData, type StatusReply } from './status-format.js';
 import { Supervisor, type UpgradeRecord } from './supervisor.js';
 import { watch } from './watch.js';
-
-const SOCKET_HELP = `  --socket PATH          control socket (default: $BATON_SOCKET, else $XDG_RUNTIME_DIR/baton.sock,
-                         else ./baton.sock). Its directory and every parent must be owned by root or
-                         you and not writable by others; in a sticky shared directory such as /tmp it
-                         moves to a private subdirectory: /tmp/app.sock -> /tmp/baton-<uid>/app.sock`;
-
-const HELP: Record<string, string> = {
-  main: `baton ${VERSION} — zero-downtime restarts for Node.js
-
-Usage:
-  baton run [options] -- COMMAND [ARGS...]   supervise an app; upgrade it in place on reload
-  baton run --config baton.config.json        the same, with the command and options from a file
-  baton reload [options]                      start the next generation; exit 0 once it serves
-  baton reload --supervisor [options]         re-execute the supervisor from the baton installed now
-  baton status [options]                      generations, listeners, connections, last upgrades
-  baton stop [options]                        stop gracefully: every generation drains, then exits
-
-Options:
-  -h, --help             show help (also: baton help COMMAND)
-  -v, --version          print the version
-
-In the app: import { Upgrader } from 'baton-reload' — see README.md.
-`,
-  run: `Usage: baton run [options] -- COMMAND [ARGS...]
-       baton run --config FILE [--env NAME] [options] [-- COMMAND [ARGS...]]
-
-Start COMMAND as generation 1 and supervise it. The supervisor keeps its pid (PID 1 in a container,
-MAINPID for systemd) and a copy of every listening socket, so the port stays open even when a
-generation crashes. SIGHUP or \`baton reload\` starts the next generation; SIGUSR2 or
-\`baton reload --supervisor\` re-executes the supervisor itself from the baton installed now (same pid,
-the generations keep serving); SIGTERM/SIGINT stop gracefully (a second one forces). If a supervisor on
-this socket crashed, the generation it left behind is taken over: its connections move to the first
-generation started here (README: "After a supervisor crash").
-
-Options:
-${SOCKET_HELP}
-  --ready-timeout S      seconds a new generation has to call ready() (default 30)
-  --drain-timeout S      seconds a replaced generation has to drain (default 30)
-  --max-starts N         give up (exit 1 with the last error and its output) after N starts in a row
-                         fail while nothing serves: no ready(), or an exit within --min-uptime of it
-                         (default 5; 0: retry forever). Crashes after that restart with backoff
-                         (100 ms doubling to 10 s); \`baton status\` counts the restarts
-  --min-uptime S         a generation that exits sooner than S seconds after ready() counts as a
-                         failed start (default 1)
-  --log-format F         text (default) or json: one line per event on stderr
-  --config FILE          the command, env and these options from a file (.json, .js, .mjs, .cjs; see
-                         docs/config.md); a flag given here wins over the file
-  --env NAME             apply the file's environments.NAME overrides (e.g. --env production)
-  --fdstore              also keep the listeners in systemd's file descriptor store, so that even a
-                         restart of the service keeps the ports open (FileDescriptorStoreMax=)
-  --metrics [HOST:]PORT  serve Prometheus metrics at http://HOST:PORT/metrics (HOST: an IP address or
-                         localhost, default 127.0.0.1; 0.0.0.0:PORT for every interface): docs/operations.md
-  -h, --help             show this help
-
-Under systemd (Type=notify or notify-reload) it reports READY=1, RELOADING=1, STOPPING=1 and STATUS=,
-pings the watchdog, and takes sockets from socket activation (LISTEN_FDS): see docs/systemd.md.
-`,
-  reload: `Usage: baton reload [options]
-
-Ask the supervisor to start the next generation and wait for the outcome: exit 0 when it serves,
-1 with the reason (exit code, timeout, its last output) when it was rolled back — the old generation
-kept serving throughout.
-
-With --supervisor: re-execute the supervisor itself (same pid) from the baton installed now — the way to
-upgrade baton without a restart. The generations, listeners and connections are untouched. The new
-version is checked in a child process first; exit 0 once the new supervisor runs, 1 with the reason
-when the check or the exec failed (the old supervisor keeps running). SIGUSR2 does the same.
-
-Options:
-${SOCKET_HELP}
-  --supervisor           re-execute the supervisor instead of starting a new generation
-  --timeout S            seconds to wait for the outcome (default 120)
-  --json                 print the upgrade record as JSON
-  -h, --help             show this help
-`,
-  status: `Usage: baton status [options]
-
-Show the supervisor, its generations (pid, state, start time, time to ready, open connections), the
-listening sockets, and the last 10 upgrades.
-
-Options:
-${SOCKET_HELP}
-  --json                 machine-readable output
-  -w, --watch            a live view refreshed in place (event loop, CPU, memory, last reloads); q quits
-  --interval S           seconds between refreshes with --watch (default 1)
-  -h, --help             show this help
-`,
-  stop: `Usage: baton stop [options]
-
-Stop gracefully: the generations stop accepting, drain, exit, and then the supervisor exits.
-
-Options:
-${SOCKET_HELP}
-  -h, --help             show this help
-`,
-};
+import { HELP } from './help.js';
 
 class UsageError extends Error {}
 
@@ -349,7 +253,7 @@ async function reload(argv: string[]): Promise<number> {
 }
 
 function reexecOutcome(result: Result, json: boolean): number {
-  const sup = result.data as StatusData['supervisor'] | undefined;
+  const sup = result.data as StatusReply['supervisor'] | undefined;
   if (json) {
     const { ok, code, reason } = result;
     process.stdout.write(`${JSON.stringify({ ok, code, reason, supervisor: sup ?? null })}\n`);
@@ -392,78 +296,6 @@ async function status(argv: string[]): Promise<number> {
     return 0;
   }
   if (flags.has('--watch')) return watch({ socket: socketOf(flags), intervalMs, first: result.data as WatchData });
-  process.stdout.write(formatStatus(result.data as StatusData));
+  process.stdout.write(formatStatus(result.data as StatusReply));
   return 0;
-}
-
-interface StatusData {
-  supervisor?: {
-    pid: number; socket: string; uptimeMs: number; command: string[]; restarts?: number; failedStarts?: number;
-    startedAt?: string; version?: string; execCount?: number; execAt?: string | null;
-    usage?: WatchData['generations'][number]['usage'];
-  };
-  tallies?: WatchData['tallies'];
-  generations: Array<{
-    generation: number; pid: number; state: string; startedAt: string; readyMs: number | null; connections: number;
-    kinds?: Record<string, number>; waitingFor?: string; usage?: WatchData['generations'][number]['usage'];
-  }>;
-  listeners?: Array<{ name: string; kind: string; address: string }>;
-  upgrades?: UpgradeRecord[];
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
-}
-
-/** A draining generation: "sse 20, http 1", or its predecessor still handing connections over. */
-function waitingFor(g: StatusData['generations'][number]): string {
-  if (g.state !== 'draining') return '';
-  if (g.waitingFor === 'predecessor') return "its predecessor to finish handing over";
-  return formatKinds(g.kinds);
-}
-
-function formatStatus(d: StatusData): string {
-  let out = '';
-  if (d.supervisor) {
-    const sv = d.supervisor;
-    const inARow = sv.failedStarts ? ` (${sv.failedStarts} failed in a row)` : '';
-    const plural = sv.restarts === 1 ? '' : 's';
-    const execs = sv.execCount ? `, re-executed ${sv.execCount}x (last ${sv.execAt})` : '';
-    const image = sv.version ? `, baton ${sv.version}${execs}` : '';
-    const restarts = sv.restarts === undefined ? '' : `, ${sv.restarts} restart${plural}${inARow}`;
-    const usage = sv.usage === undefined ? '' : `, CPU ${cpu(sv.usage)}, RSS ${rss(sv.usage)}`;
-    out += `supervisor pid ${sv.pid}, up ${Math.round(sv.uptimeMs / 1000)} s${restarts}, socket ${sv.socket}${image}`;
-    out += `${usage}\n`;
-    out += `command: ${sv.command.join(' ')}\n${talliesLine(d as WatchData)}\n`;
-  }
-  out += table([
-    ['GENERATION', 'PID', 'STATE', 'STARTED', 'READY IN', 'CONNECTIONS', 'CPU', 'RSS', 'WAITING FOR'],
-    ...d.generations.map((g) => [
-      String(g.generation), String(g.pid), g.state, g.startedAt, g.readyMs === null ? '-' : `${g.readyMs} ms`,
-      String(g.connections), cpu(g.usage), rss(g.usage), waitingFor(g),
-    ]),
-  ]);
-  if (d.listeners) {
-    out += '\n' + table([['LISTENER', 'KIND', 'ADDRESS'], ...d.listeners.map((l) => [l.name, l.kind, l.address])]);
-  }
-  if (d.upgrades?.length) {
-    out += '\n' + table([
-      ['UPGRADE', 'KIND', 'OUTCOME', 'READY IN', 'DRAIN', 'MOVED', 'AT', 'REASON'],
-      ...d.upgrades.map((u) => [
-        `gen ${u.generation} (pid ${u.pid})`, u.kind, u.outcome,
-        u.readyMs === undefined ? '-' : `${u.readyMs} ms`,
-        u.drainMs === undefined ? '-' : `${u.drainMs} ms`,
-        u.moved === undefined ? '-' : `${u.moved} of ${u.moved + (u.notMoved ?? 0)}`,
-        u.startedAt, (u.reason ?? '').split('\n')[0]!.slice(0, 80),
-      ]),
-    ]);
-    // The table has room for one line of a reason; the last failure's whole reason, with its output, follows.
-    const failed = d.upgrades.filter((u) => u.outcome === 'rolled-back' && u.reason).pop();
-    if (failed) {
-      const reason = failed.reason!.replace(/\n/g, '\n  ');
-      out += `\nlast failure: generation ${failed.generation} (pid ${failed.pid}), ${failed.kind}, ${reason}\n`;
-    }
-  }
-  return out;
 }

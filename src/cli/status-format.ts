@@ -3,7 +3,9 @@
  * of `baton status --watch` (watch.ts).
  */
 import type { StatusReport } from './metrics.js';
+import { formatKinds } from '../upgrader/census.js';
 import type { ProcUsage } from './proc-stats.js';
+import type { UpgradeRecord } from './upgrade-record.js';
 
 /** What `baton status` receives. Optional parts: an older supervisor does not send them. */
 type Report = StatusReport;
@@ -81,4 +83,64 @@ export function upgradesTable(d: StatusData, count = 10): string {
       (u.reason ?? '').split('\n')[0]!.slice(0, 80),
     ]),
   ]);
+}
+
+/** What `baton status` prints from: a supervisor's status reply (older supervisors send less). */
+export interface StatusReply {
+  supervisor?: {
+    pid: number; socket: string; uptimeMs: number; command: string[]; restarts?: number; failedStarts?: number;
+    startedAt?: string; version?: string; execCount?: number; execAt?: string | null;
+    usage?: StatusData['generations'][number]['usage'];
+  };
+  tallies?: StatusData['tallies'];
+  generations: Array<{
+    generation: number; pid: number; state: string; startedAt: string; readyMs: number | null; connections: number;
+    kinds?: Record<string, number>; waitingFor?: string; usage?: StatusData['generations'][number]['usage'];
+  }>;
+  listeners?: Array<{ name: string; kind: string; address: string }>;
+  upgrades?: UpgradeRecord[];
+}
+
+/** A draining generation: "sse 20, http 1", or its predecessor still handing connections over. */
+function waitingFor(g: StatusReply['generations'][number]): string {
+  if (g.state !== 'draining') return '';
+  if (g.waitingFor === 'predecessor') return "its predecessor to finish handing over";
+  return formatKinds(g.kinds);
+}
+
+/** `baton status` as text: the supervisor, the generations, the listeners and the last upgrades. */
+export function formatStatus(d: StatusReply): string {
+  let out = '';
+  if (d.supervisor) {
+    const sv = d.supervisor;
+    const inARow = sv.failedStarts ? ` (${sv.failedStarts} failed in a row)` : '';
+    const plural = sv.restarts === 1 ? '' : 's';
+    const execs = sv.execCount ? `, re-executed ${sv.execCount}x (last ${sv.execAt})` : '';
+    const image = sv.version ? `, baton ${sv.version}${execs}` : '';
+    const restarts = sv.restarts === undefined ? '' : `, ${sv.restarts} restart${plural}${inARow}`;
+    const usage = sv.usage === undefined ? '' : `, CPU ${cpu(sv.usage)}, RSS ${rss(sv.usage)}`;
+    out += `supervisor pid ${sv.pid}, up ${Math.round(sv.uptimeMs / 1000)} s${restarts}, socket ${sv.socket}${image}`;
+    out += `${usage}\n`;
+    out += `command: ${sv.command.join(' ')}\n${talliesLine(d as StatusData)}\n`;
+  }
+  out += table([
+    ['GENERATION', 'PID', 'STATE', 'STARTED', 'READY IN', 'CONNECTIONS', 'CPU', 'RSS', 'WAITING FOR'],
+    ...d.generations.map((g) => [
+      String(g.generation), String(g.pid), g.state, g.startedAt, g.readyMs === null ? '-' : `${g.readyMs} ms`,
+      String(g.connections), cpu(g.usage), rss(g.usage), waitingFor(g),
+    ]),
+  ]);
+  if (d.listeners) {
+    out += '\n' + table([['LISTENER', 'KIND', 'ADDRESS'], ...d.listeners.map((l) => [l.name, l.kind, l.address])]);
+  }
+  if (d.upgrades?.length) {
+    out += '\n' + upgradesTable(d as StatusData);
+    // The table has room for one line of a reason; the last failure's whole reason, with its output, follows.
+    const failed = d.upgrades.filter((u) => u.outcome === 'rolled-back' && u.reason).pop();
+    if (failed) {
+      const reason = failed.reason!.replace(/\n/g, '\n  ');
+      out += `\nlast failure: generation ${failed.generation} (pid ${failed.pid}), ${failed.kind}, ${reason}\n`;
+    }
+  }
+  return out;
 }

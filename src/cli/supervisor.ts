@@ -99,7 +99,8 @@ export class Supervisor {
 
   async start(): Promise<void> {
     const fdStore = this.#opts.fdStore ?? false;
-    this.#notifier = new ServiceNotifier({ logger: this.#opts.logger, fields: () => ({ supervisor: this.#os.pid }), fdStore });
+    const fields = () => ({ supervisor: this.#os.pid });
+    this.#notifier = new ServiceNotifier({ logger: this.#opts.logger, fields, fdStore });
     this.#gens = new Generations({
       os: this.#os, opts: this.#opts, inventory: this.#inventory, notifier: this.#notifier,
       tallies: this.#tallies, crash: this.#crash,
@@ -119,8 +120,9 @@ export class Supervisor {
     for (const { entry, fd } of serviceSockets(fdStore, this.#log)) {
       this.#inventory.set({ entry, fd });
       if (entry.origin === 'fdstore') this.#notifier.markStored(entry.name);
+      const { kind, origin } = entry;
       const name = entry.unnamed ? null : entry.name;
-      this.#log('info', 'listen-fd', { name, kind: entry.kind, address: formatAddress(entry.address), origin: entry.origin });
+      this.#log('info', 'listen-fd', { name, kind, address: formatAddress(entry.address), origin });
     }
     this.#notifier.startWatchdog();
     // The socket's real place (a private subdirectory of /tmp, say): passed to generations and shown in status.

@@ -14,7 +14,9 @@ import { closeFds } from '../fd/fds.js';
 import { inheritedFdMismatch } from './fd-check.js';
 import { answerDespiteEpipe, Link } from './link.js';
 import { Inventory, type Held } from './inventory.js';
-import { PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind, type Stats } from './messages.js';
+import {
+  PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind, type Stats,
+} from './messages.js';
 import { peerRefusal } from './peer.js';
 
 export type ClientState = 'welcomed' | 'ready-sent' | 'serving' | 'closed';

@@ -286,7 +286,8 @@ export class GenerationService implements ServiceManager {
   constructor(options: ServiceOptions) {
     this.#log = options.log;
     this.#notifier = new ServiceNotifier({ logger: options.logger, fields: options.fields, fdStore: options.fdStore });
-    this.#activated = new Inventory(serviceSockets(options.fdStore, (level, event, fields) => options.log(level, event, fields)));
+    const log: Log = (level, event, fields) => options.log(level, event, fields);
+    this.#activated = new Inventory(serviceSockets(options.fdStore, log));
     for (const a of this.#activated) if (a.entry.origin === 'fdstore') this.#notifier.markStored(a.entry.name);
     // A successor's predecessor put the listeners in the fd store (if it was asked to).
     for (const e of options.inherited ?? []) if (e.kind !== 'control') this.#notifier.markStored(e.name);
