@@ -5,6 +5,7 @@
  * branches in the Upgrader.
  */
 import type { GenerationClient } from '../../handoff/client.js';
+import type { Held } from '../../handoff/inventory.js';
 import type { InventoryEntry } from '../../handoff/messages.js';
 import type { ConnectionKinds } from '../census.js';
 import type { LogFn, ServiceManager } from '../integration.js';
@@ -13,8 +14,8 @@ import type { UpgraderState } from '../state.js';
 
 export type UpgraderMode = 'plain' | 'standalone' | 'supervised';
 
-/** A socket and its fd, as offered to a successor. */
-export type Offered = { entry: InventoryEntry; fd: number };
+/** A socket and its fd, as offered to a successor: the inventory's item, its fd borrowed from the live socket. */
+export type Offered = Held;
 
 /** What a mode may use of its generation (the Upgrader builds it). */
 export interface Generation {
