@@ -1,17 +1,20 @@
 /**
- * Acceptance: an HTTP/2 server (examples/http2, cleartext h2c) under `baton run`, reloaded 3 times while a
- * node:http2 client keeps 16 streams in flight at all times. Sessions do not move; each gets the two-phase
+ * Acceptance: an HTTP/2 server (examples/http2), cleartext h2c and h2 over TLS, under `baton run`, reloaded 3
+ * times while a node:http2 client keeps 16 streams in flight at all times. Sessions do not move; each gets the two-phase
  * GOAWAY (2^31-1, a PING round trip, then the real last stream id). The client does what RFC 9113 asks of
  * it: on GOAWAY it opens no more streams on that session and opens a new session (which reaches the new
  * generation). Proved: every stream is accounted for (sent = ok + non2xx + errors) and none fails — before,
  * the single GOAWAY refused the streams the client had started meanwhile (NGHTTP2_REFUSED_STREAM, ~32 per
- * reload) — and each old generation drains with nothing left for its drain timeout.
+ * reload) — and each old generation drains with nothing left for its drain timeout. Over TLS the first GOAWAY
+ * could not be written around nghttp2 (src/fd/http2.ts says why), so TLS sessions got the single GOAWAY and
+ * this test failed with NGHTTP2_REFUSED_STREAM (measured: 16-48 in 3 reloads) until nghttp2 itself sent it.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import path from 'node:path';
 import { ROOT, waitFor } from './helpers.js';
+import { HTTPS_SERVING, selfSignedCert } from './tls-helpers.js';
 import { SERVING, startSupervised } from './upgrade-helpers.js';
 
 const APP = path.join(ROOT, 'examples/http2/server.js');
@@ -36,9 +39,12 @@ class H2Load {
   #stopping = false;
   #loops: Promise<void>[] = [];
   readonly #url: string;
+  readonly #options: http2.SecureClientSessionOptions;
 
-  constructor(port: number) {
-    this.#url = `http://127.0.0.1:${port}`;
+  /** `ca`: the server's certificate, for h2 over TLS; h2c without it. */
+  constructor(port: number, ca?: string) {
+    this.#url = `${ca ? 'https' : 'http'}://127.0.0.1:${port}`;
+    this.#options = ca ? { ca } : {};
   }
 
   start(): void {
@@ -55,7 +61,7 @@ class H2Load {
   #current(): http2.ClientHttp2Session {
     const s = this.#session;
     if (s && !s.closed && !s.destroyed) return s;
-    const next = http2.connect(this.#url);
+    const next = http2.connect(this.#url, this.#options);
     this.sessions++;
     next.on('error', () => {}); // counted per stream
     next.on('goaway', () => {
@@ -132,9 +138,13 @@ class H2Load {
   }
 }
 
-test('HTTP/2: 3 reloads with streams in flight, no stream refused, every session closes cleanly', { timeout: 180_000 }, async (t) => {
-  const s = await startSupervised(t, { app: APP, servingLine: SERVING(1) });
-  const load = new H2Load(s.port);
+async function reloadsUnderLoad(t: TestContext, tls: boolean): Promise<void> {
+  const cert = tls ? selfSignedCert(t) : null;
+  if (tls && !cert) return t.skip('openssl is not installed: no test certificate');
+  const s = cert
+    ? await startSupervised(t, { app: APP, env: { TLS_KEY: cert.keyPath, TLS_CERT: cert.certPath }, servingLine: HTTPS_SERVING(1) })
+    : await startSupervised(t, { app: APP, servingLine: SERVING(1) });
+  const load = new H2Load(s.port, cert?.cert);
   load.start();
   t.after(() => load.stop());
   await waitFor(() => load.ok >= 200 || load.errors > 0, 20_000, 'streams are being answered');
@@ -146,10 +156,16 @@ test('HTTP/2: 3 reloads with streams in flight, no stream refused, every session
     await waitFor(() => load.ok >= ok + 200, 20_000, `streams answered after reload ${i + 1}`);
   }
   await load.stop();
-  t.diagnostic(`http2 load: sent ${load.sent}, ok ${load.ok}, non-2xx ${load.non2xx}, errors ${load.errors} ${JSON.stringify(load.errorCodes)}, sessions ${load.sessions}, attempts not sent by the client (retried) ${load.notSent}, by generation ${JSON.stringify(load.byGen)}`);
+  t.diagnostic(`http2${tls ? ' over TLS' : ''} load: sent ${load.sent}, ok ${load.ok}, non-2xx ${load.non2xx}, errors ${load.errors} ${JSON.stringify(load.errorCodes)}, sessions ${load.sessions}, attempts not sent by the client (retried) ${load.notSent}, by generation ${JSON.stringify(load.byGen)}`);
   assert.equal(load.sent, load.ok + load.non2xx + load.errors, 'every stream is accounted for');
   assert.deepEqual(load.errorCodes, {}, 'no stream failed: none refused by the server, none reset, none unanswered');
   assert.equal(load.non2xx, 0);
   assert.ok((load.byGen['4'] ?? 0) > 0, 'the last generation answered');
   assert.deepEqual([...s.sup.stderr().matchAll(DRAINED)].map((m) => m[2]), ['0', '0', '0'], 'every session closed before the drain timeout');
-});
+}
+
+test('HTTP/2 (h2c): 3 reloads with streams in flight, no stream refused, every session closes cleanly', { timeout: 180_000 }, (t) =>
+  reloadsUnderLoad(t, false));
+
+test('HTTP/2 over TLS: 3 reloads with streams in flight, no stream refused, every session closes cleanly', { timeout: 180_000 }, (t) =>
+  reloadsUnderLoad(t, true));

@@ -83,6 +83,9 @@ export interface NativeBinding {
   pidfdOpen(pid: number): number;
   /** waitpid(pid, WNOHANG): null while it runs, else its exit code or signal number. */
   waitStatus(pid: number): { code: number | null; signal: number | null } | null;
+  /** native/http2.c: nghttp2_submit_shutdown_notice() on the nghttp2 session under a Node Http2Session's
+   * native handle, after checking the pointer it finds; 'submitted', or why not. See src/fd/http2.ts. */
+  http2ShutdownNotice(handle: object, local: Uint32Array, remote: Uint32Array): string;
 }
 
 /** The addon's exports: NativeBinding (less recvRecords, which is built here), plus the typed-array

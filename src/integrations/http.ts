@@ -19,14 +19,16 @@
  *   response (`Keep-Alive: timeout=N`; Node closes it a second after that), not cut at idleGraceMs: a client
  *   may reuse it until then, and an earlier close would race that request (docs/migration.md).
  * - HTTP/2: each session gets a two-phase GOAWAY (RFC 9113 §6.8): first with the largest stream id, so the
- *   streams the client is opening right now are still served, then — after a PING round trip — the real
- *   last stream id (session.close()): open streams finish, no new ones start, an idle session closes.
+ *   streams the client is opening right now are still served, then — after PING round trips — the real
+ *   last stream id (session.close()): open streams finish, no new ones start, an idle session closes. The
+ *   first is sent by nghttp2 itself (h2c and h2 over TLS; internals.ts, src/fd/http2.ts).
  * - Anything else (net.Server with a custom protocol): the app is told ('drain' event) and the connections
  *   close when the app or the client closes them.
  *
  * After `drainTimeout` whatever is left is destroyed.
  */
 import http from 'node:http';
+import type http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
 import { MessageBegun, sendShutdownNotice } from './internals.js';
@@ -314,8 +316,8 @@ export class ServerDrainer {
    * Graceful HTTP/2 shutdown in two phases (RFC 9113 §6.8). A single GOAWAY naming the last stream this
    * server processed refuses every stream the client opened while it was on its way (measured: 16-48
    * NGHTTP2_REFUSED_STREAM in 3 reloads, 16 streams in flight, Node's client). So: GOAWAY with 2^31-1
-   * first — the client stops opening streams and everything it already sent is still served — then a PING;
-   * its acknowledgement comes after every frame the client sent before it saw the GOAWAY, so the final
+   * first — the client stops opening streams and everything it already sent is still served — then PINGs;
+   * the last acknowledgement comes after every frame the client sent before it saw the GOAWAY, so the final
    * GOAWAY (session.close(): the last stream id processed) refuses nothing. The session closes once its
    * streams finish; an idle one at once. Node's lib/internal/http2/core.js: close() submits a GOAWAY with
    * the last stream id nghttp2 processed and destroys the session when no stream is left (also what Node
@@ -330,16 +332,21 @@ export class ServerDrainer {
       if (!session.closed && !session.destroyed) session.close();
     };
     timer = setTimeout(final, GOAWAY_PING_TIMEOUT_MS);
-    const notice = () => {
-      if (session.closed || session.destroyed) return;
-      // Phase 1 goes around nghttp2 (internals.ts): sent through it, it would make nghttp2 ignore the very
-      // streams it is meant to let in. Without it (Node changed: test/internals.test.ts says so), one GOAWAY.
-      if (!sendShutdownNotice(session)) return final();
+    const ping = (then: () => void) => {
       try {
-        if (!session.ping(final)) final();
+        if (!session.ping((err) => (err ? final() : then()))) final();
       } catch {
         final();
       }
+    };
+    const notice = () => {
+      if (session.closed || session.destroyed) return;
+      // Phase 1 (internals.ts): through nghttp2, or written around it on h2c. Without either, one GOAWAY.
+      if (sendShutdownNotice(session as unknown as http2.Http2Session).via === null) return final();
+      // Two round trips: nghttp2 sends a PING ahead of the other frames queued with it (its urgent queue),
+      // so the first may reach the client before the notice does; the second leaves after the notice, and
+      // its acknowledgement follows every frame the client sent before it read the notice.
+      ping(() => ping(final));
     };
     // A server's first frame must be its SETTINGS (RFC 9113 §3.4), which Node sends on its next write: for a
     // session that new, write the notice once the client acknowledged them.

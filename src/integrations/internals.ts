@@ -20,8 +20,10 @@
  * `parser.duration()`, which Node 20 has, is gone in Node 22: not used.
  */
 import type http from 'node:http';
+import type http2 from 'node:http2';
 import type net from 'node:net';
 import tls from 'node:tls';
+import { HTTP2_CHECKED_SETTINGS, http2ShutdownNotice } from '../fd/http2.js';
 
 /** The parser list Node's http.Server keeps: `active()` is the part of its interface used here. */
 interface ConnectionsList {
@@ -70,20 +72,30 @@ export class MessageBegun {
 
 /**
  * HTTP/2's graceful shutdown notice (RFC 9113 §6.8): a GOAWAY frame naming the largest stream id, 2^31-1,
- * with NO_ERROR — "stop opening streams; every stream you have already opened will be served".
+ * with NO_ERROR — "stop opening streams; every stream you have already opened will be served". Node offers no
+ * way to send it that works: session.goaway(0, 2 ** 31 - 1) makes nghttp2 ignore the streams the client
+ * opens after it, which the final GOAWAY then refuses (src/fd/http2.ts explains; measured with
+ * test/reload-http2.test.ts: 16-48 NGHTTP2_REFUSED_STREAM in 3 reloads with a single GOAWAY, none with this).
  *
- * Node offers no way to send it. session.goaway(0, 2 ** 31 - 1) puts that id on the wire, but nghttp2 marks
- * the session as having sent a GOAWAY (NGHTTP2_GOAWAY_SENT) and from then on ignores every new stream the
- * client opens (session_allow_incoming_new_stream() in nghttp2_session.c; only nghttp2_submit_shutdown_notice
- * is exempt, and Node does not bind it): the final GOAWAY then refuses them (measured with
- * test/reload-http2.test.ts: still 16 streams refused by the server in some runs of 3 reloads; 16-48 with a
- * single GOAWAY; none with this frame). So the frame is written to the session's socket
- * directly, where nghttp2 does not see it: the client stops opening streams, the server still accepts the
- * ones on their way. It lands between whole frames: Node writes each batch of frames nghttp2 serialises
- * (Http2Session::SendPendingData) with one write to the same stream, and writes on a stream go out in order.
- *
- * The socket: `session.socket` is a Proxy that refuses write(); the real one is under the session's
- * Symbol('socket') (lib/internal/http2/core.js kSocket), verified on Node 20.20, 22.23 and 24.21.
+ * Two ways, the first preferred (verified on Node 20.20, 22.23 and 24.21, h2c and h2 over TLS):
+ * 1. nghttp2 queues it (nghttp2_submit_shutdown_notice, through src/fd/http2.ts) and Node sends it in order
+ *    with its other frames. What that needs from Node:
+ *    - the session's native handle, under the session's Symbol('kHandle') (lib/internal/http2/core.js), an
+ *      instance of the binding's Http2Session;
+ *    - its settings as Node reports them (session.localSettings / remoteSettings, which Node reads with the
+ *      same nghttp2 getters), to check the native session found;
+ *    - since Node 22 (and 24), Http2Session::OnFrameSent treats a GOAWAY that it did not submit as nghttp2
+ *      terminating the session on its own: it sets internal_goaway_sent_ and destroys the session with
+ *      "Protocol error" (NGHTTP2_ERR_PROTO) — unless the session's Goaway() was called before, which sets
+ *      the flag that says the application started a shutdown. So session.goaway(0, 2) is called first:
+ *      Goaway() sets that flag, then nghttp2_submit_goaway() refuses the id (2 is a stream id of the
+ *      server's own, NGHTTP2_ERR_INVALID_ARGUMENT; nghttp2's documentation says so) and queues nothing. On
+ *      Node 20 OnFrameSent only counts frames, and the call is the same no-op.
+ * 2. Where (1) is unavailable, h2c only: the frame is written to the session's TCP socket around nghttp2. It
+ *    lands between whole frames (Node writes each batch nghttp2 serialises with one write to the same stream,
+ *    and writes on a stream go out in order). The socket: `session.socket` is a Proxy that refuses write();
+ *    the real one is under the session's Symbol('socket'). Over TLS this stalls the session (src/fd/http2.ts
+ *    says why), so a TLS session then gets the single GOAWAY.
  */
 const SHUTDOWN_NOTICE = Buffer.from([
   0, 0, 8, // length: 8
@@ -94,24 +106,61 @@ const SHUTDOWN_NOTICE = Buffer.from([
   0, 0, 0, 0, // NO_ERROR
 ]);
 
+/** A stream id the server itself would use: nghttp2_submit_goaway() refuses it and queues nothing. */
+const NO_OP_GOAWAY_STREAM_ID = 2;
+
 /** The socket under an Http2Session, or null if Node keeps it elsewhere now. */
 export function http2SocketOf(session: object): net.Socket | null {
-  const sym = Object.getOwnPropertySymbols(session).find((s) => s.description === 'socket');
-  const socket = sym ? (session as Record<symbol, unknown>)[sym] : undefined;
+  const socket = ownSymbol(session, 'socket');
   return socket && typeof (socket as net.Socket).write === 'function' ? (socket as net.Socket) : null;
 }
 
+/** The native handle of an Http2Session (an instance of the binding's Http2Session), or null. */
+export function http2HandleOf(session: object): object | null {
+  const handle = ownSymbol(session, 'kHandle');
+  return handle && typeof handle === 'object' && handle.constructor?.name === 'Http2Session' ? handle : null;
+}
+
+function ownSymbol(object: object, description: string): unknown {
+  const sym = Object.getOwnPropertySymbols(object).find((s) => s.description === description);
+  return sym ? (object as Record<symbol, unknown>)[sym] : undefined;
+}
+
+/** The session's settings ids 1-6 in order, as native/http2.c compares them with nghttp2's. */
+function settingsArray(s: http2.Settings): Uint32Array {
+  const values = [s.headerTableSize, s.enablePush ? 1 : 0, s.maxConcurrentStreams, s.initialWindowSize, s.maxFrameSize,
+    s.maxHeaderListSize];
+  const out = new Uint32Array(HTTP2_CHECKED_SETTINGS);
+  for (let i = 0; i < out.length; i++) out[i] = values[i] ?? 0;
+  return out;
+}
+
+/** Which way the notice went: through nghttp2, written to the socket, or not at all (with why). */
+export type ShutdownNoticeResult = { via: 'nghttp2' | 'socket' } | { via: null; reason: string };
+
+/** Way (1): nghttp2 queues the notice; 'submitted', or why not. Exposed for test/internals.test.ts. */
+export function submitShutdownNotice(session: http2.Http2Session): string {
+  const handle = http2HandleOf(session);
+  if (!handle) return "not found: no native handle under Symbol('kHandle')";
+  const result = http2ShutdownNotice(handle, settingsArray(session.localSettings), settingsArray(session.remoteSettings));
+  // Before anything is sent (frames go out on Node's next write, never during this call): see above.
+  if (result === 'submitted') session.goaway(0, NO_OP_GOAWAY_STREAM_ID);
+  return result;
+}
+
 /**
- * Write the shutdown notice to `session`'s connection. False if it could not be written — and always for h2
- * over TLS: there nghttp2's frames go through Node's TLS layer from C++, and a frame written to the TLSSocket
- * from JavaScript stalled the session (measured: the old generation did not drain within 30 s), so TLS
- * sessions get the single GOAWAY (docs/migration.md says what that costs).
+ * Send the shutdown notice on `session` (a server session that has not sent a GOAWAY): through nghttp2 where
+ * it can, else written to an h2c socket; `via: null` when neither is possible (a TLS session on a Node where
+ * (1) does not work): the caller then sends the single GOAWAY. Node sends a queued notice with its next
+ * batch of frames, which the caller's session.ping() schedules.
  */
-export function sendShutdownNotice(session: object): boolean {
+export function sendShutdownNotice(session: http2.Http2Session): ShutdownNoticeResult {
+  const reason = submitShutdownNotice(session);
+  if (reason === 'submitted') return { via: 'nghttp2' };
   const socket = http2SocketOf(session);
-  if (!socket || socket.destroyed || !socket.writable || socket instanceof tls.TLSSocket) return false;
+  if (!socket || socket.destroyed || !socket.writable || socket instanceof tls.TLSSocket) return { via: null, reason };
   socket.write(SHUTDOWN_NOTICE);
-  return true;
+  return { via: 'socket' };
 }
 
 /**
