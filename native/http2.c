@@ -33,11 +33,17 @@
  *     caller's session.ping() schedules one).
  * Every nghttp2 and V8 function is looked up with dlsym() at run time, so a Node that lacks one (or links
  * nghttp2 without exporting it) gets "unsupported", never a crash or a failed load.
+ *
+ * The one call made before anything is checked is V8's, on internal field 1, which V8 aborts on if that field
+ * does not hold an aligned pointer: so `handle` must be a Node BaseObject (src/integrations/internals.ts passes
+ * only the session's native handle, whose constructor is the binding's Http2Session), and the field count
+ * is checked first. Anything else with fewer than two fields, or whose C++ object does not point back at it,
+ * or holds no matching nghttp2 session (a TCP handle, a client session: test/internals.test.ts), is refused.
  */
 #include "baton.h"
 
 #include <dlfcn.h>
-#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
@@ -60,7 +66,6 @@ typedef int (*session_fn)(void *session);
 typedef uint32_t (*settings_fn)(void *session, int id);
 
 static struct {
-  bool resolved;
   field_count_fn field_count;
   slow_aligned_pointer_fn aligned_pointer;
   session_fn submit_shutdown_notice;
@@ -69,9 +74,9 @@ static struct {
   settings_fn remote_settings;
 } sym;
 
+static pthread_once_t resolved = PTHREAD_ONCE_INIT;
+
 static void resolve(void) {
-  if (sym.resolved) return;
-  sym.resolved = true;
   /* Casting dlsym's void* to a function pointer: POSIX guarantees it works (dlsym(3)). */
   *(void **)&sym.field_count = dlsym(RTLD_DEFAULT, "_ZNK2v86Object18InternalFieldCountEv");
   *(void **)&sym.aligned_pointer = dlsym(RTLD_DEFAULT, "_ZN2v86Object38SlowGetAlignedPointerFromInternalFieldEi");
@@ -82,7 +87,8 @@ static void resolve(void) {
 }
 
 static bool available(void) {
-  resolve();
+  /* Once per process: worker threads share this file's statics. */
+  pthread_once(&resolved, resolve);
   return sym.field_count && sym.aligned_pointer && sym.submit_shutdown_notice && sym.check_server_session &&
          sym.local_settings && sym.remote_settings;
 }
@@ -115,7 +121,7 @@ static bool owns_handle(uintptr_t object, napi_value handle) {
 
 /* Step 3: does `candidate` point at memory holding `owner` where nghttp2_session.user_data lies? */
 static bool holds_user_data(uintptr_t candidate, uintptr_t owner) {
-  static uintptr_t window[NGHTTP2_WINDOW_BYTES / sizeof(uintptr_t)];
+  uintptr_t window[NGHTTP2_WINDOW_BYTES / sizeof(uintptr_t)];
   size_t n = safe_read(window, candidate, sizeof window);
   for (size_t off = USER_DATA_MIN_OFFSET; off + USER_DATA_TAIL_BYTES <= n; off += sizeof(uintptr_t)) {
     if (window[off / sizeof(uintptr_t)] == owner) return true;
@@ -174,7 +180,7 @@ static napi_value shutdown_notice(napi_env env, napi_callback_info info) {
   if (!plausible_pointer(object) || !owns_handle(object, argv[0]))
     return result(env, "not found: the handle's C++ object does not point back at it");
 
-  static uintptr_t members[SESSION_SCAN_BYTES / sizeof(uintptr_t)];
+  uintptr_t members[SESSION_SCAN_BYTES / sizeof(uintptr_t)];
   size_t n = safe_read(members, object, sizeof members);
   for (size_t i = 0; i < n / sizeof(uintptr_t); i++) {
     uintptr_t candidate = members[i];

@@ -1,8 +1,8 @@
 /**
- * The Node.js and `ws` internals baton relies on (src/fd/internals.ts, src/integrations/internals.ts), checked
- * on the running Node and the installed ws: if a release changes one, this fails by name rather than reloads
- * quietly losing half-received requests or moving a WebSocket mid-frame.
- * CI runs it on Node 20 and 24; verified by hand on 22 too.
+ * The Node.js and `ws` internals baton relies on (src/fd/internals.ts, src/integrations/internals.ts, and
+ * native/http2.c through src/fd/http2.ts), checked on the running Node and the installed ws: if a release
+ * changes one, this fails by name rather than reloads quietly losing half-received requests, moving a
+ * WebSocket mid-frame or refusing HTTP/2 streams. CI runs it on Node 20, 22 and 24.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,13 +10,17 @@ import dgram from 'node:dgram';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
+import fs from 'node:fs';
+import tls from 'node:tls';
 import WebSocket, { WebSocketServer } from 'ws';
 import { acceptingServerOf, dgramHandleOf, handleOf, setReadPending } from '../src/fd/internals.js';
+import { HTTP2_CHECKED_SETTINGS, http2ShutdownNotice } from '../src/fd/http2.js';
 import {
-  connectionsList, http2SocketOf, MessageBegun, parserOf, responseHeadOf, sendShutdownNotice, setWsCloseReport,
-  setWsProtocol, wsAtFrameBoundary, wsHasExtensions, wsProtocolOf, wsSocketOf,
+  connectionsList, http2HandleOf, http2SocketOf, MessageBegun, parserOf, responseHeadOf, setWsCloseReport,
+  setWsProtocol, submitShutdownNotice, wsAtFrameBoundary, wsHasExtensions, wsProtocolOf, wsSocketOf,
 } from '../src/integrations/internals.js';
 import { waitFor } from './helpers.js';
+import { selfSignedCert } from './tls-helpers.js';
 
 test('http.Server: its ConnectionsList tells a connection in the middle of a request head from an idle one', async (t) => {
   const server = http.createServer((_req, res) => res.end('ok'));
@@ -48,37 +52,137 @@ test('http.Server: its ConnectionsList tells a connection in the middle of a req
   await waitFor(() => begun(), 5000, 'a single byte begins the next message');
 });
 
-test("Http2Session: the socket under Symbol('socket') takes a GOAWAY frame that nghttp2 does not see", async (t) => {
+/**
+ * A minimal HTTP/2 client on a raw socket, so the test controls exactly which frames go out and when: Node's
+ * own client stops opening streams the moment it reads a GOAWAY, and this test needs one that does not (a
+ * stream already on its way when the notice arrived).
+ */
+class RawH2Client {
+  frames: Array<{ type: number; flags: number; stream: number; payload: Buffer }> = [];
+  #buf = Buffer.alloc(0);
+
+  constructor(readonly socket: net.Socket) {
+    socket.on('data', (d: Buffer) => this.#read(d));
+    socket.on('error', () => {});
+    // The connection preface and an empty SETTINGS frame.
+    socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), frame(4, 0, 0)]));
+  }
+
+  /** A GET / with END_STREAM|END_HEADERS: :method GET, :scheme http, :path / (HPACK static table 2, 6, 4)
+   * and :authority localhost (a literal with the static table's name 1). */
+  request(stream: number): void {
+    const block = Buffer.concat([Buffer.from([0x82, 0x86, 0x84, 0x01, 9]), Buffer.from('localhost', 'latin1')]);
+    this.socket.write(frame(1, 0x5, stream, block));
+  }
+
+  goaways(): Array<{ last: number; code: number }> {
+    return this.frames
+      .filter((f) => f.type === 7)
+      .map((f) => ({ last: f.payload.readUInt32BE(0) & 0x7fffffff, code: f.payload.readUInt32BE(4) }));
+  }
+
+  responded(stream: number): boolean {
+    return this.frames.some((f) => f.type === 1 && f.stream === stream);
+  }
+
+  #read(d: Buffer): void {
+    this.#buf = Buffer.concat([this.#buf, d]);
+    while (this.#buf.length >= 9) {
+      const length = this.#buf.readUIntBE(0, 3);
+      if (this.#buf.length < 9 + length) return;
+      const f = {
+        type: this.#buf[3]!,
+        flags: this.#buf[4]!,
+        stream: this.#buf.readUInt32BE(5) & 0x7fffffff,
+        payload: this.#buf.subarray(9, 9 + length),
+      };
+      this.#buf = this.#buf.subarray(9 + length);
+      this.frames.push(f);
+      if (f.type === 4 && !(f.flags & 1)) this.socket.write(frame(4, 1, 0)); // SETTINGS ACK
+      if (f.type === 6 && !(f.flags & 1)) this.socket.write(frame(6, 1, 0, f.payload)); // PING ACK
+    }
+  }
+}
+
+function frame(type: number, flags: number, stream: number, payload = Buffer.alloc(0)): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(stream, 5);
+  return Buffer.concat([head, payload]);
+}
+
+for (const secure of [false, true]) {
+  const name = `Http2Session${secure ? ' over TLS' : ' (h2c)'}: nghttp2 sends the shutdown notice, and still ` +
+    'serves a stream the client sent after it';
+  test(name, async (t) => {
+    const cert = secure ? selfSignedCert(t) : null;
+    if (secure && !cert) return t.skip('openssl is not installed: no test certificate');
+    const server = cert
+      ? http2.createSecureServer({ key: fs.readFileSync(cert.keyPath), cert: cert.cert })
+      : http2.createServer();
+    const streams = new Map<number, http2.ServerHttp2Stream>();
+    server.on('stream', (stream) => streams.set(stream.id!, stream));
+    const sessions: http2.ServerHttp2Session[] = [];
+    server.on('session', (s) => sessions.push(s));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => server.close());
+    const port = (server.address() as net.AddressInfo).port;
+    const socket = cert
+      ? tls.connect({ port, host: '127.0.0.1', ca: cert.cert, ALPNProtocols: ['h2'] })
+      : net.connect(port, '127.0.0.1');
+    t.after(() => socket.destroy());
+    if (cert) await new Promise((resolve) => socket.once('secureConnect', resolve));
+    const client = new RawH2Client(socket);
+    client.request(1);
+    await waitFor(() => streams.has(1), 5000, 'the server has stream 1');
+    const session = sessions[0]!;
+    await waitFor(() => !session.pendingSettingsAck, 5000, 'the client acknowledged the SETTINGS');
+    assert.ok(http2HandleOf(session), "the session's native handle is under Symbol('kHandle')");
+    const socketOf = http2SocketOf(session);
+    assert.ok(socketOf instanceof net.Socket && socketOf !== session.socket, "the socket under Symbol('socket')");
+
+    // If this fails, Node changed something native/http2.c or internals.ts relies on, and h2 over TLS
+    // refuses streams on every reload again: the result says which step failed.
+    assert.equal(submitShutdownNotice(session), 'submitted');
+    await waitFor(() => client.goaways().length > 0, 5000, 'the notice');
+    assert.deepEqual(client.goaways(), [{ last: 2 ** 31 - 1, code: 0 }], 'the client reads GOAWAY(2^31-1, NO_ERROR)');
+    assert.equal(session.destroyed, false, 'Node did not take it for nghttp2 ending the session (22+: Protocol error)');
+
+    client.request(3); // a stream that was on its way when the notice arrived
+    // (After session.goaway(0, 2 ** 31 - 1) nghttp2 would ignore it.)
+    await waitFor(() => streams.has(3), 5000, 'nghttp2 accepted stream 3');
+    for (const id of [1, 3]) {
+      streams.get(id)!.respond({ ':status': 200 });
+      streams.get(id)!.end('served');
+    }
+    await waitFor(() => client.responded(1) && client.responded(3), 5000, 'both streams answered');
+    session.close();
+    // (Node's destroy() may send the same GOAWAY once more.)
+    await waitFor(() => client.goaways().length >= 2, 5000, 'the final GOAWAY');
+    assert.deepEqual(client.goaways()[1], { last: 3, code: 0 }, 'the final GOAWAY names the last stream processed');
+  });
+}
+
+test('http2ShutdownNotice: anything but a server Http2Session handle is refused without a crash', async (t) => {
+  const empty = new Uint32Array(HTTP2_CHECKED_SETTINGS);
+  assert.match(http2ShutdownNotice({}, empty, empty), /^not found/, 'a plain object');
+  assert.throws(() => http2ShutdownNotice({}, new Uint32Array(2), empty), TypeError);
+  assert.throws(() => http2ShutdownNotice(null as unknown as object, empty, empty), TypeError);
+
   const server = http2.createServer();
-  let held: http2.ServerHttp2Stream | null = null;
-  server.on('stream', (stream) => (held = stream));
-  const sessions: http2.ServerHttp2Session[] = [];
-  server.on('session', (s) => sessions.push(s));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.after(() => server.close());
   const client = http2.connect(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`);
   t.after(() => client.destroy());
-  const req = client.request({ ':path': '/' });
-  req.setEncoding('utf8');
-  let body = '';
-  req.on('data', (d: string) => (body += d));
-  const ended = new Promise<void>((resolve, reject) => {
-    req.on('end', resolve);
-    req.on('error', reject);
-  });
-  await waitFor(() => held !== null, 5000, 'the server has the stream');
-  const session = sessions[0]!;
-  const socket = http2SocketOf(session);
-  assert.ok(socket instanceof net.Socket, "the session's socket is under Symbol('socket')");
-  assert.notEqual(socket, session.socket, 'and is not the write-refusing Proxy that session.socket returns');
-  const goaway = new Promise<[number, number]>((resolve) => client.once('goaway', (code: number, last: number) => resolve([code, last])));
-  assert.equal(sendShutdownNotice(session), true);
-  assert.deepEqual(await goaway, [0, 2 ** 31 - 1], 'the client reads GOAWAY(NO_ERROR, 2^31-1)');
-  assert.equal(session.closed, false, 'nghttp2 and Node did not see it: the server session is not closing');
-  held!.respond({ ':status': 200 });
-  held!.end('served');
-  await ended;
-  assert.equal(body, 'served', 'the stream opened before the notice is served');
+  await new Promise((resolve) => client.once('localSettings', resolve));
+  // Another kind of native object: a TCP handle has a C++ object too, but no nghttp2 session in it.
+  const tcpHandle = (client.socket as unknown as { _handle?: object })._handle ?? {};
+  assert.match(http2ShutdownNotice(tcpHandle, empty, empty), /^not found/, 'a TCP handle');
+  // A client session has an nghttp2_session, but nghttp2 sends the notice from servers only.
+  assert.match(submitShutdownNotice(client), /^not found/, 'a client session');
+  assert.equal(client.destroyed, false);
 });
 
 // ---- src/fd/internals.ts: net and dgram (Node 20.20, 22.23, 24.21) ----

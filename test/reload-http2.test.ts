@@ -1,8 +1,8 @@
 /**
  * Acceptance: an HTTP/2 server (examples/http2), cleartext h2c and h2 over TLS, under `baton run`, reloaded 3
- * times while a node:http2 client keeps 16 streams in flight at all times. Sessions do not move; each gets the two-phase
- * GOAWAY (2^31-1, a PING round trip, then the real last stream id). The client does what RFC 9113 asks of
- * it: on GOAWAY it opens no more streams on that session and opens a new session (which reaches the new
+ * times while a node:http2 client keeps 16 streams in flight at all times. Sessions do not move; each gets the
+ * two-phase GOAWAY (2^31-1, PING round trips, then the real last stream id). The client does what RFC 9113
+ * asks of it: on GOAWAY it opens no more streams on that session and opens a new session (which reaches the new
  * generation). Proved: every stream is accounted for (sent = ok + non2xx + errors) and none fails — before,
  * the single GOAWAY refused the streams the client had started meanwhile (NGHTTP2_REFUSED_STREAM, ~32 per
  * reload) — and each old generation drains with nothing left for its drain timeout. Over TLS the first GOAWAY
@@ -142,7 +142,9 @@ async function reloadsUnderLoad(t: TestContext, tls: boolean): Promise<void> {
   const cert = tls ? selfSignedCert(t) : null;
   if (tls && !cert) return t.skip('openssl is not installed: no test certificate');
   const s = cert
-    ? await startSupervised(t, { app: APP, env: { TLS_KEY: cert.keyPath, TLS_CERT: cert.certPath }, servingLine: HTTPS_SERVING(1) })
+    ? await startSupervised(t, {
+      app: APP, env: { TLS_KEY: cert.keyPath, TLS_CERT: cert.certPath }, servingLine: HTTPS_SERVING(1),
+    })
     : await startSupervised(t, { app: APP, servingLine: SERVING(1) });
   const load = new H2Load(s.port, cert?.cert);
   load.start();
@@ -156,7 +158,9 @@ async function reloadsUnderLoad(t: TestContext, tls: boolean): Promise<void> {
     await waitFor(() => load.ok >= ok + 200, 20_000, `streams answered after reload ${i + 1}`);
   }
   await load.stop();
-  t.diagnostic(`http2${tls ? ' over TLS' : ''} load: sent ${load.sent}, ok ${load.ok}, non-2xx ${load.non2xx}, errors ${load.errors} ${JSON.stringify(load.errorCodes)}, sessions ${load.sessions}, attempts not sent by the client (retried) ${load.notSent}, by generation ${JSON.stringify(load.byGen)}`);
+  t.diagnostic(`http2${tls ? ' over TLS' : ''} load: sent ${load.sent}, ok ${load.ok}, non-2xx ${load.non2xx}, ` +
+    `errors ${load.errors} ${JSON.stringify(load.errorCodes)}, sessions ${load.sessions}, ` +
+    `attempts not sent by the client (retried) ${load.notSent}, by generation ${JSON.stringify(load.byGen)}`);
   assert.equal(load.sent, load.ok + load.non2xx + load.errors, 'every stream is accounted for');
   assert.deepEqual(load.errorCodes, {}, 'no stream failed: none refused by the server, none reset, none unanswered');
   assert.equal(load.non2xx, 0);
@@ -164,8 +168,8 @@ async function reloadsUnderLoad(t: TestContext, tls: boolean): Promise<void> {
   assert.deepEqual([...s.sup.stderr().matchAll(DRAINED)].map((m) => m[2]), ['0', '0', '0'], 'every session closed before the drain timeout');
 }
 
-test('HTTP/2 (h2c): 3 reloads with streams in flight, no stream refused, every session closes cleanly', { timeout: 180_000 }, (t) =>
-  reloadsUnderLoad(t, false));
-
-test('HTTP/2 over TLS: 3 reloads with streams in flight, no stream refused, every session closes cleanly', { timeout: 180_000 }, (t) =>
-  reloadsUnderLoad(t, true));
+for (const tls of [false, true]) {
+  const name = `HTTP/2${tls ? ' over TLS' : ' (h2c)'}: 3 reloads with streams in flight, no stream refused, ` +
+    'every session closes cleanly';
+  test(name, { timeout: 180_000 }, (t) => reloadsUnderLoad(t, tls));
+}

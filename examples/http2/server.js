@@ -1,7 +1,7 @@
 // An HTTP/2 server that baton reloads without refusing a stream. Sessions do not move between generations:
 // each gets a graceful two-phase GOAWAY (first "any stream you already opened is served", then, a PING round
 // trip later, the real last stream id); streams in flight finish and the client opens its next session —
-// which reaches the new generation. (Over TLS, for now, a single GOAWAY: see docs/migration.md.)
+// which reaches the new generation. The same over TLS (docs/migration.md).
 //   npx baton run -- node examples/http2/server.js                            # h2c (cleartext, prior knowledge)
 //   TLS_KEY=key.pem TLS_CERT=cert.pem npx baton run -- node examples/http2/server.js   # h2 over TLS
 import fs from 'node:fs';

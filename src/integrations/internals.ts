@@ -142,7 +142,8 @@ export type ShutdownNoticeResult = { via: 'nghttp2' | 'socket' } | { via: null; 
 export function submitShutdownNotice(session: http2.Http2Session): string {
   const handle = http2HandleOf(session);
   if (!handle) return "not found: no native handle under Symbol('kHandle')";
-  const result = http2ShutdownNotice(handle, settingsArray(session.localSettings), settingsArray(session.remoteSettings));
+  const local = settingsArray(session.localSettings);
+  const result = http2ShutdownNotice(handle, local, settingsArray(session.remoteSettings));
   // Before anything is sent (frames go out on Node's next write, never during this call): see above.
   if (result === 'submitted') session.goaway(0, NO_OP_GOAWAY_STREAM_ID);
   return result;
