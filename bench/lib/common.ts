@@ -4,6 +4,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 /**
@@ -99,4 +100,10 @@ export function writeDocSection(doc: string, start: string, end: string, section
   }
   fs.mkdirSync(path.dirname(doc), { recursive: true });
   fs.writeFileSync(doc, text);
+}
+
+/** The machine a benchmark ran on, for its table's caption. */
+export function machine(): string {
+  const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
+  return `${os.availableParallelism()} CPUs (nproc), ${cpu}; Node ${process.version}; Linux ${os.release()}`;
 }

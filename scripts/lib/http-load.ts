@@ -1,7 +1,7 @@
 /**
  * A load generator that accounts for every request: `sent = ok + non2xx + errors`, always. Each of
- * `connections` loops sends one request at a time over a keep-alive http.Agent and records the outcome and
- * latency. (autocannon is faster but silently drops requests in flight when a server closes a connection,
+ * `connections` loops sends one request at a time over a keep-alive http.Agent (or, with `keepAlive: false`,
+ * each on a connection of its own) and records the outcome and latency. (autocannon is faster but silently drops requests in flight when a server closes a connection,
  * so it cannot prove "zero failed requests"; this can.) Used by the tests, the upgrade benchmark and npm start.
  */
 import http from 'node:http';
@@ -22,6 +22,8 @@ export interface LoadOptions {
   record?: boolean;
   /** Speak HTTPS with these TLS options for the agent (e.g. `{ ca }` to trust a test certificate). */
   tls?: https.AgentOptions;
+  /** false: every request on a new connection, sent with `Connection: close` (default true: keep-alive). */
+  keepAlive?: boolean;
 }
 
 export interface LoadResult {
@@ -47,7 +49,9 @@ export interface Load {
 }
 
 export function startLoad(opts: LoadOptions): Load {
-  const agentOpts = { keepAlive: true, maxSockets: opts.connections, maxFreeSockets: opts.connections };
+  const keepAlive = opts.keepAlive ?? true;
+  const agentOpts = { keepAlive, maxSockets: opts.connections, maxFreeSockets: opts.connections };
+  const headers = keepAlive ? undefined : { connection: 'close' };
   const agent = opts.tls ? new https.Agent({ ...opts.tls, ...agentOpts }) : new http.Agent(agentOpts);
   const request = opts.tls ? https.request : http.request;
   const startedAt = Date.now();
@@ -60,7 +64,7 @@ export function startLoad(opts: LoadOptions): Load {
     new Promise<void>((resolve) => {
       const t0 = performance.now();
       result.sent++;
-      const req = request({ host: opts.host ?? '127.0.0.1', port: opts.port, path: opts.path ?? '/', agent, timeout: opts.timeoutMs ?? 10_000 }, (res) => {
+      const req = request({ host: opts.host ?? '127.0.0.1', port: opts.port, path: opts.path ?? '/', agent, headers, timeout: opts.timeoutMs ?? 10_000 }, (res) => {
         res.resume();
         res.on('end', () => {
           const ms = performance.now() - t0;

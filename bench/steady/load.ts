@@ -1,0 +1,50 @@
+/**
+ * One measuring round of `npm run bench:steady`, as its own process (spawned; no IPC) so that the driver
+ * never shares an event loop with the client: a warm-up, then `measureMs` of load with scripts/lib/http-load.ts
+ * (every request accounted for: sent = ok + non2xx + errors), then one JSON line on stdout (RoundResult).
+ *
+ *   argv: <port> <connections> <warmupMs> <measureMs> <keepalive|close>
+ */
+import { percentile, startLoad } from '../../scripts/lib/http-load.js';
+
+export interface RoundResult {
+  sent: number;
+  ok: number;
+  non2xx: number;
+  errors: number;
+  errorCodes: Record<string, number>;
+  socketsOpened: number;
+  durationMs: number;
+  /** Answered requests (any status) per second of the measured phase. */
+  reqPerSec: number;
+  p50: number;
+  p99: number;
+}
+
+async function main(): Promise<void> {
+  const [portArg, connArg, warmArg, measureArg, mode] = process.argv.slice(2);
+  if (mode !== 'keepalive' && mode !== 'close') throw new Error(`mode must be keepalive or close, got ${mode}`);
+  const base = { port: Number(portArg), connections: Number(connArg), keepAlive: mode === 'keepalive', timeoutMs: 10_000 };
+  // Warm-up: the server's JIT and the client's both settle; its requests are not counted.
+  await startLoad({ ...base, durationMs: Number(warmArg) }).done;
+  const r = await startLoad({ ...base, durationMs: Number(measureArg) }).done;
+  const answered = r.ok + r.non2xx;
+  const out: RoundResult = {
+    sent: r.sent,
+    ok: r.ok,
+    non2xx: r.non2xx,
+    errors: r.errors,
+    errorCodes: r.errorCodes,
+    socketsOpened: r.socketsOpened,
+    durationMs: r.durationMs,
+    reqPerSec: answered / (r.durationMs / 1000),
+    p50: percentile(r.latenciesMs, 50),
+    p99: percentile(r.latenciesMs, 99),
+  };
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`${err.stack ?? err.message}\n`);
+  process.exit(1);
+});
