@@ -37,9 +37,14 @@ export class EventStreams implements EventStreamTracker {
   #retryMs: number | null = null;
 
   attach(server: http.Server): void {
+    // One 'close' listener for every response ('this' is the response): no closure per request.
+    const responses = this.#responses;
+    const forget = function (this: http.ServerResponse) {
+      responses.delete(this);
+    };
     server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
       this.#responses.add(res);
-      res.once('close', () => this.#responses.delete(res));
+      res.on('close', forget);
       if (this.#retryMs !== null) this.#endOnceHeadIsOut(res);
     });
   }
