@@ -40,7 +40,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { stdoutLines, trackedProcesses, writeDocSection } from '../lib/common.js';
+import { envInt, stdoutLines, trackedProcesses, writeDocSection } from '../lib/common.js';
 import WebSocket from 'ws';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -63,13 +63,6 @@ const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU
 const WRITE_DOCS = !args.has('--no-docs') && !QUICK && !CPU_PROF;
 /** Where the apps' output lines go (besides being parsed), if anywhere. */
 const APP_LOG = process.env.BENCH_APP_LOG ? path.resolve(process.env.BENCH_APP_LOG) : CPU_PROF ? path.join(CPU_PROF, 'apps.log') : null;
-const envInt = (name: string, def: number, min: number, max: number): number => {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${raw}`);
-  return n;
-};
 const RELOADS = envInt('BENCH_RELOADS', QUICK ? 2 : 3, 1, 20);
 const SIZES = (process.env.BENCH_SIZES ?? (QUICK ? '1000' : '1000,10000')).split(',').map((s) => {
   const n = Number(s.trim());

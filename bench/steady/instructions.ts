@@ -17,11 +17,10 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { stdoutLines, trackedProcesses, untilExit } from '../lib/common.js';
+import { freePort, stdoutLines, trackedProcesses, untilExit } from '../lib/common.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '../../..');
@@ -44,17 +43,6 @@ const IDLE_MS = 5000;
 type Mode = 'keepalive' | 'close';
 
 const { tracked, killAll } = trackedProcesses();
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Exactly `n` requests from CONNECTIONS loops; rejects on the first failure (nothing may fail here). */
 async function requests(port: number, n: number, mode: Mode): Promise<void> {
@@ -153,7 +141,7 @@ async function main(): Promise<void> {
     for (const mode of ['keepalive', 'close'] as Mode[]) {
       await requests(port, WARMUP, mode);
       const raw: number[] = [];
-      const net: number[] = [];
+      const netOfIdle: number[] = [];
       for (let i = 0; i < REPEAT; i++) {
         callgrindControl('-z', pid);
         const t0 = performance.now();
@@ -162,10 +150,10 @@ async function main(): Promise<void> {
         const ms = performance.now() - t0;
         const total = await lastDumpTotal(dir, pid, seen);
         raw.push(total / REQUESTS);
-        net.push((total - idlePerMs * ms) / REQUESTS);
+        netOfIdle.push((total - idlePerMs * ms) / REQUESTS);
       }
       const fmt = (xs: number[]) => xs.map((x) => Math.round(x).toLocaleString('en-US')).join(' / ');
-      console.log(`  ${key.padEnd(6)} ${mode.padEnd(9)} ${fmt(net)} instructions per request, net of idle (raw ${fmt(raw)})`);
+      console.log(`  ${key.padEnd(6)} ${mode.padEnd(9)} ${fmt(netOfIdle)} instructions per request, net of idle (raw ${fmt(raw)})`);
     }
     for (const p of [pid]) {
       try {

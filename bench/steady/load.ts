@@ -5,16 +5,9 @@
  *
  *   argv: <port> <connections> <warmupMs> <measureMs> <keepalive|close>
  */
-import { percentile, startLoad } from '../../scripts/lib/http-load.js';
+import { percentile, startLoad, type LoadResult } from '../../scripts/lib/http-load.js';
 
-export interface RoundResult {
-  sent: number;
-  ok: number;
-  non2xx: number;
-  errors: number;
-  errorCodes: Record<string, number>;
-  socketsOpened: number;
-  durationMs: number;
+export interface RoundResult extends Pick<LoadResult, 'sent' | 'ok' | 'non2xx' | 'errors' | 'errorCodes' | 'socketsOpened' | 'durationMs'> {
   /** Answered requests (any status) per second of the measured phase. */
   reqPerSec: number;
   p50: number;

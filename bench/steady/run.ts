@@ -28,11 +28,10 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { machine, stdoutLines, trackedProcesses, untilExit, writeDocSection } from '../lib/common.js';
+import { envInt, freePort, machine, stdoutLines, trackedProcesses, untilExit, writeDocSection } from '../lib/common.js';
 import type { RoundResult } from './load.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -48,13 +47,6 @@ const MARK_END = '<!-- bench:steady:end -->';
 
 const args = new Set(process.argv.slice(2));
 const QUICK = args.has('--quick') || process.env.BENCH_QUICK === '1';
-const envInt = (name: string, def: number, min: number, max: number): number => {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${raw}`);
-  return n;
-};
 const ROUNDS = envInt('BENCH_ROUNDS', QUICK ? 2 : 6, 1, 100);
 const ROUND_MS = envInt('BENCH_ROUND_MS', QUICK ? 1000 : 4000, 200, 60_000);
 const CONNECTIONS = envInt('BENCH_CONNECTIONS', QUICK ? 4 : 16, 1, 200);
@@ -76,17 +68,6 @@ interface Server {
 
 const { tracked, killAll } = trackedProcesses();
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Start `argv` (node) in its own process group on a free port and wait for its `ready … <pid>` line. */
 async function startServer(argv: string[], log: string, what: string): Promise<number> {

@@ -35,7 +35,7 @@ import type { LoadResult } from '../../scripts/lib/http-load.js';
 import { renderChart, type Panel } from './chart.js';
 import { ForeignCpu } from './foreign-cpu.js';
 import type { AutocannonSummary, LoadMessage } from './load.js';
-import { stdoutLines, trackedProcesses, untilExit, writeDocSection } from '../lib/common.js';
+import { envInt, freePort, stdoutLines, trackedProcesses, untilExit, writeDocSection } from '../lib/common.js';
 import { buckets, median, overlaps, PAD_MS, quantile, split, type Window } from './stats.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -49,13 +49,6 @@ const MARK_END = '<!-- bench:upgrade:end -->';
 
 const args = new Set(process.argv.slice(2));
 const QUICK = process.env.BENCH_QUICK === '1';
-const envInt = (name: string, def: number, min: number, max: number): number => {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${raw}`);
-  return n;
-};
 const RESTARTS = envInt('BENCH_RESTARTS', QUICK ? 5 : 20, 1, 100);
 const CONNECTIONS = envInt('BENCH_CONNECTIONS', QUICK ? 20 : 50, 1, 500);
 const INTERVAL_MS = envInt('BENCH_INTERVAL_MS', 500, 100, 10_000);
@@ -124,17 +117,6 @@ function killGeneration(pid: number): void {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 // --- approaches -------------------------------------------------------------------------------------
 
