@@ -10,8 +10,9 @@
  * Not behind it, on purpose: the control socket and the fds that travel over it (the unit tests run the real
  * handoff over a socket in a temporary directory, so closing a received fd is real there too), the service
  * manager's notifications (no-ops without NOTIFY_SOCKET, which the tests do not set), the search for an
- * orphan to take over (takeover.ts: it finds no takeover socket in a new directory) and the re-exec itself
- * (reexec.ts: it replaces the process image, which only a real process can test).
+ * orphan to take over (takeover.ts: it finds no takeover socket in a new directory), the re-exec itself
+ * (reexec.ts: it replaces the process image, which only a real process can test), and the environment a
+ * generation inherits (spawn-generation.ts reads process.env; the fake gets it whole, and a test reads it).
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
