@@ -32,7 +32,8 @@ interface Row {
 }
 
 test('bench:steady --quick reports every row, every request accounted for', { timeout: 180_000 }, async (t) => {
-  const child = spawn(process.execPath, [path.join(ROOT, 'dist/bench/steady/run.js'), '--quick', '--json'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const argv = [path.join(ROOT, 'dist/bench/steady/run.js'), '--quick', '--json'];
+  const child = spawn(process.execPath, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   t.after(async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     try {

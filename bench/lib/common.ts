@@ -114,7 +114,9 @@ export function envInt(name: string, def: number, min: number, max: number): num
   const raw = process.env[name];
   if (raw === undefined || raw === '') return def;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${raw}`);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new Error(`${name} must be an integer from ${min} to ${max}, got ${raw}`);
+  }
   return n;
 }
 

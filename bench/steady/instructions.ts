@@ -103,10 +103,14 @@ async function start(key: string, dir: string, port: number): Promise<number> {
   const cmd =
     key === 'plain'
       ? [...vg, ...node, PLAIN_APP]
-      : [process.execPath, BATON, 'run', '--ready-timeout', '600', '--socket', path.join(dir, 'baton.sock'), '--', ...vg, ...node, BATON_APP];
+      : [
+          process.execPath, BATON, 'run', '--ready-timeout', '600', '--socket', path.join(dir, 'baton.sock'),
+          '--', ...vg, ...node, BATON_APP,
+        ];
   const log = path.join(dir, `${key}.log`);
   const err = fs.openSync(log, 'a');
-  const child = spawn(cmd[0]!, cmd.slice(1), { cwd: ROOT, env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', err], detached: true });
+  const env = { ...process.env, PORT: String(port) };
+  const child = spawn(cmd[0]!, cmd.slice(1), { cwd: ROOT, env, stdio: ['ignore', 'pipe', err], detached: true });
   fs.closeSync(err);
   tracked.add(child.pid!);
   untilExit(child, tracked);
@@ -124,7 +128,7 @@ async function main(): Promise<void> {
   }
   const dir = KEEP || fs.mkdtempSync(path.join(os.tmpdir(), 'bench-steady-ir-'));
   fs.mkdirSync(dir, { recursive: true });
-  console.log(`instructions per request (callgrind), ${REQUESTS} requests after ${WARMUP} warm-up, ${CONNECTIONS} connections`);
+  console.log(`instructions per request (callgrind), ${REQUESTS} after ${WARMUP} warm-up, ${CONNECTIONS} connections`);
   const seen = new Set<string>();
   for (const key of ONLY) {
     const port = await freePort();
@@ -137,7 +141,8 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, IDLE_MS));
     callgrindControl('-d', pid);
     const idlePerMs = (await lastDumpTotal(dir, pid, seen)) / (performance.now() - idleFrom);
-    console.log(`  ${key.padEnd(6)} idle      ${Math.round(idlePerMs * 1000).toLocaleString('en-US')} instructions per second`);
+    const idle = Math.round(idlePerMs * 1000).toLocaleString('en-US');
+    console.log(`  ${key.padEnd(6)} idle      ${idle} instructions per second`);
     for (const mode of ['keepalive', 'close'] as Mode[]) {
       await requests(port, WARMUP, mode);
       const raw: number[] = [];
@@ -153,7 +158,8 @@ async function main(): Promise<void> {
         netOfIdle.push((total - idlePerMs * ms) / REQUESTS);
       }
       const fmt = (xs: number[]) => xs.map((x) => Math.round(x).toLocaleString('en-US')).join(' / ');
-      console.log(`  ${key.padEnd(6)} ${mode.padEnd(9)} ${fmt(netOfIdle)} instructions per request, net of idle (raw ${fmt(raw)})`);
+      const line = `${fmt(netOfIdle)} instructions per request, net of idle (raw ${fmt(raw)})`;
+      console.log(`  ${key.padEnd(6)} ${mode.padEnd(9)} ${line}`);
     }
     for (const p of [pid]) {
       try {

@@ -7,7 +7,9 @@
  */
 import { percentile, startLoad, type LoadResult } from '../../scripts/lib/http-load.js';
 
-export interface RoundResult extends Pick<LoadResult, 'sent' | 'ok' | 'non2xx' | 'errors' | 'errorCodes' | 'socketsOpened' | 'durationMs'> {
+type Counters = 'sent' | 'ok' | 'non2xx' | 'errors' | 'errorCodes' | 'socketsOpened' | 'durationMs';
+
+export interface RoundResult extends Pick<LoadResult, Counters> {
   /** Answered requests (any status) per second of the measured phase. */
   reqPerSec: number;
   p50: number;
@@ -17,7 +19,8 @@ export interface RoundResult extends Pick<LoadResult, 'sent' | 'ok' | 'non2xx' |
 async function main(): Promise<void> {
   const [portArg, connArg, warmArg, measureArg, mode] = process.argv.slice(2);
   if (mode !== 'keepalive' && mode !== 'close') throw new Error(`mode must be keepalive or close, got ${mode}`);
-  const base = { port: Number(portArg), connections: Number(connArg), keepAlive: mode === 'keepalive', timeoutMs: 10_000 };
+  const keepAlive = mode === 'keepalive';
+  const base = { port: Number(portArg), connections: Number(connArg), keepAlive, timeoutMs: 10_000 };
   // Warm-up: the server's JIT and the client's both settle; its requests are not counted.
   await startLoad({ ...base, durationMs: Number(warmArg) }).done;
   const r = await startLoad({ ...base, durationMs: Number(measureArg) }).done;

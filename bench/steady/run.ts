@@ -73,7 +73,8 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 async function startServer(argv: string[], log: string, what: string): Promise<number> {
   const port = await freePort();
   const err = fs.openSync(log, 'a');
-  const child = spawn(process.execPath, argv, { cwd: ROOT, env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', err], detached: true });
+  const env = { ...process.env, PORT: String(port) };
+  const child = spawn(process.execPath, argv, { cwd: ROOT, env, stdio: ['ignore', 'pipe', err], detached: true });
   fs.closeSync(err);
   tracked.add(child.pid!);
   untilExit(child, tracked);
@@ -92,13 +93,17 @@ function hasWorkersFlag(): boolean {
 
 async function startServers(dir: string): Promise<Server[]> {
   const log = (name: string) => path.join(dir, `${name}.log`);
-  const baton = (name: string, extra: string[]) => [BATON, 'run', '--socket', path.join(dir, `${name}.sock`), ...extra, '--', process.execPath, BATON_APP];
+  const baton = (name: string, extra: string[]) => [
+    BATON, 'run', '--socket', path.join(dir, `${name}.sock`), ...extra, '--', process.execPath, BATON_APP,
+  ];
   const servers: Server[] = [
     { key: 'plain', title: 'plain node:http', port: await startServer([PLAIN_APP], log('plain'), 'plain node:http') },
     { key: 'baton', title: 'baton run', port: await startServer(baton('baton', []), log('baton'), 'baton run') },
   ];
   const workers: Server = { key: 'workers', title: 'baton run --workers 1', port: 0 };
-  if (hasWorkersFlag()) workers.port = await startServer(baton('workers', ['--workers', '1']), log('workers'), 'baton run --workers 1');
+  if (hasWorkersFlag()) {
+    workers.port = await startServer(baton('workers', ['--workers', '1']), log('workers'), 'baton run --workers 1');
+  }
   else workers.skipped = 'skipped: this baton run has no --workers flag';
   servers.push(workers);
   return servers;
@@ -106,7 +111,8 @@ async function startServers(dir: string): Promise<Server[]> {
 
 function runRound(port: number, mode: Mode): Promise<RoundResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LOAD, String(port), String(CONNECTIONS), String(WARMUP_MS), String(ROUND_MS), mode], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const argv = [LOAD, String(port), String(CONNECTIONS), String(WARMUP_MS), String(ROUND_MS), mode];
+    const child = spawn(process.execPath, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     tracked.add(child.pid!);
     let out = '';
     let err = '';
@@ -156,7 +162,8 @@ function spread(values: number[]): Spread {
 
 function rowOf(mode: Mode, server: Server, rounds: RoundResult[], plain: RoundResult[] | null): Row {
   const sum = (k: 'sent' | 'ok' | 'non2xx' | 'errors') => rounds.reduce((a, r) => a + r[k], 0);
-  const row: Row = { mode, server: server.key, title: server.title, rounds, sent: sum('sent'), ok: sum('ok'), non2xx: sum('non2xx'), errors: sum('errors') };
+  const counts = { sent: sum('sent'), ok: sum('ok'), non2xx: sum('non2xx'), errors: sum('errors') };
+  const row: Row = { mode, server: server.key, title: server.title, rounds, ...counts };
   if (server.skipped) return { ...row, skipped: server.skipped };
   row.reqPerSec = spread(rounds.map((r) => r.reqPerSec));
   row.p99 = spread(rounds.map((r) => r.p99));
@@ -171,7 +178,8 @@ const fmtSpread = (s: Spread | undefined, digits: number, unit = '') =>
   s ? `${s.median.toFixed(digits)}${unit} (${s.min.toFixed(digits)}–${s.max.toFixed(digits)})` : '—';
 
 function tableRows(rows: Row[]): string[][] {
-  const head = ['connections', 'server', 'req/s median (min–max)', 'req/s vs plain', 'p99 ms median (min–max)', 'p99 vs plain', 'sent = ok + non-2xx + errors'];
+  const head = ['connections', 'server', 'req/s median (min–max)', 'req/s vs plain', 'p99 ms median (min–max)'];
+  head.push('p99 vs plain', 'sent = ok + non-2xx + errors');
   return [
     head,
     ...rows.map((r) =>
@@ -205,8 +213,19 @@ function goalLines(rows: Row[]): string[] {
     .filter((r) => r.rpsRatio && r.p99Ratio)
     .map((r) => {
       const met = r.rpsRatio!.median >= 0.99 && r.p99Ratio!.median <= 1.05;
-      return `${r.title}, ${MODE_TITLE[r.mode]}: req/s ${r.rpsRatio!.median.toFixed(3)}×, p99 ${r.p99Ratio!.median.toFixed(3)}× plain node:http (goal ≥ 0.99× and ≤ 1.05×: ${met ? 'met' : 'not met'})`;
+      const ratios = `req/s ${r.rpsRatio!.median.toFixed(3)}×, p99 ${r.p99Ratio!.median.toFixed(3)}× plain node:http`;
+      return `${r.title}, ${MODE_TITLE[r.mode]}: ${ratios} (goal ≥ 0.99×, ≤ 1.05×: ${met ? 'met' : 'not met'})`;
     });
+}
+
+/** How far apart the per-round ratios of the baton rows were: what this run can resolve. */
+function noise(rows: Row[]): string {
+  const r = rows.filter((x) => x.rpsRatio).map((x) => x.rpsRatio!);
+  if (r.length === 0) return 'no baton row was measured';
+  const lo = Math.min(...r.map((x) => x.min));
+  const hi = Math.max(...r.map((x) => x.max));
+  const verdict = hi - lo > 0.05 ? 'a few percent cannot be told from noise in this run' : 'rounds agree within 5%';
+  return `the per-round req/s ratios ranged from ${lo.toFixed(2)}× to ${hi.toFixed(2)}×, so ${verdict}`;
 }
 
 function docSection(rows: Row[], loadavg: string): string {
@@ -221,9 +240,11 @@ another (scripts/lib/http-load.ts, in a process of its own: every request counte
 \`Connection: close\` (a new connection per request). Figures: median over rounds (min–max); "vs plain" is the
 median of the per-round ratios to plain node:http measured in the same round.
 
-Machine: ${machine()}; load average (1 min) ${loadavg}. **The machine was shared** with other work while this
-ran (the load client and the server share its CPUs), so rounds vary by several percent; the per-round ratios
-are the figure to read.
+Machine: ${machine()};
+load average (1 min) ${loadavg}. **The machine was shared** with other work while this ran (and the load client
+shares its CPUs with the server):
+${noise(rows)}.
+The instruction counts below resolve what time cannot here.
 
 ${mdTable(tableRows(rows))}
 
@@ -236,7 +257,8 @@ ${MARK_END}`;
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-steady-'));
   const load0 = os.loadavg()[0]!;
-  console.log(`bench:steady — ${ROUNDS} rounds × ${ROUND_MS} ms per server and mode, ${CONNECTIONS} connections; ${machine()}; load average ${load0.toFixed(2)}\n`);
+  const what = `${ROUNDS} rounds × ${ROUND_MS} ms per server and mode, ${CONNECTIONS} connections`;
+  console.log(`bench:steady — ${what}; ${machine()}; load average ${load0.toFixed(2)}\n`);
   const servers = await startServers(dir);
   const measured = servers.filter((s) => !s.skipped);
   const results = new Map<string, RoundResult[]>();
@@ -247,7 +269,8 @@ async function main(): Promise<void> {
       for (const s of order) {
         const r = await runRound(s.port, mode);
         results.get(`${mode}/${s.key}`)!.push(r);
-        console.log(`  ${MODE_TITLE[mode]} round ${i + 1}/${ROUNDS} ${s.title}: ${Math.round(r.reqPerSec)} req/s, p99 ${r.p99.toFixed(2)} ms, ${r.errors} errors`);
+        const figures = `${Math.round(r.reqPerSec)} req/s, p99 ${r.p99.toFixed(2)} ms, ${r.errors} errors`;
+        console.log(`  ${MODE_TITLE[mode]} round ${i + 1}/${ROUNDS} ${s.title}: ${figures}`);
       }
       await sleep(50);
     }
@@ -255,7 +278,9 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   for (const mode of MODES) {
     const plain = results.get(`${mode}/plain`)!;
-    for (const s of servers) rows.push(rowOf(mode, s, results.get(`${mode}/${s.key}`) ?? [], s.key === 'plain' ? null : plain));
+    for (const s of servers) {
+      rows.push(rowOf(mode, s, results.get(`${mode}/${s.key}`) ?? [], s.key === 'plain' ? null : plain));
+    }
   }
   const loadavg = `${load0.toFixed(2)} → ${os.loadavg()[0]!.toFixed(2)}`;
   console.log(`\n${textTable(tableRows(rows))}\n`);
@@ -265,7 +290,9 @@ async function main(): Promise<void> {
     writeDocSection(DOC, MARK_START, MARK_END, docSection(rows, loadavg));
     console.log(`wrote ${path.relative(ROOT, DOC)}`);
   }
-  if (args.has('--json')) console.log(JSON.stringify({ rounds: ROUNDS, roundMs: ROUND_MS, connections: CONNECTIONS, rows }));
+  if (args.has('--json')) {
+    console.log(JSON.stringify({ rounds: ROUNDS, roundMs: ROUND_MS, connections: CONNECTIONS, rows }));
+  }
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
