@@ -18,11 +18,24 @@
  *               generation's 'drain' event until every client is connected again and has had a message
  *               answered by the new generation.
  *
+ *   stall       what each client sees (migrate only, after the reloads above, one more reload): every client
+ *               sends a message every 250 ms and times its answer (bench/migrate/stall.ts). Per client, the
+ *               slowest round trip of the messages it sent in a window of BENCH_STALL_WINDOW_MS (4,000) without
+ *               a reload, then in one as long from the `baton reload` command on; p50/p99/max over the clients
+ *               for each. Also the old generation's event-loop delay from 'drain' until its last move was
+ *               acknowledged, the new one's while connections arrived, its memory growth per moved connection,
+ *               and the benchmark process's own event-loop delay (when it is late, so are the echoes). Every
+ *               round trip of both windows goes to a CSV file (BENCH_SERIES_DIR, default the temp dir), and
+ *               their p50/p99/max per 100 ms to an SVG chart (docs/migrate-stall.svg).
+ *
  *   npm run bench:migrate                  1,000 and 10,000 connections, 3 reloads each, raw TCP and
- *                                          WebSocket; prints the table and writes its section of
- *                                          docs/performance.md
+ *                                          WebSocket, then the stall; prints the tables and writes their
+ *                                          sections of docs/performance.md and docs/migrate-stall.svg
  *   npm run bench:migrate -- --no-docs     measure and print only
- *   BENCH_QUICK=1 npm run bench:migrate    1,000 connections, 2 reloads (implies --no-docs)
+ *   npm run bench:migrate -- --stall-only  the stall only (migrate, no timed reloads, no reconnect); writes
+ *                                          only its section and chart
+ *   npm run bench:migrate -- --sizes=200,1000   these sizes (as BENCH_SIZES)
+ *   npm run bench:migrate -- --quick       as BENCH_QUICK=1: 1,000 connections, 2 reloads (implies --no-docs)
  *
  * Environment: BENCH_SIZES (a comma list, default 1000,10000), BENCH_RELOADS (3), BENCH_KINDS (tcp,ws),
  * BENCH_APPROACHES (migrate,reconnect), BENCH_APP_LOG=FILE (append the apps' output lines to FILE: every
@@ -41,6 +54,9 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { envInt, stdoutLines, trackedProcesses, writeDocSection } from '../lib/common.js';
+import { renderChart, type ChartLabels, type Panel } from '../upgrade/chart.js';
+import { buckets } from '../upgrade/stats.js';
+import { PERIOD_MS, Pinger, watchLoop, type Stall } from './stall.js';
 import WebSocket from 'ws';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -56,9 +72,15 @@ const KIND_NAME: Record<Kind, string> = { tcp: 'raw TCP', ws: 'WebSocket' };
 const DOC = path.join(ROOT, 'docs/performance.md');
 const MARK_START = '<!-- bench:migrate:start -->';
 const MARK_END = '<!-- bench:migrate:end -->';
+const STALL_START = '<!-- bench:migrate-stall:start -->';
+const STALL_END = '<!-- bench:migrate-stall:end -->';
+const SVG = path.join(ROOT, 'docs/migrate-stall.svg');
 
 const args = new Set(process.argv.slice(2));
-const QUICK = process.env.BENCH_QUICK === '1';
+const QUICK = process.env.BENCH_QUICK === '1' || args.has('--quick');
+const STALL_ONLY = args.has('--stall-only');
+const sizesArg = process.argv.slice(2).find((a) => a.startsWith('--sizes='));
+if (sizesArg) process.env.BENCH_SIZES = sizesArg.slice('--sizes='.length);
 const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : null;
 const WRITE_DOCS = !args.has('--no-docs') && !QUICK && !CPU_PROF;
 /** Where the apps' output lines go (besides being parsed), if anywhere. */
@@ -77,7 +99,16 @@ function envList<T extends string>(name: string, all: readonly T[]): T[] {
   return all.filter((x) => list.includes(x));
 }
 const KINDS = envList<Kind>('BENCH_KINDS', ['tcp', 'ws']);
-const APPROACHES = envList<Approach>('BENCH_APPROACHES', ['migrate', 'reconnect']);
+const APPROACHES = STALL_ONLY ? (['migrate'] as Approach[]) : envList<Approach>('BENCH_APPROACHES', ['migrate', 'reconnect']);
+/** Timed reloads per row before the stall's (none with --stall-only). */
+const TIMED_RELOADS = STALL_ONLY ? 0 : RELOADS;
+const STALL = process.env.BENCH_STALL !== '0';
+/** Each stall window, without and with a reload; the reload's must hold the whole move. */
+const STALL_WINDOW_MS = envInt('BENCH_STALL_WINDOW_MS', 4000, 1000, 60_000);
+/** Pinging before the first window, so that every client is in its rhythm. */
+const STALL_WARMUP_MS = 1000;
+const SERIES_DIR = path.resolve(process.env.BENCH_SERIES_DIR ?? os.tmpdir());
+const BUCKET_MS = 100;
 /** fds a process needs besides the connections (stdio, epoll, listeners, channels, node's own). */
 const FD_MARGIN = 300;
 /** Connections opened at a time (the listen backlog is 511). */
@@ -371,6 +402,12 @@ interface Sample {
   loopP50?: number;
   loopP99?: number;
   loopMax?: number;
+  /** migrate: the old generation's event-loop delay from 'drain' until its last move was acknowledged, ms. */
+  oldLoopP99?: number;
+  oldLoopMax?: number;
+  /** migrate: growth of the new generation's RSS and used heap while connections arrived, KiB. */
+  rssKiB?: number;
+  heapKiB?: number;
   /** Client sockets that saw a close they did not ask for (reconnect: every one, by design). */
   dropped: number;
   /** reconnect: connection attempts that failed and were retried. */
@@ -384,6 +421,60 @@ interface Row {
   samples: Sample[];
   /** WebSocket: close codes the clients saw (reconnect: 1012 expected), as "code×count". */
   closeCodes?: string;
+  stall?: StallRun;
+}
+
+interface StallRun {
+  base: Stall;
+  reload: Stall;
+  /** The benchmark process's event-loop delay in each window, ms. */
+  benchBase: { p99: number; max: number };
+  benchReload: { p99: number; max: number };
+  /** The stall reload's move, as the timed ones. */
+  move: Sample;
+  /** The move ended later than 250 ms before the reload window did (BENCH_STALL_WINDOW_MS too short). */
+  late: boolean;
+  series: string;
+  panel: Panel;
+}
+
+/** The lines the two generations print about a move, from now on. */
+function moveLines(sup: Supervisor, oldGen: number, gen: number) {
+  return {
+    started: sup.nextLine(new RegExp(`generation ${oldGen} migrating (\\d+) connections t=([\\d.]+)`), 60_000, `generation ${oldGen} draining`),
+    moved: sup.nextLine(new RegExp(`generation ${oldGen} moved (\\d+) of (\\d+) connections in ([\\d.]+) ms(?:.* cpu=([\\d.]+) ms)?.*`), 120_000, `generation ${oldGen} moved`),
+    adopted: sup.nextLine(
+      new RegExp(`generation ${gen} adopted (\\d+) connections first=([\\d.]+) last=([\\d.]+) .*p50=([\\d.]+) p99=([\\d.]+) max=([\\d.]+) ms(?:.* cpu=([\\d.]+) ms)?.*`),
+      120_000,
+      `generation ${gen} adopted`,
+    ),
+  };
+}
+
+/** A number of a whole line (the move regexes end in `.*`), if there. */
+function field(line: string, re: RegExp): number | undefined {
+  const m = re.exec(line);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** The figures of a move from the generations' lines; checks that all `n` moved. */
+function moveSample(n: number, drainAt: number, moved: RegExpExecArray, adopted: RegExpExecArray, dropped: number): Sample {
+  if (Number(moved[1]) !== n) throw new Error(moved[0]);
+  if (Number(adopted[1]) !== n) throw new Error(`${adopted[0]}: expected ${n}`);
+  return {
+    ms: Number(adopted[3]) - drainAt,
+    oldMs: Number(moved[3]),
+    firstMs: Number(adopted[2]) - drainAt,
+    ...(moved[4] !== undefined && adopted[7] !== undefined ? { oldCpuMs: Number(moved[4]), newCpuMs: Number(adopted[7]) } : {}),
+    loopP50: Number(adopted[4]),
+    loopP99: Number(adopted[5]),
+    loopMax: Number(adopted[6]),
+    oldLoopP99: field(moved[0], / loop p99=([\d.]+)/),
+    oldLoopMax: field(moved[0], / loop p99=[\d.]+ max=([\d.]+)/),
+    rssKiB: field(adopted[0], / rss=(-?\d+)/),
+    heapKiB: field(adopted[0], / heap=(-?\d+)/),
+    dropped,
+  };
 }
 
 async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> {
@@ -400,17 +491,11 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
     await openAll(clients);
     process.stdout.write(`  ${label}: ${n} clients connected in ${(performance.now() - t0).toFixed(0)} ms\n`);
     const samples: Sample[] = [];
-    for (let i = 0; i < RELOADS; i++) {
+    for (let i = 0; i < TIMED_RELOADS; i++) {
       const oldGen = i + 1;
       const gen = i + 2;
       await sleep(300); // let the previous generation finish exiting
-      const started = sup.nextLine(new RegExp(`generation ${oldGen} migrating (\\d+) connections t=([\\d.]+)`), 60_000, `generation ${oldGen} draining`);
-      const movedLine = sup.nextLine(new RegExp(`generation ${oldGen} moved (\\d+) of (\\d+) connections in ([\\d.]+) ms(?:.* cpu=([\\d.]+) ms)?`), 120_000, `generation ${oldGen} moved`);
-      const adoptedLine = sup.nextLine(
-        new RegExp(`generation ${gen} adopted (\\d+) connections first=([\\d.]+) last=([\\d.]+) .*p50=([\\d.]+) p99=([\\d.]+) max=([\\d.]+) ms(?:.* cpu=([\\d.]+) ms)?`),
-        120_000,
-        `generation ${gen} adopted`,
-      );
+      const { started, moved: movedLine, adopted: adoptedLine } = moveLines(sup, oldGen, gen);
       if (approach === 'reconnect') {
         movedLine.catch(() => {});
         adoptedLine.catch(() => {});
@@ -424,18 +509,7 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
       let sample: Sample;
       if (approach === 'migrate') {
         const [moved, adopted] = await Promise.all([movedLine, adoptedLine]);
-        if (Number(moved[1]) !== n) throw new Error(`generation ${oldGen}: ${moved[0]}`);
-        if (Number(adopted[1]) !== n) throw new Error(`generation ${gen} adopted ${adopted[1]} connections, expected ${n}`);
-        sample = {
-          ms: Number(adopted[3]) - drainAt,
-          oldMs: Number(moved[3]),
-          firstMs: Number(adopted[2]) - drainAt,
-          ...(moved[4] !== undefined && adopted[7] !== undefined ? { oldCpuMs: Number(moved[4]), newCpuMs: Number(adopted[7]) } : {}),
-          loopP50: Number(adopted[4]),
-          loopP99: Number(adopted[5]),
-          loopMax: Number(adopted[6]),
-          dropped: clients.reduce((a, c) => a + c.dropped, 0) - droppedBefore,
-        };
+        sample = moveSample(n, drainAt, moved, adopted, clients.reduce((a, c) => a + c.dropped, 0) - droppedBefore);
         // Every connection is the new generation's now: each answers a message from there (WebSocket: with
         // the count of messages answered on this connection carried over from the old generation).
         for (let j = 0; j < n; j += CONNECT_BATCH) {
@@ -458,15 +532,76 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
         `  ${label}: reload ${i + 1}: ${sample.ms.toFixed(1)} ms${sample.oldMs !== undefined ? ` (first adopted after ${sample.firstMs!.toFixed(1)} ms; old generation done after ${sample.oldMs.toFixed(1)} ms)` : ''}${sample.newCpuMs !== undefined ? `, CPU old ${sample.oldCpuMs} ms / new ${sample.newCpuMs} ms` : ''}${sample.loopMax !== undefined ? `, event-loop delay max ${sample.loopMax} ms` : ''}, ${sample.dropped} closed\n`,
       );
     }
+    const stall = approach === 'migrate' && STALL ? await measureStall(sup, clients, kind, n, TIMED_RELOADS + 1) : undefined;
     const codes = new Map<number, number>();
     for (const c of clients) if (c instanceof WsClient) for (const [code, k] of c.closeCodes) codes.set(code, (codes.get(code) ?? 0) + k);
     const closeCodes = [...codes].map(([code, k]) => `${code}×${k}`).join(', ');
-    return { kind, approach, n, samples, ...(closeCodes ? { closeCodes } : {}) };
+    return { kind, approach, n, samples, ...(closeCodes ? { closeCodes } : {}), ...(stall ? { stall } : {}) };
   } finally {
     for (const c of clients) c.close();
     await sup.stop();
     fs.rmSync(dir, { recursive: true, force: true });
     await sleep(500); // let the kernel release the sockets before the next run
+  }
+}
+
+/** Every client pings every PERIOD_MS: a window without a reload, then one with `oldGen`'s replacement. */
+async function measureStall(sup: Supervisor, clients: Client[], kind: Kind, n: number, oldGen: number): Promise<StallRun> {
+  const gen = oldGen + 1;
+  const label = `${kind} stall ${n}`;
+  const droppedBefore = clients.reduce((a, c) => a + c.dropped, 0);
+  await sleep(300); // let the previous generation finish exiting
+  const pinger = new Pinger(clients);
+  pinger.start();
+  try {
+    await sleep(STALL_WARMUP_MS);
+    const baseFrom = performance.now();
+    let stopLoop = watchLoop();
+    await sleep(STALL_WINDOW_MS);
+    const benchBase = stopLoop();
+    const lines = moveLines(sup, oldGen, gen);
+    const reloadFrom = performance.now();
+    stopLoop = watchLoop();
+    await reload(sup.socket);
+    const [started, moved, adopted] = await Promise.all([lines.started, lines.moved, lines.adopted]);
+    const drainAt = Number(started[2]);
+    const move = moveSample(n, drainAt, moved, adopted, 0);
+    const reloadTo = reloadFrom + STALL_WINDOW_MS;
+    // App times are epoch ms (the same clock as performance.timeOrigin + performance.now() here).
+    const toLocal = (epoch: number) => epoch - performance.timeOrigin;
+    const lastAdopted = toLocal(Number(adopted[3]));
+    if (performance.now() < reloadTo) await sleep(reloadTo - performance.now());
+    const benchReload = stopLoop();
+    await pinger.stop(30_000);
+    const base = pinger.window(baseFrom, baseFrom + STALL_WINDOW_MS);
+    const during = pinger.window(reloadFrom, reloadTo);
+    move.dropped = clients.reduce((a, c) => a + c.dropped, 0) - droppedBefore;
+    if (move.dropped) throw new Error(`${label}: ${move.dropped} clients saw their connection close`);
+    const wrongCount = clients.reduce((a, c) => a + c.wrongCount, 0);
+    if (wrongCount) throw new Error(`${label}: ${wrongCount} answers had a per-connection count that did not follow on`);
+    const stale = pinger.gen.filter((g, i) => g !== gen && pinger.sentAt[i]! > lastAdopted).length;
+    if (stale) throw new Error(`${label}: ${stale} messages sent after the last move were answered by another generation than ${gen}`);
+    const series = path.join(SERIES_DIR, `baton-migrate-stall-${kind}-${n}.csv`);
+    const rows = pinger.writeSeries(series, baseFrom, reloadTo, reloadFrom);
+    const late = lastAdopted > reloadTo - 250;
+    const fig = (s: Stall) => `p50 ${fmt(s.p50)} / p99 ${fmt(s.p99)} / max ${fmt(s.max)} ms`;
+    process.stdout.write(
+      `  ${label}: slowest echo per client without a reload ${fig(base)}; during the reload ${fig(during)} ` +
+        `(move ${fmt(move.ms)} ms; ${rows} round trips in ${series})${late ? '; WARNING: the move ended after the window' : ''}\n`,
+    );
+    const origin = baseFrom;
+    const panel: Panel = {
+      title: `${n.toLocaleString('en-US')} ${KIND_NAME[kind]} connections`,
+      subtitle:
+        `slowest echo per client: no reload p99 ${fmt(base.p99)} ms, max ${fmt(base.max)} ms · during the reload p99 ${fmt(during.p99)} ms, ` +
+        `max ${fmt(during.max)} ms · the reload began at ${fmt((reloadFrom - origin) / 1000, 1)} s; moving took ${fmt(move.ms)} ms`,
+      buckets: buckets(pinger.samples(baseFrom, reloadTo, origin), 0, reloadTo - origin + 1000, BUCKET_MS),
+      bucketMs: BUCKET_MS,
+      windows: [{ start: toLocal(drainAt) - origin, end: lastAdopted - origin }],
+    };
+    return { base, reload: during, benchBase, benchReload, move, late, series, panel };
+  } finally {
+    await pinger.stop(30_000).catch(() => {});
   }
 }
 
@@ -602,6 +737,72 @@ ${notes.map((n) => `- ${n}`).join('\n')}
 ${MARK_END}`;
 }
 
+function stallTableLines(rows: Row[]): string[] {
+  const lines = [
+    '| connections | kind | slowest echo per client, no reload: p50 / p99 / max, ms | during a reload: p50 / p99 / max, ms | p99 during ÷ without | move (drain → last adopted), ms | old generation event-loop delay p99 / max, ms | new generation p99 / max, ms | new generation RSS / heap growth per moved connection, KiB | bench process event-loop delay max, no reload / reload, ms |',
+    '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of rows) {
+    const st = r.stall;
+    if (!st) continue;
+    const m = st.move;
+    const three = (x: Stall) => `${fmt(x.p50)} / ${fmt(x.p99)} / ${fmt(x.max)}`;
+    const opt = (x: number | undefined, d = 1) => (x === undefined ? '–' : fmt(x, d));
+    lines.push(
+      `| ${r.n.toLocaleString('en-US')} | ${KIND_NAME[r.kind]} | ${three(st.base)} | ${three(st.reload)} | ${fmt(st.reload.p99 / st.base.p99, 1)}× | ${fmt(m.ms)}${st.late ? ' (after the window!)' : ''} | ${opt(m.oldLoopP99)} / ${opt(m.oldLoopMax)} | ${fmt(m.loopP99!)} / ${fmt(m.loopMax!)} | ${m.rssKiB === undefined ? '–' : `${fmt(m.rssKiB / r.n, 2)} / ${fmt(m.heapKiB! / r.n, 2)}`} | ${fmt(st.benchBase.max)} / ${fmt(st.benchReload.max)} |`,
+    );
+  }
+  return lines;
+}
+
+const STALL_LABELS: ChartLabels = {
+  slowest: 'slowest echo of each 100 ms bucket',
+  window: "the move: old generation's 'drain' (line) until the last connection was adopted",
+  yAxis: 'echo round trip (log)',
+  footer: `time (s); ${PERIOD_MS} ms between a client's messages; a window without a reload, then the reload from its command on`,
+};
+
+function stallSection(rows: Row[]): string {
+  const date = new Date().toISOString().slice(0, 10);
+  const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
+  return `${STALL_START}
+## What a reload costs each connection (npm run bench:migrate)
+
+The same apps and clients as above (connections moved with baton, raw TCP and WebSocket), but measured as
+each client sees it: every client sends a message every ${PERIOD_MS} ms (the clients' send times spread evenly
+over the period; a client still waiting for an answer skips its turn, so a frozen connection shows as one long
+round trip) and times the echo. For each client, its slowest round trip among the messages it sent in a
+window of ${STALL_WINDOW_MS / 1000} s without a reload, and in a window as long starting with the \`baton reload\` command
+(which holds the whole move); p50 / p99 / max of that over the clients. ${date}, Node ${process.version},
+${os.cpus().length} × ${cpu}, ${os.platform()} ${os.release()}, 1-minute load average ${LOAD_AT_START} when the bench
+started — **a shared machine, loaded by other work while this ran**: the figures without a reload show how
+much of a round trip the machine itself costs. The benchmark process holds every client, the generations
+every server side; all share the same cores.
+
+${stallTableLines(rows).join('\n')}
+
+- **move**: from the old generation's \`'drain'\` to the last connection adopted by the new one.
+- **event-loop delay**: \`perf_hooks.monitorEventLoopDelay\` (1 ms resolution); the old generation's from
+  \`'drain'\` until its last move was acknowledged, the new generation's from its \`ready()\` until the last
+  connection arrived.
+- **memory per moved connection**: how much the new generation's RSS and used heap grew from its \`ready()\`
+  until 200 ms after the last connection arrived, divided by the connections (no forced garbage collection:
+  the heap figure includes garbage not collected yet).
+- **bench process event-loop delay**: when the process holding the clients is late, every echo it times is
+  late by as much; a high figure means part of the stall is the client's own.
+- Every round trip of both windows is written to \`$BENCH_SERIES_DIR/baton-migrate-stall-<kind>-<N>.csv\`
+  (default the temp directory): send time and answer time in ms from the reload command, the round trip,
+  the client and the generation that answered.
+
+![Echo round trips over time, without a reload and then during one, per size and kind](migrate-stall.svg)
+${STALL_END}`;
+}
+
+function stallChart(rows: Row[]): string {
+  const panels = rows.filter((r) => r.stall).map((r) => r.stall!.panel);
+  return renderChart(panels, `Echo round trips per connection around a reload (a message every ${PERIOD_MS} ms per client)`, STALL_LABELS);
+}
+
 function writeDoc(text: string): void {
   writeDocSection(DOC, MARK_START, MARK_END, text);
   console.log(`\nwrote ${path.relative(ROOT, DOC)}`);
@@ -639,8 +840,25 @@ async function main(): Promise<void> {
     for (const kind of KINDS) for (const approach of APPROACHES) rows.push(await measure(kind, approach, n));
   }
   console.log('');
-  for (const l of tableLines(rows)) console.log(l);
-  if (WRITE_DOCS) writeDoc(section(rows, notes));
+  if (!STALL_ONLY) for (const l of tableLines(rows)) console.log(l);
+  const stalls = rows.filter((r) => r.stall);
+  if (stalls.length) {
+    console.log('');
+    for (const l of stallTableLines(stalls)) console.log(l);
+  }
+  if (WRITE_DOCS && !STALL_ONLY) writeDoc(section(rows, notes));
+  if (stalls.length) {
+    const svg = stallChart(stalls);
+    if (WRITE_DOCS) {
+      writeDocSection(DOC, STALL_START, STALL_END, stallSection(stalls));
+      fs.writeFileSync(SVG, svg);
+      console.log(`wrote the stall section of ${path.relative(ROOT, DOC)} and ${path.relative(ROOT, SVG)}`);
+    } else {
+      const out = path.join(SERIES_DIR, 'baton-migrate-stall.svg');
+      fs.writeFileSync(out, svg);
+      console.log(`\nchart: ${out} (docs not written: quick mode or --no-docs)`);
+    }
+  }
 }
 
 main().then(

@@ -33,7 +33,22 @@ function msLabel(v: number): string {
   return `${v} ms`;
 }
 
-export function renderChart(panels: Panel[], heading: string): string {
+/** The legend's and axes' words, for a chart of something else than requests (bench:migrate's echoes). */
+export interface ChartLabels {
+  slowest: string;
+  window: string;
+  yAxis: string;
+  footer: string;
+}
+
+const REQUEST_LABELS: ChartLabels = {
+  slowest: 'slowest request of each 100 ms bucket',
+  window: `restart begins (line); shaded until it is done + ${PAD_MS} ms`,
+  yAxis: 'latency (log)',
+  footer: 'time since the measurement started (s); each panel is one run of the same load',
+};
+
+export function renderChart(panels: Panel[], heading: string, labels: ChartLabels = REQUEST_LABELS): string {
   const spanMs = Math.max(1000, ...panels.map((p) => (p.buckets.length ? p.buckets[p.buckets.length - 1]!.t + p.bucketMs : 0)));
   let lo = Infinity;
   let hi = 0;
@@ -64,7 +79,7 @@ export function renderChart(panels: Panel[], heading: string): string {
   let ly = 42;
   item(cols[0]!, ly, `<line x1="${cols[0]}" y1="${ly}" x2="${cols[0]! + 20}" y2="${ly}" stroke="#1f4e9c" stroke-width="1.8"/>`, 'p99 per 100 ms bucket');
   item(cols[1]!, ly, `<line x1="${cols[1]}" y1="${ly}" x2="${cols[1]! + 20}" y2="${ly}" stroke="#8c8c8c" stroke-width="1.2"/>`, 'p50 per 100 ms bucket');
-  item(cols[2]!, ly, `<circle cx="${cols[2]! + 10}" cy="${ly}" r="2" fill="#6baed6"/>`, 'slowest request of each 100 ms bucket');
+  item(cols[2]!, ly, `<circle cx="${cols[2]! + 10}" cy="${ly}" r="2" fill="#6baed6"/>`, labels.slowest);
   ly = 60;
   item(cols[0]!, ly, `<path d="M${cols[0]! + 6},${ly - 4}l8,8m0,-8l-8,8" stroke="#d62728" stroke-width="2"/>`, 'failed requests (red number: per restart)');
   item(cols[1]!, ly, `<path d="M${cols[1]! + 10},${ly - 5}l5,5l-5,5l-5,-5z" fill="#ff7f0e"/>`, 'non-2xx answers');
@@ -72,7 +87,7 @@ export function renderChart(panels: Panel[], heading: string): string {
     cols[2]!,
     ly,
     `<rect x="${cols[2]}" y="${ly - 7}" width="20" height="14" fill="#fdd9b5" opacity="0.7"/><line x1="${cols[2]! + 1}" y1="${ly - 7}" x2="${cols[2]! + 1}" y2="${ly + 7}" stroke="#e6550d" stroke-width="1.2"/>`,
-    `restart begins (line); shaded until it is done + ${PAD_MS} ms`,
+    labels.window,
   );
 
   panels.forEach((p, i) => {
@@ -105,7 +120,7 @@ export function renderChart(panels: Panel[], heading: string): string {
       out.push(`<line x1="${f(xx)}" y1="${pTop + PLOT_H}" x2="${f(xx)}" y2="${pTop + PLOT_H + 4}" stroke="#666"/>`);
       out.push(`<text x="${f(xx)}" y="${pTop + PLOT_H + 15}" text-anchor="middle">${s}</text>`);
     }
-    out.push(`<text transform="translate(${LEFT - 48},${pTop + PLOT_H / 2}) rotate(-90)" text-anchor="middle" fill="#444">latency (log)</text>`);
+    out.push(`<text transform="translate(${LEFT - 48},${pTop + PLOT_H / 2}) rotate(-90)" text-anchor="middle" fill="#444">${esc(labels.yAxis)}</text>`);
     // Slowest per bucket.
     const dots: string[] = [];
     for (const b of p.buckets) if (b.n) dots.push(`M${f(x(b.t + p.bucketMs / 2))},${f(y(b.max))}m-1.6,0a1.6,1.6 0 1,0 3.2,0a1.6,1.6 0 1,0 -3.2,0`);
@@ -150,7 +165,7 @@ export function renderChart(panels: Panel[], heading: string): string {
       out.push(`<text x="${f(gx)}" y="${pTop + 10 + (k % 2 === 0 ? 0 : 10)}" fill="#d62728" font-size="9" font-weight="bold">${n}</text>`);
     }
   });
-  out.push(`<text x="${LEFT + plotW / 2}" y="${H - 10}" text-anchor="middle" fill="#444">time since the measurement started (s); each panel is one run of the same load</text>`);
+  out.push(`<text x="${LEFT + plotW / 2}" y="${H - 10}" text-anchor="middle" fill="#444">${esc(labels.footer)}</text>`);
   out.push('</svg>');
   return out.join('\n') + '\n';
 }

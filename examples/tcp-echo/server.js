@@ -102,6 +102,9 @@ upgrader.on('drain', () => {
 
 async function moveAll(conns) {
   const t0 = now();
+  // How late this generation's own event loop runs while it hands its connections over (bench:migrate).
+  const loop = monitorEventLoopDelay({ resolution: 1 });
+  loop.enable();
   const chunk = Number(process.env.MIGRATE_CHUNK) || 0;
   const pauseMs = Number(process.env.MIGRATE_PAUSE_MS) || 0;
   let moved = 0;
@@ -129,7 +132,12 @@ async function moveAll(conns) {
     if (pauseMs && i + chunk < conns.length) await new Promise((r) => setTimeout(r, pauseMs));
   }
   const notMoved = Object.entries(failed).map(([code, n]) => ` ${code}=${n}`).join('');
-  console.log(`generation ${gen} moved ${moved} of ${conns.length} connections in ${(now() - t0).toFixed(1)} ms${notMoved && `; not moved:${notMoved}`}`);
+  loop.disable();
+  const ms = (ns) => (ns / 1e6).toFixed(2);
+  console.log(
+    `generation ${gen} moved ${moved} of ${conns.length} connections in ${(now() - t0).toFixed(1)} ms${notMoved && `; not moved:${notMoved}`}` +
+      ` loop p99=${ms(loop.percentile(99))} max=${ms(loop.max)} ms`,
+  );
 }
 
 /** Hand one connection to the new generation (true); if it cannot move, say goodbye and close it politely
@@ -153,9 +161,11 @@ async function move(conn) {
   }
 }
 
-// How the move looks from here: connections adopted, and how late the event loop ran meanwhile.
+// How the move looks from here: connections adopted, how late the event loop ran meanwhile, and how much
+// memory they took (resident set and used heap, grown since ready() or the last report; garbage included).
 const loopDelay = monitorEventLoopDelay({ resolution: 1 });
 let wave = null;
+let memBefore = process.memoryUsage();
 function adopted() {
   const t = now();
   if (!wave) {
@@ -170,11 +180,15 @@ function adopted() {
 function report() {
   const w = wave;
   wave = null;
+  const mem = process.memoryUsage();
   const ms = (ns) => (ns / 1e6).toFixed(2);
+  const kib = (bytes) => (bytes / 1024).toFixed(0);
   console.log(
     `generation ${gen} adopted ${w.n} connections first=${w.first.toFixed(3)} last=${w.last.toFixed(3)} ` +
-      `(${(w.last - w.first).toFixed(1)} ms) event-loop delay p50=${ms(loopDelay.percentile(50))} p99=${ms(loopDelay.percentile(99))} max=${ms(loopDelay.max)} ms`,
+      `(${(w.last - w.first).toFixed(1)} ms) event-loop delay p50=${ms(loopDelay.percentile(50))} p99=${ms(loopDelay.percentile(99))} max=${ms(loopDelay.max)} ms` +
+      ` rss=${kib(mem.rss - memBefore.rss)} heap=${kib(mem.heapUsed - memBefore.heapUsed)}`,
   );
+  memBefore = mem;
   loopDelay.disable();
   loopDelay.reset();
 }
@@ -186,6 +200,7 @@ await upgrader.listen(server, 'echo', socketPath ? { path: socketPath } : { port
 // Measure the event loop from here on: connections start moving in as soon as this generation is ready.
 loopDelay.enable();
 await upgrader.ready();
+memBefore = process.memoryUsage();
 const where = socketPath ? `unix:${socketPath}` : `tcp://${host}:${server.address().port}`;
 console.log(`generation ${gen} (pid ${process.pid}) serving on ${where}`);
 // Nothing moved in (the first generation, or nothing to move): stop measuring.
