@@ -786,7 +786,7 @@ ${stallTableLines(rows).join('\n')}
   \`'drain'\` until its last move was acknowledged, the new generation's from its \`ready()\` until the last
   connection arrived.
 - **memory per moved connection**: how much the new generation's RSS and used heap grew from its \`ready()\`
-  until 200 ms after the last connection arrived, divided by the connections (no forced garbage collection:
+  until 1 s after the last connection arrived, divided by the connections (no forced garbage collection:
   the heap figure includes garbage not collected yet).
 - **bench process event-loop delay**: when the process holding the clients is late, every echo it times is
   late by as much; a high figure means part of the stall is the client's own.

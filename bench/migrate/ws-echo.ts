@@ -14,7 +14,7 @@
  * `cpu` the CPU time (user + system, all threads) the process used meanwhile: old generation from 'drain', new generation
  * from its ready() (connections arrive right after it) until the last one arrived; `loop` the old generation's
  * event-loop delay from 'drain' to 'drained' (perf_hooks.monitorEventLoopDelay, 1 ms resolution); `rss`/`heap`
- * how much the new generation's resident set and used heap grew from its ready() until 200 ms after the last
+ * how much the new generation's resident set and used heap grew from its ready() until 1 s after the last
  * connection arrived (no forced garbage collection: the heap figure includes garbage not collected yet).
  * WS_MIGRATE=0: no webSocketServer(): on 'drain' the app closes every WebSocket with 1012 (Service Restart)
  * itself and the clients reconnect — the usual way, for comparison. PORT (default 0).
@@ -108,7 +108,7 @@ function adopted(): void {
   wave.lastMono = m;
   wave.cpu = cpuMs(cpuAtReady);
   if (wave.timer) clearTimeout(wave.timer);
-  wave.timer = setTimeout(report, 200);
+  wave.timer = setTimeout(report, 1000); // quiet for 1 s: the move is over (a loaded machine can pause 200 ms)
 }
 function report(): void {
   const w = wave!;

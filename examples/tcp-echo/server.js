@@ -175,7 +175,7 @@ function adopted() {
   wave.n++;
   wave.last = t;
   if (wave.timer) clearTimeout(wave.timer);
-  wave.timer = setTimeout(report, 200);
+  wave.timer = setTimeout(report, 1000); // quiet for 1 s: the move is over (a loaded machine can pause 200 ms)
 }
 function report() {
   const w = wave;
