@@ -560,6 +560,7 @@ async function measureStall(sup: Supervisor, clients: Client[], kind: Kind, n: n
     await sleep(STALL_WINDOW_MS);
     const benchBase = stopLoop();
     const lines = moveLines(sup, oldGen, gen);
+    for (const p of Object.values(lines)) p.catch(() => {}); // awaited below; a failure then is the error
     const reloadFrom = performance.now();
     stopLoop = watchLoop();
     await reload(sup.socket);
