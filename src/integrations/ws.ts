@@ -200,9 +200,13 @@ export class WebSocketMover implements ConnectionMover {
     const all = [...(this.#wss.clients ?? [])];
     const moves: Promise<void>[] = [];
     for (let i = 0; i < all.length; i++) {
-      // Prepare one batch's worth, then yield: that batch leaves at once and the new generation adopts it
-      // while this one prepares the next, instead of preparing every connection before the first one moves.
-      if (i > 0 && i % MAX_MIGRATION_BATCH === 0) await new Promise((r) => setImmediate(r));
+      // One batch's worth at a time, each only once it would leave at once (sender.sendable()): a WebSocket
+      // is served here until its own batch is prepared (its reading stops then), so each client waits about
+      // two batches' adoption rather than the whole move. Measured (bench:migrate, 1,000 WebSockets): moving
+      // all at once paused the last client for the whole move (p99 of each client's slowest echo ~ the move).
+      // Full batches: paced batches sized to ~10 ms of adoptions (16-64 on the loaded machine) made the move
+      // 2-3x longer (1,000 WebSockets in 2.9 s instead of ~1 s), too slow for five reloads 300 ms apart.
+      if (i > 0 && i % MAX_MIGRATION_BATCH === 0) await (sender?.accepting ? sender.sendable() : new Promise((r) => setImmediate(r)));
       moves.push(one(all[i]!));
     }
     await Promise.all(moves);

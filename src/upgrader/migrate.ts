@@ -84,6 +84,8 @@ export class MigrationSender {
   #closedMeanwhile = 0;
   /** A carry() in progress: migrate-done waits for it. */
   #carrying: Promise<void> = Promise.resolve();
+  /** sendable() callers, woken when a batch queued now would leave at once. */
+  #sendable: Array<() => void> = [];
 
   constructor(channelFd: number) {
     this.#link = senderLink(channelFd);
@@ -192,6 +194,21 @@ export class MigrationSender {
   }
 
   /**
+   * Resolves when connections moved from now on would leave at once: nothing queued ahead of them and room in
+   * the window of batches awaiting their acknowledgement (or nothing can be sent any more: move() then says
+   * why). A mover that stops serving the next batch's connections only then (stopReading in move()) keeps
+   * every other connection served meanwhile: each one is paused for about two batches' adoption (the one
+   * ahead of it in the window, then its own) instead of for the whole move (bench:migrate's stall).
+   */
+  async sendable(): Promise<void> {
+    // Moves requested just before (their queueing waits a microtask or two in move()) count as ahead of us;
+    // the flush they start (scheduled with setImmediate, before this) takes them off the queue.
+    await new Promise((r) => setImmediate(r));
+    if (!this.#flushing && !this.#scheduled) return;
+    await new Promise<void>((resolve) => this.#sendable.push(resolve));
+  }
+
+  /**
    * Resolves when every batch sent has been acknowledged (or the receiver is gone). The old generation waits
    * for this before closing the channel: its sockets are destroyed as soon as their batch is in the kernel,
    * so its drain can finish while batches are still unread on the other side.
@@ -252,6 +269,13 @@ export class MigrationSender {
     // RLIMIT_NOFILE the kernel would cut them off the message and close them — the connections with them.
     if (this.#room === null && !(await this.#awaitRoom())) return this.#settle();
     while (this.#queue.length || inflight.length || this.#redirect) {
+      if (!this.#queue.length && inflight.length < WINDOW && this.#sendable.length && !this.#redirect && !this.#ending) {
+        // A mover waits to prepare its next batch until it would leave at once: let it queue that batch now,
+        // rather than wait here for the acknowledgement of the one in flight first.
+        for (const wake of this.#sendable.splice(0)) wake();
+        await new Promise((r) => setImmediate(r));
+        continue;
+      }
       if (this.#redirect && !inflight.length) {
         // Every batch sent on the old channel is acknowledged: go on with the newest generation's channel.
         if (!(await this.#switch())) return this.#settle();
@@ -333,6 +357,7 @@ export class MigrationSender {
   #settle(): void {
     this.#flushing = false;
     for (const resolve of this.#idle.splice(0)) resolve();
+    for (const wake of this.#sendable.splice(0)) wake();
   }
 
   /**

@@ -1,0 +1,64 @@
+/**
+ * A WebSocket pauses only while it moves: during a reload the old generation keeps serving each connection
+ * until its own batch leaves (src/integrations/ws.ts with MigrationSender.sendable()), instead of stopping
+ * every one at the drain and leaving the last batch frozen for the whole move.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
+import WebSocket from 'ws';
+import { waitFor } from './helpers.js';
+import { startSupervised } from './upgrade-helpers.js';
+import { connect, WS_APP as APP, WS_SERVING as SERVING, type Client } from './ws-helpers.js';
+
+/** Eight full batches (MAX_MIGRATION_BATCH, 253): two in flight at a time, so the last ones leave several
+ * adoptions after the first connections were answered by the new generation. */
+const N = 8 * 253;
+
+test('while WebSockets move in batches, the old generation answers those whose batch has not left yet', async (t) => {
+  const s = await startSupervised(t, { app: APP, servingLine: SERVING });
+  const clients: Client[] = [];
+  for (let i = 0; i < N; i += 100) {
+    clients.push(...(await Promise.all(Array.from({ length: Math.min(100, N - i) }, (_, k) => connect(s.port, i + k)))));
+  }
+  // Ping-pong: each client sends its next message as soon as the previous one is answered.
+  let running = true;
+  let firstNewAt = Infinity;
+  let oldAfterNew = 0;
+  let newAnswers = 0;
+  const sentAt = new Float64Array(N);
+  const send = (c: Client, i: number) => {
+    if (!running || c.ws.readyState !== WebSocket.OPEN) return;
+    sentAt[i] = performance.now();
+    c.ws.send(String(c.sent++));
+  };
+  clients.forEach((c, i) => {
+    c.ws.on('message', (data) => {
+      const gen = Number(String(data).split(' ')[0]);
+      if (gen === 2) {
+        newAnswers++;
+        if (firstNewAt === Infinity) firstNewAt = performance.now();
+      } else if (gen === 1 && sentAt[i]! > firstNewAt) {
+        // Sent after another client was already answered by the new generation, answered by the old one.
+        oldAfterNew++;
+      }
+      send(c, i);
+    });
+    send(c, i);
+  });
+  await waitFor(() => clients.every((c) => c.expected > 0), 30_000, 'every client got an echo');
+  const r = await s.reload();
+  assert.equal(r.code, 0, r.stderr);
+  await waitFor(() => clients.every((c) => c.generations.has(2)), 30_000, 'every client answered by generation 2');
+  running = false;
+  await waitFor(() => clients.every((c) => c.expected === c.sent), 20_000, 'every message echoed');
+  const problems = clients.flatMap((c, i) => c.problems.map((p) => `client ${i}: ${p}`));
+  assert.deepEqual(problems.slice(0, 5), [], 'echoes in order, exactly once, with the state carried over');
+  assert.deepEqual(clients.flatMap((c) => c.closes), [], 'no client saw its connection close');
+  t.diagnostic(`answers from generation 2: ${newAnswers}; from generation 1 to messages sent after the first of those: ${oldAfterNew}`);
+  // The last batches leave only once those ahead are adopted (two batches in flight at most): their clients
+  // are still answered by generation 1 meanwhile. Moving all at once, every one was paused at the drain (0).
+  assert.ok(oldAfterNew >= 20, `only ${oldAfterNew} messages sent after generation 2 answered were answered by generation 1`);
+  for (const c of clients) c.ws.terminate();
+  assert.equal(await s.shutdown(), 0);
+});
