@@ -792,6 +792,16 @@ ${stallTableLines(rows).join('\n')}
   the heap figure includes garbage not collected yet).
 - **bench process event-loop delay**: when the process holding the clients is late, every echo it times is
   late by as much; a high figure means part of the stall is the client's own.
+- WebSockets are paced since 2026-12-07: the old generation prepares each batch (and stops reading its
+  connections) only when it would leave at once, and serves the others meanwhile (docs/migration.md, "What
+  each connection feels"); raw TCP here (examples/tcp-echo) still calls \`migrate()\` for every connection in
+  \`'drain'\`, so each waits for the whole move. Before that change, on the same machine under the same kind
+  of load (1-minute load average 17), 1,000 connections: slowest echo per client without a reload p99 42 ms
+  (raw TCP) / 46 ms (WebSocket), during a reload 526 ms / 1,127 ms. On this machine the figures are dominated
+  by CPU starvation — four test suites and several benchmarks shared its 2 cores — which the no-reload column
+  and the benchmark process's own event-loop delay show; test/migrate-ws-serving.test.ts checks the
+  behaviour instead (generation 1 still answers clients of later batches after generation 2 answered
+  others: thousands of answers with pacing, 0 before).
 - Every round trip of both windows is written to \`$BENCH_SERIES_DIR/baton-migrate-stall-<kind>-<N>.csv\`
   (default the temp directory): send time and answer time in ms from the reload command, the round trip,
   the client and the generation that answered.
