@@ -802,6 +802,13 @@ ${stallTableLines(rows).join('\n')}
   and the benchmark process's own event-loop delay show; test/migrate-ws-serving.test.ts checks the
   behaviour instead (generation 1 still answers clients of later batches after generation 2 answered
   others: thousands of answers with pacing, 0 before).
+- Where the rest of a WebSocket's stall is, from the series of the run above (1,000 WebSockets): during the
+  move generation 1 still answered clients of later batches while generation 2 answered the first (pacing
+  works); the longest round trips were answered by generation 2 in the second after the move, when every
+  connection was already there (medians of 150–300 ms per 100 ms bucket): a new process still cold (its
+  JIT, its first garbage collections) and sharing starved cores with the old generation's exit. 10,000
+  connections were not measured after the change: at 10,000 clients (40,000 messages a second) the loaded
+  machine could not keep up even without a reload (raw TCP, before: p50 702 ms, p99 838 ms).
 - Every round trip of both windows is written to \`$BENCH_SERIES_DIR/baton-migrate-stall-<kind>-<N>.csv\`
   (default the temp directory): send time and answer time in ms from the reload command, the round trip,
   the client and the generation that answered.
