@@ -802,7 +802,7 @@ ${stallTableLines(rows).join('\n')}
   and the benchmark process's own event-loop delay show; test/migrate-ws-serving.test.ts checks the
   behaviour instead (generation 1 still answers clients of later batches after generation 2 answered
   others: thousands of answers with pacing, 0 before).
-- Where the rest of a WebSocket's stall is, from the series of the run above (1,000 WebSockets): during the
+- Where the rest of a WebSocket's stall was on 2026-12-07, from that run's series (1,000 WebSockets): during the
   move generation 1 still answered clients of later batches while generation 2 answered the first (pacing
   works); the longest round trips were answered by generation 2 in the second after the move, when every
   connection was already there (medians of 150–300 ms per 100 ms bucket): a new process still cold (its
