@@ -19,7 +19,8 @@ test('while WebSockets move in batches, the old generation answers those whose b
   const s = await startSupervised(t, { app: APP, servingLine: SERVING });
   const clients: Client[] = [];
   for (let i = 0; i < N; i += 100) {
-    clients.push(...(await Promise.all(Array.from({ length: Math.min(100, N - i) }, (_, k) => connect(s.port, i + k)))));
+    const n = Math.min(100, N - i);
+    clients.push(...(await Promise.all(Array.from({ length: n }, (_, k) => connect(s.port, i + k)))));
   }
   // Ping-pong: each client sends its next message as soon as the previous one is answered.
   let running = true;
@@ -55,10 +56,10 @@ test('while WebSockets move in batches, the old generation answers those whose b
   const problems = clients.flatMap((c, i) => c.problems.map((p) => `client ${i}: ${p}`));
   assert.deepEqual(problems.slice(0, 5), [], 'echoes in order, exactly once, with the state carried over');
   assert.deepEqual(clients.flatMap((c) => c.closes), [], 'no client saw its connection close');
-  t.diagnostic(`answers from generation 2: ${newAnswers}; from generation 1 to messages sent after the first of those: ${oldAfterNew}`);
+  t.diagnostic(`answers from generation 2: ${newAnswers}; from generation 1 after the first of those: ${oldAfterNew}`);
   // The last batches leave only once those ahead are adopted (two batches in flight at most): their clients
   // are still answered by generation 1 meanwhile. Moving all at once, every one was paused at the drain (0).
-  assert.ok(oldAfterNew >= 20, `only ${oldAfterNew} messages sent after generation 2 answered were answered by generation 1`);
+  assert.ok(oldAfterNew >= 20, `only ${oldAfterNew} messages sent after generation 2 answered had generation 1 answer`);
   for (const c of clients) c.ws.terminate();
   assert.equal(await s.shutdown(), 0);
 });

@@ -101,7 +101,8 @@ export class Pinger {
       const t = this.sentAt[i]!;
       if (t < from || t >= to) continue;
       const r = this.rtt[i]!;
-      lines.push(`${(t - origin).toFixed(2)},${(t + r - origin).toFixed(2)},${r.toFixed(2)},${this.client[i]},${this.gen[i]}`);
+      const at = (x: number) => (x - origin).toFixed(2);
+      lines.push(`${at(t)},${at(t + r)},${r.toFixed(2)},${this.client[i]},${this.gen[i]}`);
     }
     fs.writeFileSync(file, `${lines.join('\n')}\n`);
     return lines.length - 1;

@@ -206,7 +206,9 @@ export class WebSocketMover implements ConnectionMover {
       // all at once paused the last client for the whole move (p99 of each client's slowest echo ~ the move).
       // Full batches: paced batches sized to ~10 ms of adoptions (16-64 on the loaded machine) made the move
       // 2-3x longer (1,000 WebSockets in 2.9 s instead of ~1 s), too slow for five reloads 300 ms apart.
-      if (i > 0 && i % MAX_MIGRATION_BATCH === 0) await (sender?.accepting ? sender.sendable() : new Promise((r) => setImmediate(r)));
+      if (i > 0 && i % MAX_MIGRATION_BATCH === 0) {
+        await (sender?.accepting ? sender.sendable() : new Promise((r) => setImmediate(r)));
+      }
       moves.push(one(all[i]!));
     }
     await Promise.all(moves);

@@ -269,7 +269,8 @@ export class MigrationSender {
     // RLIMIT_NOFILE the kernel would cut them off the message and close them — the connections with them.
     if (this.#room === null && !(await this.#awaitRoom())) return this.#settle();
     while (this.#queue.length || inflight.length || this.#redirect) {
-      if (!this.#queue.length && inflight.length < WINDOW && this.#sendable.length && !this.#redirect && !this.#ending) {
+      const idle = !this.#queue.length && inflight.length < WINDOW;
+      if (idle && this.#sendable.length && !this.#redirect && !this.#ending) {
         // A mover waits to prepare its next batch until it would leave at once: let it queue that batch now,
         // rather than wait here for the acknowledgement of the one in flight first.
         for (const wake of this.#sendable.splice(0)) wake();
