@@ -1,7 +1,9 @@
 /**
  * A WebSocket pauses only while it moves: during a reload the old generation keeps serving each connection
  * until its own batch leaves (src/integrations/ws.ts with MigrationSender.sendable()), instead of stopping
- * every one at the drain and leaving the last batch frozen for the whole move.
+ * every one at the drain and leaving the last batch frozen for the whole move. The new generation of
+ * test/fixtures/ws-slow-adopt-app.ts takes 2 ms to restore each WebSocket (~0.5 s per batch of 253), so the
+ * old one, without pacing, has stopped reading every connection long before the first batch is adopted.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,14 +11,18 @@ import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { waitFor } from './helpers.js';
 import { startSupervised } from './upgrade-helpers.js';
-import { connect, WS_APP as APP, WS_SERVING as SERVING, type Client } from './ws-helpers.js';
+import path from 'node:path';
+import { ROOT } from './helpers.js';
+import { connect, WS_SERVING as SERVING, type Client } from './ws-helpers.js';
 
-/** Eight full batches (MAX_MIGRATION_BATCH, 253): two in flight at a time, so the last ones leave several
- * adoptions after the first connections were answered by the new generation. */
-const N = 8 * 253;
+const APP = path.join(ROOT, 'dist/test/fixtures/ws-slow-adopt-app.js');
+
+/** Four full batches (MAX_MIGRATION_BATCH, 253): two in flight at a time, so the last ones leave a batch's
+ * adoption or two after the first connections were answered by the new generation. */
+const N = 4 * 253;
 
 test('while WebSockets move in batches, the old generation answers those whose batch has not left yet', async (t) => {
-  const s = await startSupervised(t, { app: APP, servingLine: SERVING });
+  const s = await startSupervised(t, { app: APP, servingLine: SERVING, env: { RESTORE_BUSY_MS: '2' } });
   const clients: Client[] = [];
   for (let i = 0; i < N; i += 100) {
     const n = Math.min(100, N - i);

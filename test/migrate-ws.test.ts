@@ -28,6 +28,9 @@ test('1,000 WebSockets exchange numbered messages through 5 upgrades: no disconn
     assert.equal(r.code, 0, `reload ${i + 1}: ${r.stderr}`);
     await new Promise((res) => setTimeout(res, 300));
   }
+  // A WebSocket is served by the old generation until its own batch moves (paced moves): keep sending until
+  // the last move is over, which shows as every client answered by generation 6.
+  await waitFor(() => clients.every((c) => c.generations.has(6)), 60_000, 'every client answered by generation 6');
   running = false;
   clearInterval(timer);
   await waitFor(() => clients.every((c) => c.expected === c.sent), 20_000, 'every message echoed');
