@@ -7,13 +7,15 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import fs from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
-import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import tls from 'node:tls';
 import WebSocket, { WebSocketServer } from 'ws';
-import { acceptingServerOf, dgramHandleOf, handleOf, setReadPending } from '../src/fd/internals.js';
+import { acceptingServerOf, dgramHandleOf, fileHandleParts, handleOf, setReadPending } from '../src/fd/internals.js';
 import { HTTP2_CHECKED_SETTINGS, http2ShutdownNotice } from '../src/fd/http2.js';
 import {
   connectionsList, http2HandleOf, http2SocketOf, MessageBegun, parserOf, responseHeadOf, setWsCloseReport,
@@ -231,6 +233,22 @@ test("dgram: the handle under Symbol('state symbol') has the fd", async (t) => {
   await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
   const fd = dgramHandleOf(socket)?.fd;
   assert.ok(typeof fd === 'number' && fd >= 0, 'a bound dgram.Socket has its fd in the state symbol');
+});
+
+test("fs: process.binding('fs').FileHandle and the FileHandle class make a FileHandle of an fd", async (t) => {
+  const parts = await fileHandleParts();
+  assert.ok(parts, "process.binding('fs').FileHandle is a constructor (else adoptFile reopens the file instead)");
+  const file = path.join(os.tmpdir(), `baton-internals-${process.pid}`);
+  fs.writeFileSync(file, 'abcdef');
+  t.after(() => fs.rmSync(file, { force: true }));
+  const fd = fs.openSync(file, 'r');
+  const fh = new parts.Wrapper(new parts.Native(fd));
+  assert.equal(fh.fd, fd, 'the FileHandle wraps this very fd');
+  const { bytesRead, buffer } = await fh.read(Buffer.alloc(3), 0, 3, null);
+  assert.equal(buffer.subarray(0, bytesRead).toString(), 'abc');
+  assert.equal(fs.readSync(fd, Buffer.alloc(3), 0, 3, null), 3, 'the same open file description: the offset moved');
+  await fh.close();
+  assert.throws(() => fs.fstatSync(fd), { code: 'EBADF' }, 'closing the FileHandle closed the fd');
 });
 
 // ---- src/integrations/internals.ts: the response head and ws ----

@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { FileHandle } from 'node:fs/promises';
 import { batonError, checkFd } from './errors.js';
+import { fileHandleParts } from './internals.js';
 import { untilListening } from './listening.js';
 import { native, type NativeProbe } from './native.js';
 
@@ -202,34 +203,12 @@ function sameSocket(fd: number, info: NativeProbe): boolean {
 }
 
 /*
- * FileHandle from an fd. Node has no public constructor for it, but its JavaScript FileHandle class wraps
- * a native handle, which the fs binding can make from any fd. We take the class from a FileHandle we open
- * ourselves and the native constructor from the fs binding. If a future Node removes either, we fall back
- * to reopening the file through /proc/self/fd: the same file, but a new open file description (its own
- * offset) and a fresh permission check, which is why it is only the fallback.
+ * FileHandle from an fd: through Node's own classes when src/fd/internals.ts can reach them (the same open
+ * file description), else by reopening the file through /proc/self/fd: the same file, but a new open file
+ * description (its own offset) and a fresh permission check, which is why it is only the fallback.
  */
-type NativeFileHandleCtor = new (fd: number) => unknown;
-type FileHandleClass = new (handle: unknown) => FileHandle;
-let fileHandleParts: Promise<{ Wrapper: FileHandleClass; Native: NativeFileHandleCtor } | null> | undefined;
-
-function loadFileHandleParts(): Promise<{ Wrapper: FileHandleClass; Native: NativeFileHandleCtor } | null> {
-  fileHandleParts ??= (async () => {
-    try {
-      const binding = (process as unknown as { binding(name: string): { FileHandle?: NativeFileHandleCtor } }).binding('fs');
-      if (typeof binding.FileHandle !== 'function') return null;
-      const probeHandle = await fs.promises.open('/dev/null', 'r');
-      const Wrapper = probeHandle.constructor as FileHandleClass;
-      await probeHandle.close();
-      return { Wrapper, Native: binding.FileHandle };
-    } catch {
-      return null;
-    }
-  })();
-  return fileHandleParts;
-}
-
 async function fileOn(fd: number): Promise<FileHandle> {
-  const parts = await loadFileHandleParts();
+  const parts = await fileHandleParts();
   if (parts) {
     try {
       return new parts.Wrapper(new parts.Native(fd));

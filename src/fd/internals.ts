@@ -6,6 +6,8 @@
  * 20.20, 22.23 and 24.21 (lib/net.js, lib/dgram.js, lib/internal/streams/readable.js).
  */
 import type dgram from 'node:dgram';
+import fs from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import type net from 'node:net';
 import { batonError } from './errors.js';
 
@@ -53,4 +55,34 @@ export function setReadPending(socket: net.Socket, pending: boolean): void {
 /** The net.Server that accepted `socket` (`socket.server`, set by lib/net.js onconnection), if any. */
 export function acceptingServerOf(socket: net.Socket): net.Server | undefined {
   return (socket as unknown as { server?: net.Server }).server;
+}
+
+/*
+ * A FileHandle from an fd (adopt.ts adoptFile). Node has no public constructor for it, but its JavaScript
+ * FileHandle class wraps a native handle, which the fs binding (`process.binding('fs').FileHandle`, deprecated
+ * but present on Node 20.20, 22.23 and 24.21) makes from any fd. The class is taken from a FileHandle opened
+ * here, the native constructor from the binding. If a future Node removes either, this resolves to null and
+ * adoptFile falls back to reopening the file (test/internals.test.ts says which).
+ */
+type NativeFileHandleCtor = new (fd: number) => unknown;
+type FileHandleClass = new (handle: unknown) => FileHandle;
+export type FileHandleParts = { Wrapper: FileHandleClass; Native: NativeFileHandleCtor };
+let parts: Promise<FileHandleParts | null> | undefined;
+
+export function fileHandleParts(): Promise<FileHandleParts | null> {
+  parts ??= (async () => {
+    try {
+      const binding = (process as unknown as { binding(name: string): { FileHandle?: NativeFileHandleCtor } }).binding(
+        'fs',
+      );
+      if (typeof binding.FileHandle !== 'function') return null;
+      const probeHandle = await fs.promises.open('/dev/null', 'r');
+      const Wrapper = probeHandle.constructor as FileHandleClass;
+      await probeHandle.close();
+      return { Wrapper, Native: binding.FileHandle };
+    } catch {
+      return null;
+    }
+  })();
+  return parts;
 }
