@@ -13,7 +13,8 @@
         "native/process.c",
         "native/notify.c",
         "native/reexec.c",
-        "native/http2.c"
+        "native/http2.c",
+        "native/reuseport.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "libraries": ["-ldl"],

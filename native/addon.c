@@ -16,6 +16,7 @@ static napi_status (*const inits[])(napi_env, napi_value) = {
     baton_init_notify,
     baton_init_reexec,
     baton_init_http2,
+    baton_init_reuseport,
 };
 
 static napi_value init(napi_env env, napi_value exports) {
