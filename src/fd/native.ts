@@ -77,6 +77,8 @@ export interface NativeBinding {
    * everything put back. */
   execve(path: string, argv: readonly string[], env: readonly string[], keep: readonly number[],
     hold: readonly number[]): never;
+  /** native/reuseport.c: a socket (stream: TCP listener, else UDP) with SO_REUSEPORT set before bind. */
+  bindReusePort(stream: boolean, address: string, port: number, backlog: number, ipv6Only: boolean): number;
   /** Unblock signals an execve() held. */
   releaseSignals(signals: readonly number[]): void;
   /** A pidfd (close-on-exec): polls readable once the process exits. */
