@@ -1,0 +1,182 @@
+/**
+ * SlotSockets (src/cli/slots.ts): per listener name, a reuseport socket per slot (or one socket dup'ed into every
+ * slot), all held for the service's life; slot i's sockets for worker i; the sockets of slots without a live worker
+ * handed to siblings; resize; all-or-nothing binds that leave no fd open.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { test } from 'node:test';
+import { dupFd } from '../src/fd/fd-of.js';
+import { listenOnFd } from '../src/fd/adopt.js';
+import { probe } from '../src/fd/index.js';
+import { SlotSockets, type SlotFd } from '../src/cli/slots.js';
+import { tmpDir, within } from './helpers.js';
+import { closeServer, fdList, isOpen, throwsCode, warmUp } from './fd-helpers.js';
+
+type Cleanup = { after(fn: () => unknown): void };
+
+function slotSockets(t: Cleanup, slots: number, balance?: 'reuseport' | 'shared'): SlotSockets {
+  const s = new SlotSockets({ slots, ...(balance ? { balance } : {}) });
+  t.after(() => s.close());
+  return s;
+}
+
+const inode = (fd: number) => probe(fd).inode;
+const fdsOf = (list: SlotFd[] | undefined) => (list ?? []).map((s) => s.fd);
+
+/** Serve a dup of each fd (as a worker would its received copy) and count the connections each accepts. */
+async function serveCopies(t: Cleanup, fds: number[]): Promise<number[]> {
+  const counts = fds.map(() => 0);
+  for (let i = 0; i < fds.length; i++) {
+    const server = net.createServer((c) => {
+      counts[i]!++;
+      c.end('x');
+    });
+    await listenOnFd(server, dupFd(fds[i]!));
+    t.after(() => closeServer(server));
+  }
+  return counts;
+}
+
+async function connectMany(port: number, total: number): Promise<void> {
+  for (let i = 0; i < total; i++) {
+    await within(new Promise<void>((resolve, reject) => {
+      const c = net.connect(port, '127.0.0.1');
+      c.on('error', reject);
+      c.resume();
+      c.on('end', () => {
+        c.destroy();
+        resolve();
+      });
+    }), 5000, `connection ${i}`);
+  }
+}
+
+test.before(warmUp);
+
+test('reuseport: a distinct socket per slot on one port; every slot\'s worker gets connections', async (t) => {
+  const slots = slotSockets(t, 2);
+  const { port } = slots.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0 });
+  assert.ok(port && port > 0);
+  const [a, b] = [slots.socketsOf(0), slots.socketsOf(1)];
+  assert.equal(a.length, 1);
+  assert.deepEqual({ ...a[0], fd: 0 }, { name: 'web', kind: 'tcp', slot: 0, fd: 0 });
+  assert.notEqual(inode(a[0]!.fd), inode(b[0]!.fd), 'two sockets, not two copies of one');
+  for (const s of [a[0]!, b[0]!]) assert.equal((probe(s.fd).local as { port: number }).port, port);
+  const counts = await serveCopies(t, [a[0]!.fd, b[0]!.fd]);
+  await connectMany(port!, 200);
+  for (const c of counts) assert.ok(c >= 30, `connections per slot: ${counts.join(', ')}`);
+  assert.deepEqual(slots.info(), [{ name: 'web', kind: 'tcp', shared: false, address: `127.0.0.1:${port}`, sockets: 2 }]);
+});
+
+test('shared: one socket dup\'ed into every slot; a Unix path is always shared', async (t) => {
+  const shared = slotSockets(t, 3, 'shared');
+  shared.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0 });
+  const fds = [0, 1, 2].map((i) => shared.socketsOf(i)[0]!.fd);
+  assert.equal(new Set(fds).size, 3, 'a copy per slot');
+  assert.equal(new Set(fds.map(inode)).size, 1, 'of one socket');
+
+  const slots = slotSockets(t, 2);
+  const sock = path.join(tmpDir(t), 'app.sock');
+  assert.deepEqual(slots.bind('local', { kind: 'unix', path: sock, mode: 0o660 }), { port: null });
+  const [u0, u1] = [slots.socketsOf(0)[0]!, slots.socketsOf(1)[0]!];
+  assert.equal(inode(u0.fd), inode(u1.fd));
+  assert.equal(fs.statSync(sock).mode & 0o777, 0o660);
+  assert.equal(slots.info()[0]!.shared, true);
+});
+
+test('UDP: a reuseport socket per slot', (t) => {
+  const slots = slotSockets(t, 2);
+  const { port } = slots.bind('stats', { kind: 'udp', host: '127.0.0.1', port: 0 });
+  const [a, b] = [slots.socketsOf(0)[0]!, slots.socketsOf(1)[0]!];
+  assert.equal(probe(a.fd).kind, 'udp');
+  assert.notEqual(inode(a.fd), inode(b.fd));
+  assert.equal((probe(b.fd).local as { port: number }).port, port);
+});
+
+test('assign: each live worker its own slot; a dead worker\'s reuseport socket goes to a sibling', (t) => {
+  const slots = slotSockets(t, 3);
+  slots.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0 });
+  slots.bind('local', { kind: 'unix', path: path.join(tmpDir(t), 'a.sock') });
+  const all = slots.assign();
+  assert.deepEqual([...all.keys()], [0, 1, 2]);
+  for (const w of [0, 1, 2]) assert.deepEqual(all.get(w), slots.socketsOf(w));
+
+  const web1 = slots.socketsOf(1)[0]!;
+  const withoutOne = slots.assign((i) => i !== 1);
+  assert.deepEqual([...withoutOne.keys()], [0, 2]);
+  assert.ok(fdsOf(withoutOne.get(0)).includes(web1.fd), 'worker 0 also serves slot 1\'s web socket');
+  // The Unix socket is shared: every live worker holds it already, nobody gets slot 1's copy.
+  const local1 = slots.socketsOf(1)[1]!;
+  assert.ok(![...withoutOne.values()].some((l) => fdsOf(l).includes(local1.fd)));
+  assert.ok(isOpen(web1.fd), 'the orphaned slot socket stays open here');
+  assert.equal(slots.assign(() => false).size, 0, 'no live worker: the sockets wait here');
+});
+
+test('resize: growing joins the group; shrinking keeps reuseport sockets for siblings and closes shared copies', async (t) => {
+  const slots = slotSockets(t, 2);
+  const { port } = slots.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0 });
+  slots.bind('copy', { kind: 'unix', path: path.join(tmpDir(t), 'b.sock') });
+  slots.resize(4);
+  assert.equal(slots.slots, 4);
+  const web = [0, 1, 2, 3].map((i) => slots.socketsOf(i)[0]!.fd);
+  assert.equal(new Set(web.map(inode)).size, 4);
+  const counts = await serveCopies(t, web);
+  await connectMany(port!, 200);
+  for (const c of counts) assert.ok(c > 0, `connections per slot after growing: ${counts.join(', ')}`);
+
+  const copies = [2, 3].map((i) => slots.socketsOf(i)[1]!.fd);
+  slots.resize(2);
+  for (const fd of web) assert.ok(isOpen(fd), 'no reuseport socket is closed by a scale-down');
+  for (const fd of copies) assert.ok(!isOpen(fd), 'the removed slots\' shared copies are closed');
+  const assigned = slots.assign();
+  assert.deepEqual(fdsOf(assigned.get(0)).filter((fd) => web.includes(fd)).sort(), [web[0]!, web[2]!].sort());
+  assert.deepEqual(fdsOf(assigned.get(1)).filter((fd) => web.includes(fd)).sort(), [web[1]!, web[3]!].sort());
+  throwsCode(() => slots.socketsOf(2), RangeError, 'ERR_OUT_OF_RANGE');
+  slots.resize(3);
+  assert.equal(slots.socketsOf(2)[0]!.fd, web[2], 'growing again reuses the kept socket');
+});
+
+test('a bind that fails leaves nothing open and the other listeners as they were', async (t) => {
+  const plain = net.createServer();
+  await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+  t.after(() => closeServer(plain));
+  const busy = (plain.address() as net.AddressInfo).port;
+  const slots = slotSockets(t, 3);
+  slots.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0 });
+  const before = fdList();
+  const err = throwsCode(() => slots.bind('api', { kind: 'tcp', host: '127.0.0.1', port: busy }), Error, 'EADDRINUSE');
+  assert.equal(err.syscall, 'bind');
+  assert.deepEqual(fdList(), before);
+  assert.deepEqual(slots.names(), ['web']);
+  throwsCode(() => slots.bind('web', { kind: 'udp', port: 0 }), Error, 'ERR_BATON_DUPLICATE_NAME');
+  assert.deepEqual(fdList(), before);
+});
+
+test('adopt: an fd from outside (systemd) is shared by every slot; a non-listener is refused and closed', async (t) => {
+  const slots = slotSockets(t, 2);
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => closeServer(server));
+  const fd = dupFd(server);
+  slots.adopt('web', fd);
+  assert.equal(inode(slots.socketsOf(1)[0]!.fd), inode(fd));
+  assert.equal(slots.info()[0]!.shared, true);
+  const file = fs.openSync('/dev/null', 'r');
+  throwsCode(() => slots.adopt('file', file), Error, 'ERR_BATON_UNSUPPORTED_FD');
+  assert.ok(!isOpen(file), 'the refused fd was closed');
+});
+
+test('close() closes every socket; bad arguments are TypeError/RangeError', (t) => {
+  const slots = slotSockets(t, 2);
+  slots.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0 });
+  const fds = [0, 1].map((i) => slots.socketsOf(i)[0]!.fd);
+  slots.close();
+  for (const fd of fds) assert.ok(!isOpen(fd));
+  throwsCode(() => slots.bind('x', { kind: 'tcp', port: 0 }), Error, 'ERR_BATON_STATE');
+  throwsCode(() => new SlotSockets({ slots: 0 }), RangeError, 'ERR_OUT_OF_RANGE');
+  throwsCode(() => new SlotSockets({ slots: 1.5 }), TypeError, 'ERR_INVALID_ARG_TYPE');
+  throwsCode(() => new SlotSockets({ slots: 2, balance: 'round-robin' as 'shared' }), TypeError, 'ERR_INVALID_ARG_VALUE');
+});
