@@ -228,6 +228,8 @@ interface SchemaNode {
   $ref?: string;
   type?: string | string[];
   enum?: string[];
+  oneOf?: SchemaNode[];
+  const?: string;
   minimum?: number;
   minLength?: number;
   description?: string;
@@ -252,6 +254,7 @@ test('baton.config.schema.json and the validator agree: the same keys, each of t
       const expected: Record<OptionKind['type'], Partial<SchemaNode>> = {
         seconds: { type: 'number', minimum: 0 },
         count: { type: 'integer', minimum: 0 },
+        workers: { oneOf: [{ type: 'integer', minimum: 1 }, { const: 'max' }] },
         string: { type: 'string', minLength: 1 },
         boolean: { type: 'boolean' },
         enum: { enum: kind.type === 'enum' ? [...kind.values] : [] },

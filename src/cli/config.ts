@@ -12,11 +12,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { batonError, type BatonError } from '../fd/errors.js';
+import { BALANCES } from './slots.js';
 
 /** How a key's value is checked and turned into its flag's text. */
 export type OptionKind =
   | { type: 'seconds' } // a number >= 0, as the flag takes it (seconds, fractions allowed)
   | { type: 'count' } // a whole number >= 0
+  | { type: 'workers' } // a whole number >= 1, or "max"
   | { type: 'string' } // a non-empty string
   | { type: 'boolean' } // true sets the flag; false leaves it off
   | { type: 'enum'; values: readonly string[] };
@@ -36,6 +38,8 @@ export const RUN_OPTIONS: Readonly<Record<string, RunOption>> = {
   logFormat: { flag: '--log-format', kind: { type: 'enum', values: ['text', 'json'] } },
   fdstore: { flag: '--fdstore', kind: { type: 'boolean' } },
   metrics: { flag: '--metrics', kind: { type: 'string' } },
+  workers: { flag: '--workers', kind: { type: 'workers' } },
+  balance: { flag: '--balance', kind: { type: 'enum', values: BALANCES } },
 };
 
 /** `baton run` flags about the config file itself, which therefore have no key in it. */
@@ -199,6 +203,11 @@ function optionValue(file: string, at: string, kind: OptionKind, value: unknown)
     case 'count':
       if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
         throw configError(file, at, `must be a whole number >= 0, got ${describe(value)}`);
+      }
+      return String(value);
+    case 'workers':
+      if (value !== 'max' && (typeof value !== 'number' || !Number.isInteger(value) || value < 1)) {
+        throw configError(file, at, `must be a whole number >= 1 or "max", got ${describe(value)}`);
       }
       return String(value);
     case 'string':

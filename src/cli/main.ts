@@ -17,6 +17,8 @@ import { formatStatus, type StatusData as WatchData, type StatusReply } from './
 import { Supervisor, type UpgradeRecord } from './supervisor.js';
 import { watch } from './watch.js';
 import { HELP } from './help.js';
+import type { Balance } from './slots.js';
+import { parseBalance, parseWorkers, WorkersFlagError } from './workers.js';
 
 class UsageError extends Error {}
 
@@ -112,12 +114,13 @@ export async function main(argv: string[]): Promise<number> {
 
 async function run(argv: string[]): Promise<number> {
   const values = ['--socket', '--ready-timeout', '--drain-timeout', '--log-format', '--max-starts', '--min-uptime'];
-  const { flags, rest } = parse(argv, [...values, '--metrics', ...CONFIG_FLAGS], ['--fdstore']);
+  const { flags, rest } = parse(argv, [...values, '--metrics', '--workers', '--balance', ...CONFIG_FLAGS], ['--fdstore']);
   if (flags.has('help')) {
     process.stdout.write(HELP.run!);
     return 0;
   }
   const config = await configOf(flags);
+  workersOf(flags);
   const command = rest.length ? rest : (config?.command ?? []);
   if (command.length === 0) {
     throw new UsageError('run needs a command, e.g. baton run -- node server.js (or "command" in --config)');
@@ -177,6 +180,30 @@ async function run(argv: string[]): Promise<number> {
   const code = await supervisor.finished;
   if (supervisor.failure) process.stderr.write(`baton: giving up: ${supervisor.failure}\n`);
   return code;
+}
+
+/**
+ * `--workers` and `--balance`, checked before anything starts. Only one worker per generation is built so far
+ * (the supervisor's slot sockets, src/cli/slots.ts, and the native reuseport sockets are; spawning N workers
+ * is not), so N > 1 is refused rather than silently running one.
+ */
+function workersOf(flags: Flags): { workers: number; balance: Balance } {
+  const text = (name: string) => (flags.has(name) ? String(flags.get(name)) : undefined);
+  let workers: number;
+  let balance: Balance;
+  try {
+    workers = parseWorkers(text('--workers'));
+    balance = parseBalance(text('--balance'));
+  } catch (err) {
+    if (err instanceof WorkersFlagError) throw new UsageError(err.message);
+    throw err;
+  }
+  if (workers > 1) {
+    throw new UsageError(`--workers ${text('--workers')}: more than one worker per generation is not built yet ` +
+      '(docs/workers.md says what is built and what is coming); use --workers 1');
+  }
+  if (flags.has('--balance')) throw new UsageError('--balance goes with --workers N (N > 1)');
+  return { workers, balance };
 }
 
 /** `--config FILE [--env NAME]`: the file's options fill in the flags not given; null without --config. */
