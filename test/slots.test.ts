@@ -180,3 +180,42 @@ test('close() closes every socket; bad arguments are TypeError/RangeError', (t) 
   throwsCode(() => new SlotSockets({ slots: 1.5 }), TypeError, 'ERR_INVALID_ARG_TYPE');
   throwsCode(() => new SlotSockets({ slots: 2, balance: 'round-robin' as 'shared' }), TypeError, 'ERR_INVALID_ARG_VALUE');
 });
+
+test('scaling down loses no queued connection: the removed slot\'s queue is served by the remaining worker', async (t) => {
+  // Closing the last fd of an SO_REUSEPORT listener resets its accept queue (here: 206 of 400 connections
+  // queued on a group of two, tcp_migrate_req=0), so resize() must keep the removed slot's socket.
+  const slots = slotSockets(t, 2);
+  const { port } = slots.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0, backlog: 1024 });
+  const total = 200;
+  let connected = 0;
+  let failed = 0;
+  const clients: net.Socket[] = [];
+  t.after(() => clients.forEach((c) => c.destroy()));
+  await within(Promise.all(Array.from({ length: total }, () => new Promise<void>((resolve) => {
+    const c = net.connect(port!, '127.0.0.1', () => {
+      connected++;
+      resolve();
+    });
+    c.on('error', () => {
+      failed++;
+      resolve();
+    });
+    clients.push(c);
+  }))), 10_000, 'connections queued with nobody accepting');
+  assert.equal(connected, total, 'the kernel completed every handshake into the two queues');
+  slots.resize(1);
+  const [only] = [...slots.assign().values()];
+  assert.equal(only!.length, 2, 'worker 0 serves its own socket and the removed slot\'s');
+  let accepted = 0;
+  for (const s of only!) {
+    const server = net.createServer((c) => {
+      accepted++;
+      c.destroy();
+    });
+    await listenOnFd(server, dupFd(s.fd));
+    t.after(() => closeServer(server));
+  }
+  for (let i = 0; i < 500 && accepted < total; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(accepted, total, `accepted ${accepted} of ${total} queued connections`);
+  assert.equal(failed, 0, 'no client saw an error');
+});
