@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { adoptFile, dupFd, probe, type FdInfo } from '../src/index.js';
+import { listenOnFd } from '../src/fd/adopt.js';
 import { FIXTURES, tmpDir, within } from './helpers.js';
 
 type Cleanup = { after(fn: () => unknown): void };
@@ -291,5 +292,35 @@ export function stillOpen(fd: number, inode: number): boolean {
     return probe(fd).inode === inode;
   } catch {
     return false;
+  }
+}
+
+/** Serve each fd (taken: the server owns it) with its own server that counts the connections it accepts and
+ * answers each with one byte; the servers close after the test. Returns the live counts. */
+export async function countAccepts(t: Cleanup, fds: number[]): Promise<number[]> {
+  const counts = fds.map(() => 0);
+  for (let i = 0; i < fds.length; i++) {
+    const server = net.createServer((c) => {
+      counts[i]!++;
+      c.end('x');
+    });
+    await listenOnFd(server, fds[i]!);
+    t.after(() => closeServer(server));
+  }
+  return counts;
+}
+
+/** `total` fresh connections to host:port, one after another, each read to its end. */
+export async function connectMany(port: number, host: string, total: number): Promise<void> {
+  for (let i = 0; i < total; i++) {
+    await within(new Promise<void>((resolve, reject) => {
+      const c = net.connect(port, host);
+      c.on('error', reject);
+      c.resume();
+      c.on('end', () => {
+        c.destroy();
+        resolve();
+      });
+    }), 5000, `connection ${i}`);
   }
 }

@@ -10,10 +10,12 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { closeFds } from '../src/fd/fds.js';
 import { bindReusePort, type ReusePortSocket } from '../src/fd/reuseport.js';
-import { bindOnFd, listenOnFd } from '../src/fd/adopt.js';
+import { bindOnFd } from '../src/fd/adopt.js';
 import { probe } from '../src/fd/index.js';
 import { FIXTURES, spawnNode, within } from './helpers.js';
-import { closeDgram, closeServer, fdList, ipv6Available, NO_IPV6, throwsCode, warmUp } from './fd-helpers.js';
+import {
+  closeDgram, closeServer, connectMany, countAccepts, fdList, ipv6Available, NO_IPV6, throwsCode, warmUp,
+} from './fd-helpers.js';
 
 type Cleanup = { after(fn: () => unknown): void };
 
@@ -27,18 +29,9 @@ function group(t: Cleanup, n: number, type: 'tcp' | 'udp', host = '127.0.0.1'): 
   return all;
 }
 
-/** Serve each socket with its own server that counts the connections it accepts. */
-async function countingServers(t: Cleanup, sockets: ReusePortSocket[]): Promise<number[]> {
-  const counts = sockets.map(() => 0);
-  for (let i = 0; i < sockets.length; i++) {
-    const server = net.createServer((c) => {
-      counts[i]!++;
-      c.end('x');
-    });
-    await listenOnFd(server, claim(sockets, i));
-    t.after(() => closeServer(server));
-  }
-  return counts;
+/** Serve each socket of the group with a counting server (which owns the fd from then on). */
+function countingServers(t: Cleanup, sockets: ReusePortSocket[]): Promise<number[]> {
+  return countAccepts(t, sockets.map((_, i) => claim(sockets, i)));
 }
 
 /** Take socket i's fd out of the group's cleanup list (its new owner closes it). */
@@ -46,21 +39,6 @@ function claim(sockets: ReusePortSocket[], i: number): number {
   const fd = sockets[i]!.fd;
   sockets[i] = { ...sockets[i]!, fd: -1 };
   return fd;
-}
-
-/** `total` fresh connections, one after another, each read to its end. */
-async function connectMany(port: number, host: string, total: number): Promise<void> {
-  for (let i = 0; i < total; i++) {
-    await within(new Promise<void>((resolve, reject) => {
-      const c = net.connect(port, host);
-      c.on('error', reject);
-      c.resume();
-      c.on('end', () => {
-        c.destroy();
-        resolve();
-      });
-    }), 5000, `connection ${i}`);
-  }
 }
 
 test.before(warmUp);

@@ -13,7 +13,7 @@ import { listenOnFd } from '../src/fd/adopt.js';
 import { probe } from '../src/fd/index.js';
 import { SlotSockets, type SlotFd } from '../src/cli/slots.js';
 import { tmpDir, within } from './helpers.js';
-import { closeServer, fdList, isOpen, throwsCode, warmUp } from './fd-helpers.js';
+import { closeServer, connectMany, countAccepts, fdList, isOpen, throwsCode, warmUp } from './fd-helpers.js';
 
 type Cleanup = { after(fn: () => unknown): void };
 
@@ -26,32 +26,9 @@ function slotSockets(t: Cleanup, slots: number, balance?: 'reuseport' | 'shared'
 const inode = (fd: number) => probe(fd).inode;
 const fdsOf = (list: SlotFd[] | undefined) => (list ?? []).map((s) => s.fd);
 
-/** Serve a dup of each fd (as a worker would its received copy) and count the connections each accepts. */
-async function serveCopies(t: Cleanup, fds: number[]): Promise<number[]> {
-  const counts = fds.map(() => 0);
-  for (let i = 0; i < fds.length; i++) {
-    const server = net.createServer((c) => {
-      counts[i]!++;
-      c.end('x');
-    });
-    await listenOnFd(server, dupFd(fds[i]!));
-    t.after(() => closeServer(server));
-  }
-  return counts;
-}
-
-async function connectMany(port: number, total: number): Promise<void> {
-  for (let i = 0; i < total; i++) {
-    await within(new Promise<void>((resolve, reject) => {
-      const c = net.connect(port, '127.0.0.1');
-      c.on('error', reject);
-      c.resume();
-      c.on('end', () => {
-        c.destroy();
-        resolve();
-      });
-    }), 5000, `connection ${i}`);
-  }
+/** Serve a copy of each fd (as a worker serves its received copy), counting the connections each accepts. */
+function serveCopies(t: Cleanup, fds: number[]): Promise<number[]> {
+  return countAccepts(t, fds.map((fd) => dupFd(fd)));
 }
 
 test.before(warmUp);
@@ -66,7 +43,7 @@ test('reuseport: a distinct socket per slot on one port; every slot\'s worker ge
   assert.notEqual(inode(a[0]!.fd), inode(b[0]!.fd), 'two sockets, not two copies of one');
   for (const s of [a[0]!, b[0]!]) assert.equal((probe(s.fd).local as { port: number }).port, port);
   const counts = await serveCopies(t, [a[0]!.fd, b[0]!.fd]);
-  await connectMany(port!, 200);
+  await connectMany(port!, '127.0.0.1', 200);
   for (const c of counts) assert.ok(c >= 30, `connections per slot: ${counts.join(', ')}`);
   assert.deepEqual(slots.info(), [{ name: 'web', kind: 'tcp', shared: false, address: `127.0.0.1:${port}`, sockets: 2 }]);
 });
@@ -124,7 +101,7 @@ test('resize: growing joins the group; shrinking keeps reuseport sockets for sib
   const web = [0, 1, 2, 3].map((i) => slots.socketsOf(i)[0]!.fd);
   assert.equal(new Set(web.map(inode)).size, 4);
   const counts = await serveCopies(t, web);
-  await connectMany(port!, 200);
+  await connectMany(port!, '127.0.0.1', 200);
   for (const c of counts) assert.ok(c > 0, `connections per slot after growing: ${counts.join(', ')}`);
 
   const copies = [2, 3].map((i) => slots.socketsOf(i)[1]!.fd);

@@ -121,13 +121,7 @@ export class SlotSockets {
     const first = this.#bindOne(spec);
     const group: Group = { name, kind: spec.kind, shared, address: first.address, fds: [first.fd], spec: null };
     if (!shared && first.port !== null) group.spec = { ...spec, port: first.port } as SlotListenerSpec;
-    try {
-      this.#fill(group, this.#slots);
-    } catch (err) {
-      closeFds(group.fds);
-      throw err;
-    }
-    this.#groups.set(name, group);
+    this.#add(group);
     return { port: first.port };
   }
 
@@ -151,13 +145,7 @@ export class SlotSockets {
       closeFds([fd]);
       throw err;
     }
-    try {
-      this.#fill(group, this.#slots);
-    } catch (err) {
-      closeFds(group.fds);
-      throw err;
-    }
-    this.#groups.set(name, group);
+    this.#add(group);
   }
 
   /** Slot `slot`'s own sockets, one per listener. The fds stay here: send them, do not close them. */
@@ -232,6 +220,17 @@ export class SlotSockets {
     this.#closed = true;
     for (const g of this.#groups.values()) closeFds(g.fds);
     this.#groups.clear();
+  }
+
+  /** Fill a new group (its first socket made) for every slot and keep it; on failure close all of it. */
+  #add(group: Group): void {
+    try {
+      this.#fill(group, this.#slots);
+    } catch (err) {
+      closeFds(group.fds);
+      throw err;
+    }
+    this.#groups.set(group.name, group);
   }
 
   /** Give `group` a socket for every slot up to `slots` (it has at least one). Throws with the new ones closed. */
