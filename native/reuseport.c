@@ -99,19 +99,45 @@ static bool arg_bool(napi_env env, napi_value v, const char *name, bool *out) {
   return napi_get_value_bool(env, v, out) == napi_ok;
 }
 
-/* bindReusePort(stream, address, port, backlog, ipv6Only) -> fd: a TCP listener (stream) or a bound UDP
- * socket in the SO_REUSEPORT group of address:port. Port 0 picks a free port (read it back with probe). */
+/* Whether address:port is free of listeners (TCP) or bound sockets (UDP), whoever holds them: a bind without
+ * SO_REUSEPORT (TCP: with SO_REUSEADDR, so that TIME_WAIT connections do not count) fails with EADDRINUSE
+ * even against a reuseport group of our own uid, which the group's first socket would silently join. 0 free,
+ * -1 with errno (and *syscall) set. */
+static int check_free(const struct sockaddr_storage *ss, socklen_t len, bool stream, bool v6only,
+                      const char **syscall) {
+  *syscall = "socket";
+  int probe = socket(ss->ss_family, (stream ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (probe < 0) return -1;
+  int r = -1;
+  *syscall = "setsockopt";
+  if (stream && set_int(probe, SOL_SOCKET, SO_REUSEADDR, 1) != 0) goto out;
+  if (ss->ss_family == AF_INET6 && set_int(probe, IPPROTO_IPV6, IPV6_V6ONLY, v6only ? 1 : 0) != 0) goto out;
+  *syscall = "bind";
+  r = bind(probe, (const struct sockaddr *)ss, len);
+out:;
+  int err = errno;
+  close(probe);
+  errno = err;
+  return r == 0 ? 0 : -1;
+}
+
+/* bindReusePort(stream, address, port, backlog, ipv6Only, exclusive) -> fd: a TCP listener (stream) or a
+ * bound UDP socket in the SO_REUSEPORT group of address:port. Port 0 picks a free port (read it back with
+ * probe). `exclusive` (a group's first socket on a given port): EADDRINUSE if anyone holds the port already,
+ * so that a second service on the port fails as a plain listen() would instead of sharing its connections. */
 static napi_value bind_reuseport(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5) {
+  if (argc < 6) {
     return baton_throw_type(env, "ERR_MISSING_ARGS",
-                            "bindReusePort takes (stream, address, port, backlog, ipv6Only)");
+                            "bindReusePort takes (stream, address, port, backlog, ipv6Only, exclusive)");
   }
-  bool stream, v6only;
+  bool stream, v6only, exclusive;
   int32_t port, backlog;
-  if (!arg_bool(env, argv[0], "stream", &stream) || !arg_bool(env, argv[4], "ipv6Only", &v6only)) return NULL;
+  if (!arg_bool(env, argv[0], "stream", &stream) || !arg_bool(env, argv[4], "ipv6Only", &v6only) ||
+      !arg_bool(env, argv[5], "exclusive", &exclusive))
+    return NULL;
   if (!baton_arg_int32(env, argv[2], "port", &port) || !baton_arg_int32(env, argv[3], "backlog", &backlog)) return NULL;
   if (port < 0 || port > 65535)
     return baton_throw_range(env, "ERR_SOCKET_BAD_PORT", "The \"port\" argument must be >= 0 and <= 65535");
@@ -121,6 +147,15 @@ static napi_value bind_reuseport(napi_env env, napi_callback_info info) {
   char text[ADDRESS_MAX];
   if (!parse_address(env, argv[1], port, &ss, &len, text, sizeof text)) return NULL;
 
+  const char *failed;
+  if (exclusive && port != 0 && check_free(&ss, len, stream, v6only, &failed) != 0) {
+    int err = errno;
+    char detail[200];
+    snprintf(detail, sizeof detail, "%.100s port %d (%s)", text, port,
+             err == EADDRINUSE ? "held by another socket, checked before the group's first socket"
+                               : "checking whether the port is free");
+    return baton_throw_errno(env, err, failed, detail);
+  }
   int fd = socket(ss.ss_family, (stream ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return fail(env, -1, "socket", NULL, text, port);
   /* TCP only: a listener needs SO_REUSEADDR to bind while old connections are in TIME_WAIT. On UDP it would

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { closeFds } from '../src/fd/fds.js';
 import { bindReusePort, type ReusePortSocket } from '../src/fd/reuseport.js';
-import { bindOnFd } from '../src/fd/adopt.js';
+import { bindOnFd, listenOnFd } from '../src/fd/adopt.js';
 import { probe } from '../src/fd/index.js';
 import { FIXTURES, spawnNode, within } from './helpers.js';
 import {
@@ -132,6 +132,32 @@ test('EADDRINUSE (bind) when a socket without SO_REUSEPORT holds the port, eithe
   assert.equal(e3.code, 'EADDRINUSE');
 });
 
+test('exclusive: a group\'s first socket refuses a port another group holds, but not one with TIME_WAIT left', async (t) => {
+  const [held] = group(t, 1, 'tcp');
+  const before = fdList();
+  const err = throwsCode(() => bindReusePort({ type: 'tcp', host: '127.0.0.1', port: held!.port, exclusive: true }),
+    Error, 'EADDRINUSE');
+  assert.equal(err.syscall, 'bind');
+  assert.match(err.message, /held by another socket/);
+  assert.deepEqual(fdList(), before, 'the check\'s own socket is closed');
+  const [udp] = group(t, 1, 'udp');
+  throwsCode(() => bindReusePort({ type: 'udp', host: '127.0.0.1', port: udp!.port, exclusive: true }), Error, 'EADDRINUSE');
+  // Without exclusive it joins the group: what the group's other sockets do.
+  const joined = bindReusePort({ type: 'tcp', host: '127.0.0.1', port: held!.port });
+  closeFds([joined.fd]);
+
+  // A port whose listener is gone but whose last connection the server closed first (TIME_WAIT on its side)
+  // is free to a new group.
+  const sockets = group(t, 1, 'tcp');
+  const port = sockets[0]!.port;
+  const server = net.createServer((c) => c.end('x')); // the server closes first: TIME_WAIT is the server's
+  await listenOnFd(server, claim(sockets, 0));
+  await connectMany(port, '127.0.0.1', 1);
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  const again = bindReusePort({ type: 'tcp', host: '127.0.0.1', port, exclusive: true });
+  closeFds([again.fd]);
+});
+
 test('an address not on this host: EADDRNOTAVAIL from bind, nothing left open', () => {
   const before = fdList();
   const err = throwsCode(() => bindReusePort({ type: 'tcp', host: '192.0.2.1', port: 0 }), Error, 'EADDRNOTAVAIL');
@@ -159,6 +185,7 @@ test('bad arguments are TypeError/RangeError, thrown before any socket exists', 
   throwsCode(() => bad({ type: 'tcp', port: 65536 }), RangeError, 'ERR_OUT_OF_RANGE');
   throwsCode(() => bad({ type: 'tcp', port: 0, backlog: -1 }), RangeError, 'ERR_OUT_OF_RANGE');
   throwsCode(() => bad({ type: 'tcp', port: 0, ipv6Only: 1 }), TypeError, 'ERR_INVALID_ARG_TYPE');
+  throwsCode(() => bad({ type: 'tcp', port: 0, exclusive: 'yes' }), TypeError, 'ERR_INVALID_ARG_TYPE');
   throwsCode(() => bad({ type: 'tcp', host: 'fe80::1%nosuchif0', port: 0 }), TypeError, 'ERR_INVALID_ARG_VALUE');
   assert.deepEqual(fdList(), before);
 });

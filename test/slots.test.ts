@@ -132,6 +132,18 @@ test('a bind that fails leaves nothing open and the other listeners as they were
   assert.deepEqual(fdList(), before);
 });
 
+test('a second service on a port a group holds fails with EADDRINUSE instead of joining the group', (t) => {
+  const first = slotSockets(t, 2);
+  const { port } = first.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0 });
+  for (const balance of ['reuseport', 'shared'] as const) {
+    const second = slotSockets(t, 2, balance);
+    const before = fdList();
+    const err = throwsCode(() => second.bind('web', { kind: 'tcp', host: '127.0.0.1', port: port! }), Error, 'EADDRINUSE');
+    assert.equal(err.syscall, 'bind');
+    assert.deepEqual(fdList(), before);
+  }
+});
+
 test('adopt: an fd from outside (systemd) is shared by every slot; a non-listener is refused and closed', async (t) => {
   const slots = slotSockets(t, 2);
   const server = net.createServer();

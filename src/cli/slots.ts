@@ -118,7 +118,7 @@ export class SlotSockets {
     this.#checkOpen();
     this.#checkNewName(name);
     const shared = spec.kind === 'unix' || this.balance === 'shared';
-    const first = this.#bindOne(spec);
+    const first = this.#bindOne(spec, true);
     const group: Group = { name, kind: spec.kind, shared, address: first.address, fds: [first.fd], spec: null };
     if (!shared && first.port !== null) group.spec = { ...spec, port: first.port } as SlotListenerSpec;
     this.#add(group);
@@ -246,7 +246,8 @@ export class SlotSockets {
     }
   }
 
-  #bindOne(spec: SlotListenerSpec): { fd: number; port: number | null; address: string } {
+  /** `first`: the group's first socket, which must not join a group someone else holds on that port. */
+  #bindOne(spec: SlotListenerSpec, first = false): { fd: number; port: number | null; address: string } {
     if (spec.kind === 'unix') {
       const fd = listenUnix(spec.path, spec.backlog ?? DEFAULT_BACKLOG);
       try {
@@ -258,7 +259,7 @@ export class SlotSockets {
       return { fd, port: null, address: spec.path };
     }
     const s = bindReusePort({
-      type: spec.kind, host: spec.host, port: spec.port,
+      type: spec.kind, host: spec.host, port: spec.port, exclusive: first,
       ...(spec.kind === 'tcp' ? { backlog: spec.backlog, ipv6Only: spec.ipv6Only } : {}),
     });
     return { fd: s.fd, port: s.port, address: s.family === 'IPv6' ? `[${s.address}]:${s.port}` : `${s.address}:${s.port}` };

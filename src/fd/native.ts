@@ -77,8 +77,10 @@ export interface NativeBinding {
    * everything put back. */
   execve(path: string, argv: readonly string[], env: readonly string[], keep: readonly number[],
     hold: readonly number[]): never;
-  /** native/reuseport.c: a socket (stream: TCP listener, else UDP) with SO_REUSEPORT set before bind. */
-  bindReusePort(stream: boolean, address: string, port: number, backlog: number, ipv6Only: boolean): number;
+  /** native/reuseport.c: a socket (stream: TCP listener, else UDP) with SO_REUSEPORT set before bind;
+   * `exclusive`: EADDRINUSE if anything holds the port already (a group's first socket). */
+  bindReusePort(stream: boolean, address: string, port: number, backlog: number, ipv6Only: boolean,
+    exclusive: boolean): number;
   /** Unblock signals an execve() held. */
   releaseSignals(signals: readonly number[]): void;
   /** A pidfd (close-on-exec): polls readable once the process exits. */

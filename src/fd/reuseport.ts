@@ -20,6 +20,12 @@ export interface ReusePortOptions {
   backlog?: number;
   /** For an IPv6 address: IPV6_V6ONLY (default false: dual stack, as Node). */
   ipv6Only?: boolean;
+  /**
+   * For a group's first socket (default false): fail with EADDRINUSE if anything holds host:port already — even a
+   * reuseport socket of this uid, which this one would otherwise join silently, sharing its connections with
+   * another service (what a plain listen() refuses). The check is a bind without SO_REUSEPORT just before.
+   */
+  exclusive?: boolean;
 }
 
 export interface ReusePortSocket {
@@ -39,7 +45,7 @@ const DEFAULT_BACKLOG = 511;
  */
 export function bindReusePort(options: ReusePortOptions): ReusePortSocket {
   if (typeof options !== 'object' || options === null) throw argTypeError('options', 'an object', options);
-  const { type, host = '', port, backlog = DEFAULT_BACKLOG, ipv6Only = false } = options;
+  const { type, host = '', port, backlog = DEFAULT_BACKLOG, ipv6Only = false, exclusive = false } = options;
   if (type !== 'tcp' && type !== 'udp') throw argTypeError('options.type', "'tcp' or 'udp'", type);
   if (typeof host !== 'string') throw argTypeError('options.host', 'an IP address string', host);
   if (host !== '' && net.isIP(host.replace(/%.*$/, '')) === 0) {
@@ -52,16 +58,17 @@ export function bindReusePort(options: ReusePortOptions): ReusePortSocket {
   }
   if (backlog < 0 || backlog > 0x7fffffff) throw argRangeError('options.backlog', '>= 0', backlog);
   if (typeof ipv6Only !== 'boolean') throw argTypeError('options.ipv6Only', 'a boolean', ipv6Only);
+  if (typeof exclusive !== 'boolean') throw argTypeError('options.exclusive', 'a boolean', exclusive);
   const stream = type === 'tcp';
   let fd: number;
-  if (host !== '') fd = native.bindReusePort(stream, host, port, backlog, ipv6Only);
+  if (host !== '') fd = native.bindReusePort(stream, host, port, backlog, ipv6Only, exclusive);
   else {
     try {
-      fd = native.bindReusePort(stream, '::', port, backlog, ipv6Only);
+      fd = native.bindReusePort(stream, '::', port, backlog, ipv6Only, exclusive);
     } catch (err) {
       // No IPv6 on this host (a container without it): every IPv4 address, as Node falls back.
       if ((err as NodeJS.ErrnoException).code !== 'EAFNOSUPPORT') throw err;
-      fd = native.bindReusePort(stream, '0.0.0.0', port, backlog, false);
+      fd = native.bindReusePort(stream, '0.0.0.0', port, backlog, false, exclusive);
     }
   }
   let local;
