@@ -26,7 +26,7 @@ import {
 } from './integration.js';
 import { Listeners } from './listeners.js';
 import { createLogger, silentLogger, type LogFields, type Logger } from './logger.js';
-import { openMode, type Opened } from './modes/index.js';
+import { openMode, type Opened, type WorkerSlot } from './modes/index.js';
 import type { Generation, GenerationMode, UpgraderMode } from './modes/mode.js';
 import { ConnectionMoves } from './moves.js';
 import {
@@ -68,6 +68,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   readonly #census = new ConnectionCensus();
   /** While draining: what this generation waits for ('predecessor' first, then 'connections'). */
   #waiting: 'predecessor' | 'connections' = 'connections';
+  readonly #worker: WorkerSlot;
 
   /** Join the previous generation (if any) according to the environment and options. */
   static async start(options: UpgraderOptions = {}): Promise<Upgrader> {
@@ -81,6 +82,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     this.mode = mode.name;
     this.#mode = mode;
     this.#generation = opened.generation;
+    this.#worker = opened.worker;
     this.#client = client;
     this.#inherited = client !== null && client.inventory.some((e) => e.kind !== 'control');
     this.#socketPath = opened.socketPath;
@@ -179,6 +181,11 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   /** Whether sockets came from a predecessor (or the supervisor). */
   get inherited(): boolean {
     return this.#inherited;
+  }
+
+  /** This process's worker slot, `index` of `count` per generation (`baton run --workers`; else 0 of 1). */
+  get worker(): WorkerSlot {
+    return this.#worker;
   }
 
   get state(): UpgraderState {

@@ -4,9 +4,10 @@
  * - standalone: a control socket path (option `socket` or BATON_SOCKET) without a supervisor.
  * - plain: neither.
  */
+import cluster from 'node:cluster';
 import path from 'node:path';
 import { FdChannelServer } from '../../fd/channel-server.js';
-import { argTypeError } from '../../fd/errors.js';
+import { argTypeError, batonError } from '../../fd/errors.js';
 import { GenerationClient } from '../../handoff/client.js';
 import { CONTROL_CHANNEL_LIMITS } from '../../handoff/messages.js';
 import { checkSocketDir } from '../../handoff/peer.js';
@@ -21,6 +22,13 @@ export interface Opened {
   generation: number;
   client: GenerationClient | null;
   socketPath: string | null;
+  worker: WorkerSlot;
+}
+
+/** A process's worker slot: `index` of `count` workers per generation (docs/workers.md). */
+export interface WorkerSlot {
+  index: number;
+  count: number;
 }
 
 export async function openMode(socketOption: unknown, readyTimeout: number): Promise<Opened> {
@@ -30,12 +38,40 @@ export async function openMode(socketOption: unknown, readyTimeout: number): Pro
   if (socketPath !== null && typeof socketPath !== 'string') {
     throw argTypeError('options.socket', 'a path string', socketPath);
   }
-  if (supervised) return openSupervised(path.resolve(socketPath!));
-  if (socketPath) return openStandalone(socketPath, readyTimeout);
-  return { mode: new PlainMode(), generation: 1, client: null, socketPath: null };
+  if (socketPath && cluster.isWorker) throw clusterWorker();
+  if (supervised) return { ...(await openSupervised(path.resolve(socketPath!))), worker: workerSlot(env) };
+  if (socketPath) return { ...(await openStandalone(socketPath, readyTimeout)), worker: ONE_WORKER };
+  return { mode: new PlainMode(), generation: 1, client: null, socketPath: null, worker: ONE_WORKER };
 }
 
-async function openSupervised(resolved: string): Promise<Opened> {
+const ONE_WORKER: WorkerSlot = Object.freeze({ index: 0, count: 1 });
+
+/**
+ * This process was forked by node:cluster (cluster.isWorker: the primary set NODE_UNIQUE_ID, which Node removes
+ * from process.env before the app runs, so only the cluster module can tell): joining the handoff from here
+ * would make each cluster worker look like a new generation to the supervisor (or the serving process) and
+ * take its sockets. baton runs the workers itself.
+ */
+function clusterWorker(): Error {
+  return batonError('ERR_BATON_CLUSTER_WORKER',
+    'Upgrader.start() in a node:cluster worker: under baton, let baton run the workers ' +
+    '(baton run --workers N, docs/workers.md) instead of forking them with node:cluster');
+}
+
+/** The slot `baton run` gave this worker (BATON_WORKER of BATON_WORKERS); one worker when a supervisor
+ * older than these variables set neither. */
+function workerSlot(env: NodeJS.ProcessEnv): WorkerSlot {
+  if (env.BATON_WORKER === undefined && env.BATON_WORKERS === undefined) return ONE_WORKER;
+  const index = Number(env.BATON_WORKER);
+  const count = Number(env.BATON_WORKERS);
+  if (!Number.isInteger(index) || !Number.isInteger(count) || index < 0 || count < 1 || index >= count) {
+    throw batonError('ERR_BATON_PROTOCOL',
+      `the supervisor gave no valid worker slot: BATON_WORKER=${env.BATON_WORKER} BATON_WORKERS=${env.BATON_WORKERS}`);
+  }
+  return Object.freeze({ index, count });
+}
+
+async function openSupervised(resolved: string): Promise<Omit<Opened, 'worker'>> {
   // The supervisor checked the socket's directory. It reads this process's stderr (for the crash-output
   // tail `baton reload` reports). If the supervisor dies, writes to that pipe fail with EPIPE; the
   // generation must keep serving, not crash.
@@ -45,7 +81,7 @@ async function openSupervised(resolved: string): Promise<Opened> {
   return { mode: new SupervisedMode(), generation: client.generation, client, socketPath: resolved };
 }
 
-async function openStandalone(socketPath: string, readyTimeout: number): Promise<Opened> {
+async function openStandalone(socketPath: string, readyTimeout: number): Promise<Omit<Opened, 'worker'>> {
   // The directory is checked (and a shared sticky one like /tmp swapped for a private subdirectory)
   // before anything listens or connects there.
   const resolved = checkSocketDir(socketPath);
