@@ -120,16 +120,13 @@ async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const config = await configOf(flags);
-  const { workers } = workersOf(flags);
+  workersOf(flags); // N > 1 is refused there; the one worker's slot is set by spawn-generation.ts
   const command = rest.length ? rest : (config?.command ?? []);
   if (command.length === 0) {
     throw new UsageError('run needs a command, e.g. baton run -- node server.js (or "command" in --config)');
   }
   // The file's variables are the supervisor's too (BATON_SOCKET, say), and every generation inherits them.
   if (config) Object.assign(process.env, config.env);
-  // Each generation's one worker: slot 0 of 1 (upgrader.worker). (A NODE_UNIQUE_ID in baton's environment
-  // never reaches the app: Node removes it at the start of any script, so it need not be stripped here.)
-  Object.assign(process.env, { BATON_WORKER: '0', BATON_WORKERS: String(workers) });
   const format = flags.get('--log-format') ?? 'text';
   if (format !== 'text' && format !== 'json') throw new UsageError(`--log-format is text or json, got ${String(format)}`);
   let metricsAddress: ReturnType<typeof parseMetricsAddress> | null = null;

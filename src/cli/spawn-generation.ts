@@ -25,6 +25,9 @@ export function generationEnv(
     BATON_SUPERVISOR: String(supervisorPid),
     BATON_GENERATION: String(generation),
     BATON_LOG_FORMAT: opts.logFormat,
+    // Its worker slot (upgrader.worker): one worker per generation is what is built so far (docs/workers.md).
+    BATON_WORKER: '0',
+    BATON_WORKERS: '1',
   };
   // The supervisor is the service's main process: it alone talks to the service manager.
   for (const name of [...SD_NOTIFY_ENV, ...SD_LISTEN_ENV]) delete env[name];
