@@ -9,7 +9,7 @@ import('../dist/src/cli/main.js')
     if (err && err.code === 'ERR_MODULE_NOT_FOUND' && String(err.message).includes('dist/src/cli')) {
       console.error('baton: not built yet. Run `npm install` (or `npm run build`) in the baton package.');
     } else {
-      console.error(`baton: ${err && err.stack ? err.stack : err}`);
+      console.error(`baton: ${err?.stack ? err.stack : err}`);
     }
     process.exitCode = 1;
   });

@@ -45,7 +45,8 @@ static void instance_finalize(napi_env env, void *data, void *hint) {
   free(inst);
 }
 
-static bool get_path(napi_env env, napi_value v, struct sockaddr_un *addr, socklen_t *len, char *path, size_t path_size) {
+static bool get_path(napi_env env, napi_value v, struct sockaddr_un *addr, socklen_t *len, char *path,
+                     size_t path_size) {
   napi_valuetype t;
   napi_typeof(env, v, &t);
   if (t != napi_string) {
@@ -330,7 +331,8 @@ static napi_value channel_send_record_int32(napi_env env, napi_callback_info inf
   if (count < 0 || (size_t)count > len || count > BATON_SCM_MAX_FD)
     return baton_throw_range(env, "ERR_OUT_OF_RANGE", "The \"count\" argument is out of range");
   for (int32_t i = 0; i < count; i++)
-    if (fds[i] < 0) return baton_throw_range(env, "ERR_OUT_OF_RANGE", "The \"fds\" argument must hold file descriptors (>= 0)");
+    if (fds[i] < 0)
+      return baton_throw_range(env, "ERR_OUT_OF_RANGE", "The \"fds\" argument must hold file descriptors (>= 0)");
   return send_record(env, fd, iov, iovcnt, fds, (uint32_t)count);
 }
 

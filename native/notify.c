@@ -29,7 +29,8 @@ static napi_value notify(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
   BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return baton_throw_type(env, "ERR_INVALID_ARG_TYPE", "notify(path, message[, fds]) needs a path and a message");
+  if (argc < 2)
+    return baton_throw_type(env, "ERR_INVALID_ARG_TYPE", "notify(path, message[, fds]) needs a path and a message");
 
   /* The address. One byte more than sun_path so an over-long path is detected, not cut. */
   struct sockaddr_un sa;
@@ -44,15 +45,18 @@ static napi_value notify(napi_env env, napi_callback_info info) {
   socklen_t salen;
   if (len >= 2 && path[0] == '@') {
     /* Abstract namespace: a leading NUL, then the name; the length counts exactly its bytes. */
-    if (len > sizeof sa.sun_path) return baton_throw_range(env, "ERR_OUT_OF_RANGE", "The \"path\" argument is too long for an AF_UNIX address");
+    if (len > sizeof sa.sun_path)
+      return baton_throw_range(env, "ERR_OUT_OF_RANGE", "The \"path\" argument is too long for an AF_UNIX address");
     memcpy(sa.sun_path + 1, path + 1, len - 1);
     salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
   } else if (len >= 1 && path[0] == '/') {
-    if (len >= sizeof sa.sun_path) return baton_throw_range(env, "ERR_OUT_OF_RANGE", "The \"path\" argument is too long for an AF_UNIX address");
+    if (len >= sizeof sa.sun_path)
+      return baton_throw_range(env, "ERR_OUT_OF_RANGE", "The \"path\" argument is too long for an AF_UNIX address");
     memcpy(sa.sun_path, path, len);
     salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
   } else {
-    return baton_throw_type(env, "ERR_INVALID_ARG_VALUE", "The \"path\" argument must be an absolute path or an abstract socket name ('@name')");
+    return baton_throw_type(env, "ERR_INVALID_ARG_VALUE",
+                            "The \"path\" argument must be an absolute path or an abstract socket name ('@name')");
   }
   if (memchr(path, '\0', len) != NULL)
     return baton_throw_type(env, "ERR_INVALID_ARG_VALUE", "The \"path\" argument must not contain NUL bytes");
@@ -69,7 +73,9 @@ static napi_value notify(napi_env env, napi_callback_info info) {
   if (argc >= 3) {
     napi_valuetype ft;
     BATON_CALL(env, napi_typeof(env, argv[2], &ft));
-    if (ft != napi_undefined && ft != napi_null && !baton_arg_fd_array(env, argv[2], "fds", fds, BATON_SCM_MAX_FD, &nfds)) return NULL;
+    if (ft != napi_undefined && ft != napi_null &&
+        !baton_arg_fd_array(env, argv[2], "fds", fds, BATON_SCM_MAX_FD, &nfds))
+      return NULL;
   }
 
   int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

@@ -126,7 +126,8 @@ static napi_value poller_new(napi_env env, napi_callback_info info) {
   if (!baton_arg_fd(env, argv[0], "fd", &fd)) return NULL;
   napi_valuetype t;
   napi_typeof(env, argv[1], &t);
-  if (t != napi_function) return baton_throw_type(env, "ERR_INVALID_ARG_TYPE", "The \"callback\" argument must be a function");
+  if (t != napi_function)
+    return baton_throw_type(env, "ERR_INVALID_ARG_TYPE", "The \"callback\" argument must be a function");
 
   uv_loop_t *loop;
   BATON_CALL(env, napi_get_uv_event_loop(env, &loop));

@@ -107,14 +107,19 @@ static napi_value probe(napi_env env, napi_callback_info info) {
   if (S_ISSOCK(st.st_mode)) {
     int domain = 0, type = 0, acceptconn = 0;
     socklen_t l = sizeof(int);
-    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l) != 0) return baton_throw_errno(env, errno, "getsockopt", "SO_DOMAIN");
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l) != 0)
+      return baton_throw_errno(env, errno, "getsockopt", "SO_DOMAIN");
     l = sizeof(int);
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) != 0) return baton_throw_errno(env, errno, "getsockopt", "SO_TYPE");
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) != 0)
+      return baton_throw_errno(env, errno, "getsockopt", "SO_TYPE");
     l = sizeof(int);
     if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acceptconn, &l) != 0) acceptconn = 0;
     listening = acceptconn != 0;
     family = domain == AF_INET ? "IPv4" : domain == AF_INET6 ? "IPv6" : domain == AF_UNIX ? "unix" : "other";
-    socket_type = type == SOCK_STREAM ? "stream" : type == SOCK_DGRAM ? "dgram" : type == SOCK_SEQPACKET ? "seqpacket" : "other";
+    socket_type = type == SOCK_STREAM      ? "stream"
+                  : type == SOCK_DGRAM     ? "dgram"
+                  : type == SOCK_SEQPACKET ? "seqpacket"
+                                           : "other";
 
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;

@@ -160,7 +160,8 @@ static napi_value bind_reuseport(napi_env env, napi_callback_info info) {
   if (fd < 0) return fail(env, -1, "socket", NULL, text, port);
   /* TCP only: a listener needs SO_REUSEADDR to bind while old connections are in TIME_WAIT. On UDP it would
    * also let any other socket that sets it bind this port outside the group and take its datagrams. */
-  if (stream && set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0) return fail(env, fd, "setsockopt", "SO_REUSEADDR", text, port);
+  if (stream && set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0)
+    return fail(env, fd, "setsockopt", "SO_REUSEADDR", text, port);
   if (set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1) != 0) return fail(env, fd, "setsockopt", "SO_REUSEPORT", text, port);
   if (ss.ss_family == AF_INET6 && set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only ? 1 : 0) != 0)
     return fail(env, fd, "setsockopt", "IPV6_V6ONLY", text, port);

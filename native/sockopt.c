@@ -68,7 +68,8 @@ static napi_value get_raw(napi_env env, napi_callback_info info) {
   int fd;
   int32_t level, name, max;
   if (!level_and_name(env, argv, &fd, &level, &name) || !baton_arg_int32(env, argv[3], "length", &max)) return NULL;
-  if (max < 0 || max > 65536) return baton_throw_range(env, "ERR_OUT_OF_RANGE", "The \"length\" argument must be between 0 and 65536");
+  if (max < 0 || max > 65536)
+    return baton_throw_range(env, "ERR_OUT_OF_RANGE", "The \"length\" argument must be between 0 and 65536");
   char buf[65536];
   socklen_t len = (socklen_t)max;
   if (getsockopt(fd, level, name, buf, &len) != 0) {
@@ -123,7 +124,8 @@ static napi_value tcp_info(napi_env env, napi_callback_info info) {
   struct tcp_info ti;
   memset(&ti, 0, sizeof ti);
   socklen_t len = sizeof ti;
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return baton_throw_errno(env, errno, "getsockopt", "TCP_INFO");
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+    return baton_throw_errno(env, errno, "getsockopt", "TCP_INFO");
   napi_value out, s;
   BATON_CALL(env, napi_create_object(env, &out));
   napi_create_string_utf8(env, tcp_state_name(ti.tcpi_state), NAPI_AUTO_LENGTH, &s);

@@ -109,14 +109,20 @@ function inFlight(r: LoadResult): number {
 }
 
 function counters(r: LoadResult): string {
-  return `requests ${fmt(r.sent)} ok ${fmt(r.ok)} in flight ${fmt(inFlight(r))} non-2xx ${fmt(r.non2xx)} errors ${fmt(r.errors)}`;
+  return (
+    `requests ${fmt(r.sent)} ok ${fmt(r.ok)} in flight ${fmt(inFlight(r))} non-2xx ${fmt(r.non2xx)} errors ` +
+    `${fmt(r.errors)}`
+  );
 }
 
 /** "16 of 16 connections kept": how many of the load's keep-alive connections a reload did not cut. */
 function kept(reconnects: number | undefined): string {
   if (reconnects === undefined) return '';
   const k = Math.max(0, CONNECTIONS - reconnects);
-  return `; ${k} of ${CONNECTIONS} keep-alive connections kept open${k === CONNECTIONS ? ' (moved to the new generation, no reconnect)' : ''}`;
+  return (
+    `; ${k} of ${CONNECTIONS} keep-alive connections kept ` +
+    `open${k === CONNECTIONS ? ' (moved to the new generation, no reconnect)' : ''}`
+  );
 }
 
 // --- output ------------------------------------------------------------------------------------------------
@@ -124,7 +130,8 @@ function kept(reconnects: number | undefined): string {
 function liveText(): string {
   const r = load?.result;
   const requests = r
-    ? `requests ${fmt(r.sent)} ok ${fmt(r.ok)} in flight ${fmt(inFlight(r))}${r.non2xx ? ` non-2xx ${fmt(r.non2xx)}` : ''} errors ${fmt(r.errors)}`
+    ? `requests ${fmt(r.sent)} ok ${fmt(r.ok)} in flight ` +
+      `${fmt(inFlight(r))}${r.non2xx ? ` non-2xx ${fmt(r.non2xx)}` : ''} errors ${fmt(r.errors)}`
     : 'requests 0';
   const parts = [requests, `generation ${generationNow || '-'}`, phase];
   return parts.join(' | ');
@@ -134,7 +141,7 @@ function renderLive(): void {
   if (!tty) return;
   const width = Math.max(20, (process.stdout.columns ?? 100) - 1);
   let text = liveText();
-  if (text.length > width) text = text.slice(0, width - 1) + '…';
+  if (text.length > width) text = `${text.slice(0, width - 1)}…`;
   process.stdout.write(`\r\x1b[2K${text}`);
   liveShown = true;
 }
@@ -169,14 +176,23 @@ function keepTail(chunk: Buffer): void {
 }
 
 /** Run `baton ARGS…`; never rejects. `signal`: abandon it on Ctrl-C (not for the cleanup's own commands). */
-function baton(args: string[], timeoutMs: number, signal?: AbortSignal): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function baton(
+  args: string[],
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BATON, ...args], { cwd: ROOT, timeout: timeoutMs, maxBuffer: 1 << 20, ...(signal ? { signal } : {}) }, (err, stdout, stderr) => {
-      // A non-zero exit has a numeric code; a timeout, an abort or a spawn failure has none.
-      const raw: unknown = err ? err.code : 0;
-      const code = typeof raw === 'number' ? raw : null;
-      resolve({ code, stdout, stderr: stderr || (err && code === null ? err.message : '') });
-    });
+    execFile(
+      process.execPath,
+      [BATON, ...args],
+      { cwd: ROOT, timeout: timeoutMs, maxBuffer: 1 << 20, ...(signal ? { signal } : {}) },
+      (err, stdout, stderr) => {
+        // A non-zero exit has a numeric code; a timeout, an abort or a spawn failure has none.
+        const raw: unknown = err ? err.code : 0;
+        const code = typeof raw === 'number' ? raw : null;
+        resolve({ code, stdout, stderr: stderr || (err && code === null ? err.message : '') });
+      },
+    );
   });
 }
 
@@ -221,7 +237,13 @@ function killPid(pid: number, signal: NodeJS.Signals): boolean {
 /** SIGKILL what is left of our processes, synchronously (also used from the 'exit' handler). */
 function killLeftovers(): number[] {
   const killed: number[] = [];
-  if (supervisor?.pid && supervisor.exitCode === null && supervisor.signalCode === null && killPid(supervisor.pid, 'SIGKILL')) killed.push(supervisor.pid);
+  if (
+    supervisor?.pid &&
+    supervisor.exitCode === null &&
+    supervisor.signalCode === null &&
+    killPid(supervisor.pid, 'SIGKILL')
+  )
+    killed.push(supervisor.pid);
   for (const pid of generationPids) {
     if (alive(pid) && isOurServer(pid) && killPid(pid, 'SIGKILL')) killed.push(pid);
   }
@@ -235,7 +257,10 @@ function removeDir(): void {
 
 function until<T>(p: Promise<T>, timeoutMs: number): Promise<T | 'timeout'> {
   let timer: NodeJS.Timeout;
-  return Promise.race([p.finally(() => clearTimeout(timer)), new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)))]);
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs))),
+  ]);
 }
 
 // --- the fresh-connection prober ---------------------------------------------------------------------------
@@ -256,26 +281,29 @@ function startProber(port: number): { stats: ProbeStats; stop(): Promise<void> }
         stats.errorCodes[code] = (stats.errorCodes[code] ?? 0) + 1;
         resolve();
       };
-      const req = http.get({ host: HOST, port, path: '/', agent: false, headers: { connection: 'close' }, timeout: 5000 }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (body += d));
-        res.on('error', fail);
-        res.on('end', () => {
-          if (settled) return;
-          settled = true;
-          if (res.statusCode === 200) stats.ok++;
-          else stats.otherErrors++;
-          const m = /generation (\d+) \(pid (\d+)\)/.exec(body);
-          if (m) {
-            const gen = Number(m[1]);
-            stats.generationsSeen.add(gen);
-            generationPids.add(Number(m[2]));
-            generationNow = Math.max(generationNow, gen);
-          }
-          resolve();
-        });
-      });
+      const req = http.get(
+        { host: HOST, port, path: '/', agent: false, headers: { connection: 'close' }, timeout: 5000 },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (body += d));
+          res.on('error', fail);
+          res.on('end', () => {
+            if (settled) return;
+            settled = true;
+            if (res.statusCode === 200) stats.ok++;
+            else stats.otherErrors++;
+            const m = /generation (\d+) \(pid (\d+)\)/.exec(body);
+            if (m) {
+              const gen = Number(m[1]);
+              stats.generationsSeen.add(gen);
+              generationPids.add(Number(m[2]));
+              generationNow = Math.max(generationNow, gen);
+            }
+            resolve();
+          });
+        },
+      );
       req.on('timeout', () => req.destroy(Object.assign(new Error('probe timed out'), { code: 'ETIMEDOUT' })));
       req.on('error', fail);
     });
@@ -312,9 +340,11 @@ async function status(sock: string, signal?: AbortSignal): Promise<StatusData | 
 async function waitForLine(re: RegExp, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!re.test(outputTail)) {
-    if (supervisor!.exitCode !== null || supervisor!.signalCode !== null) throw new Error('the supervisor exited before the server was serving');
+    if (supervisor!.exitCode !== null || supervisor!.signalCode !== null)
+      throw new Error('the supervisor exited before the server was serving');
     // The supervisor would keep respawning a generation 1 that fails to start: no point in waiting.
-    if (/rollback supervisor=\d+ generation=1 /.test(outputTail)) throw new Error('the server failed to start (its output is below)');
+    if (/rollback supervisor=\d+ generation=1 /.test(outputTail))
+      throw new Error('the server failed to start (its output is below)');
     if (Date.now() > deadline) throw new Error(`the server did not start within ${timeoutMs} ms`);
     await sleep(25, undefined, { signal: abort.signal });
   }
@@ -324,7 +354,11 @@ async function reload(sock: string, index: number): Promise<ReloadOutcome> {
   phase = `reload ${index}/${RELOADS} …`;
   renderLive();
   const t0 = performance.now();
-  const r = await baton(['reload', '--socket', sock, '--json', '--timeout', String(RELOAD_TIMEOUT_S)], (RELOAD_TIMEOUT_S + 10) * 1000, abort.signal);
+  const r = await baton(
+    ['reload', '--socket', sock, '--json', '--timeout', String(RELOAD_TIMEOUT_S)],
+    (RELOAD_TIMEOUT_S + 10) * 1000,
+    abort.signal,
+  );
   const commandMs = performance.now() - t0;
   let parsed: { ok: boolean; reason?: string; upgrade: UpgradeRecord | null } | null = null;
   try {
@@ -339,9 +373,14 @@ async function reload(sock: string, index: number): Promise<ReloadOutcome> {
     out.readyMs = parsed.upgrade.readyMs;
     if (out.pid) generationPids.add(out.pid);
   }
-  if (!out.ok) out.reason = abort.signal.aborted ? 'interrupted' : (parsed?.reason ?? r.stderr.trim()) || `baton reload exited with ${r.code}`;
+  if (!out.ok)
+    out.reason = abort.signal.aborted
+      ? 'interrupted'
+      : (parsed?.reason ?? r.stderr.trim()) || `baton reload exited with ${r.code}`;
   if (out.ok && out.generation) generationNow = Math.max(generationNow, out.generation);
-  phase = out.ok ? `reload ${index}/${RELOADS} ✓ ${ms(out.readyMs)}` : `reload ${index}/${RELOADS} ✗ ${out.reason!.split('\n')[0]}`;
+  phase = out.ok
+    ? `reload ${index}/${RELOADS} ✓ ${ms(out.readyMs)}`
+    : `reload ${index}/${RELOADS} ✗ ${out.reason!.split('\n')[0]}`;
   return out;
 }
 
@@ -367,7 +406,10 @@ async function main(): Promise<number> {
   const sock = path.join(dir, 'baton.sock');
 
   say(`baton demo: examples/http-server under \`baton run\` on http://${HOST}:${port}`);
-  say(`${CONNECTIONS} keep-alive connections send requests throughout, plus a fresh connection every ${PROBE_EVERY_MS} ms; ${RELOADS} reloads`);
+  say(
+    `${CONNECTIONS} keep-alive connections send requests throughout, plus a fresh connection every ${PROBE_EVERY_MS} ` +
+      `ms; ${RELOADS} reloads`,
+  );
 
   const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), HOST };
   delete env.BATON_SOCKET;
@@ -375,12 +417,16 @@ async function main(): Promise<number> {
   delete env.BATON_GENERATION;
   // detached: a Ctrl-C in the terminal reaches only this script, which then stops the supervisor gracefully
   // (a supervisor that also got the SIGINT would take our SIGTERM as a second signal and force).
-  supervisor = spawn(process.execPath, [BATON, 'run', '--socket', sock, '--drain-timeout', '5', '--', process.execPath, SERVER], {
-    cwd: ROOT,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  });
+  supervisor = spawn(
+    process.execPath,
+    [BATON, 'run', '--socket', sock, '--drain-timeout', '5', '--', process.execPath, SERVER],
+    {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    },
+  );
   supervisorExit = new Promise((resolve) => supervisor!.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
   supervisor.on('error', (err) => keepTail(Buffer.from(`\n${err.message}\n`)));
   supervisor.stdout!.on('data', keepTail);
@@ -411,7 +457,11 @@ async function main(): Promise<number> {
       openedAt.push(load.result.socketsOpened);
       const r = await reload(sock, i);
       results.push(r);
-      if (r.ok) step(`reload ${i}/${RELOADS} ✓ generation ${r.generation} (pid ${r.pid}) serving, ready in ${ms(r.readyMs)} (\`baton reload\` took ${ms(r.commandMs)}) | ${counters(load.result)}`);
+      if (r.ok)
+        step(
+          `reload ${i}/${RELOADS} ✓ generation ${r.generation} (pid ${r.pid}) serving, ready in ${ms(r.readyMs)} ` +
+            `(\`baton reload\` took ${ms(r.commandMs)}) | ${counters(load.result)}`,
+        );
       else step(`reload ${i}/${RELOADS} ✗ ${r.reason}`);
       abort.signal.throwIfAborted();
       await sleep(i < RELOADS ? BETWEEN_MS : COOLDOWN_MS, undefined, { signal: abort.signal });
@@ -435,41 +485,80 @@ async function main(): Promise<number> {
       const rec = data?.upgrades?.find((u) => u.generation === r.generation && u.kind === 'reload');
       if (rec?.drainMs !== undefined) r.drainMs = rec.drainMs;
     }
-    if (!tty) say(interruptedBy ? `interrupted (${interruptedBy}): stopping` : 'stopping the load, then the supervisor');
+    if (!tty)
+      say(interruptedBy ? `interrupted (${interruptedBy}): stopping` : 'stopping the load, then the supervisor');
     stopHow = await stopSupervisor(sock);
     leftovers = killLeftovers();
     removeDir();
   }
 
   // --- summary ---
-  const r = loadResult ?? { sent: 0, ok: 0, non2xx: 0, errors: 0, errorCodes: {}, latenciesMs: [], durationMs: 0 } as unknown as LoadResult;
-  const p = prober?.stats ?? { sent: 0, ok: 0, refused: 0, otherErrors: 0, errorCodes: {}, generationsSeen: new Set<number>() };
+  const r =
+    loadResult ??
+    ({ sent: 0, ok: 0, non2xx: 0, errors: 0, errorCodes: {}, latenciesMs: [], durationMs: 0 } as unknown as LoadResult);
+  const p = prober?.stats ?? {
+    sent: 0,
+    ok: 0,
+    refused: 0,
+    otherErrors: 0,
+    errorCodes: {},
+    generationsSeen: new Set<number>(),
+  };
   const okReloads = results.filter((x) => x.ok).length;
   const refused = (r.errorCodes.ECONNREFUSED ?? 0) + p.refused;
-  const codes = Object.entries({ ...r.errorCodes }).map(([c, n]) => `${c} ×${n}`).join(', ');
+  const codes = Object.entries({ ...r.errorCodes })
+    .map(([c, n]) => `${c} ×${n}`)
+    .join(', ');
   const rate = r.durationMs ? Math.round((r.sent / r.durationMs) * 1000) : 0;
   const gens = [...p.generationsSeen].sort((a, b) => a - b);
 
   const lines: string[] = ['', 'summary'];
   if (load) {
-    lines.push(`  requests  sent ${fmt(r.sent)}  ok ${fmt(r.ok)}  non-2xx ${fmt(r.non2xx)}  errors ${fmt(r.errors)}${codes ? ` (${codes})` : ''}`);
-    lines.push(`            ${CONNECTIONS} keep-alive connections, ${(r.durationMs / 1000).toFixed(1)} s, ${fmt(rate)} req/s, latency p50 ${percentile(r.latenciesMs, 50).toFixed(1)} ms, p99 ${percentile(r.latenciesMs, 99).toFixed(1)} ms`);
-    lines.push(`  reloads   ${okReloads} of ${RELOADS} served${results.length < RELOADS ? ` (${RELOADS - results.length} not attempted)` : ''}`);
+    lines.push(
+      `  requests  sent ${fmt(r.sent)}  ok ${fmt(r.ok)}  non-2xx ${fmt(r.non2xx)}  errors ` +
+        `${fmt(r.errors)}${codes ? ` (${codes})` : ''}`,
+    );
+    lines.push(
+      `            ${CONNECTIONS} keep-alive connections, ${(r.durationMs / 1000).toFixed(1)} s, ${fmt(rate)} req/s, ` +
+        `latency p50 ${percentile(r.latenciesMs, 50).toFixed(1)} ms, p99 ${percentile(r.latenciesMs, 99).toFixed(1)} ` +
+        `ms`,
+    );
+    lines.push(
+      `  reloads   ${okReloads} of ${RELOADS} ` +
+        `served${results.length < RELOADS ? ` (${RELOADS - results.length} not attempted)` : ''}`,
+    );
     for (const x of results) {
       if (x.ok) {
-        lines.push(`            ${x.index}. generation ${x.generation} (pid ${x.pid}) ready in ${ms(x.readyMs)}; the old generation drained in ${x.drainMs === undefined ? '(still draining)' : ms(x.drainMs)}; \`baton reload\` took ${ms(x.commandMs)}${kept(x.reconnects)}`);
+        lines.push(
+          `            ${x.index}. generation ${x.generation} (pid ${x.pid}) ready in ${ms(x.readyMs)}; the old ` +
+            `generation drained in ${x.drainMs === undefined ? '(still draining)' : ms(x.drainMs)}; \`baton reload\` ` +
+            `took ${ms(x.commandMs)}${kept(x.reconnects)}`,
+        );
       } else {
         lines.push(`            ${x.index}. ${x.reason === 'interrupted' ? 'interrupted' : `FAILED: ${x.reason}`}`);
       }
     }
-    const probeErr = p.otherErrors ? `, ${fmt(p.otherErrors)} failed otherwise (${Object.entries(p.errorCodes).filter(([c]) => c !== 'ECONNREFUSED').map(([c, n]) => `${c} ×${n}`).join(', ') || 'non-200'})` : '';
+    const probeErr = p.otherErrors
+      ? `, ${fmt(p.otherErrors)} failed otherwise (${
+          Object.entries(p.errorCodes)
+            .filter(([c]) => c !== 'ECONNREFUSED')
+            .map(([c, n]) => `${c} ×${n}`)
+            .join(', ') || 'non-200'
+        })`
+      : '';
     lines.push(
       refused === 0
-        ? `  port      never refused: ${fmt(p.sent)} fresh connections, 0 refused${probeErr}; answered by generation${gens.length > 1 ? 's' : ''} ${gens.join(', ') || '-'}`
-        : `  port      REFUSED ${fmt(refused)} connection(s) (${fmt(p.refused)} of ${fmt(p.sent)} fresh ones)${probeErr}`,
+        ? `  port      never refused: ${fmt(p.sent)} fresh connections, 0 refused${probeErr}; answered by ` +
+            `generation${gens.length > 1 ? 's' : ''} ${gens.join(', ') || '-'}`
+        : `  port      REFUSED ${fmt(refused)} connection(s) (${fmt(p.refused)} of ${fmt(p.sent)} fresh ` +
+            `ones)${probeErr}`,
     );
   }
-  lines.push(`  cleanup   supervisor ${stopHow}; ${leftovers.length ? `killed leftover pid(s) ${leftovers.join(', ')}` : 'no leftover processes'}; tmp dir removed`);
+  lines.push(
+    `  cleanup   supervisor ${stopHow}; ` +
+      `${leftovers.length ? `killed leftover pid(s) ${leftovers.join(', ')}` : 'no leftover processes'}; tmp dir ` +
+      `removed`,
+  );
 
   const problems: string[] = [];
   if (failure) problems.push(failure);
@@ -484,7 +573,10 @@ async function main(): Promise<number> {
 
   let code: number;
   if (interruptedBy) {
-    lines.push(`verdict: INTERRUPTED (${interruptedBy}) after ${okReloads} reload(s); ${problems.length ? problems.join(', ') : `${fmt(r.sent)} requests so far, none failed`}`);
+    lines.push(
+      `verdict: INTERRUPTED (${interruptedBy}) after ${okReloads} reload(s); ` +
+        `${problems.length ? problems.join(', ') : `${fmt(r.sent)} requests so far, none failed`}`,
+    );
     code = interruptedBy === 'SIGINT' ? 130 : 143;
   } else if (problems.length === 0) {
     const allKept = results.every((x) => x.reconnects === 0);
@@ -499,7 +591,9 @@ async function main(): Promise<number> {
   }
   for (const l of lines) say(l);
   if (code === 1 && outputTail) {
-    process.stderr.write(`\nlast output of the supervisor and its generations:\n${outputTail.trim().split('\n').slice(-30).join('\n')}\n`);
+    process.stderr.write(
+      `\nlast output of the supervisor and its generations:\n${outputTail.trim().split('\n').slice(-30).join('\n')}\n`,
+    );
   }
   return code;
 }

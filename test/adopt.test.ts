@@ -13,18 +13,42 @@ import net from 'node:net';
 import path from 'node:path';
 import { before, test } from 'node:test';
 import {
-  adopt, adoptDgram, adoptFile, adoptServer, adoptSocket, dupFd, fdOf, FdChannel, FdChannelServer, probe,
+  adopt,
+  adoptDgram,
+  adoptFile,
+  adoptServer,
+  adoptSocket,
+  dupFd,
+  fdOf,
+  FdChannel,
+  FdChannelServer,
+  probe,
 } from '../src/index.js';
 import { native } from '../src/fd/native.js';
 import { listenOnFd } from '../src/upgrader/sockets.js';
 import { expectFdsBackTo, fdCount, FIXTURES, spawnNode, tmpDir, within } from './helpers.js';
 import {
-  bindUdp, closeDgram, closeServer, closedFd, connectedPair, connectedUnixPair, destroySocket, fdList,
-  ipv6Available, listenTcp, listenUnix, NO_IPV6, openFifo, rejectsCode, runPythonUnixDgram, throwsCode, warmUp, stillOpen,
+  bindUdp,
+  closeDgram,
+  closeServer,
+  closedFd,
+  connectedPair,
+  connectedUnixPair,
+  destroySocket,
+  fdList,
+  ipv6Available,
+  listenTcp,
+  listenUnix,
+  NO_IPV6,
+  openFifo,
+  rejectsCode,
+  runPythonUnixDgram,
+  throwsCode,
+  warmUp,
+  stillOpen,
 } from './fd-helpers.js';
 
 before(warmUp);
-
 
 function connectTo(port: number, host: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -63,7 +87,11 @@ for (const host of ['127.0.0.1', '::1']) {
 
     // Only the adopted server accepts now.
     await closeServer(original);
-    const accepted = within(new Promise<net.Socket>((resolve) => server.once('connection', resolve)), 5000, 'a connection on the adopted listener');
+    const accepted = within(
+      new Promise<net.Socket>((resolve) => server.once('connection', resolve)),
+      5000,
+      'a connection on the adopted listener',
+    );
     const client = await connectTo(port, host);
     t.after(() => destroySocket(client));
     const s = await accepted;
@@ -92,7 +120,11 @@ test('adoptServer: a Unix listener becomes a listening net.Server', async (t) =>
   const moved = path.join(dir, 'moved.sock');
   fs.renameSync(file, moved);
   await closeServer(original);
-  const accepted = within(new Promise<net.Socket>((resolve) => server.once('connection', resolve)), 5000, 'a Unix connection on the adopted listener');
+  const accepted = within(
+    new Promise<net.Socket>((resolve) => server.once('connection', resolve)),
+    5000,
+    'a Unix connection on the adopted listener',
+  );
   const client = net.connect(moved);
   t.after(() => destroySocket(client));
   const s = await accepted;
@@ -224,7 +256,7 @@ test('adopt/adoptFile: a regular file becomes a FileHandle on the same open file
   assert.equal((await fh.stat()).size, 11);
   await fh.close();
   assert.equal(fdList().includes(d), false, 'closing the FileHandle closed the fd');
-  assert.equal((await original.readFile({ encoding: 'utf8' })), '', 'the original is still open (at end of file)');
+  assert.equal(await original.readFile({ encoding: 'utf8' }), '', 'the original is still open (at end of file)');
   await original.close();
 
   const g = (await adopt(dupFd(await keep(t, fs.promises.open(file, 'r'))))) as fs.promises.FileHandle;
@@ -245,7 +277,10 @@ test('adopt/adoptFile: a regular file becomes a FileHandle on the same open file
 });
 
 const kept: fs.promises.FileHandle[] = [];
-async function keep(t: { after(fn: () => unknown): void }, p: Promise<fs.promises.FileHandle>): Promise<fs.promises.FileHandle> {
+async function keep(
+  t: { after(fn: () => unknown): void },
+  p: Promise<fs.promises.FileHandle>,
+): Promise<fs.promises.FileHandle> {
   const fh = await p;
   kept.push(fh);
   t.after(closeKept);
@@ -369,79 +404,100 @@ test('adopt: EBADF for a closed fd, argument errors before anything happens', as
   await expectFdsBackTo(baseline, 'the EBADF and argument cases');
 });
 
-test('adopt across processes: a child sends its TCP listener over an FdChannel; the parent serves HTTP on it after the child closed its copy', async (t) => {
-  const baseline = fdCount();
-  const dir = tmpDir(t);
-  const channelPath = path.join(dir, 'ch.sock');
-  const channels = await FdChannelServer.listen(channelPath);
-  t.after(() => channels.close());
-  const received = new Promise<{ meta: { port: number; pid: number }; fds: number[]; channel: FdChannel }>((resolve) => {
-    channels.once('channel', (channel) => {
-      t.after(() => channel.close());
-      channel.once('message', (data, fds) => resolve({ meta: JSON.parse(String(data)) as { port: number; pid: number }, fds, channel }));
-    });
-  });
-  const child = spawnNode(t, path.join(FIXTURES, 'send-listener.js'), [channelPath]);
-  const { meta, fds, channel } = await within(received, 10_000, 'the listener from the child');
-  assert.equal(meta.pid, child.pid);
-  assert.equal(fds.length, 1);
-  const info = probe(fds[0]!);
-  assert.equal(info.kind, 'tcp-listener');
-  assert.deepEqual(info.local, { family: 'IPv4', address: '127.0.0.1', port: meta.port });
-  assert.equal(info.cloexec, true, 'received fds are close-on-exec');
+test(
+  'adopt across processes: a child sends its TCP listener over an FdChannel; the parent serves HTTP on it after ' +
+    'the child closed its copy',
+  async (t) => {
+    const baseline = fdCount();
+    const dir = tmpDir(t);
+    const channelPath = path.join(dir, 'ch.sock');
+    const channels = await FdChannelServer.listen(channelPath);
+    t.after(() => channels.close());
+    const received = new Promise<{ meta: { port: number; pid: number }; fds: number[]; channel: FdChannel }>(
+      (resolve) => {
+        channels.once('channel', (channel) => {
+          t.after(() => channel.close());
+          channel.once('message', (data, fds) =>
+            resolve({ meta: JSON.parse(String(data)) as { port: number; pid: number }, fds, channel }),
+          );
+        });
+      },
+    );
+    const child = spawnNode(t, path.join(FIXTURES, 'send-listener.js'), [channelPath]);
+    const { meta, fds, channel } = await within(received, 10_000, 'the listener from the child');
+    assert.equal(meta.pid, child.pid);
+    assert.equal(fds.length, 1);
+    const info = probe(fds[0]!);
+    assert.equal(info.kind, 'tcp-listener');
+    assert.deepEqual(info.local, { family: 'IPv4', address: '127.0.0.1', port: meta.port });
+    assert.equal(info.cloexec, true, 'received fds are close-on-exec');
 
-  const server = await adoptServer(fds[0]!);
-  t.after(() => closeServer(server));
-  const web = http.createServer((req, res) => res.end(`served by ${process.pid} for ${req.url}`));
-  server.on('connection', (s) => web.emit('connection', s));
+    const server = await adoptServer(fds[0]!);
+    t.after(() => closeServer(server));
+    const web = http.createServer((req, res) => res.end(`served by ${process.pid} for ${req.url}`));
+    server.on('connection', (s) => web.emit('connection', s));
 
-  // The child closes its copy and exits: from then on the parent's is the only one.
-  await child.line(/^closed (\d+)$/m);
-  assert.equal(await within(child.exited, 10_000, 'the child to exit'), 0);
-  const body = await within(
-    new Promise<string>((resolve, reject) => {
-      http.get({ host: '127.0.0.1', port: meta.port, path: '/x', agent: false }, (res) => {
-        let s = '';
-        res.setEncoding('utf8').on('data', (d) => (s += d)).on('end', () => resolve(s));
-      }).on('error', reject);
-    }),
-    5000,
-    'an HTTP response from the adopted listener',
-  );
-  assert.equal(body, `served by ${process.pid} for /x`);
+    // The child closes its copy and exits: from then on the parent's is the only one.
+    await child.line(/^closed (\d+)$/m);
+    assert.equal(await within(child.exited, 10_000, 'the child to exit'), 0);
+    const body = await within(
+      new Promise<string>((resolve, reject) => {
+        http
+          .get({ host: '127.0.0.1', port: meta.port, path: '/x', agent: false }, (res) => {
+            let s = '';
+            res
+              .setEncoding('utf8')
+              .on('data', (d) => (s += d))
+              .on('end', () => resolve(s));
+          })
+          .on('error', reject);
+      }),
+      5000,
+      'an HTTP response from the adopted listener',
+    );
+    assert.equal(body, `served by ${process.pid} for /x`);
 
-  await closeServer(server);
-  channels.close();
-  await within(new Promise((resolve) => (channel.closed ? resolve(null) : channel.once('close', resolve))), 5000, 'the channel to close after the child exited');
-  await expectFdsBackTo(baseline, 'the cross-process adoption');
-});
+    await closeServer(server);
+    channels.close();
+    await within(
+      new Promise((resolve) => (channel.closed ? resolve(null) : channel.once('close', resolve))),
+      5000,
+      'the channel to close after the child exited',
+    );
+    await expectFdsBackTo(baseline, 'the cross-process adoption');
+  },
+);
 
-test('listenOnFd (the Upgrader\'s inherited listeners): a failed listen never closes the file that reused the fd number', async (t) => {
-  // Node's server.listen({ fd }) on a connected TCP socket: listen(2) fails with EINVAL, Node closes its handle
-  // (and the fd) synchronously and reports the error a tick later. A file opened in between gets the same
-  // number; closing "the fd" after the error would close that file (src/upgrader/sockets.ts did, before it
-  // went through fd/adopt's inode check).
-  const { client } = await connectedPair(t);
-  const baseline = fdCount();
-  const fd = dupFd(client);
-  const server = net.createServer();
-  const failed = listenOnFd(server, fd, 16);
-  const p = path.join(tmpDir(t), 'reuser');
-  fs.writeFileSync(p, 'mine');
-  const opened: number[] = [];
-  let reuser = -1;
-  for (let i = 0; i < 64 && reuser < 0; i++) {
-    const f = fs.openSync(p, 'r');
-    if (f === fd) reuser = f;
-    else opened.push(f);
-  }
-  for (const f of opened) fs.closeSync(f);
-  assert.equal(reuser, fd, `a file got fd ${fd} back once Node closed it`);
-  const inode = fs.fstatSync(reuser).ino;
-  const err = await rejectsCode(failed, Error, 'EINVAL');
-  assert.equal(err.syscall, 'listen');
-  assert.ok(stillOpen(reuser, inode), 'the file that reused the number is still open');
-  assert.equal(fs.readFileSync(reuser, 'utf8'), 'mine');
-  fs.closeSync(reuser);
-  await expectFdsBackTo(baseline, 'listenOnFd failure');
-});
+test(
+  "listenOnFd (the Upgrader's inherited listeners): a failed listen never closes the file that reused the fd " +
+    'number',
+  async (t) => {
+    // Node's server.listen({ fd }) on a connected TCP socket: listen(2) fails with EINVAL, Node closes its handle
+    // (and the fd) synchronously and reports the error a tick later. A file opened in between gets the same
+    // number; closing "the fd" after the error would close that file (src/upgrader/sockets.ts did, before it
+    // went through fd/adopt's inode check).
+    const { client } = await connectedPair(t);
+    const baseline = fdCount();
+    const fd = dupFd(client);
+    const server = net.createServer();
+    const failed = listenOnFd(server, fd, 16);
+    const p = path.join(tmpDir(t), 'reuser');
+    fs.writeFileSync(p, 'mine');
+    const opened: number[] = [];
+    let reuser = -1;
+    for (let i = 0; i < 64 && reuser < 0; i++) {
+      const f = fs.openSync(p, 'r');
+      if (f === fd) reuser = f;
+      else opened.push(f);
+    }
+    for (const f of opened) fs.closeSync(f);
+    assert.equal(reuser, fd, `a file got fd ${fd} back once Node closed it`);
+    const inode = fs.fstatSync(reuser).ino;
+    const err = await rejectsCode(failed, Error, 'EINVAL');
+    assert.equal(err.syscall, 'listen');
+    assert.ok(stillOpen(reuser, inode), 'the file that reused the number is still open');
+    assert.equal(fs.readFileSync(reuser, 'utf8'), 'mine');
+    fs.closeSync(reuser);
+    await expectFdsBackTo(baseline, 'listenOnFd failure');
+  },
+);

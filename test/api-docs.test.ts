@@ -68,7 +68,10 @@ function surface(): Surface {
       out.classes.set(name, members);
     } else if (decl && ts.isInterfaceDeclaration(decl)) {
       const type = checker.getDeclaredTypeOfSymbol(target);
-      out.interfaces.set(name, checker.getPropertiesOfType(type).map((p) => p.getName()));
+      out.interfaces.set(
+        name,
+        checker.getPropertiesOfType(type).map((p) => p.getName()),
+      );
     }
   }
   return out;
@@ -76,13 +79,31 @@ function surface(): Surface {
 
 /** EventEmitter's methods: Node documents them; a class that declares them again only narrows their types. */
 const EMITTER_METHODS = [
-  'on', 'once', 'off', 'emit', 'addListener', 'removeListener', 'removeAllListeners', 'prependListener',
-  'prependOnceListener', 'listeners', 'rawListeners', 'listenerCount', 'eventNames', 'setMaxListeners',
+  'on',
+  'once',
+  'off',
+  'emit',
+  'addListener',
+  'removeListener',
+  'removeAllListeners',
+  'prependListener',
+  'prependOnceListener',
+  'listeners',
+  'rawListeners',
+  'listenerCount',
+  'eventNames',
+  'setMaxListeners',
   'getMaxListeners',
 ];
 const OPTION_TYPES = [
-  'UpgraderOptions', 'ListenOptions', 'DgramOptions', 'FdChannelServerOptions', 'FdChannelOptions', 'AdoptOptions',
-  'NotifyOptions', 'ListenFdsOptions',
+  'UpgraderOptions',
+  'ListenOptions',
+  'DgramOptions',
+  'FdChannelServerOptions',
+  'FdChannelOptions',
+  'AdoptOptions',
+  'NotifyOptions',
+  'ListenFdsOptions',
 ];
 
 test('docs/api.md names every export, every public class member, every option and event', () => {

@@ -10,7 +10,20 @@ import { before, test, type TestContext } from 'node:test';
 import { FdChannel, FdChannelServer } from '../src/fd/index.js';
 import { native } from '../src/fd/native.js';
 import { expectFdsBackTo, fdCount, tmpDir, within } from './helpers.js';
-import { closeOf, collect, header, makeFiles, next, readFd, rejection, sleep, spawnPeer, turns, unusedFd, warmUpSpawn } from './channel-helpers.js';
+import {
+  closeOf,
+  collect,
+  header,
+  makeFiles,
+  next,
+  readFd,
+  rejection,
+  sleep,
+  spawnPeer,
+  turns,
+  unusedFd,
+  warmUpSpawn,
+} from './channel-helpers.js';
 
 before(async () => {
   await warmUpSpawn();
@@ -72,28 +85,32 @@ const badRecords: { name: string; bytes: Buffer; why: RegExp }[] = [
 
 for (const rec of badRecords) {
   for (const withFds of [false, true]) {
-    test(`bad record (${rec.name}${withFds ? ', with 3 fds' : ''}): 'error' ERR_BATON_BAD_RECORD, 'close', fds closed`, async (t) => {
-      const files = fileFds(t, 3);
-      const base = fdCount() - 3;
-      const { raw, ch } = rawPeer();
-      const outcome = watch(ch, true);
-      native.sendRecord(raw, header(), Buffer.from('a good message first'), null);
-      native.sendRecord(raw, rec.bytes, null, withFds ? files.fds : null);
-      native.sendRecord(raw, header(), Buffer.from('after the bad record'), files.fds);
-      files.close(); // only the copies in flight are left
-      const o = await outcome;
-      assert.deepEqual(o.messages, ['a good message first'], 'nothing after the bad record is delivered');
-      assert.equal(o.errors.length, 1);
-      assert.equal((o.errors[0] as { code?: string }).code, 'ERR_BATON_BAD_RECORD');
-      assert.match(o.errors[0]!.message, rec.why);
-      if (withFds) assert.match(o.errors[0]!.message, /closed 3 fds/);
-      assert.equal(o.closeErr, o.errors[0], "'close' carries the same error");
-      assert.equal(ch.closed, true);
-      assert.equal(ch.fd, -1);
-      await expectFdsBackTo(base + 1, `a bad record (${rec.name}) (the raw end is still open)`);
-      native.close(raw);
-      await expectFdsBackTo(base, `a bad record (${rec.name})`);
-    });
+    test(
+      `bad record (${rec.name}${withFds ? ', with 3 fds' : ''}): 'error' ERR_BATON_BAD_RECORD, 'close', fds ` +
+        `closed`,
+      async (t) => {
+        const files = fileFds(t, 3);
+        const base = fdCount() - 3;
+        const { raw, ch } = rawPeer();
+        const outcome = watch(ch, true);
+        native.sendRecord(raw, header(), Buffer.from('a good message first'), null);
+        native.sendRecord(raw, rec.bytes, null, withFds ? files.fds : null);
+        native.sendRecord(raw, header(), Buffer.from('after the bad record'), files.fds);
+        files.close(); // only the copies in flight are left
+        const o = await outcome;
+        assert.deepEqual(o.messages, ['a good message first'], 'nothing after the bad record is delivered');
+        assert.equal(o.errors.length, 1);
+        assert.equal((o.errors[0] as { code?: string }).code, 'ERR_BATON_BAD_RECORD');
+        assert.match(o.errors[0]!.message, rec.why);
+        if (withFds) assert.match(o.errors[0]!.message, /closed 3 fds/);
+        assert.equal(o.closeErr, o.errors[0], "'close' carries the same error");
+        assert.equal(ch.closed, true);
+        assert.equal(ch.fd, -1);
+        await expectFdsBackTo(base + 1, `a bad record (${rec.name}) (the raw end is still open)`);
+        native.close(raw);
+        await expectFdsBackTo(base, `a bad record (${rec.name})`);
+      },
+    );
   }
 }
 
@@ -162,7 +179,10 @@ test("a message with fds and no 'message' listener: the fds are closed", async (
   const base = fdCount() - 5;
   const [a, b] = FdChannel.pair();
   await a.send('nobody listens', files.fds);
-  await a.send('nobody listens either', Array.from({ length: 600 }, () => files.fds[0]!));
+  await a.send(
+    'nobody listens either',
+    Array.from({ length: 600 }, () => files.fds[0]!),
+  );
   files.close();
   await sleep(50);
   await turns();
@@ -178,32 +198,36 @@ test("a message with fds and no 'message' listener: the fds are closed", async (
 });
 
 for (const how of ['exit', 'hang'] as const) {
-  test(`a peer that ${how === 'exit' ? 'exits' : 'is SIGKILLed'} mid-message: ERR_BATON_PEER_CLOSED_MID_MESSAGE, fds closed`, async (t) => {
-    const dir = tmpDir(t);
-    const [file] = makeFiles(dir, 1);
-    const sock = path.join(dir, 's');
-    const server = await FdChannelServer.listen(sock);
-    t.after(() => server.close());
-    const base = fdCount();
-    const child = spawnPeer(t, 'mid-message', [sock, file!.path, how]);
-    const [ch] = await next<[FdChannel]>(server, 'channel', 10_000);
-    const outcome = watch(ch, true);
-    await child.line(/sent/);
-    if (how === 'hang') {
-      await sleep(20);
-      assert.equal(ch.closed, false, 'the channel waits for the rest of the message');
-      process.kill(child.pid, 'SIGKILL');
-    }
-    const o = await outcome;
-    assert.deepEqual(o.messages, []);
-    assert.equal(o.errors.length, 1);
-    assert.equal((o.errors[0] as { code?: string }).code, 'ERR_BATON_PEER_CLOSED_MID_MESSAGE');
-    assert.match(o.errors[0]!.message, /closed 5 fds/, 'all five fds of the two records arrived and were closed');
-    assert.equal(o.closeErr, o.errors[0]);
-    assert.equal(await within(child.exited, 10_000, 'child exit'), how === 'exit' ? 0 : 'SIGKILL');
-    await child.closed;
-    await expectFdsBackTo(base, `a peer that died mid-message (${how})`);
-  });
+  test(
+    `a peer that ${how === 'exit' ? 'exits' : 'is SIGKILLed'} mid-message: ERR_BATON_PEER_CLOSED_MID_MESSAGE, fds ` +
+      `closed`,
+    async (t) => {
+      const dir = tmpDir(t);
+      const [file] = makeFiles(dir, 1);
+      const sock = path.join(dir, 's');
+      const server = await FdChannelServer.listen(sock);
+      t.after(() => server.close());
+      const base = fdCount();
+      const child = spawnPeer(t, 'mid-message', [sock, file!.path, how]);
+      const [ch] = await next<[FdChannel]>(server, 'channel', 10_000);
+      const outcome = watch(ch, true);
+      await child.line(/sent/);
+      if (how === 'hang') {
+        await sleep(20);
+        assert.equal(ch.closed, false, 'the channel waits for the rest of the message');
+        process.kill(child.pid, 'SIGKILL');
+      }
+      const o = await outcome;
+      assert.deepEqual(o.messages, []);
+      assert.equal(o.errors.length, 1);
+      assert.equal((o.errors[0] as { code?: string }).code, 'ERR_BATON_PEER_CLOSED_MID_MESSAGE');
+      assert.match(o.errors[0]!.message, /closed 5 fds/, 'all five fds of the two records arrived and were closed');
+      assert.equal(o.closeErr, o.errors[0]);
+      assert.equal(await within(child.exited, 10_000, 'child exit'), how === 'exit' ? 0 : 'SIGKILL');
+      await child.closed;
+      await expectFdsBackTo(base, `a peer that died mid-message (${how})`);
+    },
+  );
 }
 
 test('a peer that closes mid-message (one process, no error listener): close gets the error', async (t) => {
@@ -337,7 +361,13 @@ test('pending sends reject when the channel closes, and their dup()ed fds are cl
   const [a, b] = FdChannel.pair();
   b.pause();
   const sends = [a.send(Buffer.alloc(2 * 1024 * 1024), [files.fds[0]!])];
-  for (let i = 0; i < 20; i++) sends.push(a.send(`queued ${i}`, Array.from({ length: 10 }, () => files.fds[0]!)));
+  for (let i = 0; i < 20; i++)
+    sends.push(
+      a.send(
+        `queued ${i}`,
+        Array.from({ length: 10 }, () => files.fds[0]!),
+      ),
+    );
   assert.ok(a.pendingRecords >= 20);
   assert.ok(fdCount() >= base + 2 + 200, 'the queue holds dups of the fds');
   files.close();
@@ -374,33 +404,37 @@ test('pending sends reject when the peer goes away', async (t) => {
   await expectFdsBackTo(base, 'pending sends when the peer goes away');
 });
 
-test('a send that finds the peer gone (EPIPE) still delivers every message the peer sent before closing, fds included', async (t) => {
-  // The migration channel's case: the old generation sends its last batches of connections and closes;
-  // the new one acknowledges an earlier batch before it has read them. That send fails with EPIPE — and
-  // must not close the channel, which would discard the unread batches and every connection in them.
-  const base = fdCount();
-  const files = fileFds(t, 3);
-  // All synchronous: the peer's records are queued and its socket closed before `a` gets a chance to read.
-  const { raw, ch: a } = rawPeer();
-  for (let i = 0; i < 3; i++) native.sendRecord(raw, header(), Buffer.from(`batch ${i}`), [files.fds[i]!]);
-  files.close();
-  native.closeMany([raw]);
-  const received: string[] = [];
-  const contents: string[] = [];
-  a.on('message', (data, fds) => {
-    received.push(data.toString());
-    for (const fd of fds) contents.push(readFd(fd));
-    native.closeMany(fds);
-  });
-  const closed = closeOf(a);
-  const err = await rejection(a.send('ack'));
-  assert.ok(err.code === 'EPIPE' || err.code === 'ECONNRESET', `the send fails with the peer gone (got ${err.code})`);
-  assert.equal((await rejection(a.send('again'))).code, err.code, 'later sends fail the same way');
-  assert.equal(await closed, undefined, 'the channel then ends normally, at the end of the stream');
-  assert.deepEqual(received, ['batch 0', 'batch 1', 'batch 2']);
-  assert.equal(contents.length, 3, 'the fds that came with them are open and readable');
-  await expectFdsBackTo(base, 'messages read after a failed send');
-});
+test(
+  'a send that finds the peer gone (EPIPE) still delivers every message the peer sent before closing, fds ' +
+    'included',
+  async (t) => {
+    // The migration channel's case: the old generation sends its last batches of connections and closes;
+    // the new one acknowledges an earlier batch before it has read them. That send fails with EPIPE — and
+    // must not close the channel, which would discard the unread batches and every connection in them.
+    const base = fdCount();
+    const files = fileFds(t, 3);
+    // All synchronous: the peer's records are queued and its socket closed before `a` gets a chance to read.
+    const { raw, ch: a } = rawPeer();
+    for (let i = 0; i < 3; i++) native.sendRecord(raw, header(), Buffer.from(`batch ${i}`), [files.fds[i]!]);
+    files.close();
+    native.closeMany([raw]);
+    const received: string[] = [];
+    const contents: string[] = [];
+    a.on('message', (data, fds) => {
+      received.push(data.toString());
+      for (const fd of fds) contents.push(readFd(fd));
+      native.closeMany(fds);
+    });
+    const closed = closeOf(a);
+    const err = await rejection(a.send('ack'));
+    assert.ok(err.code === 'EPIPE' || err.code === 'ECONNRESET', `the send fails with the peer gone (got ${err.code})`);
+    assert.equal((await rejection(a.send('again'))).code, err.code, 'later sends fail the same way');
+    assert.equal(await closed, undefined, 'the channel then ends normally, at the end of the stream');
+    assert.deepEqual(received, ['batch 0', 'batch 1', 'batch 2']);
+    assert.equal(contents.length, 3, 'the fds that came with them are open and readable');
+    await expectFdsBackTo(base, 'messages read after a failed send');
+  },
+);
 
 test('fromFd() refuses what is not a connected SEQPACKET socket, and leaves the fd open', async (t) => {
   const dir = tmpDir(t);

@@ -87,7 +87,12 @@ export interface Received {
 }
 
 /** Resolve with the first `count` messages of `ch` (rejects on 'error', 'close' before that, or after `ms`). */
-export function collect(ch: FdChannel, count: number, ms = 10_000, onEach?: (m: Received, i: number) => void): Promise<Received[]> {
+export function collect(
+  ch: FdChannel,
+  count: number,
+  ms = 10_000,
+  onEach?: (m: Received, i: number) => void,
+): Promise<Received[]> {
   const got: Received[] = [];
   return within(
     new Promise<Received[]>((resolve, reject) => {

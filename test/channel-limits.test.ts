@@ -144,12 +144,19 @@ test('limits on multi-record messages: the error comes as soon as the limit is p
     b.on('message', (_d, fds) => closeFds(fds));
     const closed = closeOf(b);
     // 1 MiB and 1,000 fds: 16 records by size, 4 by fds.
-    const sending = a.send(Buffer.alloc(1024 * 1024), Array.from({ length: 1000 }, () => fd));
+    const sending = a.send(
+      Buffer.alloc(1024 * 1024),
+      Array.from({ length: 1000 }, () => fd),
+    );
     sending.catch(() => {}); // the receiver closes mid-message: the sender may see EPIPE
     const err = await closed;
     assert.equal((err as { code?: string }).code, 'ERR_BATON_MESSAGE_TOO_LARGE', JSON.stringify(options));
     assert.deepEqual(errors, [err]);
-    await within(sending.catch(() => {}), 5000, 'the sender settles');
+    await within(
+      sending.catch(() => {}),
+      5000,
+      'the sender settles',
+    );
     a.close();
     await turns();
   }

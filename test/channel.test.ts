@@ -12,7 +12,19 @@ import { FdChannel, FdChannelServer } from '../src/fd/index.js';
 import { native } from '../src/fd/native.js';
 import { FLAG_MORE, HEADER_SIZE, RECORD_FDS_MAX, RECORD_PAYLOAD_MAX } from '../src/fd/framing.js';
 import { expectFdsBackTo, fdCount, fdinfoFlags, O_CLOEXEC, tmpDir, within } from './helpers.js';
-import { closeOf, collect, fdTargets, makeFiles, next, readFd, rejection, sleep, spawnPeer, turns, warmUpSpawn } from './channel-helpers.js';
+import {
+  closeOf,
+  collect,
+  fdTargets,
+  makeFiles,
+  next,
+  readFd,
+  rejection,
+  sleep,
+  spawnPeer,
+  turns,
+  warmUpSpawn,
+} from './channel-helpers.js';
 
 before(async () => {
   await warmUpSpawn();
@@ -42,7 +54,12 @@ test('messages with bytes and fds arrive intact and in order', async (t) => {
     data.writeUInt32BE(i, 0);
     const which = Array.from({ length: i % 4 }, (_, k) => (i + k) % files.length);
     sent.push({ data, files: which });
-    sends.push(a.send(data, which.map((w) => opened[w]!)));
+    sends.push(
+      a.send(
+        data,
+        which.map((w) => opened[w]!),
+      ),
+    );
   }
   await within(Promise.all(sends), 5000, 'sends');
   for (const fd of opened) fs.closeSync(fd);
@@ -132,7 +149,10 @@ test('large messages are cut into records of at most 64 KiB and 253 fds', async 
     fdTotal += r.fds.length;
     native.closeMany(r.fds);
   });
-  assert.deepEqual(records.map((r) => r.fds.length), [253, 253, 94, 0]);
+  assert.deepEqual(
+    records.map((r) => r.fds.length),
+    [253, 253, 94, 0],
+  );
   assert.deepEqual(joined, data);
   assert.equal(fdTotal, 600);
 });
@@ -250,7 +270,10 @@ test('received fds are close-on-exec and not inherited by a child spawned afterw
   const fd = fs.openSync(unique, 'r');
   const got = collect(b, 2);
   await a.send('one', [fd]);
-  await a.send('many', Array.from({ length: 300 }, () => fd)); // also through a multi-record message
+  await a.send(
+    'many',
+    Array.from({ length: 300 }, () => fd),
+  ); // also through a multi-record message
   fs.closeSync(fd);
   const msgs = await got;
   const received = msgs.flatMap((m) => m.fds);
@@ -462,7 +485,7 @@ test('messages held back by pause() survive the peer closing; resume() delivers 
   await expectFdsBackTo(base, 'pause, then peer close');
 });
 
-test("a peer that closes with our records unread: its last message still arrives (one process)", async (t) => {
+test('a peer that closes with our records unread: its last message still arrives (one process)', async (t) => {
   const dir = tmpDir(t);
   const [file] = makeFiles(dir, 1);
   const base = fdCount();

@@ -33,48 +33,63 @@ async function rejects(file: string, patterns: RegExp[], envName?: string): Prom
 
 test('malformed config files: each error names the file and the key, the line and column, or the env', async (t) => {
   const dir = tmpDir(t);
-  await rejects(write(dir, 'unknown.json', { command: ['node'], readyTimeot: 5 }),
-    [/^unknown\.json: readyTimeot: unknown key/, /readyTimeout/]);
+  await rejects(write(dir, 'unknown.json', { command: ['node'], readyTimeot: 5 }), [
+    /^unknown\.json: readyTimeot: unknown key/,
+    /readyTimeout/,
+  ]);
   await rejects(write(dir, 'unknown-env.json', { environments: { production: { $schema: 'x' } } }), [
     /environments\.production\.\$schema: unknown key/,
   ]);
-  await rejects(write(dir, 'type.json', { readyTimeout: '30' }),
-    [/readyTimeout: must be a number of seconds >= 0, got "30"/]);
-  await rejects(write(dir, 'negative.json', { drainTimeout: -1 }),
-    [/drainTimeout: must be a number of seconds >= 0, got number -1/]);
+  await rejects(write(dir, 'type.json', { readyTimeout: '30' }), [
+    /readyTimeout: must be a number of seconds >= 0, got "30"/,
+  ]);
+  await rejects(write(dir, 'negative.json', { drainTimeout: -1 }), [
+    /drainTimeout: must be a number of seconds >= 0, got number -1/,
+  ]);
   await rejects(write(dir, 'count.json', { maxStarts: 1.5 }), [/maxStarts: must be a whole number >= 0/]);
   await rejects(write(dir, 'enum.json', { logFormat: 'xml' }), [/logFormat: must be one of "text", "json", got "xml"/]);
   await rejects(write(dir, 'bool.json', { fdstore: 'yes' }), [/fdstore: must be true or false/]);
-  await rejects(write(dir, 'command.json', { command: 'node server.js' }),
-    [/command: must be a non-empty array of non-empty strings/]);
-  await rejects(write(dir, 'env.json', { env: { PORT: { n: 1 } } }),
-    [/env\.PORT: must be a string, number or boolean, got an object/]);
+  await rejects(write(dir, 'command.json', { command: 'node server.js' }), [
+    /command: must be a non-empty array of non-empty strings/,
+  ]);
+  await rejects(write(dir, 'env.json', { env: { PORT: { n: 1 } } }), [
+    /env\.PORT: must be a string, number or boolean, got an object/,
+  ]);
   await rejects(write(dir, 'nested.json', { environments: { production: { readyTimeout: null } } }), [
     /environments\.production\.readyTimeout: must be a number/,
   ]);
   await rejects(write(dir, 'array.json', [1, 2]), [/array\.json: must hold an object, got an array/]);
   // JSON syntax errors: line and column of the offending character, the same on every Node version.
-  await rejects(write(dir, 'syntax.json', '{\n  "command": ["node"],\n  "readyTimeout": 30,\n}\n'),
-    [/^syntax\.json: line 4 column 1: not valid JSON/]);
-  await rejects(write(dir, 'truncated.json', '{\n  "command": ["node",'),
-    [/^truncated\.json: line 2 column 22: not valid JSON/]);
+  await rejects(write(dir, 'syntax.json', '{\n  "command": ["node"],\n  "readyTimeout": 30,\n}\n'), [
+    /^syntax\.json: line 4 column 1: not valid JSON/,
+  ]);
+  await rejects(write(dir, 'truncated.json', '{\n  "command": ["node",'), [
+    /^truncated\.json: line 2 column 22: not valid JSON/,
+  ]);
   // --env NAME that the file does not have: says which it has.
   const envs = write(dir, 'envs.json', { environments: { production: {}, staging: {} } });
   await rejects(envs, [/environments: no environment "prod" \(it has: production, staging\)/], 'prod');
-  await rejects(write(dir, 'noenvs.json', {}),
-    [/no environment "production" \(it has no "environments" section\)/], 'production');
+  await rejects(
+    write(dir, 'noenvs.json', {}),
+    [/no environment "production" \(it has no "environments" section\)/],
+    'production',
+  );
   // Modules: one that throws while loading, one that exports nothing, an unsupported extension, a missing file.
-  await rejects(write(dir, 'throws.mjs', "throw new Error('no database URL');\n"),
-    [/^throws\.mjs: loading it threw: Error: no database URL/]);
-  await rejects(write(dir, 'fn-throws.mjs', "export default () => { throw new Error('boom'); };\n"),
-    [/loading it threw: Error: boom/]);
+  await rejects(write(dir, 'throws.mjs', "throw new Error('no database URL');\n"), [
+    /^throws\.mjs: loading it threw: Error: no database URL/,
+  ]);
+  await rejects(write(dir, 'fn-throws.mjs', "export default () => { throw new Error('boom'); };\n"), [
+    /loading it threw: Error: boom/,
+  ]);
   await rejects(write(dir, 'empty.mjs', 'export const x = 1;\n'), [/empty\.mjs: exports nothing/]);
-  await rejects(write(dir, 'conf.yaml', 'command: node\n'),
-    [/a config file is \.json, \.js, \.mjs or \.cjs, got '\.yaml'/]);
+  await rejects(write(dir, 'conf.yaml', 'command: node\n'), [
+    /a config file is \.json, \.js, \.mjs or \.cjs, got '\.yaml'/,
+  ]);
   await rejects(path.join(dir, 'missing.json'), [/missing\.json: cannot read it: ENOENT/]);
   // A module's object is checked like JSON.
-  await rejects(write(dir, 'bad.cjs', 'module.exports = { drainTimeout: true };\n'),
-    [/bad\.cjs: drainTimeout: must be a number of seconds/]);
+  await rejects(write(dir, 'bad.cjs', 'module.exports = { drainTimeout: true };\n'), [
+    /bad\.cjs: drainTimeout: must be a number of seconds/,
+  ]);
 });
 
 test('config files: JSON, an .mjs function given the env name, a .cjs object; environments override', async (t) => {
@@ -92,7 +107,13 @@ test('config files: JSON, an .mjs function given the env name, a .cjs object; en
   const base = await loadConfig(json);
   assert.deepEqual(base.command, ['node', 'server.js']);
   assert.deepEqual(base.env, { PORT: '3000', DEBUG: 'false', NAME: 'base' });
-  assert.deepEqual([...base.flags], [['--ready-timeout', '10'], ['--fdstore', true]]);
+  assert.deepEqual(
+    [...base.flags],
+    [
+      ['--ready-timeout', '10'],
+      ['--fdstore', true],
+    ],
+  );
   const prod = await loadConfig(json, 'production');
   assert.deepEqual(prod.command, ['node', 'dist/server.js']);
   const merged = { PORT: '3000', DEBUG: 'false', NAME: 'prod' };
@@ -107,7 +128,13 @@ test('config files: JSON, an .mjs function given the env name, a .cjs object; en
   const cjsText = "module.exports = { command: ['node', 'a.js'], maxStarts: 0, socket: '/run/app.sock' };\n";
   const cjs = write(dir, 'baton.config.cjs', cjsText);
   const c = await loadConfig(cjs);
-  assert.deepEqual([...c.flags], [['--max-starts', '0'], ['--socket', '/run/app.sock']]);
+  assert.deepEqual(
+    [...c.flags],
+    [
+      ['--max-starts', '0'],
+      ['--socket', '/run/app.sock'],
+    ],
+  );
 });
 
 /** A small app under baton: prints its pid, its environment variables NAME and ONLY_BASE, and serves once ready. */
@@ -156,7 +183,10 @@ test('baton run --config --env: the environment overrides the file, a flag overr
   const st = await baton(['status', '--json', '--socket', flagSocket]);
   assert.equal(st.code, 0, `--socket on the command line wins over the file's socket: ${st.stderr}`);
   assert.ok(!fs.existsSync(fileSocket), 'the file socket is not used');
-  const lines = sup.stderr().split('\n').filter((l) => l.trim());
+  const lines = sup
+    .stderr()
+    .split('\n')
+    .filter((l) => l.trim());
   const json = lines.length > 0 && lines.every((l) => l.startsWith('{'));
   assert.ok(json, `logFormat json from the environment: ${lines.join('\n')}`);
   process.kill(sup.pid, 'SIGTERM');

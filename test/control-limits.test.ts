@@ -90,17 +90,29 @@ async function baseline(target: Target): Promise<Baseline> {
   await c.ch.send(Buffer.from(JSON.stringify(HELLO_STATUS)));
   await within(c.gone, 10_000, 'the status connection closed by the server');
   assert.equal(c.messages[0]?.type, 'result', `status before the test: ${JSON.stringify(c.messages)}`);
-  return { counts: target.pids.map((pid) => fs.readdirSync(`/proc/${pid}/fd`).length), targets: target.pids.map(fdTargets) };
+  return {
+    counts: target.pids.map((pid) => fs.readdirSync(`/proc/${pid}/fd`).length),
+    targets: target.pids.map(fdTargets),
+  };
 }
 
 /** The app serves, nobody crashed, and no fd was left behind in the supervisor or the generation. */
 async function expectIntact(target: Target, base: Baseline, what: string): Promise<void> {
   assert.match((await get(target.port)).body, /hello from generation 1/, `${what}: the app answers`);
   for (const pid of target.pids) assert.ok(alive(pid), `${what}: pid ${pid} is alive`);
-  assert.doesNotMatch(target.log(), /baton (ERROR|WARN) (crash|supervisor-gone|rollback)/, `${what}: nothing crashed or lost contact`);
+  assert.doesNotMatch(
+    target.log(),
+    /baton (ERROR|WARN) (crash|supervisor-gone|rollback)/,
+    `${what}: nothing crashed or lost contact`,
+  );
   const now = () => target.pids.map((pid) => fs.readdirSync(`/proc/${pid}/fd`).length);
   try {
-    await waitFor(() => now().every((n, i) => n === base.counts[i]), 10_000, `${what}: fd counts back to ${base.counts.join('/')}`, 50);
+    await waitFor(
+      () => now().every((n, i) => n === base.counts[i]),
+      10_000,
+      `${what}: fd counts back to ${base.counts.join('/')}`,
+      50,
+    );
   } catch (err) {
     const diff = target.pids.map((pid, i) => {
       const then = new Set(base.targets[i]);
@@ -164,13 +176,19 @@ function tracer(t: Cleanup): { fd: number; released: Promise<void>; dropOurs(): 
 }
 
 /** What a connection past the limit is told (a `refuse` with ERR_BATON_TOO_MANY_CONNECTIONS). */
-const CONTROL_REFUSAL = `the control socket is at its limit of ${MAX_CONTROL_CONNECTIONS} open connections; try again once some have closed`;
+const CONTROL_REFUSAL =
+  `the control socket is at its limit of ${MAX_CONTROL_CONNECTIONS} open connections; try ` +
+  `again once some have closed`;
 const HELLO_STATUS = { v: 1, type: 'hello', role: 'control', pid: process.pid, command: 'status', timeoutMs: 5000 };
 
 /** Wait for the connection to be closed by the server, and for its reason to be logged. */
 async function refusedFor(target: Target, conn: Raw, reason: RegExp, what: string): Promise<void> {
   await within(conn.gone, 15_000, `${what}: the server closes the connection`);
-  await waitFor(() => new RegExp(`baton WARN control-refused .*${reason.source}`).test(target.log()), 10_000, `${what}: the reason is logged`);
+  await waitFor(
+    () => new RegExp(`baton WARN control-refused .*${reason.source}`).test(target.log()),
+    10_000,
+    `${what}: the reason is logged`,
+  );
 }
 
 // --- FdChannelServer: maxChannels and dropNotice, in this process ---------------------------------------
@@ -196,7 +214,10 @@ test('FdChannelServer maxChannels: past the limit a connection gets the notice a
   await within(new Promise((r) => third.once('close', r)), 5000, 'the third connection is closed');
   assert.deepEqual(got, ['busy']);
   assert.equal(drops.length, 1);
-  assert.deepEqual(drops[0], { peer: { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() }, channels: 2 });
+  assert.deepEqual(drops[0], {
+    peer: { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() },
+    channels: 2,
+  });
   assert.equal(accepted.length, 2);
   assert.equal(first.closed() || second.closed(), false);
 
@@ -230,17 +251,28 @@ test('FdChannelServer: bad maxChannels / dropNotice are TypeErrors with a code; 
   const sock = path.join(dir, 's');
   const before = fdCount();
   for (const maxChannels of [-1, 1.5, Number.NaN, '3', null]) {
-    await assert.rejects(FdChannelServer.listen(sock, { maxChannels: maxChannels as number }), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', message: /"options\.maxChannels" argument must be an integer >= 0 or Infinity/ });
+    await assert.rejects(FdChannelServer.listen(sock, { maxChannels: maxChannels as number }), {
+      name: 'TypeError',
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /"options\.maxChannels" argument must be an integer >= 0 or Infinity/,
+    });
   }
   for (const dropNotice of ['busy', Buffer.alloc(64 * 1024 + 1)]) {
-    await assert.rejects(FdChannelServer.listen(sock, { dropNotice: dropNotice as Buffer }), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', message: /"options\.dropNotice"/ });
+    await assert.rejects(FdChannelServer.listen(sock, { dropNotice: dropNotice as Buffer }), {
+      name: 'TypeError',
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /"options\.dropNotice"/,
+    });
   }
   assert.equal(fs.existsSync(sock), false, 'no socket file was created');
   // fromFd owns the fd it is given, even when its options are wrong.
   const server = await FdChannelServer.listen(sock);
   t.after(() => server.close());
   const fd = dupFd(server.fd);
-  assert.throws(() => FdChannelServer.fromFd(fd, sock, { maxChannels: -1 }), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+  assert.throws(() => FdChannelServer.fromFd(fd, sock, { maxChannels: -1 }), {
+    name: 'TypeError',
+    code: 'ERR_INVALID_ARG_TYPE',
+  });
   assert.equal(isOpen(fd), false, 'fromFd closed the fd it was given');
   server.close();
   await expectFdsBackTo(before, 'bad options');
@@ -253,7 +285,9 @@ test('FdChannelServer: bad maxChannels / dropNotice are TypeErrors with a code; 
 // --- against live control sockets -----------------------------------------------------------------------
 
 for (const kind of KINDS) {
-  test(`${kind}: a message over 1 MiB closes that connection only, and the fds that came with it`, { timeout: 120_000 }, async (t) => {
+  test(`${kind}: a message over 1 MiB closes that connection only, and the fds that came with it`, {
+    timeout: 120_000,
+  }, async (t) => {
     const target = await start(t, kind);
     const base = await baseline(target);
     const fd = tracer(t);
@@ -263,7 +297,12 @@ for (const kind of KINDS) {
     // The server stops reading at the limit and closes: the rest of our message fails to go (EPIPE).
     const sending = c.ch.send(big, [fd.fd]).catch(() => {});
     fd.dropOurs();
-    await refusedFor(target, c, /message from peer exceeds the limit \(\d+ bytes \/ 1 fds so far; at most 1048576 bytes and 16 fds\)/, 'oversized message');
+    await refusedFor(
+      target,
+      c,
+      /message from peer exceeds the limit \(\d+ bytes \/ 1 fds so far; at most 1048576 bytes and 16 fds\)/,
+      'oversized message',
+    );
     await sending;
     await within(fd.released, 10_000, 'the server closed the fd that came with the oversized message');
     assert.deepEqual(c.messages, [], 'no answer to an oversized message');
@@ -271,7 +310,9 @@ for (const kind of KINDS) {
     assert.equal((await sendCommand(target.socket, 'status', 10_000)).ok, true, 'the control socket still answers');
   });
 
-  test(`${kind}: a message with 17 fds (the limit is 16) closes that connection; all 17 fds are closed`, { timeout: 120_000 }, async (t) => {
+  test(`${kind}: a message with 17 fds (the limit is 16) closes that connection; all 17 fds are closed`, {
+    timeout: 120_000,
+  }, async (t) => {
     const target = await start(t, kind);
     const base = await baseline(target);
     const fd = tracer(t);
@@ -280,14 +321,21 @@ for (const kind of KINDS) {
     // when all 17 are closed.
     await c.ch.send(Buffer.from(JSON.stringify(HELLO_STATUS)), Array(17).fill(fd.fd)).catch(() => {});
     fd.dropOurs();
-    await refusedFor(target, c, /message from peer exceeds the limit \(\d+ bytes \/ 17 fds so far; at most 1048576 bytes and 16 fds\)/, '17 fds');
+    await refusedFor(
+      target,
+      c,
+      /message from peer exceeds the limit \(\d+ bytes \/ 17 fds so far; at most 1048576 bytes and 16 fds\)/,
+      '17 fds',
+    );
     await within(fd.released, 10_000, 'the server closed all 17 fds');
     assert.deepEqual(c.messages, []);
     await expectIntact(target, base, '17 fds');
     assert.equal((await sendCommand(target.socket, 'status', 10_000)).ok, true, 'the control socket still answers');
   });
 
-  test(`${kind}: a burst of 65 messages before hello: the first one ends the connection, nothing is queued`, { timeout: 120_000 }, async (t) => {
+  test(`${kind}: a burst of 65 messages before hello: the first one ends the connection, nothing is queued`, {
+    timeout: 120_000,
+  }, async (t) => {
     const target = await start(t, kind);
     const base = await baseline(target);
     const c = await raw(target.socket);
@@ -295,13 +343,20 @@ for (const kind of KINDS) {
     // messages nobody waits for yet) but ends the connection at the first one.
     const stats = Buffer.from(JSON.stringify({ v: 1, type: 'stats', connections: 0, state: 'serving' }));
     const sends = Array.from({ length: 65 }, () => c.ch.send(stats).catch(() => {}));
-    await refusedFor(target, c, /bad handoff message: \\"stats\\" arrived before hello, which must come first/, '65 messages before hello');
+    await refusedFor(
+      target,
+      c,
+      /bad handoff message: \\"stats\\" arrived before hello, which must come first/,
+      '65 messages before hello',
+    );
     await Promise.all(sends);
     assert.deepEqual(c.messages, []);
     await expectIntact(target, base, '65 messages before hello');
   });
 
-  test(`${kind}: no hello within 5 s closes the connection; the app serves meanwhile`, { timeout: 120_000 }, async (t) => {
+  test(`${kind}: no hello within 5 s closes the connection; the app serves meanwhile`, {
+    timeout: 120_000,
+  }, async (t) => {
     const target = await start(t, kind);
     const base = await baseline(target);
     const c = await raw(target.socket);
@@ -313,7 +368,10 @@ for (const kind of KINDS) {
     await expectIntact(target, base, 'silence');
   });
 
-  test(`${kind}: past ${MAX_CONTROL_CONNECTIONS} open control connections new ones are refused at once; status works again once they go`, { timeout: 120_000 }, async (t) => {
+  test(`${kind}: past ${MAX_CONTROL_CONNECTIONS} open control connections new ones are refused at once; status works ` +
+    `again once they go`, {
+    timeout: 120_000,
+  }, async (t) => {
     const target = await start(t, kind);
     const base = await baseline(target);
     // Fill the socket up to its limit with silent connections (each is closed after 5 s without hello, so
@@ -328,7 +386,9 @@ for (const kind of KINDS) {
     await within(Promise.all(extras.map((e) => e.gone)), 10_000, 'the extra connections are closed');
     assert.equal(held.filter((h) => h.closed()).length, 0, 'the held connections are all still open');
     for (const e of extras) {
-      assert.deepEqual(e.messages, [{ v: 1, type: 'refuse', code: 'ERR_BATON_TOO_MANY_CONNECTIONS', reason: CONTROL_REFUSAL }]);
+      assert.deepEqual(e.messages, [
+        { v: 1, type: 'refuse', code: 'ERR_BATON_TOO_MANY_CONNECTIONS', reason: CONTROL_REFUSAL },
+      ]);
     }
     // What a `baton` command gets — status, and for the supervisor reload, which starts nothing — (the CLI
     // prints the reason and exits 1)...
@@ -341,18 +401,30 @@ for (const kind of KINDS) {
     // held connections timed out meanwhile (5 s without hello, on a very slow machine), its outcome proves
     // nothing either way.
     const cli = await baton(['status', '--socket', target.socket]);
-    if (held.some((h) => h.closed())) t.diagnostic('baton status finished after the held connections timed out: not checked');
+    if (held.some((h) => h.closed()))
+      t.diagnostic('baton status finished after the held connections timed out: not checked');
     else {
       assert.equal(cli.code, 1, `baton status: ${cli.stdout} ${cli.stderr}`);
       assert.equal(cli.stderr, `baton status: ${CONTROL_REFUSAL}\n`);
       assert.equal(cli.stdout, '');
     }
     // Dropped connections are logged at most once a second, with a count: 5 extras + the commands (+ the CLI).
-    const dropped = () => [...target.log().matchAll(/baton WARN control-dropped .*?count=(\d+)/g)].map((m) => Number(m[1]));
+    const dropped = () =>
+      [...target.log().matchAll(/baton WARN control-dropped .*?count=(\d+)/g)].map((m) => Number(m[1]));
     await waitFor(() => dropped().reduce((a, b) => a + b, 0) >= 6, 10_000, 'every drop counted in the log');
-    assert.ok(dropped().length < dropped().reduce((a, b) => a + b, 0), `drops in a burst share a line: ${dropped().join(', ')}`);
-    assert.match(target.log(), new RegExp(`control-dropped .*peer=${process.pid} reason="the control socket already has ${MAX_CONTROL_CONNECTIONS} connections open`));
-    if (kind === 'supervised') assert.doesNotMatch(target.log(), /baton spawn .*generation=2/, 'the refused reload started nothing');
+    assert.ok(
+      dropped().length < dropped().reduce((a, b) => a + b, 0),
+      `drops in a burst share a line: ${dropped().join(', ')}`,
+    );
+    assert.match(
+      target.log(),
+      new RegExp(
+        `control-dropped .*peer=${process.pid} reason="the control socket already has ${MAX_CONTROL_CONNECTIONS} ` +
+          `connections open`,
+      ),
+    );
+    if (kind === 'supervised')
+      assert.doesNotMatch(target.log(), /baton spawn .*generation=2/, 'the refused reload started nothing');
 
     // They go: the control socket answers again, and nothing is left behind.
     held.forEach((h) => h.ch.close());
@@ -368,14 +440,22 @@ test('the control socket options: 1 MiB, 16 fds, 64 connections, and the refusal
   assert.equal(CONTROL_CHANNEL_LIMITS.maxMessageBytes, 1024 * 1024);
   assert.equal(CONTROL_CHANNEL_LIMITS.maxMessageFds, 16);
   assert.equal(CONTROL_CHANNEL_LIMITS.maxChannels, 64);
-  assert.deepEqual(decode(Buffer.from(CONTROL_CHANNEL_LIMITS.dropNotice)), { v: 1, type: 'refuse', code: 'ERR_BATON_TOO_MANY_CONNECTIONS', reason: CONTROL_REFUSAL });
+  assert.deepEqual(decode(Buffer.from(CONTROL_CHANNEL_LIMITS.dropNotice)), {
+    v: 1,
+    type: 'refuse',
+    code: 'ERR_BATON_TOO_MANY_CONNECTIONS',
+    reason: CONTROL_REFUSAL,
+  });
 });
 
 // --- the 64 unsolicited messages a link queues: the client sides --------------------------------------
 
 /** A fake control socket in this process that answers every connection's first message with `messages`
  * (each with its `fds`), and counts the connections the client side has closed. */
-async function fakeServer(t: Cleanup, messages: Array<{ data: object; fds?: number[] }>): Promise<{ sock: string; ended(): number }> {
+async function fakeServer(
+  t: Cleanup,
+  messages: Array<{ data: object; fds?: number[] }>,
+): Promise<{ sock: string; ended(): number }> {
   const sock = path.join(tmpDir(t), 'fake.sock');
   const server = await FdChannelServer.listen(sock);
   t.after(() => server.close());
@@ -391,41 +471,68 @@ async function fakeServer(t: Cleanup, messages: Array<{ data: object; fds?: numb
   return { sock, ended: () => ended };
 }
 
-test('client side: a control socket that sends 65 unsolicited messages before the result: ERR_BATON_PROTOCOL, the connection is closed', async (t) => {
-  const stats = { data: { v: 1, type: 'stats', connections: 0, state: 'serving' } };
-  const flood = await fakeServer(t, Array(65).fill(stats));
-  await assert.rejects(sendCommand(flood.sock, 'status', 10_000), { code: 'ERR_BATON_PROTOCOL', message: /the peer sent more than 64 unsolicited messages/ });
-  await waitFor(() => flood.ended() === 1, 5000, 'the client closed its connection');
-  // 64 unsolicited messages are kept for a later expect(): a result after them is still found.
-  const result = { data: { v: 1, type: 'result', ok: true, command: 'status', data: {} } };
-  const ok = await fakeServer(t, [...Array(64).fill(stats), result]);
-  assert.equal((await sendCommand(ok.sock, 'status', 10_000)).ok, true);
-  await waitFor(() => ok.ended() === 1, 5000, 'the client closed its connection');
-});
+test(
+  'client side: a control socket that sends 65 unsolicited messages before the result: ERR_BATON_PROTOCOL, the ' +
+    'connection is closed',
+  async (t) => {
+    const stats = { data: { v: 1, type: 'stats', connections: 0, state: 'serving' } };
+    const flood = await fakeServer(t, Array(65).fill(stats));
+    await assert.rejects(sendCommand(flood.sock, 'status', 10_000), {
+      code: 'ERR_BATON_PROTOCOL',
+      message: /the peer sent more than 64 unsolicited messages/,
+    });
+    await waitFor(() => flood.ended() === 1, 5000, 'the client closed its connection');
+    // 64 unsolicited messages are kept for a later expect(): a result after them is still found.
+    const result = { data: { v: 1, type: 'result', ok: true, command: 'status', data: {} } };
+    const ok = await fakeServer(t, [...Array(64).fill(stats), result]);
+    assert.equal((await sendCommand(ok.sock, 'status', 10_000)).ok, true);
+    await waitFor(() => ok.ended() === 1, 5000, 'the client closed its connection');
+  },
+);
 
-test('client side: a serving side that sends 65 drain messages with fds before the welcome: the join fails, every fd is closed', async (t) => {
-  const fd = tracer(t);
-  const drain = { data: { v: 1, type: 'drain', timeoutMs: 1000, reason: 'stop' }, fds: [fd.fd] };
-  const fake = await fakeServer(t, Array(65).fill(drain));
-  await assert.rejects(GenerationClient.join(fake.sock, { timeoutMs: 10_000 }), { code: 'ERR_BATON_PROTOCOL', message: /the peer sent more than 64 unsolicited messages/ });
-  fd.dropOurs();
-  // The 64 queued drains each held a copy of the fd, and the 65th one: all are closed with the link.
-  await within(fd.released, 10_000, 'every fd that came with the unsolicited messages is closed');
-});
+test(
+  'client side: a serving side that sends 65 drain messages with fds before the welcome: the join fails, every fd ' +
+    'is closed',
+  async (t) => {
+    const fd = tracer(t);
+    const drain = { data: { v: 1, type: 'drain', timeoutMs: 1000, reason: 'stop' }, fds: [fd.fd] };
+    const fake = await fakeServer(t, Array(65).fill(drain));
+    await assert.rejects(GenerationClient.join(fake.sock, { timeoutMs: 10_000 }), {
+      code: 'ERR_BATON_PROTOCOL',
+      message: /the peer sent more than 64 unsolicited messages/,
+    });
+    fd.dropOurs();
+    // The 64 queued drains each held a copy of the fd, and the 65th one: all are closed with the link.
+    await within(fd.released, 10_000, 'every fd that came with the unsolicited messages is closed');
+  },
+);
 
 // --- limits enforced by the decoder ---------------------------------------------------------------------
 
 test('decoder: a welcome of 4096 inventory entries is accepted, 4097 is ERR_BATON_PROTOCOL', () => {
-  const entries = (n: number) => Array.from({ length: n }, (_, i) => ({ name: `s${i}`, kind: 'tcp', address: { host: '127.0.0.1', port: 1 + (i % 65535) } }));
-  const welcome = (n: number) => Buffer.from(JSON.stringify({ v: 1, type: 'welcome', generation: 2, inventory: entries(n) }));
+  const entries = (n: number) =>
+    Array.from({ length: n }, (_, i) => ({
+      name: `s${i}`,
+      kind: 'tcp',
+      address: { host: '127.0.0.1', port: 1 + (i % 65535) },
+    }));
+  const welcome = (n: number) =>
+    Buffer.from(JSON.stringify({ v: 1, type: 'welcome', generation: 2, inventory: entries(n) }));
   const ok = decode(welcome(4096));
   assert.equal(ok.type === 'welcome' && ok.inventory.length, 4096);
-  assert.throws(() => decode(welcome(4097)), { code: 'ERR_BATON_PROTOCOL', message: /"inventory" must be an array of at most 4096 entries/ });
+  assert.throws(() => decode(welcome(4097)), {
+    code: 'ERR_BATON_PROTOCOL',
+    message: /"inventory" must be an array of at most 4096 entries/,
+  });
 });
 
 test('decoder: ready with 4096 names is accepted, 4097 is ERR_BATON_PROTOCOL', () => {
-  const ready = (n: number) => Buffer.from(JSON.stringify({ v: 1, type: 'ready', names: Array.from({ length: n }, (_, i) => `s${i}`) }));
+  const ready = (n: number) =>
+    Buffer.from(JSON.stringify({ v: 1, type: 'ready', names: Array.from({ length: n }, (_, i) => `s${i}`) }));
   const ok = decode(ready(4096));
   assert.equal(ok.type === 'ready' && ok.names.length, 4096);
-  assert.throws(() => decode(ready(4097)), { code: 'ERR_BATON_PROTOCOL', message: /"names" must be an array of strings/ });
+  assert.throws(() => decode(ready(4097)), {
+    code: 'ERR_BATON_PROTOCOL',
+    message: /"names" must be an array of strings/,
+  });
 });

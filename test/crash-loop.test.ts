@@ -13,7 +13,9 @@ import { baton, BATON, BEHAVIOUR_APP, SERVING, startSupervised } from './upgrade
 
 const spawns = (stderr: string) => (stderr.match(/baton spawn supervisor=/g) ?? []).length;
 
-test('crash loop: a missing script is tried 5 times (the default), then baton run exits 1 with its error', { timeout: 120_000 }, async (t) => {
+test('crash loop: a missing script is tried 5 times (the default), then baton run exits 1 with its error', {
+  timeout: 120_000,
+}, async (t) => {
   const dir = tmpDir(t);
   const missing = path.join(dir, 'missing.js');
   const sup = spawnNode(t, BATON, ['run', '--socket', path.join(dir, 's.sock'), '--', process.execPath, missing]);
@@ -22,26 +24,52 @@ test('crash loop: a missing script is tried 5 times (the default), then baton ru
   assert.equal(spawns(sup.stderr()), 5);
   assert.match(sup.stderr(), /baton ERROR give-up supervisor=\d+ failedStarts=5 generation=5/);
   // The last error and its output, on the way out.
-  assert.match(sup.stderr(), /baton: giving up: 5 starts in a row failed; the last, generation 5 \(pid \d+\), exited with code 1 before ready\(\); last output:\n(.*\n)*Error: Cannot find module/);
+  assert.match(
+    sup.stderr(),
+    /baton: giving up: 5 starts in a row failed; the last, generation 5 \(pid \d+\), exited with code 1 before ready\(\); last output:\n(.*\n)*Error: Cannot find module/,
+  );
   assert.equal(fs.existsSync(path.join(dir, 's.sock')), false, 'the control socket is gone');
 });
 
-test('crash loop: a generation that exits sooner than --min-uptime after ready() counts as a failed start', { timeout: 120_000 }, async (t) => {
+test('crash loop: a generation that exits sooner than --min-uptime after ready() counts as a failed start', {
+  timeout: 120_000,
+}, async (t) => {
   const dir = tmpDir(t);
   const behaviour = path.join(dir, 'behaviour');
   fs.writeFileSync(behaviour, 'crash-after-ready');
-  const sup = spawnNode(t, BATON, ['run', '--socket', path.join(dir, 's.sock'), '--max-starts', '3', '--min-uptime', '30', '--', process.execPath, BEHAVIOUR_APP], {
-    BEHAVIOUR_FILE: behaviour,
-    PORT: '0',
-  });
+  const sup = spawnNode(
+    t,
+    BATON,
+    [
+      'run',
+      '--socket',
+      path.join(dir, 's.sock'),
+      '--max-starts',
+      '3',
+      '--min-uptime',
+      '30',
+      '--',
+      process.execPath,
+      BEHAVIOUR_APP,
+    ],
+    {
+      BEHAVIOUR_FILE: behaviour,
+      PORT: '0',
+    },
+  );
   const code = await within(sup.exited, 60_000, 'baton run gives up on an app that crashes right after ready()');
   assert.equal(code, 1, sup.stderr());
   assert.equal(spawns(sup.stderr()), 3);
   assert.equal((sup.stdout().match(/serving on/g) ?? []).length, 3, 'each one did call ready()');
-  assert.match(sup.stderr(), /baton: giving up: 3 starts in a row failed; the last, generation 3 \(pid \d+\), exited with code 3 \d+ ms after ready\(\), sooner than --min-uptime 30000 ms; last output:\n(.*\n)*behaviour-app: crash after ready on purpose/);
+  assert.match(
+    sup.stderr(),
+    /baton: giving up: 3 starts in a row failed; the last, generation 3 \(pid \d+\), exited with code 3 \d+ ms after ready\(\), sooner than --min-uptime 30000 ms; last output:\n(.*\n)*behaviour-app: crash after ready on purpose/,
+  );
 });
 
-test('crash loop: crashes after --min-uptime restart with backoff, counted in status, however many', { timeout: 180_000 }, async (t) => {
+test('crash loop: crashes after --min-uptime restart with backoff, counted in status, however many', {
+  timeout: 180_000,
+}, async (t) => {
   const s = await startSupervised(t, { app: BEHAVIOUR_APP, runArgs: ['--max-starts', '2', '--min-uptime', '0.2'] });
   for (let gen = 1; gen <= 3; gen++) {
     const [serving] = await s.serving();

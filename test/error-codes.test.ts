@@ -10,22 +10,12 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { BATON_ERROR_CODES } from '../src/fd/errors.js';
 import { fdOf } from '../src/fd/fd-of.js';
-import { ROOT } from './helpers.js';
-
-function files(dir: string, ext: RegExp): string[] {
-  const out: string[] = [];
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) out.push(...files(p, ext));
-    else if (ext.test(e.name)) out.push(p);
-  }
-  return out;
-}
+import { listFiles, ROOT } from './helpers.js';
 
 /** code -> the files that name it. */
 function codesInSource(): Map<string, string[]> {
   const found = new Map<string, string[]>();
-  const sources = [...files(path.join(ROOT, 'src'), /\.ts$/), ...files(path.join(ROOT, 'native'), /\.[ch]$/)];
+  const sources = [...listFiles(path.join(ROOT, 'src'), /\.ts$/), ...listFiles(path.join(ROOT, 'native'), /\.[ch]$/)];
   for (const file of sources) {
     for (const m of fs.readFileSync(file, 'utf8').matchAll(/ERR_BATON_[A-Z_]*[A-Z]/g)) {
       const where = found.get(m[0]) ?? [];
@@ -40,10 +30,14 @@ test('every ERR_BATON_* code in src/ and native/ is on the closed list, and ever
   const listed = new Set<string>(BATON_ERROR_CODES);
   assert.equal(listed.size, BATON_ERROR_CODES.length, 'no code listed twice');
   const used = codesInSource();
-  const unlisted = [...used].filter(([code]) => !listed.has(code)).map(([code, where]) => `${code} (${[...new Set(where)].join(', ')})`);
+  const unlisted = [...used]
+    .filter(([code]) => !listed.has(code))
+    .map(([code, where]) => `${code} (${[...new Set(where)].join(', ')})`);
   assert.deepEqual(unlisted, [], 'codes used but missing from BATON_ERROR_CODES (src/fd/errors.ts)');
   // errors.ts itself lists them all: a code is used if some other file names it.
-  const unused = BATON_ERROR_CODES.filter((code) => !(used.get(code) ?? []).some((f) => f !== path.join('src', 'fd', 'errors.ts')));
+  const unused = BATON_ERROR_CODES.filter(
+    (code) => !(used.get(code) ?? []).some((f) => f !== path.join('src', 'fd', 'errors.ts')),
+  );
   assert.deepEqual(unused, [], 'codes listed but used nowhere');
 });
 

@@ -89,7 +89,11 @@ function udpAsk(port: number, text: string, ms = 5000): Promise<string> {
 }
 
 test('examples/udp-echo: echoes with the generation, across reloads, without losing a datagram', async (t) => {
-  const s = await supervise(t, path.join(EXAMPLES, 'udp-echo/server.js'), /generation 1 \(pid \d+\) echoing on udp 127\.0\.0\.1:(\d+)/);
+  const s = await supervise(
+    t,
+    path.join(EXAMPLES, 'udp-echo/server.js'),
+    /generation 1 \(pid \d+\) echoing on udp 127\.0\.0\.1:(\d+)/,
+  );
   const first = /generation 1 \(pid (\d+)\)/.exec(s.sup.stdout())!;
   assert.equal(await udpAsk(s.port, 'seq 1'), 'seq 1 from generation 1');
 
@@ -107,7 +111,9 @@ test('examples/udp-echo: echoes with the generation, across reloads, without los
   await client.line(/answered by generation 3/, 10_000);
   process.kill(client.pid, 'SIGINT');
   assert.equal(await within(client.exited, 10_000, 'the udp client exits'), 0, client.stdout().slice(-2000));
-  const summary = /client: sent (\d+), replies (\d+), lost (\d+), duplicates (\d+); generations (.*)/.exec(client.stdout());
+  const summary = /client: sent (\d+), replies (\d+), lost (\d+), duplicates (\d+); generations (.*)/.exec(
+    client.stdout(),
+  );
   assert.ok(summary, client.stdout().slice(-2000));
   assert.equal(summary[3], '0', `lost datagrams: ${summary[0]}`);
   assert.equal(summary[1], summary[2], 'every datagram sent got a reply');
@@ -118,7 +124,11 @@ test('examples/udp-echo: echoes with the generation, across reloads, without los
 });
 
 test('examples/express: an Express app is reloaded; a request in flight finishes on the old generation', async (t) => {
-  const s = await supervise(t, path.join(EXAMPLES, 'express/server.js'), /generation 1 \(pid \d+\) serving express on http:\/\/127\.0\.0\.1:(\d+)/);
+  const s = await supervise(
+    t,
+    path.join(EXAMPLES, 'express/server.js'),
+    /generation 1 \(pid \d+\) serving express on http:\/\/127\.0\.0\.1:(\d+)/,
+  );
   const r1 = await get(s.port, '/');
   assert.equal(r1.status, 200);
   const body1 = JSON.parse(r1.body) as { generation: number; pid: number };
@@ -135,7 +145,11 @@ test('examples/express: an Express app is reloaded; a request in flight finishes
 
   const slowRes = await within(slow, 20_000, 'the slow request');
   assert.equal(slowRes.status, 200);
-  assert.equal((JSON.parse(slowRes.body) as { generation: number }).generation, 1, 'the request in flight finished on generation 1');
+  assert.equal(
+    (JSON.parse(slowRes.body) as { generation: number }).generation,
+    1,
+    'the request in flight finished on generation 1',
+  );
   await waitExit(body1.pid, 15_000, 'generation 1 exits once drained');
 
   assert.equal(await s.shutdown(), 0, s.sup.stderr().slice(-2000));
@@ -174,7 +188,8 @@ test('npm start (dist/scripts/demo.js), stdout not a TTY: three reloads under lo
     const pids = [...out.matchAll(/supervisor pid (\d+)/g), ...out.matchAll(/\(pid (\d+)\)/g)].map((m) => Number(m[1]));
     for (const pid of pids) {
       try {
-        if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(path.join(ROOT, 'examples/http-server'))) process.kill(pid, 'SIGKILL');
+        if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(path.join(ROOT, 'examples/http-server')))
+          process.kill(pid, 'SIGKILL');
         else if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(BATON)) process.kill(pid, 'SIGKILL');
       } catch {
         // gone
@@ -207,7 +222,13 @@ test('npm start (dist/scripts/demo.js), stdout not a TTY: three reloads under lo
 });
 
 /** Run an example's counting client for `seconds` through two reloads; returns its summary line. */
-async function countThroughReloads(t: Cleanup, s: Supervised, client: string, seconds: number, summary: RegExp): Promise<RegExpExecArray> {
+async function countThroughReloads(
+  t: Cleanup,
+  s: Supervised,
+  client: string,
+  seconds: number,
+  summary: RegExp,
+): Promise<RegExpExecArray> {
   const c = spawnNode(t, client, [String(s.port), '5', String(seconds)]);
   await new Promise((r) => setTimeout(r, 1500));
   assert.equal((await s.reload()).generation, 2);
@@ -220,16 +241,36 @@ async function countThroughReloads(t: Cleanup, s: Supervised, client: string, se
 }
 
 test('examples/sse: EventSource clients follow two reloads with Last-Event-ID, no event missing', async (t) => {
-  const s = await supervise(t, path.join(EXAMPLES, 'sse/server.js'), /generation 1 serving SSE on http:\/\/127\.0\.0\.1:(\d+)/);
-  const m = await countThroughReloads(t, s, path.join(EXAMPLES, 'sse/client.js'), 9, /events (\d+), missing (\d+), reconnects (\d+), generations (.*)/);
+  const s = await supervise(
+    t,
+    path.join(EXAMPLES, 'sse/server.js'),
+    /generation 1 serving SSE on http:\/\/127\.0\.0\.1:(\d+)/,
+  );
+  const m = await countThroughReloads(
+    t,
+    s,
+    path.join(EXAMPLES, 'sse/client.js'),
+    9,
+    /events (\d+), missing (\d+), reconnects (\d+), generations (.*)/,
+  );
   assert.equal(m[2], '0', m[0]);
   assert.ok(Number(m[1]) > 0 && m[4]!.endsWith('3'), m[0]);
   assert.equal(await s.shutdown(), 0, s.sup.stderr().slice(-2000));
 });
 
 test('examples/socket-io: clients follow two reloads with their sessions recovered, no tick missing', async (t) => {
-  const s = await supervise(t, path.join(EXAMPLES, 'socket-io/server.js'), /generation 1 serving Socket\.IO on http:\/\/127\.0\.0\.1:(\d+)/);
-  const m = await countThroughReloads(t, s, path.join(EXAMPLES, 'socket-io/client.js'), 10, /ticks (\d+), missing (\d+), reconnects (\d+) \(recovered (\d+)\), generations (.*)/);
+  const s = await supervise(
+    t,
+    path.join(EXAMPLES, 'socket-io/server.js'),
+    /generation 1 serving Socket\.IO on http:\/\/127\.0\.0\.1:(\d+)/,
+  );
+  const m = await countThroughReloads(
+    t,
+    s,
+    path.join(EXAMPLES, 'socket-io/client.js'),
+    10,
+    /ticks (\d+), missing (\d+), reconnects (\d+) \(recovered (\d+)\), generations (.*)/,
+  );
   assert.equal(m[2], '0', m[0]);
   assert.equal(m[3], m[4], `every reconnect recovered its session: ${m[0]}`);
   assert.ok(Number(m[3]) > 0 && m[5]!.endsWith('3'), m[0]);

@@ -40,7 +40,10 @@ export interface FaultHit {
 }
 
 export const faultRe = (gen: number | string, step: string) =>
-  new RegExp(`fault gen=${gen} pid=(\\d+) step=${step.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} action=\\w+ inflight=(\\d+) connections=(\\d+) echo=(\\d+)`);
+  new RegExp(
+    `fault gen=${gen} pid=(\\d+) step=${step.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} action=\\w+ inflight=(\\d+) ` +
+      `connections=(\\d+) echo=(\\d+)`,
+  );
 
 /** Wait for the fault app's line for `step` on `out`'s stdout. */
 export async function faultHit(out: Spawned, gen: number | string, step: string, ms = 20_000): Promise<FaultHit> {
@@ -49,7 +52,8 @@ export async function faultHit(out: Spawned, gen: number | string, step: string,
 }
 
 /** The fault app's serving line: "generation G serving on http://127.0.0.1:PORT pid P echo=E extra=X". */
-export const servingRe = (gen: number) => new RegExp(`generation ${gen} serving on http://127\\.0\\.0\\.1:(\\d+) pid (\\d+) echo=(\\S+) extra=(\\S+)`);
+export const servingRe = (gen: number) =>
+  new RegExp(`generation ${gen} serving on http://127\\.0\\.0\\.1:(\\d+) pid (\\d+) echo=(\\S+) extra=(\\S+)`);
 
 export async function servingPid(out: Spawned, gen: number, ms = 20_000): Promise<number> {
   return Number((await out.line(servingRe(gen), ms))[2]);
@@ -80,7 +84,10 @@ export function startProbe(port: number, everyMs = 20): Probe {
     new Promise<void>((resolve) => {
       result.attempts++;
       const socket = net.connect({ host: '127.0.0.1', port });
-      const timer = setTimeout(() => socket.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), 10_000);
+      const timer = setTimeout(
+        () => socket.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })),
+        10_000,
+      );
       socket.once('connect', () => {
         result.connected++;
         socket.destroy();
@@ -140,8 +147,12 @@ export async function startTraffic(t: { after(fn: () => unknown): void }, port: 
 export function summary(r: { load: LoadResult; probe: ProbeResult }): string {
   const l = r.load;
   const p = r.probe;
-  return `load: sent ${l.sent}, ok ${l.ok}, non2xx ${l.non2xx}, errors ${l.errors} ${JSON.stringify(l.errorCodes)}, connections opened ${l.socketsOpened}; ` +
-    `probe: ${p.attempts} connects, ${p.connected} connected, ${p.refused} refused, other errors ${JSON.stringify(p.errors)}`;
+  return (
+    `load: sent ${l.sent}, ok ${l.ok}, non2xx ${l.non2xx}, errors ${l.errors} ${JSON.stringify(l.errorCodes)}, ` +
+    `connections opened ${l.socketsOpened}; ` +
+    `probe: ${p.attempts} connects, ${p.connected} connected, ${p.refused} refused, other errors ` +
+    `${JSON.stringify(p.errors)}`
+  );
 }
 
 export type Outcome = { load: LoadResult; probe: ProbeResult };
@@ -162,7 +173,15 @@ export function expectNothingLost(t: Diag, r: Outcome): void {
  * How most cells end: the traffic is served by generation `gen` (`when`: a note for the message), nothing
  * was lost, and `pid` alone accepts on `port` among `pids`.
  */
-export async function servedWithoutLoss(t: Diag, traffic: Traffic, port: number, pids: Iterable<number>, gen: number, pid: number, when = ''): Promise<void> {
+export async function servedWithoutLoss(
+  t: Diag,
+  traffic: Traffic,
+  port: number,
+  pids: Iterable<number>,
+  gen: number,
+  pid: number,
+  when = '',
+): Promise<void> {
   await traffic.served(`by generation ${gen}${when}`);
   expectNothingLost(t, await traffic.stop());
   await expectOnlyAccepting(port, pids, pid, `generation ${gen} alone accepts`);
@@ -174,7 +193,8 @@ export function expectLostAtMost(t: Diag, r: Outcome, n: number): void {
   const what = summary(r);
   t.diagnostic(`${what}; at most ${n} may fail`);
   assert.ok(r.load.errors <= n, `${r.load.errors} requests failed, at most ${n} expected: ${what}`);
-  for (const code of Object.keys(r.load.errorCodes)) assert.ok(code === 'ECONNRESET' || code === 'EPIPE', `unexpected error ${code}: ${what}`);
+  for (const code of Object.keys(r.load.errorCodes))
+    assert.ok(code === 'ECONNRESET' || code === 'EPIPE', `unexpected error ${code}: ${what}`);
   assert.equal(r.load.non2xx, 0, what);
   assert.equal(r.load.sent, r.load.ok + r.load.errors, what);
   assert.equal(r.probe.refused, 0, `connections refused: ${what}`);
@@ -255,16 +275,30 @@ export function acceptingPids(port: number, pids: Iterable<number>): number[] {
 }
 
 /** Wait until exactly `want` (of `pids`) accepts on 127.0.0.1:port — the settled state after a handoff. */
-export async function expectOnlyAccepting(port: number, pids: Iterable<number>, want: number, what: string, ms = 10_000): Promise<void> {
+export async function expectOnlyAccepting(
+  port: number,
+  pids: Iterable<number>,
+  want: number,
+  what: string,
+  ms = 10_000,
+): Promise<void> {
   const list = [...pids, want];
   let now: number[] = [];
   try {
-    await waitFor(() => {
-      now = acceptingPids(port, list);
-      return now.length === 1 && now[0] === want;
-    }, ms, what, 50);
+    await waitFor(
+      () => {
+        now = acceptingPids(port, list);
+        return now.length === 1 && now[0] === want;
+      },
+      ms,
+      what,
+      50,
+    );
   } catch {
-    throw new Error(`${what}: expected only pid ${want} to accept on 127.0.0.1:${port}, but these do: [${now.join(', ')}] (candidates ${[...new Set(list)].join(', ')})`);
+    throw new Error(
+      `${what}: expected only pid ${want} to accept on 127.0.0.1:${port}, but these do: [${now.join(', ')}] ` +
+        `(candidates ${[...new Set(list)].join(', ')})`,
+    );
   }
 }
 
@@ -282,7 +316,12 @@ export function running(pid: number, marker: string): boolean {
 }
 
 /** Every pid in `pids` has exited, within `ms`. */
-export async function expectAllGone(pids: Iterable<number>, isRunning: (pid: number) => boolean, what: string, ms = 15_000): Promise<void> {
+export async function expectAllGone(
+  pids: Iterable<number>,
+  isRunning: (pid: number) => boolean,
+  what: string,
+  ms = 15_000,
+): Promise<void> {
   const list = [...new Set(pids)];
   try {
     await waitFor(() => list.every((p) => !isRunning(p)), ms, what, 50);

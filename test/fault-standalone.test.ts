@@ -63,15 +63,30 @@ async function standalone(t: Cleanup, env: NodeJS.ProcessEnv = {}): Promise<Stan
   const gen1 = start({ PORT: '0', ...env });
   const port = Number((await gen1.line(servingRe(1), 20_000))[1]);
   const traffic = await startTraffic(t, port);
-  return { dir, socket, port, holdFile, gen1, traffic, procs, next: (e = {}) => start({ PORT: String(port), ...e }), release: () => fs.writeFileSync(holdFile, ''), running: (pid) => running(pid, `HOLD_FILE=${holdFile}`) };
+  return {
+    dir,
+    socket,
+    port,
+    holdFile,
+    gen1,
+    traffic,
+    procs,
+    next: (e = {}) => start({ PORT: String(port), ...e }),
+    release: () => fs.writeFileSync(holdFile, ''),
+    running: (pid) => running(pid, `HOLD_FILE=${holdFile}`),
+  };
 }
 
 /** `baton status` on the control socket names exactly this generation, serving. */
 async function statusShows(socket: string, gen: number, pid: number): Promise<void> {
   const st = await baton(['status', '--json', '--socket', socket]);
   assert.equal(st.code, 0, st.stderr);
-  const gens = (JSON.parse(st.stdout) as { generations: Array<{ generation: number; pid: number; state: string }> }).generations;
-  assert.deepEqual(gens.map((g) => [g.generation, g.pid, g.state]), [[gen, pid, 'serving']]);
+  const gens = (JSON.parse(st.stdout) as { generations: Array<{ generation: number; pid: number; state: string }> })
+    .generations;
+  assert.deepEqual(
+    gens.map((g) => [g.generation, g.pid, g.state]),
+    [[gen, pid, 'serving']],
+  );
 }
 
 /** `baton stop` the serving process; then no process of the cell is left. */
@@ -79,13 +94,22 @@ async function stopAll(w: Standalone, serving: Spawned): Promise<void> {
   const stop = await baton(['stop', '--socket', w.socket]);
   assert.equal(stop.code, 0, stop.stderr);
   assert.equal(await within(serving.exited, 20_000, 'the serving process exits on baton stop'), 0);
-  await expectAllGone(w.procs.map((p) => p.pid), w.running, 'every process of the cell is gone');
+  await expectAllGone(
+    w.procs.map((p) => p.pid),
+    w.running,
+    'every process of the cell is gone',
+  );
 }
 
 async function slowRequests(w: Standalone, n: number, ms: number): Promise<Array<Promise<number | string>>> {
   const held = () => (w.gen1.stdout().match(new RegExp(`holds a request for ${ms} ms`, 'g')) ?? []).length;
   const before = held();
-  const requests = Array.from({ length: n }, () => get(w.port, `/?delay=${ms}`, 20_000).then((r) => r.status, (err: NodeJS.ErrnoException) => err.code ?? err.message));
+  const requests = Array.from({ length: n }, () =>
+    get(w.port, `/?delay=${ms}`, 20_000).then(
+      (r) => r.status,
+      (err: NodeJS.ErrnoException) => err.code ?? err.message,
+    ),
+  );
   await waitFor(() => held() === before + n, 10_000, `generation 1 holding the ${n} slow requests`);
   return requests;
 }
@@ -94,18 +118,26 @@ const pidsOf = (w: Standalone) => w.procs.map((p) => p.pid);
 
 // --- the new process ---------------------------------------------------------------------------------
 
-test('standalone: new process SIGKILLed before auth: the serving one drops the connection, nothing lost', { timeout: 60_000 }, async (t) => {
+test('standalone: new process SIGKILLed before auth: the serving one drops the connection, nothing lost', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await standalone(t);
   const n = w.next({ FAULT: 'before-auth:kill' });
   await faultHit(n, '0', 'before-auth');
   await within(n.exited, 10_000, 'the new process dies');
-  await waitFor(() => /baton WARN control-refused gen=1 pid=\d+ reason=/.test(w.gen1.stderr()), 10_000, 'generation 1 drops the silent connection');
+  await waitFor(
+    () => /baton WARN control-refused gen=1 pid=\d+ reason=/.test(w.gen1.stderr()),
+    10_000,
+    'generation 1 drops the silent connection',
+  );
   await servedWithoutLoss(t, w.traffic, w.port, pidsOf(w), 1, w.gen1.pid);
   await statusShows(w.socket, 1, w.gen1.pid);
   await stopAll(w, w.gen1);
 });
 
-test('standalone: new process hung before auth: another successor takes over meanwhile, nothing lost', { timeout: 60_000 }, async (t) => {
+test('standalone: new process hung before auth: another successor takes over meanwhile, nothing lost', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await standalone(t);
   const hung = w.next({ FAULT: 'before-auth:hang' });
   await faultHit(hung, '0', 'before-auth');
@@ -119,32 +151,51 @@ test('standalone: new process hung before auth: another successor takes over mea
   await stopAll(w, n);
 });
 
-test('standalone: new process SIGKILLed after the inventory: rolled back, nothing lost', { timeout: 60_000 }, async (t) => {
+test('standalone: new process SIGKILLed after the inventory: rolled back, nothing lost', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await standalone(t);
   const n = w.next({ FAULT: 'after-inventory:kill' });
   await faultHit(n, 2, 'after-inventory');
-  await waitFor(() => /baton WARN rollback gen=1 pid=\d+ next=2 /.test(w.gen1.stderr()), 10_000, 'generation 1 rolls back');
+  await waitFor(
+    () => /baton WARN rollback gen=1 pid=\d+ next=2 /.test(w.gen1.stderr()),
+    10_000,
+    'generation 1 rolls back',
+  );
   await servedWithoutLoss(t, w.traffic, w.port, pidsOf(w), 1, w.gen1.pid);
   await statusShows(w.socket, 1, w.gen1.pid);
   await stopAll(w, w.gen1);
 });
 
-test('standalone: new process hung mid-fd-transfer: rolled back at readyTimeout; continued, its ready() fails and it never serves', { timeout: 60_000 }, async (t) => {
+test('standalone: new process hung mid-fd-transfer: rolled back at readyTimeout; continued, its ready() fails and it ' +
+  'never serves', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await standalone(t, { READY_TIMEOUT: '2000' });
   const n = w.next({ FAULT: 'mid-fd-transfer:hang' });
   await faultHit(n, 2, 'mid-fd-transfer');
-  await waitFor(() => /baton WARN rollback gen=1 pid=\d+ next=2 .*reason="timed out after 2000 ms/.test(w.gen1.stderr()), 10_000, 'generation 1 rolls back at its readyTimeout');
+  await waitFor(
+    () => /baton WARN rollback gen=1 pid=\d+ next=2 .*reason="timed out after 2000 ms/.test(w.gen1.stderr()),
+    10_000,
+    'generation 1 rolls back at its readyTimeout',
+  );
   await statusShows(w.socket, 1, w.gen1.pid);
   cont(n.pid);
   assert.equal(await within(n.exited, 10_000, 'the continued process exits'), 1);
   // Which of the two depends on whether its event loop saw the connection close before ready() ran.
-  assert.match(n.stdout(), /generation 2 pid \d+ ready failed: ERR_BATON_ROLLED_BACK (the serving generation \(pid \d+\) ended the handoff before ready\(\)|the handoff did not complete: )/);
+  assert.match(
+    n.stdout(),
+    /generation 2 pid \d+ ready failed: ERR_BATON_ROLLED_BACK (the serving generation \(pid \d+\) ended the handoff before ready\(\)|the handoff did not complete: )/,
+  );
   assert.doesNotMatch(n.stdout(), servingRe(2));
   await servedWithoutLoss(t, w.traffic, w.port, pidsOf(w), 1, w.gen1.pid);
   await stopAll(w, w.gen1);
 });
 
-test('standalone: new process SIGKILLed right after ready: the port closes (nothing keeps a copy); a restart serves again', { timeout: 60_000 }, async (t) => {
+test('standalone: new process SIGKILLed right after ready: the port closes (nothing keeps a copy); a restart serves ' +
+  'again', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await standalone(t);
   const startedAt = Date.now();
   const n = w.next({ FAULT: 'after-ready:kill' });
@@ -152,13 +203,18 @@ test('standalone: new process SIGKILLed right after ready: the port closes (noth
   await within(n.exited, 10_000, 'the new process dies');
   // Generation 1 had handed everything over, the control socket included: it drains and exits.
   assert.equal(await within(w.gen1.exited, 20_000, 'generation 1 drains and exits'), 0);
-  await waitFor(() => w.traffic.probe.result.refused > 0, 10_000, 'fresh connections refused: no process holds the listener');
+  await waitFor(
+    () => w.traffic.probe.result.refused > 0,
+    10_000,
+    'fresh connections refused: no process holds the listener',
+  );
   assert.deepEqual(pidsOf(w).filter(w.running), [], 'no process left');
   // The load would only spin on refusals from here: stop it (what it saw is part of the measurement).
   const load = await w.traffic.load.stop();
   t.diagnostic(`load: sent ${load.sent}, ok ${load.ok}, errors ${JSON.stringify(load.errorCodes)}`);
   assert.equal(load.sent, load.ok + load.errors);
-  for (const code of Object.keys(load.errorCodes)) assert.ok(['ECONNRESET', 'EPIPE', 'ECONNREFUSED'].includes(code), JSON.stringify(load.errorCodes));
+  for (const code of Object.keys(load.errorCodes))
+    assert.ok(['ECONNRESET', 'EPIPE', 'ECONNREFUSED'].includes(code), JSON.stringify(load.errorCodes));
   // The documented way back: start the app again. The stale control socket is replaced; it binds the port.
   const again = w.next();
   const againPid = await servingPid(again, 1);
@@ -167,8 +223,14 @@ test('standalone: new process SIGKILLed right after ready: the port closes (noth
   const connected = w.traffic.probe.result.connected;
   await waitFor(() => w.traffic.probe.result.connected >= connected + 10, 10_000, 'the probe connecting again');
   const probe = await w.traffic.probe.stop();
-  t.diagnostic(`probe: ${probe.attempts} connects, ${probe.connected} connected, ${probe.refused} refused (all while no process held the port)`);
-  assert.ok(probe.refusedAt.every((at) => at >= startedAt), 'no refusal before the fault');
+  t.diagnostic(
+    `probe: ${probe.attempts} connects, ${probe.connected} connected, ${probe.refused} refused (all while no process ` +
+      `held the port)`,
+  );
+  assert.ok(
+    probe.refusedAt.every((at) => at >= startedAt),
+    'no refusal before the fault',
+  );
   assert.equal(probe.refused, refused, 'no refusal once the restarted process serves');
   assert.deepEqual(probe.errors, {});
   await expectOnlyAccepting(w.port, pidsOf(w), againPid, 'the restarted process alone accepts');
@@ -190,7 +252,10 @@ test('standalone: new process hung right after ready, then continued: nothing lo
 
 // --- the serving process -----------------------------------------------------------------------------
 
-test('standalone: serving process SIGKILLed before the inventory (successor said hello): the successor starts as generation 1', { timeout: 60_000 }, async (t) => {
+test('standalone: serving process SIGKILLed before the inventory (successor said hello): the successor starts as ' +
+  'generation 1', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await standalone(t, { FAULT: 'event:upgrade-start:kill' });
   const startedAt = Date.now();
   const n = w.next();
@@ -203,15 +268,21 @@ test('standalone: serving process SIGKILLed before the inventory (successor said
   const r = await w.traffic.stop();
   t.diagnostic(summary(r));
   // Nothing held the listener between the kill and the successor's bind: refusals only in that window.
-  assert.ok(r.probe.refusedAt.every((at) => at >= startedAt), `refusals before the fault: ${summary(r)}`);
+  assert.ok(
+    r.probe.refusedAt.every((at) => at >= startedAt),
+    `refusals before the fault: ${summary(r)}`,
+  );
   assert.equal(r.probe.refused, refused, `refusals after the successor served: ${summary(r)}`);
-  for (const code of Object.keys(r.load.errorCodes)) assert.ok(['ECONNRESET', 'EPIPE', 'ECONNREFUSED'].includes(code), summary(r));
+  for (const code of Object.keys(r.load.errorCodes))
+    assert.ok(['ECONNRESET', 'EPIPE', 'ECONNREFUSED'].includes(code), summary(r));
   await expectOnlyAccepting(w.port, pidsOf(w), nPid, 'the successor alone accepts');
   await statusShows(w.socket, 1, nPid);
   await stopAll(w, n);
 });
 
-test('standalone: serving process SIGKILLed while the successor has its inventory: the successor serves, no refusal', { timeout: 60_000 }, async (t) => {
+test('standalone: serving process SIGKILLed while the successor has its inventory: the successor serves, no refusal', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await standalone(t);
   const n = w.next({ FAULT: 'after-inventory:hold' });
   await faultHit(n, 2, 'after-inventory');
@@ -221,7 +292,11 @@ test('standalone: serving process SIGKILLed while the successor has its inventor
   assert.equal(w.traffic.probe.result.refused, 0, 'the successor holds the listener: connections queue');
   w.release();
   await servingPid(n, 2);
-  assert.match(n.stderr(), /baton listen gen=2 pid=\d+ name=web address=127\.0\.0\.1:\d+ inherited=true/, 'it took the listener generation 1 had offered');
+  assert.match(
+    n.stderr(),
+    /baton listen gen=2 pid=\d+ name=web address=127\.0\.0\.1:\d+ inherited=true/,
+    'it took the listener generation 1 had offered',
+  );
   await w.traffic.served('by generation 2');
   expectLostAtMost(t, await w.traffic.stop(), 8); // generation 1's connections died with it
   await expectOnlyAccepting(w.port, pidsOf(w), n.pid, 'generation 2 alone accepts');
@@ -229,7 +304,9 @@ test('standalone: serving process SIGKILLed while the successor has its inventor
   await stopAll(w, n);
 });
 
-test('standalone: serving process hung while the successor has its inventory, then continued: the takeover completes', { timeout: 60_000 }, async (t) => {
+test('standalone: serving process hung while the successor has its inventory, then continued: the takeover completes', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await standalone(t);
   const n = w.next({ FAULT: 'after-inventory:hold' });
   await faultHit(n, 2, 'after-inventory');
@@ -243,7 +320,9 @@ test('standalone: serving process hung while the successor has its inventory, th
   await stopAll(w, n);
 });
 
-test('standalone: serving process SIGKILLed when told to drain: at most one request per connection it held fails', { timeout: 60_000 }, async (t) => {
+test('standalone: serving process SIGKILLed when told to drain: at most one request per connection it held fails', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await standalone(t, { FAULT: 'drain:kill' });
   const n = w.next();
   const hit = await faultHit(w.gen1, 1, 'drain');
@@ -256,7 +335,9 @@ test('standalone: serving process SIGKILLed when told to drain: at most one requ
   await stopAll(w, n);
 });
 
-test('standalone: serving process SIGKILLed mid-drain: exactly its requests in flight fail', { timeout: 60_000 }, async (t) => {
+test('standalone: serving process SIGKILLed mid-drain: exactly its requests in flight fail', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await standalone(t, { FAULT: 'mid-drain:kill' });
   const slow = await slowRequests(w, 3, 5000);
   const n = w.next();
@@ -270,7 +351,9 @@ test('standalone: serving process SIGKILLed mid-drain: exactly its requests in f
   await stopAll(w, n);
 });
 
-test('standalone: serving process hung mid-drain, then continued: its requests in flight complete, nothing lost', { timeout: 60_000 }, async (t) => {
+test('standalone: serving process hung mid-drain, then continued: its requests in flight complete, nothing lost', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await standalone(t, { FAULT: 'mid-drain:hang' });
   const slow = await slowRequests(w, 3, 3000);
   const n = w.next();

@@ -74,14 +74,26 @@ async function stopAll(w: FaultWorld, code = 0): Promise<void> {
 /** The supervisor is dead: exactly `survivors` are still running (serving on without it); they are then
  * stopped and nothing is left. */
 async function survivorsOnly(w: FaultWorld, survivors: number[]): Promise<void> {
-  await waitFor(() => w.pids().filter(w.running).length === survivors.length, 10_000, 'only the survivors running').catch(() => {});
-  assert.deepEqual(w.pids().filter(w.running).sort(), [...survivors].sort(), 'processes still running after the supervisor died');
+  await waitFor(
+    () => w.pids().filter(w.running).length === survivors.length,
+    10_000,
+    'only the survivors running',
+  ).catch(() => {});
+  assert.deepEqual(
+    w.pids().filter(w.running).sort(),
+    [...survivors].sort(),
+    'processes still running after the supervisor died',
+  );
   for (const pid of survivors) process.kill(pid, 'SIGTERM');
   await expectAllGone(w.pids(), w.running, 'the survivors stop on SIGTERM');
 }
 
 /** `n` echo clients against the echo port of generation 1, streaming and answered by it. */
-async function echoClients(t: { after(fn: () => unknown): void }, w: FaultWorld, n: number): Promise<{ port: number; clients: EchoClient[] }> {
+async function echoClients(
+  t: { after(fn: () => unknown): void },
+  w: FaultWorld,
+  n: number,
+): Promise<{ port: number; clients: EchoClient[] }> {
   const port = Number(servingRe(1).exec(w.s.sup.stdout())![3]);
   const clients = await connectClients(n, { connect: { host: '127.0.0.1', port }, pauseMs: [20, 60] });
   t.after(() => clients.forEach((c) => c.socket.destroy()));
@@ -116,9 +128,15 @@ async function echoesMovedTo(
 /** `n` slow requests (answered after `ms`) on fresh connections, once generation 1 holds them all; each
  * promise gives the status or the error code. */
 async function slowRequests(w: FaultWorld, n: number, ms: number): Promise<Array<Promise<number | string>>> {
-  const held = () => (w.s.sup.stdout().match(new RegExp(`generation 1 pid ${w.gen1} holds a request for ${ms} ms`, 'g')) ?? []).length;
+  const held = () =>
+    (w.s.sup.stdout().match(new RegExp(`generation 1 pid ${w.gen1} holds a request for ${ms} ms`, 'g')) ?? []).length;
   const before = held();
-  const requests = Array.from({ length: n }, () => get(w.s.port, `/?delay=${ms}`, 20_000).then((r) => r.status, (err: NodeJS.ErrnoException) => err.code ?? err.message));
+  const requests = Array.from({ length: n }, () =>
+    get(w.s.port, `/?delay=${ms}`, 20_000).then(
+      (r) => r.status,
+      (err: NodeJS.ErrnoException) => err.code ?? err.message,
+    ),
+  );
   await waitFor(() => held() === before + n, 10_000, `generation 1 holding the ${n} slow requests`);
   return requests;
 }
@@ -127,14 +145,20 @@ const ECHO = { ECHO_PORT: '0', MIGRATE_CHUNK: '10', MIGRATE_PAUSE_MS: '100' };
 
 // --- the new generation ----------------------------------------------------------------------------
 
-test('new generation SIGKILLed before auth (connected, nothing said): rolled back, nothing lost', { timeout: 60_000 }, async (t) => {
+test('new generation SIGKILLed before auth (connected, nothing said): rolled back, nothing lost', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   const supFds = fdsOf(w.s.sup.pid);
   w.fault(2, 'before-auth', 'kill');
   const reload = w.s.reload();
   const hit = await faultHit(w.s.sup, 2, 'before-auth');
   expectRolledBack(await reload, /exited on SIGKILL before ready\(\)/);
-  await waitFor(() => /baton WARN control-refused supervisor=\d+ reason=/.test(w.s.sup.stderr()), 10_000, 'the supervisor drops the silent connection');
+  await waitFor(
+    () => /baton WARN control-refused supervisor=\d+ reason=/.test(w.s.sup.stderr()),
+    10_000,
+    'the supervisor drops the silent connection',
+  );
   await w.traffic.served('by generation 1 after the rollback');
   expectNothingLost(t, await w.traffic.stop());
   assert.equal(w.running(hit.pid), false);
@@ -144,7 +168,9 @@ test('new generation SIGKILLed before auth (connected, nothing said): rolled bac
   await stopAll(w);
 });
 
-test('new generation hung before auth: rolled back at --ready-timeout and killed; nothing lost', { timeout: 60_000 }, async (t) => {
+test('new generation hung before auth: rolled back at --ready-timeout and killed; nothing lost', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t, { readyTimeout: 3 });
   w.fault(2, 'before-auth', 'hang');
   const reload = w.s.reload();
@@ -152,13 +178,19 @@ test('new generation hung before auth: rolled back at --ready-timeout and killed
   expectRolledBack(await reload, /no ready\(\) within 3000 ms/);
   // SIGTERM waits while the process is stopped; the supervisor's SIGKILL follows 3 s later.
   await waitFor(() => !w.running(hit.pid), 15_000, 'the stopped generation is killed');
-  await waitFor(() => /baton WARN control-refused supervisor=\d+ reason=/.test(w.s.sup.stderr()), 10_000, 'the supervisor drops the silent connection');
+  await waitFor(
+    () => /baton WARN control-refused supervisor=\d+ reason=/.test(w.s.sup.stderr()),
+    10_000,
+    'the supervisor drops the silent connection',
+  );
   await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 1, w.gen1, ' after the rollback');
   await servedBy(w.s.port, 1, w.gen1);
   await stopAll(w);
 });
 
-test('new generation SIGKILLed after the inventory (fds received, none adopted): rolled back, nothing lost', { timeout: 60_000 }, async (t) => {
+test('new generation SIGKILLed after the inventory (fds received, none adopted): rolled back, nothing lost', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   const supFds = fdsOf(w.s.sup.pid);
   w.fault(2, 'after-inventory', 'kill');
@@ -171,7 +203,9 @@ test('new generation SIGKILLed after the inventory (fds received, none adopted):
   await stopAll(w);
 });
 
-test('new generation hung after the inventory: rolled back at --ready-timeout, killed, its fds gone; nothing lost', { timeout: 60_000 }, async (t) => {
+test('new generation hung after the inventory: rolled back at --ready-timeout, killed, its fds gone; nothing lost', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t, { readyTimeout: 3 });
   const supFds = fdsOf(w.s.sup.pid);
   w.fault(2, 'after-inventory', 'hang');
@@ -187,14 +221,21 @@ test('new generation hung after the inventory: rolled back at --ready-timeout, k
   await stopAll(w);
 });
 
-test('new generation SIGKILLed mid-fd-transfer (listener adopted, a fresh socket registered): rolled back, the supervisor drops the registered fd', { timeout: 60_000 }, async (t) => {
+test('new generation SIGKILLed mid-fd-transfer (listener adopted, a fresh socket registered): rolled back, the ' +
+  'supervisor drops the registered fd', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t, { env: { EXTRA: '2' } });
   const supFds = fdsOf(w.s.sup.pid);
   w.fault(2, 'mid-fd-transfer', 'kill');
   const reload = w.s.reload();
   await faultHit(w.s.sup, 2, 'mid-fd-transfer');
   const extraRe = /baton listen gen=2 pid=\d+ name=extra address=127\.0\.0\.1:(\d+) inherited=false/;
-  await waitFor(() => extraRe.test(w.s.sup.stderr()), 10_000, "the new generation's log line for 'extra' (relayed by the supervisor)");
+  await waitFor(
+    () => extraRe.test(w.s.sup.stderr()),
+    10_000,
+    "the new generation's log line for 'extra' (relayed by the supervisor)",
+  );
   const extraPort = Number(extraRe.exec(w.s.sup.stderr())![1]);
   expectRolledBack(await reload, /exited on SIGKILL before ready\(\)/);
   await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 1, w.gen1, ' after the rollback');
@@ -203,7 +244,9 @@ test('new generation SIGKILLed mid-fd-transfer (listener adopted, a fresh socket
   await stopAll(w);
 });
 
-test('new generation hung mid-fd-transfer: rolled back at --ready-timeout and killed; the registered fd is dropped', { timeout: 60_000 }, async (t) => {
+test('new generation hung mid-fd-transfer: rolled back at --ready-timeout and killed; the registered fd is dropped', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t, { readyTimeout: 3, env: { EXTRA: '2' } });
   const supFds = fdsOf(w.s.sup.pid);
   w.fault(2, 'mid-fd-transfer', 'hang');
@@ -216,7 +259,10 @@ test('new generation hung mid-fd-transfer: rolled back at --ready-timeout and ki
   await stopAll(w);
 });
 
-test('new generation SIGKILLed right after ready: a crash; generation 3 is respawned on the kept listener, no refusal', { timeout: 60_000 }, async (t) => {
+test('new generation SIGKILLed right after ready: a crash; generation 3 is respawned on the kept listener, no ' +
+  'refusal', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   w.fault(2, 'after-ready', 'kill');
   const reload = w.s.reload();
@@ -229,16 +275,29 @@ test('new generation SIGKILLed right after ready: a crash; generation 3 is respa
   // Generation 1's connections were moving to generation 2 when it died: those that moved die with it,
   // the others are closed by generation 1 (it cannot move them). Each loses at most the request on it.
   expectLostAtMost(t, r, 8);
-  assert.match(w.s.sup.stderr(), new RegExp(`baton ERROR crash supervisor=\\d+ generation=2 child=${hit.pid} code=null signal=SIGKILL`));
+  assert.match(
+    w.s.sup.stderr(),
+    new RegExp(`baton ERROR crash supervisor=\\d+ generation=2 child=${hit.pid} code=null signal=SIGKILL`),
+  );
   await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 drains and exits');
   await expectOnlyAccepting(w.s.port, w.pids(), gen3, 'generation 3 alone accepts');
   await servedBy(w.s.port, 3, gen3);
   const st = await w.s.status();
-  assert.deepEqual(st.upgrades.map((u) => [u.generation, u.kind, u.outcome]), [[1, 'start', 'serving'], [2, 'reload', 'serving'], [3, 'respawn', 'serving']]);
+  assert.deepEqual(
+    st.upgrades.map((u) => [u.generation, u.kind, u.outcome]),
+    [
+      [1, 'start', 'serving'],
+      [2, 'reload', 'serving'],
+      [3, 'respawn', 'serving'],
+    ],
+  );
   await stopAll(w, 1); // the supervisor's exit code reports the crash
 });
 
-test('new generation SIGKILLed after ready, before the old one moved anything: the old one still answers every request on its connections', { timeout: 60_000 }, async (t) => {
+test('new generation SIGKILLed after ready, before the old one moved anything: the old one still answers every ' +
+  'request on its connections', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   w.fault(1, 'drain', 'hold'); // generation 1 has its drain message, and moves nothing until released
   const reload = w.s.reload();
@@ -246,7 +305,14 @@ test('new generation SIGKILLed after ready, before the old one moved anything: t
   expectReloaded(await reload, 2);
   const n = await servingPid(w.s.sup, 2);
   process.kill(n, 'SIGKILL');
-  await waitFor(() => new RegExp(`baton ERROR crash supervisor=\\d+ generation=2 child=${n} code=null signal=SIGKILL`).test(w.s.sup.stderr()), 10_000, 'the supervisor sees generation 2 crash');
+  await waitFor(
+    () =>
+      new RegExp(`baton ERROR crash supervisor=\\d+ generation=2 child=${n} code=null signal=SIGKILL`).test(
+        w.s.sup.stderr(),
+      ),
+    10_000,
+    'the supervisor sees generation 2 crash',
+  );
   w.release();
   // Its connections cannot move (the successor is gone): they stay, the request each client sent meanwhile
   // is answered with Connection: close, and the clients reconnect — to generation 3, respawned.
@@ -259,7 +325,9 @@ test('new generation SIGKILLed after ready, before the old one moved anything: t
   await stopAll(w, 1);
 });
 
-test('new generation hung right after ready, then continued: requests wait, none fails', { timeout: 60_000 }, async (t) => {
+test('new generation hung right after ready, then continued: requests wait, none fails', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   w.fault(2, 'after-ready', 'hang');
   const reload = w.s.reload();
@@ -276,7 +344,9 @@ test('new generation hung right after ready, then continued: requests wait, none
   await stopAll(w);
 });
 
-test('new generation SIGKILLed mid-migration: every echo connection is closed (none hangs), generation 3 serves', { timeout: 90_000 }, async (t) => {
+test('new generation SIGKILLed mid-migration: every echo connection is closed (none hangs), generation 3 serves', {
+  timeout: 90_000,
+}, async (t) => {
   const w = await superviseFaultApp(t, { env: ECHO });
   const { port, clients } = await echoClients(t, w, 40);
   w.fault(2, 'migrated:10', 'kill');
@@ -289,7 +359,9 @@ test('new generation SIGKILLed mid-migration: every echo connection is closed (n
   assert.ok(clients.every((c) => c.lastGen <= 2));
   await w.traffic.served('by generation 3');
   expectLostAtMost(t, await w.traffic.stop(), 8);
-  t.diagnostic(`echo: ${clients.filter((c) => c.lastGen === 2).length} answered by generation 2 before it died (${hit.echo} held)`);
+  t.diagnostic(
+    `echo: ${clients.filter((c) => c.lastGen === 2).length} answered by generation 2 before it died (${hit.echo} held)`,
+  );
   const [fresh] = await connectClients(1, { connect: { host: '127.0.0.1', port } });
   t.after(() => fresh!.socket.destroy());
   fresh!.start();
@@ -301,7 +373,9 @@ test('new generation SIGKILLed mid-migration: every echo connection is closed (n
   await stopAll(w, 1);
 });
 
-test('new generation hung mid-migration, then continued: every echo connection carries on, nothing lost', { timeout: 90_000 }, async (t) => {
+test('new generation hung mid-migration, then continued: every echo connection carries on, nothing lost', {
+  timeout: 90_000,
+}, async (t) => {
   const w = await superviseFaultApp(t, { env: ECHO });
   const { port, clients } = await echoClients(t, w, 40);
   w.fault(2, 'migrated:10', 'hang');
@@ -318,13 +392,22 @@ test('new generation hung mid-migration, then continued: every echo connection c
 
 // --- the old generation ------------------------------------------------------------------------------
 
-test('old generation SIGKILLed while the new one has its inventory: the port stays open, generation 2 serves', { timeout: 60_000 }, async (t) => {
+test('old generation SIGKILLed while the new one has its inventory: the port stays open, generation 2 serves', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   w.fault(2, 'after-inventory', 'hold');
   const reload = w.s.reload();
   const n = await faultHit(w.s.sup, 2, 'after-inventory');
   process.kill(w.gen1, 'SIGKILL');
-  await waitFor(() => new RegExp(`baton ERROR crash supervisor=\\d+ generation=1 child=${w.gen1} code=null signal=SIGKILL`).test(w.s.sup.stderr()), 10_000, 'the supervisor sees generation 1 crash');
+  await waitFor(
+    () =>
+      new RegExp(`baton ERROR crash supervisor=\\d+ generation=1 child=${w.gen1} code=null signal=SIGKILL`).test(
+        w.s.sup.stderr(),
+      ),
+    10_000,
+    'the supervisor sees generation 1 crash',
+  );
   // No generation accepts now (generation 2 holds the listener but polls it only from ready()): connections
   // wait in the queue of the kernel socket, which the supervisor's copy keeps open.
   assert.deepEqual(acceptingPids(w.s.port, w.pids()), [], 'nobody accepts while generation 2 holds');
@@ -337,11 +420,18 @@ test('old generation SIGKILLed while the new one has its inventory: the port sta
   await expectOnlyAccepting(w.s.port, w.pids(), n.pid, 'generation 2 alone accepts');
   await servedBy(w.s.port, 2, n.pid);
   const st = await w.s.status();
-  assert.deepEqual(st.generations.map((g) => [g.generation, g.state]), [[2, 'serving']], 'no respawn: the upgrade in progress took over');
+  assert.deepEqual(
+    st.generations.map((g) => [g.generation, g.state]),
+    [[2, 'serving']],
+    'no respawn: the upgrade in progress took over',
+  );
   await stopAll(w, 1);
 });
 
-test('old generation hung while the new one has its inventory: the upgrade completes; once continued it drains, nothing lost', { timeout: 60_000 }, async (t) => {
+test('old generation hung while the new one has its inventory: the upgrade completes; once continued it drains, ' +
+  'nothing lost', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   w.fault(2, 'after-inventory', 'hold');
   const reload = w.s.reload();
@@ -356,7 +446,9 @@ test('old generation hung while the new one has its inventory: the upgrade compl
   await stopAll(w);
 });
 
-test('old generation SIGKILLed when told to drain: at most one request per connection it held fails; no refusal', { timeout: 60_000 }, async (t) => {
+test('old generation SIGKILLed when told to drain: at most one request per connection it held fails; no refusal', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   w.fault(1, 'drain', 'kill');
   const reload = w.s.reload();
@@ -367,7 +459,10 @@ test('old generation SIGKILLed when told to drain: at most one request per conne
   const r = await w.traffic.stop();
   t.diagnostic(`generation 1 held ${hit.connections} connections, ${hit.inflight} requests in flight`);
   expectLostAtMost(t, r, hit.connections);
-  assert.match(w.s.sup.stderr(), new RegExp(`baton exit supervisor=\\d+ generation=1 child=${w.gen1} code=null signal=SIGKILL`));
+  assert.match(
+    w.s.sup.stderr(),
+    new RegExp(`baton exit supervisor=\\d+ generation=1 child=${w.gen1} code=null signal=SIGKILL`),
+  );
   await expectOnlyAccepting(w.s.port, w.pids(), n, 'generation 2 alone accepts');
   await servedBy(w.s.port, 2, n);
   await stopAll(w);
@@ -395,7 +490,11 @@ test('old generation SIGKILLed mid-drain: exactly its requests in flight fail', 
   const hit = await faultHit(w.s.sup, 1, 'mid-drain');
   expectReloaded(await reload, 2);
   const n = await servingPid(w.s.sup, 2);
-  assert.deepEqual(await Promise.all(slow), ['ECONNRESET', 'ECONNRESET', 'ECONNRESET'], 'the slow requests in flight died with generation 1');
+  assert.deepEqual(
+    await Promise.all(slow),
+    ['ECONNRESET', 'ECONNRESET', 'ECONNRESET'],
+    'the slow requests in flight died with generation 1',
+  );
   assert.ok(hit.inflight >= 3, `generation 1 had ${hit.inflight} requests in flight`);
   await w.traffic.served('by generation 2');
   const r = await w.traffic.stop();
@@ -405,7 +504,9 @@ test('old generation SIGKILLed mid-drain: exactly its requests in flight fail', 
   await stopAll(w);
 });
 
-test('old generation hung mid-drain, then continued: its requests in flight complete, nothing lost', { timeout: 60_000 }, async (t) => {
+test('old generation hung mid-drain, then continued: its requests in flight complete, nothing lost', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   const slow = await slowRequests(w, 3, 3000);
   w.fault(1, 'mid-drain', 'hang');
@@ -422,7 +523,9 @@ test('old generation hung mid-drain, then continued: its requests in flight comp
   await stopAll(w);
 });
 
-test('old generation hung mid-migration, then continued: the move completes, every echo connection carries on', { timeout: 90_000 }, async (t) => {
+test('old generation hung mid-migration, then continued: the move completes, every echo connection carries on', {
+  timeout: 90_000,
+}, async (t) => {
   const w = await superviseFaultApp(t, { env: ECHO });
   const { port, clients } = await echoClients(t, w, 40);
   w.fault(1, 'moved:10', 'hang');
@@ -431,7 +534,11 @@ test('old generation hung mid-migration, then continued: the move completes, eve
   expectReloaded(await reload, 2);
   const n = await servingPid(w.s.sup, 2);
   // The 10 moved are served by generation 2 while generation 1 is stopped.
-  await waitFor(() => clients.filter((c) => c.lastGen === 2).length >= 10, 10_000, 'the moved connections answered by generation 2');
+  await waitFor(
+    () => clients.filter((c) => c.lastGen === 2).length >= 10,
+    10_000,
+    'the moved connections answered by generation 2',
+  );
   await sleep(HANG_MS);
   cont(w.gen1);
   await allAnsweredBy(clients, 2, 30_000);
@@ -441,7 +548,10 @@ test('old generation hung mid-migration, then continued: the move completes, eve
 
 // --- the supervisor ----------------------------------------------------------------------------------
 
-test('supervisor SIGKILLed while the new generation is connecting (before auth): it fails to start, generation 1 serves on', { timeout: 60_000 }, async (t) => {
+test('supervisor SIGKILLed while the new generation is connecting (before auth): it fails to start, generation 1 ' +
+  'serves on', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   w.fault(2, 'before-auth', 'hold');
   const reload = w.s.reload();
@@ -456,7 +566,9 @@ test('supervisor SIGKILLed while the new generation is connecting (before auth):
   await survivorsOnly(w, [w.gen1]);
 });
 
-test('supervisor hung while the new generation is connecting, then continued: the upgrade completes', { timeout: 60_000 }, async (t) => {
+test('supervisor hung while the new generation is connecting, then continued: the upgrade completes', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   w.fault(2, 'before-auth', 'hold');
   const reload = w.s.reload();
@@ -471,7 +583,10 @@ test('supervisor hung while the new generation is connecting, then continued: th
   await stopAll(w);
 });
 
-test('supervisor SIGKILLed after sending the inventory: the new generation\'s ready() fails (ERR_BATON_ROLLED_BACK); generation 1 serves on', { timeout: 60_000 }, async (t) => {
+test("supervisor SIGKILLed after sending the inventory: the new generation's ready() fails (ERR_BATON_ROLLED_BACK); " +
+  'generation 1 serves on', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   w.fault(2, 'after-inventory', 'hold');
   const reload = w.s.reload();
@@ -490,7 +605,10 @@ test('supervisor SIGKILLed after sending the inventory: the new generation\'s re
   await survivorsOnly(w, [w.gen1]);
 });
 
-test('supervisor SIGKILLed mid-fd-transfer: the new generation\'s ready() fails (ERR_BATON_ROLLED_BACK) instead of serving beside generation 1', { timeout: 60_000 }, async (t) => {
+test("supervisor SIGKILLed mid-fd-transfer: the new generation's ready() fails (ERR_BATON_ROLLED_BACK) instead of " +
+  'serving beside generation 1', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t, { env: { EXTRA: '2' } });
   w.fault(2, 'mid-fd-transfer', 'hold');
   const reload = w.s.reload();
@@ -508,7 +626,9 @@ test('supervisor SIGKILLed mid-fd-transfer: the new generation\'s ready() fails 
   await survivorsOnly(w, [w.gen1]);
 });
 
-test('supervisor hung mid-fd-transfer, then continued: the upgrade completes, nothing lost', { timeout: 60_000 }, async (t) => {
+test('supervisor hung mid-fd-transfer, then continued: the upgrade completes, nothing lost', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t, { env: { EXTRA: '2' } });
   w.fault(2, 'mid-fd-transfer', 'hold');
   const reload = w.s.reload();
@@ -527,7 +647,10 @@ test('supervisor hung mid-fd-transfer, then continued: the upgrade completes, no
   await stopAll(w);
 });
 
-test('supervisor SIGKILLed after ready: generation 1 drains and exits by itself, generation 2 serves on; nothing lost', { timeout: 60_000 }, async (t) => {
+test('supervisor SIGKILLed after ready: generation 1 drains and exits by itself, generation 2 serves on; nothing ' +
+  'lost', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   w.fault(1, 'drain', 'hold'); // generation 1 has its drain message: the supervisor has sent ready-ok too
   const reload = w.s.reload();
@@ -536,7 +659,10 @@ test('supervisor SIGKILLed after ready: generation 1 drains and exits by itself,
   await w.s.sup.exited;
   w.release();
   const r = await reload;
-  assert.ok(r.code === 0 || /the peer closed the control connection/.test(r.stderr), `baton reload: ${r.code} ${r.stdout} ${r.stderr}`);
+  assert.ok(
+    r.code === 0 || /the peer closed the control connection/.test(r.stderr),
+    `baton reload: ${r.code} ${r.stdout} ${r.stderr}`,
+  );
   const n = await servingPid(w.s.sup, 2);
   await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 drains and exits without its supervisor');
   await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 2, n, ', unsupervised');
@@ -544,7 +670,9 @@ test('supervisor SIGKILLed after ready: generation 1 drains and exits by itself,
   await survivorsOnly(w, [n]);
 });
 
-test('supervisor SIGKILLed mid-drain: the old generation finishes its requests in flight and exits; nothing lost', { timeout: 60_000 }, async (t) => {
+test('supervisor SIGKILLed mid-drain: the old generation finishes its requests in flight and exits; nothing lost', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   const slow = await slowRequests(w, 3, 3000);
   w.fault(1, 'mid-drain', 'hold');
@@ -562,7 +690,9 @@ test('supervisor SIGKILLed mid-drain: the old generation finishes its requests i
   await survivorsOnly(w, [n]);
 });
 
-test('supervisor hung mid-drain, then continued: nothing lost, the old generation is reaped', { timeout: 60_000 }, async (t) => {
+test('supervisor hung mid-drain, then continued: nothing lost, the old generation is reaped', {
+  timeout: 60_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   const slow = await slowRequests(w, 3, 3000);
   w.fault(1, 'mid-drain', 'hold');
@@ -576,12 +706,18 @@ test('supervisor hung mid-drain, then continued: nothing lost, the old generatio
   assert.deepEqual(await Promise.all(slow), [200, 200, 200]);
   await waitFor(() => !w.running(w.gen1), 15_000, 'generation 1 exits (a zombie until the supervisor continues)');
   cont(w.s.sup.pid);
-  await waitFor(() => new RegExp(`baton exit supervisor=\\d+ generation=1 child=${w.gen1} code=0`).test(w.s.sup.stderr()), 10_000, 'the supervisor reaps generation 1');
+  await waitFor(
+    () => new RegExp(`baton exit supervisor=\\d+ generation=1 child=${w.gen1} code=0`).test(w.s.sup.stderr()),
+    10_000,
+    'the supervisor reaps generation 1',
+  );
   await servedWithoutLoss(t, w.traffic, w.s.port, w.pids(), 2, n);
   await stopAll(w);
 });
 
-test('supervisor SIGKILLed mid-migration: the move goes on (it does not pass through the supervisor), nothing lost', { timeout: 90_000 }, async (t) => {
+test('supervisor SIGKILLed mid-migration: the move goes on (it does not pass through the supervisor), nothing lost', {
+  timeout: 90_000,
+}, async (t) => {
   const w = await superviseFaultApp(t, { env: ECHO });
   const { port, clients } = await echoClients(t, w, 40);
   w.fault(1, 'moved:10', 'hold');
@@ -601,11 +737,24 @@ test('supervisor SIGKILLed mid-migration: the move goes on (it does not pass thr
 // --- supervisor SIGKILL → takeover (src/cli/takeover.ts; more in test/takeover.test.ts) ----------------
 
 /** `baton run` the fault app again on the same control socket, once the first supervisor is dead. */
-function superviseAgain(t: { after(fn: () => unknown): void }, w: FaultWorld, gen: number, env: NodeJS.ProcessEnv = {}) {
-  return startSupervised(t, { app: FAULT_APP, dir: w.s.dir, env: { FAULT_FILE: w.faultFile, HOLD_FILE: w.holdFile, ...env }, servingLine: servingRe(gen) });
+function superviseAgain(
+  t: { after(fn: () => unknown): void },
+  w: FaultWorld,
+  gen: number,
+  env: NodeJS.ProcessEnv = {},
+) {
+  return startSupervised(t, {
+    app: FAULT_APP,
+    dir: w.s.dir,
+    env: { FAULT_FILE: w.faultFile, HOLD_FILE: w.holdFile, ...env },
+    servingLine: servingRe(gen),
+  });
 }
 
-test('supervisor SIGKILL → takeover: a new baton run on the same socket takes over the orphan; echo connections move (migrate()), nothing lost', { timeout: 90_000 }, async (t) => {
+test('supervisor SIGKILL → takeover: a new baton run on the same socket takes over the orphan; echo connections move ' +
+  '(migrate()), nothing lost', {
+  timeout: 90_000,
+}, async (t) => {
   const w = await superviseFaultApp(t, { env: ECHO });
   const { port, clients } = await echoClients(t, w, 40);
   process.kill(w.s.sup.pid, 'SIGKILL');
@@ -626,7 +775,10 @@ test('supervisor SIGKILL → takeover: a new baton run on the same socket takes 
   await expectAllGone(pids, w.running, 'every process of the cell exits with the new supervisor');
 });
 
-test('supervisor SIGKILL mid-drain → takeover: two orphans; the new baton run takes over the serving one, the draining one finishes alone', { timeout: 90_000 }, async (t) => {
+test('supervisor SIGKILL mid-drain → takeover: two orphans; the new baton run takes over the serving one, the ' +
+  'draining one finishes alone', {
+  timeout: 90_000,
+}, async (t) => {
   const w = await superviseFaultApp(t);
   const slow = await slowRequests(w, 3, 6000);
   w.fault(1, 'mid-drain', 'hold');

@@ -46,7 +46,11 @@ export function closeDgram(socket: dgram.Socket): Promise<void> {
 }
 
 /** A TCP server listening on host:0, closed after the test. */
-export async function listenTcp(t: Cleanup, host = '127.0.0.1', onConnection?: (s: net.Socket) => void): Promise<net.Server> {
+export async function listenTcp(
+  t: Cleanup,
+  host = '127.0.0.1',
+  onConnection?: (s: net.Socket) => void,
+): Promise<net.Server> {
   const server = net.createServer(onConnection);
   t.after(() => closeServer(server));
   await new Promise<void>((resolve, reject) => {
@@ -60,7 +64,11 @@ export async function listenTcp(t: Cleanup, host = '127.0.0.1', onConnection?: (
 }
 
 /** A Unix-socket server at a fresh path, closed after the test. */
-export async function listenUnix(t: Cleanup, dir = tmpDir(t), name = 's.sock'): Promise<{ server: net.Server; path: string }> {
+export async function listenUnix(
+  t: Cleanup,
+  dir = tmpDir(t),
+  name = 's.sock',
+): Promise<{ server: net.Server; path: string }> {
   const file = path.join(dir, name);
   const server = net.createServer();
   t.after(() => closeServer(server));
@@ -145,7 +153,12 @@ export const NO_IPV6 = 'IPv6 loopback (::1) is not available on this host';
  * exist before a test takes its fd baseline.
  */
 export async function warmUp(): Promise<void> {
-  const t = { fns: [] as Array<() => unknown>, after(fn: () => unknown) { this.fns.push(fn); } };
+  const t = {
+    fns: [] as Array<() => unknown>,
+    after(fn: () => unknown) {
+      this.fns.push(fn);
+    },
+  };
   try {
     const { client } = await connectedPair(t);
     client.write('x');
@@ -167,7 +180,11 @@ export async function warmUp(): Promise<void> {
 /** The fds open in this process, as a sorted array (for set comparisons). The listing's own directory fd
  * (open while readdir ran, closed since) is left out, so that two listings compare equal. */
 export function fdList(): number[] {
-  return fs.readdirSync('/proc/self/fd').map(Number).filter((n) => Number.isInteger(n) && isOpen(n)).sort((a, b) => a - b);
+  return fs
+    .readdirSync('/proc/self/fd')
+    .map(Number)
+    .filter((n) => Number.isInteger(n) && isOpen(n))
+    .sort((a, b) => a - b);
 }
 
 /** Whether `fd` is open in this process. */
@@ -188,7 +205,11 @@ export function closedFd(): number {
 }
 
 /** Assert `fn` throws an instance of `ctor` with `code`. Returns the error for further checks. */
-export function throwsCode(fn: () => unknown, ctor: new (...args: never[]) => Error, code: string): Error & { code?: string; syscall?: string } {
+export function throwsCode(
+  fn: () => unknown,
+  ctor: new (...args: never[]) => Error,
+  code: string,
+): Error & { code?: string; syscall?: string } {
   let caught: unknown;
   try {
     fn();
@@ -202,7 +223,11 @@ export function throwsCode(fn: () => unknown, ctor: new (...args: never[]) => Er
 }
 
 /** Assert the promise rejects with an instance of `ctor` with `code`. */
-export async function rejectsCode(p: Promise<unknown>, ctor: new (...args: never[]) => Error, code: string): Promise<Error & { code?: string; syscall?: string }> {
+export async function rejectsCode(
+  p: Promise<unknown>,
+  ctor: new (...args: never[]) => Error,
+  code: string,
+): Promise<Error & { code?: string; syscall?: string }> {
   let caught: unknown;
   try {
     await within(p, 5000, `expecting a rejection with ${code}`);
@@ -219,10 +244,27 @@ export async function rejectsCode(p: Promise<unknown>, ctor: new (...args: never
 export function selfSignedCert(t: Cleanup): { key: Buffer; cert: Buffer } | null {
   const dir = tmpDir(t);
   try {
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem'), '-days', '2', '-subj', '/CN=localhost',
-    ], { stdio: 'ignore', timeout: 10_000 });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        path.join(dir, 'key.pem'),
+        '-out',
+        path.join(dir, 'cert.pem'),
+        '-days',
+        '2',
+        '-subj',
+        '/CN=localhost',
+      ],
+      { stdio: 'ignore', timeout: 10_000 },
+    );
   } catch {
     return null;
   }
@@ -273,17 +315,25 @@ sys.exit(r.returncode)
 export async function runPythonUnixDgram(sockPath: string): Promise<InheritedProbe[] | null> {
   const out = await within(
     new Promise<string | null>((resolve, reject) => {
-      execFile('python3', ['-c', PYTHON, process.execPath, path.join(FIXTURES, 'probe-inherited.js'), sockPath], { timeout: 15_000 }, (err, stdout, stderr) => {
-        if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') return resolve(null);
-        if (err) return reject(new Error(`python3/probe-inherited failed: ${err.message}\n${stderr}`));
-        resolve(stdout);
-      });
+      execFile(
+        'python3',
+        ['-c', PYTHON, process.execPath, path.join(FIXTURES, 'probe-inherited.js'), sockPath],
+        { timeout: 15_000 },
+        (err, stdout, stderr) => {
+          if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') return resolve(null);
+          if (err) return reject(new Error(`python3/probe-inherited failed: ${err.message}\n${stderr}`));
+          resolve(stdout);
+        },
+      );
     }),
     20_000,
     'python3 + probe-inherited fixture',
   );
   if (out === null) return null;
-  return out.trim().split('\n').map((line) => JSON.parse(line) as InheritedProbe);
+  return out
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as InheritedProbe);
 }
 
 /** Whether `fd` still names the object with this inode (a closed number may be reused by anything). */
@@ -313,14 +363,18 @@ export async function countAccepts(t: Cleanup, fds: number[]): Promise<number[]>
 /** `total` fresh connections to host:port, one after another, each read to its end. */
 export async function connectMany(port: number, host: string, total: number): Promise<void> {
   for (let i = 0; i < total; i++) {
-    await within(new Promise<void>((resolve, reject) => {
-      const c = net.connect(port, host);
-      c.on('error', reject);
-      c.resume();
-      c.on('end', () => {
-        c.destroy();
-        resolve();
-      });
-    }), 5000, `connection ${i}`);
+    await within(
+      new Promise<void>((resolve, reject) => {
+        const c = net.connect(port, host);
+        c.on('error', reject);
+        c.resume();
+        c.on('end', () => {
+          c.destroy();
+          resolve();
+        });
+      }),
+      5000,
+      `connection ${i}`,
+    );
   }
 }

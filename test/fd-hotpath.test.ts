@@ -66,7 +66,10 @@ test('records with more fds than one read holds come over several reads, complet
   const sizes: number[] = [];
   const recs = drain(b, 64, sizes);
   assert.equal(recs.length, N);
-  assert.ok(sizes.length > 1 && sizes[0]! < N, `the first read stops before the fds overflow (reads: ${sizes.join(', ')})`);
+  assert.ok(
+    sizes.length > 1 && sizes[0]! < N,
+    `the first read stops before the fds overflow (reads: ${sizes.join(', ')})`,
+  );
   const seen = new Set<number>();
   recs.forEach((r, i) => {
     assert.equal(r.status, RECORD_OK);
@@ -111,7 +114,9 @@ test('small records share one read Buffer, large ones get their own; every byte 
       return p;
     });
     // Some with an fd, to check fds stay with their record.
-    sent.forEach((p, k) => assert.equal(native.sendRecord(a, HEADER, p.length ? p : null, k % 3 === 0 ? [devnull] : null), true));
+    sent.forEach((p, k) =>
+      assert.equal(native.sendRecord(a, HEADER, p.length ? p : null, k % 3 === 0 ? [devnull] : null), true),
+    );
     const recs = drain(b, 64);
     assert.equal(recs.length, sent.length);
     recs.forEach((r, k) => {
@@ -150,7 +155,11 @@ test('sendRecord: bad fds give the same errors as before, and nothing is sent', 
   throwsCode(() => native.sendRecord(a, HEADER, null, [1.5]), RangeError, 'ERR_OUT_OF_RANGE');
   throwsCode(() => native.sendRecord(a, HEADER, null, [-1]), RangeError, 'ERR_OUT_OF_RANGE');
   throwsCode(() => native.sendRecord(a, HEADER, null, [2 ** 31]), RangeError, 'ERR_OUT_OF_RANGE');
-  throwsCode(() => native.sendRecord(a, HEADER, null, new Array(native.SCM_MAX_FD + 1).fill(a)), RangeError, 'ERR_OUT_OF_RANGE');
+  throwsCode(
+    () => native.sendRecord(a, HEADER, null, new Array(native.SCM_MAX_FD + 1).fill(a)),
+    RangeError,
+    'ERR_OUT_OF_RANGE',
+  );
   throwsCode(() => native.sendRecord(a, HEADER, null, {} as unknown as number[]), TypeError, 'ERR_INVALID_ARG_TYPE');
   throwsCode(() => native.sendRecord(a, 'x' as unknown as Buffer, null, [a]), TypeError, 'ERR_INVALID_ARG_TYPE');
   throwsCode(() => native.sendRecord(-1, HEADER, null, [a]), RangeError, 'ERR_OUT_OF_RANGE');

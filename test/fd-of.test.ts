@@ -16,12 +16,23 @@ import { before, test } from 'node:test';
 import { closeFds, dupFd, fdOf, probe, withFd, type FdSource } from '../src/index.js';
 import { expectFdsBackTo, fdCount, fdinfoFlags, O_CLOEXEC, O_NONBLOCK, tmpDir, waitFor, within } from './helpers.js';
 import {
-  bindUdp, closeDgram, closeServer, closedFd, connectedPair, connectedUnixPair, destroySocket, fdList, isOpen,
-  listenTcp, selfSignedCert, throwsCode, warmUp, stillOpen,
+  bindUdp,
+  closeDgram,
+  closeServer,
+  closedFd,
+  connectedPair,
+  connectedUnixPair,
+  destroySocket,
+  fdList,
+  isOpen,
+  listenTcp,
+  selfSignedCert,
+  throwsCode,
+  warmUp,
+  stillOpen,
 } from './fd-helpers.js';
 
 before(warmUp);
-
 
 interface Borrowed {
   fd: number;
@@ -52,50 +63,54 @@ async function assertClosedAfter(b: Borrowed, what: string): Promise<void> {
   await waitFor(() => !stillOpen(b.fd, b.inode), 2000, `${what}: its fd ${b.fd} to be closed by closing the object`);
 }
 
-test('fdOf: net.Server (TCP and Unix), both sides of a TCP and a Unix connection: no dup, no flag change, no ownership', async (t) => {
-  const baseline = fdCount();
-  const tcp = await connectedPair(t);
-  const unix = await connectedUnixPair(t);
+test(
+  'fdOf: net.Server (TCP and Unix), both sides of a TCP and a Unix connection: no dup, no flag change, no ' +
+    'ownership',
+  async (t) => {
+    const baseline = fdCount();
+    const tcp = await connectedPair(t);
+    const unix = await connectedUnixPair(t);
 
-  const server = borrow(tcp.server, true);
-  assert.equal(probe(server.fd).kind, 'tcp-listener');
-  assert.equal((probe(server.fd).local as { port: number }).port, (tcp.server.address() as net.AddressInfo).port);
+    const server = borrow(tcp.server, true);
+    assert.equal(probe(server.fd).kind, 'tcp-listener');
+    assert.equal((probe(server.fd).local as { port: number }).port, (tcp.server.address() as net.AddressInfo).port);
 
-  const client = borrow(tcp.client, true);
-  const accepted = borrow(tcp.accepted, true);
-  assert.notEqual(client.fd, accepted.fd);
-  assert.equal((probe(client.fd).local as { port: number }).port, tcp.client.localPort);
-  assert.equal((probe(client.fd).remote as { port: number }).port, tcp.client.remotePort);
-  assert.equal((probe(accepted.fd).local as { port: number }).port, tcp.accepted.localPort);
+    const client = borrow(tcp.client, true);
+    const accepted = borrow(tcp.accepted, true);
+    assert.notEqual(client.fd, accepted.fd);
+    assert.equal((probe(client.fd).local as { port: number }).port, tcp.client.localPort);
+    assert.equal((probe(client.fd).remote as { port: number }).port, tcp.client.remotePort);
+    assert.equal((probe(accepted.fd).local as { port: number }).port, tcp.accepted.localPort);
 
-  const userver = borrow(unix.server, true);
-  assert.deepEqual(probe(userver.fd).local, { family: 'unix', path: unix.path });
-  const uclient = borrow(unix.client, true);
-  const uaccepted = borrow(unix.accepted, true);
-  assert.equal(probe(uclient.fd).kind, 'unix-connection');
-  assert.equal(probe(uaccepted.fd).kind, 'unix-connection');
+    const userver = borrow(unix.server, true);
+    assert.deepEqual(probe(userver.fd).local, { family: 'unix', path: unix.path });
+    const uclient = borrow(unix.client, true);
+    const uaccepted = borrow(unix.accepted, true);
+    assert.equal(probe(uclient.fd).kind, 'unix-connection');
+    assert.equal(probe(uaccepted.fd).kind, 'unix-connection');
 
-  // The objects still work normally after being borrowed from.
-  const echoed = new Promise<string>((resolve) => tcp.client.once('data', (d) => resolve(String(d))));
-  tcp.accepted.write('after fdOf');
-  assert.equal(await within(echoed, 5000, 'data over a borrowed connection'), 'after fdOf');
+    // The objects still work normally after being borrowed from.
+    const echoed = new Promise<string>((resolve) => tcp.client.once('data', (d) => resolve(String(d))));
+    tcp.accepted.write('after fdOf');
+    assert.equal(await within(echoed, 5000, 'data over a borrowed connection'), 'after fdOf');
 
-  // ...and close normally: closing the object closes the fd (nobody else owns it).
-  await destroySocket(tcp.client);
-  await assertClosedAfter(client, 'TCP client');
-  await destroySocket(tcp.accepted);
-  await assertClosedAfter(accepted, 'accepted TCP socket');
-  await closeServer(tcp.server);
-  await assertClosedAfter(server, 'TCP server');
-  await destroySocket(unix.client);
-  await destroySocket(unix.accepted);
-  await closeServer(unix.server);
-  await assertClosedAfter(uclient, 'Unix client');
-  await assertClosedAfter(uaccepted, 'accepted Unix socket');
-  await assertClosedAfter(userver, 'Unix server');
-  assert.equal(fs.existsSync(unix.path), false, 'the Unix server removed its socket file as usual');
-  await expectFdsBackTo(baseline, 'closing every borrowed object');
-});
+    // ...and close normally: closing the object closes the fd (nobody else owns it).
+    await destroySocket(tcp.client);
+    await assertClosedAfter(client, 'TCP client');
+    await destroySocket(tcp.accepted);
+    await assertClosedAfter(accepted, 'accepted TCP socket');
+    await closeServer(tcp.server);
+    await assertClosedAfter(server, 'TCP server');
+    await destroySocket(unix.client);
+    await destroySocket(unix.accepted);
+    await closeServer(unix.server);
+    await assertClosedAfter(uclient, 'Unix client');
+    await assertClosedAfter(uaccepted, 'accepted Unix socket');
+    await assertClosedAfter(userver, 'Unix server');
+    assert.equal(fs.existsSync(unix.path), false, 'the Unix server removed its socket file as usual');
+    await expectFdsBackTo(baseline, 'closing every borrowed object');
+  },
+);
 
 test('fdOf: dgram.Socket (udp4) and fs FileHandle', async (t) => {
   const baseline = fdCount();
@@ -114,7 +129,7 @@ test('fdOf: dgram.Socket (udp4) and fs FileHandle', async (t) => {
   assert.equal(f.fd, fh.fd);
   assert.equal(probe(f.fd).kind, 'file');
   assert.equal(probe(f.fd).nonblocking, false, 'a regular file stays blocking');
-  assert.equal((await fh.readFile('utf8')), 'hello world', 'the FileHandle still works');
+  assert.equal(await fh.readFile('utf8'), 'hello world', 'the FileHandle still works');
   await fh.close();
   await assertClosedAfter(f, 'FileHandle');
   await expectFdsBackTo(baseline, 'closing the UDP socket and the FileHandle');
@@ -130,10 +145,15 @@ test('fdOf: http, https and http2 servers, and TLS sockets on both ends', async 
   const h1b = borrow(h1, true);
   assert.equal((probe(h1b.fd).local as { port: number }).port, (h1.address() as net.AddressInfo).port);
   const body = await new Promise<string>((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port: (h1.address() as net.AddressInfo).port, agent: false }, (res) => {
-      let s = '';
-      res.setEncoding('utf8').on('data', (d) => (s += d)).on('end', () => resolve(s));
-    }).on('error', reject);
+    http
+      .get({ host: '127.0.0.1', port: (h1.address() as net.AddressInfo).port, agent: false }, (res) => {
+        let s = '';
+        res
+          .setEncoding('utf8')
+          .on('data', (d) => (s += d))
+          .on('end', () => resolve(s));
+      })
+      .on('error', reject);
   });
   assert.equal(body, 'plain', 'the http server serves after fdOf');
 
@@ -167,15 +187,28 @@ test('fdOf: http, https and http2 servers, and TLS sockets on both ends', async 
 
   // TLS sockets: the server side (from the https server) and the client side.
   const serverSide = new Promise<tls.TLSSocket>((resolve) => hs.once('secureConnection', resolve));
-  const client = tls.connect({ host: '127.0.0.1', port: (hs.address() as net.AddressInfo).port, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
+  const client = tls.connect({
+    host: '127.0.0.1',
+    port: (hs.address() as net.AddressInfo).port,
+    rejectUnauthorized: false,
+    ALPNProtocols: ['http/1.1'],
+  });
   t.after(() => destroySocket(client));
-  await within(new Promise((resolve, reject) => client.once('secureConnect', resolve).once('error', reject)), 5000, 'TLS handshake');
+  await within(
+    new Promise((resolve, reject) => client.once('secureConnect', resolve).once('error', reject)),
+    5000,
+    'TLS handshake',
+  );
   const server = await within(serverSide, 5000, 'TLS accept');
   const cb = borrow(client, true);
   const sb = borrow(server, true);
   assert.equal((probe(cb.fd).local as { port: number }).port, client.localPort);
   assert.equal((probe(cb.fd).remote as { port: number }).port, (hs.address() as net.AddressInfo).port);
-  assert.equal((probe(sb.fd).remote as { port: number }).port, client.localPort, 'the server-side TLS socket is the peer of the client');
+  assert.equal(
+    (probe(sb.fd).remote as { port: number }).port,
+    client.localPort,
+    'the server-side TLS socket is the peer of the client',
+  );
 
   // The TLS connection still carries a request after the fds were borrowed.
   client.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
@@ -237,14 +270,25 @@ test('fdOf: numbers are validated and returned as is; other types are rejected',
 test('dupFd: exactly one new fd, close-on-exec, the same socket, blocking mode untouched', async (t) => {
   const baseline = fdCount();
   const { client, accepted, server } = await connectedPair(t);
-  for (const [what, source] of [['listener', server], ['connection', client]] as const) {
+  for (const [what, source] of [
+    ['listener', server],
+    ['connection', client],
+  ] as const) {
     const orig = fdOf(source);
     const origFlags = fdinfoFlags(orig);
     const before = fdList();
     const d = dupFd(source);
     const after = fdList();
-    assert.deepEqual(after.filter((n) => !before.includes(n)), [d], `${what}: dupFd opens exactly one fd`);
-    assert.deepEqual(before.filter((n) => !after.includes(n)), [], `${what}: dupFd closes nothing`);
+    assert.deepEqual(
+      after.filter((n) => !before.includes(n)),
+      [d],
+      `${what}: dupFd opens exactly one fd`,
+    );
+    assert.deepEqual(
+      before.filter((n) => !after.includes(n)),
+      [],
+      `${what}: dupFd closes nothing`,
+    );
     assert.notEqual(d, orig);
     const dupFlags = fdinfoFlags(d);
     assert.ok(dupFlags & O_CLOEXEC, `${what}: the dup is close-on-exec`);
@@ -287,12 +331,21 @@ test('withFd: calls fn synchronously with the fd, returns its result, propagates
     calledWith = n;
     return { port: (probe(n).local as { port: number }).port };
   });
-  assert.equal(calledWith, fd, 'fn was called, before withFd returned, with the object\'s fd');
+  assert.equal(calledWith, fd, "fn was called, before withFd returned, with the object's fd");
   assert.deepEqual(result, { port: (server.address() as net.AddressInfo).port });
-  assert.equal(withFd(5, (n) => n * 2), 10);
+  assert.equal(
+    withFd(5, (n) => n * 2),
+    10,
+  );
 
   const boom = new Error('boom');
-  assert.throws(() => withFd(server, () => { throw boom; }), (err) => err === boom);
+  assert.throws(
+    () =>
+      withFd(server, () => {
+        throw boom;
+      }),
+    (err) => err === boom,
+  );
   throwsCode(() => withFd(server, 'nope' as unknown as (fd: number) => void), TypeError, 'ERR_INVALID_ARG_TYPE');
 
   await closeServer(server);

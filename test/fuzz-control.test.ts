@@ -110,7 +110,8 @@ interface FuzzTarget {
 
 /** Check one session's result against what the serving side must do with it. */
 function checkSession(target: Target, s: Session, want: Expectation, r: SessionResult, which: string): void {
-  const say = () => `${which}, expected ${want}, got replies ${JSON.stringify(r.replies).slice(0, 500)}\n${describeSession(s)}`;
+  const say = () =>
+    `${which}, expected ${want}, got replies ${JSON.stringify(r.replies).slice(0, 500)}\n${describeSession(s)}`;
   const types = r.replies.map((x) => x.type);
   if (want === 'refused') {
     // Nothing — no fd above all — goes to a peer that has not said a valid hello.
@@ -129,14 +130,18 @@ function checkSession(target: Target, s: Session, want: Expectation, r: SessionR
   } else {
     for (const x of r.replies) {
       if (target === 'supervised') assert.deepEqual([x.type, x.code], ['refuse', 'ERR_BATON_REFUSED'], say());
-      else if (x.type !== 'welcome') assert.deepEqual([x.type, x.code], ['refuse', 'ERR_BATON_UPGRADE_IN_PROGRESS'], say());
+      else if (x.type !== 'welcome')
+        assert.deepEqual([x.type, x.code], ['refuse', 'ERR_BATON_UPGRADE_IN_PROGRESS'], say());
     }
   }
 }
 
 /** Log lines the target must have written for these sessions: [refused before hello, generation lines]. */
 function expectedLines(wants: Expectation[]): { refused: number; generation: number } {
-  return { refused: wants.filter((w) => w === 'refused').length, generation: wants.filter((w) => w === 'generation').length };
+  return {
+    refused: wants.filter((w) => w === 'refused').length,
+    generation: wants.filter((w) => w === 'generation').length,
+  };
 }
 
 function generationLines(target: Target, lines: LogLine[]): number {
@@ -144,15 +149,28 @@ function generationLines(target: Target, lines: LogLine[]): number {
 }
 
 /** Wait until the target has logged a line for every refused session so far. */
-async function logsSettle(f: FuzzTarget, want: { refused: number; generation: number }, what: string): Promise<LogLine[]> {
+async function logsSettle(
+  f: FuzzTarget,
+  want: { refused: number; generation: number },
+  what: string,
+): Promise<LogLine[]> {
   let lines: LogLine[] = [];
   const settled = () => {
     lines = parseLog(f.stderr()).lines;
     return count(lines, 'control-refused') >= want.refused && generationLines(f.target, lines) >= want.generation;
   };
-  await waitFor(settled, 30_000, `${what}: ${want.refused} control-refused and ${want.generation} generation lines`, 50).catch(() => {});
+  await waitFor(
+    settled,
+    30_000,
+    `${what}: ${want.refused} control-refused and ${want.generation} generation lines`,
+    50,
+  ).catch(() => {});
   assert.equal(count(lines, 'control-refused'), want.refused, `${what}: control-refused lines`);
-  assert.equal(generationLines(f.target, lines), want.generation, `${what}: lines for refused or rolled-back generations`);
+  assert.equal(
+    generationLines(f.target, lines),
+    want.generation,
+    `${what}: lines for refused or rolled-back generations`,
+  );
   return lines;
 }
 
@@ -161,7 +179,11 @@ async function logsSettle(f: FuzzTarget, want: { refused: number; generation: nu
 async function steadyFdCount(pid: number): Promise<number> {
   let last = -1;
   let same = 0;
-  for (let deadline = Date.now() + 10_000; same < 5 && Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+  for (
+    let deadline = Date.now() + 10_000;
+    same < 5 && Date.now() < deadline;
+    await new Promise((r) => setTimeout(r, 100))
+  ) {
     const now = openFdCount(pid);
     same = now === last ? same + 1 : 0;
     last = now;
@@ -228,14 +250,35 @@ async function fuzz(t: TestContext, f: FuzzTarget): Promise<void> {
 
   // One log line with a clear reason per refused session; nothing else on stderr.
   const want = expectedLines(wants);
-  const lines = await logsSettle(f, { refused: warm.refused + want.refused + silent.length, generation: warm.generation + want.generation }, `after ${SESSIONS} sessions`);
+  const lines = await logsSettle(
+    f,
+    { refused: warm.refused + want.refused + silent.length, generation: warm.generation + want.generation },
+    `after ${SESSIONS} sessions`,
+  );
   const { foreign } = parseLog(f.stderr());
   assert.deepEqual(foreign, [], 'stderr holds only baton log lines (no stack trace, no uncaught error)');
-  assert.equal(count(lines, 'control-dropped', 'control-accept-error', 'crash', 'supervisor-gone'), 0, 'no dropped connection, accept error or crash');
-  if (f.target === 'standalone') assert.equal(count(lines, 'upgrade-start'), count(lines, 'rollback'), 'every upgrade a fuzzed hello started was rolled back');
-  const unclear = lines.filter((l) => l.level !== 'info' && !CLEAR_REASONS.some((re) => l.reason !== null && re.test(l.reason)));
-  assert.deepEqual(unclear.map((l) => l.line), [], 'every warning gives a clear reason');
-  const timeouts = lines.filter((l) => l.event === 'control-refused' && /waiting for hello/.test(l.reason ?? '')).length;
+  assert.equal(
+    count(lines, 'control-dropped', 'control-accept-error', 'crash', 'supervisor-gone'),
+    0,
+    'no dropped connection, accept error or crash',
+  );
+  if (f.target === 'standalone')
+    assert.equal(
+      count(lines, 'upgrade-start'),
+      count(lines, 'rollback'),
+      'every upgrade a fuzzed hello started was rolled back',
+    );
+  const unclear = lines.filter(
+    (l) => l.level !== 'info' && !CLEAR_REASONS.some((re) => l.reason !== null && re.test(l.reason)),
+  );
+  assert.deepEqual(
+    unclear.map((l) => l.line),
+    [],
+    'every warning gives a clear reason',
+  );
+  const timeouts = lines.filter(
+    (l) => l.event === 'control-refused' && /waiting for hello/.test(l.reason ?? ''),
+  ).length;
   assert.ok(timeouts >= silent.length, `the silent peers were refused for their silence (${timeouts} hello timeouts)`);
 
   // The target is unaffected and closed every fd it was sent; so did we.
@@ -243,36 +286,56 @@ async function fuzz(t: TestContext, f: FuzzTarget): Promise<void> {
   await fdsBackTo(f.pid, targetBase, `the target after ${SESSIONS} sessions`);
   await expectFdsBackTo(ownBase, `${SESSIONS} sessions (the fuzzer's own fds)`, 10_000);
 
-  const by = (keys: string[]) => Object.entries(keys.reduce<Record<string, number>>((o, k) => ((o[k] = (o[k] ?? 0) + 1), o), {})).map(([k, n]) => `${k} ${n}`).join(', ');
+  const by = (keys: string[]) =>
+    Object.entries(keys.reduce<Record<string, number>>((o, k) => ((o[k] = (o[k] ?? 0) + 1), o), {}))
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
   t.diagnostic(`${f.target}: ${SESSIONS} sessions (seed ${SEED}) in ${(ms / 1000).toFixed(1)} s: ${by(wants)}`);
   t.diagnostic(`scenarios: ${by(list.map((s) => s.scenario.replace(/ \(cut.*/, '')))}`);
-  t.diagnostic(`warnings: ${by(lines.filter((l) => l.level !== 'info').map((l) => `${l.event}: ${gist(l.reason ?? '')}`))}`);
+  t.diagnostic(
+    `warnings: ${by(lines.filter((l) => l.level !== 'info').map((l) => `${l.event}: ${gist(l.reason ?? '')}`))}`,
+  );
 }
 
-test('found by fuzzing: zero-length records (one carrying an fd) end the channel with ERR_BATON_BAD_RECORD; the fd is closed', async () => {
-  // A batch of nothing but empty records made the receive path throw a TypeError, leaking their fds.
-  const base = fdCount();
-  const [a, b] = FdChannel.pair();
-  const closed = new Promise<Error | undefined>((resolve) => b.once('close', resolve));
-  const file = fs.openSync('/dev/null', 'r');
-  assert.equal(native.sendRecord(a.fd, Buffer.alloc(0), null, [file]), true);
-  assert.equal(native.sendRecord(a.fd, Buffer.alloc(0), null, null), true);
-  fs.closeSync(file);
-  const err = (await within(closed, 5000, 'the receiving channel closes')) as Error & { code?: string };
-  assert.equal(err?.code, 'ERR_BATON_BAD_RECORD');
-  assert.match(err.message, /a 0-byte record is shorter than the 4-byte header; closed 1 fds it carried/);
-  a.close();
-  await expectFdsBackTo(base, 'zero-length records');
-});
+test(
+  'found by fuzzing: zero-length records (one carrying an fd) end the channel with ERR_BATON_BAD_RECORD; the fd ' +
+    'is closed',
+  async () => {
+    // A batch of nothing but empty records made the receive path throw a TypeError, leaking their fds.
+    const base = fdCount();
+    const [a, b] = FdChannel.pair();
+    const closed = new Promise<Error | undefined>((resolve) => b.once('close', resolve));
+    const file = fs.openSync('/dev/null', 'r');
+    assert.equal(native.sendRecord(a.fd, Buffer.alloc(0), null, [file]), true);
+    assert.equal(native.sendRecord(a.fd, Buffer.alloc(0), null, null), true);
+    fs.closeSync(file);
+    const err = (await within(closed, 5000, 'the receiving channel closes')) as Error & { code?: string };
+    assert.equal(err?.code, 'ERR_BATON_BAD_RECORD');
+    assert.match(err.message, /a 0-byte record is shorter than the 4-byte header; closed 1 fds it carried/);
+    a.close();
+    await expectFdsBackTo(base, 'zero-length records');
+  },
+);
 
-test(`fuzz: ${SESSIONS} random sessions (seed ${SEED}) against a standalone generation's control socket; it serves on and still upgrades`, { timeout: 600_000 }, async (t) => {
+test(`fuzz: ${SESSIONS} random sessions (seed ${SEED}) against a standalone generation's control socket; it serves ` +
+  `on and still upgrades`, {
+  timeout: 600_000,
+}, async (t) => {
   const dir = tmpDir(t);
   prepareFdDir(dir);
   const socket = path.join(dir, 'c.sock');
   const env = { FUZZ_SOCKET: socket, PORT: '0' };
   const app = spawnNode(t, FUZZ_APP, [], env);
   const port = Number((await app.line(SERVING(1), 20_000))[1]);
-  await fuzz(t, { target: 'standalone', socket, dir, pid: app.pid, port, body: new RegExp(`^generation 1 pid ${app.pid}\\n$`), stderr: app.stderr });
+  await fuzz(t, {
+    target: 'standalone',
+    socket,
+    dir,
+    pid: app.pid,
+    port,
+    body: new RegExp(`^generation 1 pid ${app.pid}\\n$`),
+    stderr: app.stderr,
+  });
 
   // A real successor still takes over: the control socket works after all that.
   const next = spawnNode(t, FUZZ_APP, [], { ...env, PORT: String(port) });
@@ -281,12 +344,23 @@ test(`fuzz: ${SESSIONS} random sessions (seed ${SEED}) against a standalone gene
   assert.match((await get(port)).body, new RegExp(`^generation 2 pid ${next.pid}\\n$`));
 });
 
-test(`fuzz: ${SESSIONS} random sessions (seed ${SEED}) against a baton run supervisor's control socket; it serves on and still reloads`, { timeout: 600_000 }, async (t) => {
+test(`fuzz: ${SESSIONS} random sessions (seed ${SEED}) against a baton run supervisor's control socket; it serves on ` +
+  `and still reloads`, {
+  timeout: 600_000,
+}, async (t) => {
   const s = await startSupervised(t, { app: FUZZ_APP });
   prepareFdDir(s.dir);
   const [gen1] = await s.serving();
   assert.ok(gen1);
-  await fuzz(t, { target: 'supervised', socket: s.socket, dir: s.dir, pid: s.sup.pid, port: s.port, body: new RegExp(`^generation 1 pid ${gen1.pid}\\n$`), stderr: s.sup.stderr });
+  await fuzz(t, {
+    target: 'supervised',
+    socket: s.socket,
+    dir: s.dir,
+    pid: s.sup.pid,
+    port: s.port,
+    body: new RegExp(`^generation 1 pid ${gen1.pid}\\n$`),
+    stderr: s.sup.stderr,
+  });
   assert.ok(alive(gen1.pid), 'generation 1 never stopped serving');
 
   // A real reload still works.

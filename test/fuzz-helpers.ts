@@ -83,7 +83,14 @@ function split(data: Buffer, parts: number): Step[] {
   const steps: Step[] = [];
   for (let i = 0; i < parts; i++) {
     const last = i === parts - 1;
-    steps.push({ do: 'send', rec: { header: last ? HEADER : HEADER_MORE, payload: data.subarray(i * size, last ? data.length : (i + 1) * size), fds: [] } });
+    steps.push({
+      do: 'send',
+      rec: {
+        header: last ? HEADER : HEADER_MORE,
+        payload: data.subarray(i * size, last ? data.length : (i + 1) * size),
+        fds: [],
+      },
+    });
   }
   return steps;
 }
@@ -92,12 +99,20 @@ function split(data: Buffer, parts: number): Step[] {
 
 const v = PROTOCOL_VERSION;
 const pid = fc.integer({ min: 1, max: 4_194_304 });
-const fdKinds = (min: number, max: number) => fc.array(fc.constantFrom<FdKind>('file', 'dir', 'pair'), { minLength: min, maxLength: max });
+const fdKinds = (min: number, max: number) =>
+  fc.array(fc.constantFrom<FdKind>('file', 'dir', 'pair'), { minLength: min, maxLength: max });
 const entry = { name: 'web', kind: 'tcp', address: { host: '127.0.0.1', port: 8080 } };
 
 const helloStatus = pid.map((p) => ({ v, type: 'hello', role: 'control', pid: p, command: 'status' }));
 const helloGeneration = fc.record(
-  { v: fc.constant(v), type: fc.constant('hello'), role: fc.constant('generation'), pid, generation: fc.integer({ min: 1, max: 6 }), timeoutMs: fc.nat({ max: 60_000 }) },
+  {
+    v: fc.constant(v),
+    type: fc.constant('hello'),
+    role: fc.constant('generation'),
+    pid,
+    generation: fc.integer({ min: 1, max: 6 }),
+    timeoutMs: fc.nat({ max: 60_000 }),
+  },
   { requiredKeys: ['v', 'type', 'role', 'pid'] },
 );
 const anyHello = fc.oneof(helloStatus, helloGeneration);
@@ -107,27 +122,37 @@ const notHello: fc.Arbitrary<{ o: object; fds: FdKind[] }> = fc.oneof(
   fdKinds(0, 1).map((fds) => ({ o: { v, type: 'ready', names: ['web'] }, fds })),
   fdKinds(1, 1).map((fds) => ({ o: { v, type: 'welcome', generation: 2, inventory: [entry] }, fds })),
   fdKinds(1, 1).map((fds) => ({ o: { v, type: 'register', entry }, fds })),
-  fdKinds(1, 1).map((fds) => ({ o: { v, type: 'migrate', items: [{ kind: 'raw', name: 'web', state: { n: 1 } }] }, fds })),
-  fc.constantFrom<object>(
-    { v, type: 'ready-ok' },
-    { v, type: 'drain', timeoutMs: 1000, reason: 'upgrade' },
-    { v, type: 'stats', connections: 3, state: 'serving' },
-    { v, type: 'result', ok: true, command: 'status' },
-    { v, type: 'refuse', code: 'ERR_BATON_REFUSED', reason: 'no' },
-    { v, type: 'welcome', generation: 2, inventory: [] },
-    { v, type: 'migrate-ok', count: 1 },
-  ).map((o) => ({ o, fds: [] as FdKind[] })),
+  fdKinds(1, 1).map((fds) => ({
+    o: { v, type: 'migrate', items: [{ kind: 'raw', name: 'web', state: { n: 1 } }] },
+    fds,
+  })),
+  fc
+    .constantFrom<object>(
+      { v, type: 'ready-ok' },
+      { v, type: 'drain', timeoutMs: 1000, reason: 'upgrade' },
+      { v, type: 'stats', connections: 3, state: 'serving' },
+      { v, type: 'result', ok: true, command: 'status' },
+      { v, type: 'refuse', code: 'ERR_BATON_REFUSED', reason: 'no' },
+      { v, type: 'welcome', generation: 2, inventory: [] },
+      { v, type: 'migrate-ok', count: 1 },
+    )
+    .map((o) => ({ o, fds: [] as FdKind[] })),
 );
 
 /** Records of random bytes: no baton framing at all, or by chance. */
 const garbage = fc
   .array(fc.record({ bytes: fc.uint8Array({ maxLength: 200 }), fds: fdKinds(0, 3) }), { minLength: 1, maxLength: 3 })
-  .map((recs): Step[] => recs.map((r) => ({ do: 'send', rec: { header: [], payload: Buffer.from(r.bytes), fds: r.fds } })));
+  .map((recs): Step[] =>
+    recs.map((r) => ({ do: 'send', rec: { header: [], payload: Buffer.from(r.bytes), fds: r.fds } })),
+  );
 
 /** The magic byte, then a random framing version, flags and reserved byte, on a valid hello. */
 const badHeader = fc
   .tuple(fc.nat({ max: 255 }), fc.nat({ max: 255 }), fc.nat({ max: 255 }), anyHello, fdKinds(0, 2))
-  .map(([ver, flags, reserved, hello, fds]): Step[] => [{ do: 'send', rec: { header: [MAGIC, ver, flags, reserved], payload: json(hello), fds } }, { do: 'read', ms: 2000 }]);
+  .map(([ver, flags, reserved, hello, fds]): Step[] => [
+    { do: 'send', rec: { header: [MAGIC, ver, flags, reserved], payload: json(hello), fds } },
+    { do: 'read', ms: 2000 },
+  ]);
 
 /** Well-framed payloads that are not a valid message: random bytes and text, JSON of any shape, a valid
  * message cut short. */
@@ -139,9 +164,18 @@ const junkPayload = fc.oneof(
     const b = json(h);
     return b.subarray(0, Math.floor(at * b.length));
   }),
-  fc.record({ v: fc.jsonValue({ maxDepth: 1 }), type: fc.jsonValue({ maxDepth: 1 }), role: fc.jsonValue({ maxDepth: 1 }), pid: fc.jsonValue({ maxDepth: 1 }) }).map(json),
+  fc
+    .record({
+      v: fc.jsonValue({ maxDepth: 1 }),
+      type: fc.jsonValue({ maxDepth: 1 }),
+      role: fc.jsonValue({ maxDepth: 1 }),
+      pid: fc.jsonValue({ maxDepth: 1 }),
+    })
+    .map(json),
 );
-const junk = fc.tuple(junkPayload, fdKinds(0, 2)).map(([payload, fds]): Step[] => [message(payload, fds), { do: 'read', ms: 2000 }]);
+const junk = fc
+  .tuple(junkPayload, fdKinds(0, 2))
+  .map(([payload, fds]): Step[] => [message(payload, fds), { do: 'read', ms: 2000 }]);
 
 const wrongVersion = fc
   .tuple(anyHello, fc.constantFrom<unknown>(0, 2, '1', null, 1.5, -1, [1], {}, true, 'one', 1e3, undefined))
@@ -156,12 +190,30 @@ const badHello = fc
   .tuple(
     anyHello,
     fc.constantFrom<[string, unknown]>(
-      ['role', 'supervisor'], ['role', ''], ['role', 1], ['role', null],
-      ['pid', 0], ['pid', -1], ['pid', '1'], ['pid', 1.5], ['pid', 2 ** 53], ['pid', null],
-      ['command', 'restart'], ['command', ''], ['command', 7],
-      ['generation', 0], ['generation', -2], ['generation', '2'], ['generation', 1.5],
-      ['timeoutMs', -1], ['timeoutMs', 'x'], ['timeoutMs', 1.5],
-      ['type', 'Hello'], ['type', 'helo'], ['type', ''], ['type', null],
+      ['role', 'supervisor'],
+      ['role', ''],
+      ['role', 1],
+      ['role', null],
+      ['pid', 0],
+      ['pid', -1],
+      ['pid', '1'],
+      ['pid', 1.5],
+      ['pid', 2 ** 53],
+      ['pid', null],
+      ['command', 'restart'],
+      ['command', ''],
+      ['command', 7],
+      ['generation', 0],
+      ['generation', -2],
+      ['generation', '2'],
+      ['generation', 1.5],
+      ['timeoutMs', -1],
+      ['timeoutMs', 'x'],
+      ['timeoutMs', 1.5],
+      ['type', 'Hello'],
+      ['type', 'helo'],
+      ['type', ''],
+      ['type', null],
     ),
   )
   .map(([hello, [key, value]]): Step[] => {
@@ -188,7 +240,13 @@ const helloWithFds = fc
 /** Over the limits: a message over 1 MiB, a record longer than the receiver reads (sent with a larger
  * SO_SNDBUF), too many fds across the records of one message. */
 const oversized = fc.oneof(
-  { weight: 1, arbitrary: fc.nat({ max: 4096 }).map((extra): Step[] => [{ do: 'big', bytes: MAX_MESSAGE_BYTES + 1 + extra }, { do: 'read', ms: 2000 }]) },
+  {
+    weight: 1,
+    arbitrary: fc.nat({ max: 4096 }).map((extra): Step[] => [
+      { do: 'big', bytes: MAX_MESSAGE_BYTES + 1 + extra },
+      { do: 'read', ms: 2000 },
+    ]),
+  },
   {
     weight: 3,
     arbitrary: fc.nat({ max: 512 }).map((extra): Step[] => [
@@ -201,7 +259,10 @@ const oversized = fc.oneof(
     arbitrary: fc.tuple(fdKinds(6, 9), fdKinds(6, 9), fdKinds(5, 9)).map(([a, b, c]): Step[] => [
       { do: 'send', rec: { header: HEADER_MORE, payload: Buffer.from('{"v":1,'), fds: a } },
       { do: 'send', rec: { header: HEADER_MORE, payload: Buffer.from('"type":"hello",'), fds: b } },
-      { do: 'send', rec: { header: HEADER, payload: Buffer.from('"role":"control","pid":1,"command":"status"}'), fds: c } },
+      {
+        do: 'send',
+        rec: { header: HEADER, payload: Buffer.from('"role":"control","pid":1,"command":"status"}'), fds: c },
+      },
       { do: 'read', ms: 2000 },
     ]),
   },
@@ -209,12 +270,17 @@ const oversized = fc.oneof(
 
 /** A hello cut into records, the connection closed before its last one (or after a bare MORE record). */
 const partial = fc.oneof(
-  fc.tuple(anyHello, fc.integer({ min: 2, max: 4 }), fc.nat({ max: 20 })).map(([hello, parts, ms]): Step[] => [...split(json(hello), parts).slice(0, -1), { do: 'sleep', ms }]),
+  fc
+    .tuple(anyHello, fc.integer({ min: 2, max: 4 }), fc.nat({ max: 20 }))
+    .map(([hello, parts, ms]): Step[] => [...split(json(hello), parts).slice(0, -1), { do: 'sleep', ms }]),
   fdKinds(0, 2).map((fds): Step[] => [{ do: 'send', rec: { header: HEADER_MORE, payload: Buffer.alloc(0), fds } }]),
 );
 
 /** Connect and close at once, or after a moment of silence. */
-const empty = fc.oneof(fc.constant<Step[]>([]), fc.nat({ max: 30 }).map((ms): Step[] => [{ do: 'sleep', ms }]));
+const empty = fc.oneof(
+  fc.constant<Step[]>([]),
+  fc.nat({ max: 30 }).map((ms): Step[] => [{ do: 'sleep', ms }]),
+);
 
 /** The legitimate control session: must be answered. Sometimes the hello comes in several records. */
 const status = fc
@@ -224,15 +290,28 @@ const status = fc
 /** A valid status command, then junk: answered (or not, if the junk ends the connection first); nothing
  * to log either way. */
 const statusThenJunk = fc
-  .tuple(helloStatus, fc.array(fc.oneof(junkPayload.map((p) => message(p)), notHello.map((n) => message(json(n.o), n.fds))), { minLength: 1, maxLength: 3 }))
+  .tuple(
+    helloStatus,
+    fc.array(
+      fc.oneof(
+        junkPayload.map((p) => message(p)),
+        notHello.map((n) => message(json(n.o), n.fds)),
+      ),
+      { minLength: 1, maxLength: 3 },
+    ),
+  )
   .map(([hello, rest]): Step[] => [message(json(hello)), ...rest, { do: 'read', ms: 500 }]);
 
 /** What a broken new generation sends after its hello — never a valid `ready`, which would be a real
  * takeover of a standalone target. */
 const afterHello: fc.Arbitrary<Step> = fc.oneof(
   junkPayload.map((p) => message(p)),
-  fdKinds(0, 2).filter((f) => f.length !== 1).map((fds) => message(json({ v, type: 'register', entry }), fds)),
-  fdKinds(1, 1).map((fds) => message(json({ v, type: 'register', entry: { name: '', kind: 'tcp', address: {} } }), fds)),
+  fdKinds(0, 2)
+    .filter((f) => f.length !== 1)
+    .map((fds) => message(json({ v, type: 'register', entry }), fds)),
+  fdKinds(1, 1).map((fds) =>
+    message(json({ v, type: 'register', entry: { name: '', kind: 'tcp', address: {} } }), fds),
+  ),
   fdKinds(1, 1).map((fds) => message(json({ v, type: 'register', entry }), fds)),
   fdKinds(2, 3).map((fds) => message(json({ v, type: 'ready', names: ['web'] }), fds)),
   fc.constantFrom<unknown>('web', [1], null, {}).map((names) => message(json({ v, type: 'ready', names }))),
@@ -248,10 +327,18 @@ const afterHello: fc.Arbitrary<Step> = fc.oneof(
 /** A new generation's hello, then (after the welcome, or at once: before the offer) a broken handoff. */
 const generation = fc
   .tuple(helloGeneration, fc.boolean(), fc.array(afterHello, { maxLength: 3 }))
-  .map(([hello, wait, rest]): Step[] => [message(json(hello)), ...(wait ? [{ do: 'read', ms: 5000 } as Step] : []), ...rest, { do: 'read', ms: 100 }]);
+  .map(([hello, wait, rest]): Step[] => [
+    message(json(hello)),
+    ...(wait ? [{ do: 'read', ms: 5000 } as Step] : []),
+    ...rest,
+    { do: 'read', ms: 100 },
+  ]);
 
 /** Standalone only: `reload` has no supervisor to start anything; it is answered with ok: false. */
-const reload = pid.map((p): Step[] => [message(json({ v, type: 'hello', role: 'control', pid: p, command: 'reload' })), { do: 'read', ms: 10_000 }]);
+const reload = pid.map((p): Step[] => [
+  message(json({ v, type: 'hello', role: 'control', pid: p, command: 'reload' })),
+  { do: 'read', ms: 10_000 },
+]);
 
 /** Any session for `target`; a third of them cut short at a random step (an abrupt close there). */
 export function sessions(target: Target): fc.Arbitrary<Session> {
@@ -271,7 +358,9 @@ export function sessions(target: Target): fc.Arbitrary<Session> {
     ['generation', 15, generation],
   ];
   if (target === 'standalone') scenarios.push(['reload', 4, reload]);
-  const one = fc.oneof(...scenarios.map(([name, weight, arb]) => ({ weight, arbitrary: arb.map((steps) => ({ scenario: name, steps })) })));
+  const one = fc.oneof(
+    ...scenarios.map(([name, weight, arb]) => ({ weight, arbitrary: arb.map((steps) => ({ scenario: name, steps })) })),
+  );
   return fc.tuple(one, fc.nat({ max: 2 }), fc.nat()).map(([s, third, cut]) => {
     if (third !== 0 || s.steps.length === 0) return s;
     const at = cut % s.steps.length;
@@ -300,7 +389,9 @@ export function expectationOf(s: Session, target: Target): Expectation {
   const records: Array<{ data: Buffer; fds: number } | 'read'> = [];
   for (const step of s.steps) {
     if (step.do === 'send') records.push({ data: recordBytes(step.rec), fds: step.rec.fds.length });
-    else if (step.do === 'big') for (const rec of encodeMessage(Buffer.alloc(step.bytes), [])) records.push({ data: Buffer.concat([rec.header, rec.payload ?? Buffer.alloc(0)]), fds: 0 });
+    else if (step.do === 'big')
+      for (const rec of encodeMessage(Buffer.alloc(step.bytes), []))
+        records.push({ data: Buffer.concat([rec.header, rec.payload ?? Buffer.alloc(0)]), fds: 0 });
     else if (step.do === 'read') records.push('read');
   }
   let sentAfterFirst = false;
@@ -328,7 +419,8 @@ export function expectationOf(s: Session, target: Target): Expectation {
       const [min, max] = expectedFds(msg);
       if (m.fds.length < min || m.fds.length > max) throw new Error('fds');
       // A standalone target would hand over to a generation that says hello, then a valid ready.
-      if (msg.type === 'ready' && messages[0]?.type === 'hello' && messages[0].role === 'generation') throw new Error(`generator bug: a generation's hello, then a valid ready (${s.scenario})`);
+      if (msg.type === 'ready' && messages[0]?.type === 'hello' && messages[0].role === 'generation')
+        throw new Error(`generator bug: a generation's hello, then a valid ready (${s.scenario})`);
       messages.push(msg);
     } catch (err) {
       if ((err as Error).message.startsWith('generator bug')) throw err;
@@ -336,9 +428,10 @@ export function expectationOf(s: Session, target: Target): Expectation {
     }
   }
   const first = messages[0];
-  if (!first || first.type !== 'hello') return 'refused';
+  if (first?.type !== 'hello') return 'refused';
   if (first.role === 'generation') return 'generation';
-  if (first.command === 'stop' || (first.command === 'reload' && target === 'supervised')) throw new Error(`generator bug: a valid '${first.command}' (${s.scenario})`);
+  if (first.command === 'stop' || (first.command === 'reload' && target === 'supervised'))
+    throw new Error(`generator bug: a valid '${first.command}' (${s.scenario})`);
   if (first.command === 'status' && !sentAfterFirst && readAfterFirst) return 'status';
   return 'answered';
 }
@@ -405,10 +498,12 @@ async function sendRecord(ch: FdChannel, rec: Rec, dir: string): Promise<boolean
   try {
     const payload = rec.pad ? Buffer.concat([rec.payload, Buffer.alloc(rec.pad, 0x7b)]) : rec.payload;
     // The default send buffer (208 KiB) refuses a record longer than the receiver reads (EMSGSIZE).
-    if (payload.length >= RECV_BUF && !ch.closed) native.setsockoptInt(ch.fd, native.constants.SOL_SOCKET!, native.constants.SO_SNDBUF!, 2 * RECV_BUF);
+    if (payload.length >= RECV_BUF && !ch.closed)
+      native.setsockoptInt(ch.fd, native.constants.SOL_SOCKET!, native.constants.SO_SNDBUF!, 2 * RECV_BUF);
     for (let tries = 0; tries < 2000; tries++) {
       if (ch.closed) return false;
-      if (native.sendRecord(ch.fd, Buffer.from(rec.header), payload.length ? payload : null, send.length ? send : null)) return true;
+      if (native.sendRecord(ch.fd, Buffer.from(rec.header), payload.length ? payload : null, send.length ? send : null))
+        return true;
       await delay(5); // EAGAIN: the server has not read the previous records yet
     }
     throw new Error('a record stayed unsent for 10 s: the server stopped reading');
@@ -476,7 +571,13 @@ export async function runSession(socketPath: string, s: Session, dir: string): P
 export async function runAll(
   socketPath: string,
   list: Session[],
-  opts: { dir: string; concurrency: number; probeEvery: number; check(s: Session, r: SessionResult, i: number): void; probe(done: number): Promise<void> },
+  opts: {
+    dir: string;
+    concurrency: number;
+    probeEvery: number;
+    check(s: Session, r: SessionResult, i: number): void;
+    probe(done: number): Promise<void>;
+  },
 ): Promise<void> {
   let next = 0;
   let done = 0;
@@ -513,8 +614,12 @@ export function describeSession(s: Session): string {
   const steps = s.steps.map((st) => {
     if (st.do !== 'send') return `  ${st.do} ${'ms' in st ? `${st.ms} ms` : `${st.bytes} bytes`}`;
     const p = st.rec.payload;
-    const text = p.length > 200 || st.rec.pad ? `${p.length + (st.rec.pad ?? 0)} bytes` : JSON.stringify(p.toString('latin1'));
-    return `  record header [${st.rec.header.join(',')}] payload ${text}${st.rec.fds.length ? ` fds [${st.rec.fds.join(',')}]` : ''}`;
+    const text =
+      p.length > 200 || st.rec.pad ? `${p.length + (st.rec.pad ?? 0)} bytes` : JSON.stringify(p.toString('latin1'));
+    return (
+      `  record header [${st.rec.header.join(',')}] payload ` +
+      `${text}${st.rec.fds.length ? ` fds [${st.rec.fds.join(',')}]` : ''}`
+    );
   });
   return `${s.scenario}:\n${steps.join('\n')}`;
 }

@@ -12,6 +12,17 @@ import type { TestContext } from 'node:test';
 
 /** dist/test -> the package root. */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Every file below `dir` whose name matches `name` (the source scans of the style, layering and error-code tests). */
+export function listFiles(dir: string, name: RegExp): string[] {
+  const out: string[] = [];
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...listFiles(p, name));
+    else if (name.test(e.name)) out.push(p);
+  }
+  return out;
+}
 /** Compiled fixtures (test/fixtures/*.ts -> dist/test/fixtures/*.js). */
 export const FIXTURES = path.join(ROOT, 'dist/test/fixtures');
 
@@ -26,7 +37,10 @@ export function tmpDir(t: Cleanup): string {
 
 /** The fds open in this process right now (numbers), from /proc/self/fd. */
 export function openFds(pid: number | 'self' = 'self'): number[] {
-  const listed = fs.readdirSync(`/proc/${pid}/fd`).map(Number).filter((n) => Number.isInteger(n));
+  const listed = fs
+    .readdirSync(`/proc/${pid}/fd`)
+    .map(Number)
+    .filter((n) => Number.isInteger(n));
   if (pid !== 'self') return listed;
   // The listing itself used an fd that is closed again by now: keep only fds that are still open.
   return listed.filter((n) => {
@@ -104,12 +118,21 @@ export function spawnNode(t: Cleanup, script: string, args: string[] = [], env: 
           setImmediate(() => {
             check();
             cleanup();
-            reject(new Error(`child ${pid} exited before printing ${re}; stdout: ${out.slice(-2000)} stderr: ${err.slice(-2000)}`));
+            reject(
+              new Error(
+                `child ${pid} exited before printing ${re}; stdout: ${out.slice(-2000)} stderr: ${err.slice(-2000)}`,
+              ),
+            );
           });
         };
         const timer = setTimeout(() => {
           cleanup();
-          reject(new Error(`timed out after ${ms} ms waiting for ${re} from child ${pid}; stdout: ${out.slice(-2000)} stderr: ${err.slice(-2000)}`));
+          reject(
+            new Error(
+              `timed out after ${ms} ms waiting for ${re} from child ${pid}; stdout: ${out.slice(-2000)} stderr: ` +
+                `${err.slice(-2000)}`,
+            ),
+          );
         }, ms);
         const cleanup = () => {
           clearTimeout(timer);

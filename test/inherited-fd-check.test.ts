@@ -17,7 +17,9 @@ for (const [what, is] of [
   ['udp', /fd \d+ is a udp \(IPv4\) bound to 127\.0\.0\.1:\d+/],
   ['tcp-connected', /fd \d+ is a tcp-connection \(IPv4\) bound to 127\.0\.0\.1:\d+/],
 ] as const) {
-  test(`inherited fd check: a ${what} labelled as a TCP listener is refused before ready()`, { timeout: 60_000 }, async (t) => {
+  test(`inherited fd check: a ${what} labelled as a TCP listener is refused before ready()`, {
+    timeout: 60_000,
+  }, async (t) => {
     const dir = tmpDir(t);
     const socket = path.join(dir, 's.sock');
     const rogue = spawnNode(t, ROGUE, [socket, what, '41234']);
@@ -27,7 +29,10 @@ for (const [what, is] of [
     const code = await within(app.exited, 30_000, 'the new generation fails');
     assert.notEqual(code, 0);
     assert.match(app.stderr(), /ERR_BATON_INHERITED_FD_MISMATCH/, app.stderr());
-    assert.match(app.stderr(), /inherited socket 'web' \(inventory: tcp 127\.0\.0\.1:41234\) should be a listening TCP socket/);
+    assert.match(
+      app.stderr(),
+      /inherited socket 'web' \(inventory: tcp 127\.0\.0\.1:41234\) should be a listening TCP socket/,
+    );
     assert.match(app.stderr(), is);
     assert.doesNotMatch(app.stdout(), /serving on/);
     await within(rogue.exited, 30_000, 'the rogue side sees the session end');

@@ -18,8 +18,19 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { acceptingServerOf, dgramHandleOf, fileHandleParts, handleOf, setReadPending } from '../src/fd/internals.js';
 import { HTTP2_CHECKED_SETTINGS, http2ShutdownNotice } from '../src/fd/http2.js';
 import {
-  connectionsList, http2HandleOf, http2SocketOf, MessageBegun, parserOf, responseHeadOf, setWsCloseReport,
-  setWsProtocol, submitShutdownNotice, wsAtFrameBoundary, wsHasExtensions, wsProtocolOf, wsSocketOf,
+  connectionsList,
+  http2HandleOf,
+  http2SocketOf,
+  MessageBegun,
+  parserOf,
+  responseHeadOf,
+  setWsCloseReport,
+  setWsProtocol,
+  submitShutdownNotice,
+  wsAtFrameBoundary,
+  wsHasExtensions,
+  wsProtocolOf,
+  wsSocketOf,
 } from '../src/integrations/internals.js';
 import { waitFor } from './helpers.js';
 import { selfSignedCert } from './tls-helpers.js';
@@ -28,7 +39,10 @@ test('http.Server: its ConnectionsList tells a connection in the middle of a req
   const server = http.createServer((_req, res) => res.end('ok'));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.after(() => server.close());
-  assert.ok(connectionsList(server), "http.Server has a ConnectionsList under Symbol('http.server.connections') once listening");
+  assert.ok(
+    connectionsList(server),
+    "http.Server has a ConnectionsList under Symbol('http.server.connections') once listening",
+  );
   let socket: net.Socket | null = null;
   server.on('connection', (s: net.Socket) => (socket = s));
   const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
@@ -116,7 +130,8 @@ function frame(type: number, flags: number, stream: number, payload = Buffer.all
 }
 
 for (const secure of [false, true]) {
-  const name = `Http2Session${secure ? ' over TLS' : ' (h2c)'}: nghttp2 sends the shutdown notice, and still ` +
+  const name =
+    `Http2Session${secure ? ' over TLS' : ' (h2c)'}: nghttp2 sends the shutdown notice, and still ` +
     'serves a stream the client sent after it';
   test(name, async (t) => {
     const cert = secure ? selfSignedCert(t) : null;
@@ -265,10 +280,12 @@ test('http: res._header is the head as sent, where getHeader() misses writeHead(
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.after(() => server.close());
   await new Promise<void>((resolve, reject) => {
-    http.get(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, (res) => {
-      res.resume();
-      res.on('end', resolve);
-    }).on('error', reject);
+    http
+      .get(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, (res) => {
+        res.resume();
+        res.on('end', resolve);
+      })
+      .on('error', reject);
   });
   assert.match(head, /^HTTP\/1\.1 200/, 'res._header is the head');
   assert.match(head, /content-type: text\/event-stream/i);

@@ -1,7 +1,7 @@
 /**
  * The layers, as the source says them: native/ -> src/fd -> src/handoff -> src/upgrader -> src/integrations ->
- * src/cli, each importing only from those below. In particular only src/fd loads the addon (src/fd/native.ts): the layers
- * above go through the fd layer's API (src/fd/fds.ts, adopt.ts, ...), whose checks (fd validation, adopt's
+ * src/cli, each importing only from those below. In particular only src/fd loads the addon (src/fd/native.ts): the
+ * layers above go through the fd layer's API (src/fd/fds.ts, adopt.ts, ...), whose checks (fd validation, adopt's
  * inode check before closing) the raw binding does not make. A source scan, so a new import fails here.
  * Nor may modules import each other, directly or round a longer loop, `import type` included: a cycle
  * (standalone-host.ts <-> upgrader.ts once) means neither can be read, tested or moved without the other.
@@ -10,19 +10,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { ROOT } from './helpers.js';
+import { listFiles, ROOT } from './helpers.js';
 
 const SRC = path.join(ROOT, 'src');
 const LAYERS = ['fd', 'handoff', 'upgrader', 'integrations', 'cli'] as const;
 
 function sourceFiles(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) out.push(...sourceFiles(p));
-    else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) out.push(p);
-  }
-  return out;
+  return listFiles(dir, /(?<!\.d)\.ts$/);
 }
 
 /** Every module specifier a file names: static imports and re-exports, `import type`, import(), require(). */
@@ -42,7 +36,10 @@ function target(file: string, spec: string): string | null {
   if (!spec.startsWith('.')) return null;
   const rel = path.relative(SRC, path.resolve(path.dirname(file), spec));
   if (rel.startsWith('..')) return null;
-  return rel.split(path.sep).join('/').replace(/\.(js|ts)$/, '');
+  return rel
+    .split(path.sep)
+    .join('/')
+    .replace(/\.(js|ts)$/, '');
 }
 
 function layerOf(rel: string): number {
@@ -73,7 +70,11 @@ test('nothing in src/ outside src/fd imports the addon binding (src/fd/native.ts
     }
     if (/baton\.node\b/.test(source)) offenders.push(`src/${rel} names the addon file baton.node`);
   }
-  assert.deepEqual(offenders, [], 'only src/fd may use the addon; use the fd layer\'s API (src/fd/fds.ts, adopt.ts, ...)');
+  assert.deepEqual(
+    offenders,
+    [],
+    "only src/fd may use the addon; use the fd layer's API (src/fd/fds.ts, adopt.ts, ...)",
+  );
 });
 
 test('each layer imports only from itself and the layers below it', () => {
@@ -137,8 +138,24 @@ test('the cycle search finds a loop, however entered, once', () => {
     ['e', ['c']],
   ]);
   assert.deepEqual(cycles(graph), ['a -> b -> c -> a']);
-  assert.deepEqual(cycles(new Map([['x', ['y']], ['y', ['x']]])), ['x -> y -> x']);
-  assert.deepEqual(cycles(new Map([['x', ['y']], ['y', []]])), []);
+  assert.deepEqual(
+    cycles(
+      new Map([
+        ['x', ['y']],
+        ['y', ['x']],
+      ]),
+    ),
+    ['x -> y -> x'],
+  );
+  assert.deepEqual(
+    cycles(
+      new Map([
+        ['x', ['y']],
+        ['y', []],
+      ]),
+    ),
+    [],
+  );
 });
 
 test('no module in src/ imports itself round a loop', () => {

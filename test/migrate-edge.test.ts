@@ -42,9 +42,15 @@ async function serving(s: Supervised): Promise<{ pid: number; generation: number
   return list[0]!;
 }
 
-test('clients closing while they are being moved: no crash, the count comes back to the live clients, no fd leak', { timeout: 180_000 }, async (t) => {
+test('clients closing while they are being moved: no crash, the count comes back to the live clients, no fd leak', {
+  timeout: 180_000,
+}, async (t) => {
   const N = 400;
-  const s = await startSupervised(t, { app: ECHO, servingLine: ECHO_SERVING_TCP(1), env: { MIGRATE_CHUNK: '25', MIGRATE_PAUSE_MS: '20' } });
+  const s = await startSupervised(t, {
+    app: ECHO,
+    servingLine: ECHO_SERVING_TCP(1),
+    env: { MIGRATE_CHUNK: '25', MIGRATE_PAUSE_MS: '20' },
+  });
   const clients = await connectClients(N, { connect: { host: '127.0.0.1', port: s.port } });
   t.after(() => clients.forEach((c) => c.socket.destroy()));
   clients.forEach((c) => c.start());
@@ -74,8 +80,16 @@ test('clients closing while they are being moved: no crash, the count comes back
   await allAnsweredBy(staying, 2, 30_000);
   const gen2 = await serving(s);
   assert.equal(gen2.generation, 2);
-  assert.equal(await settle(async () => (await serving(s)).connections, staying.length), staying.length, 'generation 2 counts exactly the live clients');
-  assert.equal(await settle(() => fdsOf(s.sup.pid), supFds, 5000), supFds, 'the supervisor holds as many fds as before the reload');
+  assert.equal(
+    await settle(async () => (await serving(s)).connections, staying.length),
+    staying.length,
+    'generation 2 counts exactly the live clients',
+  );
+  assert.equal(
+    await settle(() => fdsOf(s.sup.pid), supFds, 5000),
+    supFds,
+    'the supervisor holds as many fds as before the reload',
+  );
   // A leak in generation 2 (an fd of a client that closed during the move) stays there; the next
   // generation gets only the live connections. Same connections, same code: the same number of fds.
   const gen2Fds = fdsOf(gen2.pid);
@@ -85,7 +99,11 @@ test('clients closing while they are being moved: no crash, the count comes back
   await allAnsweredBy(staying, 3, 30_000);
   const gen3 = await serving(s);
   assert.equal(await settle(async () => (await serving(s)).connections, staying.length), staying.length);
-  assert.equal(await settle(() => fdsOf(gen3.pid), gen2Fds, 5000), gen2Fds, `generation 3 holds as many fds as generation 2 did for the same ${staying.length} connections`);
+  assert.equal(
+    await settle(() => fdsOf(gen3.pid), gen2Fds, 5000),
+    gen2Fds,
+    `generation 3 holds as many fds as generation 2 did for the same ${staying.length} connections`,
+  );
 
   await Promise.all(staying.map((c) => c.stop()));
   assert.equal(problems(staying), 'none');
@@ -95,7 +113,9 @@ test('clients closing while they are being moved: no crash, the count comes back
   assert.equal(await s.shutdown(), 0);
 });
 
-test('state over 64 KiB: migrate() rejects with ERR_BATON_STATE_TOO_LARGE and the app closes the connection cleanly', { timeout: 120_000 }, async (t) => {
+test('state over 64 KiB: migrate() rejects with ERR_BATON_STATE_TOO_LARGE and the app closes the connection cleanly', {
+  timeout: 120_000,
+}, async (t) => {
   const s = await startSupervised(t, { app: ECHO, servingLine: ECHO_SERVING_TCP(1) });
   const [big, medium, plain] = await connectClients(3, { connect: { host: '127.0.0.1', port: s.port } });
   t.after(() => [big, medium, plain].forEach((c) => c!.socket.destroy()));
@@ -113,7 +133,10 @@ test('state over 64 KiB: migrate() rejects with ERR_BATON_STATE_TOO_LARGE and th
   const moved = await s.sup.line(ECHO_MOVED(1), 30_000);
   assert.equal(moved[1], '2', moved[0]);
   assert.match(moved[3]!, /not moved: ERR_BATON_STATE_TOO_LARGE=1/);
-  assert.match(s.sup.stdout(), /could not move connection \S+: ERR_BATON_STATE_TOO_LARGE the connection state is \d+ bytes as JSON; at most 65536/);
+  assert.match(
+    s.sup.stdout(),
+    /could not move connection \S+: ERR_BATON_STATE_TOO_LARGE the connection state is \d+ bytes as JSON; at most 65536/,
+  );
 
   // The connection whose state was too large: a goodbye, then a clean close (FIN), not a reset.
   await waitFor(() => big!.closed, 10_000, 'the connection with too much state closes');
@@ -143,9 +166,15 @@ test('state over 64 KiB: migrate() rejects with ERR_BATON_STATE_TOO_LARGE and th
   assert.equal(await s.shutdown(), 0);
 });
 
-test('old generation SIGKILLed in the middle of the move: every client keeps working or is closed, none hangs', { timeout: 180_000 }, async (t) => {
+test('old generation SIGKILLed in the middle of the move: every client keeps working or is closed, none hangs', {
+  timeout: 180_000,
+}, async (t) => {
   const N = 600;
-  const s = await startSupervised(t, { app: ECHO, servingLine: ECHO_SERVING_TCP(1), env: { MIGRATE_CHUNK: '50', MIGRATE_PAUSE_MS: '150' } });
+  const s = await startSupervised(t, {
+    app: ECHO,
+    servingLine: ECHO_SERVING_TCP(1),
+    env: { MIGRATE_CHUNK: '50', MIGRATE_PAUSE_MS: '150' },
+  });
   const clients = await connectClients(N, { connect: { host: '127.0.0.1', port: s.port } });
   t.after(() => clients.forEach((c) => c.socket.destroy()));
   clients.forEach((c) => c.start());
@@ -179,8 +208,14 @@ test('old generation SIGKILLed in the middle of the move: every client keeps wor
   await allAnsweredBy(clients, 2, 30_000);
   const working = clients.filter((c) => !c.closed);
   const closed = clients.filter((c) => c.closed);
-  t.diagnostic(`${working.length} connections keep working in generation 2, ${closed.length} were closed (${closed.filter((c) => c.hadError).length} by a reset)`);
-  assert.ok(working.length >= movedBeforeKill + 50, `${working.length} working: the ${movedBeforeKill} moved before the kill and the 50 in flight should`);
+  t.diagnostic(
+    `${working.length} connections keep working in generation 2, ${closed.length} were closed ` +
+      `(${closed.filter((c) => c.hadError).length} by a reset)`,
+  );
+  assert.ok(
+    working.length >= movedBeforeKill + 50,
+    `${working.length} working: the ${movedBeforeKill} moved before the kill and the 50 in flight should`,
+  );
   assert.ok(closed.length > 0, 'the kill came before the move was complete (else this test proves nothing)');
   for (const c of working) assert.equal(c.lastGen, 2);
 
@@ -194,18 +229,28 @@ test('old generation SIGKILLed in the middle of the move: every client keeps wor
   await fresh!.stop();
   const now = await serving(s);
   assert.equal(now.pid, gen2.pid, 'the new generation kept serving (no respawn)');
-  assert.equal(await settle(async () => (await serving(s)).connections, working.length + 1), working.length + 1, 'generation 2 counts exactly the live connections');
+  assert.equal(
+    await settle(async () => (await serving(s)).connections, working.length + 1),
+    working.length + 1,
+    'generation 2 counts exactly the live connections',
+  );
   assert.equal(alive(gen1.pid), false);
   [...working, fresh!].forEach((c) => c.end());
   assert.equal(await s.shutdown(), 0);
 });
 
-test('reloads back to back while the previous move is still under way: no connection is lost', { timeout: 180_000 }, async (t) => {
+test('reloads back to back while the previous move is still under way: no connection is lost', {
+  timeout: 180_000,
+}, async (t) => {
   const N = 300;
   // 25 connections every 400 ms: generation 1 needs about 5 s to move them all, while the next reloads
   // each take a fraction of that. Generation 2 is replaced while connections are still arriving from 1, and
   // 3 while they arrive from 2: each must wait for its predecessor to finish before it may exit.
-  const s = await startSupervised(t, { app: ECHO, servingLine: ECHO_SERVING_TCP(1), env: { MIGRATE_CHUNK: '25', MIGRATE_PAUSE_MS: '400' } });
+  const s = await startSupervised(t, {
+    app: ECHO,
+    servingLine: ECHO_SERVING_TCP(1),
+    env: { MIGRATE_CHUNK: '25', MIGRATE_PAUSE_MS: '400' },
+  });
   const clients = await connectClients(N, { connect: { host: '127.0.0.1', port: s.port } });
   t.after(() => clients.forEach((c) => c.socket.destroy()));
   clients.forEach((c) => c.start());
@@ -215,7 +260,12 @@ test('reloads back to back while the previous move is still under way: no connec
     const r = await s.reload();
     assert.equal(r.code, 0, `reload to generation ${gen}: ${r.stdout} ${r.stderr}`);
     pids.push(Number(/\(pid (\d+)\) is serving/.exec(r.stdout)![1]));
-    if (gen === 3) assert.doesNotMatch(s.sup.stdout(), /generation 1 moved \d+ of/, 'generation 2 was replaced while generation 1 was still moving connections to it');
+    if (gen === 3)
+      assert.doesNotMatch(
+        s.sup.stdout(),
+        /generation 1 moved \d+ of/,
+        'generation 2 was replaced while generation 1 was still moving connections to it',
+      );
   }
   await allAnsweredBy(clients, 4, 30_000);
   for (const pid of pids.slice(0, -1)) await waitExit(pid, 30_000, `generation ${pid} exits`);

@@ -72,7 +72,8 @@ class RawHttp {
         }
       }
       if (this.closed) throw new Error(`the connection closed; received ${JSON.stringify(this.#buf.slice(0, 200))}`);
-      if (Date.now() > deadline) throw new Error(`no complete response within ${ms} ms; received ${JSON.stringify(this.#buf.slice(0, 200))}`);
+      if (Date.now() > deadline)
+        throw new Error(`no complete response within ${ms} ms; received ${JSON.stringify(this.#buf.slice(0, 200))}`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, 100);
         this.#waiting.push(() => {
@@ -95,10 +96,17 @@ const SHAPES: Array<{ name: string; before: boolean; first: string; rest: string
   { name: 'the first bytes of a first request', before: false, first: 'GET /a HTTP/1.1\r\nHo', rest: 'st: x\r\n\r\n' },
   { name: 'a head missing only its final CRLF', before: true, first: 'GET /b HTTP/1.1\r\nHost: x\r\n', rest: '\r\n' },
   { name: 'a single byte', before: true, first: 'G', rest: 'ET /c HTTP/1.1\r\nHost: x\r\n\r\n' },
-  { name: 'a head cut in a 3 KB header line', before: true, first: `GET /d HTTP/1.1\r\nHost: x\r\nX-Big: ${big}`, rest: `${big}\r\n\r\n` },
+  {
+    name: 'a head cut in a 3 KB header line',
+    before: true,
+    first: `GET /d HTTP/1.1\r\nHost: x\r\nX-Big: ${big}`,
+    rest: `${big}\r\n\r\n`,
+  },
 ];
 
-test('a half-received request head survives a reload: answered 200, the connection moves after it and stays usable', { timeout: 120_000 }, async (t) => {
+test('a half-received request head survives a reload: answered 200, the connection moves after it and stays usable', {
+  timeout: 120_000,
+}, async (t) => {
   const s = await startSupervised(t);
   const GET = (p: string) => `GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`;
   const idle = new RawHttp(s.port);
@@ -126,7 +134,9 @@ test('a half-received request head survives a reload: answered 200, the connecti
   assert.equal(gen(await idle.response()), 2, 'the idle connection moved to generation 2');
 
   for (const [i, shape] of SHAPES.entries()) conns[i]!.send(shape.rest);
-  const answers = await Promise.all(conns.map((c) => c.response().catch((err: Error) => ({ status: 0, body: err.message }))));
+  const answers = await Promise.all(
+    conns.map((c) => c.response().catch((err: Error) => ({ status: 0, body: err.message }))),
+  );
   const failed: string[] = [];
   for (const [i, shape] of SHAPES.entries()) {
     t.diagnostic(`${shape.name}: ${answers[i]!.status} from generation ${gen(answers[i]!)}`);
@@ -134,11 +144,17 @@ test('a half-received request head survives a reload: answered 200, the connecti
   }
   assert.deepEqual(failed, [], 'every half-received request is answered 200');
   for (const c of conns) c.send(GET('/again'));
-  const again = await Promise.all(conns.map((c) => c.response().catch((err: Error) => ({ status: 0, body: err.message }))));
+  const again = await Promise.all(
+    conns.map((c) => c.response().catch((err: Error) => ({ status: 0, body: err.message }))),
+  );
   for (const [i, shape] of SHAPES.entries()) {
     assert.equal(again[i]!.status, 200, `${shape.name}, the next request: ${again[i]!.status} ${again[i]!.body}`);
     assert.equal(gen(again[i]!), 2, `${shape.name}: the connection moved once its request was answered`);
   }
   await waitFor(() => /baton drained gen=1 /.test(s.sup.stderr()), 30_000, 'generation 1 drained');
-  assert.match(s.sup.stderr(), /baton drained gen=1 pid=\d+ ms=\d+ forced=0 /, 'nothing was left for the drain timeout');
+  assert.match(
+    s.sup.stderr(),
+    /baton drained gen=1 pid=\d+ ms=\d+ forced=0 /,
+    'nothing was left for the drain timeout',
+  );
 });

@@ -15,11 +15,14 @@ import { ROOT, waitFor } from './helpers.js';
 export const ECHO = path.join(ROOT, 'examples/tcp-echo/server.js');
 
 /** "generation N (pid P) serving on tcp://127.0.0.1:PORT": group 1 is the port (startSupervised's servingLine). */
-export const ECHO_SERVING_TCP = (generation: number) => new RegExp(`generation ${generation} \\(pid \\d+\\) serving on tcp://127\\.0\\.0\\.1:(\\d+)`);
+export const ECHO_SERVING_TCP = (generation: number) =>
+  new RegExp(`generation ${generation} \\(pid \\d+\\) serving on tcp://127\\.0\\.0\\.1:(\\d+)`);
 /** The same for a Unix socket: group 1 is the path. */
-export const ECHO_SERVING_UNIX = (generation: number) => new RegExp(`generation ${generation} \\(pid \\d+\\) serving on unix:(\\S+)`);
+export const ECHO_SERVING_UNIX = (generation: number) =>
+  new RegExp(`generation ${generation} \\(pid \\d+\\) serving on unix:(\\S+)`);
 /** The old generation's summary once its 'drain' handler has moved (or failed to move) every connection. */
-export const ECHO_MOVED = (generation: number) => new RegExp(`generation ${generation} moved (\\d+) of (\\d+) connections in [\\d.]+ ms(.*)`);
+export const ECHO_MOVED = (generation: number) =>
+  new RegExp(`generation ${generation} moved (\\d+) of (\\d+) connections in [\\d.]+ ms(.*)`);
 
 /** The soft limit on open files of this process (`ulimit -n`), from /proc. */
 export function nofileLimit(): number {
@@ -73,7 +76,11 @@ export class EchoClient {
   #extra: string[] = [];
 
   constructor(opts: EchoClientOptions) {
-    this.#opts = { maxBurst: opts.maxBurst ?? 3, splitDelayMs: opts.splitDelayMs ?? 20, pauseMs: opts.pauseMs ?? [200, 600] };
+    this.#opts = {
+      maxBurst: opts.maxBurst ?? 3,
+      splitDelayMs: opts.splitDelayMs ?? 20,
+      pauseMs: opts.pauseMs ?? [200, 600],
+    };
     this.socket = net.connect(opts.connect);
     this.socket.setEncoding('utf8');
     this.socket.on('data', (d: string) => this.#onData(d));
@@ -87,7 +94,8 @@ export class EchoClient {
   }
 
   connected(): Promise<void> {
-    if (!this.socket.connecting) return this.closed ? Promise.reject(new Error('closed before connecting')) : Promise.resolve();
+    if (!this.socket.connecting)
+      return this.closed ? Promise.reject(new Error('closed before connecting')) : Promise.resolve();
     return new Promise((resolve, reject) => {
       this.socket.once('connect', resolve);
       this.socket.once('error', reject);
@@ -180,7 +188,8 @@ export class EchoClient {
     this.id ??= id!;
     if (id !== this.id) this.#error(`connection id changed from ${this.id} to ${id} (${line})`);
     const expected = this.answered + 1;
-    if (Number(n) !== expected || text !== `seq ${expected - 1}`) this.#error(`answer ${expected} was ${JSON.stringify(line)}, expected n=${expected} "seq ${expected - 1}"`);
+    if (Number(n) !== expected || text !== `seq ${expected - 1}`)
+      this.#error(`answer ${expected} was ${JSON.stringify(line)}, expected n=${expected} "seq ${expected - 1}"`);
     if (expected > this.sent + this.#opts.maxBurst) this.#error(`more answers than lines sent (${line})`);
     if (gen < this.lastGen) this.#error(`generation went back from ${this.lastGen} to ${gen} (${line})`);
     if (gen !== this.lastGen) this.gens.push(gen);
@@ -215,7 +224,11 @@ export function problems(clients: EchoClient[]): string {
   const closed = clients.filter((c) => c.closed && !c.endedByTest);
   const wrong = clients.filter((c) => c.errors.length);
   const parts: string[] = [];
-  if (closed.length) parts.push(`${closed.length} closed (first: ${closed[0]!.hadError?.message ?? 'by the server'}, extra lines ${JSON.stringify(closed[0]!.extra)})`);
+  if (closed.length)
+    parts.push(
+      `${closed.length} closed (first: ${closed[0]!.hadError?.message ?? 'by the server'}, extra lines ` +
+        `${JSON.stringify(closed[0]!.extra)})`,
+    );
   if (wrong.length) parts.push(`${wrong.length} with wrong answers (first: ${wrong[0]!.errors.join('; ')})`);
   return parts.join('; ') || 'none';
 }
@@ -223,13 +236,19 @@ export function problems(clients: EchoClient[]): string {
 /** Wait until every client in `clients` had an answer from generation `gen` (or a later one). */
 export async function allAnsweredBy(clients: EchoClient[], gen: number, ms: number): Promise<void> {
   try {
-    await waitFor(() => clients.every((c) => c.lastGen >= gen || c.closed), ms, `every client answered by generation ${gen}`, 20);
+    await waitFor(
+      () => clients.every((c) => c.lastGen >= gen || c.closed),
+      ms,
+      `every client answered by generation ${gen}`,
+      20,
+    );
   } catch (err) {
     const late = clients.filter((c) => c.lastGen < gen && !c.closed);
     const c = late[0]!;
     throw new Error(
       `${(err as Error).message}: ${late.length} not yet; the first: id ${c.id}, generations ${c.gens.join(',')}, ` +
-        `${c.sent} lines sent, ${c.answered} answered, other lines ${JSON.stringify(c.extra.slice(0, 3))}; problems: ${problems(clients)}`,
+        `${c.sent} lines sent, ${c.answered} answered, other lines ${JSON.stringify(c.extra.slice(0, 3))}; problems: ` +
+        `${problems(clients)}`,
     );
   }
 }

@@ -40,7 +40,13 @@ interface Exchange {
 }
 
 /** One GET through `agent`; resolves with the parsed answer and the client side of the connection used. */
-function ask(agent: http.Agent, port: number, urlPath: string, opened: WeakSet<net.Socket>, onOpen: () => void): Promise<Exchange> {
+function ask(
+  agent: http.Agent,
+  port: number,
+  urlPath: string,
+  opened: WeakSet<net.Socket>,
+  onOpen: () => void,
+): Promise<Exchange> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, path: urlPath, agent, timeout: 15_000 }, (res) => {
       const socket = req.socket as net.Socket;
@@ -69,7 +75,10 @@ function ask(agent: http.Agent, port: number, urlPath: string, opened: WeakSet<n
   });
 }
 
-test('HTTP keep-alive: 5 reloads, no request fails, no new connection, each connection continues in the next generation', { timeout: 180_000 }, async (t) => {
+test('HTTP keep-alive: 5 reloads, no request fails, no new connection, each connection continues in the next ' +
+  'generation', {
+  timeout: 180_000,
+}, async (t) => {
   const s = await startSupervised(t, { app: APP, servingLine: SERVING(1) });
   // fifo: every free connection is reused in turn (lifo would leave some idle for long stretches).
   const agent = new http.Agent({ keepAlive: true, maxSockets: CONNS, maxFreeSockets: CONNS, scheduling: 'fifo' });
@@ -88,7 +97,8 @@ test('HTTP keep-alive: 5 reloads, no request fails, no new connection, each conn
   const genOf = new Map<net.Socket, number>();
   const check = (x: Exchange, what: string) => {
     const a = x.answer;
-    if (a.remotePort !== x.localPort) wrong.push(`${what}: remotePort ${a.remotePort} in generation ${a.gen}, the client's port is ${x.localPort}`);
+    if (a.remotePort !== x.localPort)
+      wrong.push(`${what}: remotePort ${a.remotePort} in generation ${a.gen}, the client's port is ${x.localPort}`);
     if (!a.seen) wrong.push(`${what}: generation ${a.gen} answered on a socket its server emitted no 'connection' for`);
     const before = genOf.get(x.socket) ?? 0;
     if (a.gen < before) wrong.push(`${what}: generation went back from ${before} to ${a.gen}`);
@@ -132,8 +142,14 @@ test('HTTP keep-alive: 5 reloads, no request fails, no new connection, each conn
     check(next, 'the request after the long one');
     assert.equal(next.answer.gen, gen, 'the connection of the long request moved to the new generation');
     assert.ok(next.socket === x.socket, `the same connection (local port ${next.localPort}, before ${x.localPort})`);
-    await waitFor(() => [...genOf.values()].every((g) => g === gen) || errors.length > 0, 20_000, `every connection answered by generation ${gen}`).catch((err: Error) => {
-      throw new Error(`${err.message}: last generation per connection ${[...genOf.values()].join(',')}; errors ${errors.join(',')}`);
+    await waitFor(
+      () => [...genOf.values()].every((g) => g === gen) || errors.length > 0,
+      20_000,
+      `every connection answered by generation ${gen}`,
+    ).catch((err: Error) => {
+      throw new Error(
+        `${err.message}: last generation per connection ${[...genOf.values()].join(',')}; errors ${errors.join(',')}`,
+      );
     });
     assert.deepEqual(errors, [], `requests failed after reload ${i + 1}`);
     assert.deepEqual(wrong, [], `after reload ${i + 1}`);
@@ -145,7 +161,9 @@ test('HTTP keep-alive: 5 reloads, no request fails, no new connection, each conn
   check(last, 'the last request');
   assert.equal(last.answer.gen, RELOADS + 1);
   assert.equal(last.answer.connections, CONNS + 1, `'connection' events in generation ${RELOADS + 1}`);
-  t.diagnostic(`${ok} requests answered 200, ${errors.length} failed; connections opened: ${socketsOpened} + ${longOpened}`);
+  t.diagnostic(
+    `${ok} requests answered 200, ${errors.length} failed; connections opened: ${socketsOpened} + ${longOpened}`,
+  );
 
   assert.deepEqual(errors, [], 'no request failed');
   assert.deepEqual(wrong, []);

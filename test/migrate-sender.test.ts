@@ -11,7 +11,9 @@ import { closeServer, listenTcp } from './fd-helpers.js';
 import { expectFdsBackTo, fdCount, within } from './helpers.js';
 
 /** A connected pair: `client` (the test's) and `server` (the side that moves). */
-async function tcpPair(t: Parameters<typeof listenTcp>[0]): Promise<{ client: net.Socket; server: net.Socket; listener: net.Server }> {
+async function tcpPair(
+  t: Parameters<typeof listenTcp>[0],
+): Promise<{ client: net.Socket; server: net.Socket; listener: net.Server }> {
   let onConnection!: (s: net.Socket) => void;
   const accepted = new Promise<net.Socket>((resolve) => (onConnection = resolve));
   const listener = await listenTcp(t, '127.0.0.1', (s) => onConnection(s));
@@ -21,62 +23,78 @@ async function tcpPair(t: Parameters<typeof listenTcp>[0]): Promise<{ client: ne
   return { client, server, listener };
 }
 
-test("a connection moved right after a 'data' listener was attached keeps every byte the client sends while it waits to leave", async (t) => {
-  const base = fdCount();
-  const { client, server, listener } = await tcpPair(t);
-  const [senderFd, receiverFd] = socketpair();
-  const sender = new MigrationSender(senderFd);
-  // What a generation does with a connection that arrives while it is draining: start serving it (a 'data'
-  // listener, which schedules a resume on the next tick) and move it on at once.
-  server.on('data', (d) => assert.fail(`the old side must not read after move(): got ${JSON.stringify(d.toString())}`));
-  const moved = sender.move(server, 'raw', 'x', { id: 1 });
-  // The batch cannot leave yet: the receiver has not announced its room. Meanwhile the client writes, and
-  // turns of the event loop pass (polls in which a restarted read would take the bytes into this process).
-  client.write('hello ');
-  for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 2));
-  client.write('world\n');
-  await new Promise((r) => setTimeout(r, 20));
-  const receiver = new MigrationReceiver(receiverFd);
-  const arrived = new Promise<{ socket: net.Socket; pending: Buffer }>((resolve) => receiver.once('connection', (socket, _item, pending) => resolve({ socket, pending })));
-  await within(moved, 5000, 'the move completes');
-  const { socket, pending } = await within(arrived, 5000, 'the connection arrives');
-  let got = pending.toString();
-  socket.setEncoding('utf8').on('data', (d: string) => (got += d));
-  await within(
-    new Promise<void>((resolve) => {
-      const check = () => (got.includes('\n') ? resolve() : setTimeout(check, 5));
-      check();
-    }),
-    5000,
-    'every byte reaches the new side',
-  );
-  assert.equal(got, 'hello world\n', 'in order, none lost, none twice');
-  socket.destroy();
-  client.destroy();
-  sender.close();
-  receiver.close();
-  await closeServer(listener);
-  await expectFdsBackTo(base, 'after the move');
-});
+test(
+  "a connection moved right after a 'data' listener was attached keeps every byte the client sends while it waits " +
+    'to leave',
+  async (t) => {
+    const base = fdCount();
+    const { client, server, listener } = await tcpPair(t);
+    const [senderFd, receiverFd] = socketpair();
+    const sender = new MigrationSender(senderFd);
+    // What a generation does with a connection that arrives while it is draining: start serving it (a 'data'
+    // listener, which schedules a resume on the next tick) and move it on at once.
+    server.on('data', (d) =>
+      assert.fail(`the old side must not read after move(): got ${JSON.stringify(d.toString())}`),
+    );
+    const moved = sender.move(server, 'raw', 'x', { id: 1 });
+    // The batch cannot leave yet: the receiver has not announced its room. Meanwhile the client writes, and
+    // turns of the event loop pass (polls in which a restarted read would take the bytes into this process).
+    client.write('hello ');
+    for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 2));
+    client.write('world\n');
+    await new Promise((r) => setTimeout(r, 20));
+    const receiver = new MigrationReceiver(receiverFd);
+    const arrived = new Promise<{ socket: net.Socket; pending: Buffer }>((resolve) =>
+      receiver.once('connection', (socket, _item, pending) => resolve({ socket, pending })),
+    );
+    await within(moved, 5000, 'the move completes');
+    const { socket, pending } = await within(arrived, 5000, 'the connection arrives');
+    let got = pending.toString();
+    socket.setEncoding('utf8').on('data', (d: string) => (got += d));
+    await within(
+      new Promise<void>((resolve) => {
+        const check = () => (got.includes('\n') ? resolve() : setTimeout(check, 5));
+        check();
+      }),
+      5000,
+      'every byte reaches the new side',
+    );
+    assert.equal(got, 'hello world\n', 'in order, none lost, none twice');
+    socket.destroy();
+    client.destroy();
+    sender.close();
+    receiver.close();
+    await closeServer(listener);
+    await expectFdsBackTo(base, 'after the move');
+  },
+);
 
-test('a connection state JSON cannot encode (a function, a BigInt, a cycle): ERR_BATON_STATE_NOT_SERIALIZABLE, the socket untouched', async (t) => {
-  const base = fdCount();
-  const { client, server, listener } = await tcpPair(t);
-  const [senderFd, receiverFd] = socketpair();
-  const sender = new MigrationSender(senderFd);
-  const cycle: Record<string, unknown> = {};
-  cycle.self = cycle;
-  for (const [what, state] of [['a function', () => 1], ['a BigInt', { n: 1n }], ['a cycle', cycle]] as const) {
-    await assert.rejects(sender.move(server, 'raw', 'x', state), { code: 'ERR_BATON_STATE_NOT_SERIALIZABLE' }, what);
-  }
-  // Still this process's connection, and it works.
-  const echoed = new Promise<string>((resolve) => client.once('data', (d) => resolve(d.toString())));
-  server.write('still here');
-  assert.equal(await within(echoed, 5000, 'the connection still serves'), 'still here');
-  server.destroy();
-  client.destroy();
-  sender.close();
-  closeFds([receiverFd]);
-  await closeServer(listener);
-  await expectFdsBackTo(base, 'after the refused moves');
-});
+test(
+  'a connection state JSON cannot encode (a function, a BigInt, a cycle): ERR_BATON_STATE_NOT_SERIALIZABLE, the ' +
+    'socket untouched',
+  async (t) => {
+    const base = fdCount();
+    const { client, server, listener } = await tcpPair(t);
+    const [senderFd, receiverFd] = socketpair();
+    const sender = new MigrationSender(senderFd);
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    for (const [what, state] of [
+      ['a function', () => 1],
+      ['a BigInt', { n: 1n }],
+      ['a cycle', cycle],
+    ] as const) {
+      await assert.rejects(sender.move(server, 'raw', 'x', state), { code: 'ERR_BATON_STATE_NOT_SERIALIZABLE' }, what);
+    }
+    // Still this process's connection, and it works.
+    const echoed = new Promise<string>((resolve) => client.once('data', (d) => resolve(d.toString())));
+    server.write('still here');
+    assert.equal(await within(echoed, 5000, 'the connection still serves'), 'still here');
+    server.destroy();
+    client.destroy();
+    sender.close();
+    closeFds([receiverFd]);
+    await closeServer(listener);
+    await expectFdsBackTo(base, 'after the refused moves');
+  },
+);

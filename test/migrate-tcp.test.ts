@@ -33,7 +33,12 @@ import {
 const RELOADS = 5;
 
 /** Reload RELOADS times; after each, the old generation moved all `n` and every client hears the new one. */
-async function reloadAll(s: Supervised, clients: EchoClient[], n: number, diag: (msg: string) => void): Promise<number[]> {
+async function reloadAll(
+  s: Supervised,
+  clients: EchoClient[],
+  n: number,
+  diag: (msg: string) => void,
+): Promise<number[]> {
   const oldPids: number[] = [];
   for (let i = 0; i < RELOADS; i++) {
     const gen = i + 2;
@@ -43,7 +48,11 @@ async function reloadAll(s: Supervised, clients: EchoClient[], n: number, diag: 
     assert.match(r.stdout, new RegExp(`generation ${gen} \\(pid \\d+\\) is serving`));
     const moved = await s.sup.line(ECHO_MOVED(gen - 1), 60_000);
     diag(moved[0]);
-    assert.equal(Number(moved[2]), n, `generation ${gen - 1} had ${moved[2]} connections to move, expected ${n}: ${problems(clients)}`);
+    assert.equal(
+      Number(moved[2]),
+      n,
+      `generation ${gen - 1} had ${moved[2]} connections to move, expected ${n}: ${problems(clients)}`,
+    );
     assert.equal(Number(moved[1]), n, `generation ${gen - 1}: ${moved[0]}`);
     await allAnsweredBy(clients, gen, 30_000);
     assert.equal(problems(clients), 'none', `after reload ${i + 1}`);
@@ -74,7 +83,9 @@ async function servingConnections(s: Supervised, n: number): Promise<number> {
   }
 }
 
-test('raw TCP: 1,000 connections streaming lines through 5 reloads: none closed, every line answered once, in order', { timeout: 240_000 }, async (t) => {
+test('raw TCP: 1,000 connections streaming lines through 5 reloads: none closed, every line answered once, in order', {
+  timeout: 240_000,
+}, async (t) => {
   const N = 1000;
   const limit = nofileLimit();
   t.diagnostic(`ulimit -n: ${limit}`);
@@ -94,11 +105,19 @@ test('raw TCP: 1,000 connections streaming lines through 5 reloads: none closed,
   assert.equal(await s.shutdown(), 0);
 });
 
-test('Unix socket: 200 connections streaming lines through 5 reloads: none closed, every line answered once, in order', { timeout: 180_000 }, async (t) => {
+test('Unix socket: 200 connections streaming lines through 5 reloads: none closed, every line answered once, in ' +
+  'order', {
+  timeout: 180_000,
+}, async (t) => {
   const N = 200;
   const dir = tmpDir(t);
   const sockPath = path.join(dir, 'echo.sock');
-  const s = await startSupervised(t, { app: ECHO, dir, env: { SOCKET_PATH: sockPath }, servingLine: ECHO_SERVING_UNIX(1) });
+  const s = await startSupervised(t, {
+    app: ECHO,
+    dir,
+    env: { SOCKET_PATH: sockPath },
+    servingLine: ECHO_SERVING_UNIX(1),
+  });
   const clients = await connectClients(N, { connect: { path: sockPath } });
   t.after(() => clients.forEach((c) => c.socket.destroy()));
   clients.forEach((c) => c.start());
@@ -110,7 +129,9 @@ test('Unix socket: 200 connections streaming lines through 5 reloads: none close
   assert.equal(await s.shutdown(), 0);
 });
 
-test('bytes Node read but the app had not processed (a paused connection) move once', { timeout: 120_000 }, async (t) => {
+test('bytes Node read but the app had not processed (a paused connection) move once', {
+  timeout: 120_000,
+}, async (t) => {
   const s = await startSupervised(t, { app: ECHO, servingLine: ECHO_SERVING_TCP(1) });
   const socket = net.connect({ host: '127.0.0.1', port: s.port });
   t.after(() => socket.destroy());
@@ -156,12 +177,17 @@ test('bytes Node read but the app had not processed (a paused connection) move o
       buf = buf.slice(nl + 1);
       const [gen, , n, text] = line.split(':');
       gens.set(gen!, (gens.get(gen!) ?? 0) + 1);
-      if (Number(n) !== answered + 1 || text !== `seq ${answered} ${pad}`) if (errors.length < 3) errors.push(`answer ${answered + 1}: ${line.slice(0, 40)}`);
+      if (Number(n) !== answered + 1 || text !== `seq ${answered} ${pad}`)
+        if (errors.length < 3) errors.push(`answer ${answered + 1}: ${line.slice(0, 40)}`);
       answered++;
     }
   });
   socket.resume();
-  await waitFor(() => answered >= lines || errors.length > 0 || socket.destroyed, 60_000, `all ${lines} lines answered (${answered} so far)`);
+  await waitFor(
+    () => answered >= lines || errors.length > 0 || socket.destroyed,
+    60_000,
+    `all ${lines} lines answered (${answered} so far)`,
+  );
   await new Promise((resolve) => setTimeout(resolve, 200)); // a duplicate would arrive after the last line
   t.diagnostic(`answered by generation: ${JSON.stringify(Object.fromEntries(gens))}`);
   assert.deepEqual(errors, [], 'every line answered once, in order');

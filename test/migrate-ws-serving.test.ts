@@ -61,7 +61,11 @@ test('while WebSockets move in batches, the old generation answers those whose b
   await waitFor(() => clients.every((c) => c.expected === c.sent), 20_000, 'every message echoed');
   const problems = clients.flatMap((c, i) => c.problems.map((p) => `client ${i}: ${p}`));
   assert.deepEqual(problems.slice(0, 5), [], 'echoes in order, exactly once, with the state carried over');
-  assert.deepEqual(clients.flatMap((c) => c.closes), [], 'no client saw its connection close');
+  assert.deepEqual(
+    clients.flatMap((c) => c.closes),
+    [],
+    'no client saw its connection close',
+  );
   t.diagnostic(`answers from generation 2: ${newAnswers}; from generation 1 after the first of those: ${oldAfterNew}`);
   // The last batches leave only once those ahead are adopted (two batches in flight at most): their clients
   // are still answered by generation 1 meanwhile. Moving all at once, every one was paused at the drain (0).

@@ -24,10 +24,15 @@ function freePort(): Promise<number> {
 
 function get(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (d) => (body += d)).on('end', () => resolve(body));
-    }).on('error', reject);
+    http
+      .get({ host: '127.0.0.1', port, agent: false }, (res) => {
+        let body = '';
+        res
+          .setEncoding('utf8')
+          .on('data', (d) => (body += d))
+          .on('end', () => resolve(body));
+      })
+      .on('error', reject);
   });
 }
 
@@ -85,17 +90,31 @@ process.on('SIGTERM', () => c.kill('SIGTERM'));
     for (const c of childrenOf(supervisor)) killPid(c.pid);
     killPid(supervisor);
   });
-  assert.match(fs.readFileSync(`/proc/${supervisor}/status`, 'utf8'), /NSpid:\s+\d+\s+1\b/, 'the supervisor is PID 1 in its namespace');
+  assert.match(
+    fs.readFileSync(`/proc/${supervisor}/status`, 'utf8'),
+    /NSpid:\s+\d+\s+1\b/,
+    'the supervisor is PID 1 in its namespace',
+  );
   assert.equal(await get(port), 'generation 1\n');
 
   // The orphans' sleeps end after 0.3 s; PID 1 scans for zombies every second.
-  await waitFor(() => childrenOf(supervisor).every((c) => c.state !== 'Z') && childrenOf(supervisor).length === 1, 10_000, 'orphans reaped');
+  await waitFor(
+    () => childrenOf(supervisor).every((c) => c.state !== 'Z') && childrenOf(supervisor).length === 1,
+    10_000,
+    'orphans reaped',
+  );
   assert.equal(childrenOf(supervisor).filter((c) => c.state === 'Z').length, 0);
 
-  const reload = execFileSync(process.execPath, [path.join(ROOT, 'bin/baton.js'), 'reload', '--socket', sock], { encoding: 'utf8' });
+  const reload = execFileSync(process.execPath, [path.join(ROOT, 'bin/baton.js'), 'reload', '--socket', sock], {
+    encoding: 'utf8',
+  });
   assert.match(reload, /generation 2 .* is serving/);
   assert.equal(await get(port), 'generation 2\n');
-  await waitFor(() => childrenOf(supervisor).length === 1 && childrenOf(supervisor).every((c) => c.state !== 'Z'), 10_000, 'generation 1 gone and orphans of generation 2 reaped');
+  await waitFor(
+    () => childrenOf(supervisor).length === 1 && childrenOf(supervisor).every((c) => c.state !== 'Z'),
+    10_000,
+    'generation 1 gone and orphans of generation 2 reaped',
+  );
 
   execFileSync(process.execPath, [path.join(ROOT, 'bin/baton.js'), 'stop', '--socket', sock], { encoding: 'utf8' });
   const code = await shimProc.exited;

@@ -10,8 +10,19 @@ import { before, test } from 'node:test';
 import { dupFd, fdOf, probe, type FdInfo } from '../src/index.js';
 import { expectFdsBackTo, fdCount, fdinfoFlags, O_CLOEXEC, O_NONBLOCK, tmpDir } from './helpers.js';
 import {
-  bindUdp, closeServer, closedFd, connectedPair, connectedUnixPair, fdList, ipv6Available, listenTcp, NO_IPV6,
-  openFifo, runPythonUnixDgram, throwsCode, warmUp,
+  bindUdp,
+  closeServer,
+  closedFd,
+  connectedPair,
+  connectedUnixPair,
+  fdList,
+  ipv6Available,
+  listenTcp,
+  NO_IPV6,
+  openFifo,
+  runPythonUnixDgram,
+  throwsCode,
+  warmUp,
 } from './fd-helpers.js';
 
 before(warmUp);
@@ -35,8 +46,24 @@ test('probe: TCP listener on 127.0.0.1', async (t) => {
   const server = await listenTcp(t);
   const info = probed(server);
   assert.deepEqual(
-    { kind: info.kind, family: info.family, socketType: info.socketType, listening: info.listening, local: info.local, remote: info.remote, ...pick(info) },
-    { kind: 'tcp-listener', family: 'IPv4', socketType: 'stream', listening: true, local: { family: 'IPv4', address: '127.0.0.1', port: (server.address() as net.AddressInfo).port }, remote: null, ...socketCommon },
+    {
+      kind: info.kind,
+      family: info.family,
+      socketType: info.socketType,
+      listening: info.listening,
+      local: info.local,
+      remote: info.remote,
+      ...pick(info),
+    },
+    {
+      kind: 'tcp-listener',
+      family: 'IPv4',
+      socketType: 'stream',
+      listening: true,
+      local: { family: 'IPv4', address: '127.0.0.1', port: (server.address() as net.AddressInfo).port },
+      remote: null,
+      ...socketCommon,
+    },
   );
   assert.ok(info.inode > 0);
 });
@@ -48,7 +75,12 @@ test('probe: TCP listener on ::1', async (t) => {
   assert.equal(info.kind, 'tcp-listener');
   assert.equal(info.family, 'IPv6');
   assert.equal(info.listening, true);
-  assert.deepEqual(info.local, { family: 'IPv6', address: '::1', port: (server.address() as net.AddressInfo).port, scopeId: 0 });
+  assert.deepEqual(info.local, {
+    family: 'IPv6',
+    address: '::1',
+    port: (server.address() as net.AddressInfo).port,
+    scopeId: 0,
+  });
   assert.equal(info.remote, null);
 });
 
@@ -59,7 +91,10 @@ for (const host of ['127.0.0.1', '::1']) {
     const family = host === '::1' ? 'IPv6' : 'IPv4';
     const c = probed(client);
     const a = probed(accepted);
-    for (const [info, sock] of [[c, client], [a, accepted]] as const) {
+    for (const [info, sock] of [
+      [c, client],
+      [a, accepted],
+    ] as const) {
       assert.equal(info.kind, 'tcp-connection');
       assert.equal(info.family, family);
       assert.equal(info.socketType, 'stream');
@@ -85,13 +120,22 @@ test('probe: UDP sockets (udp4, udp6, and a connected one)', async (t) => {
   const u4 = await bindUdp(t);
   const info = probed(u4);
   assert.deepEqual(
-    { kind: info.kind, family: info.family, socketType: info.socketType, listening: info.listening, remote: info.remote, ...pick(info) },
+    {
+      kind: info.kind,
+      family: info.family,
+      socketType: info.socketType,
+      listening: info.listening,
+      remote: info.remote,
+      ...pick(info),
+    },
     { kind: 'udp', family: 'IPv4', socketType: 'dgram', listening: false, remote: null, ...socketCommon },
   );
   assert.deepEqual(info.local, { family: 'IPv4', address: '127.0.0.1', port: u4.address().port });
 
   const peer = await bindUdp(t);
-  await new Promise<void>((resolve, reject) => peer.connect(u4.address().port, '127.0.0.1', (err?: Error) => (err ? reject(err) : resolve())));
+  await new Promise<void>((resolve, reject) =>
+    peer.connect(u4.address().port, '127.0.0.1', (err?: Error) => (err ? reject(err) : resolve())),
+  );
   const connected = probed(peer);
   assert.equal(connected.kind, 'udp');
   assert.deepEqual(connected.remote, { family: 'IPv4', address: '127.0.0.1', port: u4.address().port });
@@ -108,8 +152,24 @@ test('probe: Unix listener, both ends of a Unix connection, and an abstract-name
   const { server, client, accepted, path: file } = await connectedUnixPair(t);
   const l = probed(server);
   assert.deepEqual(
-    { kind: l.kind, family: l.family, socketType: l.socketType, listening: l.listening, local: l.local, remote: l.remote, ...pick(l) },
-    { kind: 'unix-listener', family: 'unix', socketType: 'stream', listening: true, local: { family: 'unix', path: file }, remote: null, ...socketCommon },
+    {
+      kind: l.kind,
+      family: l.family,
+      socketType: l.socketType,
+      listening: l.listening,
+      local: l.local,
+      remote: l.remote,
+      ...pick(l),
+    },
+    {
+      kind: 'unix-listener',
+      family: 'unix',
+      socketType: 'stream',
+      listening: true,
+      local: { family: 'unix', path: file },
+      remote: null,
+      ...socketCommon,
+    },
   );
   const c = probed(client);
   assert.equal(c.kind, 'unix-connection');
@@ -135,13 +195,41 @@ test('probe: regular files (access modes, size), a directory, /dev/null', async 
   const dir = tmpDir(t);
   const file = path.join(dir, 'f');
   fs.writeFileSync(file, 'hello world');
-  for (const [flag, mode] of [['r', 'r'], ['a', 'w'], ['r+', 'rw']] as const) {
+  for (const [flag, mode] of [
+    ['r', 'r'],
+    ['a', 'w'],
+    ['r+', 'rw'],
+  ] as const) {
     const fd = fs.openSync(file, flag);
     try {
       const info = probed(fd);
       assert.deepEqual(
-        { kind: info.kind, family: info.family, socketType: info.socketType, listening: info.listening, local: info.local, remote: info.remote, accessMode: info.accessMode, nonblocking: info.nonblocking, cloexec: info.cloexec, size: info.size, inode: info.inode },
-        { kind: 'file', family: null, socketType: null, listening: false, local: null, remote: null, accessMode: mode, nonblocking: false, cloexec: true, size: 11, inode: fs.statSync(file).ino },
+        {
+          kind: info.kind,
+          family: info.family,
+          socketType: info.socketType,
+          listening: info.listening,
+          local: info.local,
+          remote: info.remote,
+          accessMode: info.accessMode,
+          nonblocking: info.nonblocking,
+          cloexec: info.cloexec,
+          size: info.size,
+          inode: info.inode,
+        },
+        {
+          kind: 'file',
+          family: null,
+          socketType: null,
+          listening: false,
+          local: null,
+          remote: null,
+          accessMode: mode,
+          nonblocking: false,
+          cloexec: true,
+          size: 11,
+          inode: fs.statSync(file).ino,
+        },
         `opened '${flag}'`,
       );
     } finally {
@@ -213,7 +301,11 @@ test('probe: unix-dgram sockets (made by python3, inherited by a Node child)', a
     assert.equal((r.flagsBefore & O_NONBLOCK) !== 0, r.info.nonblocking);
   }
   assert.deepEqual(pairEnd!.info.local, { family: 'unix', path: '' });
-  assert.deepEqual(pairEnd!.info.remote, { family: 'unix', path: '' }, 'a socketpair end is connected to an unnamed peer');
+  assert.deepEqual(
+    pairEnd!.info.remote,
+    { family: 'unix', path: '' },
+    'a socketpair end is connected to an unnamed peer',
+  );
   assert.deepEqual(bound!.info.local, { family: 'unix', path: path.join(dir, 'dgram.sock') });
   assert.equal(bound!.info.remote, null);
 });

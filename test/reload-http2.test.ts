@@ -129,9 +129,13 @@ class H2Load {
         settle(status >= 200 && status < 300 ? 'ok' : 'non2xx');
       });
       req.on('error', (err: NodeJS.ErrnoException) => {
-        settle(headersNotSent ? 'not-sent' : { error: /NGHTTP2_\w+/.exec(err.message)?.[0] ?? err.code ?? err.message });
+        settle(
+          headersNotSent ? 'not-sent' : { error: /NGHTTP2_\w+/.exec(err.message)?.[0] ?? err.code ?? err.message },
+        );
       });
-      req.on('close', () => settle(headersNotSent ? 'not-sent' : { error: `closed without a response (rstCode ${req.rstCode})` }));
+      req.on('close', () =>
+        settle(headersNotSent ? 'not-sent' : { error: `closed without a response (rstCode ${req.rstCode})` }),
+      );
       req.setTimeout(15_000, () => req.close(http2.constants.NGHTTP2_CANCEL));
       req.end();
     });
@@ -143,8 +147,10 @@ async function reloadsUnderLoad(t: TestContext, tls: boolean): Promise<void> {
   if (tls && !cert) return t.skip('openssl is not installed: no test certificate');
   const s = cert
     ? await startSupervised(t, {
-      app: APP, env: { TLS_KEY: cert.keyPath, TLS_CERT: cert.certPath }, servingLine: HTTPS_SERVING(1),
-    })
+        app: APP,
+        env: { TLS_KEY: cert.keyPath, TLS_CERT: cert.certPath },
+        servingLine: HTTPS_SERVING(1),
+      })
     : await startSupervised(t, { app: APP, servingLine: SERVING(1) });
   const load = new H2Load(s.port, cert?.cert);
   load.start();
@@ -158,18 +164,25 @@ async function reloadsUnderLoad(t: TestContext, tls: boolean): Promise<void> {
     await waitFor(() => load.ok >= ok + 200, 20_000, `streams answered after reload ${i + 1}`);
   }
   await load.stop();
-  t.diagnostic(`http2${tls ? ' over TLS' : ''} load: sent ${load.sent}, ok ${load.ok}, non-2xx ${load.non2xx}, ` +
-    `errors ${load.errors} ${JSON.stringify(load.errorCodes)}, sessions ${load.sessions}, ` +
-    `attempts not sent by the client (retried) ${load.notSent}, by generation ${JSON.stringify(load.byGen)}`);
+  t.diagnostic(
+    `http2${tls ? ' over TLS' : ''} load: sent ${load.sent}, ok ${load.ok}, non-2xx ${load.non2xx}, ` +
+      `errors ${load.errors} ${JSON.stringify(load.errorCodes)}, sessions ${load.sessions}, ` +
+      `attempts not sent by the client (retried) ${load.notSent}, by generation ${JSON.stringify(load.byGen)}`,
+  );
   assert.equal(load.sent, load.ok + load.non2xx + load.errors, 'every stream is accounted for');
   assert.deepEqual(load.errorCodes, {}, 'no stream failed: none refused by the server, none reset, none unanswered');
   assert.equal(load.non2xx, 0);
   assert.ok((load.byGen['4'] ?? 0) > 0, 'the last generation answered');
-  assert.deepEqual([...s.sup.stderr().matchAll(DRAINED)].map((m) => m[2]), ['0', '0', '0'], 'every session closed before the drain timeout');
+  assert.deepEqual(
+    [...s.sup.stderr().matchAll(DRAINED)].map((m) => m[2]),
+    ['0', '0', '0'],
+    'every session closed before the drain timeout',
+  );
 }
 
 for (const tls of [false, true]) {
-  const name = `HTTP/2${tls ? ' over TLS' : ' (h2c)'}: 3 reloads with streams in flight, no stream refused, ` +
+  const name =
+    `HTTP/2${tls ? ' over TLS' : ' (h2c)'}: 3 reloads with streams in flight, no stream refused, ` +
     'every session closes cleanly';
   test(name, { timeout: 180_000 }, (t) => reloadsUnderLoad(t, tls));
 }

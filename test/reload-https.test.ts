@@ -41,7 +41,13 @@ function ask(agent: https.Agent, port: number): Promise<Answer> {
       res.setEncoding('utf8').on('data', (d: string) => (body += d));
       res.on('end', () => {
         const m = /generation (\d+)/.exec(body);
-        resolve({ status: res.statusCode!, gen: m ? Number(m[1]) : 0, connection: res.headers.connection, reused: req.reusedSocket, socket: req.socket! });
+        resolve({
+          status: res.statusCode!,
+          gen: m ? Number(m[1]) : 0,
+          connection: res.headers.connection,
+          reused: req.reusedSocket,
+          socket: req.socket!,
+        });
       });
       res.on('error', reject);
     });
@@ -51,10 +57,16 @@ function ask(agent: https.Agent, port: number): Promise<Answer> {
   });
 }
 
-test('https keep-alive: 3 reloads under load, no request fails, no TLS connection moves', { timeout: 180_000 }, async (t) => {
+test('https keep-alive: 3 reloads under load, no request fails, no TLS connection moves', {
+  timeout: 180_000,
+}, async (t) => {
   const cert = selfSignedCert(t);
   if (!cert) return t.skip('openssl is not installed: no test certificate');
-  const s = await startSupervised(t, { app: APP, env: { TLS_KEY: cert.keyPath, TLS_CERT: cert.certPath }, servingLine: HTTPS_SERVING(1) });
+  const s = await startSupervised(t, {
+    app: APP,
+    env: { TLS_KEY: cert.keyPath, TLS_CERT: cert.certPath },
+    servingLine: HTTPS_SERVING(1),
+  });
   const load = startLoad({ port: s.port, connections: 16, pauseMs: 2, timeoutMs: 15_000, tls: { ca: cert.cert } });
   t.after(() => load.stop());
   await waitFor(() => load.result.ok >= 100 || load.result.errors > 0, 20_000, 'the load is under way');
@@ -67,19 +79,36 @@ test('https keep-alive: 3 reloads under load, no request fails, no TLS connectio
     await waitFor(() => load.result.ok >= ok + 100, 20_000, `requests answered after reload ${i + 1}`);
   }
   const result = await load.stop();
-  t.diagnostic(`https load: sent ${result.sent}, ok ${result.ok}, non-2xx ${result.non2xx}, errors ${result.errors} ${JSON.stringify(result.errorCodes)}, connections opened ${result.socketsOpened}`);
+  t.diagnostic(
+    `https load: sent ${result.sent}, ok ${result.ok}, non-2xx ${result.non2xx}, errors ${result.errors} ` +
+      `${JSON.stringify(result.errorCodes)}, connections opened ${result.socketsOpened}`,
+  );
   assert.equal(result.sent, result.ok + result.non2xx + result.errors, 'every request is accounted for');
   assert.deepEqual(result.errorCodes, {}, 'no request failed');
   assert.equal(result.non2xx, 0);
   const drained = [...s.sup.stderr().matchAll(DRAINED)];
-  assert.deepEqual(drained.map((m) => m[3]), ['0', '0', '0'], 'no TLS connection was moved as raw bytes');
-  assert.deepEqual(drained.map((m) => m[2]), ['0', '0', '0'], 'none had to be closed at the drain timeout');
+  assert.deepEqual(
+    drained.map((m) => m[3]),
+    ['0', '0', '0'],
+    'no TLS connection was moved as raw bytes',
+  );
+  assert.deepEqual(
+    drained.map((m) => m[2]),
+    ['0', '0', '0'],
+    'none had to be closed at the drain timeout',
+  );
 });
 
-test('https: an idle keep-alive connection reused after the drain began is answered, with Connection: close', { timeout: 120_000 }, async (t) => {
+test('https: an idle keep-alive connection reused after the drain began is answered, with Connection: close', {
+  timeout: 120_000,
+}, async (t) => {
   const cert = selfSignedCert(t);
   if (!cert) return t.skip('openssl is not installed: no test certificate');
-  const s = await startSupervised(t, { app: APP, env: { TLS_KEY: cert.keyPath, TLS_CERT: cert.certPath }, servingLine: HTTPS_SERVING(1) });
+  const s = await startSupervised(t, {
+    app: APP,
+    env: { TLS_KEY: cert.keyPath, TLS_CERT: cert.certPath },
+    servingLine: HTTPS_SERVING(1),
+  });
   const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: cert.cert });
   t.after(() => agent.destroy());
   const first = await ask(agent, s.port);

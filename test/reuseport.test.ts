@@ -14,7 +14,15 @@ import { bindOnFd, listenOnFd } from '../src/fd/adopt.js';
 import { probe } from '../src/fd/index.js';
 import { FIXTURES, spawnNode, within } from './helpers.js';
 import {
-  closeDgram, closeServer, connectMany, countAccepts, fdList, ipv6Available, NO_IPV6, throwsCode, warmUp,
+  closeDgram,
+  closeServer,
+  connectMany,
+  countAccepts,
+  fdList,
+  ipv6Available,
+  NO_IPV6,
+  throwsCode,
+  warmUp,
 } from './fd-helpers.js';
 
 type Cleanup = { after(fn: () => unknown): void };
@@ -31,7 +39,10 @@ function group(t: Cleanup, n: number, type: 'tcp' | 'udp', host = '127.0.0.1'): 
 
 /** Serve each socket of the group with a counting server (which owns the fd from then on). */
 function countingServers(t: Cleanup, sockets: ReusePortSocket[]): Promise<number[]> {
-  return countAccepts(t, sockets.map((_, i) => claim(sockets, i)));
+  return countAccepts(
+    t,
+    sockets.map((_, i) => claim(sockets, i)),
+  );
 }
 
 /** Take socket i's fd out of the group's cleanup list (its new owner closes it). */
@@ -58,7 +69,10 @@ test('4 reuseport sockets on one port: every one of them accepts connections', a
   const port = sockets[0]!.port;
   const counts = await countingServers(t, sockets);
   await connectMany(port, '127.0.0.1', 200);
-  assert.equal(counts.reduce((a, b) => a + b), 200);
+  assert.equal(
+    counts.reduce((a, b) => a + b),
+    200,
+  );
   for (const c of counts) assert.ok(c > 0, `connections per socket: ${counts.join(', ')}`);
 });
 
@@ -83,7 +97,9 @@ test('UDP: 2 reuseport sockets share a port; flows from many source ports reach 
   const port = sockets[0]!.port;
   for (let i = 0; i < 40; i++) {
     const client = dgram.createSocket('udp4');
-    await new Promise<void>((resolve, reject) => client.send('x', port, '127.0.0.1', (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      client.send('x', port, '127.0.0.1', (err) => (err ? reject(err) : resolve())),
+    );
     client.close();
   }
   for (let i = 0; i < 100 && counts[0]! + counts[1]! < 40; i++) await new Promise((r) => setTimeout(r, 10));
@@ -132,16 +148,23 @@ test('EADDRINUSE (bind) when a socket without SO_REUSEPORT holds the port, eithe
   assert.equal(e3.code, 'EADDRINUSE');
 });
 
-test('exclusive: a group\'s first socket refuses a port another group holds, but not one with TIME_WAIT left', async (t) => {
+test("exclusive: a group's first socket refuses a port another group holds, but not one with TIME_WAIT left", async (t) => {
   const [held] = group(t, 1, 'tcp');
   const before = fdList();
-  const err = throwsCode(() => bindReusePort({ type: 'tcp', host: '127.0.0.1', port: held!.port, exclusive: true }),
-    Error, 'EADDRINUSE');
+  const err = throwsCode(
+    () => bindReusePort({ type: 'tcp', host: '127.0.0.1', port: held!.port, exclusive: true }),
+    Error,
+    'EADDRINUSE',
+  );
   assert.equal(err.syscall, 'bind');
   assert.match(err.message, /held by another socket/);
-  assert.deepEqual(fdList(), before, 'the check\'s own socket is closed');
+  assert.deepEqual(fdList(), before, "the check's own socket is closed");
   const [udp] = group(t, 1, 'udp');
-  throwsCode(() => bindReusePort({ type: 'udp', host: '127.0.0.1', port: udp!.port, exclusive: true }), Error, 'EADDRINUSE');
+  throwsCode(
+    () => bindReusePort({ type: 'udp', host: '127.0.0.1', port: udp!.port, exclusive: true }),
+    Error,
+    'EADDRINUSE',
+  );
   // Without exclusive it joins the group: what the group's other sockets do.
   const joined = bindReusePort({ type: 'tcp', host: '127.0.0.1', port: held!.port });
   closeFds([joined.fd]);

@@ -46,20 +46,40 @@ function open(port: number): Conn {
   return c;
 }
 
-test('fd limit during drain: the old generation receives its drain, moves what fits, closes the rest politely and exits on its own', { timeout: 180_000 }, async (t) => {
+test('fd limit during drain: the old generation receives its drain, moves what fits, closes the rest politely and ' +
+  'exits on its own', {
+  timeout: 180_000,
+}, async (t) => {
   if (!PRLIMIT) return t.skip('prlimit (util-linux) is not installed');
   const dir = tmpDir(t);
   const socket = path.join(dir, 's.sock');
-  const sup = spawn('prlimit', ['--nofile=64:64', process.execPath, BATON, 'run', '--socket', socket, '--drain-timeout', '10', '--', process.execPath, HTTP_EXAMPLE], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, PORT: '0' },
-  });
+  const sup = spawn(
+    'prlimit',
+    [
+      '--nofile=64:64',
+      process.execPath,
+      BATON,
+      'run',
+      '--socket',
+      socket,
+      '--drain-timeout',
+      '10',
+      '--',
+      process.execPath,
+      HTTP_EXAMPLE,
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, PORT: '0' },
+    },
+  );
   let out = '';
   let err = '';
   sup.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
   sup.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
   const exited = new Promise((r) => sup.on('exit', (code, signal) => r(code ?? signal)));
-  const genPids = () => [...err.matchAll(/baton spawn supervisor=\d+ generation=\d+ child=(\d+)/g)].map((m) => Number(m[1]));
+  const genPids = () =>
+    [...err.matchAll(/baton spawn supervisor=\d+ generation=\d+ child=(\d+)/g)].map((m) => Number(m[1]));
   t.after(() => {
     for (const pid of genPids()) killPid(pid);
     killPid(sup.pid!);
@@ -79,19 +99,35 @@ test('fd limit during drain: the old generation receives its drain, moves what f
   const r = await baton(['reload', '--socket', socket], { timeoutMs: 60_000 });
   assert.equal(r.code, 0, `reload: ${r.stdout} ${r.stderr}`);
   // Generation 1 got the drain with its migration channel (it used to log supervisor-gone and serve on)...
-  await waitFor(() => /drain-requested gen=1 .*migrate=true/.test(err), 10_000, `generation 1 receives its drain: ${err.slice(-3000)}`);
+  await waitFor(
+    () => /drain-requested gen=1 .*migrate=true/.test(err),
+    10_000,
+    `generation 1 receives its drain: ${err.slice(-3000)}`,
+  );
   assert.doesNotMatch(err, /supervisor-gone/);
   // ...and exits on its own, drained, well before the supervisor's SIGKILL at drain-timeout + 3 s.
-  await within(new Promise<void>((res) => {
-    const timer = setInterval(() => {
-      if (!alive(gen1)) {
-        clearInterval(timer);
-        res();
-      }
-    }, 50);
-  }), 30_000, 'generation 1 exits');
-  await waitFor(() => /baton exit supervisor=\d+ generation=1 /.test(err), 5000, 'the supervisor sees generation 1 exit');
-  assert.match(err, new RegExp(`baton exit supervisor=\\d+ generation=1 child=${gen1} code=0 signal=null`), 'generation 1 was killed, not drained');
+  await within(
+    new Promise<void>((res) => {
+      const timer = setInterval(() => {
+        if (!alive(gen1)) {
+          clearInterval(timer);
+          res();
+        }
+      }, 50);
+    }),
+    30_000,
+    'generation 1 exits',
+  );
+  await waitFor(
+    () => /baton exit supervisor=\d+ generation=1 /.test(err),
+    5000,
+    'the supervisor sees generation 1 exit',
+  );
+  assert.match(
+    err,
+    new RegExp(`baton exit supervisor=\\d+ generation=1 child=${gen1} code=0 signal=null`),
+    'generation 1 was killed, not drained',
+  );
   assert.match(err, /baton drained gen=1 /);
 
   // Every connection it held either moved (open, answered by generation 2) or was closed politely (FIN, no reset).
@@ -109,20 +145,28 @@ test('fd limit during drain: the old generation receives its drain, moves what f
 
   // The supervisor says so: counts in its log and in status.
   await waitFor(() => /connections-(not-)?moved /.test(err), 5000, 'the supervisor logs the counts');
-  const line = /connections-(?:not-)?moved supervisor=\d+ generation=1 child=\d+ to=2 moved=(\d+) notMoved=(\d+)/.exec(err);
+  const line = /connections-(?:not-)?moved supervisor=\d+ generation=1 child=\d+ to=2 moved=(\d+) notMoved=(\d+)/.exec(
+    err,
+  );
   assert.ok(line, err.slice(-3000));
   assert.equal(Number(line[1]), moved.length);
   assert.equal(Number(line[2]), closed.length);
   if (closed.length) assert.match(err, /WARN connections-not-moved /);
   const st = await baton(['status', '--json', '--socket', socket]);
-  const up = (JSON.parse(st.stdout) as Status).upgrades.find((u) => u.generation === 2) as unknown as { moved: number; notMoved: number };
+  const up = (JSON.parse(st.stdout) as Status).upgrades.find((u) => u.generation === 2) as unknown as {
+    moved: number;
+    notMoved: number;
+  };
   assert.deepEqual([up.moved, up.notMoved], [moved.length, closed.length]);
 
   process.kill(sup.pid!, 'SIGTERM');
   await within(exited, 30_000, 'the supervisor exits');
 });
 
-test('fd limit during drain: a drain whose fds are cut anyway (MSG_CTRUNC) is still a drain — polite, not "supervisor gone"', { timeout: 120_000 }, async (t) => {
+test('fd limit during drain: a drain whose fds are cut anyway (MSG_CTRUNC) is still a drain — polite, not ' +
+  '"supervisor gone"', {
+  timeout: 120_000,
+}, async (t) => {
   if (!PRLIMIT) return t.skip('prlimit (util-linux) is not installed');
   const dir = tmpDir(t);
   const socket = path.join(dir, 's.sock');

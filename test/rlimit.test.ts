@@ -78,14 +78,22 @@ async function noneFailed(t: Cleanup & { diagnostic(msg: string): void }, load: 
 }
 
 /** What the failed successor says: RLIMIT_NOFILE with the numbers, and what to raise. */
-const RLIMIT_REASON = /a record from the peer carried more fds than this process could receive \(MSG_CTRUNC\): its fd table is probably full \((\d+) fds open, RLIMIT_NOFILE (\d+)\); raise the open files limit \(ulimit -n, LimitNOFILE=\)/;
+const RLIMIT_REASON =
+  /a record from the peer carried more fds than this process could receive \(MSG_CTRUNC\): its fd table is probably full \((\d+) fds open, RLIMIT_NOFILE (\d+)\); raise the open files limit \(ulimit -n, LimitNOFILE=\)/;
 
-test('supervised: a new generation that cannot receive all 50 sockets fails with a clear reason; the old one serves on, nothing leaks', { timeout: 180_000 }, async (t) => {
+test('supervised: a new generation that cannot receive all 50 sockets fails with a clear reason; the old one serves ' +
+  'on, nothing leaks', {
+  timeout: 180_000,
+}, async (t) => {
   if (!PRLIMIT) return t.skip(NO_PRLIMIT);
   const dir = tmpDir(t);
   const limitFile = path.join(dir, 'limit');
   fs.writeFileSync(limitFile, 'unlimited');
-  const s = await startSupervised(t, { app: LIMITS_APP, dir, env: { LISTENERS: String(LISTENERS), LIMIT_FILE: limitFile } });
+  const s = await startSupervised(t, {
+    app: LIMITS_APP,
+    dir,
+    env: { LISTENERS: String(LISTENERS), LIMIT_FILE: limitFile },
+  });
   const gen1 = (await s.serving())[0]!;
   assert.equal((await s.status()).listeners.length, LISTENERS);
   const supFds = fdsOf(s.sup.pid);
@@ -95,7 +103,10 @@ test('supervised: a new generation that cannot receive all 50 sockets fails with
   fs.writeFileSync(limitFile, String(HEADROOM));
   const r = await s.reload();
   assert.equal(r.code, 1, `reload: ${r.stdout} ${r.stderr}`);
-  assert.match(r.stderr, /^baton reload: rolled back, the old generation keeps serving: exited with code 1 before ready\(\); last output:\n/);
+  assert.match(
+    r.stderr,
+    /^baton reload: rolled back, the old generation keeps serving: exited with code 1 before ready\(\); last output:\n/,
+  );
   assert.match(r.stderr, RLIMIT_REASON);
   assert.match(r.stderr, /code: 'ERR_BATON_TRUNCATED'/);
   const gen2 = (await s.status()).upgrades.find((u) => u.generation === 2)!;
@@ -114,7 +125,10 @@ test('supervised: a new generation that cannot receive all 50 sockets fails with
   // The old generation never stopped: it serves alone, with every listener, and the load saw no failure.
   await servedMore(load, 'after the failed reload');
   const st = await s.status();
-  assert.deepEqual(st.generations.map((g) => [g.generation, g.pid, g.state]), [[1, gen1.pid, 'serving']]);
+  assert.deepEqual(
+    st.generations.map((g) => [g.generation, g.pid, g.state]),
+    [[1, gen1.pid, 'serving']],
+  );
   assert.equal(st.listeners.length, LISTENERS);
   await noneFailed(t, load);
   // Nothing leaked: the supervisor and generation 1 hold what they held before (the load's connections are closed).
@@ -127,13 +141,19 @@ test('supervised: a new generation that cannot receive all 50 sockets fails with
   const ok = await s.reload();
   assert.equal(ok.code, 0, `reload: ${ok.stdout} ${ok.stderr}`);
   await s.sup.line(SERVING(3), 10_000);
-  assert.equal((s.sup.stderr().match(/baton listen gen=3 pid=\d+ name=\S+ address=127\.0\.0\.1:\d+ inherited=true/g) ?? []).length, LISTENERS);
+  assert.equal(
+    (s.sup.stderr().match(/baton listen gen=3 pid=\d+ name=\S+ address=127\.0\.0\.1:\d+ inherited=true/g) ?? []).length,
+    LISTENERS,
+  );
   await waitExit(gen1.pid, 20_000, 'generation 1 drains and exits');
   assert.match((await get(s.port)).body, /generation 3 pid \d+/);
   assert.equal(await s.shutdown(), 0);
 });
 
-test('standalone: a successor that cannot receive all 50 sockets exits with the reason; the serving process rolls back and serves on', { timeout: 180_000 }, async (t) => {
+test('standalone: a successor that cannot receive all 50 sockets exits with the reason; the serving process rolls ' +
+  'back and serves on', {
+  timeout: 180_000,
+}, async (t) => {
   if (!PRLIMIT) return t.skip(NO_PRLIMIT);
   const dir = tmpDir(t);
   const socket = path.join(dir, 'c.sock');
@@ -152,19 +172,33 @@ test('standalone: a successor that cannot receive all 50 sockets exits with the 
   assert.match(next.stderr(), RLIMIT_REASON);
   assert.match(next.stderr(), /code: 'ERR_BATON_TRUNCATED'/);
   assert.doesNotMatch(next.stdout(), /serving on/);
-  await waitFor(() => new RegExp(`baton WARN rollback gen=1 pid=${gen1.pid} next=2 peer=${next.pid}`).test(gen1.stderr()), 10_000, 'generation 1 reports the rollback');
+  await waitFor(
+    () => new RegExp(`baton WARN rollback gen=1 pid=${gen1.pid} next=2 peer=${next.pid}`).test(gen1.stderr()),
+    10_000,
+    'generation 1 reports the rollback',
+  );
 
   await servedMore(load, 'after the failed takeover');
   assert.ok(alive(gen1.pid), 'generation 1 still serves');
   const st = await baton(['status', '--json', '--socket', socket]);
   assert.equal(st.code, 0, st.stderr);
-  const gens = (JSON.parse(st.stdout) as { generations: Array<{ generation: number; pid: number; state: string; listeners: unknown[] }> }).generations;
-  assert.deepEqual(gens.map((g) => [g.generation, g.pid, g.state, g.listeners.length]), [[1, gen1.pid, 'serving', LISTENERS]]);
+  const gens = (
+    JSON.parse(st.stdout) as {
+      generations: Array<{ generation: number; pid: number; state: string; listeners: unknown[] }>;
+    }
+  ).generations;
+  assert.deepEqual(
+    gens.map((g) => [g.generation, g.pid, g.state, g.listeners.length]),
+    [[1, gen1.pid, 'serving', LISTENERS]],
+  );
   await noneFailed(t, load);
   await fdsBackTo(gen1.pid, gen1Fds, 'generation 1');
 });
 
-test('supervised: a new generation with room for only some of the connections moved to it: those move, the rest are closed politely by the old one, no request fails', { timeout: 180_000 }, async (t) => {
+test('supervised: a new generation with room for only some of the connections moved to it: those move, the rest are ' +
+  'closed politely by the old one, no request fails', {
+  timeout: 180_000,
+}, async (t) => {
   if (!PRLIMIT) return t.skip(NO_PRLIMIT);
   const dir = tmpDir(t);
   const limitFile = path.join(dir, 'limit');
@@ -181,7 +215,10 @@ test('supervised: a new generation with room for only some of the connections mo
       http
         .get({ host: '127.0.0.1', port: s.port, agent }, (res) => {
           let body = '';
-          res.setEncoding('utf8').on('data', (d: string) => (body += d)).on('end', () => resolve(body));
+          res
+            .setEncoding('utf8')
+            .on('data', (d: string) => (body += d))
+            .on('end', () => resolve(body));
         })
         .on('socket', (so) => sockets.add(so))
         .on('error', reject);
@@ -199,7 +236,11 @@ test('supervised: a new generation with room for only some of the connections mo
   const r = await s.reload();
   assert.equal(r.code, 0, `the new generation takes its socket and serves: ${r.stdout} ${r.stderr}`);
   await s.sup.line(SERVING(2), 10_000);
-  await waitFor(() => /baton exit supervisor=\d+ generation=1 child=\d+ code=0/.test(s.sup.stderr()), 30_000, 'generation 1 drains and exits 0');
+  await waitFor(
+    () => /baton exit supervisor=\d+ generation=1 child=\d+ code=0/.test(s.sup.stderr()),
+    30_000,
+    'generation 1 drains and exits 0',
+  );
   // Generation 1 says how many could not move and why; the kernel never cut fds off a message.
   const m = /baton WARN not-moved gen=1 pid=\d+ count=(\d+) reasons=ERR_BATON_NO_ROOM:(\d+)/.exec(s.sup.stderr());
   assert.ok(m, `generation 1 logs the connections it could not move: ${s.sup.stderr().slice(-3000)}`);
@@ -208,7 +249,11 @@ test('supervised: a new generation with room for only some of the connections mo
   assert.doesNotMatch(s.sup.stderr(), /MSG_CTRUNC|migrate-adopt-failed/);
   // The ones that did not move were closed by generation 1 (politely: idle, after its grace period); the
   // others are open, now served by generation 2.
-  await waitFor(() => closed === notMoved, 10_000, `the ${notMoved} connections that stayed behind are closed (closed: ${closed})`);
+  await waitFor(
+    () => closed === notMoved,
+    10_000,
+    `the ${notMoved} connections that stayed behind are closed (closed: ${closed})`,
+  );
   const open = first.filter((so) => !so.destroyed);
   assert.equal(open.length, CONNECTIONS - notMoved);
   // Every client request succeeds: on the moved connections and on new ones, all answered by generation 2.
@@ -219,7 +264,10 @@ test('supervised: a new generation with room for only some of the connections mo
   assert.doesNotMatch(s.sup.stderr(), /baton ERROR crash/);
 });
 
-test('supervisor at its RLIMIT_NOFILE: accept backs off (EMFILE, logged at most once a second), the app serves, status is answered once fds are free', { timeout: 120_000 }, async (t) => {
+test('supervisor at its RLIMIT_NOFILE: accept backs off (EMFILE, logged at most once a second), the app serves, ' +
+  'status is answered once fds are free', {
+  timeout: 120_000,
+}, async (t) => {
   if (!PRLIMIT) return t.skip(NO_PRLIMIT);
   const s = await startSupervised(t);
   assert.equal((await baton(['status', '--socket', s.socket])).code, 0);
@@ -227,7 +275,9 @@ test('supervisor at its RLIMIT_NOFILE: accept backs off (EMFILE, logged at most 
   const supFds = fdsOf(s.sup.pid);
   const genFds = fdsOf(gen);
   // Room for 4 more fds in the supervisor, and no more.
-  const set = spawnSync('prlimit', ['--pid', String(s.sup.pid), `--nofile=${supFds + 4}:${supFds + 4}`], { encoding: 'utf8' });
+  const set = spawnSync('prlimit', ['--pid', String(s.sup.pid), `--nofile=${supFds + 4}:${supFds + 4}`], {
+    encoding: 'utf8',
+  });
   if (set.status !== 0) {
     t.skip(`prlimit --pid cannot lower the supervisor's limit here: ${set.stderr.trim()}`);
     return;
@@ -242,7 +292,9 @@ test('supervisor at its RLIMIT_NOFILE: accept backs off (EMFILE, logged at most 
     c.on('error', () => {});
     held.push(c);
   }
-  const errorLines = () => [...s.sup.stderr().matchAll(/baton WARN control-accept-error supervisor=\d+ count=(\d+) reason="([^"]*)"/g)];
+  const errorLines = () => [
+    ...s.sup.stderr().matchAll(/baton WARN control-accept-error supervisor=\d+ count=(\d+) reason="([^"]*)"/g),
+  ];
   await waitFor(() => errorLines().length > 0, 10_000, 'the supervisor reports EMFILE from accept');
   assert.match(errorLines()[0]![2]!, /EMFILE/);
   // The app is not affected, and a status request waits in the backlog rather than failing.
@@ -258,7 +310,10 @@ test('supervisor at its RLIMIT_NOFILE: accept backs off (EMFILE, logged at most 
   held.forEach((c) => c.close());
   const r = await within(status, 30_000, 'baton status while the supervisor was at its limit');
   assert.equal(r.code, 0, r.stderr);
-  assert.deepEqual((JSON.parse(r.stdout) as Status).generations.map((g) => [g.pid, g.state]), [[gen, 'serving']]);
+  assert.deepEqual(
+    (JSON.parse(r.stdout) as Status).generations.map((g) => [g.pid, g.state]),
+    [[gen, 'serving']],
+  );
   await fdsBackTo(s.sup.pid, supFds, 'the supervisor');
   await fdsBackTo(gen, genFds, 'the generation');
   assert.equal((await get(s.port)).status, 200);

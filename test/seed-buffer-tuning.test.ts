@@ -15,7 +15,18 @@ import net from 'node:net';
 import path from 'node:path';
 import { once } from 'node:events';
 import { closeFds, dupFd, fdOf, getSockOpt, probe, setSockOpt, withFd } from '../src/index.js';
-import { FIXTURES, O_CLOEXEC, O_NONBLOCK, ROOT, fdinfoFlags, spawnNode, tmpDir, waitFor, within, type Spawned } from './helpers.js';
+import {
+  FIXTURES,
+  O_CLOEXEC,
+  O_NONBLOCK,
+  ROOT,
+  fdinfoFlags,
+  spawnNode,
+  type tmpDir,
+  waitFor,
+  within,
+  type Spawned,
+} from './helpers.js';
 
 const EXAMPLE = path.join(ROOT, 'examples/buffer-tuning/index.js');
 /** A hang detector, not a speed test. */
@@ -23,7 +34,10 @@ const CLOSE_LIMIT_MS = 2000;
 
 /** The fds open in this process, without the one readdir itself used (closed by the time we look). */
 function liveFds(): number[] {
-  return fs.readdirSync('/proc/self/fd').map(Number).filter((fd) => Number.isInteger(fd) && fs.existsSync(`/proc/self/fd/${fd}`));
+  return fs
+    .readdirSync('/proc/self/fd')
+    .map(Number)
+    .filter((fd) => Number.isInteger(fd) && fs.existsSync(`/proc/self/fd/${fd}`));
 }
 
 function added(before: number[], after: number[]): number[] {
@@ -47,7 +61,10 @@ test('seed-buffer-tuning: the example passes its checks against a server in anot
   // Every check ran: 6 per socket, 3 sockets, then 3 closes.
   assert.equal(out.match(/^ok {3}/gm)?.length, 21, out);
   const bufs = [...out.matchAll(/^ok {3}(udp|tcp A|tcp B): SO_RCVBUF (\d+) -> (\d+)$/gm)];
-  assert.deepEqual(bufs.map((m) => m[1]), ['udp', 'tcp A', 'tcp B']);
+  assert.deepEqual(
+    bufs.map((m) => m[1]),
+    ['udp', 'tcp A', 'tcp B'],
+  );
   for (const m of bufs) assert.ok(Number(m[3]) > Number(m[2]), m[0]);
   for (const name of ['udp', 'tcp A', 'tcp B']) {
     const m = new RegExp(`^ok {3}${name}: 'close' after (\\d+) ms$`, 'm').exec(out);
@@ -95,7 +112,10 @@ test('seed-buffer-tuning: fdOf/withFd/setSockOpt change nothing but the option; 
     const fd = fdOf(socket);
     assert.deepEqual(liveFds(), before, `${name}: fdOf() opened an fd`);
     assert.ok(before.includes(fd), `${name}: fdOf() returned an fd of this process`);
-    assert.equal(withFd(socket, (f) => f), fd);
+    assert.equal(
+      withFd(socket, (f) => f),
+      fd,
+    );
     assert.notEqual(fdinfoFlags(fd) & O_NONBLOCK, 0, `${name}: non-blocking to begin with`);
 
     const old = getSockOpt(socket, 'SO_RCVBUF');
@@ -132,6 +152,10 @@ test('seed-buffer-tuning: fdOf/withFd/setSockOpt change nothing but the option; 
   await within(closes[1]!, CLOSE_LIMIT_MS, 'tcp.destroy() while a read is pending');
   await within(closes[2]!, CLOSE_LIMIT_MS, 'tcp.end() while a read is pending');
   // The fds are gone (or reused by something that is not our socket).
-  await waitFor(() => [udpFd, tcpFd, tcp2Fd].every((fd) => !liveFds().includes(fd)), CLOSE_LIMIT_MS, 'the sockets fds to close');
+  await waitFor(
+    () => [udpFd, tcpFd, tcp2Fd].every((fd) => !liveFds().includes(fd)),
+    CLOSE_LIMIT_MS,
+    'the sockets fds to close',
+  );
   await server.line(/closed 2\n/);
 });

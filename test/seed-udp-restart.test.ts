@@ -49,7 +49,13 @@ async function startOld(t: Parameters<typeof tmpDir>[0]) {
 }
 
 /** Takes over with new.js, lets B receive a while on its own, stops the sender and checks every seq. */
-async function handOverAndAccount(t: Parameters<typeof tmpDir>[0], sock: string, old: Spawned, port: number, sender: Spawned) {
+async function handOverAndAccount(
+  t: Parameters<typeof tmpDir>[0],
+  sock: string,
+  old: Spawned,
+  port: number,
+  sender: Spawned,
+) {
   const next = spawnNode(t, path.join(DIR, 'new.js'), [sock]);
   const adopted = await next.line(/new: adopted udp 127\.0\.0\.1:(\d+)/, 15_000);
   assert.equal(Number(adopted[1]), port, 'B adopted a socket bound to the same port');

@@ -28,12 +28,15 @@ const fdsOf = (list: SlotFd[] | undefined) => (list ?? []).map((s) => s.fd);
 
 /** Serve a copy of each fd (as a worker serves its received copy), counting the connections each accepts. */
 function serveCopies(t: Cleanup, fds: number[]): Promise<number[]> {
-  return countAccepts(t, fds.map((fd) => dupFd(fd)));
+  return countAccepts(
+    t,
+    fds.map((fd) => dupFd(fd)),
+  );
 }
 
 test.before(warmUp);
 
-test('reuseport: a distinct socket per slot on one port; every slot\'s worker gets connections', async (t) => {
+test("reuseport: a distinct socket per slot on one port; every slot's worker gets connections", async (t) => {
   const slots = slotSockets(t, 2);
   const { port } = slots.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0 });
   assert.ok(port && port > 0);
@@ -45,10 +48,12 @@ test('reuseport: a distinct socket per slot on one port; every slot\'s worker ge
   const counts = await serveCopies(t, [a[0]!.fd, b[0]!.fd]);
   await connectMany(port!, '127.0.0.1', 200);
   for (const c of counts) assert.ok(c >= 30, `connections per slot: ${counts.join(', ')}`);
-  assert.deepEqual(slots.info(), [{ name: 'web', kind: 'tcp', shared: false, address: `127.0.0.1:${port}`, sockets: 2 }]);
+  assert.deepEqual(slots.info(), [
+    { name: 'web', kind: 'tcp', shared: false, address: `127.0.0.1:${port}`, sockets: 2 },
+  ]);
 });
 
-test('shared: one socket dup\'ed into every slot; a Unix path is always shared', async (t) => {
+test("shared: one socket dup'ed into every slot; a Unix path is always shared", async (t) => {
   const shared = slotSockets(t, 3, 'shared');
   shared.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0 });
   const fds = [0, 1, 2].map((i) => shared.socketsOf(i)[0]!.fd);
@@ -73,7 +78,7 @@ test('UDP: a reuseport socket per slot', (t) => {
   assert.equal((probe(b.fd).local as { port: number }).port, port);
 });
 
-test('assign: each live worker its own slot; a dead worker\'s reuseport socket goes to a sibling', (t) => {
+test("assign: each live worker its own slot; a dead worker's reuseport socket goes to a sibling", (t) => {
   const slots = slotSockets(t, 3);
   slots.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0 });
   slots.bind('local', { kind: 'unix', path: path.join(tmpDir(t), 'a.sock') });
@@ -84,7 +89,7 @@ test('assign: each live worker its own slot; a dead worker\'s reuseport socket g
   const web1 = slots.socketsOf(1)[0]!;
   const withoutOne = slots.assign((i) => i !== 1);
   assert.deepEqual([...withoutOne.keys()], [0, 2]);
-  assert.ok(fdsOf(withoutOne.get(0)).includes(web1.fd), 'worker 0 also serves slot 1\'s web socket');
+  assert.ok(fdsOf(withoutOne.get(0)).includes(web1.fd), "worker 0 also serves slot 1's web socket");
   // The Unix socket is shared: every live worker holds it already, nobody gets slot 1's copy.
   const local1 = slots.socketsOf(1)[1]!;
   assert.ok(![...withoutOne.values()].some((l) => fdsOf(l).includes(local1.fd)));
@@ -107,10 +112,20 @@ test('resize: growing joins the group; shrinking keeps reuseport sockets for sib
   const copies = [2, 3].map((i) => slots.socketsOf(i)[1]!.fd);
   slots.resize(2);
   for (const fd of web) assert.ok(isOpen(fd), 'no reuseport socket is closed by a scale-down');
-  for (const fd of copies) assert.ok(!isOpen(fd), 'the removed slots\' shared copies are closed');
+  for (const fd of copies) assert.ok(!isOpen(fd), "the removed slots' shared copies are closed");
   const assigned = slots.assign();
-  assert.deepEqual(fdsOf(assigned.get(0)).filter((fd) => web.includes(fd)).sort(), [web[0]!, web[2]!].sort());
-  assert.deepEqual(fdsOf(assigned.get(1)).filter((fd) => web.includes(fd)).sort(), [web[1]!, web[3]!].sort());
+  assert.deepEqual(
+    fdsOf(assigned.get(0))
+      .filter((fd) => web.includes(fd))
+      .sort(),
+    [web[0]!, web[2]!].sort(),
+  );
+  assert.deepEqual(
+    fdsOf(assigned.get(1))
+      .filter((fd) => web.includes(fd))
+      .sort(),
+    [web[1]!, web[3]!].sort(),
+  );
   throwsCode(() => slots.socketsOf(2), RangeError, 'ERR_OUT_OF_RANGE');
   slots.resize(3);
   assert.equal(slots.socketsOf(2)[0]!.fd, web[2], 'growing again reuses the kept socket');
@@ -138,7 +153,11 @@ test('a second service on a port a group holds fails with EADDRINUSE instead of 
   for (const balance of ['reuseport', 'shared'] as const) {
     const second = slotSockets(t, 2, balance);
     const before = fdList();
-    const err = throwsCode(() => second.bind('web', { kind: 'tcp', host: '127.0.0.1', port: port! }), Error, 'EADDRINUSE');
+    const err = throwsCode(
+      () => second.bind('web', { kind: 'tcp', host: '127.0.0.1', port: port! }),
+      Error,
+      'EADDRINUSE',
+    );
     assert.equal(err.syscall, 'bind');
     assert.deepEqual(fdList(), before);
   }
@@ -167,10 +186,14 @@ test('close() closes every socket; bad arguments are TypeError/RangeError', (t) 
   throwsCode(() => slots.bind('x', { kind: 'tcp', port: 0 }), Error, 'ERR_BATON_STATE');
   throwsCode(() => new SlotSockets({ slots: 0 }), RangeError, 'ERR_OUT_OF_RANGE');
   throwsCode(() => new SlotSockets({ slots: 1.5 }), TypeError, 'ERR_INVALID_ARG_TYPE');
-  throwsCode(() => new SlotSockets({ slots: 2, balance: 'round-robin' as 'shared' }), TypeError, 'ERR_INVALID_ARG_VALUE');
+  throwsCode(
+    () => new SlotSockets({ slots: 2, balance: 'round-robin' as 'shared' }),
+    TypeError,
+    'ERR_INVALID_ARG_VALUE',
+  );
 });
 
-test('scaling down loses no queued connection: the removed slot\'s queue is served by the remaining worker', async (t) => {
+test("scaling down loses no queued connection: the removed slot's queue is served by the remaining worker", async (t) => {
   // Closing the last fd of an SO_REUSEPORT listener resets its accept queue (here: 206 of 400 connections
   // queued on a group of two, tcp_migrate_req=0), so resize() must keep the removed slot's socket.
   const slots = slotSockets(t, 2);
@@ -180,21 +203,31 @@ test('scaling down loses no queued connection: the removed slot\'s queue is serv
   let failed = 0;
   const clients: net.Socket[] = [];
   t.after(() => clients.forEach((c) => c.destroy()));
-  await within(Promise.all(Array.from({ length: total }, () => new Promise<void>((resolve) => {
-    const c = net.connect(port!, '127.0.0.1', () => {
-      connected++;
-      resolve();
-    });
-    c.on('error', () => {
-      failed++;
-      resolve();
-    });
-    clients.push(c);
-  }))), 10_000, 'connections queued with nobody accepting');
+  await within(
+    Promise.all(
+      Array.from(
+        { length: total },
+        () =>
+          new Promise<void>((resolve) => {
+            const c = net.connect(port!, '127.0.0.1', () => {
+              connected++;
+              resolve();
+            });
+            c.on('error', () => {
+              failed++;
+              resolve();
+            });
+            clients.push(c);
+          }),
+      ),
+    ),
+    10_000,
+    'connections queued with nobody accepting',
+  );
   assert.equal(connected, total, 'the kernel completed every handshake into the two queues');
   slots.resize(1);
   const [only] = [...slots.assign().values()];
-  assert.equal(only!.length, 2, 'worker 0 serves its own socket and the removed slot\'s');
+  assert.equal(only!.length, 2, "worker 0 serves its own socket and the removed slot's");
   let accepted = 0;
   for (const s of only!) {
     const server = net.createServer((c) => {

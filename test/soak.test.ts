@@ -11,7 +11,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { DEFAULTS, fdsFlat, runSoak, summaryRows, TOLERANCE, verdictRows, type SoakResult } from '../bench/soak/soak.js';
+import {
+  DEFAULTS,
+  fdsFlat,
+  runSoak,
+  summaryRows,
+  TOLERANCE,
+  verdictRows,
+  type SoakResult,
+} from '../bench/soak/soak.js';
 import { tmpDir } from './helpers.js';
 
 const UPGRADES = 20;
@@ -24,7 +32,9 @@ function logTail(r: SoakResult): string {
   }
 }
 
-test(`soak: ${UPGRADES} upgrades under HTTP + WebSocket + UDP load, nothing lost, fd counts flat`, { timeout: 240_000 }, async (t) => {
+test(`soak: ${UPGRADES} upgrades under HTTP + WebSocket + UDP load, nothing lost, fd counts flat`, {
+  timeout: 240_000,
+}, async (t) => {
   const dir = tmpDir(t);
   const tracked = new Set<number>();
   t.after(() => {
@@ -82,12 +92,24 @@ test(`soak: ${UPGRADES} upgrades under HTTP + WebSocket + UDP load, nothing lost
   assert.ok(ref.atReady && ref.beforeDrain, 'generation 2 was measured');
   for (const g of r.generations.slice(1)) {
     assert.ok(g.atReady && g.beforeDrain, `generation ${g.generation} was measured`);
-    assert.ok(fdsFlat(ref, g), `generation ${g.generation}: fds (connections) ${JSON.stringify([g.atReady, g.beforeDrain])}, generation 2: ${JSON.stringify([ref.atReady, ref.beforeDrain])}`);
+    assert.ok(
+      fdsFlat(ref, g),
+      `generation ${g.generation}: fds (connections) ${JSON.stringify([g.atReady, g.beforeDrain])}, generation 2: ` +
+        `${JSON.stringify([ref.atReady, ref.beforeDrain])}`,
+    );
   }
   // The last generation serves every HTTP and WebSocket connection (+ the one of the /stats request).
-  assert.equal(r.generations.at(-1)!.beforeDrain!.connections, DEFAULTS.httpConnections + DEFAULTS.wsClients + 1, 'connections on the last generation');
+  assert.equal(
+    r.generations.at(-1)!.beforeDrain!.connections,
+    DEFAULTS.httpConnections + DEFAULTS.wsClients + 1,
+    'connections on the last generation',
+  );
   // The supervisor, sampled before the first upgrade and after each one: flat.
   assert.equal(r.supervisor.length, UPGRADES + 1, 'a supervisor sample per upgrade');
   const first = r.supervisor[0]!.fds;
-  for (const s of r.supervisor) assert.ok(s.fds <= first + TOLERANCE.supervisorFds, `supervisor: ${s.fds} fds after upgrade ${s.upgrade}, ${first} before the first`);
+  for (const s of r.supervisor)
+    assert.ok(
+      s.fds <= first + TOLERANCE.supervisorFds,
+      `supervisor: ${s.fds} fds after upgrade ${s.upgrade}, ${first} before the first`,
+    );
 });

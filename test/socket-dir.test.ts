@@ -34,18 +34,48 @@ function layout(t: Parameters<typeof tmpDir>[0]) {
   const parentForeign = mk('parent', 0o755, OTHER, OTHER);
   const child = mk('parent/child', 0o700);
   const squatted = mk('squatted', 0o1777);
-  mk('squatted/baton-' + uid, 0o700, OTHER, OTHER);
+  mk(`squatted/baton-${uid}`, 0o700, OTHER, OTHER);
   const planted = mk('planted', 0o1777);
   fs.symlinkSync(foreign, path.join(planted, `baton-${uid}`));
   return {
     base,
     cases: [
-      { what: 'owned by another uid', socket: path.join(foreign, 'app.sock'), names: foreign, why: `owned by uid ${OTHER}` },
-      { what: 'group-writable (0775, another group)', socket: path.join(group, 'app.sock'), names: group, why: 'writable by its group' },
-      { what: "a symlink to another user's directory", socket: path.join(link, 'app.sock'), names: `resolved: ${foreign}`, why: `owned by uid ${OTHER}` },
-      { what: 'under a parent owned by another uid', socket: path.join(child, 'app.sock'), names: parentForeign, why: `owned by uid ${OTHER}` },
-      { what: 'sticky, with baton-<uid> squatted by another uid', socket: path.join(squatted, 'app.sock'), names: path.join(squatted, `baton-${uid}`), why: `owned by uid ${OTHER}` },
-      { what: 'sticky, with baton-<uid> planted as a symlink', socket: path.join(planted, 'app.sock'), names: path.join(planted, `baton-${uid}`), why: 'is a symlink' },
+      {
+        what: 'owned by another uid',
+        socket: path.join(foreign, 'app.sock'),
+        names: foreign,
+        why: `owned by uid ${OTHER}`,
+      },
+      {
+        what: 'group-writable (0775, another group)',
+        socket: path.join(group, 'app.sock'),
+        names: group,
+        why: 'writable by its group',
+      },
+      {
+        what: "a symlink to another user's directory",
+        socket: path.join(link, 'app.sock'),
+        names: `resolved: ${foreign}`,
+        why: `owned by uid ${OTHER}`,
+      },
+      {
+        what: 'under a parent owned by another uid',
+        socket: path.join(child, 'app.sock'),
+        names: parentForeign,
+        why: `owned by uid ${OTHER}`,
+      },
+      {
+        what: 'sticky, with baton-<uid> squatted by another uid',
+        socket: path.join(squatted, 'app.sock'),
+        names: path.join(squatted, `baton-${uid}`),
+        why: `owned by uid ${OTHER}`,
+      },
+      {
+        what: 'sticky, with baton-<uid> planted as a symlink',
+        socket: path.join(planted, 'app.sock'),
+        names: path.join(planted, `baton-${uid}`),
+        why: 'is a symlink',
+      },
     ],
   };
 }
@@ -57,7 +87,9 @@ function assertRefusal(stderr: string, c: { socket: string; names: string; why: 
   assert.match(stderr, /--socket \$XDG_RUNTIME_DIR.*RuntimeDirectory=/, `${what}: the error names the fix: ${stderr}`);
 }
 
-test('socket directory: baton run, a standalone generation and the client commands refuse untrusted ones', { timeout: 180_000 }, async (t) => {
+test('socket directory: baton run, a standalone generation and the client commands refuse untrusted ones', {
+  timeout: 180_000,
+}, async (t) => {
   if (!isRoot) {
     t.skip('needs root to chown a directory to another uid');
     return;
@@ -85,7 +117,10 @@ test('socket directory: baton run, a standalone generation and the client comman
   }
 });
 
-test('socket directory: in a shared sticky directory the socket lives in a private subdirectory that every command finds', { timeout: 120_000 }, async (t) => {
+test('socket directory: in a shared sticky directory the socket lives in a private subdirectory that every command ' +
+  'finds', {
+  timeout: 120_000,
+}, async (t) => {
   if (!isRoot) {
     t.skip('needs root to make a root-owned sticky directory like /tmp');
     return;

@@ -36,7 +36,8 @@ class TickClient {
     });
     this.socket.on('disconnect', () => (this.#disconnectedAt = Date.now()));
     this.socket.on('connect', () => {
-      if (this.#disconnectedAt) this.reconnects.push({ ms: Date.now() - this.#disconnectedAt, recovered: this.socket.recovered });
+      if (this.#disconnectedAt)
+        this.reconnects.push({ ms: Date.now() - this.#disconnectedAt, recovered: this.socket.recovered });
     });
   }
 
@@ -55,64 +56,92 @@ class TickClient {
   }
 }
 
-test('Socket.IO: 20 clients through two quick reloads reconnect to the newest generation with their sessions, 0 ticks lost', async (t) => {
-  const s = await startSupervised(t, { app: APP, env: { SIO_T0: String(Date.now()) } });
-  const url = `http://127.0.0.1:${s.port}`;
-  // Half start with HTTP long-polling (and upgrade), half with WebSocket only.
-  const clients = Array.from({ length: N }, (_, i) => new TickClient(url, i % 2 === 1));
-  t.after(() => clients.forEach((c) => c.socket.close()));
-  await waitFor(() => clients.every((c) => c.seen.size > 5), 20_000, 'every client receives ticks');
-  const pids = [(await s.serving())[0]!.pid];
-  for (const n of [2, 3]) {
-    const r = await s.reload();
-    assert.equal(r.code, 0, `reload to generation ${n}: ${r.stderr}`);
-    pids.push((await s.serving())[0]!.pid);
-  }
-  await waitFor(() => clients.every((c) => c.gen === 3 && c.socket.connected), 30_000, 'every client receives ticks from generation 3');
-  for (const pid of pids.slice(0, 2)) await waitExit(pid, 20_000, 'the replaced generations exit');
-  const mark = clients.map((c) => Math.max(...c.seen));
-  await waitFor(() => clients.every((c, i) => Math.max(...c.seen) > mark[i]! + 5), 10_000, 'the ticks go on');
-  const lost = clients.reduce((a, c) => a + c.lost(), 0);
-  const reconnects = clients.flatMap((c) => c.reconnects);
-  const ms = reconnects.map((r) => r.ms).sort((a, b) => a - b);
-  t.diagnostic(`${reconnects.length} reconnects, ${reconnects.filter((r) => r.recovered).length} recovered; reconnect ms: median ${ms[ms.length >> 1]}, max ${ms.at(-1)}; ticks lost: ${lost}`);
-  assert.equal(lost, 0, `no tick lost: ${clients.map((c) => c.missing().join(',')).join(' | ')}`);
-  assert.ok(clients.every((c) => c.reconnects.length >= 1), 'each client reconnected');
-  assert.ok(reconnects.every((r) => r.recovered), 'every reconnect recovered its session (room, missed ticks)');
-  assert.doesNotMatch(s.sup.stderr(), /not-moved|socket-io-carry-failed/);
-  clients.forEach((c) => c.socket.close());
-  assert.equal(await s.shutdown(), 0);
-});
+test(
+  'Socket.IO: 20 clients through two quick reloads reconnect to the newest generation with their sessions, 0 ' +
+    'ticks lost',
+  async (t) => {
+    const s = await startSupervised(t, { app: APP, env: { SIO_T0: String(Date.now()) } });
+    const url = `http://127.0.0.1:${s.port}`;
+    // Half start with HTTP long-polling (and upgrade), half with WebSocket only.
+    const clients = Array.from({ length: N }, (_, i) => new TickClient(url, i % 2 === 1));
+    t.after(() => clients.forEach((c) => c.socket.close()));
+    await waitFor(() => clients.every((c) => c.seen.size > 5), 20_000, 'every client receives ticks');
+    const pids = [(await s.serving())[0]!.pid];
+    for (const n of [2, 3]) {
+      const r = await s.reload();
+      assert.equal(r.code, 0, `reload to generation ${n}: ${r.stderr}`);
+      pids.push((await s.serving())[0]!.pid);
+    }
+    await waitFor(
+      () => clients.every((c) => c.gen === 3 && c.socket.connected),
+      30_000,
+      'every client receives ticks from generation 3',
+    );
+    for (const pid of pids.slice(0, 2)) await waitExit(pid, 20_000, 'the replaced generations exit');
+    const mark = clients.map((c) => Math.max(...c.seen));
+    await waitFor(() => clients.every((c, i) => Math.max(...c.seen) > mark[i]! + 5), 10_000, 'the ticks go on');
+    const lost = clients.reduce((a, c) => a + c.lost(), 0);
+    const reconnects = clients.flatMap((c) => c.reconnects);
+    const ms = reconnects.map((r) => r.ms).sort((a, b) => a - b);
+    t.diagnostic(
+      `${reconnects.length} reconnects, ${reconnects.filter((r) => r.recovered).length} recovered; reconnect ms: ` +
+        `median ${ms[ms.length >> 1]}, max ${ms.at(-1)}; ticks lost: ${lost}`,
+    );
+    assert.equal(lost, 0, `no tick lost: ${clients.map((c) => c.missing().join(',')).join(' | ')}`);
+    assert.ok(
+      clients.every((c) => c.reconnects.length >= 1),
+      'each client reconnected',
+    );
+    assert.ok(
+      reconnects.every((r) => r.recovered),
+      'every reconnect recovered its session (room, missed ticks)',
+    );
+    assert.doesNotMatch(s.sup.stderr(), /not-moved|socket-io-carry-failed/);
+    clients.forEach((c) => c.socket.close());
+    assert.equal(await s.shutdown(), 0);
+  },
+);
 
-test('Socket.IO without connection state recovery: clients still reconnect to the new generation at once (their session is new)', async (t) => {
-  const s = await startSupervised(t, { app: APP, env: { SIO_T0: String(Date.now()), SIO_RECOVERY: '0' } });
-  const clients = Array.from({ length: 4 }, (_, i) => new TickClient(`http://127.0.0.1:${s.port}`, i % 2 === 1));
-  t.after(() => clients.forEach((c) => c.socket.close()));
-  await waitFor(() => clients.every((c) => c.seen.size > 0), 20_000, 'every client receives ticks');
-  const gen1 = (await s.serving())[0]!.pid;
-  const r = await s.reload();
-  assert.equal(r.code, 0, r.stderr);
-  await waitFor(() => clients.every((c) => c.gen === 2), 30_000, 'every client receives ticks from generation 2');
-  await waitExit(gen1, 20_000, 'generation 1 exits');
-  assert.ok(clients.every((c) => c.reconnects.length === 1 && !c.reconnects[0]!.recovered));
-  clients.forEach((c) => c.socket.close());
-  assert.equal(await s.shutdown(), 0);
-});
+test(
+  'Socket.IO without connection state recovery: clients still reconnect to the new generation at once (their ' +
+    'session is new)',
+  async (t) => {
+    const s = await startSupervised(t, { app: APP, env: { SIO_T0: String(Date.now()), SIO_RECOVERY: '0' } });
+    const clients = Array.from({ length: 4 }, (_, i) => new TickClient(`http://127.0.0.1:${s.port}`, i % 2 === 1));
+    t.after(() => clients.forEach((c) => c.socket.close()));
+    await waitFor(() => clients.every((c) => c.seen.size > 0), 20_000, 'every client receives ticks');
+    const gen1 = (await s.serving())[0]!.pid;
+    const r = await s.reload();
+    assert.equal(r.code, 0, r.stderr);
+    await waitFor(() => clients.every((c) => c.gen === 2), 30_000, 'every client receives ticks from generation 2');
+    await waitExit(gen1, 20_000, 'generation 1 exits');
+    assert.ok(clients.every((c) => c.reconnects.length === 1 && !c.reconnects[0]!.recovered));
+    clients.forEach((c) => c.socket.close());
+    assert.equal(await s.shutdown(), 0);
+  },
+);
 
 test('webSocketServer() given a Socket.IO part throws a TypeError naming it and pointing at socketIo()', async (t) => {
   const upgrader = await Upgrader.start({ logger: false, exitOnDrain: false, systemd: false });
   const io = new Server(http.createServer());
   t.after(() => io.close());
   const engine = io.engine as unknown as { ws?: unknown };
-  for (const [what, part] of [['a socket.io Server', io], ['an engine.io Server', io.engine], ['without client tracking', engine.ws]] as const) {
+  for (const [what, part] of [
+    ['a socket.io Server', io],
+    ['an engine.io Server', io.engine],
+    ['without client tracking', engine.ws],
+  ] as const) {
     if (part === undefined) continue; // engine.ws is made at the first attach()
-    assert.throws(() => upgrader.webSocketServer(part), (err: Error & { code?: string }) => {
-      assert.ok(err instanceof TypeError);
-      assert.equal(err.code, 'ERR_INVALID_ARG_TYPE');
-      assert.ok(err.message.includes(what), err.message);
-      assert.match(err.message, /upgrader\.socketIo\(io\)/);
-      return true;
-    });
+    assert.throws(
+      () => upgrader.webSocketServer(part),
+      (err: Error & { code?: string }) => {
+        assert.ok(err instanceof TypeError);
+        assert.equal(err.code, 'ERR_INVALID_ARG_TYPE');
+        assert.ok(err.message.includes(what), err.message);
+        assert.match(err.message, /upgrader\.socketIo\(io\)/);
+        return true;
+      },
+    );
   }
   assert.throws(() => upgrader.socketIo({}), TypeError);
   upgrader.socketIo(io);

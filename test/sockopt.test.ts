@@ -8,12 +8,27 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { before, test } from 'node:test';
 import {
-  fdOf, getSockOpt, getSockOptRaw, setSockOpt, setSockOptRaw, sockOptNames, type SockOptName, type FdSource,
+  fdOf,
+  getSockOpt,
+  getSockOptRaw,
+  setSockOpt,
+  setSockOptRaw,
+  sockOptNames,
+  type SockOptName,
+  type FdSource,
 } from '../src/index.js';
 import { native } from '../src/fd/native.js';
 import { expectFdsBackTo, fdCount, fdinfoFlags, O_NONBLOCK, within } from './helpers.js';
 import {
-  bindUdp, closeDgram, closeServer, connectedPair, destroySocket, ipv6Available, NO_IPV6, throwsCode, warmUp,
+  bindUdp,
+  closeDgram,
+  closeServer,
+  connectedPair,
+  destroySocket,
+  ipv6Available,
+  NO_IPV6,
+  throwsCode,
+  warmUp,
 } from './fd-helpers.js';
 
 before(warmUp);
@@ -21,7 +36,10 @@ before(warmUp);
 const C = native.constants;
 
 /** The value type of every option baton knows, and which socket to read it on. */
-const EXPECTED: Record<SockOptName, { kind: 'int' | 'bool' | 'linger' | 'string' | 'tcpinfo'; on: 'tcp' | 'udp' | 'tcp6' | 'listener' }> = {
+const EXPECTED: Record<
+  SockOptName,
+  { kind: 'int' | 'bool' | 'linger' | 'string' | 'tcpinfo'; on: 'tcp' | 'udp' | 'tcp6' | 'listener' }
+> = {
   SO_RCVBUF: { kind: 'int', on: 'tcp' },
   SO_SNDBUF: { kind: 'int', on: 'tcp' },
   SO_RCVBUFFORCE: { kind: 'int', on: 'tcp' },
@@ -64,10 +82,38 @@ const EXPECTED: Record<SockOptName, { kind: 'int' | 'bool' | 'linger' | 'string'
 const READ_ONLY: SockOptName[] = ['SO_TYPE', 'SO_DOMAIN', 'SO_ERROR', 'SO_ACCEPTCONN', 'TCP_INFO'];
 
 const TCP_INFO_FIELDS = [
-  'state', 'ca_state', 'retransmits', 'probes', 'backoff', 'options', 'snd_wscale', 'rcv_wscale', 'rto', 'ato',
-  'snd_mss', 'rcv_mss', 'unacked', 'sacked', 'lost', 'retrans', 'fackets', 'last_data_sent', 'last_ack_sent',
-  'last_data_recv', 'last_ack_recv', 'pmtu', 'rcv_ssthresh', 'rtt', 'rttvar', 'snd_ssthresh', 'snd_cwnd', 'advmss',
-  'reordering', 'rcv_rtt', 'rcv_space', 'total_retrans',
+  'state',
+  'ca_state',
+  'retransmits',
+  'probes',
+  'backoff',
+  'options',
+  'snd_wscale',
+  'rcv_wscale',
+  'rto',
+  'ato',
+  'snd_mss',
+  'rcv_mss',
+  'unacked',
+  'sacked',
+  'lost',
+  'retrans',
+  'fackets',
+  'last_data_sent',
+  'last_ack_sent',
+  'last_data_recv',
+  'last_ack_recv',
+  'pmtu',
+  'rcv_ssthresh',
+  'rtt',
+  'rttvar',
+  'snd_ssthresh',
+  'snd_cwnd',
+  'advmss',
+  'reordering',
+  'rcv_rtt',
+  'rcv_space',
+  'total_retrans',
 ];
 
 function sysctl(name: string): string {
@@ -134,7 +180,9 @@ test('sockOptNames is the documented set, and every name reads on a fitting sock
   assert.equal(getSockOpt(client, 'SO_LINGER').enabled, false);
   assert.equal(getSockOpt(client, 'SO_BINDTODEVICE'), '');
   assert.equal(getSockOpt(client, 'IP_TTL'), Number(sysctl('net.ipv4.ip_default_ttl')));
-  assert.ok(sysctl('net.ipv4.tcp_available_congestion_control').split(/\s+/).includes(getSockOpt(client, 'TCP_CONGESTION')));
+  assert.ok(
+    sysctl('net.ipv4.tcp_available_congestion_control').split(/\s+/).includes(getSockOpt(client, 'TCP_CONGESTION')),
+  );
   // The *FORCE options are set-only in the kernel; reading them reads the buffer size they set.
   assert.equal(getSockOpt(client, 'SO_RCVBUFFORCE'), getSockOpt(client, 'SO_RCVBUF'));
   assert.equal(getSockOpt(client, 'SO_SNDBUFFORCE'), getSockOpt(client, 'SO_SNDBUF'));
@@ -173,8 +221,16 @@ test('writable options round-trip; the socket stays nonblocking and closes promp
   unlessEperm(t, 'SO_RCVBUFFORCE', () => roundTrip(udp, 'SO_RCVBUFFORCE', big, 2 * big));
   unlessEperm(t, 'SO_SNDBUFFORCE', () => roundTrip(udp, 'SO_SNDBUFFORCE', wmem + 4096, 2 * (wmem + 4096)));
 
-  for (const [source, name] of [[server, 'SO_REUSEADDR'], [server, 'SO_REUSEPORT'], [client, 'SO_KEEPALIVE'], [udp, 'SO_BROADCAST'],
-    [client, 'TCP_NODELAY'], [client, 'TCP_CORK'], [client, 'TCP_QUICKACK'], [udp, 'IP_MULTICAST_LOOP']] as const) {
+  for (const [source, name] of [
+    [server, 'SO_REUSEADDR'],
+    [server, 'SO_REUSEPORT'],
+    [client, 'SO_KEEPALIVE'],
+    [udp, 'SO_BROADCAST'],
+    [client, 'TCP_NODELAY'],
+    [client, 'TCP_CORK'],
+    [client, 'TCP_QUICKACK'],
+    [udp, 'IP_MULTICAST_LOOP'],
+  ] as const) {
     const initial = getSockOpt(source, name) as boolean;
     roundTrip(source, name, !initial);
     roundTrip(source, name, initial);
@@ -209,7 +265,8 @@ test('writable options round-trip; the socket stays nonblocking and closes promp
   } else t.diagnostic(`TCP_CONGESTION change not checked: only ${current} is available`);
 
   // SO_BINDTODEVICE needs CAP_NET_RAW; the connection is over loopback, so binding it to lo is harmless.
-  if (unlessEperm(t, 'SO_BINDTODEVICE', () => roundTrip(client, 'SO_BINDTODEVICE', 'lo'))) roundTrip(client, 'SO_BINDTODEVICE', '');
+  if (unlessEperm(t, 'SO_BINDTODEVICE', () => roundTrip(client, 'SO_BINDTODEVICE', 'lo')))
+    roundTrip(client, 'SO_BINDTODEVICE', '');
 
   if (await ipv6Available()) {
     const v6 = await connectedPair(t, '::1');
@@ -228,7 +285,11 @@ test('writable options round-trip; the socket stays nonblocking and closes promp
   assert.equal(fdinfoFlags(fdOf(client)), connFlags);
   assert.ok(connFlags & O_NONBLOCK);
   assert.ok(fdinfoFlags(fdOf(server)) & O_NONBLOCK);
-  const got = within(new Promise<string>((resolve) => accepted.once('data', (d) => resolve(String(d)))), 5000, 'data after all the options');
+  const got = within(
+    new Promise<string>((resolve) => accepted.once('data', (d) => resolve(String(d)))),
+    5000,
+    'data after all the options',
+  );
   client.write('after options');
   assert.equal(await got, 'after options');
   const closed = new Promise((resolve) => client.once('close', resolve));
@@ -248,7 +309,8 @@ test('TCP_INFO decodes: ESTABLISHED on a connection, LISTEN on a listener', asyn
   const info = getSockOpt(client, 'TCP_INFO');
   assert.equal(info.stateName, 'ESTABLISHED');
   assert.equal(info.state, 1);
-  for (const f of TCP_INFO_FIELDS) assert.equal(typeof (info as unknown as Record<string, unknown>)[f], 'number', `TCP_INFO.${f}`);
+  for (const f of TCP_INFO_FIELDS)
+    assert.equal(typeof (info as unknown as Record<string, unknown>)[f], 'number', `TCP_INFO.${f}`);
   assert.ok(info.snd_mss > 0, 'an established connection has an MSS');
   assert.ok(info.rto > 0);
   const l = getSockOpt(server, 'TCP_INFO');
@@ -262,7 +324,16 @@ test('argument errors: read-only, unknown names, wrong value types, out of range
     throwsCode(() => setSockOpt(client, name as string, 0), TypeError, 'ERR_BATON_READ_ONLY_SOCKOPT');
   }
   // Unknown names, including the names every object has.
-  for (const name of ['SO_NOPE', 'so_rcvbuf', '', 'constructor', 'toString', 'hasOwnProperty', '__proto__', 'valueOf']) {
+  for (const name of [
+    'SO_NOPE',
+    'so_rcvbuf',
+    '',
+    'constructor',
+    'toString',
+    'hasOwnProperty',
+    '__proto__',
+    'valueOf',
+  ]) {
     throwsCode(() => getSockOpt(client, name), TypeError, 'ERR_BATON_UNKNOWN_SOCKOPT');
     throwsCode(() => setSockOpt(client, name, 1), TypeError, 'ERR_BATON_UNKNOWN_SOCKOPT');
   }
@@ -338,11 +409,25 @@ test('kernel refusals are Errors with the errno code and the syscall', async (t)
   check(() => getSockOpt(udp, 'TCP_INFO'), 'getsockopt', NOT_SUPPORTED, 'TCP_INFO on UDP');
   check(() => getSockOpt(client, 'IPV6_TCLASS'), 'getsockopt', NOT_SUPPORTED, 'an IPv6 option on an IPv4 socket');
   check(() => setSockOpt(client, 'TCP_FASTOPEN', 5), 'setsockopt', ['EINVAL'], 'TCP_FASTOPEN on a connected socket');
-  check(() => setSockOpt(client, 'TCP_CONGESTION', 'no-such-algorithm'), 'setsockopt', ['ENOENT'], 'an unknown congestion control');
-  check(() => setSockOptRaw(client, C.SOL_SOCKET!, C.SO_RCVBUF!, Buffer.alloc(1)), 'setsockopt', ['EINVAL'], 'a 1-byte int');
+  check(
+    () => setSockOpt(client, 'TCP_CONGESTION', 'no-such-algorithm'),
+    'setsockopt',
+    ['ENOENT'],
+    'an unknown congestion control',
+  );
+  check(
+    () => setSockOptRaw(client, C.SOL_SOCKET!, C.SO_RCVBUF!, Buffer.alloc(1)),
+    'setsockopt',
+    ['EINVAL'],
+    'a 1-byte int',
+  );
   // The socket is fine after all that.
   assert.ok(fdinfoFlags(fdOf(client)) & O_NONBLOCK);
-  const got = within(new Promise<string>((resolve) => accepted.once('data', (d) => resolve(String(d)))), 5000, 'data after the refusals');
+  const got = within(
+    new Promise<string>((resolve) => accepted.once('data', (d) => resolve(String(d)))),
+    5000,
+    'data after the refusals',
+  );
   client.write('ok');
   assert.equal(await got, 'ok');
   await destroySocket(client);
@@ -375,12 +460,19 @@ test('getSockOptRaw / setSockOptRaw', async (t) => {
   setSockOpt(client, 'SO_LINGER', { enabled: false, seconds: 0 });
 
   const cc = getSockOptRaw(client, C.IPPROTO_TCP!, C.TCP_CONGESTION!, 16);
-  assert.equal(cc.toString('utf8', 0, cc.indexOf(0) < 0 ? cc.length : cc.indexOf(0)), getSockOpt(client, 'TCP_CONGESTION'));
+  assert.equal(
+    cc.toString('utf8', 0, cc.indexOf(0) < 0 ? cc.length : cc.indexOf(0)),
+    getSockOpt(client, 'TCP_CONGESTION'),
+  );
 
   throwsCode(() => getSockOptRaw(client, C.SOL_SOCKET!, C.SO_TYPE!, 65537), RangeError, 'ERR_OUT_OF_RANGE');
   throwsCode(() => getSockOptRaw(client, C.SOL_SOCKET!, C.SO_TYPE!, -1), RangeError, 'ERR_OUT_OF_RANGE');
   throwsCode(() => getSockOptRaw(client, 'x' as unknown as number, C.SO_TYPE!), TypeError, 'ERR_INVALID_ARG_TYPE');
-  throwsCode(() => setSockOptRaw(client, C.SOL_SOCKET!, C.SO_KEEPALIVE!, [1, 0, 0, 0] as unknown as Buffer), TypeError, 'ERR_INVALID_ARG_TYPE');
+  throwsCode(
+    () => setSockOptRaw(client, C.SOL_SOCKET!, C.SO_KEEPALIVE!, [1, 0, 0, 0] as unknown as Buffer),
+    TypeError,
+    'ERR_INVALID_ARG_TYPE',
+  );
   throwsCode(() => setSockOptRaw(client, C.SOL_SOCKET!, 2 ** 31, one), RangeError, 'ERR_OUT_OF_RANGE');
   let err: (Error & { code?: string; syscall?: string }) | undefined;
   try {

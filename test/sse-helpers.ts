@@ -66,15 +66,19 @@ export async function openPlainStreams(port: number, n: number): Promise<{ ended
   let ended = 0;
   const reqs: Array<import('node:http').ClientRequest> = [];
   await Promise.all(
-    Array.from({ length: n }, () => new Promise<void>((resolve, reject) => {
-      const req = http.get({ host: '127.0.0.1', port, path: '/events', agent: false }, (res) => {
-        res.once('data', () => resolve());
-        res.on('end', () => ended++);
-        res.on('error', () => {});
-      });
-      req.on('error', reject);
-      reqs.push(req);
-    })),
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const req = http.get({ host: '127.0.0.1', port, path: '/events', agent: false }, (res) => {
+            res.once('data', () => resolve());
+            res.on('end', () => ended++);
+            res.on('error', () => {});
+          });
+          req.on('error', reject);
+          reqs.push(req);
+        }),
+    ),
   );
   return { ended: () => ended, close: () => reqs.forEach((r) => r.destroy()) };
 }

@@ -67,88 +67,84 @@ test('baton status: CPU and RSS per process, in the table and in --json', { time
 
 const tmuxMissing = spawnSync('tmux', ['-V']).error ? 'tmux is not installed (apt-get install -y tmux)' : false;
 
-test(
-  'baton status --watch in a terminal (tmux): redraws in place as a reload happens; q quits',
-  { timeout: 90_000, skip: tmuxMissing },
-  async (t) => {
-    const s = await startSupervised(t);
-    const server = `baton-test-${process.pid}`;
-    const tmux = (...args: string[]) => {
-      const r = spawnSync('tmux', ['-L', server, ...args], {
-        encoding: 'utf8',
-        timeout: 10_000,
-        env: { ...process.env, TERM: process.env.TERM || 'xterm-256color' },
-      });
-      if (r.status !== 0) throw new Error(`tmux ${args.join(' ')}: ${r.stderr}`);
-      return r.stdout;
-    };
-    const q = (arg: string) => `'${arg.replace(/'/g, `'\\''`)}'`;
-    // The shell in the pane records the watch's exit status in a file: tmux's own #{pane_dead_status} stayed
-    // empty on this machine (tmux 3.3a, even for `sleep 1; exit 3`), so it cannot be relied on.
-    const exitFile = path.join(path.dirname(s.socket), 'watch-exit-status');
-    const command =
-      [process.execPath, BATON, 'status', '--watch', '--interval', '0.3', '--socket', s.socket].map(q).join(' ') +
-      `; echo $? > ${q(exitFile)}`;
-    // A private tmux server (-L), ended by pid after the test.
-    tmux('-f', '/dev/null', 'new-session', '-d', '-s', 'watch', '-x', '150', '-y', '45', command);
-    const serverPid = Number(tmux('display-message', '-p', '-t', 'watch', '#{pid}').trim());
-    t.after(() => {
-      spawnSync('tmux', ['-L', server, 'kill-server'], { timeout: 5000 });
-      try {
-        process.kill(serverPid, 'SIGKILL');
-      } catch {
-        // gone
-      }
+test('baton status --watch in a terminal (tmux): redraws in place as a reload happens; q quits', {
+  timeout: 90_000,
+  skip: tmuxMissing,
+}, async (t) => {
+  const s = await startSupervised(t);
+  const server = `baton-test-${process.pid}`;
+  const tmux = (...args: string[]) => {
+    const r = spawnSync('tmux', ['-L', server, ...args], {
+      encoding: 'utf8',
+      timeout: 10_000,
+      env: { ...process.env, TERM: process.env.TERM || 'xterm-256color' },
     });
-    // Keep the pane once the command exits, to read its exit status and what the screen shows then.
-    tmux('set-option', '-t', 'watch', 'remain-on-exit', 'on');
-    const screen = () => tmux('capture-pane', '-p', '-t', 'watch');
-    const shows = async (re: RegExp, what: string) => {
-      await waitFor(() => re.test(screen()), 20_000, `${what}; the screen:\n${screen()}`, 100).catch((err: Error) => {
-        throw new Error(`${err.message}\n${screen()}`);
-      });
-    };
+    if (r.status !== 0) throw new Error(`tmux ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const q = (arg: string) => `'${arg.replace(/'/g, `'\\''`)}'`;
+  // The shell in the pane records the watch's exit status in a file: tmux's own #{pane_dead_status} stayed
+  // empty on this machine (tmux 3.3a, even for `sleep 1; exit 3`), so it cannot be relied on.
+  const exitFile = path.join(path.dirname(s.socket), 'watch-exit-status');
+  const command =
+    [process.execPath, BATON, 'status', '--watch', '--interval', '0.3', '--socket', s.socket].map(q).join(' ') +
+    `; echo $? > ${q(exitFile)}`;
+  // A private tmux server (-L), ended by pid after the test.
+  tmux('-f', '/dev/null', 'new-session', '-d', '-s', 'watch', '-x', '150', '-y', '45', command);
+  const serverPid = Number(tmux('display-message', '-p', '-t', 'watch', '#{pid}').trim());
+  t.after(() => {
+    spawnSync('tmux', ['-L', server, 'kill-server'], { timeout: 5000 });
+    try {
+      process.kill(serverPid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  });
+  // Keep the pane once the command exits, to read its exit status and what the screen shows then.
+  tmux('set-option', '-t', 'watch', 'remain-on-exit', 'on');
+  const screen = () => tmux('capture-pane', '-p', '-t', 'watch');
+  const shows = async (re: RegExp, what: string) => {
+    await waitFor(() => re.test(screen()), 20_000, `${what}; the screen:\n${screen()}`, 100).catch((err: Error) => {
+      throw new Error(`${err.message}\n${screen()}`);
+    });
+  };
 
-    const pid1 = (await s.serving())[0]!.pid;
-    await shows(new RegExp(`^1\\s+${pid1}\\s+serving\\s`, 'm'), 'generation 1 serving');
-    const before = screen();
-    assert.match(before, /^baton status --watch\s+\d\d:\d\d:\d\d UTC/m);
-    assert.match(before, /^GEN\s+PID\s+STATE\s+UPTIME\s+CONNS\s+CPU\s+RSS\s+LOOP P99\s+LOOP BUSY$/m);
-    assert.match(before, /^reloads: 0 ok, 0 rolled back, 0 failed/m);
-    assert.match(
-      before,
-      new RegExp(`^1\\s+${pid1}\\s+serving\\s+\\d+ s\\s+\\d+\\s+\\d+\\.\\d%\\s+\\d+\\.\\d MiB`, 'm'),
-    );
+  const pid1 = (await s.serving())[0]!.pid;
+  await shows(new RegExp(`^1\\s+${pid1}\\s+serving\\s`, 'm'), 'generation 1 serving');
+  const before = screen();
+  assert.match(before, /^baton status --watch\s+\d\d:\d\d:\d\d UTC/m);
+  assert.match(before, /^GEN\s+PID\s+STATE\s+UPTIME\s+CONNS\s+CPU\s+RSS\s+LOOP P99\s+LOOP BUSY$/m);
+  assert.match(before, /^reloads: 0 ok, 0 rolled back, 0 failed/m);
+  assert.match(before, new RegExp(`^1\\s+${pid1}\\s+serving\\s+\\d+ s\\s+\\d+\\s+\\d+\\.\\d%\\s+\\d+\\.\\d MiB`, 'm'));
 
-    const r = await s.reload();
-    assert.equal(r.code, 0, r.stderr);
-    await s.sup.line(SERVING(2), 10_000);
-    const pid2 = Number(/\(pid (\d+)\)/.exec(r.stdout)![1]);
-    await shows(new RegExp(`^2\\s+${pid2}\\s+serving\\s`, 'm'), 'generation 2 serving');
-    await shows(/^reloads: 1 ok, 0 rolled back, 0 failed \(last took \d+ ms\)/m, 'the reload counted');
-    await shows(new RegExp(`^gen 2 \\(pid ${pid2}\\)\\s+reload\\s+serving`, 'm'), 'the reload listed');
-    // In place: one frame on the screen, not one frame after another.
-    const after = screen();
-    assert.equal(after.match(/^baton status --watch/gm)?.length, 1, after);
-    // The event-loop figures of generation 2 arrive within a report or two.
-    await shows(
-      new RegExp(`^2\\s+${pid2}\\s+serving\\s+.*\\d+\\.\\d ms\\s+\\d+\\.\\d%`, 'm'),
-      'the event loop of generation 2',
-    );
+  const r = await s.reload();
+  assert.equal(r.code, 0, r.stderr);
+  await s.sup.line(SERVING(2), 10_000);
+  const pid2 = Number(/\(pid (\d+)\)/.exec(r.stdout)![1]);
+  await shows(new RegExp(`^2\\s+${pid2}\\s+serving\\s`, 'm'), 'generation 2 serving');
+  await shows(/^reloads: 1 ok, 0 rolled back, 0 failed \(last took \d+ ms\)/m, 'the reload counted');
+  await shows(new RegExp(`^gen 2 \\(pid ${pid2}\\)\\s+reload\\s+serving`, 'm'), 'the reload listed');
+  // In place: one frame on the screen, not one frame after another.
+  const after = screen();
+  assert.equal(after.match(/^baton status --watch/gm)?.length, 1, after);
+  // The event-loop figures of generation 2 arrive within a report or two.
+  await shows(
+    new RegExp(`^2\\s+${pid2}\\s+serving\\s+.*\\d+\\.\\d ms\\s+\\d+\\.\\d%`, 'm'),
+    'the event loop of generation 2',
+  );
 
-    tmux('send-keys', '-t', 'watch', 'q');
-    await waitFor(
-      () => tmux('display-message', '-p', '-t', 'watch', '#{pane_dead}').trim() === '1' && fs.existsSync(exitFile),
-      10_000,
-      'the watch quits on q',
-      100,
-    );
-    assert.equal(fs.readFileSync(exitFile, 'utf8').trim(), '0', 'the watch exits with status 0');
-    // The alternate screen is gone: the terminal shows what it showed before (nothing), not the last frame.
-    assert.doesNotMatch(screen(), /GEN\s+PID/);
-    assert.equal(await s.shutdown(), 0, s.sup.stderr().slice(-2000));
-  },
-);
+  tmux('send-keys', '-t', 'watch', 'q');
+  await waitFor(
+    () => tmux('display-message', '-p', '-t', 'watch', '#{pane_dead}').trim() === '1' && fs.existsSync(exitFile),
+    10_000,
+    'the watch quits on q',
+    100,
+  );
+  assert.equal(fs.readFileSync(exitFile, 'utf8').trim(), '0', 'the watch exits with status 0');
+  // The alternate screen is gone: the terminal shows what it showed before (nothing), not the last frame.
+  assert.doesNotMatch(screen(), /GEN\s+PID/);
+  assert.equal(await s.shutdown(), 0, s.sup.stderr().slice(-2000));
+});
 
 test('baton status --watch, piped: one frame per interval; usage errors', { timeout: 60_000 }, async (t) => {
   const s = await startSupervised(t);

@@ -69,7 +69,10 @@ test('SIGUSR2, reload --supervisor under load, WebSockets open: same pids, nothi
   assert.equal(afterSignal.sup.execCount, 1);
   assert.equal(afterSignal.sup.startedAt, before.sup.startedAt, 'the supervisor keeps its start time');
   const only1 = [[1, gen1[0]!.pid, 'serving']];
-  assert.deepEqual(afterSignal.status.generations.map((g) => [g.generation, g.pid, g.state]), only1);
+  assert.deepEqual(
+    afterSignal.status.generations.map((g) => [g.generation, g.pid, g.state]),
+    only1,
+  );
 
   const r = await s.reload(['--supervisor']);
   assert.equal(r.code, 0, r.stderr);
@@ -78,8 +81,14 @@ test('SIGUSR2, reload --supervisor under load, WebSockets open: same pids, nothi
   const afterCommand = await supervisorOf(s);
   assert.equal(afterCommand.sup.pid, s.sup.pid);
   assert.equal(afterCommand.sup.execCount, 2);
-  assert.deepEqual(afterCommand.status.generations.map((g) => [g.generation, g.pid, g.state]), only1);
-  assert.ok(clients.every((c) => c.ws.readyState === WebSocket.OPEN), 'every WebSocket is open');
+  assert.deepEqual(
+    afterCommand.status.generations.map((g) => [g.generation, g.pid, g.state]),
+    only1,
+  );
+  assert.ok(
+    clients.every((c) => c.ws.readyState === WebSocket.OPEN),
+    'every WebSocket is open',
+  );
   const echoed = clients.map((c) => c.expected);
   await waitFor(() => clients.every((c, i) => c.expected > echoed[i]!), 10_000, 'WebSocket answers after the re-execs');
 
@@ -96,7 +105,11 @@ test('SIGUSR2, reload --supervisor under load, WebSockets open: same pids, nothi
   expectNothingLost(t, await traffic.stop());
   await waitFor(() => clients.every((c) => c.expected === c.sent), 10_000, 'every WebSocket message echoed');
   assert.deepEqual(clients.flatMap((c) => c.problems).slice(0, 5), [], 'echoes in order, exactly once');
-  assert.deepEqual(clients.flatMap((c) => c.closes), [], 'no WebSocket closed');
+  assert.deepEqual(
+    clients.flatMap((c) => c.closes),
+    [],
+    'no WebSocket closed',
+  );
 
   const gen2 = (await s.serving())[0]!;
   const stop = await baton(['stop', '--socket', s.socket]);
@@ -126,7 +139,10 @@ test('a new image failing its check leaves the old supervisor running, reported;
   const { sup, status } = await supervisorOf(s);
   assert.equal(sup.pid, s.sup.pid);
   assert.equal(sup.execCount, 0);
-  assert.deepEqual(status.generations.map((g) => g.pid), [gen1.pid]);
+  assert.deepEqual(
+    status.generations.map((g) => g.pid),
+    [gen1.pid],
+  );
   assert.match((await get(s.port)).body, /^hello from generation 1/);
 
   // The same entry, now a working baton: the re-exec goes through.
@@ -167,7 +183,13 @@ test('re-exec refused while a generation starts; a draining one is carried over,
   const r = await s.reload(['--supervisor']);
   assert.equal(r.code, 0, r.stderr);
   const after = await s.status();
-  assert.deepEqual(after.generations.map((g) => [g.generation, g.state]), [[2, 'draining'], [3, 'serving']]);
+  assert.deepEqual(
+    after.generations.map((g) => [g.generation, g.state]),
+    [
+      [2, 'draining'],
+      [3, 'serving'],
+    ],
+  );
   const answer = await slow;
   assert.equal(answer.status, 200);
   assert.match(answer.body, new RegExp(`^generation 2 pid ${gen2.pid}`));
@@ -179,13 +201,14 @@ test('re-exec refused while a generation starts; a draining one is carried over,
 
 test('no fd leaks in the supervisor across 3 re-execs', async (t) => {
   const s = await startSupervised(t);
-  const fds = () => fs.readdirSync(`/proc/${s.sup.pid}/fd`).map((fd) => {
-    try {
-      return fs.readlinkSync(`/proc/${s.sup.pid}/fd/${fd}`);
-    } catch {
-      return '?';
-    }
-  });
+  const fds = () =>
+    fs.readdirSync(`/proc/${s.sup.pid}/fd`).map((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/${s.sup.pid}/fd/${fd}`);
+      } catch {
+        return '?';
+      }
+    });
   const reexec = async (i: number) => {
     const r = await s.reload(['--supervisor']);
     assert.equal(r.code, 0, r.stderr);
@@ -227,15 +250,37 @@ test('native execve: a failed exec throws with its errno and puts FD_CLOEXEC and
 
 test('the carried state is validated before anything is adopted', () => {
   const good = {
-    format: 1, version: '0', pid: process.pid, socket: '/tmp/s.sock', serverFd: 10, startedAt: 1, execCount: 1,
-    execAt: 1, inventory: [], generations: [], next: 2, current: null, history: [], backoffMs: 100, failedStarts: 0,
-    restarts: 0, exitCode: 0, readySent: true,
-    stored: [], respawnDue: false, requester: null,
+    format: 1,
+    version: '0',
+    pid: process.pid,
+    socket: '/tmp/s.sock',
+    serverFd: 10,
+    startedAt: 1,
+    execCount: 1,
+    execAt: 1,
+    inventory: [],
+    generations: [],
+    next: 2,
+    current: null,
+    history: [],
+    backoffMs: 100,
+    failedStarts: 0,
+    restarts: 0,
+    exitCode: 0,
+    readySent: true,
+    stored: [],
+    respawnDue: false,
+    requester: null,
   };
   assert.equal(validateState(structuredClone(good)).serverFd, 10);
   const bads = [
-    { format: 2 }, { pid: process.pid + 1 }, { serverFd: -1 }, { inventory: [{ fd: 11, entry: { name: 1 } }] },
-    { requester: { fd: 12, hello: {} } }, { inventory: [{ fd: 10, entry: good.inventory }] }, { history: {} },
+    { format: 2 },
+    { pid: process.pid + 1 },
+    { serverFd: -1 },
+    { inventory: [{ fd: 11, entry: { name: 1 } }] },
+    { requester: { fd: 12, hello: {} } },
+    { inventory: [{ fd: 10, entry: good.inventory }] },
+    { history: {} },
   ];
   for (const bad of bads) {
     const state = { ...structuredClone(good), ...bad };

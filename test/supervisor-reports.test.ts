@@ -10,7 +10,9 @@ import path from 'node:path';
 import { tmpDir, waitFor } from './helpers.js';
 import { baton, BEHAVIOUR_APP, SERVING, startSupervised } from './upgrade-helpers.js';
 
-test('SIGHUP during a reload: logged as ignored, with the reason; the reload in progress completes', { timeout: 120_000 }, async (t) => {
+test('SIGHUP during a reload: logged as ignored, with the reason; the reload in progress completes', {
+  timeout: 120_000,
+}, async (t) => {
   const dir = tmpDir(t);
   const behaviour = path.join(dir, 'behaviour');
   fs.writeFileSync(behaviour, 'ok');
@@ -22,7 +24,10 @@ test('SIGHUP during a reload: logged as ignored, with the reason; the reload in 
   await waitFor(() => /sighup-ignored/.test(s.sup.stderr()), 10_000, 'the ignored SIGHUP is logged');
   assert.match(
     s.sup.stderr(),
-    new RegExp(`WARN sighup-ignored supervisor=\\d+ reason="a reload is in progress: generation 2 \\(pid ${slowPid}\\) is starting`),
+    new RegExp(
+      `WARN sighup-ignored supervisor=\\d+ reason="a reload is in progress: generation 2 \\(pid ${slowPid}\\) is ` +
+        `starting`,
+    ),
   );
   const r = await first;
   assert.equal(r.code, 0, r.stderr);
@@ -31,7 +36,7 @@ test('SIGHUP during a reload: logged as ignored, with the reason; the reload in 
   assert.equal(await s.shutdown(), 0);
 });
 
-test('baton status shows the failed generation\'s last output', { timeout: 120_000 }, async (t) => {
+test("baton status shows the failed generation's last output", { timeout: 120_000 }, async (t) => {
   const dir = tmpDir(t);
   const behaviour = path.join(dir, 'behaviour');
   fs.writeFileSync(behaviour, 'ok');
@@ -41,6 +46,9 @@ test('baton status shows the failed generation\'s last output', { timeout: 120_0
   assert.equal(r.code, 1, r.stderr);
   const st = await baton(['status', '--socket', s.socket]);
   assert.equal(st.code, 0, st.stderr);
-  assert.match(st.stdout, /\nlast failure: generation 2 \(pid \d+\), reload, exited with code 1 before ready\(\); last output:\n( {2}.*\n)* {2}behaviour-app: exit1 on purpose\n/);
+  assert.match(
+    st.stdout,
+    /\nlast failure: generation 2 \(pid \d+\), reload, exited with code 1 before ready\(\); last output:\n( {2}.*\n)* {2}behaviour-app: exit1 on purpose\n/,
+  );
   assert.equal(await s.shutdown(), 0);
 });

@@ -40,8 +40,13 @@ async function startFake(t: Cleanup, opts: Partial<SupervisorOptions> = {}): Pro
   };
   const sup = new Supervisor(
     {
-      command: ['app.js'], socket, logger, logFormat: 'text',
-      readyTimeoutMs: READY_TIMEOUT, drainTimeoutMs: DRAIN_TIMEOUT, ...opts,
+      command: ['app.js'],
+      socket,
+      logger,
+      logFormat: 'text',
+      readyTimeoutMs: READY_TIMEOUT,
+      drainTimeoutMs: DRAIN_TIMEOUT,
+      ...opts,
     },
     os,
   );
@@ -346,7 +351,11 @@ test('the inventory: a name set again replaces it; take() follows entryFits, unn
   assert.equal(inv.take('web', 'tcp', a.address)!.fd, -1);
   assert.equal(inv.size, 0);
   const unnamed: InventoryEntry = {
-    name: 'LISTEN_FD_3', kind: 'tcp', address: a.address, unnamed: true, origin: 'activation',
+    name: 'LISTEN_FD_3',
+    kind: 'tcp',
+    address: a.address,
+    unnamed: true,
+    origin: 'activation',
   };
   inv.set({ entry: unnamed, fd: -2 });
   assert.equal(inv.take('api', 'tcp', a.address)?.entry.name, 'LISTEN_FD_3', 'an unnamed socket goes by position');

@@ -59,7 +59,11 @@ async function activate(t: Cleanup, args: string[], listening: string): Promise<
     }
     killPid(pid);
   });
-  await waitFor(() => output.includes(`Listening on ${listening}`) || child.exitCode !== null, 10_000, 'systemd-socket-activate listening');
+  await waitFor(
+    () => output.includes(`Listening on ${listening}`) || child.exitCode !== null,
+    10_000,
+    'systemd-socket-activate listening',
+  );
   assert.equal(child.exitCode, null, output);
   return { child, pid, output: () => output };
 }
@@ -87,14 +91,31 @@ function fdsOnSocket(pid: number, inode: string): number {
   return n;
 }
 
-test('systemd-socket-activate … baton run: the activated socket `web` serves through 3 reloads under load, 0 errors', { timeout: 120_000, skip: activateMissing() }, async (t) => {
+test('systemd-socket-activate … baton run: the activated socket `web` serves through 3 reloads under load, 0 errors', {
+  timeout: 120_000,
+  skip: activateMissing(),
+}, async (t) => {
   const dir = tmpDir(t);
   const port = await freePort();
   const socket = path.join(dir, 's.sock');
   // The tool passes only PATH, TERM, USER and HOME on, plus -E variables.
   const sa = await activate(
     t,
-    ['-l', `127.0.0.1:${port}`, '--fdname=web', '-E', 'PORT=0', process.execPath, BATON, 'run', '--socket', socket, '--', process.execPath, HTTP_EXAMPLE],
+    [
+      '-l',
+      `127.0.0.1:${port}`,
+      '--fdname=web',
+      '-E',
+      'PORT=0',
+      process.execPath,
+      BATON,
+      'run',
+      '--socket',
+      socket,
+      '--',
+      process.execPath,
+      HTTP_EXAMPLE,
+    ],
     `127.0.0.1:${port}`,
   );
   // The first connection starts the service (the tool execs baton in place: same pid); it waits in the
@@ -102,7 +123,12 @@ test('systemd-socket-activate … baton run: the activated socket `web` serves t
   const first = await get(port, '/', 30_000);
   assert.equal(first.status, 200);
   assert.match(first.body, /^hello from generation 1 \(pid \d+\)/);
-  assert.match(sa.output(), new RegExp(`baton listen-fd supervisor=${sa.pid} name=web kind=tcp address=127\\.0\\.0\\.1:${port} origin=activation`));
+  assert.match(
+    sa.output(),
+    new RegExp(
+      `baton listen-fd supervisor=${sa.pid} name=web kind=tcp address=127\\.0\\.0\\.1:${port} origin=activation`,
+    ),
+  );
 
   const load = startLoad({ port, connections: 10, pauseMs: 2, timeoutMs: 10_000, durationMs: 90_000 });
   t.after(() => load.stop());
@@ -121,14 +147,18 @@ test('systemd-socket-activate … baton run: the activated socket `web` serves t
   assert.equal(result.sent, result.ok);
 
   const st = await baton(['status', '--json', '--socket', socket]);
-  const status = JSON.parse(st.stdout) as { generations: Array<{ generation: number; pid: number; state: string }>; listeners: unknown[] };
+  const status = JSON.parse(st.stdout) as {
+    generations: Array<{ generation: number; pid: number; state: string }>;
+    listeners: unknown[];
+  };
   assert.deepEqual(status.listeners, [{ name: 'web', kind: 'tcp', address: `127.0.0.1:${port}` }]);
   const serving = status.generations.filter((g) => g.state === 'serving');
   assert.equal(serving.length, 1);
   assert.equal(serving[0]!.generation, 4);
   const gen = serving[0]!.pid;
   const env = environOf(gen);
-  for (const k of ['LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES', 'NOTIFY_SOCKET']) assert.equal(env[k], undefined, `${k} does not reach a generation`);
+  for (const k of ['LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES', 'NOTIFY_SOCKET'])
+    assert.equal(env[k], undefined, `${k} does not reach a generation`);
   // One fd for the socket in the supervisor (its copy, close-on-exec) and one in the generation (handed
   // over): the activated fd 3 did not leak into the generation through exec.
   const inode = listenerInode(port);
@@ -136,19 +166,51 @@ test('systemd-socket-activate … baton run: the activated socket `web` serves t
   assert.equal(fdsOnSocket(gen, inode), 1, 'the generation holds it once');
 
   process.kill(sa.pid, 'SIGTERM');
-  assert.equal(await within(new Promise((r) => sa.child.once('exit', (code) => r(code))), 20_000, 'baton run exits after SIGTERM'), 0);
+  assert.equal(
+    await within(new Promise((r) => sa.child.once('exit', (code) => r(code))), 20_000, 'baton run exits after SIGTERM'),
+    0,
+  );
   assert.equal(alive(gen), false);
 });
 
-test('systemd-socket-activate without --fdname … baton run: generation 1 takes the unnamed socket by position, the next ones by name', { timeout: 60_000, skip: activateMissing() }, async (t) => {
+test('systemd-socket-activate without --fdname … baton run: generation 1 takes the unnamed socket by position, the ' +
+  'next ones by name', {
+  timeout: 60_000,
+  skip: activateMissing(),
+}, async (t) => {
   const dir = tmpDir(t);
   const port = await freePort();
   const socket = path.join(dir, 's.sock');
-  const sa = await activate(t, ['-l', `127.0.0.1:${port}`, '-E', 'PORT=0', process.execPath, BATON, 'run', '--socket', socket, '--', process.execPath, HTTP_EXAMPLE], `127.0.0.1:${port}`);
+  const sa = await activate(
+    t,
+    [
+      '-l',
+      `127.0.0.1:${port}`,
+      '-E',
+      'PORT=0',
+      process.execPath,
+      BATON,
+      'run',
+      '--socket',
+      socket,
+      '--',
+      process.execPath,
+      HTTP_EXAMPLE,
+    ],
+    `127.0.0.1:${port}`,
+  );
   assert.match((await get(port, '/', 30_000)).body, /^hello from generation 1 /);
-  assert.match(sa.output(), new RegExp(`baton listen-fd supervisor=${sa.pid} name=null kind=tcp address=127\\.0\\.0\\.1:${port} origin=activation`));
+  assert.match(
+    sa.output(),
+    new RegExp(
+      `baton listen-fd supervisor=${sa.pid} name=null kind=tcp address=127\\.0\\.0\\.1:${port} origin=activation`,
+    ),
+  );
   await waitFor(() => sa.output().includes('listener-named'), 10_000, 'the supervisor naming the socket');
-  assert.match(sa.output(), new RegExp(`baton listener-named supervisor=${sa.pid} name=web address=127\\.0\\.0\\.1:${port}`));
+  assert.match(
+    sa.output(),
+    new RegExp(`baton listener-named supervisor=${sa.pid} name=web address=127\\.0\\.0\\.1:${port}`),
+  );
   const r = await baton(['reload', '--socket', socket], { timeoutMs: 60_000 });
   assert.equal(r.code, 0, r.stderr);
   assert.match((await get(port)).body, /^hello from generation 2 /);
@@ -156,15 +218,39 @@ test('systemd-socket-activate without --fdname … baton run: generation 1 takes
   assert.deepEqual(st.listeners, [{ name: 'web', kind: 'tcp', address: `127.0.0.1:${port}` }]);
   assert.doesNotMatch(sa.output(), /listener-closed/);
   process.kill(sa.pid, 'SIGTERM');
-  assert.equal(await within(new Promise((res) => sa.child.once('exit', (code) => res(code))), 20_000, 'baton run exits after SIGTERM'), 0);
+  assert.equal(
+    await within(
+      new Promise((res) => sa.child.once('exit', (code) => res(code))),
+      20_000,
+      'baton run exits after SIGTERM',
+    ),
+    0,
+  );
 });
 
-test('systemd-socket-activate … node app.js (no baton run): an unnamed socket is taken by position; a Unix socket serves an app that asked for a port', { timeout: 60_000, skip: activateMissing() }, async (t) => {
+test('systemd-socket-activate … node app.js (no baton run): an unnamed socket is taken by position; a Unix socket ' +
+  'serves an app that asked for a port', {
+  timeout: 60_000,
+  skip: activateMissing(),
+}, async (t) => {
   const port = await freePort();
-  const sa = await activate(t, ['-l', `127.0.0.1:${port}`, '-E', 'PORT=8', process.execPath, HTTP_EXAMPLE], `127.0.0.1:${port}`);
+  const sa = await activate(
+    t,
+    ['-l', `127.0.0.1:${port}`, '-E', 'PORT=8', process.execPath, HTTP_EXAMPLE],
+    `127.0.0.1:${port}`,
+  );
   const r = await get(port, '/', 30_000);
-  assert.equal(r.body, `hello from generation 1 (pid ${sa.pid})\n`, 'the app itself, exec’d in place, answers on the activated port');
-  assert.match(sa.output(), new RegExp(`baton listen gen=1 pid=${sa.pid} name=web address=127\\.0\\.0\\.1:${port} inherited=true origin=activation`));
+  assert.equal(
+    r.body,
+    `hello from generation 1 (pid ${sa.pid})\n`,
+    'the app itself, exec’d in place, answers on the activated port',
+  );
+  assert.match(
+    sa.output(),
+    new RegExp(
+      `baton listen gen=1 pid=${sa.pid} name=web address=127\\.0\\.0\\.1:${port} inherited=true origin=activation`,
+    ),
+  );
   killPid(sa.pid);
   await waitExit(sa.pid, 10_000, 'the app exits');
 
@@ -175,20 +261,38 @@ test('systemd-socket-activate … node app.js (no baton run): an unnamed socket 
     http
       .get({ socketPath: unix, path: '/', agent: false, timeout: 30_000 }, (res) => {
         let b = '';
-        res.setEncoding('utf8').on('data', (d: string) => (b += d)).on('end', () => resolve(b));
+        res
+          .setEncoding('utf8')
+          .on('data', (d: string) => (b += d))
+          .on('end', () => resolve(b));
       })
       .on('error', reject);
   });
   assert.equal(body, `activated pid ${sa2.pid}\n`);
   await waitFor(() => sa2.output().includes('serving on'), 10_000, 'the app printing its address');
-  assert.match(sa2.output(), /sockets \[\{"name":"web","kind":"unix","address":\{"path":"[^"]+web\.sock"\},"origin":"activation"\}\]/);
+  assert.match(
+    sa2.output(),
+    /sockets \[\{"name":"web","kind":"unix","address":\{"path":"[^"]+web\.sock"\},"origin":"activation"\}\]/,
+  );
   killPid(sa2.pid);
 });
 
-test('--fdstore: a restart ("systemctl restart") keeps the port open — no connection refused, every request served', { timeout: 120_000 }, async (t) => {
+test('--fdstore: a restart ("systemctl restart") keeps the port open — no connection refused, every request served', {
+  timeout: 120_000,
+}, async (t) => {
   const dir = tmpDir(t);
   const m = await startManager(t, path.join(dir, 'notify.sock'));
-  const argv = [process.execPath, BATON, 'run', '--fdstore', '--socket', path.join(dir, 's.sock'), '--', process.execPath, HTTP_EXAMPLE];
+  const argv = [
+    process.execPath,
+    BATON,
+    'run',
+    '--fdstore',
+    '--socket',
+    path.join(dir, 's.sock'),
+    '--',
+    process.execPath,
+    HTTP_EXAMPLE,
+  ];
   const first = await m.start(argv, { PORT: '0' });
   await m.next((n) => n.pid === first && n.fields.READY === '1', 'READY=1 from the first instance');
   assert.deepEqual(m.store(), ['web']);
@@ -214,7 +318,11 @@ test('--fdstore: a restart ("systemctl restart") keeps the port open — no conn
   const waiting = p.ok;
   const from = m.messages.length;
   const second = await m.start(argv, { PORT: '0' });
-  const ready = await m.next((n) => n.pid === second && n.fields.READY === '1', 'READY=1 from the restarted instance', from);
+  const ready = await m.next(
+    (n) => n.pid === second && n.fields.READY === '1',
+    'READY=1 from the restarted instance',
+    from,
+  );
   assert.equal(ready.text, 'READY=1\nSTATUS=generation 1 serving, 1 listener');
   await waitFor(() => p.ok >= waiting + 50, 20_000, 'the prober served by the restarted instance');
   await p.stop();
@@ -222,8 +330,14 @@ test('--fdstore: a restart ("systemctl restart") keeps the port open — no conn
   t.diagnostic(`prober: ok ${p.ok}, refused ${p.refused}, errors ${JSON.stringify(p.errors)}`);
   assert.equal(p.refused, 0, 'no connection was refused across the restart');
   assert.deepEqual(p.errors, {});
-  assert.ok(p.bodies.some((b) => b.includes(`generation 1`) && !b.includes(`(pid ${first})`)), 'the restarted instance answered');
-  assert.match(m.output(), new RegExp(`baton listen-fd supervisor=${second} name=web kind=tcp address=127\\.0\\.0\\.1:${port} origin=fdstore`));
+  assert.ok(
+    p.bodies.some((b) => b.includes(`generation 1`) && !b.includes(`(pid ${first})`)),
+    'the restarted instance answered',
+  );
+  assert.match(
+    m.output(),
+    new RegExp(`baton listen-fd supervisor=${second} name=web kind=tcp address=127\\.0\\.0\\.1:${port} origin=fdstore`),
+  );
   // Nothing stored twice: the restarted instance knew 'web' was in the store already.
   assert.equal(m.messages.filter((n) => n.fields.FDSTORE === '1').length, 1);
   assert.deepEqual(m.store(), ['web']);

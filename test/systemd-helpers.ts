@@ -58,7 +58,14 @@ export async function startManager(t: Cleanup, socket: string): Promise<Manager>
     while ((i = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, i);
       buf = buf.slice(i + 1);
-      const o = JSON.parse(line) as { pid?: number; text?: string; fds?: number; store?: string[]; spawned?: number; listening?: string };
+      const o = JSON.parse(line) as {
+        pid?: number;
+        text?: string;
+        fds?: number;
+        store?: string[];
+        spawned?: number;
+        listening?: string;
+      };
       if (o.text !== undefined) {
         const fields: Record<string, string> = {};
         for (const l of o.text.split('\n')) {
@@ -106,7 +113,12 @@ export async function startManager(t: Cleanup, socket: string): Promise<Manager>
         let done = false;
         const timer = setTimeout(() => {
           done = true;
-          reject(new Error(`timed out after ${ms} ms waiting for ${what}; notifications: ${JSON.stringify(messages.map((n) => n.text))}\n${output.slice(-3000)}`));
+          reject(
+            new Error(
+              `timed out after ${ms} ms waiting for ${what}; notifications: ` +
+                `${JSON.stringify(messages.map((n) => n.text))}\n${output.slice(-3000)}`,
+            ),
+          );
         }, ms);
         const check = () => {
           if (done) return;
@@ -132,7 +144,10 @@ export async function startManager(t: Cleanup, socket: string): Promise<Manager>
 
 /** Notifications without the watchdog's pings, as their text. */
 export function texts(messages: Notification[], from = 0): string[] {
-  return messages.slice(from).filter((n) => n.fields.WATCHDOG === undefined).map((n) => n.text);
+  return messages
+    .slice(from)
+    .filter((n) => n.fields.WATCHDOG === undefined)
+    .map((n) => n.text);
 }
 
 export function freePort(): Promise<number> {

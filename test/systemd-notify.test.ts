@@ -33,16 +33,28 @@ function expectSequence(actual: string[], expected: Array<string | RegExp>, what
 
 const MONO = 'MONOTONIC_USEC=\\d+';
 
-test('baton run: READY=1, RELOADING=1 … READY=1 for a reload and for a rollback, STOPPING=1 — all from the supervisor', { timeout: 120_000 }, async (t) => {
+test('baton run: READY=1, RELOADING=1 … READY=1 for a reload and for a rollback, STOPPING=1 — all from the ' +
+  'supervisor', {
+  timeout: 120_000,
+}, async (t) => {
   const dir = tmpDir(t);
   const m = await startManager(t, `@baton-test-${process.pid}-${path.basename(dir)}`);
   const behaviour = path.join(dir, 'behaviour');
   fs.writeFileSync(behaviour, 'ok');
-  const s = await startSupervised(t, { app: BEHAVIOUR_APP, dir, env: { BEHAVIOUR_FILE: behaviour, NOTIFY_SOCKET: m.socket }, servingLine: SERVING(1) });
+  const s = await startSupervised(t, {
+    app: BEHAVIOUR_APP,
+    dir,
+    env: { BEHAVIOUR_FILE: behaviour, NOTIFY_SOCKET: m.socket },
+    servingLine: SERVING(1),
+  });
   await m.next((n) => n.fields.READY === '1', 'READY=1 for generation 1');
   const gen1 = (await s.serving())[0]!.pid;
   const env1 = environOf(gen1);
-  assert.equal(env1.NOTIFY_SOCKET, undefined, 'a generation never sees NOTIFY_SOCKET: the supervisor is the main process');
+  assert.equal(
+    env1.NOTIFY_SOCKET,
+    undefined,
+    'a generation never sees NOTIFY_SOCKET: the supervisor is the main process',
+  );
   assert.equal(env1.BATON_SUPERVISOR, String(s.sup.pid));
 
   const before = monotonicUsec();
@@ -52,7 +64,10 @@ test('baton run: READY=1, RELOADING=1 … READY=1 for a reload and for a rollbac
   await m.next((n) => n.fields.STATUS === 'generation 2 serving, 1 listener', 'READY=1 for generation 2');
   const reloading = m.messages.find((n) => n.fields.RELOADING === '1')!;
   const usec = BigInt(reloading.fields.MONOTONIC_USEC!);
-  assert.ok(usec >= before && usec <= after, `MONOTONIC_USEC ${usec} is CLOCK_MONOTONIC at the reload (${before}..${after})`);
+  assert.ok(
+    usec >= before && usec <= after,
+    `MONOTONIC_USEC ${usec} is CLOCK_MONOTONIC at the reload (${before}..${after})`,
+  );
 
   fs.writeFileSync(behaviour, 'exit1');
   const r2 = await s.reload();
@@ -77,12 +92,19 @@ test('baton run: READY=1, RELOADING=1 … READY=1 for a reload and for a rollbac
   );
 });
 
-test('Type=notify-reload: SIGHUP and the ExecReload=baton reload that follows are one reload; a second SIGHUP is acknowledged', { timeout: 90_000 }, async (t) => {
+test('Type=notify-reload: SIGHUP and the ExecReload=baton reload that follows are one reload; a second SIGHUP is ' +
+  'acknowledged', {
+  timeout: 90_000,
+}, async (t) => {
   const dir = tmpDir(t);
   const m = await startManager(t, path.join(dir, 'notify.sock'));
   const behaviour = path.join(dir, 'behaviour');
   fs.writeFileSync(behaviour, 'ok');
-  const s = await startSupervised(t, { app: BEHAVIOUR_APP, dir, env: { BEHAVIOUR_FILE: behaviour, NOTIFY_SOCKET: m.socket } });
+  const s = await startSupervised(t, {
+    app: BEHAVIOUR_APP,
+    dir,
+    env: { BEHAVIOUR_FILE: behaviour, NOTIFY_SOCKET: m.socket },
+  });
   await m.next((n) => n.fields.READY === '1', 'READY=1 for generation 1');
   // Generation 2 takes 2 s to call ready(): the reload is still in progress when the others arrive.
   fs.writeFileSync(behaviour, 'slow-ready');
@@ -90,13 +112,24 @@ test('Type=notify-reload: SIGHUP and the ExecReload=baton reload that follows ar
   await s.sup.line(/generation 2 pid \d+ slow-ready/, 20_000);
   const reload = s.reload();
   process.kill(s.sup.pid, 'SIGHUP');
-  await m.next((n) => n.fields.RELOADING === '1', 'the second RELOADING=1', m.messages.findIndex((n) => n.fields.RELOADING === '1') + 1);
+  await m.next(
+    (n) => n.fields.RELOADING === '1',
+    'the second RELOADING=1',
+    m.messages.findIndex((n) => n.fields.RELOADING === '1') + 1,
+  );
   const r = await reload;
   assert.equal(r.code, 0, `baton reload joins the reload SIGHUP started: ${r.stdout} ${r.stderr}`);
   assert.match(r.stdout, /generation 2 \(pid \d+\) is serving/);
   await m.next((n) => n.fields.STATUS === 'generation 2 serving, 1 listener', 'READY=1 for generation 2');
   const st = await s.status();
-  assert.deepEqual(st.upgrades.map((u) => [u.generation, u.kind, u.outcome]), [[1, 'start', 'serving'], [2, 'reload', 'serving']], 'one reload, not two');
+  assert.deepEqual(
+    st.upgrades.map((u) => [u.generation, u.kind, u.outcome]),
+    [
+      [1, 'start', 'serving'],
+      [2, 'reload', 'serving'],
+    ],
+    'one reload, not two',
+  );
   assert.equal(await s.shutdown(), 0);
   await m.next((n) => n.fields.STOPPING === '1', 'STOPPING=1');
   expectSequence(
@@ -112,7 +145,10 @@ test('Type=notify-reload: SIGHUP and the ExecReload=baton reload that follows ar
   );
 });
 
-test('watchdog: WATCHDOG=1 at half of WATCHDOG_USEC from the supervisor; none for a process WATCHDOG_PID does not name', { timeout: 60_000 }, async (t) => {
+test('watchdog: WATCHDOG=1 at half of WATCHDOG_USEC from the supervisor; none for a process WATCHDOG_PID does not ' +
+  'name', {
+  timeout: 60_000,
+}, async (t) => {
   const dir = tmpDir(t);
   const m = await startManager(t, path.join(dir, 'notify.sock'));
   const s = await startSupervised(t, { dir, env: { NOTIFY_SOCKET: m.socket, WATCHDOG_USEC: '200000' } });
@@ -128,31 +164,57 @@ test('watchdog: WATCHDOG=1 at half of WATCHDOG_USEC from the supervisor; none fo
 
   // A plain app (no baton run, no socket) notifies by itself: READY=1. WATCHDOG_PID=1 is not this process.
   const from = m.messages.length;
-  const plain = spawnNode(t, HTTP_EXAMPLE, [], { NOTIFY_SOCKET: m.socket, PORT: '0', WATCHDOG_USEC: '100000', WATCHDOG_PID: '1', BATON_SOCKET: '' });
+  const plain = spawnNode(t, HTTP_EXAMPLE, [], {
+    NOTIFY_SOCKET: m.socket,
+    PORT: '0',
+    WATCHDOG_USEC: '100000',
+    WATCHDOG_PID: '1',
+    BATON_SOCKET: '',
+  });
   await plain.line(SERVING(1));
   const ready = await m.next((n) => n.pid === plain.pid && n.fields.READY === '1', 'READY=1 from the plain app', from);
   assert.equal(ready.text, 'READY=1\nSTATUS=generation 1 serving, 1 listener');
   // Long enough for two pings at the 50 ms interval that WATCHDOG_USEC would mean.
   await new Promise((r) => setTimeout(r, 500));
-  assert.equal(m.messages.filter((n) => n.pid === plain.pid && n.fields.WATCHDOG).length, 0, 'no pings for another process’s watchdog');
+  assert.equal(
+    m.messages.filter((n) => n.pid === plain.pid && n.fields.WATCHDOG).length,
+    0,
+    'no pings for another process’s watchdog',
+  );
   killPid(plain.pid);
 
   // The same app started the way systemd does it: WATCHDOG_PID is its own pid.
-  const sh = spawn('sh', ['-c', 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', 'sh', process.execPath, HTTP_EXAMPLE], {
-    stdio: 'ignore',
-    env: { ...process.env, NOTIFY_SOCKET: m.socket, PORT: '0', WATCHDOG_USEC: '100000', BATON_SOCKET: '' },
-  });
+  const sh = spawn(
+    'sh',
+    ['-c', 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', 'sh', process.execPath, HTTP_EXAMPLE],
+    {
+      stdio: 'ignore',
+      env: { ...process.env, NOTIFY_SOCKET: m.socket, PORT: '0', WATCHDOG_USEC: '100000', BATON_SOCKET: '' },
+    },
+  );
   t.after(() => killPid(sh.pid!));
-  await waitFor(() => m.messages.filter((n) => n.pid === sh.pid && n.fields.WATCHDOG === '1').length >= 3, 10_000, 'pings from the process WATCHDOG_PID names');
+  await waitFor(
+    () => m.messages.filter((n) => n.pid === sh.pid && n.fields.WATCHDOG === '1').length >= 3,
+    10_000,
+    'pings from the process WATCHDOG_PID names',
+  );
   killPid(sh.pid!);
 });
 
-test('standalone: MAINPID= hands the main process to the successor before the old generation acknowledges; rollback, stop', { timeout: 90_000 }, async (t) => {
+test('standalone: MAINPID= hands the main process to the successor before the old generation acknowledges; rollback, ' +
+  'stop', {
+  timeout: 90_000,
+}, async (t) => {
   const dir = tmpDir(t);
   const m = await startManager(t, path.join(dir, 'notify.sock'));
   const behaviour = path.join(dir, 'behaviour');
   fs.writeFileSync(behaviour, 'ok');
-  const env = { BATON_SOCKET: path.join(dir, 'app.sock'), NOTIFY_SOCKET: m.socket, PORT: '0', BEHAVIOUR_FILE: behaviour };
+  const env = {
+    BATON_SOCKET: path.join(dir, 'app.sock'),
+    NOTIFY_SOCKET: m.socket,
+    PORT: '0',
+    BEHAVIOUR_FILE: behaviour,
+  };
   const g1 = spawnNode(t, BEHAVIOUR_APP, [], env);
   await g1.line(SERVING(1), 20_000);
   await m.next((n) => n.pid === g1.pid && n.fields.READY === '1', 'READY=1 from generation 1');
@@ -173,7 +235,8 @@ test('standalone: MAINPID= hands the main process to the successor before the ol
   assert.equal(await within(g2.exited, 20_000, 'generation 2 exits'), 0);
 
   const seq = m.messages.filter((n) => !n.fields.WATCHDOG);
-  const who = (n: Notification) => (n.pid === g1.pid ? 'g1' : n.pid === g2.pid ? 'g2' : n.pid === g3.pid ? 'g3' : String(n.pid));
+  const who = (n: Notification) =>
+    n.pid === g1.pid ? 'g1' : n.pid === g2.pid ? 'g2' : n.pid === g3.pid ? 'g3' : String(n.pid);
   expectSequence(
     seq.map((n) => `${who(n)} ${n.text}`),
     [
@@ -182,7 +245,9 @@ test('standalone: MAINPID= hands the main process to the successor before the ol
       `g1 MAINPID=${g2.pid}\nSTATUS=generation 2 (pid ${g2.pid}) is taking over`,
       `g2 MAINPID=${g2.pid}\nREADY=1\nSTATUS=generation 2 serving, 1 listener`,
       new RegExp(`^g2 RELOADING=1\\n${MONO}\\nSTATUS=reloading: generation 3 is taking over$`),
-      new RegExp(`^g2 READY=1\\nSTATUS=generation 2 serving, 1 listener; generation 3 \\(pid ${g3.pid}\\) rolled back: [^\\n]+$`),
+      new RegExp(
+        `^g2 READY=1\\nSTATUS=generation 2 serving, 1 listener; generation 3 \\(pid ${g3.pid}\\) rolled back: [^\\n]+$`,
+      ),
       'g2 STOPPING=1\nSTATUS=stopping: generation 2 draining 0 connections',
     ],
     'notifications',
@@ -209,7 +274,10 @@ test('sdNotify: fields on one datagram each, fds attached, errors shaped like No
 
   const baseline = fdCount();
   for (let i = 0; i < 100; i++) {
-    assert.throws(() => sdNotify('READY=1', { socket: path.join(dir, 'missing.sock') }), { code: 'ENOENT', syscall: 'sendmsg' });
+    assert.throws(() => sdNotify('READY=1', { socket: path.join(dir, 'missing.sock') }), {
+      code: 'ENOENT',
+      syscall: 'sendmsg',
+    });
     assert.throws(() => sdNotify('READY=1', { socket: 'relative.sock' }), { code: 'ERR_INVALID_ARG_VALUE' });
     assert.throws(() => sdNotify('READY=1', { socket: `/${'x'.repeat(200)}` }), { code: 'ERR_OUT_OF_RANGE' });
   }
@@ -219,7 +287,11 @@ test('sdNotify: fields on one datagram each, fds attached, errors shaped like No
   const notifier = new ServiceNotifier({ logger: silentLogger, fields: () => ({}), env: { NOTIFY_SOCKET: m.socket } });
   for (let i = 0; i < 100; i++) assert.equal(notifier.send({ STATUS: `ping ${i}` }, [file]), true);
   await within(notifier.flushed(), 10_000, 'the queue drains');
-  await waitFor(() => m.messages.filter((x) => x.fields.STATUS?.startsWith('ping ')).length === 100, 5000, 'the 100 pings');
+  await waitFor(
+    () => m.messages.filter((x) => x.fields.STATUS?.startsWith('ping ')).length === 100,
+    5000,
+    'the 100 pings',
+  );
   assert.deepEqual(
     m.messages.filter((x) => x.fields.STATUS?.startsWith('ping ')).map((x) => [x.fields.STATUS, x.fds]),
     Array.from({ length: 100 }, (_, i) => [`ping ${i}`, 1]),

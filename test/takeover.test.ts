@@ -11,7 +11,20 @@ import net from 'node:net';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { startLoad } from '../scripts/lib/http-load.js';
-import { expectLostAtMost, expectNothingLost, FAULT_APP, faultHit, holds, listenerInode, servedBy, servingPid, servingRe, startProbe, summary, superviseFaultApp } from './fault-helpers.js';
+import {
+  expectLostAtMost,
+  expectNothingLost,
+  FAULT_APP,
+  faultHit,
+  holds,
+  listenerInode,
+  servedBy,
+  servingPid,
+  servingRe,
+  startProbe,
+  summary,
+  superviseFaultApp,
+} from './fault-helpers.js';
 import { ROOT, spawnNode, tmpDir, waitFor, within, type Spawned } from './helpers.js';
 import { alive, BATON, baton, isGenerationOf, startSupervised } from './upgrade-helpers.js';
 
@@ -36,7 +49,8 @@ function connectWs(port: number, id: number): Promise<WsClient> {
     const c: WsClient = { ws, sent: 0, expected: 0, problems: [], closes: [], lastGen: 0 };
     ws.on('message', (data) => {
       const [gen, echoed, n] = String(data).split(' ').map(Number) as [number, number, number];
-      if (n !== c.expected || echoed !== c.expected + 1) c.problems.push(`expected #${c.expected}/${c.expected + 1}, got #${n}/${echoed}`);
+      if (n !== c.expected || echoed !== c.expected + 1)
+        c.problems.push(`expected #${c.expected}/${c.expected + 1}, got #${n}/${echoed}`);
       c.expected = n + 1;
       c.lastGen = gen;
     });
@@ -62,9 +76,19 @@ async function answeredBy(clients: WsClient[], gen: number, what: string): Promi
 }
 
 /** `baton run` again on `dir`/s.sock (not waiting for anything); its generations are killed after the test. */
-function runAgain(t: { after(fn: () => unknown): void }, dir: string, app: string, env: NodeJS.ProcessEnv = {}, args: string[] = []): Spawned & { generations(): number[] } {
-  const sup = spawnNode(t, BATON, ['run', '--socket', path.join(dir, 's.sock'), ...args, '--', process.execPath, app], { PORT: '0', ...env });
-  const generations = () => [...sup.stderr().matchAll(/baton spawn supervisor=\d+ generation=\d+ child=(\d+)/g)].map((m) => Number(m[1]));
+function runAgain(
+  t: { after(fn: () => unknown): void },
+  dir: string,
+  app: string,
+  env: NodeJS.ProcessEnv = {},
+  args: string[] = [],
+): Spawned & { generations(): number[] } {
+  const sup = spawnNode(t, BATON, ['run', '--socket', path.join(dir, 's.sock'), ...args, '--', process.execPath, app], {
+    PORT: '0',
+    ...env,
+  });
+  const generations = () =>
+    [...sup.stderr().matchAll(/baton spawn supervisor=\d+ generation=\d+ child=(\d+)/g)].map((m) => Number(m[1]));
   t.after(() => {
     for (const pid of generations()) {
       if (!isGenerationOf(pid, sup.pid)) continue;
@@ -99,7 +123,10 @@ async function orphanThen(
   return { w, s2 };
 }
 
-test('supervisor SIGKILL → a new baton run takes over: 0 failed requests, every WebSocket kept, the orphan exits, reload works', { timeout: 120_000 }, async (t) => {
+test('supervisor SIGKILL → a new baton run takes over: 0 failed requests, every WebSocket kept, the orphan exits, ' +
+  'reload works', {
+  timeout: 120_000,
+}, async (t) => {
   const s1 = await startSupervised(t, { app: WS_APP, servingLine: WS_SERVING(1) });
   const [orphan] = s1.generationPids();
   const load = startLoad({ port: s1.port, connections: 8, pauseMs: 5, timeoutMs: 20_000 });
@@ -119,23 +146,39 @@ test('supervisor SIGKILL → a new baton run takes over: 0 failed requests, ever
   await answeredBy(clients, 1, 'the orphan answers every WebSocket');
   const lost = await baton(['status', '--socket', s1.socket]);
   assert.equal(lost.code, 1);
-  assert.match(lost.stderr, new RegExp(`its supervisor is gone; pid ${orphan} serves on without it\\. Start \`baton run\` again`));
+  assert.match(
+    lost.stderr,
+    new RegExp(`its supervisor is gone; pid ${orphan} serves on without it\\. Start \`baton run\` again`),
+  );
 
   const s2 = await startSupervised(t, { app: WS_APP, dir: s1.dir, servingLine: WS_SERVING(2) });
   assert.equal(s2.port, s1.port, 'the new generation serves on the same port');
-  assert.match(s2.sup.stderr(), new RegExp(`baton takeover supervisor=${s2.sup.pid} orphan=${orphan} generation=1 listeners=1`));
-  await answeredBy(clients, 2, 'generation 2 (the new supervisor\'s) answers every WebSocket');
+  assert.match(
+    s2.sup.stderr(),
+    new RegExp(`baton takeover supervisor=${s2.sup.pid} orphan=${orphan} generation=1 listeners=1`),
+  );
+  await answeredBy(clients, 2, "generation 2 (the new supervisor's) answers every WebSocket");
   await waitFor(() => !alive(orphan!), 20_000, 'the orphan drains and exits');
-  await waitFor(() => /baton takeover-done supervisor=\d+ orphan=\d+/.test(s2.sup.stderr()), 5000, 'the takeover is reported done');
+  await waitFor(
+    () => /baton takeover-done supervisor=\d+ orphan=\d+/.test(s2.sup.stderr()),
+    5000,
+    'the takeover is reported done',
+  );
 
   // The new supervisor holds its own copy of the listener: the port outlives its generations.
   const inode = listenerInode(s1.port);
   assert.ok(inode !== null && holds(s2.sup.pid, inode), 'the new supervisor holds a copy of the listener');
   const st = await s2.status();
   assert.equal(st.supervisor.pid, s2.sup.pid);
-  assert.deepEqual(st.generations.map((g) => [g.generation, g.state]), [[2, 'serving']]);
+  assert.deepEqual(
+    st.generations.map((g) => [g.generation, g.state]),
+    [[2, 'serving']],
+  );
   assert.equal(st.upgrades.at(-1)?.kind, 'takeover');
-  assert.deepEqual(st.listeners.map((l) => l.address), [`127.0.0.1:${s1.port}`]);
+  assert.deepEqual(
+    st.listeners.map((l) => l.address),
+    [`127.0.0.1:${s1.port}`],
+  );
 
   // A later reload moves the connections as usual.
   const r = await s2.reload();
@@ -155,7 +198,10 @@ test('supervisor SIGKILL → a new baton run takes over: 0 failed requests, ever
   assert.equal(await s2.shutdown(), 0);
 });
 
-test('the orphan dies mid-takeover (after handing over its listeners): the new generation serves on the same listener, no refusal, no EADDRINUSE', { timeout: 90_000 }, async (t) => {
+test('the orphan dies mid-takeover (after handing over its listeners): the new generation serves on the same ' +
+  'listener, no refusal, no EADDRINUSE', {
+  timeout: 90_000,
+}, async (t) => {
   const { w, s2 } = await orphanThen(t, [2, 'after-inventory', 'hold']);
   await faultHit(s2, 2, 'after-inventory');
   process.kill(w.gen1, 'SIGKILL'); // the orphan dies after sending its listeners, before the handover
@@ -163,7 +209,11 @@ test('the orphan dies mid-takeover (after handing over its listeners): the new g
   w.release();
   const n = await servingPid(s2, 2);
   assert.equal(Number(servingRe(2).exec(s2.stdout())![1]), w.s.port, 'the same port');
-  await waitFor(() => /baton WARN takeover-incomplete supervisor=\d+ orphan=\d+ alive=false/.test(s2.stderr()), 10_000, 'the supervisor notes the orphan died');
+  await waitFor(
+    () => /baton WARN takeover-incomplete supervisor=\d+ orphan=\d+ alive=false/.test(s2.stderr()),
+    10_000,
+    'the supervisor notes the orphan died',
+  );
   await w.traffic.served('by the new generation');
   // Only the orphan's own connections (8 keep-alive) could fail; no connection was refused: the listener
   // stayed open in the new supervisor and generation while nobody accepted.
@@ -174,7 +224,10 @@ test('the orphan dies mid-takeover (after handing over its listeners): the new g
   assert.equal(await s2.exited, 0);
 });
 
-test('the orphan dies when the takeover begins (before its listeners): the new supervisor starts afresh on the freed port', { timeout: 90_000 }, async (t) => {
+test('the orphan dies when the takeover begins (before its listeners): the new supervisor starts afresh on the freed ' +
+  'port', {
+  timeout: 90_000,
+}, async (t) => {
   // The port is pinned: the orphan's death frees it, and the fresh generation binds it again.
   const { w, s2 } = await orphanThen(t, [1, 'event:upgrade-start', 'kill'], { PORT: 'same' });
   const n = await servingPid(s2, 1);
@@ -189,15 +242,26 @@ test('the orphan dies when the takeover begins (before its listeners): the new s
   assert.equal(await s2.exited, 0);
 });
 
-test('the orphan rolls back before the new generation is ready (its readyTimeout): it is told to stop and drains; nothing lost', { timeout: 90_000 }, async (t) => {
+test('the orphan rolls back before the new generation is ready (its readyTimeout): it is told to stop and drains; ' +
+  'nothing lost', {
+  timeout: 90_000,
+}, async (t) => {
   // The orphan waits 2 s for the new generation's ready; that generation holds (mid-fd-transfer) until then.
   const { w, s2 } = await orphanThen(t, [2, 'mid-fd-transfer', 'hold'], { orphanEnv: { READY_TIMEOUT: '2000' } });
   await faultHit(s2, 2, 'mid-fd-transfer');
-  await waitFor(() => /baton WARN orphan-gone supervisor=\d+ orphan=\d+/.test(s2.stderr()), 20_000, 'the orphan rolls back');
+  await waitFor(
+    () => /baton WARN orphan-gone supervisor=\d+ orphan=\d+/.test(s2.stderr()),
+    20_000,
+    'the orphan rolls back',
+  );
   await w.traffic.served('by the orphan after its rollback');
   w.release();
   const n = await servingPid(s2, 2);
-  await waitFor(() => /baton orphan-stopped supervisor=\d+ orphan=\d+/.test(s2.stderr()), 10_000, 'the orphan is told to stop');
+  await waitFor(
+    () => /baton orphan-stopped supervisor=\d+ orphan=\d+/.test(s2.stderr()),
+    10_000,
+    'the orphan is told to stop',
+  );
   assert.match(s2.stderr(), /baton WARN takeover-incomplete supervisor=\d+ orphan=\d+ alive=true/);
   await waitFor(() => !w.running(w.gen1), 20_000, 'the orphan drains and exits');
   await w.traffic.served('by the new generation alone');
@@ -207,7 +271,9 @@ test('the orphan rolls back before the new generation is ready (its readyTimeout
   assert.equal(await s2.exited, 0);
 });
 
-test('two new baton runs race for the orphan: exactly one takes over, the other exits 1 and says why', { timeout: 90_000 }, async (t) => {
+test('two new baton runs race for the orphan: exactly one takes over, the other exits 1 and says why', {
+  timeout: 90_000,
+}, async (t) => {
   const s1 = await startSupervised(t, { app: WS_APP, servingLine: WS_SERVING(1) });
   const [orphan] = s1.generationPids();
   const load = startLoad({ port: s1.port, connections: 4, pauseMs: 5, timeoutMs: 20_000 });
@@ -215,11 +281,18 @@ test('two new baton runs race for the orphan: exactly one takes over, the other 
   process.kill(s1.sup.pid, 'SIGKILL');
   await s1.sup.exited;
   const racers = [runAgain(t, s1.dir, WS_APP), runAgain(t, s1.dir, WS_APP)];
-  await waitFor(() => racers.some((r) => WS_SERVING(2).test(r.stdout())) && racers.some((r) => r.child.exitCode !== null), 30_000, 'one racer serving, the other exited');
+  await waitFor(
+    () => racers.some((r) => WS_SERVING(2).test(r.stdout())) && racers.some((r) => r.child.exitCode !== null),
+    30_000,
+    'one racer serving, the other exited',
+  );
   const winner = racers.find((r) => WS_SERVING(2).test(r.stdout()))!;
   const loser = racers.find((r) => r !== winner)!;
   assert.equal(await loser.exited, 1);
-  assert.match(loser.stderr(), /baton: cannot start the supervisor: .*(another process is listening on it|another baton run is taking over pid \d+)/);
+  assert.match(
+    loser.stderr(),
+    /baton: cannot start the supervisor: .*(another process is listening on it|another baton run is taking over pid \d+)/,
+  );
   assert.deepEqual(loser.generations(), [], 'the loser started no generation');
   assert.equal(winner.generations().length, 1, 'the winner started one generation');
   await waitFor(() => !alive(orphan!), 20_000, 'the orphan drains and exits');
@@ -230,16 +303,25 @@ test('two new baton runs race for the orphan: exactly one takes over, the other 
   assert.equal(await winner.exited, 0);
 });
 
-test('a port held by a process that cannot be taken over: the failure names EADDRINUSE and the likely cause, and is bounded', { timeout: 60_000 }, async (t) => {
+test('a port held by a process that cannot be taken over: the failure names EADDRINUSE and the likely cause, and is ' +
+  'bounded', {
+  timeout: 60_000,
+}, async (t) => {
   const blocker = net.createServer();
   await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
   t.after(() => blocker.close());
   const port = (blocker.address() as net.AddressInfo).port;
   const dir = tmpDir(t);
-  const sup = runAgain(t, dir, path.join(ROOT, 'examples/http-server/server.js'), { PORT: String(port) }, ['--max-starts', '3']);
+  const sup = runAgain(t, dir, path.join(ROOT, 'examples/http-server/server.js'), { PORT: String(port) }, [
+    '--max-starts',
+    '3',
+  ]);
   assert.equal(await within(sup.exited, 30_000, 'the supervisor gives up'), 1);
   assert.equal(sup.generations().length, 3, 'three starts, then it gave up');
   const giveUp = /baton: giving up: 3 starts in a row failed; .*/s.exec(sup.stderr())?.[0] ?? '';
   assert.match(giveUp, /EADDRINUSE/);
-  assert.match(giveUp, /hint: the address is in use by another process — most likely a generation orphaned by a crashed supervisor/);
+  assert.match(
+    giveUp,
+    /hint: the address is in use by another process — most likely a generation orphaned by a crashed supervisor/,
+  );
 });

@@ -23,8 +23,25 @@ export function selfSignedCert(t: Cleanup): TestCert | null {
   const certPath = path.join(dir, 'cert.pem');
   const r = spawnSync(
     'openssl',
-    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
-      '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', keyPath, '-out', certPath],
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+      '-keyout',
+      keyPath,
+      '-out',
+      certPath,
+    ],
     { encoding: 'utf8', timeout: 30_000 },
   );
   if (r.error && (r.error as NodeJS.ErrnoException).code === 'ENOENT') return null;
@@ -33,4 +50,5 @@ export function selfSignedCert(t: Cleanup): TestCert | null {
 }
 
 /** The https example's stdout line once serving: group 1 is the port. */
-export const HTTPS_SERVING = (generation: number) => new RegExp(`generation ${generation} serving on https://127\\.0\\.0\\.1:(\\d+)`);
+export const HTTPS_SERVING = (generation: number) =>
+  new RegExp(`generation ${generation} serving on https://127\\.0\\.0\\.1:(\\d+)`);

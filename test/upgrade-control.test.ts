@@ -52,7 +52,11 @@ test('baton status --json matches reality: pids, listener, connections', { timeo
   // The pid is a real process, the supervisor's child, running the app.
   assert.equal(parentOf(g.pid), s.sup.pid);
   assert.match(fs.readFileSync(`/proc/${g.pid}/cmdline`, 'utf8'), /examples\/http-server\/server\.js/);
-  assert.match((await get(s.port)).body, new RegExp(`\\(pid ${g.pid}\\)`), 'the pid status reports is the one answering');
+  assert.match(
+    (await get(s.port)).body,
+    new RegExp(`\\(pid ${g.pid}\\)`),
+    'the pid status reports is the one answering',
+  );
   // The listener: the address is right, and the generation and the supervisor hold that very socket.
   assert.deepEqual(st.listeners, [{ name: 'web', kind: 'tcp', address: `127.0.0.1:${s.port}` }]);
   const inode = listenInode(s.port);
@@ -60,18 +64,25 @@ test('baton status --json matches reality: pids, listener, connections', { timeo
   assert.ok(holdsSocket(g.pid, inode), 'the generation holds the listener');
   assert.ok(holdsSocket(s.sup.pid, inode), 'the supervisor holds a copy of the listener');
   assert.equal(st.upgrades.length, 1);
-  assert.deepEqual([st.upgrades[0]!.generation, st.upgrades[0]!.pid, st.upgrades[0]!.kind, st.upgrades[0]!.outcome], [1, g.pid, 'start', 'serving']);
+  assert.deepEqual(
+    [st.upgrades[0]!.generation, st.upgrades[0]!.pid, st.upgrades[0]!.kind, st.upgrades[0]!.outcome],
+    [1, g.pid, 'start', 'serving'],
+  );
 
   // Connections: 5 open keep-alive connections show up as 5, and go back to 0 when closed.
   assert.equal(g.connections, 0);
   const agent = new http.Agent({ keepAlive: true, maxSockets: 5 });
   t.after(() => agent.destroy());
   await Promise.all(
-    Array.from({ length: 5 }, () =>
-      new Promise<void>((resolve, reject) => {
-        // All 5 are issued before any socket is free again, so the agent opens 5 connections.
-        http.get({ host: '127.0.0.1', port: s.port, agent }, (res) => res.resume().on('end', resolve)).on('error', reject);
-      }),
+    Array.from(
+      { length: 5 },
+      () =>
+        new Promise<void>((resolve, reject) => {
+          // All 5 are issued before any socket is free again, so the agent opens 5 connections.
+          http
+            .get({ host: '127.0.0.1', port: s.port, agent }, (res) => res.resume().on('end', resolve))
+            .on('error', reject);
+        }),
     ),
   );
   // Generations report their count every 500 ms when it changes; poll status until it shows.
@@ -89,7 +100,9 @@ test('baton status --json matches reality: pids, listener, connections', { timeo
   assert.equal(await s.shutdown(), 0);
 });
 
-test('a second reload while one is in progress is refused cleanly; the first completes', { timeout: 120_000 }, async (t) => {
+test('a second reload while one is in progress is refused cleanly; the first completes', {
+  timeout: 120_000,
+}, async (t) => {
   const dir = tmpDir(t);
   const behaviour = path.join(dir, 'behaviour');
   fs.writeFileSync(behaviour, 'ok');
@@ -100,7 +113,13 @@ test('a second reload while one is in progress is refused cleanly; the first com
   const first = s.reload();
   const slowPid = Number((await s.sup.line(/generation 2 pid (\d+) slow-ready/, 20_000))[1]);
   const during = await s.status();
-  assert.deepEqual(during.generations.map((g) => [g.generation, g.pid, g.state]), [[1, oldPid, 'serving'], [2, slowPid, 'starting']]);
+  assert.deepEqual(
+    during.generations.map((g) => [g.generation, g.pid, g.state]),
+    [
+      [1, oldPid, 'serving'],
+      [2, slowPid, 'starting'],
+    ],
+  );
   assert.equal(during.upgrades.at(-1)!.outcome, 'pending');
 
   const second = await s.reload();
@@ -113,8 +132,17 @@ test('a second reload while one is in progress is refused cleanly; the first com
   await waitExit(oldPid, 10_000, 'generation 1 exits');
   const after = await s.status();
   // The refused reload started nothing: no generation 3, no upgrade record for it.
-  assert.deepEqual(after.generations.map((g) => [g.generation, g.state]), [[2, 'serving']]);
-  assert.deepEqual(after.upgrades.map((u) => [u.generation, u.outcome]), [[1, 'serving'], [2, 'serving']]);
+  assert.deepEqual(
+    after.generations.map((g) => [g.generation, g.state]),
+    [[2, 'serving']],
+  );
+  assert.deepEqual(
+    after.upgrades.map((u) => [u.generation, u.outcome]),
+    [
+      [1, 'serving'],
+      [2, 'serving'],
+    ],
+  );
   assert.equal(await s.shutdown(), 0);
 });
 
@@ -130,9 +158,26 @@ test('security: a peer running as another uid gets no fd from the control socket
   const s = await startSupervised(t);
   const intruder = path.join(FIXTURES, 'intruder.js');
   const runAsNobody = async () => {
-    const p = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, intruder, s.socket], { encoding: 'utf8', timeout: 20_000 });
+    const p = spawnSync(
+      'setpriv',
+      ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, intruder, s.socket],
+      { encoding: 'utf8', timeout: 20_000 },
+    );
     assert.equal(p.status, 0, `intruder failed: ${p.stderr}`);
-    return p.stdout.trim().split('\n').map((l) => JSON.parse(l) as { role: string; connected: boolean; error: string | null; messages: number; fds: number; closedByPeer: boolean });
+    return p.stdout
+      .trim()
+      .split('\n')
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            role: string;
+            connected: boolean;
+            error: string | null;
+            messages: number;
+            fds: number;
+            closedByPeer: boolean;
+          },
+      );
   };
 
   // As baton sets it up (socket 0600 in a 0700 directory), the file system already keeps it out.
@@ -148,17 +193,27 @@ test('security: a peer running as another uid gets no fd from the control socket
   fs.chmodSync(s.dir, 0o711);
   fs.chmodSync(s.socket, 0o777);
   const attempts = await runAsNobody();
-  assert.deepEqual(attempts.map((a) => a.role), ['generation', 'control']);
+  assert.deepEqual(
+    attempts.map((a) => a.role),
+    ['generation', 'control'],
+  );
   for (const a of attempts) {
     assert.equal(a.connected, true, `${a.role}: could not connect: ${a.error}`);
     assert.equal(a.fds, 0, `${a.role}: the supervisor sent ${a.fds} fds to uid 65534`);
     assert.equal(a.messages, 0, `${a.role}: the supervisor answered uid 65534`);
     assert.equal(a.closedByPeer, true, `${a.role}: the supervisor did not close the connection`);
   }
-  await waitFor(() => (s.sup.stderr().match(/control-refused .*uid 65534/g) ?? []).length === 2, 5000, 'two refusals logged');
+  await waitFor(
+    () => (s.sup.stderr().match(/control-refused .*uid 65534/g) ?? []).length === 2,
+    5000,
+    'two refusals logged',
+  );
   // Nothing happened: no reload was started, generation 1 still serves alone.
   const st = await s.status();
-  assert.deepEqual(st.generations.map((g) => [g.generation, g.state]), [[1, 'serving']]);
+  assert.deepEqual(
+    st.generations.map((g) => [g.generation, g.state]),
+    [[1, 'serving']],
+  );
   assert.equal(st.upgrades.length, 1);
   assert.doesNotMatch(s.sup.stderr(), /baton spawn .*generation=2/);
   assert.equal(await s.shutdown(), 0);
@@ -170,7 +225,13 @@ test('baton reload without a supervisor: exit 1 and a clear message', async (t) 
   for (const cmd of ['reload', 'status', 'stop']) {
     const r = await baton([cmd, '--socket', socket]);
     assert.equal(r.code, 1, `${cmd}: ${r.stderr}`);
-    assert.match(r.stderr, new RegExp(`baton ${cmd}: cannot reach ${socket.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: .*is \`baton run\` running with this socket\\?`));
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `baton ${cmd}: cannot reach ${socket.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: .*is \`baton run\` running ` +
+          `with this socket\\?`,
+      ),
+    );
     assert.equal(r.stdout, '');
   }
   // Something at the path that is not a listening socket (a stale file), found through BATON_SOCKET.
@@ -183,7 +244,10 @@ test('baton reload without a supervisor: exit 1 and a clear message', async (t) 
 test('baton run refuses a control socket in a world-writable directory', async (t) => {
   const dir = tmpDir(t);
   fs.chmodSync(dir, 0o777);
-  const r = await baton(['run', '--socket', path.join(dir, 's.sock'), '--', process.execPath, '-e', 'setTimeout(() => {}, 60000)'], { timeoutMs: 20_000 });
+  const r = await baton(
+    ['run', '--socket', path.join(dir, 's.sock'), '--', process.execPath, '-e', 'setTimeout(() => {}, 60000)'],
+    { timeoutMs: 20_000 },
+  );
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr, /cannot start the supervisor: .*world-writable/);
   assert.equal(fs.existsSync(path.join(dir, 's.sock')), false);

@@ -10,7 +10,9 @@ import assert from 'node:assert/strict';
 import { waitFor } from './helpers.js';
 import { get, SERVING, startSupervised, waitExit } from './upgrade-helpers.js';
 
-test('baton run: SIGKILL of the serving generation: no ECONNREFUSED, generation 2 is respawned and serves', { timeout: 120_000 }, async (t) => {
+test('baton run: SIGKILL of the serving generation: no ECONNREFUSED, generation 2 is respawned and serves', {
+  timeout: 120_000,
+}, async (t) => {
   const s = await startSupervised(t);
   const gen1 = (await s.serving())[0]!;
   assert.equal(gen1.generation, 1);
@@ -45,22 +47,33 @@ test('baton run: SIGKILL of the serving generation: no ECONNREFUSED, generation 
   await client;
 
   const errors = outcomes.filter((o): o is { error: string } => 'error' in o).map((o) => o.error);
-  t.diagnostic(`requests: ${outcomes.length}; from gen 1: ${fromGen(1)}, gen 2: ${fromGen(2)}; errors: ${JSON.stringify(errors)}`);
+  t.diagnostic(
+    `requests: ${outcomes.length}; from gen 1: ${fromGen(1)}, gen 2: ${fromGen(2)}; errors: ${JSON.stringify(errors)}`,
+  );
   assert.ok(!errors.includes('ECONNREFUSED'), `connection refused while no generation ran: ${JSON.stringify(errors)}`);
   // At most the one request in flight on the killed process, reset with it.
-  assert.ok(errors.length <= 1 && errors.every((e) => e === 'ECONNRESET'), `unexpected errors: ${JSON.stringify(errors)}`);
+  assert.ok(
+    errors.length <= 1 && errors.every((e) => e === 'ECONNRESET'),
+    `unexpected errors: ${JSON.stringify(errors)}`,
+  );
   // Generation 1 served until it died, generation 2 from then on: never back and forth.
   const firstGen2 = outcomes.findIndex((o) => 'gen' in o && o.gen === 2);
   assert.ok(outcomes.slice(firstGen2).every((o) => !('gen' in o) || o.gen === 2));
   assert.ok(outcomes.slice(0, firstGen2).every((o) => !('gen' in o) || o.gen === 1));
 
   const st = await s.status();
-  assert.deepEqual(st.generations.map((g) => [g.generation, g.state]), [[2, 'serving']]);
+  assert.deepEqual(
+    st.generations.map((g) => [g.generation, g.state]),
+    [[2, 'serving']],
+  );
   assert.notEqual(st.generations[0]!.pid, gen1.pid);
   const respawn = st.upgrades.find((u) => u.generation === 2);
   assert.deepEqual(respawn && [respawn.kind, respawn.outcome], ['respawn', 'serving']);
   assert.deepEqual(st.listeners, [{ name: 'web', kind: 'tcp', address: `127.0.0.1:${s.port}` }]);
-  assert.match(s.sup.stderr(), new RegExp(`baton ERROR crash supervisor=${s.sup.pid} generation=1 child=${gen1.pid} code=null signal=SIGKILL`));
+  assert.match(
+    s.sup.stderr(),
+    new RegExp(`baton ERROR crash supervisor=${s.sup.pid} generation=1 child=${gen1.pid} code=null signal=SIGKILL`),
+  );
   assert.match((await get(s.port)).body, /generation 2 /);
 
   // It stops by itself on SIGTERM (its exit code may report the earlier crash: 1).

@@ -29,7 +29,10 @@ export interface CliResult {
 /** Run `node bin/baton.js args…` to completion; SIGKILLed (by pid) after `timeoutMs` as a hang detector. */
 export function baton(args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BATON, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+    const child = spawn(process.execPath, [BATON, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...opts.env },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -122,10 +125,14 @@ export async function startSupervised(
   const dir = opts.dir ?? tmpDir(t);
   const socket = path.join(dir, 's.sock');
   const app = opts.app ?? HTTP_EXAMPLE;
-  const sup = spawnNode(t, BATON, ['run', '--socket', socket, ...(opts.runArgs ?? []), '--', process.execPath, app], { PORT: '0', ...opts.env });
+  const sup = spawnNode(t, BATON, ['run', '--socket', socket, ...(opts.runArgs ?? []), '--', process.execPath, app], {
+    PORT: '0',
+    ...opts.env,
+  });
   const seen = new Set<number>();
   const generationPids = () => {
-    for (const m of sup.stderr().matchAll(/baton spawn supervisor=\d+ generation=\d+ child=(\d+)/g)) seen.add(Number(m[1]));
+    for (const m of sup.stderr().matchAll(/baton spawn supervisor=\d+ generation=\d+ child=(\d+)/g))
+      seen.add(Number(m[1]));
     return [...seen];
   };
   // After the test: the supervisor is SIGKILLed by spawnNode's cleanup; its generations by ours.
@@ -184,4 +191,5 @@ export function waitExit(pid: number, ms: number, what: string): Promise<void> {
 }
 
 /** The fixtures' stdout line for a serving generation: "generation N serving on http://127.0.0.1:P". */
-export const SERVING = (generation: number) => new RegExp(`generation ${generation} serving on http://127\\.0\\.0\\.1:(\\d+)`);
+export const SERVING = (generation: number) =>
+  new RegExp(`generation ${generation} serving on http://127\\.0\\.0\\.1:(\\d+)`);

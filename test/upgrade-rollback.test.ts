@@ -33,11 +33,18 @@ async function expectRolledBack(s: Supervised, oldPid: number, generation: numbe
   return record;
 }
 
-test('baton run: exit 1, SIGKILL before ready and no ready() roll back; the old generation serves throughout', { timeout: 180_000 }, async (t) => {
+test('baton run: exit 1, SIGKILL before ready and no ready() roll back; the old generation serves throughout', {
+  timeout: 180_000,
+}, async (t) => {
   const dir = tmpDir(t);
   const behaviour = path.join(dir, 'behaviour');
   fs.writeFileSync(behaviour, 'ok');
-  const s = await startSupervised(t, { app: BEHAVIOUR_APP, dir, env: { BEHAVIOUR_FILE: behaviour }, runArgs: ['--ready-timeout', '2'] });
+  const s = await startSupervised(t, {
+    app: BEHAVIOUR_APP,
+    dir,
+    env: { BEHAVIOUR_FILE: behaviour },
+    runArgs: ['--ready-timeout', '2'],
+  });
   const oldPid = (await s.serving())[0]!.pid;
   const load = startLoad({ port: s.port, connections: 10, pauseMs: 2, timeoutMs: 10_000, durationMs: 120_000 });
   t.after(() => load.stop());
@@ -62,7 +69,11 @@ test('baton run: exit 1, SIGKILL before ready and no ready() roll back; the old 
   const pending = s.reload();
   const hung = Number((await s.sup.line(/generation 3 pid (\d+) hang: not calling ready\(\)/, 20_000))[1]);
   const starting = (await s.status()).generations.find((g) => g.generation === 3);
-  assert.deepEqual(starting && [starting.pid, starting.state], [hung, 'starting'], 'status shows the new generation starting');
+  assert.deepEqual(
+    starting && [starting.pid, starting.state],
+    [hung, 'starting'],
+    'status shows the new generation starting',
+  );
   process.kill(hung, 'SIGKILL');
   const r2 = await pending;
   assert.equal(r2.code, 1, `reload: ${r2.stdout} ${r2.stderr}`);
@@ -75,7 +86,12 @@ test('baton run: exit 1, SIGKILL before ready and no ready() roll back; the old 
   fs.writeFileSync(behaviour, 'never-ready');
   const r3 = await s.reload(['--json']);
   assert.equal(r3.code, 1, `reload: ${r3.stdout} ${r3.stderr}`);
-  const j = JSON.parse(r3.stdout) as { ok: boolean; code: string; reason: string; upgrade: { generation: number; pid: number; outcome: string } };
+  const j = JSON.parse(r3.stdout) as {
+    ok: boolean;
+    code: string;
+    reason: string;
+    upgrade: { generation: number; pid: number; outcome: string };
+  };
   assert.equal(j.ok, false);
   assert.equal(j.code, 'ERR_BATON_ROLLED_BACK');
   assert.match(j.reason, /no ready\(\) within 2000 ms/);
@@ -100,7 +116,19 @@ test('baton run: exit 1, SIGKILL before ready and no ready() roll back; the old 
   assert.equal(result.sent, result.ok);
 
   const st = await s.status();
-  assert.deepEqual(st.generations.map((g) => [g.generation, g.state]), [[5, 'serving']]);
-  assert.deepEqual(st.upgrades.map((u) => [u.generation, u.outcome]), [[1, 'serving'], [2, 'rolled-back'], [3, 'rolled-back'], [4, 'rolled-back'], [5, 'serving']]);
+  assert.deepEqual(
+    st.generations.map((g) => [g.generation, g.state]),
+    [[5, 'serving']],
+  );
+  assert.deepEqual(
+    st.upgrades.map((u) => [u.generation, u.outcome]),
+    [
+      [1, 'serving'],
+      [2, 'rolled-back'],
+      [3, 'rolled-back'],
+      [4, 'rolled-back'],
+      [5, 'serving'],
+    ],
+  );
   assert.equal(await s.shutdown(), 0);
 });

@@ -38,14 +38,24 @@ test('standalone: 10 successive processes take over under load, no request fails
     const next = spawnNode(t, HTTP_EXAMPLE, [], { BATON_SOCKET: socket, PORT: String(port) });
     const m = await next.line(SERVING(gen), 20_000);
     assert.equal(Number(m[1]), port, 'the new process serves on the same port');
-    assert.equal(await within(prev.exited, 20_000, `generation ${gen - 1} exits after the takeover`), 0, prev.stderr().slice(-2000));
-    assert.match(prev.stderr(), new RegExp(`baton upgraded gen=${gen - 1} pid=${prev.pid} next=${gen} peer=${next.pid}`));
+    assert.equal(
+      await within(prev.exited, 20_000, `generation ${gen - 1} exits after the takeover`),
+      0,
+      prev.stderr().slice(-2000),
+    );
+    assert.match(
+      prev.stderr(),
+      new RegExp(`baton upgraded gen=${gen - 1} pid=${prev.pid} next=${gen} peer=${next.pid}`),
+    );
     assert.match(next.stderr(), /baton listen gen=\d+ pid=\d+ name=web address=127\.0\.0\.1:\d+ inherited=true/);
     await waitFor(() => load.result.ok >= before + 50, 10_000, `requests served by generation ${gen}`);
     prev = next;
   }
   const result = await load.stop();
-  t.diagnostic(`http-load: sent ${result.sent}, ok ${result.ok}, errors ${result.errors}, connections opened ${result.socketsOpened}`);
+  t.diagnostic(
+    `http-load: sent ${result.sent}, ok ${result.ok}, errors ${result.errors}, connections opened ` +
+      `${result.socketsOpened}`,
+  );
   assert.equal(result.errors, 0, `failed requests: ${JSON.stringify(result.errorCodes)}`);
   assert.equal(result.non2xx, 0);
   assert.equal(result.sent, result.ok);
@@ -55,15 +65,21 @@ test('standalone: 10 successive processes take over under load, no request fails
   // The control socket moved along: `baton status` reaches the last generation; `baton stop` stops it.
   const st = await baton(['status', '--json', '--socket', socket]);
   assert.equal(st.code, 0, st.stderr);
-  const gens = (JSON.parse(st.stdout) as { generations: Array<{ generation: number; pid: number; state: string }> }).generations;
-  assert.deepEqual(gens.map((g) => [g.generation, g.pid, g.state]), [[TAKEOVERS + 1, prev.pid, 'serving']]);
+  const gens = (JSON.parse(st.stdout) as { generations: Array<{ generation: number; pid: number; state: string }> })
+    .generations;
+  assert.deepEqual(
+    gens.map((g) => [g.generation, g.pid, g.state]),
+    [[TAKEOVERS + 1, prev.pid, 'serving']],
+  );
   const stop = await baton(['stop', '--socket', socket]);
   assert.equal(stop.code, 0, stop.stderr);
   assert.equal(await within(prev.exited, 20_000, 'the last generation exits on baton stop'), 0);
   assert.equal(fs.existsSync(socket), false, 'a stopped standalone generation removes its control socket');
 });
 
-test('standalone: a second newcomer during a takeover is refused (ERR_BATON_UPGRADE_IN_PROGRESS); serving goes on', { timeout: 180_000 }, async (t) => {
+test('standalone: a second newcomer during a takeover is refused (ERR_BATON_UPGRADE_IN_PROGRESS); serving goes on', {
+  timeout: 180_000,
+}, async (t) => {
   const { dir, socket, port, p } = await first(t);
   const load = startLoad({ port, connections: 10, pauseMs: 2, timeoutMs: 10_000, durationMs: 120_000 });
   t.after(() => load.stop());
@@ -98,7 +114,9 @@ test('standalone: a second newcomer during a takeover is refused (ERR_BATON_UPGR
   await waitExit(third.pid, 5000, 'the refused newcomer is gone');
 });
 
-test('standalone: successors that fail before ready() (exit 1, SIGKILL) cost nothing; the next one takes over', { timeout: 180_000 }, async (t) => {
+test('standalone: successors that fail before ready() (exit 1, SIGKILL) cost nothing; the next one takes over', {
+  timeout: 180_000,
+}, async (t) => {
   const { dir, socket, port, p } = await first(t);
   const load = startLoad({ port, connections: 10, pauseMs: 2, timeoutMs: 10_000, durationMs: 120_000 });
   t.after(() => load.stop());
@@ -123,12 +141,22 @@ test('standalone: successors that fail before ready() (exit 1, SIGKILL) cost not
   await hung.line(/generation 2 pid \d+ hang/, 20_000);
   process.kill(hung.pid, 'SIGKILL');
   await within(hung.exited, 10_000, 'the killed successor is gone');
-  await waitFor(() => (p.stderr().match(/baton WARN rollback gen=1 /g) ?? []).length === 2, 10_000, 'generation 1 reports the second rollback');
+  await waitFor(
+    () => (p.stderr().match(/baton WARN rollback gen=1 /g) ?? []).length === 2,
+    10_000,
+    'generation 1 reports the second rollback',
+  );
   await served('after the second rollback');
   assert.ok(alive(p.pid), 'generation 1 still serves');
   const st = await baton(['status', '--json', '--socket', socket]);
   assert.equal(st.code, 0, st.stderr);
-  assert.deepEqual((JSON.parse(st.stdout) as { generations: Array<{ generation: number; state: string }> }).generations.map((g) => [g.generation, g.state]), [[1, 'serving']]);
+  assert.deepEqual(
+    (JSON.parse(st.stdout) as { generations: Array<{ generation: number; state: string }> }).generations.map((g) => [
+      g.generation,
+      g.state,
+    ]),
+    [[1, 'serving']],
+  );
 
   // A good successor now takes over as usual.
   const next = spawnNode(t, HTTP_EXAMPLE, [], { BATON_SOCKET: socket, PORT: String(port) });

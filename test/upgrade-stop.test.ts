@@ -21,7 +21,9 @@ interface Outcome {
   error?: string;
 }
 
-test('SIGTERM to baton run under load: requests in flight complete, exit 0, no generation left', { timeout: 120_000 }, async (t) => {
+test('SIGTERM to baton run under load: requests in flight complete, exit 0, no generation left', {
+  timeout: 120_000,
+}, async (t) => {
   const dir = tmpDir(t);
   const recvLog = path.join(dir, 'received.log');
   const s = await startSupervised(t, { app: BEHAVIOUR_APP, dir, env: { RECV_LOG: recvLog } });
@@ -38,13 +40,20 @@ test('SIGTERM to baton run under load: requests in flight complete, exit 0, no g
   const one = (id: number) =>
     new Promise<Outcome>((resolve) => {
       const o: Outcome = { id, start: performance.now(), end: 0 };
-      const req = http.get({ host: '127.0.0.1', port: s.port, path: `/?delay=300&id=${id}`, agent, timeout: 10_000 }, (res) => {
-        res.resume();
-        res.on('end', () => resolve({ ...o, end: performance.now(), status: res.statusCode! }));
-        res.on('error', (err: NodeJS.ErrnoException) => resolve({ ...o, end: performance.now(), error: err.code ?? err.message }));
-      });
+      const req = http.get(
+        { host: '127.0.0.1', port: s.port, path: `/?delay=300&id=${id}`, agent, timeout: 10_000 },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve({ ...o, end: performance.now(), status: res.statusCode! }));
+          res.on('error', (err: NodeJS.ErrnoException) =>
+            resolve({ ...o, end: performance.now(), error: err.code ?? err.message }),
+          );
+        },
+      );
       req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
-      req.on('error', (err: NodeJS.ErrnoException) => resolve({ ...o, end: performance.now(), error: err.code ?? err.message }));
+      req.on('error', (err: NodeJS.ErrnoException) =>
+        resolve({ ...o, end: performance.now(), error: err.code ?? err.message }),
+      );
     });
   const deadline = Date.now() + 60_000;
   const loops = Promise.all(
@@ -80,14 +89,23 @@ test('SIGTERM to baton run under load: requests in flight complete, exit 0, no g
   const lost = outcomes.filter((o) => received.has(o.id) && o.status !== 200);
   const inFlight = outcomes.filter((o) => o.start < sigterm && o.end > sigterm);
   const errors = outcomes.filter((o) => o.error).map((o) => o.error);
-  t.diagnostic(`requests: ${outcomes.length}, in flight at SIGTERM: ${inFlight.length}, errors after the stop: ${JSON.stringify(errors.reduce<Record<string, number>>((a, e) => ((a[e!] = (a[e!] ?? 0) + 1), a), {}))}`);
+  t.diagnostic(
+    `requests: ${outcomes.length}, in flight at SIGTERM: ${inFlight.length}, errors after the stop: ` +
+      `${JSON.stringify(errors.reduce<Record<string, number>>((a, e) => ((a[e!] = (a[e!] ?? 0) + 1), a), {}))}`,
+  );
   assert.deepEqual(lost, [], 'requests the app received but never answered');
   assert.ok(inFlight.length >= 10, `only ${inFlight.length} requests were in flight at SIGTERM`);
-  assert.ok(inFlight.every((o) => o.status === 200), `in-flight requests failed: ${JSON.stringify(inFlight.filter((o) => o.status !== 200))}`);
+  assert.ok(
+    inFlight.every((o) => o.status === 200),
+    `in-flight requests failed: ${JSON.stringify(inFlight.filter((o) => o.status !== 200))}`,
+  );
   // Every request that failed did so at connect time, never having reached the app.
   for (const o of outcomes.filter((x) => x.error)) {
     assert.ok(o.end > sigterm, `request ${o.id} failed before the stop: ${o.error}`);
     assert.ok(!received.has(o.id));
   }
-  assert.ok(outcomes.every((o) => o.error || o.status === 200), 'non-200 responses');
+  assert.ok(
+    outcomes.every((o) => o.error || o.status === 200),
+    'non-200 responses',
+  );
 });

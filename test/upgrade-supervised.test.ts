@@ -35,7 +35,10 @@ test('baton run: 10 reloads under keep-alive load, every request answered 2xx', 
     await waitFor(() => load.result.ok >= before + 50, 10_000, `requests served after reload ${i + 1}`);
   }
   const result = await load.stop();
-  t.diagnostic(`http-load: sent ${result.sent}, ok ${result.ok}, errors ${result.errors}, connections opened ${result.socketsOpened}`);
+  t.diagnostic(
+    `http-load: sent ${result.sent}, ok ${result.ok}, errors ${result.errors}, connections opened ` +
+      `${result.socketsOpened}`,
+  );
 
   assert.equal(result.errors, 0, `failed requests: ${JSON.stringify(result.errorCodes)}`);
   assert.equal(result.non2xx, 0, 'non-2xx responses');
@@ -43,7 +46,11 @@ test('baton run: 10 reloads under keep-alive load, every request answered 2xx', 
   assert.ok(result.ok >= 500, `only ${result.ok} requests completed`);
   // Idle keep-alive connections move to the new generation instead of closing: the client never had to
   // reconnect (each of its 20 loops kept the one connection it opened).
-  assert.equal(result.socketsOpened, 20, `the client opened ${result.socketsOpened} connections; migration should keep the first 20`);
+  assert.equal(
+    result.socketsOpened,
+    20,
+    `the client opened ${result.socketsOpened} connections; migration should keep the first 20`,
+  );
 
   // The last generation serves, alone; every replaced one exited.
   const serving = await s.serving();
@@ -53,7 +60,11 @@ test('baton run: 10 reloads under keep-alive load, every request answered 2xx', 
   assert.match((await get(s.port)).body, new RegExp(`generation ${RELOADS + 1} \\(pid ${pids.at(-1)}\\)`));
   for (const pid of pids.slice(0, -1)) await waitExit(pid, 10_000, `replaced generation ${pid} exits`);
   const st = await s.status();
-  assert.equal(st.upgrades.filter((u) => u.kind === 'reload' && u.outcome === 'serving').length, RELOADS, 'the 10 reloads were recorded as serving');
+  assert.equal(
+    st.upgrades.filter((u) => u.kind === 'reload' && u.outcome === 'serving').length,
+    RELOADS,
+    'the 10 reloads were recorded as serving',
+  );
 
   assert.equal(await s.shutdown(), 0, s.sup.stderr().slice(-2000));
   assert.equal(alive(pids.at(-1)!), false, 'the last generation exited with the supervisor');
@@ -70,7 +81,13 @@ test('baton run: 10 reloads under autocannon: no errors, no timeouts, no non-2xx
   const s = await startSupervised(t);
   let responses = 0;
   // A modest, bounded rate: the machine is shared. duration is an upper bound; we stop it after the reloads.
-  const instance = autocannon({ url: `http://127.0.0.1:${s.port}/`, connections: 20, overallRate: 2000, duration: 120, timeout: 10 });
+  const instance = autocannon({
+    url: `http://127.0.0.1:${s.port}/`,
+    connections: 20,
+    overallRate: 2000,
+    duration: 120,
+    timeout: 10,
+  });
   instance.on('response', () => responses++);
   t.after(() => instance.stop());
   const finished = new Promise<AutocannonResult>((resolve, reject) => {
@@ -86,7 +103,10 @@ test('baton run: 10 reloads under autocannon: no errors, no timeouts, no non-2xx
   }
   instance.stop();
   const result = await finished;
-  t.diagnostic(`autocannon: ${result.requests.total} requests, 2xx ${result['2xx']}, errors ${result.errors}, timeouts ${result.timeouts}, non2xx ${result.non2xx}`);
+  t.diagnostic(
+    `autocannon: ${result.requests.total} requests, 2xx ${result['2xx']}, errors ${result.errors}, timeouts ` +
+      `${result.timeouts}, non2xx ${result.non2xx}`,
+  );
   assert.equal(result.errors, 0, 'autocannon errors');
   assert.equal(result.timeouts, 0, 'autocannon timeouts');
   assert.equal(result.non2xx, 0, 'autocannon non-2xx');

@@ -24,7 +24,10 @@ function merge(dir: string): { counts: Map<number, number>; perPid: Map<number, 
   for (const name of fs.readdirSync(dir)) {
     const m = /^recv-(\d+)\.txt$/.exec(name);
     if (!m) continue;
-    const lines = fs.readFileSync(path.join(dir, name), 'latin1').split('\n').filter((l) => l !== '');
+    const lines = fs
+      .readFileSync(path.join(dir, name), 'latin1')
+      .split('\n')
+      .filter((l) => l !== '');
     perPid.set(Number(m[1]), lines.length);
     for (const l of lines) {
       if (!/^\d+$/.test(l)) {
@@ -37,12 +40,19 @@ function merge(dir: string): { counts: Map<number, number>; perPid: Map<number, 
   return { counts, perPid, bad };
 }
 
-test('baton run: UDP, 10 reloads while a sender runs at ~2,000/s: every datagram received exactly once', { timeout: 180_000 }, async (t) => {
+test('baton run: UDP, 10 reloads while a sender runs at ~2,000/s: every datagram received exactly once', {
+  timeout: 180_000,
+}, async (t) => {
   const dir = tmpDir(t);
   const recvDir = path.join(dir, 'recv');
   fs.mkdirSync(recvDir);
   const app = path.join(FIXTURES, 'udp-app.js');
-  const s = await startSupervised(t, { app, dir, env: { RECV_DIR: recvDir }, servingLine: /generation 1 bound udp 127\.0\.0\.1:(\d+)/ });
+  const s = await startSupervised(t, {
+    app,
+    dir,
+    env: { RECV_DIR: recvDir },
+    servingLine: /generation 1 bound udp 127\.0\.0\.1:(\d+)/,
+  });
 
   const sender = dgram.createSocket('udp4');
   t.after(() => sender.close());
@@ -74,13 +84,19 @@ test('baton run: UDP, 10 reloads while a sender runs at ~2,000/s: every datagram
     await s.sup.line(new RegExp(`generation ${i + 2} bound udp 127\\.0\\.0\\.1:${s.port} pid ${pid}`), 10_000);
     // Let the new generation receive on its own for a moment before the next reload.
     const fileOf = path.join(recvDir, `recv-${pid}.txt`);
-    await waitFor(() => fs.existsSync(fileOf) && fs.statSync(fileOf).size > 200, 10_000, `generation ${i + 2} receiving`);
+    await waitFor(
+      () => fs.existsSync(fileOf) && fs.statSync(fileOf).size > 200,
+      10_000,
+      `generation ${i + 2} receiving`,
+    );
   }
   clearInterval(timer);
   await waitFor(() => sent + sendErrors === next, 5000, 'the last sends to complete');
   assert.equal(sendErrors, 0, 'send errors');
   // Datagrams still in the socket's queue are read by the last generation.
-  await waitFor(() => received() >= sent, 10_000, `all ${sent} datagrams received (have ${received()})`).catch(() => {});
+  await waitFor(() => received() >= sent, 10_000, `all ${sent} datagrams received (have ${received()})`).catch(
+    () => {},
+  );
 
   const { counts, perPid, bad } = merge(recvDir);
   t.diagnostic(`sent ${sent} datagrams; received per generation pid: ${JSON.stringify(Object.fromEntries(perPid))}`);

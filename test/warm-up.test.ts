@@ -28,7 +28,10 @@ test('warmUpHttp() is bounded: with a tiny time limit it stops early and still c
 
 test('options.warmUp must be an integer from 0 to 100000 (TypeError)', async () => {
   for (const bad of [-1, 1.5, '100', Number.NaN, 100_001]) {
-    await assert.rejects(Upgrader.start({ warmUp: bad as number, logger: false }), (err: Error & { code?: string }) => err instanceof TypeError && err.code === 'ERR_INVALID_ARG_TYPE');
+    await assert.rejects(
+      Upgrader.start({ warmUp: bad as number, logger: false }),
+      (err: Error & { code?: string }) => err instanceof TypeError && err.code === 'ERR_INVALID_ARG_TYPE',
+    );
   }
   const plain = await Upgrader.start({ warmUp: 0, logger: false, exitOnDrain: false });
   assert.equal(plain.mode, 'plain');

@@ -23,7 +23,7 @@ function supervise(t: Cleanup, env: NodeJS.ProcessEnv = {}) {
   return { sup, sock };
 }
 
-test('under baton run: upgrader.worker is slot 0 of 1; a node:cluster worker\'s Upgrader.start() is refused', async (t) => {
+test("under baton run: upgrader.worker is slot 0 of 1; a node:cluster worker's Upgrader.start() is refused", async (t) => {
   const { sup, sock } = supervise(t);
   const m = await sup.line(/primary pid (\d+) worker (\S+) env (\S+) port (\d+)/, 20_000);
   t.after(() => killPid(Number(m[1])));
@@ -34,7 +34,11 @@ test('under baton run: upgrader.worker is slot 0 of 1; a node:cluster worker\'s 
   assert.equal((await get(Number(m[4]))).body, 'worker 0 of 1', 'the primary serves on');
   const st = await baton(['status', '--json', '--socket', sock]);
   const gens = (JSON.parse(st.stdout) as { generations: Array<{ generation: number }> }).generations;
-  assert.deepEqual(gens.map((g) => g.generation), [1], 'the cluster worker did not become a generation');
+  assert.deepEqual(
+    gens.map((g) => g.generation),
+    [1],
+    'the cluster worker did not become a generation',
+  );
   process.kill(sup.pid, 'SIGTERM');
   assert.equal(await within(sup.exited, 20_000, 'the supervisor exits after SIGTERM'), 0);
 });

@@ -51,8 +51,10 @@ test('--workers 2 and max (on more than one CPU): refused as not built yet, not 
 test('--workers 1 runs the app as before', async (t) => {
   const dir = tmpDir(t);
   const sock = path.join(dir, 's.sock');
-  const sup = spawnNode(t, BATON, ['run', '--socket', sock, '--workers', '1', '--', process.execPath, HTTP_EXAMPLE],
-    { PORT: '0', HOST: '127.0.0.1' });
+  const sup = spawnNode(t, BATON, ['run', '--socket', sock, '--workers', '1', '--', process.execPath, HTTP_EXAMPLE], {
+    PORT: '0',
+    HOST: '127.0.0.1',
+  });
   t.after(() => killPid(sup.pid));
   let port = 0;
   for (let i = 0; i < 200 && !port; i++) {
@@ -74,8 +76,13 @@ test('config file: workers (a whole number >= 1 or "max") and balance are checke
     fs.writeFileSync(f, JSON.stringify(o));
     return f;
   };
-  assert.deepEqual([...(await loadConfig(file({ workers: 'max', balance: 'shared' }))).flags],
-    [['--workers', 'max'], ['--balance', 'shared']]);
+  assert.deepEqual(
+    [...(await loadConfig(file({ workers: 'max', balance: 'shared' }))).flags],
+    [
+      ['--workers', 'max'],
+      ['--balance', 'shared'],
+    ],
+  );
   assert.deepEqual([...(await loadConfig(file({ workers: 4 }))).flags], [['--workers', '4']]);
   for (const bad of [0, -1, 1.5, 'abc', '2', true]) {
     await assert.rejects(loadConfig(file({ workers: bad })), /workers: must be a whole number >= 1 or "max"/);

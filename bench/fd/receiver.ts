@@ -13,10 +13,13 @@ if (!sockPath) {
   console.error('usage: receiver.js <socket-path> [max-ms]');
   process.exit(2);
 }
-setTimeout(() => {
-  console.error('receiver: time limit reached');
-  process.exit(3);
-}, Number(maxMsArg ?? 60_000)).unref();
+setTimeout(
+  () => {
+    console.error('receiver: time limit reached');
+    process.exit(3);
+  },
+  Number(maxMsArg ?? 60_000),
+).unref();
 
 const server = await FdChannelServer.listen(sockPath);
 server.on('error', (err) => {

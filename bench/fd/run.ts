@@ -60,13 +60,14 @@ interface Row {
 
 const live = new Set<ChildProcess>();
 function killAll(): void {
-  for (const child of live) if (child.pid !== undefined && child.exitCode === null) {
-    try {
-      process.kill(child.pid, 'SIGKILL');
-    } catch {
-      // already gone
+  for (const child of live)
+    if (child.pid !== undefined && child.exitCode === null) {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
     }
-  }
 }
 process.on('exit', killAll);
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
@@ -164,7 +165,11 @@ class BatonPair {
     const sock = path.join(this.#dir, 'ch.sock');
     this.#receiver = start(process.execPath, [path.join(HERE, 'receiver.js'), sock, String(CHILD_LIMIT_MS)]);
     await nextLine(this.#receiver, 0, 'baton receiver');
-    this.#sender = start(process.execPath, [path.join(HERE, 'sender.js'), sock, String(this.k), String(CAP_MS)], 'pipe');
+    this.#sender = start(
+      process.execPath,
+      [path.join(HERE, 'sender.js'), sock, String(this.k), String(CAP_MS)],
+      'pipe',
+    );
     this.#read = (await nextLine(this.#sender, 0, 'baton sender')).end;
   }
 
@@ -207,13 +212,15 @@ class BatonPair {
 
 function pick(results: RoundResult[]): RoundResult {
   const m = median(results.map((r) => r.messagesPerSec));
-  return results.find((r) => r.messagesPerSec === m) ?? {
-    messages: median(results.map((r) => r.messages)),
-    seconds: median(results.map((r) => r.seconds)),
-    messagesPerSec: m,
-    fdsPerSec: median(results.map((r) => r.fdsPerSec)),
-    capped: results.some((r) => r.capped),
-  };
+  return (
+    results.find((r) => r.messagesPerSec === m) ?? {
+      messages: median(results.map((r) => r.messages)),
+      seconds: median(results.map((r) => r.seconds)),
+      messagesPerSec: m,
+      fdsPerSec: median(results.map((r) => r.fdsPerSec)),
+      capped: results.some((r) => r.capped),
+    }
+  );
 }
 
 const fmt = (x: number) => Math.round(x).toLocaleString('en-US');
@@ -225,7 +232,10 @@ function table(rows: Row[]): string {
   ];
   for (const r of rows) {
     const target = r.k < TARGET_MIN_K ? 'n/a' : r.ratio >= TARGET_RATIO ? 'met' : 'NOT met';
-    lines.push(`| ${r.k} | ${fmt(r.c.messagesPerSec)} | ${fmt(r.c.fdsPerSec)} | ${fmt(r.baton.messagesPerSec)} | ${fmt(r.baton.fdsPerSec)} | ${r.ratio.toFixed(2)}× | ${target} |`);
+    lines.push(
+      `| ${r.k} | ${fmt(r.c.messagesPerSec)} | ${fmt(r.c.fdsPerSec)} | ${fmt(r.baton.messagesPerSec)} | ` +
+        `${fmt(r.baton.fdsPerSec)} | ${r.ratio.toFixed(2)}× | ${target} |`,
+    );
   }
   return lines.join('\n');
 }
@@ -280,8 +290,18 @@ ${table(rows)}
 
 Every round, in msgs/s (C | baton):
 
-${rows.map((r) => `- K=${r.k}: ${r.cRounds.map((x) => fmt(x.messagesPerSec)).join(', ')} | ${r.batonRounds.map((x) => fmt(x.messagesPerSec)).join(', ')}`).join('\n')}
-${capped.length ? `\nRounds that hit the time cap (rate taken over what was sent): K=${capped.map((r) => r.k).join(', ')}.\n` : ''}
+${rows
+  .map(
+    (r) =>
+      `- K=${r.k}: ${r.cRounds.map((x) => fmt(x.messagesPerSec)).join(', ')} | ` +
+      `${r.batonRounds.map((x) => fmt(x.messagesPerSec)).join(', ')}`,
+  )
+  .join('\n')}
+${
+  capped.length
+    ? `\nRounds that hit the time cap (rate taken over what was sent): K=${capped.map((r) => r.k).join(', ')}.\n`
+    : ''
+}
 ${NOTES}
 ${MARK_END}`;
 }
@@ -326,7 +346,10 @@ async function main(): Promise<void> {
   console.log(`\n${table(rows)}`);
   const big = rows.filter((r) => r.k >= TARGET_MIN_K);
   const met = big.every((r) => r.ratio >= TARGET_RATIO);
-  console.log(`\ntarget ≥ ${TARGET_RATIO}× the C baseline for batches ≥ ${TARGET_MIN_K} fds: ${big.length === 0 ? 'not measured' : met ? 'met' : 'NOT met'}`);
+  console.log(
+    `\ntarget ≥ ${TARGET_RATIO}× the C baseline for batches ≥ ${TARGET_MIN_K} fds: ` +
+      `${big.length === 0 ? 'not measured' : met ? 'met' : 'NOT met'}`,
+  );
   if (writeDocs && !only) writeDoc(rows);
 }
 

@@ -39,7 +39,10 @@ export function trackedProcesses(): { tracked: Set<number>; killAll: () => void 
 
 /** Follow a tracked child: `exited` resolves when it exits (its pid then leaves `tracked`); `running()` says
  * whether it still runs. */
-export function untilExit(child: ChildProcess, tracked: Set<number>): { exited: Promise<void>; running: () => boolean } {
+export function untilExit(
+  child: ChildProcess,
+  tracked: Set<number>,
+): { exited: Promise<void>; running: () => boolean } {
   let running = true;
   const exited = new Promise<void>((resolve) =>
     child.once('exit', () => {
@@ -55,7 +58,11 @@ export function untilExit(child: ChildProcess, tracked: Set<number>): { exited: 
  * Read `child`'s stdout line by line (`each` sees every line) and return `nextLine(re, ms, what)`: the next
  * line matching `re`, rejecting if the process exits first or after `ms` (the messages point at `log`).
  */
-export function stdoutLines(child: ChildProcess, log: string, each?: (line: string) => void): (re: RegExp, ms: number, what: string) => Promise<RegExpExecArray> {
+export function stdoutLines(
+  child: ChildProcess,
+  log: string,
+  each?: (line: string) => void,
+): (re: RegExp, ms: number, what: string) => Promise<RegExpExecArray> {
   let buf = '';
   const waiters = new Set<(line: string) => void>();
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
@@ -92,12 +99,17 @@ export function stdoutLines(child: ChildProcess, log: string, each?: (line: stri
 export function writeDocSection(doc: string, start: string, end: string, section: string): void {
   let text: string;
   if (!fs.existsSync(doc)) {
-    text = `# Performance\n\nMeasurements of baton's moving parts. Each section is written by the benchmark it names.\n\n${section}\n`;
+    text =
+      `# Performance\n\nMeasurements of baton's moving parts. Each section is written by the benchmark it ` +
+      `names.\n\n${section}\n`;
   } else {
     const old = fs.readFileSync(doc, 'utf8');
     const a = old.indexOf(start);
     const b = old.indexOf(end);
-    text = a >= 0 && b > a ? old.slice(0, a) + section + old.slice(b + end.length) : `${old.replace(/\s*$/, '')}\n\n${section}\n`;
+    text =
+      a >= 0 && b > a
+        ? old.slice(0, a) + section + old.slice(b + end.length)
+        : `${old.replace(/\s*$/, '')}\n\n${section}\n`;
   }
   fs.mkdirSync(path.dirname(doc), { recursive: true });
   fs.writeFileSync(doc, text);

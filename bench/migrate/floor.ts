@@ -32,7 +32,10 @@ const port = (server.address() as net.AddressInfo).port;
 const clients: net.Socket[] = [];
 for (let i = 0; i < N; i += 200) {
   await Promise.all(
-    Array.from({ length: Math.min(200, N - i) }, () => new Promise<void>((r) => clients.push(net.connect(port, '127.0.0.1', () => r())))),
+    Array.from(
+      { length: Math.min(200, N - i) },
+      () => new Promise<void>((r) => clients.push(net.connect(port, '127.0.0.1', () => r()))),
+    ),
   );
 }
 while (accepted.length < N) await new Promise((r) => setTimeout(r, 10));
@@ -48,8 +51,18 @@ async function run(mode: 'socket' | 'ws'): Promise<{ wall: number; cpu: number }
     for (const fd of fds.slice(i, i + BATCH)) {
       const socket = new net.Socket({ fd, readable: true, writable: true });
       if (mode === 'ws') {
-        const ws = new (WebSocket as unknown as new (a: null, b: undefined, o: object) => WebSocket & { setSocket(s: net.Socket, h: Buffer, o: object): void })(null, undefined, {});
-        ws.setSocket(socket, Buffer.alloc(0), { maxPayload: 100 * 1024 * 1024, allowSynchronousEvents: true, skipUTF8Validation: false });
+        const ws = new (
+          WebSocket as unknown as new (
+            a: null,
+            b: undefined,
+            o: object,
+          ) => WebSocket & { setSocket(s: net.Socket, h: Buffer, o: object): void }
+        )(null, undefined, {});
+        ws.setSocket(socket, Buffer.alloc(0), {
+          maxPayload: 100 * 1024 * 1024,
+          allowSynchronousEvents: true,
+          skipUTF8Validation: false,
+        });
         ws.on('message', () => {});
         made.push(ws);
       } else made.push(socket);
@@ -70,7 +83,9 @@ for (const mode of ['socket', 'ws'] as const) {
   for (let i = 0; i < REPS; i++) {
     const { wall, cpu } = await run(mode);
     console.log(
-      `  ${mode === 'ws' ? 'net.Socket + ws WebSocket' : 'net.Socket'}: wall ${wall.toFixed(1)} ms (${((wall * 1000) / N).toFixed(1)} µs each), CPU ${cpu.toFixed(1)} ms (${((cpu * 1000) / N).toFixed(1)} µs each)`,
+      `  ${mode === 'ws' ? 'net.Socket + ws WebSocket' : 'net.Socket'}: wall ${wall.toFixed(1)} ms ` +
+        `(${((wall * 1000) / N).toFixed(1)} µs each), CPU ${cpu.toFixed(1)} ms (${((cpu * 1000) / N).toFixed(1)} µs ` +
+        `each)`,
     );
   }
 }

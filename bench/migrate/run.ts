@@ -65,7 +65,10 @@ const ROOT = path.resolve(HERE, '../../..');
 const BATON = path.join(ROOT, 'bin/baton.js');
 type Kind = 'tcp' | 'ws';
 type Approach = 'migrate' | 'reconnect';
-const APP: Record<Kind, string> = { tcp: path.join(ROOT, 'examples/tcp-echo/server.js'), ws: path.join(HERE, 'ws-echo.js') };
+const APP: Record<Kind, string> = {
+  tcp: path.join(ROOT, 'examples/tcp-echo/server.js'),
+  ws: path.join(HERE, 'ws-echo.js'),
+};
 /** The app's environment for the reconnect approach: it closes its connections on 'drain'. */
 const NO_MIGRATE: Record<Kind, NodeJS.ProcessEnv> = { tcp: { ECHO_MIGRATE: '0' }, ws: { WS_MIGRATE: '0' } };
 const KIND_NAME: Record<Kind, string> = { tcp: 'raw TCP', ws: 'WebSocket' };
@@ -84,7 +87,11 @@ if (sizesArg) process.env.BENCH_SIZES = sizesArg.slice('--sizes='.length);
 const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : null;
 const WRITE_DOCS = !args.has('--no-docs') && !QUICK && !CPU_PROF;
 /** Where the apps' output lines go (besides being parsed), if anywhere. */
-const APP_LOG = process.env.BENCH_APP_LOG ? path.resolve(process.env.BENCH_APP_LOG) : CPU_PROF ? path.join(CPU_PROF, 'apps.log') : null;
+const APP_LOG = process.env.BENCH_APP_LOG
+  ? path.resolve(process.env.BENCH_APP_LOG)
+  : CPU_PROF
+    ? path.join(CPU_PROF, 'apps.log')
+    : null;
 const RELOADS = envInt('BENCH_RELOADS', QUICK ? 2 : 3, 1, 20);
 const SIZES = (process.env.BENCH_SIZES ?? (QUICK ? '1000' : '1000,10000')).split(',').map((s) => {
   const n = Number(s.trim());
@@ -95,11 +102,14 @@ function envList<T extends string>(name: string, all: readonly T[]): T[] {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return [...all];
   const list = raw.split(',').map((s) => s.trim());
-  for (const x of list) if (!(all as readonly string[]).includes(x)) throw new Error(`${name}: ${x} is not one of ${all.join(', ')}`);
+  for (const x of list)
+    if (!(all as readonly string[]).includes(x)) throw new Error(`${name}: ${x} is not one of ${all.join(', ')}`);
   return all.filter((x) => list.includes(x));
 }
 const KINDS = envList<Kind>('BENCH_KINDS', ['tcp', 'ws']);
-const APPROACHES = STALL_ONLY ? (['migrate'] as Approach[]) : envList<Approach>('BENCH_APPROACHES', ['migrate', 'reconnect']);
+const APPROACHES = STALL_ONLY
+  ? (['migrate'] as Approach[])
+  : envList<Approach>('BENCH_APPROACHES', ['migrate', 'reconnect']);
 /** Timed reloads per row before the stall's (none with --stall-only). */
 const TIMED_RELOADS = STALL_ONLY ? 0 : RELOADS;
 const STALL = process.env.BENCH_STALL !== '0';
@@ -146,7 +156,9 @@ interface Supervisor {
 function supervise(dir: string, app: string, env: NodeJS.ProcessEnv): Supervisor {
   const socket = path.join(dir, 's.sock');
   const log = path.join(dir, 'baton.log');
-  const node = CPU_PROF ? [process.execPath, '--cpu-prof', '--cpu-prof-interval=250', `--cpu-prof-dir=${CPU_PROF}`] : [process.execPath];
+  const node = CPU_PROF
+    ? [process.execPath, '--cpu-prof', '--cpu-prof-interval=250', `--cpu-prof-dir=${CPU_PROF}`]
+    : [process.execPath];
   const child = spawn(process.execPath, [BATON, 'run', '--socket', socket, '--', ...node, app], {
     cwd: ROOT,
     env: { ...process.env, PORT: '0', ...env },
@@ -375,7 +387,8 @@ class WsClient extends BaseClient {
 }
 
 async function openAll(clients: Client[]): Promise<void> {
-  for (let i = 0; i < clients.length; i += CONNECT_BATCH) await Promise.all(clients.slice(i, i + CONNECT_BATCH).map((c) => c.open()));
+  for (let i = 0; i < clients.length; i += CONNECT_BATCH)
+    await Promise.all(clients.slice(i, i + CONNECT_BATCH).map((c) => c.open()));
 }
 
 async function waitUntil(cond: () => boolean, ms: number, what: string): Promise<void> {
@@ -442,10 +455,21 @@ interface StallRun {
 /** The lines the two generations print about a move, from now on. */
 function moveLines(sup: Supervisor, oldGen: number, gen: number) {
   return {
-    started: sup.nextLine(new RegExp(`generation ${oldGen} migrating (\\d+) connections t=([\\d.]+)`), 60_000, `generation ${oldGen} draining`),
-    moved: sup.nextLine(new RegExp(`generation ${oldGen} moved (\\d+) of (\\d+) connections in ([\\d.]+) ms(?:.* cpu=([\\d.]+) ms)?.*`), 120_000, `generation ${oldGen} moved`),
+    started: sup.nextLine(
+      new RegExp(`generation ${oldGen} migrating (\\d+) connections t=([\\d.]+)`),
+      60_000,
+      `generation ${oldGen} draining`,
+    ),
+    moved: sup.nextLine(
+      new RegExp(`generation ${oldGen} moved (\\d+) of (\\d+) connections in ([\\d.]+) ms(?:.* cpu=([\\d.]+) ms)?.*`),
+      120_000,
+      `generation ${oldGen} moved`,
+    ),
     adopted: sup.nextLine(
-      new RegExp(`generation ${gen} adopted (\\d+) connections first=([\\d.]+) last=([\\d.]+) .*p50=([\\d.]+) p99=([\\d.]+) max=([\\d.]+) ms(?:.* cpu=([\\d.]+) ms)?.*`),
+      new RegExp(
+        `generation ${gen} adopted (\\d+) connections first=([\\d.]+) last=([\\d.]+) .*p50=([\\d.]+) p99=([\\d.]+) ` +
+          `max=([\\d.]+) ms(?:.* cpu=([\\d.]+) ms)?.*`,
+      ),
       120_000,
       `generation ${gen} adopted`,
     ),
@@ -459,14 +483,22 @@ function field(line: string, re: RegExp): number | undefined {
 }
 
 /** The figures of a move from the generations' lines; checks that all `n` moved. */
-function moveSample(n: number, drainAt: number, moved: RegExpExecArray, adopted: RegExpExecArray, dropped: number): Sample {
+function moveSample(
+  n: number,
+  drainAt: number,
+  moved: RegExpExecArray,
+  adopted: RegExpExecArray,
+  dropped: number,
+): Sample {
   if (Number(moved[1]) !== n) throw new Error(moved[0]);
   if (Number(adopted[1]) !== n) throw new Error(`${adopted[0]}: expected ${n}`);
   return {
     ms: Number(adopted[3]) - drainAt,
     oldMs: Number(moved[3]),
     firstMs: Number(adopted[2]) - drainAt,
-    ...(moved[4] !== undefined && adopted[7] !== undefined ? { oldCpuMs: Number(moved[4]), newCpuMs: Number(adopted[7]) } : {}),
+    ...(moved[4] !== undefined && adopted[7] !== undefined
+      ? { oldCpuMs: Number(moved[4]), newCpuMs: Number(adopted[7]) }
+      : {}),
     loopP50: Number(adopted[4]),
     loopP99: Number(adopted[5]),
     loopMax: Number(adopted[6]),
@@ -484,9 +516,21 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
   const clients: Client[] = [];
   const label = `${kind} ${approach} ${n}`;
   try {
-    const port = Number((await sup.nextLine(/generation 1 \(pid \d+\) serving on (?:tcp|ws):\/\/127\.0\.0\.1:(\d+)/, 20_000, 'generation 1 serving'))[1]);
+    const port = Number(
+      (
+        await sup.nextLine(
+          /generation 1 \(pid \d+\) serving on (?:tcp|ws):\/\/127\.0\.0\.1:(\d+)/,
+          20_000,
+          'generation 1 serving',
+        )
+      )[1],
+    );
     for (let i = 0; i < n; i++) {
-      clients.push(kind === 'tcp' ? new TcpClient({ host: '127.0.0.1', port }, approach === 'reconnect') : new WsClient(`ws://127.0.0.1:${port}/c${i}`, approach === 'reconnect'));
+      clients.push(
+        kind === 'tcp'
+          ? new TcpClient({ host: '127.0.0.1', port }, approach === 'reconnect')
+          : new WsClient(`ws://127.0.0.1:${port}/c${i}`, approach === 'reconnect'),
+      );
     }
     const t0 = performance.now();
     await openAll(clients);
@@ -519,9 +563,16 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
           if (wrong) throw new Error(`${wrong} clients were answered by another generation than ${gen}`);
         }
         const wrongCount = clients.reduce((a, c) => a + c.wrongCount, 0);
-        if (wrongCount) throw new Error(`${wrongCount} answers had a per-connection count that did not follow on (state lost on the move?)`);
+        if (wrongCount)
+          throw new Error(
+            `${wrongCount} answers had a per-connection count that did not follow on (state lost on the move?)`,
+          );
       } else {
-        await waitUntil(() => clients.every((c) => c.gen === gen), 120_000, `every client reconnected to generation ${gen}`);
+        await waitUntil(
+          () => clients.every((c) => c.gen === gen),
+          120_000,
+          `every client reconnected to generation ${gen}`,
+        );
         sample = {
           ms: Math.max(...clients.map((c) => c.answeredAt)) - drainAt,
           dropped: clients.reduce((a, c) => a + c.dropped, 0) - droppedBefore,
@@ -530,12 +581,15 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
       }
       samples.push(sample);
       process.stdout.write(
-        `  ${label}: reload ${i + 1}: ${sample.ms.toFixed(1)} ms${sample.oldMs !== undefined ? ` (first adopted after ${sample.firstMs!.toFixed(1)} ms; old generation done after ${sample.oldMs.toFixed(1)} ms)` : ''}${sample.newCpuMs !== undefined ? `, CPU old ${sample.oldCpuMs} ms / new ${sample.newCpuMs} ms` : ''}${sample.loopMax !== undefined ? `, event-loop delay max ${sample.loopMax} ms` : ''}, ${sample.dropped} closed\n`,
+        `  ${label}: reload ${i + 1}: ${sample.ms.toFixed(1)} ` +
+          `ms${sample.oldMs !== undefined ? ` (first adopted after ${sample.firstMs!.toFixed(1)} ms; old generation done after ${sample.oldMs.toFixed(1)} ms)` : ''}${sample.newCpuMs !== undefined ? `, CPU old ${sample.oldCpuMs} ms / new ${sample.newCpuMs} ms` : ''}${sample.loopMax !== undefined ? `, event-loop delay max ${sample.loopMax} ms` : ''}, ${sample.dropped} closed\n`,
       );
     }
-    const stall = approach === 'migrate' && STALL ? await measureStall(sup, clients, kind, n, TIMED_RELOADS + 1) : undefined;
+    const stall =
+      approach === 'migrate' && STALL ? await measureStall(sup, clients, kind, n, TIMED_RELOADS + 1) : undefined;
     const codes = new Map<number, number>();
-    for (const c of clients) if (c instanceof WsClient) for (const [code, k] of c.closeCodes) codes.set(code, (codes.get(code) ?? 0) + k);
+    for (const c of clients)
+      if (c instanceof WsClient) for (const [code, k] of c.closeCodes) codes.set(code, (codes.get(code) ?? 0) + k);
     const closeCodes = [...codes].map(([code, k]) => `${code}×${k}`).join(', ');
     return { kind, approach, n, samples, ...(closeCodes ? { closeCodes } : {}), ...(stall ? { stall } : {}) };
   } finally {
@@ -547,7 +601,13 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
 }
 
 /** Every client pings every PERIOD_MS: a window without a reload, then one with `oldGen`'s replacement. */
-async function measureStall(sup: Supervisor, clients: Client[], kind: Kind, n: number, oldGen: number): Promise<StallRun> {
+async function measureStall(
+  sup: Supervisor,
+  clients: Client[],
+  kind: Kind,
+  n: number,
+  oldGen: number,
+): Promise<StallRun> {
   const gen = oldGen + 1;
   const label = `${kind} stall ${n}`;
   const droppedBefore = clients.reduce((a, c) => a + c.dropped, 0);
@@ -580,23 +640,30 @@ async function measureStall(sup: Supervisor, clients: Client[], kind: Kind, n: n
     move.dropped = clients.reduce((a, c) => a + c.dropped, 0) - droppedBefore;
     if (move.dropped) throw new Error(`${label}: ${move.dropped} clients saw their connection close`);
     const wrongCount = clients.reduce((a, c) => a + c.wrongCount, 0);
-    if (wrongCount) throw new Error(`${label}: ${wrongCount} answers had a per-connection count that did not follow on`);
+    if (wrongCount)
+      throw new Error(`${label}: ${wrongCount} answers had a per-connection count that did not follow on`);
     const stale = pinger.gen.filter((g, i) => g !== gen && pinger.sentAt[i]! > lastAdopted).length;
-    if (stale) throw new Error(`${label}: ${stale} messages sent after the last move were answered by another generation than ${gen}`);
+    if (stale)
+      throw new Error(
+        `${label}: ${stale} messages sent after the last move were answered by another generation than ${gen}`,
+      );
     const series = path.join(SERIES_DIR, `baton-migrate-stall-${kind}-${n}.csv`);
     const rows = pinger.writeSeries(series, baseFrom, reloadTo, reloadFrom);
     const late = lastAdopted > reloadTo - 250;
     const fig = (s: Stall) => `p50 ${fmt(s.p50)} / p99 ${fmt(s.p99)} / max ${fmt(s.max)} ms`;
     process.stdout.write(
       `  ${label}: slowest echo per client without a reload ${fig(base)}; during the reload ${fig(during)} ` +
-        `(move ${fmt(move.ms)} ms; ${rows} round trips in ${series})${late ? '; WARNING: the move ended after the window' : ''}\n`,
+        `(move ${fmt(move.ms)} ms; ${rows} round trips in ` +
+        `${series})${late ? '; WARNING: the move ended after the window' : ''}\n`,
     );
     const origin = baseFrom;
     const panel: Panel = {
       title: `${n.toLocaleString('en-US')} ${KIND_NAME[kind]} connections`,
       subtitle:
-        `slowest echo per client: no reload p99 ${fmt(base.p99)} ms, max ${fmt(base.max)} ms · during the reload p99 ${fmt(during.p99)} ms, ` +
-        `max ${fmt(during.max)} ms · the reload began at ${fmt((reloadFrom - origin) / 1000, 1)} s; moving took ${fmt(move.ms)} ms`,
+        `slowest echo per client: no reload p99 ${fmt(base.p99)} ms, max ${fmt(base.max)} ms · during the reload p99 ` +
+        `${fmt(during.p99)} ms, ` +
+        `max ${fmt(during.max)} ms · the reload began at ${fmt((reloadFrom - origin) / 1000, 1)} s; moving took ` +
+        `${fmt(move.ms)} ms`,
       buckets: buckets(pinger.samples(baseFrom, reloadTo, origin), 0, reloadTo - origin + 1000, BUCKET_MS),
       bucketMs: BUCKET_MS,
       windows: [{ start: toLocal(drainAt) - origin, end: lastAdopted - origin }],
@@ -615,11 +682,14 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 const fmt = (x: number, digits = 1) => x.toFixed(digits);
-const range = (xs: number[], digits = 1) => (xs.length > 1 ? ` (${fmt(Math.min(...xs), digits)}–${fmt(Math.max(...xs), digits)})` : '');
+const range = (xs: number[], digits = 1) =>
+  xs.length > 1 ? ` (${fmt(Math.min(...xs), digits)}–${fmt(Math.max(...xs), digits)})` : '';
 
 function tableLines(rows: Row[]): string[] {
   const lines = [
-    '| connections | kind | approach | until all are served by the new generation, ms | per connection, µs | old generation: drain → last move acknowledged, ms | new generation event-loop delay p99 / max, ms | client sockets closed |',
+    '| connections | kind | approach | until all are served by the new generation, ms | per connection, µs | old ' +
+      'generation: drain → last move acknowledged, ms | new generation event-loop delay p99 / max, ms | client ' +
+      'sockets closed |',
     '|---:|---|---|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
@@ -630,12 +700,16 @@ function tableLines(rows: Row[]): string[] {
       const p99 = r.samples.map((s) => s.loopP99!);
       const max = r.samples.map((s) => s.loopMax!);
       lines.push(
-        `| ${r.n.toLocaleString('en-US')} | ${KIND_NAME[r.kind]} | migrate (baton) | ${fmt(median(ms))}${range(ms)} | ${fmt((median(ms) * 1000) / r.n, 1)} | ${fmt(median(old))}${range(old)} | ${fmt(median(p99), 2)} / ${fmt(median(max), 2)} (worst ${fmt(Math.max(...max), 2)}) | ${dropped} |`,
+        `| ${r.n.toLocaleString('en-US')} | ${KIND_NAME[r.kind]} | migrate (baton) | ${fmt(median(ms))}${range(ms)} ` +
+          `| ${fmt((median(ms) * 1000) / r.n, 1)} | ${fmt(median(old))}${range(old)} | ${fmt(median(p99), 2)} / ` +
+          `${fmt(median(max), 2)} (worst ${fmt(Math.max(...max), 2)}) | ${dropped} |`,
       );
     } else {
       const errors = r.samples.reduce((a, s) => a + (s.connectErrors ?? 0), 0);
       lines.push(
-        `| ${r.n.toLocaleString('en-US')} | ${KIND_NAME[r.kind]} | drain and reconnect | ${fmt(median(ms))}${range(ms)} | ${fmt((median(ms) * 1000) / r.n, 1)} | – | – | ${dropped} (every one, by design${r.closeCodes ? `; close codes ${r.closeCodes}` : ''}${errors ? `; ${errors} reconnect attempts failed and were retried` : ''}) |`,
+        `| ${r.n.toLocaleString('en-US')} | ${KIND_NAME[r.kind]} | drain and reconnect | ` +
+          `${fmt(median(ms))}${range(ms)} | ${fmt((median(ms) * 1000) / r.n, 1)} | – | – | ${dropped} (every one, by ` +
+          `design${r.closeCodes ? `; close codes ${r.closeCodes}` : ''}${errors ? `; ${errors} reconnect attempts failed and were retried` : ''}) |`,
       );
     }
   }
@@ -645,7 +719,8 @@ function tableLines(rows: Row[]): string[] {
 function section(rows: Row[], notes: string[]): string {
   const date = new Date().toISOString().slice(0, 10);
   const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
-  const find = (kind: Kind, approach: Approach) => rows.filter((r) => r.kind === kind && r.approach === approach).sort((x, y) => y.n - x.n)[0];
+  const find = (kind: Kind, approach: Approach) =>
+    rows.filter((r) => r.kind === kind && r.approach === approach).sort((x, y) => y.n - x.n)[0];
   const wsMove = find('ws', 'migrate');
   const tcpMove = find('tcp', 'migrate');
   const med = (r: Row, f: (s: Sample) => number) => median(r.samples.map(f));
@@ -658,16 +733,27 @@ function section(rows: Row[], notes: string[]): string {
     const met = wsMove.n >= 10_000 && ms <= 100 && closed === 0;
     const perConn = (x: number) => fmt((x * 1000) / wsMove.n, 0);
     const cpu = wsMove.samples.every((s) => s.newCpuMs !== undefined)
-      ? ` CPU time for the move (median): the new generation ${fmt(med(wsMove, (s) => s.newCpuMs!), 0)} ms (${perConn(med(wsMove, (s) => s.newCpuMs!))} µs per WebSocket, garbage-collector threads included), the old one ${fmt(med(wsMove, (s) => s.oldCpuMs!), 0)} ms (${perConn(med(wsMove, (s) => s.oldCpuMs!))} µs) — on ${os.cpus().length} cores shared by both, which bounds the move from below.`
+      ? ` CPU time for the move (median): the new generation ${fmt(
+          med(wsMove, (s) => s.newCpuMs!),
+          0,
+        )} ms (${perConn(med(wsMove, (s) => s.newCpuMs!))} µs per WebSocket, garbage-collector threads included), the old one ${fmt(
+          med(wsMove, (s) => s.oldCpuMs!),
+          0,
+        )} ms (${perConn(med(wsMove, (s) => s.oldCpuMs!))} µs) — on ${os.cpus().length} cores shared by both, which bounds the move from below.`
       : '';
     const moves = `${wsMove.samples.length} move${wsMove.samples.length === 1 ? '' : 's'}`;
     goal =
       `**The goal — 10,000 WebSockets moved in ≤ 100 ms with 0 disconnects — is ${met ? 'met' : 'not met'}**` +
-      (wsMove.n < 10_000 ? ` (not measured at 10,000${notes.length ? ': see the note on \`ulimit -n\`' : ''})` : '') +
-      `. ${closed === 0 ? `0 disconnects holds: no client saw its WebSocket close in ${moves} of ${size}, and each one's state (its message count) moved with it` : `${closed} client WebSockets closed during the moves`}` +
-      `; but moving ${size} took ${fmt(ms)} ms (median of ${wsMove.samples.length})${ms > 100 ? `, ${fmt(ms / 100)}× the target` : ''}, ` +
+      (wsMove.n < 10_000 ? ` (not measured at 10,000${notes.length ? ': see the note on `ulimit -n`' : ''})` : '') +
+      `. ` +
+      `${closed === 0 ? `0 disconnects holds: no client saw its WebSocket close in ${moves} of ${size}, and each one's state (its message count) moved with it` : `${closed} client WebSockets closed during the moves`}` +
+      `; but moving ${size} took ${fmt(ms)} ms (median of ` +
+      `${wsMove.samples.length})${ms > 100 ? `, ${fmt(ms / 100)}× the target` : ''}, ` +
       `the first connection arriving in the new generation only after ${fmt(med(wsMove, (s) => s.firstMs!))} ms` +
-      (tcpMove && tcpMove.n === wsMove.n ? ` (raw TCP: ${fmt(med(tcpMove, (s) => s.ms))} ms, the first after ${fmt(med(tcpMove, (s) => s.firstMs!))} ms).` : '.') +
+      (tcpMove && tcpMove.n === wsMove.n
+        ? ` (raw TCP: ${fmt(med(tcpMove, (s) => s.ms))} ms, the first after ${fmt(med(tcpMove, (s) => s.firstMs!))} ` +
+          `ms).`
+        : '.') +
       cpu;
   }
   return `${MARK_START}
@@ -741,7 +827,10 @@ ${MARK_END}`;
 
 function stallTableLines(rows: Row[]): string[] {
   const lines = [
-    '| connections | kind | slowest echo per client, no reload: p50 / p99 / max, ms | during a reload: p50 / p99 / max, ms | p99 during ÷ without | move (drain → last adopted), ms | old generation event-loop delay p99 / max, ms | new generation p99 / max, ms | new generation RSS / heap growth per moved connection, KiB | bench process event-loop delay max, no reload / reload, ms |',
+    '| connections | kind | slowest echo per client, no reload: p50 / p99 / max, ms | during a reload: p50 / p99 / ' +
+      'max, ms | p99 during ÷ without | move (drain → last adopted), ms | old generation event-loop delay p99 / max, ' +
+      'ms | new generation p99 / max, ms | new generation RSS / heap growth per moved connection, KiB | bench ' +
+      'process event-loop delay max, no reload / reload, ms |',
     '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
@@ -751,7 +840,11 @@ function stallTableLines(rows: Row[]): string[] {
     const three = (x: Stall) => `${fmt(x.p50)} / ${fmt(x.p99)} / ${fmt(x.max)}`;
     const opt = (x: number | undefined, d = 1) => (x === undefined ? '–' : fmt(x, d));
     lines.push(
-      `| ${r.n.toLocaleString('en-US')} | ${KIND_NAME[r.kind]} | ${three(st.base)} | ${three(st.reload)} | ${fmt(st.reload.p99 / st.base.p99, 1)}× | ${fmt(m.ms)}${st.late ? ' (after the window!)' : ''} | ${opt(m.oldLoopP99)} / ${opt(m.oldLoopMax)} | ${fmt(m.loopP99!)} / ${fmt(m.loopMax!)} | ${m.rssKiB === undefined ? '–' : `${fmt(m.rssKiB / r.n, 2)} / ${fmt(m.heapKiB! / r.n, 2)}`} | ${fmt(st.benchBase.max)} / ${fmt(st.benchReload.max)} |`,
+      `| ${r.n.toLocaleString('en-US')} | ${KIND_NAME[r.kind]} | ${three(st.base)} | ${three(st.reload)} | ` +
+        `${fmt(st.reload.p99 / st.base.p99, 1)}× | ${fmt(m.ms)}${st.late ? ' (after the window!)' : ''} | ` +
+        `${opt(m.oldLoopP99)} / ${opt(m.oldLoopMax)} | ${fmt(m.loopP99!)} / ${fmt(m.loopMax!)} | ` +
+        `${m.rssKiB === undefined ? '–' : `${fmt(m.rssKiB / r.n, 2)} / ${fmt(m.heapKiB! / r.n, 2)}`} | ` +
+        `${fmt(st.benchBase.max)} / ${fmt(st.benchReload.max)} |`,
     );
   }
   return lines;
@@ -761,7 +854,9 @@ const STALL_LABELS: ChartLabels = {
   slowest: 'slowest echo of each 100 ms bucket',
   window: "the move: old generation's 'drain' (line) until the last connection was adopted",
   yAxis: 'echo round trip (log)',
-  footer: `time (s); ${PERIOD_MS} ms between a client's messages; a window without a reload, then the reload from its command on`,
+  footer:
+    `time (s); ${PERIOD_MS} ms between a client's messages; a window without a reload, then the reload from ` +
+    `its command on`,
 };
 
 function stallSection(rows: Row[]): string {
@@ -819,7 +914,11 @@ ${STALL_END}`;
 
 function stallChart(rows: Row[]): string {
   const panels = rows.filter((r) => r.stall).map((r) => r.stall!.panel);
-  return renderChart(panels, `Echo round trips per connection around a reload (a message every ${PERIOD_MS} ms per client)`, STALL_LABELS);
+  return renderChart(
+    panels,
+    `Echo round trips per connection around a reload (a message every ${PERIOD_MS} ms per client)`,
+    STALL_LABELS,
+  );
 }
 
 function writeDoc(text: string): void {
@@ -843,13 +942,18 @@ async function main(): Promise<void> {
   for (const n of SIZES) {
     if (n <= max) sizes.push(n);
     else {
-      const note = `${n.toLocaleString('en-US')} connections requested, but \`ulimit -n\` is ${limit} (each process holds one fd per connection, plus ${FD_MARGIN} spare): measured ${max.toLocaleString('en-US')} instead.`;
+      const note =
+        `${n.toLocaleString('en-US')} connections requested, but \`ulimit -n\` is ${limit} (each process ` +
+        `holds one fd per connection, plus ${FD_MARGIN} spare): measured ${max.toLocaleString('en-US')} instead.`;
       console.log(note);
       notes.push(note);
       if (max > 0 && !sizes.includes(max)) sizes.push(max);
     }
   }
-  console.log(`bench:migrate: sizes ${sizes.join(', ')}, ${KINDS.join(' and ')}, ${APPROACHES.join(' and ')}, ${RELOADS} reloads each; ulimit -n ${limit}`);
+  console.log(
+    `bench:migrate: sizes ${sizes.join(', ')}, ${KINDS.join(' and ')}, ${APPROACHES.join(' and ')}, ${RELOADS} ` +
+      `reloads each; ulimit -n ${limit}`,
+  );
   if (CPU_PROF) {
     fs.mkdirSync(CPU_PROF, { recursive: true });
     console.log(`bench:migrate: profiling every generation into ${CPU_PROF}`);

@@ -7,11 +7,14 @@
  *
  *   generation G (pid P) serving on ws://127.0.0.1:PORT
  *   generation G migrating N connections t=<epoch ms> mono=<CLOCK_MONOTONIC µs>      (old generation, 'drain')
- *   generation G moved M of N connections in X ms; last sent t=<epoch ms> cpu=<ms> loop p99=… max=… ms  (old generation, 'drained')
- *   generation G adopted N connections first=… last=… (X ms) event-loop delay p50=… p99=… max=… ms mono=<first>-<last> cpu=<ms> rss=<KiB> heap=<KiB>
+ * generation G moved M of N connections in X ms; last sent t=<epoch ms> cpu=<ms> loop p99=… max=… ms  (old generation,
+ * 'drained')
+ * generation G adopted N connections first=… last=… (X ms) event-loop delay p50=… p99=… max=… ms mono=<first>-<last>
+ * cpu=<ms> rss=<KiB> heap=<KiB>
  *
  * `mono` is process.hrtime in µs, the clock of `node --cpu-prof` profiles (to cut a profile to the move);
- * `cpu` the CPU time (user + system, all threads) the process used meanwhile: old generation from 'drain', new generation
+ * `cpu` the CPU time (user + system, all threads) the process used meanwhile: old generation from 'drain', new
+ * generation
  * from its ready() (connections arrive right after it) until the last one arrived; `loop` the old generation's
  * event-loop delay from 'drain' to 'drained' (perf_hooks.monitorEventLoopDelay, 1 ms resolution); `rss`/`heap`
  * how much the new generation's resident set and used heap grew from its ready() until 1 s after the last
@@ -74,7 +77,8 @@ let drainAt = 0;
 let atDrain = 0;
 let cpuAtDrain = process.cpuUsage();
 const oldLoop = monitorEventLoopDelay({ resolution: 1 });
-const loopMs = (h: { percentile(p: number): number; max: number }) => `p99=${(h.percentile(99) / 1e6).toFixed(2)} max=${(h.max / 1e6).toFixed(2)} ms`;
+const loopMs = (h: { percentile(p: number): number; max: number }) =>
+  `p99=${(h.percentile(99) / 1e6).toFixed(2)} max=${(h.max / 1e6).toFixed(2)} ms`;
 upgrader.on('drain', () => {
   drainAt = now();
   cpuAtDrain = process.cpuUsage();
@@ -85,13 +89,24 @@ upgrader.on('drain', () => {
 });
 upgrader.on('drained', () => {
   // Every move was acknowledged by the new generation (or failed) by now.
-  console.log(`generation ${gen} moved ${movedOut} of ${atDrain} connections in ${(now() - drainAt).toFixed(1)} ms; last sent t=${lastMovedAt.toFixed(3)} cpu=${cpuMs(cpuAtDrain)} ms loop ${loopMs(oldLoop)}`);
+  console.log(
+    `generation ${gen} moved ${movedOut} of ${atDrain} connections in ${(now() - drainAt).toFixed(1)} ms; last sent ` +
+      `t=${lastMovedAt.toFixed(3)} cpu=${cpuMs(cpuAtDrain)} ms loop ${loopMs(oldLoop)}`,
+  );
   oldLoop.disable();
 });
 
 // New generation: connections adopted, and how late the event loop ran meanwhile (as in tcp-echo).
 const loopDelay = monitorEventLoopDelay({ resolution: 1 });
-let wave: { n: number; first: number; last: number; firstMono: string; lastMono: string; cpu: string; timer: NodeJS.Timeout | null } | null = null;
+let wave: {
+  n: number;
+  first: number;
+  last: number;
+  firstMono: string;
+  lastMono: string;
+  cpu: string;
+  timer: NodeJS.Timeout | null;
+} | null = null;
 /** Since ready(): connections start arriving right after it. */
 let cpuAtReady = process.cpuUsage();
 let memAtReady = process.memoryUsage();
@@ -117,7 +132,9 @@ function report(): void {
   const ms = (ns: number) => (ns / 1e6).toFixed(2);
   console.log(
     `generation ${gen} adopted ${w.n} connections first=${w.first.toFixed(3)} last=${w.last.toFixed(3)} ` +
-      `(${(w.last - w.first).toFixed(1)} ms) event-loop delay p50=${ms(loopDelay.percentile(50))} p99=${ms(loopDelay.percentile(99))} max=${ms(loopDelay.max)} ms mono=${w.firstMono}-${w.lastMono} cpu=${w.cpu} ms` +
+      `(${(w.last - w.first).toFixed(1)} ms) event-loop delay p50=${ms(loopDelay.percentile(50))} ` +
+      `p99=${ms(loopDelay.percentile(99))} max=${ms(loopDelay.max)} ms mono=${w.firstMono}-${w.lastMono} ` +
+      `cpu=${w.cpu} ms` +
       ` rss=${kib(mem.rss - memAtReady.rss)} heap=${kib(mem.heapUsed - memAtReady.heapUsed)}`,
   );
   memAtReady = mem;
@@ -131,5 +148,7 @@ loopDelay.enable();
 await upgrader.ready();
 cpuAtReady = process.cpuUsage();
 memAtReady = process.memoryUsage();
-console.log(`generation ${gen} (pid ${process.pid}) serving on ws://127.0.0.1:${(server.address() as { port: number }).port}`);
+console.log(
+  `generation ${gen} (pid ${process.pid}) serving on ws://127.0.0.1:${(server.address() as { port: number }).port}`,
+);
 setTimeout(() => !wave && loopDelay.disable(), 10_000).unref();

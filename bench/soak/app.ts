@@ -65,7 +65,12 @@ function trackSocket(socket: net.Socket): void {
 function footprint(): Footprint {
   const m = process.memoryUsage();
   // readdirSync holds one fd of its own while it lists the directory.
-  return { fds: fs.readdirSync('/proc/self/fd').length - 1, connections: sockets.size, rss: m.rss, heapUsed: m.heapUsed };
+  return {
+    fds: fs.readdirSync('/proc/self/fd').length - 1,
+    connections: sockets.size,
+    rss: m.rss,
+    heapUsed: m.heapUsed,
+  };
 }
 
 const upgrader = await Upgrader.start();
@@ -106,11 +111,24 @@ wss.on('connection', (ws: WebSocket, req: http.IncomingMessage & { migrated?: bo
 });
 
 function stats(): SoakStats {
-  return { pid: process.pid, generation, ...footprint(), ws: wss.clients.size, httpConnections: upgrader.connections, wsOutOfOrder, udpEchoed, atReady };
+  return {
+    pid: process.pid,
+    generation,
+    ...footprint(),
+    ws: wss.clients.size,
+    httpConnections: upgrader.connections,
+    wsOutOfOrder,
+    udpEchoed,
+    atReady,
+  };
 }
 
 await upgrader.listen(server, 'web', { port: Number(process.env.PORT ?? 0), host: '127.0.0.1' });
-const udp = await upgrader.bindDgram('echo', { type: 'udp4', port: Number(process.env.UDP_PORT ?? 0), address: '127.0.0.1' });
+const udp = await upgrader.bindDgram('echo', {
+  type: 'udp4',
+  port: Number(process.env.UDP_PORT ?? 0),
+  address: '127.0.0.1',
+});
 // Attached right away: the socket receives from the moment it is bound (see bindDgram).
 udp.on('message', (msg, rinfo) => {
   udpEchoed++;
@@ -119,4 +137,7 @@ udp.on('message', (msg, rinfo) => {
 
 await upgrader.ready();
 atReady = footprint();
-process.stdout.write(`soak generation ${generation} pid ${process.pid} http ${(server.address() as { port: number }).port} udp ${udp.address().port}\n`);
+process.stdout.write(
+  `soak generation ${generation} pid ${process.pid} http ${(server.address() as { port: number }).port} udp ` +
+    `${udp.address().port}\n`,
+);

@@ -11,7 +11,8 @@ export interface WsTally {
   /** Messages the clients sent, and answers they received. */
   sent: number;
   received: number;
-  /** An answer skipped numbers: of the server's seq (answers lost) or of the echoed client seq (messages lost on the way in). */
+  /** An answer skipped numbers: of the server's seq (answers lost) or of the echoed client seq (messages lost on the
+   * way in). */
   gaps: number;
   /** An answer repeated or went back: a number already seen. */
   dups: number;
@@ -45,7 +46,16 @@ interface Conn {
  * later by a new one, numbered from 0 again, so that the load goes on.
  */
 export function startWsLoad(port: number, clients: number, intervalMs: number): WsLoad {
-  const tally: WsTally = { clients, sent: 0, received: 0, gaps: 0, dups: 0, unanswered: 0, disconnects: 0, reasons: {} };
+  const tally: WsTally = {
+    clients,
+    sent: 0,
+    received: 0,
+    gaps: 0,
+    dups: 0,
+    unanswered: 0,
+    disconnects: 0,
+    reasons: {},
+  };
   const conns = new Set<Conn>();
   const timers = new Set<NodeJS.Timeout>();
   let stopping = false;
@@ -74,7 +84,12 @@ export function startWsLoad(port: number, clients: number, intervalMs: number): 
   };
 
   const connect = (i: number) => {
-    const c: Conn = { ws: new WebSocket(`ws://127.0.0.1:${port}/c${i}`, { perMessageDeflate: false }), nextSeq: 0, expectServerSeq: 0, expectEcho: 0 };
+    const c: Conn = {
+      ws: new WebSocket(`ws://127.0.0.1:${port}/c${i}`, { perMessageDeflate: false }),
+      nextSeq: 0,
+      expectServerSeq: 0,
+      expectEcho: 0,
+    };
     conns.add(c);
     let interval: NodeJS.Timeout | null = null;
     c.ws.on('open', () => {
@@ -108,14 +123,18 @@ export function startWsLoad(port: number, clients: number, intervalMs: number): 
       stopping = true;
       for (const t of timers) clearTimeout(t);
       timers.clear();
-      const outstanding = () => [...conns].reduce((n, c) => n + (c.ws.readyState === WebSocket.OPEN ? c.nextSeq - c.expectEcho : 0), 0);
+      const outstanding = () =>
+        [...conns].reduce((n, c) => n + (c.ws.readyState === WebSocket.OPEN ? c.nextSeq - c.expectEcho : 0), 0);
       const deadline = Date.now() + graceMs;
       while (outstanding() > 0 && Date.now() < deadline) await sleep(20);
       tally.unanswered += outstanding();
-      const closed = [...conns].map((c) => new Promise<void>((resolve) => {
-        c.ws.once('close', () => resolve());
-        c.ws.close(1000);
-      }));
+      const closed = [...conns].map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            c.ws.once('close', () => resolve());
+            c.ws.close(1000);
+          }),
+      );
       await Promise.race([Promise.all(closed), sleep(5000)]);
       for (const c of conns) c.ws.terminate();
       return tally;

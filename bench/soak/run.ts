@@ -17,7 +17,18 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { trackedProcesses, writeDocSection } from '../lib/common.js';
-import { DEFAULTS, generationRows, ROOT, runSoak, summaryRows, supervisorWarmup, TOLERANCE, verdictRows, type SoakOptions, type SoakResult } from './soak.js';
+import {
+  DEFAULTS,
+  generationRows,
+  ROOT,
+  runSoak,
+  summaryRows,
+  supervisorWarmup,
+  TOLERANCE,
+  verdictRows,
+  type SoakOptions,
+  type SoakResult,
+} from './soak.js';
 
 const DOC = path.join(ROOT, 'docs/performance.md');
 const MARK_START = '<!-- soak:start -->';
@@ -32,15 +43,24 @@ interface Args {
 }
 
 function usage(message: string): never {
-  process.stderr.write(`soak: ${message}\nusage: npm run soak -- [--upgrades N] [--minutes M] [--pause MS] [--json] [--no-docs]\n`);
+  process.stderr.write(
+    `soak: ${message}\nusage: npm run soak -- [--upgrades N] [--minutes M] [--pause MS] [--json] [--no-docs]\n`,
+  );
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { upgrades: DEFAULTS.upgrades, minutes: DEFAULTS.minutes, pauseMs: DEFAULTS.pauseMs, json: false, docs: true };
+  const a: Args = {
+    upgrades: DEFAULTS.upgrades,
+    minutes: DEFAULTS.minutes,
+    pauseMs: DEFAULTS.pauseMs,
+    json: false,
+    docs: true,
+  };
   const int = (name: string, value: string | undefined, min: number, max: number): number => {
     const n = Number(value);
-    if (value === undefined || !Number.isInteger(n) || n < min || n > max) usage(`${name} needs an integer from ${min} to ${max}, got ${value ?? 'nothing'}`);
+    if (value === undefined || !Number.isInteger(n) || n < min || n > max)
+      usage(`${name} needs an integer from ${min} to ${max}, got ${value ?? 'nothing'}`);
     return n;
   };
   for (let i = 0; i < argv.length; i++) {
@@ -57,12 +77,23 @@ function parseArgs(argv: string[]): Args {
 
 function textTable(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 function mdTable(rows: string[][], rightFrom = 1): string {
   const [head, ...body] = rows;
-  return [`| ${head!.join(' | ')} |`, `|${head!.map((_, i) => (i < rightFrom ? '---' : '---:')).join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+  return [
+    `| ${head!.join(' | ')} |`,
+    `|${head!.map((_, i) => (i < rightFrom ? '---' : '---:')).join('|')}|`,
+    ...body.map((r) => `| ${r.join(' | ')} |`),
+  ].join('\n');
 }
 
 function docSection(r: SoakResult): string {
@@ -126,11 +157,14 @@ async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
   const { tracked, killAll } = trackedProcesses();
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  const watchdog = setTimeout(() => {
-    log(`soak: still running ${args.minutes + 3} minutes after the start, giving up`);
-    killAll();
-    process.exit(1);
-  }, (args.minutes + 3) * 60_000);
+  const watchdog = setTimeout(
+    () => {
+      log(`soak: still running ${args.minutes + 3} minutes after the start, giving up`);
+      killAll();
+      process.exit(1);
+    },
+    (args.minutes + 3) * 60_000,
+  );
   watchdog.unref();
   // The control socket and the supervisor's log; kept only when a goal was missed (the report names it).
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'baton-soak-'));
@@ -138,8 +172,19 @@ async function main(): Promise<number> {
   process.on('exit', () => {
     if (!keep) fs.rmSync(dir, { recursive: true, force: true });
   });
-  const options: SoakOptions = { ...DEFAULTS, upgrades: args.upgrades, minutes: args.minutes, pauseMs: args.pauseMs, dir, tracked, progress: log };
-  log(`soak: ${options.upgrades} upgrades (at most ${options.minutes} min) under ${options.httpConnections} HTTP connections, ${options.wsClients} WebSockets and a UDP stream`);
+  const options: SoakOptions = {
+    ...DEFAULTS,
+    upgrades: args.upgrades,
+    minutes: args.minutes,
+    pauseMs: args.pauseMs,
+    dir,
+    tracked,
+    progress: log,
+  };
+  log(
+    `soak: ${options.upgrades} upgrades (at most ${options.minutes} min) under ${options.httpConnections} HTTP ` +
+      `connections, ${options.wsClients} WebSockets and a UDP stream`,
+  );
   let r: SoakResult;
   try {
     r = await runSoak(options);

@@ -9,8 +9,7 @@
  *   2. `node bin/baton.js reload --socket … --json`: the new generation is serving when it returns;
  *   3. wait for the old generation to exit (its connections have moved by then), then GET /stats from the
  *      new one (its footprint "at ready" comes with it) and read the supervisor's /proc/<pid>/status VmRSS
- *      and /proc/<pid>/fd;
- *   4. wait until the new generation has answered some HTTP requests, pause `pauseMs`, next.
+ *      and /proc/<pid>/fd;   4. wait until the new generation has answered some HTTP requests, pause `pauseMs`, next.
  *
  * Every process started here — the supervisor, each `baton reload`, each generation (detached process
  * groups, spawned by the supervisor) — is killed by pid at the end, whatever happens; `tracked` lets a
@@ -137,7 +136,16 @@ export interface SoakResult {
   stoppedEarly: string | null;
   upgradesDone: number;
   upgradesFailed: string[];
-  http: { sent: number; ok: number; non2xx: number; errors: number; errorCodes: Record<string, number>; socketsOpened: number; p50Ms: number; p99Ms: number };
+  http: {
+    sent: number;
+    ok: number;
+    non2xx: number;
+    errors: number;
+    errorCodes: Record<string, number>;
+    socketsOpened: number;
+    p50Ms: number;
+    p99Ms: number;
+  };
   ws: WsTally;
   /** Client messages the generations saw out of order (their own check, summed). */
   wsServerOutOfOrder: number;
@@ -168,7 +176,12 @@ function startSupervisor(socket: string, logPath: string, tracked: Set<number>):
   const env: NodeJS.ProcessEnv = { ...process.env, PORT: '0', UDP_PORT: '0' };
   delete env.BATON_SOCKET;
   // detached: its own process group, so a Ctrl-C in the terminal reaches only the runner, which kills by pid.
-  const child = spawn(process.execPath, [BATON, 'run', '--socket', socket, '--', process.execPath, APP], { cwd: ROOT, env, stdio: ['ignore', 'pipe', log], detached: true });
+  const child = spawn(process.execPath, [BATON, 'run', '--socket', socket, '--', process.execPath, APP], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', log],
+    detached: true,
+  });
   fs.closeSync(log);
   const pid = child.pid!;
   tracked.add(pid);
@@ -204,7 +217,10 @@ interface ReloadOutcome {
 function reload(socket: string, tracked: Set<number>): Promise<ReloadOutcome> {
   return new Promise((resolve) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [BATON, 'reload', '--socket', socket, '--json', '--timeout', '60'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BATON, 'reload', '--socket', socket, '--json', '--timeout', '60'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const pid = child.pid!;
     tracked.add(pid);
     let stdout = '';
@@ -219,9 +235,19 @@ function reload(socket: string, tracked: Set<number>): Promise<ReloadOutcome> {
       const wallMs = performance.now() - t0;
       try {
         const r = JSON.parse(stdout) as { ok: boolean; code?: string; reason?: string; upgrade: UpgradeRecord | null };
-        resolve({ ok: r.ok && code === 0, reason: r.ok ? '' : oneLine(`${r.code ?? ''} ${r.reason ?? ''}`), upgrade: r.upgrade, wallMs });
+        resolve({
+          ok: r.ok && code === 0,
+          reason: r.ok ? '' : oneLine(`${r.code ?? ''} ${r.reason ?? ''}`),
+          upgrade: r.upgrade,
+          wallMs,
+        });
       } catch {
-        resolve({ ok: false, reason: oneLine(`baton reload exited ${code ?? signal}: ${(stderr || stdout).slice(-500)}`), upgrade: null, wallMs });
+        resolve({
+          ok: false,
+          reason: oneLine(`baton reload exited ${code ?? signal}: ${(stderr || stdout).slice(-500)}`),
+          upgrade: null,
+          wallMs,
+        });
       }
     });
   });
@@ -265,7 +291,9 @@ function isGenerationOf(pid: number, supPid: number): boolean {
 /** Every generation pid the supervisor logged spawning. */
 function spawnedPids(logPath: string): number[] {
   try {
-    return [...fs.readFileSync(logPath, 'utf8').matchAll(/baton spawn supervisor=\d+ generation=\d+ child=(\d+)/g)].map((m) => Number(m[1]));
+    return [...fs.readFileSync(logPath, 'utf8').matchAll(/baton spawn supervisor=\d+ generation=\d+ child=(\d+)/g)].map(
+      (m) => Number(m[1]),
+    );
   } catch {
     return [];
   }
@@ -336,7 +364,13 @@ function processFootprint(pid: number): { fds: number; rss: number } | null {
 }
 
 export function percentiles(values: number[]): Percentiles {
-  return { n: values.length, p50: percentile(values, 50), p90: percentile(values, 90), p99: percentile(values, 99), max: values.length ? Math.max(...values) : 0 };
+  return {
+    n: values.length,
+    p50: percentile(values, 50),
+    p90: percentile(values, 90),
+    p99: percentile(values, 99),
+    max: values.length ? Math.max(...values) : 0,
+  };
 }
 
 async function waitUntil(cond: () => boolean, ms: number): Promise<boolean> {
@@ -365,9 +399,17 @@ async function startLoads(port: number, udpPort: number, params: SoakParams): Pr
     ws: startWsLoad(port, params.wsClients, params.wsIntervalMs),
     udp: startUdpLoad(udpPort, params.udpIntervalMs),
   };
-  if (!(await waitUntil(() => l.ws.open() === params.wsClients && l.http.result.ok >= 100 && l.udp.tally.echoed >= 20, 30_000))) {
+  if (
+    !(await waitUntil(
+      () => l.ws.open() === params.wsClients && l.http.result.ok >= 100 && l.udp.tally.echoed >= 20,
+      30_000,
+    ))
+  ) {
     await stopLoads(l);
-    throw new Error(`the load did not start: ${l.ws.open()} WebSockets open, ${l.http.result.ok} HTTP answers, ${l.udp.tally.echoed} UDP echoes`);
+    throw new Error(
+      `the load did not start: ${l.ws.open()} WebSockets open, ${l.http.result.ok} HTTP answers, ` +
+        `${l.udp.tally.echoed} UDP echoes`,
+    );
   }
   return l;
 }
@@ -395,7 +437,16 @@ interface Run {
 
 function newGeneration(generation: number, pid: number, tracked: Set<number>): GenerationSample {
   tracked.add(pid);
-  return { generation, pid, atReady: null, beforeDrain: null, readyMs: null, reloadMs: null, predecessorExitMs: null, wsOutOfOrder: 0 };
+  return {
+    generation,
+    pid,
+    atReady: null,
+    beforeDrain: null,
+    readyMs: null,
+    reloadMs: null,
+    predecessorExitMs: null,
+    wsOutOfOrder: 0,
+  };
 }
 
 /** Record a generation's /stats as its footprint before drain. */
@@ -433,11 +484,17 @@ async function upgradeOnce(run: Run, i: number): Promise<string | null> {
 }
 
 /** Upgrade one after another until done, the time bound, or 5 failures in a row. Returns why it stopped early. */
-async function upgradeLoop(run: Run, failures: string[], say: (line: string) => void, deadline: number): Promise<string | null> {
+async function upgradeLoop(
+  run: Run,
+  failures: string[],
+  say: (line: string) => void,
+  deadline: number,
+): Promise<string | null> {
   const { upgrades, pauseMs } = run.params;
   let failedInARow = 0;
   for (let i = 1; i <= upgrades; i++) {
-    if (Date.now() >= deadline) return `stopped at the time bound (${run.params.minutes} min) after ${i - 1} of ${upgrades} upgrades`;
+    if (Date.now() >= deadline)
+      return `stopped at the time bound (${run.params.minutes} min) after ${i - 1} of ${upgrades} upgrades`;
     if (!run.sup.running()) throw new Error(`baton run exited during the soak (see ${run.logPath})`);
     const failed = await upgradeOnce(run, i);
     if (failed) {
@@ -447,7 +504,8 @@ async function upgradeLoop(run: Run, failures: string[], say: (line: string) => 
       continue;
     }
     failedInARow = 0;
-    if (i % 10 === 0 || i === upgrades) say(progressLine(i, upgrades, run.generations.at(-1)!, run.supervisor.at(-1)!, run.loads));
+    if (i % 10 === 0 || i === upgrades)
+      say(progressLine(i, upgrades, run.generations.at(-1)!, run.supervisor.at(-1)!, run.loads));
     if (pauseMs) await sleep(pauseMs);
   }
   return null;
@@ -476,7 +534,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     const run: Run = { params, sup, socket, logPath, port, tracked, loads, generations, supervisor };
     generations[0]!.atReady = (await statsOf(port, pid1)).atReady;
     sampleSupervisor(sup.pid, 0, supervisor);
-    stoppedEarly = await upgradeLoop(run, upgradesFailed, progress ?? (() => {}), startedAt.getTime() + params.minutes * 60_000);
+    stoppedEarly = await upgradeLoop(
+      run,
+      upgradesFailed,
+      progress ?? (() => {}),
+      startedAt.getTime() + params.minutes * 60_000,
+    );
     await measureBeforeDrain(run, generations.at(-1)!);
     stopped = await stopLoads(loads);
     loads = null;
@@ -498,7 +561,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     upgradeMs: {
       ready: percentiles(generations.flatMap((g) => (g.readyMs === null ? [] : [g.readyMs]))),
       reload: percentiles(generations.flatMap((g) => (g.reloadMs === null ? [] : [g.reloadMs]))),
-      predecessorExit: percentiles(generations.flatMap((g) => (g.predecessorExitMs === null ? [] : [g.predecessorExitMs]))),
+      predecessorExit: percentiles(
+        generations.flatMap((g) => (g.predecessorExitMs === null ? [] : [g.predecessorExitMs])),
+      ),
     },
     generations,
     supervisor,
@@ -542,8 +607,10 @@ function progressLine(i: number, n: number, g: GenerationSample, s: SupervisorSa
   const w = l.ws.tally;
   const u = l.udp.tally;
   return (
-    `upgrade ${i}/${n}: generation ${g.generation} ready in ${g.readyMs} ms, fds at ready ${g.atReady?.fds} (${g.atReady?.connections} connections); supervisor ${s.fds} fds, ${mib(s.rss)}; ` +
-    `http ${h.sent} sent, ${h.errors} errors, ${h.non2xx} non-2xx; ws ${w.received}/${w.sent} answered, ${w.disconnects} disconnects, ${w.gaps} gaps, ${w.dups} dups; ` +
+    `upgrade ${i}/${n}: generation ${g.generation} ready in ${g.readyMs} ms, fds at ready ${g.atReady?.fds} ` +
+    `(${g.atReady?.connections} connections); supervisor ${s.fds} fds, ${mib(s.rss)}; ` +
+    `http ${h.sent} sent, ${h.errors} errors, ${h.non2xx} non-2xx; ws ${w.received}/${w.sent} answered, ` +
+    `${w.disconnects} disconnects, ${w.gaps} gaps, ${w.dups} dups; ` +
     `udp ${u.echoed}/${u.sent} echoed`
   );
 }
@@ -563,7 +630,11 @@ export const base = (f: Footprint) => f.fds - f.connections;
 export function fdsFlat(ref: GenerationSample, g: GenerationSample): boolean {
   const t = TOLERANCE.generationFds;
   if (!ref.atReady || !ref.beforeDrain || !g.atReady || !g.beforeDrain) return false;
-  return g.beforeDrain.fds <= ref.beforeDrain.fds + t && base(g.atReady) <= base(ref.atReady) + t && base(g.beforeDrain) <= base(ref.beforeDrain) + t;
+  return (
+    g.beforeDrain.fds <= ref.beforeDrain.fds + t &&
+    base(g.atReady) <= base(ref.atReady) + t &&
+    base(g.beforeDrain) <= base(ref.beforeDrain) + t
+  );
 }
 
 export function verdicts(r: SoakResult): Verdict[] {
@@ -572,15 +643,22 @@ export function verdicts(r: SoakResult): Verdict[] {
   out.push({
     goal: 'HTTP: every request answered 2xx',
     tolerance: '0 errors, 0 non-2xx; sent = ok + non-2xx + errors',
-    measured: `${h.sent} sent, ${h.ok} ok, ${h.non2xx} non-2xx, ${h.errors} errors${h.errors ? ` ${JSON.stringify(h.errorCodes)}` : ''}`,
+    measured:
+      `${h.sent} sent, ${h.ok} ok, ${h.non2xx} non-2xx, ${h.errors} ` +
+      `errors${h.errors ? ` ${JSON.stringify(h.errorCodes)}` : ''}`,
     met: h.errors === 0 && h.non2xx === 0 && h.sent === h.ok + h.non2xx + h.errors && h.sent > 0,
   });
   const w = r.ws;
   out.push({
     goal: 'WebSocket: no message lost, duplicated or reordered, no disconnect',
     tolerance: '0 gaps, dups, unanswered, disconnects',
-    measured: `${w.sent} sent, ${w.received} answered, ${w.gaps} gaps, ${w.dups} dups, ${w.unanswered} unanswered, ${w.disconnects} disconnects, ${r.wsServerOutOfOrder} out of order at the server`,
-    met: w.gaps + w.dups + w.unanswered + w.disconnects + r.wsServerOutOfOrder === 0 && w.received === w.sent && w.sent > 0,
+    measured:
+      `${w.sent} sent, ${w.received} answered, ${w.gaps} gaps, ${w.dups} dups, ${w.unanswered} unanswered, ` +
+      `${w.disconnects} disconnects, ${r.wsServerOutOfOrder} out of order at the server`,
+    met:
+      w.gaps + w.dups + w.unanswered + w.disconnects + r.wsServerOutOfOrder === 0 &&
+      w.received === w.sent &&
+      w.sent > 0,
   });
   const u = r.udp;
   out.push({
@@ -592,7 +670,9 @@ export function verdicts(r: SoakResult): Verdict[] {
   out.push({
     goal: 'every upgrade succeeded',
     tolerance: `${r.options.upgrades} of ${r.options.upgrades}`,
-    measured: `${r.upgradesDone} done, ${r.upgradesFailed.length} failed${r.stoppedEarly ? ` (${r.stoppedEarly})` : ''}${r.upgradesFailed.length ? `: ${r.upgradesFailed[0]}` : ''}`,
+    measured:
+      `${r.upgradesDone} done, ${r.upgradesFailed.length} ` +
+      `failed${r.stoppedEarly ? ` (${r.stoppedEarly})` : ''}${r.upgradesFailed.length ? `: ${r.upgradesFailed[0]}` : ''}`,
     met: r.upgradesFailed.length === 0 && r.upgradesDone === r.options.upgrades,
   });
   const ref = r.generations.find((g) => g.generation === 2);
@@ -600,8 +680,13 @@ export function verdicts(r: SoakResult): Verdict[] {
   if (ref?.beforeDrain && ref.atReady && last?.beforeDrain && last.atReady && last !== ref) {
     out.push({
       goal: 'generation fd count flat',
-      tolerance: `last ≤ generation 2 + ${TOLERANCE.generationFds}: before drain, and apart from connections at ready and before drain`,
-      measured: `before drain ${ref.beforeDrain.fds} → ${last.beforeDrain.fds}; apart from connections at ready ${base(ref.atReady)} → ${base(last.atReady)}, before drain ${base(ref.beforeDrain)} → ${base(last.beforeDrain)} (generation ${last.generation})`,
+      tolerance:
+        `last ≤ generation 2 + ${TOLERANCE.generationFds}: before drain, and apart from connections at ` +
+        `ready and before drain`,
+      measured:
+        `before drain ${ref.beforeDrain.fds} → ${last.beforeDrain.fds}; apart from connections at ready ` +
+        `${base(ref.atReady)} → ${base(last.atReady)}, before drain ${base(ref.beforeDrain)} → ` +
+        `${base(last.beforeDrain)} (generation ${last.generation})`,
       met: fdsFlat(ref, last),
     });
     out.push({
@@ -611,7 +696,12 @@ export function verdicts(r: SoakResult): Verdict[] {
       met: last.beforeDrain.rss <= ref.beforeDrain.rss + rssAllowance(ref.beforeDrain.rss),
     });
   } else {
-    out.push({ goal: 'generation fd count and RSS flat', tolerance: 'needs generation 2 and a later one', measured: `${r.generations.length} generations`, met: false });
+    out.push({
+      goal: 'generation fd count and RSS flat',
+      tolerance: 'needs generation 2 and a later one',
+      measured: `${r.generations.length} generations`,
+      met: false,
+    });
   }
   const s0 = r.supervisor[0];
   const sRef = r.supervisor.find((s) => s.upgrade === supervisorWarmup(r.upgradesDone));
@@ -626,11 +716,18 @@ export function verdicts(r: SoakResult): Verdict[] {
     out.push({
       goal: 'supervisor RSS flat',
       tolerance: `last ≤ after upgrade ${sRef.upgrade} + max(20 %, 10 MiB)`,
-      measured: `${mib(s0.rss)} at start, ${mib(sRef.rss)} after upgrade ${sRef.upgrade}, ${mib(sLast.rss)} after upgrade ${sLast.upgrade}`,
+      measured:
+        `${mib(s0.rss)} at start, ${mib(sRef.rss)} after upgrade ${sRef.upgrade}, ${mib(sLast.rss)} after ` +
+        `upgrade ${sLast.upgrade}`,
       met: sLast.rss <= sRef.rss + rssAllowance(sRef.rss),
     });
   } else {
-    out.push({ goal: 'supervisor fd count and RSS flat', tolerance: 'needs samples', measured: `${r.supervisor.length} samples`, met: false });
+    out.push({
+      goal: 'supervisor fd count and RSS flat',
+      tolerance: 'needs samples',
+      measured: `${r.supervisor.length} samples`,
+      met: false,
+    });
   }
   return out;
 }
@@ -655,18 +752,36 @@ export function summaryRows(r: SoakResult): string[][] {
   const n = (v: number) => v.toLocaleString('en-US');
   return [
     ['measure', 'value'],
-    ['upgrades', `${r.upgradesDone} of ${r.options.upgrades} (${r.upgradesFailed.length} failed) in ${(r.wallMs / 1000).toFixed(0)} s`],
-    ['HTTP requests sent / ok / non-2xx / errors', `${n(h.sent)} / ${n(h.ok)} / ${n(h.non2xx)} / ${n(h.errors)} (latency p50 ${h.p50Ms.toFixed(1)} ms, p99 ${h.p99Ms.toFixed(1)} ms; ${h.socketsOpened} connections opened)`],
+    [
+      'upgrades',
+      `${r.upgradesDone} of ${r.options.upgrades} (${r.upgradesFailed.length} failed) in ` +
+        `${(r.wallMs / 1000).toFixed(0)} s`,
+    ],
+    [
+      'HTTP requests sent / ok / non-2xx / errors',
+      `${n(h.sent)} / ${n(h.ok)} / ${n(h.non2xx)} / ${n(h.errors)} (latency p50 ${h.p50Ms.toFixed(1)} ms, p99 ` +
+        `${h.p99Ms.toFixed(1)} ms; ${h.socketsOpened} connections opened)`,
+    ],
     ['WebSocket messages sent / answered', `${n(w.sent)} / ${n(w.received)} (${w.clients} clients)`],
-    ['WebSocket gaps / dups / unanswered / disconnects', `${w.gaps} / ${w.dups} / ${w.unanswered} / ${w.disconnects}${w.disconnects ? ` ${JSON.stringify(w.reasons)}` : ''}`],
+    [
+      'WebSocket gaps / dups / unanswered / disconnects',
+      `${w.gaps} / ${w.dups} / ${w.unanswered} / ` +
+        `${w.disconnects}${w.disconnects ? ` ${JSON.stringify(w.reasons)}` : ''}`,
+    ],
     ['UDP datagrams sent / echoed / lost / dups', `${n(u.sent)} / ${n(u.echoed)} / ${u.lost} / ${u.dups}`],
     ['upgrade: spawn → serving (supervisor), p50 / p90 / p99 / max', pct(r.upgradeMs.ready)],
     ['upgrade: `baton reload` wall time, p50 / p90 / p99 / max', pct(r.upgradeMs.reload)],
     ['old generation exited after, p50 / p90 / p99 / max', pct(r.upgradeMs.predecessorExit)],
     ['generation fds before drain, first / last / max', series(r, (g) => g.beforeDrain?.fds, String)],
     ['generation connections before drain, first / last / max', series(r, (g) => g.beforeDrain?.connections, String)],
-    ['generation fds apart from connections at ready, first / last / max', series(r, (g) => (g.atReady ? base(g.atReady) : undefined), String)],
-    ['generation fds apart from connections before drain, first / last / max', series(r, (g) => (g.beforeDrain ? base(g.beforeDrain) : undefined), String)],
+    [
+      'generation fds apart from connections at ready, first / last / max',
+      series(r, (g) => (g.atReady ? base(g.atReady) : undefined), String),
+    ],
+    [
+      'generation fds apart from connections before drain, first / last / max',
+      series(r, (g) => (g.beforeDrain ? base(g.beforeDrain) : undefined), String),
+    ],
     ['generation RSS before drain, first / last / max', series(r, (g) => g.beforeDrain?.rss, mib)],
     ['generation heap used before drain, first / last / max', series(r, (g) => g.beforeDrain?.heapUsed, mib)],
     ['supervisor fds, first / last', s0 && sl ? `${s0.fds} / ${sl.fds}` : '–'],
@@ -675,17 +790,38 @@ export function summaryRows(r: SoakResult): string[][] {
 }
 
 export function verdictRows(r: SoakResult): string[][] {
-  return [['goal', 'tolerance', 'measured', 'verdict'], ...r.verdicts.map((v) => [v.goal, v.tolerance, v.measured, v.met ? 'met' : 'NOT MET'])];
+  return [
+    ['goal', 'tolerance', 'measured', 'verdict'],
+    ...r.verdicts.map((v) => [v.goal, v.tolerance, v.measured, v.met ? 'met' : 'NOT MET']),
+  ];
 }
 
 /** Every `step`-th generation (and the last): its footprint, and the supervisor's after it started. */
 export function generationRows(r: SoakResult, step: number): string[][] {
-  const rows = [['generation', 'fds (connections) at ready', 'fds (connections) before drain', 'RSS before drain', 'heap used', 'supervisor fds', 'supervisor RSS']];
+  const rows = [
+    [
+      'generation',
+      'fds (connections) at ready',
+      'fds (connections) before drain',
+      'RSS before drain',
+      'heap used',
+      'supervisor fds',
+      'supervisor RSS',
+    ],
+  ];
   const fds = (f: Footprint | null) => (f ? `${f.fds} (${f.connections})` : '–');
   for (const g of r.generations) {
     if (g.generation !== 1 && g.generation % step !== 0 && g !== r.generations.at(-1)) continue;
     const s = r.supervisor.find((x) => x.upgrade === g.generation - 1);
-    rows.push([String(g.generation), fds(g.atReady), fds(g.beforeDrain), g.beforeDrain ? mib(g.beforeDrain.rss) : '–', g.beforeDrain ? mib(g.beforeDrain.heapUsed) : '–', String(s?.fds ?? '–'), s ? mib(s.rss) : '–']);
+    rows.push([
+      String(g.generation),
+      fds(g.atReady),
+      fds(g.beforeDrain),
+      g.beforeDrain ? mib(g.beforeDrain.rss) : '–',
+      g.beforeDrain ? mib(g.beforeDrain.heapUsed) : '–',
+      String(s?.fds ?? '–'),
+      s ? mib(s.rss) : '–',
+    ]);
   }
   return rows;
 }

@@ -104,8 +104,17 @@ async function start(key: string, dir: string, port: number): Promise<number> {
     key === 'plain'
       ? [...vg, ...node, PLAIN_APP]
       : [
-          process.execPath, BATON, 'run', '--ready-timeout', '600', '--socket', path.join(dir, 'baton.sock'),
-          '--', ...vg, ...node, BATON_APP,
+          process.execPath,
+          BATON,
+          'run',
+          '--ready-timeout',
+          '600',
+          '--socket',
+          path.join(dir, 'baton.sock'),
+          '--',
+          ...vg,
+          ...node,
+          BATON_APP,
         ];
   const log = path.join(dir, `${key}.log`);
   const err = fs.openSync(log, 'a');

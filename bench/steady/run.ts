@@ -94,7 +94,14 @@ function hasWorkersFlag(): boolean {
 async function startServers(dir: string): Promise<Server[]> {
   const log = (name: string) => path.join(dir, `${name}.log`);
   const baton = (name: string, extra: string[]) => [
-    BATON, 'run', '--socket', path.join(dir, `${name}.sock`), ...extra, '--', process.execPath, BATON_APP,
+    BATON,
+    'run',
+    '--socket',
+    path.join(dir, `${name}.sock`),
+    ...extra,
+    '--',
+    process.execPath,
+    BATON_APP,
   ];
   const servers: Server[] = [
     { key: 'plain', title: 'plain node:http', port: await startServer([PLAIN_APP], log('plain'), 'plain node:http') },
@@ -103,8 +110,7 @@ async function startServers(dir: string): Promise<Server[]> {
   const workers: Server = { key: 'workers', title: 'baton run --workers 1', port: 0 };
   if (hasWorkersFlag()) {
     workers.port = await startServer(baton('workers', ['--workers', '1']), log('workers'), 'baton run --workers 1');
-  }
-  else workers.skipped = 'skipped: this baton run has no --workers flag';
+  } else workers.skipped = 'skipped: this baton run has no --workers flag';
   servers.push(workers);
   return servers;
 }
@@ -200,7 +206,14 @@ function tableRows(rows: Row[]): string[][] {
 
 function textTable(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 function mdTable(rows: string[][]): string {
@@ -248,7 +261,9 @@ The instruction counts below resolve what time cannot here.
 
 ${mdTable(tableRows(rows))}
 
-${goalLines(rows).map((l) => `- ${l}`).join('\n')}
+${goalLines(rows)
+  .map((l) => `- ${l}`)
+  .join('\n')}
 ${MARK_END}`;
 }
 

@@ -59,7 +59,11 @@ export class ForeignCpu {
     this.#sample();
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
-    const top = [...this.#by].sort((a, b) => b[1] - a[1]).slice(0, 3).filter(([, t]) => t / TICKS >= 0.2).map(([cmd, t]) => `${cmd} ${(t / TICKS).toFixed(1)} s`);
+    const top = [...this.#by]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 3)
+      .filter(([, t]) => t / TICKS >= 0.2)
+      .map(([cmd, t]) => `${cmd} ${(t / TICKS).toFixed(1)} s`);
     return { seconds: this.#ticks / TICKS, top };
   }
 
@@ -81,7 +85,14 @@ export class ForeignCpu {
       this.#ticks += d;
       let cmd = '';
       try {
-        cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).slice(0, 2).map((a) => a.split('/').pop()).join(' ').slice(0, 60);
+        cmd = fs
+          .readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+          .split('\0')
+          .filter(Boolean)
+          .slice(0, 2)
+          .map((a) => a.split('/').pop())
+          .join(' ')
+          .slice(0, 60);
         // Kernel threads (and processes exiting) have no command line: their name, in brackets.
         if (!cmd) cmd = `[${fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim()}]`;
       } catch {

@@ -12,6 +12,7 @@ export function handler(_req: http.IncomingMessage, res: http.ServerResponse): v
 /** Where the bench servers listen: PORT (required; 0 for any free port) on 127.0.0.1. */
 export function portFromEnv(): number {
   const port = Number(process.env.PORT);
-  if (process.env.PORT === undefined || process.env.PORT === '' || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be a TCP port, got ${process.env.PORT}`);
+  if (process.env.PORT === undefined || process.env.PORT === '' || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new Error(`PORT must be a TCP port, got ${process.env.PORT}`);
   return port;
 }

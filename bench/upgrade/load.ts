@@ -48,7 +48,10 @@ interface AutocannonInstance extends PromiseLike<AutocannonResult> {
   stop(): void;
   on(event: 'done', fn: (r: AutocannonResult) => void): void;
 }
-type AutocannonFn = (opts: Record<string, unknown>, cb: (err: Error | null, r: AutocannonResult) => void) => AutocannonInstance;
+type AutocannonFn = (
+  opts: Record<string, unknown>,
+  cb: (err: Error | null, r: AutocannonResult) => void,
+) => AutocannonInstance;
 
 const send = (msg: LoadMessage, then?: () => void) => process.send!(msg, undefined, {}, () => then?.());
 /** The last message: sent, then the channel closes and the process exits. */
@@ -74,13 +77,16 @@ async function main(): Promise<void> {
     let resolveDone!: (r: AutocannonResult) => void;
     const done = new Promise<AutocannonResult>((r) => (resolveDone = r));
     const startedAt = Date.now();
-    const instance = mod.default({ url: `http://127.0.0.1:${port}/`, connections, duration: 3600, timeout: 10 }, (err, r) => {
-      if (err) {
-        send({ type: 'error', message: err.message }, () => process.exit(1));
-        return;
-      }
-      resolveDone(r);
-    });
+    const instance = mod.default(
+      { url: `http://127.0.0.1:${port}/`, connections, duration: 3600, timeout: 10 },
+      (err, r) => {
+        if (err) {
+          send({ type: 'error', message: err.message }, () => process.exit(1));
+          return;
+        }
+        resolveDone(r);
+      },
+    );
     send({ type: 'started', startedAt });
     process.on('message', async () => {
       instance.stop();

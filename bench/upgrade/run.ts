@@ -84,7 +84,12 @@ const { tracked, killAll: killTracked } = trackedProcesses();
 /** A node process in its own process group; stdout parsed by line, stderr appended to `log`. */
 function startNode(script: string[], env: NodeJS.ProcessEnv, log: string): Proc {
   const err = fs.openSync(log, 'a');
-  const child = spawn(process.execPath, script, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', err], detached: true });
+  const child = spawn(process.execPath, script, {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', err],
+    detached: true,
+  });
   fs.closeSync(err);
   const pid = child.pid!;
   tracked.add(pid);
@@ -142,7 +147,11 @@ function batonRun(): Approach {
     timeMeans: 'reload command: request → new generation serving',
     async start(port, dir) {
       sock = path.join(dir, 'baton.sock');
-      sup = startNode([BATON, 'run', '--socket', sock, '--', process.execPath, APP], { PORT: String(port) }, path.join(dir, 'baton.log'));
+      sup = startNode(
+        [BATON, 'run', '--socket', sock, '--', process.execPath, APP],
+        { PORT: String(port) },
+        path.join(dir, 'baton.log'),
+      );
       const m = await sup.nextLine(/^ready 1 (\d+)/, 15_000, 'baton run');
       gens.add(Number(m[1]));
     },
@@ -237,7 +246,11 @@ function nodeCluster(): Approach {
     title: 'node cluster, rolling restart (2 workers)',
     timeMeans: 'SIGHUP → both workers replaced',
     async start(port, dir) {
-      primary = startNode([path.join(HERE, 'cluster.js')], { PORT: String(port), WORKERS: '2' }, path.join(dir, 'cluster.log'));
+      primary = startNode(
+        [path.join(HERE, 'cluster.js')],
+        { PORT: String(port), WORKERS: '2' },
+        path.join(dir, 'cluster.log'),
+      );
       await primary.nextLine(/^ready/, 15_000, 'cluster primary');
     },
     async restart() {
@@ -302,7 +315,11 @@ interface LoadChild {
 }
 
 async function startLoadChild(mode: 'count' | 'autocannon', port: number): Promise<LoadChild> {
-  const child = fork(path.join(HERE, 'load.js'), [mode, String(port), String(CONNECTIONS), String(PAUSE_MS)], { cwd: ROOT, serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(path.join(HERE, 'load.js'), [mode, String(port), String(CONNECTIONS), String(PAUSE_MS)], {
+    cwd: ROOT,
+    serialization: 'advanced',
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   tracked.add(child.pid!);
   child.once('exit', () => tracked.delete(child.pid!));
   const next = (ms: number) =>
@@ -400,7 +417,18 @@ async function measure(approach: Approach): Promise<RunResult> {
     const toMs = Date.now() - t0;
     const { count } = await load.stop();
     process.stdout.write(` ${count!.sent} requests\n`);
-    return { approach, load: count!, fromMs, toMs, windows, restartMs, restartFailures, loadavg: [loadBefore, os.loadavg()[0]!], foreign: foreign.stop(), wallMs: Date.now() - wall0 };
+    return {
+      approach,
+      load: count!,
+      fromMs,
+      toMs,
+      windows,
+      restartMs,
+      restartFailures,
+      loadavg: [loadBefore, os.loadavg()[0]!],
+      foreign: foreign.stop(),
+      wallMs: Date.now() - wall0,
+    };
   } finally {
     await approach.stop().catch(() => {});
     fs.rmSync(dir, { recursive: true, force: true });
@@ -483,7 +511,9 @@ function summarize(r: RunResult): Row {
   const p99Steady = quantile(steady, 0.99);
   const p99During = quantile(during, 0.99);
   const firstRestart = r.windows[0]?.start ?? Infinity;
-  const baseline = r.load.samples.filter(([t, ms, status]) => status !== 0 && t - ms >= r.fromMs && t < firstRestart).map(([, ms]) => ms);
+  const baseline = r.load.samples
+    .filter(([t, ms, status]) => status !== 0 && t - ms >= r.fromMs && t < firstRestart)
+    .map(([, ms]) => ms);
   let errorsInWindows = 0;
   for (const [t, ms, status] of r.load.samples) if (status === 0 && overlaps(t - ms, t, r.windows)) errorsInWindows++;
   const spans: number[] = [];
@@ -510,7 +540,7 @@ function summarize(r: RunResult): Row {
     p99Steady,
     p99Baseline: quantile(baseline, 0.99),
     p99During,
-    maxDuring: during.reduce((a, v) => (v > a ? v : a), 0),
+    maxDuring: during.reduce((a, v) => Math.max(v, a), 0),
     ratio: p99During / p99Steady,
     medianRestart: median(r.restartMs),
     maxRestart: Math.max(...r.restartMs),
@@ -529,7 +559,18 @@ const codes = (c: Record<string, number>) =>
 
 function tableRows(rows: Row[]): string[][] {
   return [
-    ['approach', 'requests', 'errors', 'non-2xx', 'p99 steady', 'p99 during restarts', 'during / steady', 'time per upgrade (median)', 'p99 before 1st restart', 'during / before'],
+    [
+      'approach',
+      'requests',
+      'errors',
+      'non-2xx',
+      'p99 steady',
+      'p99 during restarts',
+      'during / steady',
+      'time per upgrade (median)',
+      'p99 before 1st restart',
+      'during / before',
+    ],
     ...rows.map((x) => [
       x.r.approach.title,
       String(x.sent),
@@ -547,34 +588,59 @@ function tableRows(rows: Row[]): string[][] {
 
 function textTable(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
+  return rows
+    .map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '))
+    .join('\n');
 }
 
 function mdTable(rows: string[][]): string {
   const [head, ...body] = rows;
-  return [`| ${head!.join(' | ')} |`, `|${head!.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+  return [
+    `| ${head!.join(' | ')} |`,
+    `|${head!.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`,
+    ...body.map((r) => `| ${r.join(' | ')} |`),
+  ].join('\n');
 }
 
 function detailLines(rows: Row[]): string[] {
   return rows.map((x) => {
     const parts = [
-      `${x.r.approach.title}: ${Math.round(x.reqPerSec)} req/s (counting client), p50 steady ${ms(x.p50Steady)}, max during restarts ${ms(x.maxDuring)}`,
+      `${x.r.approach.title}: ${Math.round(x.reqPerSec)} req/s (counting client), p50 steady ${ms(x.p50Steady)}, max ` +
+        `during restarts ${ms(x.maxDuring)}`,
       `${x.nSteady} steady / ${x.nDuring} during-restart samples`,
       `upgrade time median ${ms(x.medianRestart)}, max ${ms(x.maxRestart)} (${x.r.approach.timeMeans})`,
     ];
     if (x.errors) {
-      parts.push(`errors: ${codes(x.errorCodes)}; ${x.errorsInWindows} of ${x.errors} overlap a restart window; requests failed in ${x.restartsWithErrors} of ${x.r.windows.length} restarts, from the first failure to the last a median ${ms(x.errorSpanMs)} per restart`);
+      parts.push(
+        `errors: ${codes(x.errorCodes)}; ${x.errorsInWindows} of ${x.errors} overlap a restart window; requests ` +
+          `failed in ${x.restartsWithErrors} of ${x.r.windows.length} restarts, from the first failure to the last a ` +
+          `median ${ms(x.errorSpanMs)} per restart`,
+      );
     }
-    if (x.r.restartFailures.length) parts.push(`${x.r.restartFailures.length} restarts failed: ${x.r.restartFailures[0]}`);
+    if (x.r.restartFailures.length)
+      parts.push(`${x.r.restartFailures.length} restarts failed: ${x.r.restartFailures[0]}`);
     parts.push(`load average ${x.r.loadavg[0].toFixed(2)} → ${x.r.loadavg[1].toFixed(2)}`);
     const f = x.r.foreign;
-    parts.push(`other processes on the machine used ${f.seconds.toFixed(1)} CPU-s in these ${(x.r.wallMs / 1000).toFixed(0)} s${f.top.length ? ` (${f.top.join(', ')})` : ''}`);
+    parts.push(
+      `other processes on the machine used ${f.seconds.toFixed(1)} CPU-s in these ${(x.r.wallMs / 1000).toFixed(0)} ` +
+        `s${f.top.length ? ` (${f.top.join(', ')})` : ''}`,
+    );
     return parts.join('; ');
   });
 }
 
 function autocannonLines(ac: AutocannonRun): string[][] {
-  const row = (label: string, a: AutocannonSummary) => [label, `${Math.round(a.reqPerSec)}`, String(a.sent), String(a.completed), String(a.errors), String(a.timeouts), String(a.non2xx), `${a.p99} ms`, `${a.durationS} s`];
+  const row = (label: string, a: AutocannonSummary) => [
+    label,
+    `${Math.round(a.reqPerSec)}`,
+    String(a.sent),
+    String(a.completed),
+    String(a.errors),
+    String(a.timeouts),
+    String(a.non2xx),
+    `${a.p99} ms`,
+    `${a.durationS} s`,
+  ];
   return [
     ['autocannon, baton run', 'req/s', 'sent', 'answered', 'errors', 'timeouts', 'non-2xx', 'p99', 'duration'],
     row('steady (no reload)', ac.steady),
@@ -591,7 +657,11 @@ function goalLine(rows: Row[]): string {
   const baton = rows.find((x) => x.r.approach.key === 'baton');
   const ref = rows.find((x) => x.r.approach.key === 'spawn');
   return baton
-    ? `Goal for \`baton run\`: 0 errors and p99 during upgrades ≤ 2× steady state. Measured: ${baton.errors} errors, ${baton.non2xx} non-2xx; p99 during restarts is ${baton.ratio.toFixed(2)}× the p99 steady as defined above (${baton.errors === 0 && baton.non2xx === 0 && baton.ratio <= 2 ? 'met' : 'not met'}), and ${(baton.p99During / baton.p99Baseline).toFixed(2)}× the p99 of the undisturbed server before the first restart${ref ? ` (starting a process alone, the reference row: ${(ref.p99During / ref.p99Baseline).toFixed(2)}×)` : ''}.`
+    ? `Goal for \`baton run\`: 0 errors and p99 during upgrades ≤ 2× steady state. Measured: ${baton.errors} errors, ` +
+        `${baton.non2xx} non-2xx; p99 during restarts is ${baton.ratio.toFixed(2)}× the p99 steady as defined above ` +
+        `(${baton.errors === 0 && baton.non2xx === 0 && baton.ratio <= 2 ? 'met' : 'not met'}), and ` +
+        `${(baton.p99During / baton.p99Baseline).toFixed(2)}× the p99 of the undisturbed server before the first ` +
+        `restart${ref ? ` (starting a process alone, the reference row: ${(ref.p99During / ref.p99Baseline).toFixed(2)}×)` : ''}.`
     : '';
 }
 
@@ -619,7 +689,11 @@ run, four ways — plus a reference row that restarts nothing:
   the process.
 
 Load: scripts/lib/http-load.ts in its own process, ${CONNECTIONS} keep-alive connections, each sending its next
-request ${PAUSE_MS ? `${PAUSE_MS} ms after the previous one is answered` : 'as soon as the previous one is answered (a closed loop: it saturates the server)'}. Every request is
+request ${
+    PAUSE_MS
+      ? `${PAUSE_MS} ms after the previous one is answered`
+      : 'as soon as the previous one is answered ' + '(a closed loop: it saturates the server)'
+  }. Every request is
 accounted for: requests = answered (2xx + non-2xx) + errors, and recorded with its latency. The client does
 not retry: a failed request counts once, and the connection loop carries on with the next request at once
 (so the error count of an approach that refuses connections grows with how fast the client comes back; the
@@ -639,7 +713,9 @@ on the machine took during that row.
 
 ${mdTable(tableRows(rows))}
 
-${detailLines(rows).map((l) => `- ${l}`).join('\n')}
+${detailLines(rows)
+  .map((l) => `- ${l}`)
+  .join('\n')}
 
 ${goal}
 
@@ -662,14 +738,18 @@ No request fails. The naive restart refuses connections while the port is closed
 rolling restart resets requests too: disconnecting a worker runs \`server.close()\`, which since Node 19 closes
 idle keep-alive connections at once — racing a client that is sending its next request on one. It also runs
 three server processes and the client on these CPUs, so its steady latency is higher to begin with.
-${ac ? `
+${
+  ac
+    ? `
 Throughput, with autocannon (${CONNECTIONS} connections, keep-alive, no pipelining) against \`baton run\`,
 steady and then during ${ac.restarts} reloads at the same interval. autocannon counts what its connections
 report; it does not account for every request the way the counting client does (a request in flight on a
 connection that closes is not necessarily counted), so use it for req/s, the table above for errors.
 
 ${mdTable(autocannonLines(ac))}
-` : ''}
+`
+    : ''
+}
 ![Latency over time during ${RESTARTS} restarts, per approach](upgrade-latency.svg)
 ${MARK_END}`;
 }
@@ -692,7 +772,11 @@ async function main(): Promise<void> {
   const chosen = all.filter((a) => !only || only.has(a.key));
   if (chosen.length === 0) throw new Error(`BENCH_ONLY matches none of ${all.map((a) => a.key).join(', ')}`);
   const load0 = os.loadavg()[0]!;
-  console.log(`bench:upgrade — ${RESTARTS} restarts every ${INTERVAL_MS} ms, ${CONNECTIONS} keep-alive connections${PAUSE_MS ? ` pausing ${PAUSE_MS} ms between requests` : ''}; ${machine()}; load average ${load0.toFixed(2)}\n`);
+  console.log(
+    `bench:upgrade — ${RESTARTS} restarts every ${INTERVAL_MS} ms, ${CONNECTIONS} keep-alive ` +
+      `connections${PAUSE_MS ? ` pausing ${PAUSE_MS} ms between requests` : ''}; ${machine()}; load average ` +
+      `${load0.toFixed(2)}\n`,
+  );
   const runs: RunResult[] = [];
   for (const a of chosen) runs.push(await measure(a));
   const ac = RUN_AUTOCANNON && (!only || only.has('baton')) ? await autocannonBaton() : null;
@@ -708,12 +792,17 @@ async function main(): Promise<void> {
 
   const panels: Panel[] = rows.map((x) => ({
     title: x.r.approach.title,
-    subtitle: `${x.sent} requests, ${x.errors} errors, ${x.non2xx} non-2xx · p99 steady ${ms(x.p99Steady)}, during restarts ${ms(x.p99During)} (${x.ratio.toFixed(2)}×) · upgrade ${ms(x.medianRestart)} (median)`,
+    subtitle:
+      `${x.sent} requests, ${x.errors} errors, ${x.non2xx} non-2xx · p99 steady ${ms(x.p99Steady)}, during ` +
+      `restarts ${ms(x.p99During)} (${x.ratio.toFixed(2)}×) · upgrade ${ms(x.medianRestart)} (median)`,
     buckets: buckets(x.r.load.samples, x.r.fromMs, x.r.toMs, BUCKET_MS).map((b) => ({ ...b, t: b.t - x.r.fromMs })),
     bucketMs: BUCKET_MS,
     windows: x.r.windows.map((w) => ({ start: w.start - x.r.fromMs, end: w.end - x.r.fromMs })),
   }));
-  const svg = renderChart(panels, `Latency during ${RESTARTS} restarts under load (${CONNECTIONS} keep-alive connections, 127.0.0.1)`);
+  const svg = renderChart(
+    panels,
+    `Latency during ${RESTARTS} restarts under load (${CONNECTIONS} keep-alive connections, 127.0.0.1)`,
+  );
   if (WRITE_DOCS && chosen.length === all.length) {
     fs.writeFileSync(SVG, svg);
     writeDoc(docSection(rows, ac, loadavg));
@@ -721,7 +810,9 @@ async function main(): Promise<void> {
   } else {
     const out = path.join(os.tmpdir(), 'baton-upgrade-latency.svg');
     fs.writeFileSync(out, svg);
-    console.log(`\nchart: ${out} (docs not written: ${WRITE_DOCS ? 'not every approach ran' : 'quick mode or --no-docs'})`);
+    console.log(
+      `\nchart: ${out} (docs not written: ${WRITE_DOCS ? 'not every approach ran' : 'quick mode or --no-docs'})`,
+    );
   }
 }
 

@@ -62,7 +62,16 @@ export interface Bucket {
 export function buckets(samples: Sample[], fromMs: number, toMs: number, widthMs: number): Bucket[] {
   const n = Math.max(1, Math.ceil((toMs - fromMs) / widthMs));
   const lat: number[][] = Array.from({ length: n }, () => []);
-  const out: Bucket[] = Array.from({ length: n }, (_, i) => ({ t: fromMs + i * widthMs, n: 0, p50: NaN, p99: NaN, max: NaN, errors: 0, errorMs: 0, non2xx: 0 }));
+  const out: Bucket[] = Array.from({ length: n }, (_, i) => ({
+    t: fromMs + i * widthMs,
+    n: 0,
+    p50: NaN,
+    p99: NaN,
+    max: NaN,
+    errors: 0,
+    errorMs: 0,
+    non2xx: 0,
+  }));
   for (const [t, ms, status] of samples) {
     const i = Math.floor((t - fromMs) / widthMs);
     if (i < 0 || i >= n) continue;
@@ -82,7 +91,7 @@ export function buckets(samples: Sample[], fromMs: number, toMs: number, widthMs
     if (l.length) {
       b.p50 = quantile(l, 0.5);
       b.p99 = quantile(l, 0.99);
-      b.max = l.reduce((a, v) => (v > a ? v : a), 0);
+      b.max = l.reduce((a, v) => Math.max(v, a), 0);
     }
   }
   return out;

@@ -17,7 +17,10 @@ const O_CLOEXEC = 0o2000000;
 
 /** The open fds of this process (leaving out the one readdir used to list them). */
 function openFds() {
-  return fs.readdirSync('/proc/self/fd').map(Number).filter((fd) => fs.existsSync(`/proc/self/fd/${fd}`));
+  return fs
+    .readdirSync('/proc/self/fd')
+    .map(Number)
+    .filter((fd) => fs.existsSync(`/proc/self/fd/${fd}`));
 }
 /** The flags the kernel reports for an fd (octal in /proc/self/fdinfo). */
 function fdFlags(fd) {
@@ -52,13 +55,17 @@ await Promise.all([once(tcpA, 'connect'), once(tcpB, 'connect')]);
 tcpA.on('data', () => console.log('tcp A: unexpected data'));
 tcpB.on('data', () => console.log('tcp B: unexpected data'));
 
-for (const [name, socket] of [['udp', udp], ['tcp A', tcpA], ['tcp B', tcpB]]) {
+for (const [name, socket] of [
+  ['udp', udp],
+  ['tcp A', tcpA],
+  ['tcp B', tcpB],
+]) {
   const before = openFds();
   const fd = fdOf(socket);
   check(added(before, openFds()).length === 0, `${name}: fdOf() = ${fd} opened no fd`);
 
   const old = getSockOpt(socket, 'SO_RCVBUF');
-  setSockOpt(socket, 'SO_RCVBUF', 1 << 20);   // Linux doubles the value (capped by net.core.rmem_max)
+  setSockOpt(socket, 'SO_RCVBUF', 1 << 20); // Linux doubles the value (capped by net.core.rmem_max)
   const now = getSockOpt(socket, 'SO_RCVBUF');
   check(now > old, `${name}: SO_RCVBUF ${old} -> ${now}`);
 

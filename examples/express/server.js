@@ -12,7 +12,7 @@ import { Upgrader } from 'baton-reload';
 const upgrader = await Upgrader.start();
 
 const app = express();
-app.get('/', (req, res) => {
+app.get('/', (_req, res) => {
   res.json({ message: 'hello from express', generation: upgrader.generation, pid: process.pid });
 });
 // A slow request, to watch one finish on the old generation while a reload happens: /slow?ms=3000
@@ -35,4 +35,6 @@ upgrader.on('drain', () => {
 });
 
 await upgrader.ready();
-console.log(`generation ${upgrader.generation} (pid ${process.pid}) serving express on http://${host}:${server.address().port}`);
+console.log(
+  `generation ${upgrader.generation} (pid ${process.pid}) serving express on http://${host}:${server.address().port}`,
+);

@@ -6,7 +6,7 @@ import http from 'node:http';
 import { Upgrader } from 'baton-reload';
 
 const upgrader = await Upgrader.start();
-const server = http.createServer((req, res) => {
+const server = http.createServer((_req, res) => {
   res.setHeader('content-type', 'text/plain');
   res.end(`hello from generation ${upgrader.generation} (pid ${process.pid})\n`);
 });

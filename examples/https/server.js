@@ -11,7 +11,7 @@ import { Upgrader } from 'baton-reload';
 const upgrader = await Upgrader.start();
 const server = https.createServer(
   { key: fs.readFileSync(process.env.TLS_KEY ?? 'key.pem'), cert: fs.readFileSync(process.env.TLS_CERT ?? 'cert.pem') },
-  (req, res) => {
+  (_req, res) => {
     res.setHeader('content-type', 'text/plain');
     res.end(`hello from generation ${upgrader.generation} (pid ${process.pid})\n`);
   },

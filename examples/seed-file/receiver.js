@@ -22,7 +22,7 @@ server.on('channel', (channel) => {
       console.log('receiver: expected exactly one fd; waiting for another message');
       return;
     }
-    const file = await adopt(fds[0]);                    // a file -> fs FileHandle, which owns the fd now
+    const file = await adopt(fds[0]); // a file -> fs FileHandle, which owns the fd now
     const { nlink } = await file.stat();
     const text = await file.readFile('utf8');
     console.log(`receiver: read through the fd: ${JSON.stringify(text)} (the file has ${nlink} name(s) on disk)`);

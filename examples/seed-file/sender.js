@@ -28,7 +28,7 @@ if (filePath) {
 }
 
 const channel = await FdChannel.connect(socketPath);
-await channel.send(Buffer.from('boy'), [fdOf(file)]);   // the kernel copies the fd into the receiver
+await channel.send(Buffer.from('boy'), [fdOf(file)]); // the kernel copies the fd into the receiver
 console.log(`sender: sent "boy" and fd ${fdOf(file)} to ${socketPath}`);
-await file.close();                                     // our copy; the receiver's stays open
+await file.close(); // our copy; the receiver's stays open
 channel.close();

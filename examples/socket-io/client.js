@@ -38,5 +38,8 @@ setTimeout(() => {
     s.count();
     s.close();
   }
-  console.log(`ticks ${ticks}, missing ${missing}, reconnects ${reconnects} (recovered ${recovered}), generations ${[...generations].join(' -> ')}`);
+  console.log(
+    `ticks ${ticks}, missing ${missing}, reconnects ${reconnects} (recovered ${recovered}), generations ` +
+      `${[...generations].join(' -> ')}`,
+  );
 }, Number(seconds) * 1000);

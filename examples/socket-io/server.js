@@ -9,7 +9,7 @@ import { Server } from 'socket.io';
 import { Upgrader } from 'baton-reload';
 
 const upgrader = await Upgrader.start();
-const server = http.createServer((req, res) => res.end(`generation ${upgrader.generation}\n`));
+const server = http.createServer((_req, res) => res.end(`generation ${upgrader.generation}\n`));
 const io = new Server(server, {
   // Without it clients still reconnect at once, but as new sockets: rooms and missed packets are gone.
   connectionStateRecovery: { maxDisconnectionDuration: 2 * 60_000 },

@@ -22,5 +22,7 @@ const sources = Array.from({ length: Number(n) }, () => {
 });
 setTimeout(() => {
   for (const es of sources) es.close();
-  console.log(`events ${events}, missing ${missing}, reconnects ${reconnects}, generations ${[...generations].join(' -> ')}`);
+  console.log(
+    `events ${events}, missing ${missing}, reconnects ${reconnects}, generations ${[...generations].join(' -> ')}`,
+  );
 }, Number(seconds) * 1000);

@@ -23,7 +23,8 @@ const server = http.createServer((req, res) => {
   let next = Number.isInteger(last) ? last + 1 : due(); // resume after the last event the client got
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' });
   const send = () => {
-    for (const now = due(); next <= now; next++) res.write(`id: ${next}\ndata: generation ${upgrader.generation} event ${next}\n\n`);
+    for (const now = due(); next <= now; next++)
+      res.write(`id: ${next}\ndata: generation ${upgrader.generation} event ${next}\n\n`);
   };
   send();
   const timer = setInterval(send, 100);

@@ -7,8 +7,13 @@ import net from 'node:net';
 const port = Number(process.argv[2] ?? process.env.PORT ?? 7007);
 const clients = Number(process.argv[3] ?? 100);
 const seconds = Number(process.argv[4] ?? 10);
-const target = process.env.SOCKET_PATH ? { path: process.env.SOCKET_PATH } : { host: process.env.HOST ?? '127.0.0.1', port };
-let sent = 0, answered = 0, wrong = 0, disconnects = 0;
+const target = process.env.SOCKET_PATH
+  ? { path: process.env.SOCKET_PATH }
+  : { host: process.env.HOST ?? '127.0.0.1', port };
+let sent = 0,
+  answered = 0,
+  wrong = 0,
+  disconnects = 0;
 const generations = new Set();
 const conns = [];
 
@@ -55,7 +60,10 @@ for (let i = 0; i < clients; i++) {
   });
 }
 
-const progress = setInterval(() => console.log(`sent ${sent}, answered ${answered}, generations ${[...generations].join(' -> ')}`), 1000);
+const progress = setInterval(
+  () => console.log(`sent ${sent}, answered ${answered}, generations ${[...generations].join(' -> ')}`),
+  1000,
+);
 
 async function finish() {
   clearInterval(progress);
@@ -67,7 +75,10 @@ async function finish() {
     c.socket.end();
   }
   const lost = sent - answered;
-  console.log(`sent ${sent}, answered ${answered}, lost ${lost}, wrong ${wrong}, disconnects ${disconnects}, generations ${[...generations].sort((a, b) => a - b).join(' -> ')}`);
+  console.log(
+    `sent ${sent}, answered ${answered}, lost ${lost}, wrong ${wrong}, disconnects ${disconnects}, generations ` +
+      `${[...generations].sort((a, b) => a - b).join(' -> ')}`,
+  );
   process.exitCode = lost || wrong || disconnects ? 1 : 0;
 }
 setTimeout(finish, seconds * 1000);

@@ -49,7 +49,7 @@ function serve(socket, state, pending) {
 }
 
 function onData(conn, chunk) {
-  let buf = conn.partial.length ? Buffer.concat([conn.partial, chunk]) : chunk;
+  const buf = conn.partial.length ? Buffer.concat([conn.partial, chunk]) : chunk;
   let start = 0;
   for (let nl = buf.indexOf(NL); nl !== -1; nl = buf.indexOf(NL, start)) {
     answer(conn, buf.toString('utf8', start, nl));
@@ -131,11 +131,14 @@ async function moveAll(conns) {
     console.log(`generation ${gen} moved ${moved}/${conns.length}`);
     if (pauseMs && i + chunk < conns.length) await new Promise((r) => setTimeout(r, pauseMs));
   }
-  const notMoved = Object.entries(failed).map(([code, n]) => ` ${code}=${n}`).join('');
+  const notMoved = Object.entries(failed)
+    .map(([code, n]) => ` ${code}=${n}`)
+    .join('');
   loop.disable();
   const ms = (ns) => (ns / 1e6).toFixed(2);
   console.log(
-    `generation ${gen} moved ${moved} of ${conns.length} connections in ${(now() - t0).toFixed(1)} ms${notMoved && `; not moved:${notMoved}`}` +
+    `generation ${gen} moved ${moved} of ${conns.length} connections in ${(now() - t0).toFixed(1)} ` +
+      `ms${notMoved && `; not moved:${notMoved}`}` +
       ` loop p99=${ms(loop.percentile(99))} max=${ms(loop.max)} ms`,
   );
 }
@@ -154,7 +157,8 @@ async function move(conn) {
   } catch (err) {
     conn.moving = false;
     if (socket.destroyed) return 'closed'; // the client left meanwhile
-    if (err.code !== 'ERR_BATON_NO_MIGRATION') console.log(`generation ${gen} could not move connection ${conn.state.id}: ${err.code} ${err.message}`);
+    if (err.code !== 'ERR_BATON_NO_MIGRATION')
+      console.log(`generation ${gen} could not move connection ${conn.state.id}: ${err.code} ${err.message}`);
     socket.resume(); // migrate() left it paused; read on, so the close completes
     socket.end(`${gen}:${conn.state.id}:-:bye ${err.code}\n`);
     return err.code ?? 'error';
@@ -185,7 +189,8 @@ function report() {
   const kib = (bytes) => (bytes / 1024).toFixed(0);
   console.log(
     `generation ${gen} adopted ${w.n} connections first=${w.first.toFixed(3)} last=${w.last.toFixed(3)} ` +
-      `(${(w.last - w.first).toFixed(1)} ms) event-loop delay p50=${ms(loopDelay.percentile(50))} p99=${ms(loopDelay.percentile(99))} max=${ms(loopDelay.max)} ms` +
+      `(${(w.last - w.first).toFixed(1)} ms) event-loop delay p50=${ms(loopDelay.percentile(50))} ` +
+      `p99=${ms(loopDelay.percentile(99))} max=${ms(loopDelay.max)} ms` +
       ` rss=${kib(mem.rss - memBefore.rss)} heap=${kib(mem.heapUsed - memBefore.heapUsed)}`,
   );
   memBefore = mem;

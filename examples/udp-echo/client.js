@@ -61,7 +61,8 @@ function finish() {
   setTimeout(() => {
     const lost = [...sentAt.keys()];
     console.log(
-      `client: sent ${sent}, replies ${replied.size}, lost ${lost.length}${lost.length ? ` (seq ${lost.slice(0, 20).join(', ')}${lost.length > 20 ? ', …' : ''})` : ''}, duplicates ${duplicates}; generations ${generations.join(' -> ') || 'none'}`,
+      `client: sent ${sent}, replies ${replied.size}, lost ` +
+        `${lost.length}${lost.length ? ` (seq ${lost.slice(0, 20).join(', ')}${lost.length > 20 ? ', …' : ''})` : ''}, duplicates ${duplicates}; generations ${generations.join(' -> ') || 'none'}`,
     );
     socket.close();
     process.exitCode = lost.length ? 1 : 0;
@@ -73,6 +74,9 @@ process.on('SIGTERM', finish);
 
 let timer;
 socket.bind(0, '127.0.0.1', () => {
-  console.log(`client: sending to udp 127.0.0.1:${port} every ${intervalMs} ms${count ? `, ${count} datagrams` : ' until Ctrl-C'}`);
+  console.log(
+    `client: sending to udp 127.0.0.1:${port} every ${intervalMs} ` +
+      `ms${count ? `, ${count} datagrams` : ' until Ctrl-C'}`,
+  );
   sendNext();
 });

@@ -30,7 +30,7 @@ channel.once('message', async (data, fds) => {
     console.error('new: expected one UDP socket');
     process.exit(1);
   }
-  udp = await adoptDgram(fds[0]);   // a dgram.Socket, bound and receiving
+  udp = await adoptDgram(fds[0]); // a dgram.Socket, bound and receiving
   // Listen before confirming: once the old process reads 'adopted', only we read the socket.
   udp.on('message', (msg) => {
     if (msg.toString() === 'END') return finish('the sender finished');
@@ -39,7 +39,7 @@ channel.once('message', async (data, fds) => {
   });
   const { address, port } = udp.address();
   console.log(`new: adopted udp ${address}:${port}`);
-  await channel.send('adopted');   // the old process closes its copy once it reads this
+  await channel.send('adopted'); // the old process closes its copy once it reads this
   channel.close();
 });
 

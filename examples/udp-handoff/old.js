@@ -44,7 +44,7 @@ server.on('channel', async (channel) => {
     if (!adopted) console.log('old: the successor went away without adopting; still serving');
   });
   try {
-    await channel.send('udp', [fdOf(udp)]);   // fdOf borrows the fd: no dup, the socket stays non-blocking
+    await channel.send('udp', [fdOf(udp)]); // fdOf borrows the fd: no dup, the socket stays non-blocking
     console.log(`old: sent the socket to pid ${channel.peer.pid}; reading until it confirms`);
   } catch (err) {
     console.log(`old: could not send the socket (${err.message}); still serving`);

@@ -6,7 +6,10 @@ import WebSocket from 'ws';
 const port = Number(process.argv[2] ?? 8081);
 const clients = Number(process.argv[3] ?? 100);
 const seconds = Number(process.argv[4] ?? 10);
-let sent = 0, received = 0, errors = 0, disconnects = 0;
+let sent = 0,
+  received = 0,
+  errors = 0,
+  disconnects = 0;
 const generations = new Set();
 const sockets = [];
 
@@ -50,7 +53,10 @@ const finish = () => {
     clearTimeout(ws.timer);
   }
   setTimeout(() => {
-    console.log(`sent ${sent}, echoed ${received}, out of order ${errors}, disconnects ${disconnects}, generations ${[...generations].join(' -> ')}`);
+    console.log(
+      `sent ${sent}, echoed ${received}, out of order ${errors}, disconnects ${disconnects}, generations ` +
+        `${[...generations].join(' -> ')}`,
+    );
     for (const ws of sockets) ws.close();
     process.exitCode = errors || disconnects || received !== sent ? 1 : 0;
   }, 500);

@@ -7,14 +7,14 @@ import { WebSocketServer } from 'ws';
 import { Upgrader } from 'baton-reload';
 
 const upgrader = await Upgrader.start();
-const server = http.createServer((req, res) => res.end(`generation ${upgrader.generation}\n`));
+const server = http.createServer((_req, res) => res.end(`generation ${upgrader.generation}\n`));
 // perMessageDeflate is off by default in ws; with it on (WS_DEFLATE=1 here), connections cannot move and
 // get close code 1012 (Service Restart) instead, so clients reconnect.
 const wss = new WebSocketServer({ server, perMessageDeflate: process.env.WS_DEFLATE === '1' });
 const state = new WeakMap(); // per-connection app state: { id, echoed }
 
 upgrader.webSocketServer(wss, {
-  save: (ws) => state.get(ws),                 // old generation: what to carry along (JSON)
+  save: (ws) => state.get(ws), // old generation: what to carry along (JSON)
   restore: (ws, saved) => state.set(ws, saved), // new generation: put it back
 });
 

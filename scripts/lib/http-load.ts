@@ -1,7 +1,8 @@
 /**
  * A load generator that accounts for every request: `sent = ok + non2xx + errors`, always. Each of
  * `connections` loops sends one request at a time over a keep-alive http.Agent (or, with `keepAlive: false`,
- * each on a connection of its own) and records the outcome and latency. (autocannon is faster but silently drops requests in flight when a server closes a connection,
+ * each on a connection of its own) and records the outcome and latency. (autocannon is faster but silently drops
+ * requests in flight when a server closes a connection,
  * so it cannot prove "zero failed requests"; this can.) Used by the tests, the upgrade benchmark and npm start.
  */
 import http from 'node:http';
@@ -55,7 +56,18 @@ export function startLoad(opts: LoadOptions): Load {
   const agent = opts.tls ? new https.Agent({ ...opts.tls, ...agentOpts }) : new http.Agent(agentOpts);
   const request = opts.tls ? https.request : http.request;
   const startedAt = Date.now();
-  const result: LoadResult = { sent: 0, ok: 0, non2xx: 0, errors: 0, errorCodes: {}, socketsOpened: 0, latenciesMs: [], samples: [], startedAt, durationMs: 0 };
+  const result: LoadResult = {
+    sent: 0,
+    ok: 0,
+    non2xx: 0,
+    errors: 0,
+    errorCodes: {},
+    socketsOpened: 0,
+    latenciesMs: [],
+    samples: [],
+    startedAt,
+    durationMs: 0,
+  };
   let stopping = false;
   const seen = new WeakSet<object>();
   const deadline = opts.durationMs ? setTimeout(() => (stopping = true), opts.durationMs) : null;
@@ -64,18 +76,28 @@ export function startLoad(opts: LoadOptions): Load {
     new Promise<void>((resolve) => {
       const t0 = performance.now();
       result.sent++;
-      const req = request({ host: opts.host ?? '127.0.0.1', port: opts.port, path: opts.path ?? '/', agent, headers, timeout: opts.timeoutMs ?? 10_000 }, (res) => {
-        res.resume();
-        res.on('end', () => {
-          const ms = performance.now() - t0;
-          if (res.statusCode! >= 200 && res.statusCode! < 300) result.ok++;
-          else result.non2xx++;
-          result.latenciesMs.push(ms);
-          if (opts.record) result.samples.push([Date.now() - startedAt, ms, res.statusCode!]);
-          resolve();
-        });
-        res.on('error', fail);
-      });
+      const req = request(
+        {
+          host: opts.host ?? '127.0.0.1',
+          port: opts.port,
+          path: opts.path ?? '/',
+          agent,
+          headers,
+          timeout: opts.timeoutMs ?? 10_000,
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => {
+            const ms = performance.now() - t0;
+            if (res.statusCode! >= 200 && res.statusCode! < 300) result.ok++;
+            else result.non2xx++;
+            result.latenciesMs.push(ms);
+            if (opts.record) result.samples.push([Date.now() - startedAt, ms, res.statusCode!]);
+            resolve();
+          });
+          res.on('error', fail);
+        },
+      );
       req.on('socket', (s) => {
         if (!seen.has(s)) {
           seen.add(s);

@@ -39,10 +39,16 @@ export function statusReport(s: StatusSource) {
   os.usage.retain([os.pid, ...s.generations.alive().flatMap(pidsOf)]);
   return {
     supervisor: {
-      pid: os.pid, socket: s.socket, command: s.command,
-      startedAt: new Date(s.startedAt).toISOString(), uptimeMs: now - s.startedAt, stopping: s.stopping,
-      restarts: s.crash.restarts, failedStarts: s.crash.failedStarts,
-      version: VERSION, execCount: s.execCount,
+      pid: os.pid,
+      socket: s.socket,
+      command: s.command,
+      startedAt: new Date(s.startedAt).toISOString(),
+      uptimeMs: now - s.startedAt,
+      stopping: s.stopping,
+      restarts: s.crash.restarts,
+      failedStarts: s.crash.failedStarts,
+      version: VERSION,
+      execCount: s.execCount,
       execAt: s.execAt === null ? null : new Date(s.execAt).toISOString(),
       usage: os.usage.usage([os.pid]),
     },
@@ -84,9 +90,11 @@ export function answerCommands(session: HandoffSession, sup: Commands): Promise<
     status: () => sup.status(),
     stop: () => sup.stop(),
     reexec: (requester) =>
-      sup.reexec(requester).catch((err: NodeJS.ErrnoException) =>
-        requester.result('reexec', false, { code: err.code ?? 'ERR_BATON_REEXEC_FAILED', reason: err.message }),
-      ),
+      sup
+        .reexec(requester)
+        .catch((err: NodeJS.ErrnoException) =>
+          requester.result('reexec', false, { code: err.code ?? 'ERR_BATON_REEXEC_FAILED', reason: err.message }),
+        ),
     reload: async () => {
       let record: UpgradeRecord;
       try {

@@ -70,9 +70,12 @@ export class CrashLoop {
   endAfterUptime(readyAt: number, stillServing: () => boolean): void {
     const left = readyAt + this.minUptimeMs - this.#os.now();
     this.#os
-      .setTimeout(() => {
-        if (stillServing()) this.failedStarts = 0;
-      }, Math.max(0, left))
+      .setTimeout(
+        () => {
+          if (stillServing()) this.failedStarts = 0;
+        },
+        Math.max(0, left),
+      )
       .unref();
   }
 

@@ -72,7 +72,14 @@ export function moveTo(g: Generation, to: GenerationState, now: number): void {
 /** A generation just spawned: starting, nothing heard from it yet. */
 export function newGeneration(generation: number, pid: number, stderr: net.Socket | null, now: number): Generation {
   return {
-    generation, pid, stderr, state: 'starting', startedAt: now,
-    connections: 0, session: null, registered: new Inventory(), stderrTail: '',
+    generation,
+    pid,
+    stderr,
+    state: 'starting',
+    startedAt: now,
+    connections: 0,
+    session: null,
+    registered: new Inventory(),
+    stderrTail: '',
   };
 }

@@ -78,8 +78,13 @@ export class Generations {
 
   /** The supervisor's parts it shares; `opts` is read at each use (the socket is settled at start). */
   constructor(parts: {
-    os: SupervisorProcess; opts: GenerationsOptions; inventory: Inventory; notifier: ServiceNotifier;
-    tallies: Tallies; crash: CrashLoop; host: GenerationsHost;
+    os: SupervisorProcess;
+    opts: GenerationsOptions;
+    inventory: Inventory;
+    notifier: ServiceNotifier;
+    tallies: Tallies;
+    crash: CrashLoop;
+    host: GenerationsHost;
   }) {
     this.#os = parts.os;
     this.#opts = parts.opts;
@@ -214,7 +219,7 @@ export class Generations {
   async join(session: HandoffSession): Promise<void> {
     const hello = session.hello;
     const g = hello.generation ? this.all.get(hello.generation) : undefined;
-    if (!g || g.state !== 'starting' || g.session || !this.#os.isDescendant(session.peer.pid, g.pid)) {
+    if (g?.state !== 'starting' || g.session || !this.#os.isDescendant(session.peer.pid, g.pid)) {
       // The reason goes into the log too: every refused connection is logged with why.
       const reason = `pid ${session.peer.pid} is not the generation this supervisor is starting`;
       const fields = { peer: session.peer.pid, claimed: hello.generation ?? null, reason };
@@ -232,7 +237,11 @@ export class Generations {
         inventory: this.#inventory.entries(),
         readyTimeoutMs: this.#opts.readyTimeoutMs,
         // Rolled back meanwhile: nothing to acknowledge. Otherwise it becomes the current generation first.
-        beforeAck: (names) => g.state === 'starting' && ((promoted.old = this.#promote(g, names)), true),
+        beforeAck: (names) => {
+          if (g.state !== 'starting') return false;
+          promoted.old = this.#promote(g, names);
+          return true;
+        },
       });
       if (!done) return;
       const { names, migrationFd } = done;
@@ -283,7 +292,7 @@ export class Generations {
       this.readySent = true;
       attempt.settle(attempt.record);
     }
-    if (!old || old.state !== 'serving') return null;
+    if (old?.state !== 'serving') return null;
     if (attempt) old.replacedBy = attempt.record;
     return old;
   }
@@ -330,9 +339,14 @@ export class Generations {
   #drainDeadline(g: Generation): void {
     const now = this.#os.now();
     const left = (g.drainStartedAt ?? now) + this.#opts.drainTimeoutMs + KILL_GRACE_MS - now;
-    this.#os.setTimeout(() => {
-      if (g.state === 'draining') this.kill(g, 'SIGKILL');
-    }, Math.max(0, left)).unref();
+    this.#os
+      .setTimeout(
+        () => {
+          if (g.state === 'draining') this.kill(g, 'SIGKILL');
+        },
+        Math.max(0, left),
+      )
+      .unref();
   }
 
   /** The replaced generation's drain says how many connections moved: recorded, and a warning if not all. */

@@ -38,7 +38,9 @@ function parse(argv: string[], valueFlags: string[], boolFlags: string[]): Parse
       break;
     }
     if (!arg.startsWith('-')) break;
-    const [name, inline] = arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const [name, inline] = arg.includes('=')
+      ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)]
+      : [arg, undefined];
     if (name === '-h' || name === '--help') flags.set('help', true);
     else if (boolFlags.includes(name)) flags.set(name, true);
     else if (valueFlags.includes(name)) {
@@ -54,7 +56,8 @@ function seconds(flags: Map<string, string | true>, name: string, def: number): 
   const v = flags.get(name);
   if (v === undefined) return def * 1000;
   const n = Number(v);
-  if (typeof v !== 'string' || !Number.isFinite(n) || n < 0) throw new UsageError(`${name} takes a number of seconds, got ${String(v)}`);
+  if (typeof v !== 'string' || !Number.isFinite(n) || n < 0)
+    throw new UsageError(`${name} takes a number of seconds, got ${String(v)}`);
   return Math.round(n * 1000);
 }
 
@@ -105,7 +108,9 @@ export async function main(argv: string[]): Promise<number> {
     }
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`baton: ${err.message}\nRun 'baton ${command && HELP[command] ? `${command} ` : ''}--help' for usage.\n`);
+      process.stderr.write(
+        `baton: ${err.message}\nRun 'baton ${command && HELP[command] ? `${command} ` : ''}--help' for usage.\n`,
+      );
       return 2;
     }
     throw err;
@@ -114,7 +119,11 @@ export async function main(argv: string[]): Promise<number> {
 
 async function run(argv: string[]): Promise<number> {
   const values = ['--socket', '--ready-timeout', '--drain-timeout', '--log-format', '--max-starts', '--min-uptime'];
-  const { flags, rest } = parse(argv, [...values, '--metrics', '--workers', '--balance', ...CONFIG_FLAGS], ['--fdstore']);
+  const { flags, rest } = parse(
+    argv,
+    [...values, '--metrics', '--workers', '--balance', ...CONFIG_FLAGS],
+    ['--fdstore'],
+  );
   if (flags.has('help')) {
     process.stdout.write(HELP.run!);
     return 0;
@@ -128,7 +137,8 @@ async function run(argv: string[]): Promise<number> {
   // The file's variables are the supervisor's too (BATON_SOCKET, say), and every generation inherits them.
   if (config) Object.assign(process.env, config.env);
   const format = flags.get('--log-format') ?? 'text';
-  if (format !== 'text' && format !== 'json') throw new UsageError(`--log-format is text or json, got ${String(format)}`);
+  if (format !== 'text' && format !== 'json')
+    throw new UsageError(`--log-format is text or json, got ${String(format)}`);
   let metricsAddress: ReturnType<typeof parseMetricsAddress> | null = null;
   const metricsFlag = flags.get('--metrics');
   try {
@@ -166,7 +176,8 @@ async function run(argv: string[]): Promise<number> {
   } catch (err) {
     metrics?.close();
     const e = err as NodeJS.ErrnoException;
-    process.stderr.write(`baton: cannot start the supervisor: ${e.message}${e.code === 'EADDRINUSE' ? ' (another baton supervisor is running on this socket? use --socket)' : ''}\n`);
+    const hint = e.code === 'EADDRINUSE' ? ' (another baton supervisor is running on this socket? use --socket)' : '';
+    process.stderr.write(`baton: cannot start the supervisor: ${e.message}${hint}\n`);
     return 1;
   }
   process.on('SIGHUP', () => {
@@ -199,8 +210,10 @@ function workersOf(flags: Flags): { workers: number; balance: Balance } {
     throw err;
   }
   if (workers > 1) {
-    throw new UsageError(`--workers ${text('--workers')}: more than one worker per generation is not built yet ` +
-      '(docs/workers.md says what is built and what is coming); use --workers 1');
+    throw new UsageError(
+      `--workers ${text('--workers')}: more than one worker per generation is not built yet ` +
+        '(docs/workers.md says what is built and what is coming); use --workers 1',
+    );
   }
   if (flags.has('--balance')) throw new UsageError('--balance goes with --workers N (N > 1)');
   return { workers, balance };
@@ -258,10 +271,14 @@ async function control(
 
 /** Nobody answers on the control socket: no supervisor, or one that crashed and left generations behind. */
 function unreachableHint(socket: string): string {
-  const orphans = listTakeoverSockets(socket).map((s) => s.pid).filter(isAlive);
+  const orphans = listTakeoverSockets(socket)
+    .map((s) => s.pid)
+    .filter(isAlive);
   if (orphans.length) {
-    return ` — its supervisor is gone; pid ${orphans.join(', ')} serve${orphans.length === 1 ? 's' : ''} on without it. ` +
-      'Start `baton run` again with this socket: it takes over';
+    return (
+      ` — its supervisor is gone; pid ${orphans.join(', ')} serve${orphans.length === 1 ? 's' : ''} on without it. ` +
+      'Start `baton run` again with this socket: it takes over'
+    );
   }
   return ' — is `baton run` running with this socket? (use --socket or BATON_SOCKET)';
 }
@@ -273,9 +290,18 @@ async function reload(argv: string[]): Promise<number> {
   const { result, flags } = r;
   if (flags.has('--supervisor')) return reexecOutcome(result, flags.has('--json'));
   const record = result.data as UpgradeRecord | undefined;
-  if (flags.has('--json')) process.stdout.write(`${JSON.stringify({ ok: result.ok, code: result.code, reason: result.reason, upgrade: record ?? null })}\n`);
-  else if (result.ok && record) process.stdout.write(`generation ${record.generation} (pid ${record.pid}) is serving; ready in ${record.readyMs} ms\n`);
-  else process.stderr.write(`baton reload: ${result.code === 'ERR_BATON_ROLLED_BACK' ? 'rolled back, the old generation keeps serving: ' : ''}${result.reason ?? result.code}\n`);
+  if (flags.has('--json'))
+    process.stdout.write(
+      `${JSON.stringify({ ok: result.ok, code: result.code, reason: result.reason, upgrade: record ?? null })}\n`,
+    );
+  else if (result.ok && record)
+    process.stdout.write(
+      `generation ${record.generation} (pid ${record.pid}) is serving; ready in ${record.readyMs} ms\n`,
+    );
+  else {
+    const rolledBack = result.code === 'ERR_BATON_ROLLED_BACK' ? 'rolled back, the old generation keeps serving: ' : '';
+    process.stderr.write(`baton reload: ${rolledBack}${result.reason ?? result.code}\n`);
+  }
   return result.ok ? 0 : 1;
 }
 

@@ -76,9 +76,17 @@ export function snapshotState(s: CarrySource, requester: HandoffSession | null):
 /** A carried generation, in the state it had, with its control session and stderr pipe adopted. */
 export function resumeGeneration(c: CarriedGeneration, history: UpgradeRecord[], log: LogFn): Generation {
   const g: Generation = {
-    generation: c.generation, pid: c.pid, stderr: null, state: c.state, startedAt: c.startedAt,
-    readyAt: c.readyAt ?? undefined, drainStartedAt: c.drainStartedAt ?? undefined, connections: c.connections,
-    session: null, stderrTail: c.stderrTail, registered: new Inventory(c.registered),
+    generation: c.generation,
+    pid: c.pid,
+    stderr: null,
+    state: c.state,
+    startedAt: c.startedAt,
+    readyAt: c.readyAt ?? undefined,
+    drainStartedAt: c.drainStartedAt ?? undefined,
+    connections: c.connections,
+    session: null,
+    stderrTail: c.stderrTail,
+    registered: new Inventory(c.registered),
     replacedBy: history.find((r) => r.generation === c.replacedBy),
   };
   try {

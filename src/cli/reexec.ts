@@ -164,7 +164,7 @@ export function validateState(v: unknown): SupervisorState {
     if (!isInt(g?.generation, 1) || !isInt(g.pid, 2) || (g.state !== 'serving' && g.state !== 'draining')) {
       throw invalid('a generation');
     }
-    if (g.session !== null && (!isFd(g.session?.fd))) throw invalid(`generation ${g.generation}'s session`);
+    if (g.session !== null && !isFd(g.session?.fd)) throw invalid(`generation ${g.generation}'s session`);
     if (g.session) g.session.hello = checkHello(g.session.hello);
     if (g.stderrFd !== null && !isFd(g.stderrFd)) throw invalid(`generation ${g.generation}'s stderr`);
     if (typeof g.stderrTail !== 'string' || !isInt(g.startedAt) || !isInt(g.connections)) {

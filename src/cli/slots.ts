@@ -136,9 +136,18 @@ export class SlotSockets {
       this.#checkNewName(name);
       const info = probe(fd);
       const kind: SlotListenerKind | null =
-        info.kind === 'tcp-listener' ? 'tcp' : info.kind === 'udp' ? 'udp' : info.kind === 'unix-listener' ? 'unix' : null;
+        info.kind === 'tcp-listener'
+          ? 'tcp'
+          : info.kind === 'udp'
+            ? 'udp'
+            : info.kind === 'unix-listener'
+              ? 'unix'
+              : null;
       if (!kind) {
-        throw batonError('ERR_BATON_UNSUPPORTED_FD', `listener ${name}: fd ${fd} is ${info.kind}, not a listening socket`);
+        throw batonError(
+          'ERR_BATON_UNSUPPORTED_FD',
+          `listener ${name}: fd ${fd} is ${info.kind}, not a listening socket`,
+        );
       }
       group = { name, kind, shared: true, address: addressOf(info.local), fds: [fd], spec: null };
     } catch (err) {
@@ -210,7 +219,11 @@ export class SlotSockets {
   /** The listeners, for status. */
   info(): SlotListenerInfo[] {
     return [...this.#groups.values()].map((g) => ({
-      name: g.name, kind: g.kind, shared: g.shared, address: g.address, sockets: g.fds.length,
+      name: g.name,
+      kind: g.kind,
+      shared: g.shared,
+      address: g.address,
+      sockets: g.fds.length,
     }));
   }
 
@@ -259,10 +272,17 @@ export class SlotSockets {
       return { fd, port: null, address: spec.path };
     }
     const s = bindReusePort({
-      type: spec.kind, host: spec.host, port: spec.port, exclusive: first,
+      type: spec.kind,
+      host: spec.host,
+      port: spec.port,
+      exclusive: first,
       ...(spec.kind === 'tcp' ? { backlog: spec.backlog, ipv6Only: spec.ipv6Only } : {}),
     });
-    return { fd: s.fd, port: s.port, address: s.family === 'IPv6' ? `[${s.address}]:${s.port}` : `${s.address}:${s.port}` };
+    return {
+      fd: s.fd,
+      port: s.port,
+      address: s.family === 'IPv6' ? `[${s.address}]:${s.port}` : `${s.address}:${s.port}`,
+    };
   }
 
   #checkNewName(name: string): void {

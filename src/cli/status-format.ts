@@ -19,16 +19,14 @@ export type StatusData = Omit<Report, 'supervisor' | 'generations' | 'tallies'> 
 
 export function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return (
-    rows
-      .map((r) =>
-        r
-          .map((c, i) => c.padEnd(widths[i]!))
-          .join('  ')
-          .trimEnd(),
-      )
-      .join('\n') + '\n'
-  );
+  return `${rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')}\n`;
 }
 
 export function formatBytes(n: number): string {
@@ -88,14 +86,29 @@ export function upgradesTable(d: StatusData, count = 10): string {
 /** What `baton status` prints from: a supervisor's status reply (older supervisors send less). */
 export interface StatusReply {
   supervisor?: {
-    pid: number; socket: string; uptimeMs: number; command: string[]; restarts?: number; failedStarts?: number;
-    startedAt?: string; version?: string; execCount?: number; execAt?: string | null;
+    pid: number;
+    socket: string;
+    uptimeMs: number;
+    command: string[];
+    restarts?: number;
+    failedStarts?: number;
+    startedAt?: string;
+    version?: string;
+    execCount?: number;
+    execAt?: string | null;
     usage?: StatusData['generations'][number]['usage'];
   };
   tallies?: StatusData['tallies'];
   generations: Array<{
-    generation: number; pid: number; state: string; startedAt: string; readyMs: number | null; connections: number;
-    kinds?: Record<string, number>; waitingFor?: string; usage?: StatusData['generations'][number]['usage'];
+    generation: number;
+    pid: number;
+    state: string;
+    startedAt: string;
+    readyMs: number | null;
+    connections: number;
+    kinds?: Record<string, number>;
+    waitingFor?: string;
+    usage?: StatusData['generations'][number]['usage'];
   }>;
   listeners?: Array<{ name: string; kind: string; address: string }>;
   upgrades?: UpgradeRecord[];
@@ -104,7 +117,7 @@ export interface StatusReply {
 /** A draining generation: "sse 20, http 1", or its predecessor still handing connections over. */
 function waitingFor(g: StatusReply['generations'][number]): string {
   if (g.state !== 'draining') return '';
-  if (g.waitingFor === 'predecessor') return "its predecessor to finish handing over";
+  if (g.waitingFor === 'predecessor') return 'its predecessor to finish handing over';
   return formatKinds(g.kinds);
 }
 
@@ -126,15 +139,22 @@ export function formatStatus(d: StatusReply): string {
   out += table([
     ['GENERATION', 'PID', 'STATE', 'STARTED', 'READY IN', 'CONNECTIONS', 'CPU', 'RSS', 'WAITING FOR'],
     ...d.generations.map((g) => [
-      String(g.generation), String(g.pid), g.state, g.startedAt, g.readyMs === null ? '-' : `${g.readyMs} ms`,
-      String(g.connections), cpu(g.usage), rss(g.usage), waitingFor(g),
+      String(g.generation),
+      String(g.pid),
+      g.state,
+      g.startedAt,
+      g.readyMs === null ? '-' : `${g.readyMs} ms`,
+      String(g.connections),
+      cpu(g.usage),
+      rss(g.usage),
+      waitingFor(g),
     ]),
   ]);
   if (d.listeners) {
-    out += '\n' + table([['LISTENER', 'KIND', 'ADDRESS'], ...d.listeners.map((l) => [l.name, l.kind, l.address])]);
+    out += `\n${table([['LISTENER', 'KIND', 'ADDRESS'], ...d.listeners.map((l) => [l.name, l.kind, l.address])])}`;
   }
   if (d.upgrades?.length) {
-    out += '\n' + upgradesTable(d as StatusData);
+    out += `\n${upgradesTable(d as StatusData)}`;
     // The table has room for one line of a reason; the last failure's whole reason, with its output, follows.
     const failed = d.upgrades.filter((u) => u.outcome === 'rolled-back' && u.reason).pop();
     if (failed) {

@@ -102,8 +102,12 @@ export class Supervisor {
     const fields = () => ({ supervisor: this.#os.pid });
     this.#notifier = new ServiceNotifier({ logger: this.#opts.logger, fields, fdStore });
     this.#gens = new Generations({
-      os: this.#os, opts: this.#opts, inventory: this.#inventory, notifier: this.#notifier,
-      tallies: this.#tallies, crash: this.#crash,
+      os: this.#os,
+      opts: this.#opts,
+      inventory: this.#inventory,
+      notifier: this.#notifier,
+      tallies: this.#tallies,
+      crash: this.#crash,
       host: {
         stopping: () => this.#stopping,
         giveUp: (n, generation, reason) => this.#giveUp(n, generation, reason),
@@ -228,9 +232,17 @@ export class Supervisor {
 
   status(): SupervisorStatus {
     return statusReport({
-      os: this.#os, socket: this.#opts.socket, command: this.#opts.command, startedAt: this.#startedAt,
-      stopping: this.#stopping, execCount: this.#execCount, execAt: this.#execAt, crash: this.#crash,
-      tallies: this.#tallies, generations: this.#gens, inventory: this.#inventory,
+      os: this.#os,
+      socket: this.#opts.socket,
+      command: this.#opts.command,
+      startedAt: this.#startedAt,
+      stopping: this.#stopping,
+      execCount: this.#execCount,
+      execAt: this.#execAt,
+      crash: this.#crash,
+      tallies: this.#tallies,
+      generations: this.#gens,
+      inventory: this.#inventory,
     });
   }
 
@@ -288,9 +300,16 @@ export class Supervisor {
   #snapshot(requester: HandoffSession | null): SupervisorState<UpgradeRecord> {
     return snapshotState(
       {
-        pid: this.#os.pid, socket: this.#opts.socket, serverFd: this.#server.fd, startedAt: this.#startedAt,
-        execCount: this.#execCount, now: this.#os.now(), inventory: this.#inventory, generations: this.#gens,
-        crash: this.#crash, stored: this.#notifier.storedNames(),
+        pid: this.#os.pid,
+        socket: this.#opts.socket,
+        serverFd: this.#server.fd,
+        startedAt: this.#startedAt,
+        execCount: this.#execCount,
+        now: this.#os.now(),
+        inventory: this.#inventory,
+        generations: this.#gens,
+        crash: this.#crash,
+        stored: this.#notifier.storedNames(),
       },
       requester,
     );

@@ -212,7 +212,9 @@ export function isAlive(pid: number): boolean {
  */
 export function addressInUseHint(output: string): string {
   if (!/EADDRINUSE/.test(output)) return '';
-  return '\nhint: the address is in use by another process — most likely a generation orphaned by a crashed ' +
-    "supervisor that cannot be taken over (another --socket, or a baton version without takeover), or another " +
-    'server. Find it with `ss -ltnp`, then stop it, or start `baton run` with the --socket it was started with.';
+  return (
+    '\nhint: the address is in use by another process — most likely a generation orphaned by a crashed ' +
+    'supervisor that cannot be taken over (another --socket, or a baton version without takeover), or another ' +
+    'server. Find it with `ss -ltnp`, then stop it, or start `baton run` with the --socket it was started with.'
+  );
 }

@@ -29,12 +29,7 @@ export interface WatchOptions {
 const ESC = '\x1b[';
 
 /** One frame, as lines (not yet cut to the terminal's width). */
-export function frame(
-  d: StatusData | null,
-  intervalMs: number,
-  error: string | null,
-  now = new Date(),
-): string[] {
+export function frame(d: StatusData | null, intervalMs: number, error: string | null, now = new Date()): string[] {
   const lines = [
     `baton status --watch   ${now.toISOString().slice(11, 19)} UTC   every ${intervalMs / 1000} s, q to quit`,
   ];

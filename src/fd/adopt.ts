@@ -40,7 +40,12 @@ export async function adopt(fd: number, options: AdoptOptions = {}): Promise<Ado
   const info = probeOrClose(fd);
   if (info.socketType === 'seqpacket') {
     native.closeMany([fd]);
-    throw unsupported(fd, info, 'a listener, connection, pipe, UDP socket or file (a SOCK_SEQPACKET socket has no Node object; see FdChannel.fromFd)');
+    throw unsupported(
+      fd,
+      info,
+      'a listener, connection, pipe, UDP socket or file (a SOCK_SEQPACKET socket has no Node object; see ' +
+        'FdChannel.fromFd)',
+    );
   }
   switch (info.kind) {
     case 'tcp-listener':
@@ -77,7 +82,10 @@ export async function adoptServer(fd: number, options: AdoptOptions = {}): Promi
 export function adoptSocket(fd: number, options: AdoptOptions = {}): net.Socket {
   checkFd(fd);
   const info = probeOrClose(fd);
-  if ((info.kind !== 'tcp-connection' && info.kind !== 'unix-connection' && info.kind !== 'pipe') || info.socketType === 'seqpacket') {
+  if (
+    (info.kind !== 'tcp-connection' && info.kind !== 'unix-connection' && info.kind !== 'pipe') ||
+    info.socketType === 'seqpacket'
+  ) {
     native.closeMany([fd]);
     throw unsupported(fd, info, 'a connected TCP or Unix socket, or a pipe');
   }
@@ -117,7 +125,11 @@ function probeOrClose(fd: number): NativeProbe {
 }
 
 function unsupported(fd: number, info: NativeProbe, expected: string): Error {
-  return batonError('ERR_BATON_UNSUPPORTED_FD', `fd ${fd} is ${info.kind}${info.socketType ? ` (${info.family} ${info.socketType})` : ''}, expected ${expected}; it was closed`);
+  return batonError(
+    'ERR_BATON_UNSUPPORTED_FD',
+    `fd ${fd} is ${info.kind}${info.socketType ? ` (${info.family} ${info.socketType})` : ''}, expected ${expected}; ` +
+      `it was closed`,
+  );
 }
 
 async function listenOn(fd: number, info: NativeProbe, options: AdoptOptions): Promise<net.Server> {
@@ -182,7 +194,11 @@ export async function bindOnFd(socket: dgram.Socket, fd: number): Promise<void> 
 /** untilListening; on failure, run `cleanUp`, then close `fd` if Node has not already (without closing a
  * number that was reused meanwhile). */
 async function untilListeningOrClose(
-  fd: number, info: NativeProbe, emitter: EventEmitter, start: () => void, cleanUp?: () => void,
+  fd: number,
+  info: NativeProbe,
+  emitter: EventEmitter,
+  start: () => void,
+  cleanUp?: () => void,
 ): Promise<void> {
   try {
     await untilListening(emitter, start);

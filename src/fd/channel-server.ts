@@ -62,11 +62,18 @@ interface ServerSettings {
 /** Validate the server's own options (before any fd is opened) and split off the channels' options. */
 function settings(options: FdChannelServerOptions): ServerSettings {
   const { backlog: _backlog, maxChannels = Infinity, dropNotice, ...channel } = options;
-  if (typeof maxChannels !== 'number' || !(maxChannels === Infinity || (Number.isInteger(maxChannels) && maxChannels >= 0))) {
+  if (
+    typeof maxChannels !== 'number' ||
+    !(maxChannels === Infinity || (Number.isInteger(maxChannels) && maxChannels >= 0))
+  ) {
     throw argTypeError('options.maxChannels', 'an integer >= 0 or Infinity', maxChannels);
   }
   if (dropNotice !== undefined && (!(dropNotice instanceof Uint8Array) || dropNotice.byteLength > RECORD_PAYLOAD_MAX)) {
-    throw argTypeError('options.dropNotice', `a Buffer or Uint8Array of at most ${RECORD_PAYLOAD_MAX} bytes`, dropNotice);
+    throw argTypeError(
+      'options.dropNotice',
+      `a Buffer or Uint8Array of at most ${RECORD_PAYLOAD_MAX} bytes`,
+      dropNotice,
+    );
   }
   // One record, encoded once: the drop path only writes it.
   const notice = dropNotice === undefined ? null : encodeMessage(Buffer.from(dropNotice), [])[0]!;
@@ -102,7 +109,11 @@ export class FdChannelServer extends EventEmitter<FdChannelServerEvents> {
    * control socket this way, so its path never stops answering). The server owns `fd` from now on, and
    * does not accept until `start()` (so two processes holding the same listener never both accept).
    */
-  static fromFd(fd: number, path: string, options: Omit<FdChannelServerOptions, 'backlog'> & { paused?: boolean } = {}): FdChannelServer {
+  static fromFd(
+    fd: number,
+    path: string,
+    options: Omit<FdChannelServerOptions, 'backlog'> & { paused?: boolean } = {},
+  ): FdChannelServer {
     const { paused = false, ...rest } = options;
     let s: ServerSettings;
     try {
@@ -114,7 +125,10 @@ export class FdChannelServer extends EventEmitter<FdChannelServerEvents> {
     const info = native.probe(fd);
     if (info.family !== 'unix' || info.socketType !== 'seqpacket' || !info.listening) {
       native.closeMany([fd]);
-      throw batonError('ERR_BATON_UNSUPPORTED_FD', `fd ${fd} is not a listening AF_UNIX SOCK_SEQPACKET socket (it is ${info.kind})`);
+      throw batonError(
+        'ERR_BATON_UNSUPPORTED_FD',
+        `fd ${fd} is not a listening AF_UNIX SOCK_SEQPACKET socket (it is ${info.kind})`,
+      );
     }
     return new FdChannelServer(path, fd, s, paused);
   }
@@ -201,7 +215,12 @@ export class FdChannelServer extends EventEmitter<FdChannelServerEvents> {
   #onReadable(status: number): void {
     if (!this.#poller) return;
     if (status < 0) {
-      this.#error(batonError('ERR_BATON_CHANNEL_CLOSED', `poll failed on the listening socket (status ${status})`, { errno: status, syscall: 'poll' }));
+      this.#error(
+        batonError('ERR_BATON_CHANNEL_CLOSED', `poll failed on the listening socket (status ${status})`, {
+          errno: status,
+          syscall: 'poll',
+        }),
+      );
       return;
     }
     for (let i = 0; i < ACCEPT_BATCH && this.#poller; i++) {

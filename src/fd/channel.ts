@@ -82,7 +82,11 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
     checkFd(fd);
     const info = native.probe(fd);
     if (info.family !== 'unix' || info.socketType !== 'seqpacket' || info.listening) {
-      throw batonError('ERR_BATON_UNSUPPORTED_FD', `fd ${fd} is not a connected AF_UNIX SOCK_SEQPACKET socket (it is ${info.kind}, ${info.socketType ?? 'not a socket'})`);
+      throw batonError(
+        'ERR_BATON_UNSUPPORTED_FD',
+        `fd ${fd} is not a connected AF_UNIX SOCK_SEQPACKET socket (it is ${info.kind}, ` +
+          `${info.socketType ?? 'not a socket'})`,
+      );
     }
     return new FdChannel(fd, options);
   }
@@ -264,7 +268,8 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
 
   #watch(): void {
     if (this.#closed || !this.#poller) return;
-    const want = (this.#paused ? 0 : native.pollEvents.READABLE) | (this.#queue.length ? native.pollEvents.WRITABLE : 0);
+    const want =
+      (this.#paused ? 0 : native.pollEvents.READABLE) | (this.#queue.length ? native.pollEvents.WRITABLE : 0);
     if (want !== this.#events) {
       this.#events = want;
       this.#poller.start(want);
@@ -280,7 +285,12 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
       // throws it if it is real, and reports the end of stream), then watch again. A second failure in a
       // row ends the channel here.
       if (this.#pollFailed) {
-        this.#destroy(batonError('ERR_BATON_CHANNEL_CLOSED', `poll failed on the channel socket (status ${status})`, { errno: status, syscall: 'poll' }));
+        this.#destroy(
+          batonError('ERR_BATON_CHANNEL_CLOSED', `poll failed on the channel socket (status ${status})`, {
+            errno: status,
+            syscall: 'poll',
+          }),
+        );
         return;
       }
       this.#pollFailed = true;
@@ -349,7 +359,12 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
         // End of stream. In the middle of a message, that is an error; otherwise a normal close.
         if (this.#reassembler.partial) {
           const n = this.#reassembler.abort();
-          this.#destroy(batonError('ERR_BATON_PEER_CLOSED_MID_MESSAGE', `the peer closed the channel in the middle of a message (closed ${n} fds that had arrived)`));
+          this.#destroy(
+            batonError(
+              'ERR_BATON_PEER_CLOSED_MID_MESSAGE',
+              `the peer closed the channel in the middle of a message (closed ${n} fds that had arrived)`,
+            ),
+          );
         } else this.#destroy();
         return;
       }
@@ -361,9 +376,14 @@ export class FdChannel extends EventEmitter<FdChannelEvents> {
         continue;
       }
       if (status !== RECORD_OK) {
-        this.#destroy(batonError('ERR_BATON_TRUNCATED', status === RECORD_CTRUNC
-          ? ctruncReason()
-          : 'a record from the peer was larger than any baton record (MSG_TRUNC); its fds were closed'));
+        this.#destroy(
+          batonError(
+            'ERR_BATON_TRUNCATED',
+            status === RECORD_CTRUNC
+              ? ctruncReason()
+              : 'a record from the peer was larger than any baton record (MSG_TRUNC); its fds were closed',
+          ),
+        );
         continue;
       }
       let msg: InMessage | null;
@@ -432,13 +452,23 @@ function isPeerGone(err: unknown): boolean {
 function ctruncReason(): string {
   const fds = fdUsage();
   const usage = fds ? ` (${fds.open} fds open, RLIMIT_NOFILE ${fds.limit === Infinity ? 'unlimited' : fds.limit})` : '';
-  return `a record from the peer carried more fds than this process could receive (MSG_CTRUNC): its fd table is probably full${usage}; raise the open files limit (ulimit -n, LimitNOFILE=). The fds that arrived were closed`;
+  return (
+    `a record from the peer carried more fds than this process could receive (MSG_CTRUNC): its fd table is ` +
+    `probably full${usage}; raise the open files limit (ulimit -n, LimitNOFILE=). The fds that arrived were closed`
+  );
 }
 
 /** Errors of one sendmsg that concern only that message, not the connection. */
 function isMessageError(err: unknown): boolean {
   const code = (err as BatonError).code;
-  return code === 'EBADF' || code === 'EINVAL' || code === 'ETOOMANYREFS' || code === 'EMSGSIZE' || code === 'ENOBUFS' || code === 'ENOMEM';
+  return (
+    code === 'EBADF' ||
+    code === 'EINVAL' ||
+    code === 'ETOOMANYREFS' ||
+    code === 'EMSGSIZE' ||
+    code === 'ENOBUFS' ||
+    code === 'ENOMEM'
+  );
 }
 
 function closedError(): BatonError {

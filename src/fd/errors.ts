@@ -77,7 +77,9 @@ export function argTypeError(name: string, expected: string, actual: unknown): T
 }
 
 export function argRangeError(name: string, expected: string, actual: unknown): RangeError {
-  const err = new RangeError(`The value of "${name}" is out of range. It must be ${expected}. Received ${describe(actual)}`) as RangeError & {
+  const err = new RangeError(
+    `The value of "${name}" is out of range. It must be ${expected}. Received ${describe(actual)}`,
+  ) as RangeError & {
     code: string;
   };
   err.code = 'ERR_OUT_OF_RANGE';
@@ -87,7 +89,7 @@ export function argRangeError(name: string, expected: string, actual: unknown): 
 export function describe(v: unknown): string {
   if (v === null) return 'null';
   if (v === undefined) return 'undefined';
-  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v);
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
   if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return `${typeof v} ${String(v)}`;
   if (typeof v === 'function') return `function ${v.name || '(anonymous)'}`;
   const name = (v as object).constructor?.name;
@@ -108,7 +110,8 @@ export function checkFds(fds: unknown, name = 'fds'): number[] {
   for (let i = 0; i < fds.length; i++) {
     const fd: unknown = fds[i];
     // The element's name is built only for the error: this runs for every fd of every send.
-    out[i] = typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= 0x7fffffff ? fd : checkFd(fd, `${name}[${i}]`);
+    out[i] =
+      typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= 0x7fffffff ? fd : checkFd(fd, `${name}[${i}]`);
   }
   return out;
 }

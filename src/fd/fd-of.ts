@@ -18,8 +18,11 @@ export type FdSource = number | net.Server | net.Socket | dgram.Socket | FileHan
 
 function isFileHandle(x: unknown): x is FileHandle {
   return (
-    typeof x === 'object' && x !== null && typeof (x as FileHandle).fd === 'number' &&
-    typeof (x as FileHandle).close === 'function' && typeof (x as FileHandle).stat === 'function' &&
+    typeof x === 'object' &&
+    x !== null &&
+    typeof (x as FileHandle).fd === 'number' &&
+    typeof (x as FileHandle).close === 'function' &&
+    typeof (x as FileHandle).stat === 'function' &&
     (x as object).constructor?.name === 'FileHandle'
   );
 }

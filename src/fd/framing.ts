@@ -38,7 +38,9 @@ export function encodeMessage(data: Uint8Array, fds: readonly number[]): OutReco
   const byFds = Math.ceil(fds.length / RECORD_FDS_MAX);
   const count = Math.max(1, byBytes, byFds);
   if (count === 1) {
-    return [{ header: HEADER_LAST, payload: data.byteLength ? data : null, fds: fds.length ? (fds as number[]) : null }];
+    return [
+      { header: HEADER_LAST, payload: data.byteLength ? data : null, fds: fds.length ? (fds as number[]) : null },
+    ];
   }
   const records: OutRecord[] = new Array(count);
   for (let i = 0; i < count; i++) {
@@ -87,7 +89,13 @@ export class Reassembler {
   /** Add one record; returns the message it completes, or null. Throws a BatonError for bad input. The
    * message takes ownership of `fds` (the array itself may become the message's fds array). */
   push(record: Buffer, fds: number[] | null): InMessage | null {
-    if (record.length < HEADER_SIZE || record[0] !== MAGIC || record[1] !== FRAMING_VERSION || record[3] !== 0 || (record[2]! & ~FLAG_MORE) !== 0) {
+    if (
+      record.length < HEADER_SIZE ||
+      record[0] !== MAGIC ||
+      record[1] !== FRAMING_VERSION ||
+      record[3] !== 0 ||
+      (record[2]! & ~FLAG_MORE) !== 0
+    ) {
       if (fds) native.closeMany(fds);
       const why =
         record.length < HEADER_SIZE
@@ -97,7 +105,10 @@ export class Reassembler {
             : record[1] !== FRAMING_VERSION
               ? `unsupported framing version ${record[1]} (this baton speaks ${FRAMING_VERSION})`
               : 'reserved header bits are set';
-      throw this.#fail('ERR_BATON_BAD_RECORD', `bad record from peer: ${why}${fds ? `; closed ${fds.length} fds it carried` : ''}`);
+      throw this.#fail(
+        'ERR_BATON_BAD_RECORD',
+        `bad record from peer: ${why}${fds ? `; closed ${fds.length} fds it carried` : ''}`,
+      );
     }
     // The common case, a whole message in one record: no copying of fds or parts.
     if (this.#parts.length === 0 && (record[2]! & FLAG_MORE) === 0) {

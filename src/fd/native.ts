@@ -75,12 +75,23 @@ export interface NativeBinding {
   memfd(name: string): number;
   /** Clear FD_CLOEXEC on `keep`, block `hold` (signal numbers), execve. Returns only by throwing, with
    * everything put back. */
-  execve(path: string, argv: readonly string[], env: readonly string[], keep: readonly number[],
-    hold: readonly number[]): never;
+  execve(
+    path: string,
+    argv: readonly string[],
+    env: readonly string[],
+    keep: readonly number[],
+    hold: readonly number[],
+  ): never;
   /** native/reuseport.c: a socket (stream: TCP listener, else UDP) with SO_REUSEPORT set before bind;
    * `exclusive`: EADDRINUSE if anything holds the port already (a group's first socket). */
-  bindReusePort(stream: boolean, address: string, port: number, backlog: number, ipv6Only: boolean,
-    exclusive: boolean): number;
+  bindReusePort(
+    stream: boolean,
+    address: string,
+    port: number,
+    backlog: number,
+    ipv6Only: boolean,
+    exclusive: boolean,
+  ): number;
   /** Unblock signals an execve() held. */
   releaseSignals(signals: readonly number[]): void;
   /** A pidfd (close-on-exec): polls readable once the process exits. */
@@ -140,7 +151,12 @@ const addon = load();
 
 const sendFds = new Int32Array(addon.SCM_MAX_FD);
 
-function sendRecord(fd: number, header: Uint8Array, payload: Uint8Array | null, fds: readonly number[] | null): boolean {
+function sendRecord(
+  fd: number,
+  header: Uint8Array,
+  payload: Uint8Array | null,
+  fds: readonly number[] | null,
+): boolean {
   let count = 0;
   if (fds !== null && fds !== undefined) {
     // Anything the addon would refuse goes to it, so the error is the usual one.

@@ -71,7 +71,7 @@ export function bindReusePort(options: ReusePortOptions): ReusePortSocket {
       fd = native.bindReusePort(stream, '0.0.0.0', port, backlog, false, exclusive);
     }
   }
-  let local;
+  let local: ReturnType<typeof native.probe>['local'];
   try {
     local = native.probe(fd).local;
   } catch (err) {

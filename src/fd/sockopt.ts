@@ -27,7 +27,12 @@ interface OptSpec {
 
 // Generic so that each entry keeps its literal kind and readOnly: SockOptValue and WritableSockOptName
 // below are computed from them.
-function opt<K extends OptKind, R extends boolean = false>(level: number, name: number | undefined, kind: K, readOnly: R = false as R): OptSpec & { kind: K; readOnly: R } {
+function opt<K extends OptKind, R extends boolean = false>(
+  level: number,
+  name: number | undefined,
+  kind: K,
+  readOnly: R = false as R,
+): OptSpec & { kind: K; readOnly: R } {
   return { level, name: name!, kind, readOnly };
 }
 
@@ -117,13 +122,23 @@ export interface TcpInfo {
   total_retrans: number;
 }
 
-type ValueOf<K extends OptKind> = K extends 'int' ? number : K extends 'bool' ? boolean : K extends 'linger' ? Linger : K extends 'string' ? string : TcpInfo;
+type ValueOf<K extends OptKind> = K extends 'int'
+  ? number
+  : K extends 'bool'
+    ? boolean
+    : K extends 'linger'
+      ? Linger
+      : K extends 'string'
+        ? string
+        : TcpInfo;
 
 /** The value type of each named option. */
 export type SockOptValue<N extends SockOptName> = ValueOf<(typeof OPTIONS)[N]['kind']>;
 
 /** Names of options that can be set. */
-export type WritableSockOptName = { [N in SockOptName]: (typeof OPTIONS)[N] extends { readOnly: true } ? never : N }[SockOptName];
+export type WritableSockOptName = {
+  [N in SockOptName]: (typeof OPTIONS)[N] extends { readOnly: true } ? never : N;
+}[SockOptName];
 
 /** The names baton knows, for --help texts and validation messages. */
 export const sockOptNames: readonly SockOptName[] = Object.freeze(Object.keys(OPTIONS) as SockOptName[]);
@@ -133,7 +148,10 @@ function spec(name: unknown): OptSpec {
   // Own properties only: 'constructor', 'toString' and the like are not option names.
   const s = Object.hasOwn(OPTIONS, name) ? (OPTIONS as Record<string, OptSpec>)[name] : undefined;
   if (!s || s.name === undefined) {
-    const err = new TypeError(`Unknown socket option ${JSON.stringify(name)}. Known: ${sockOptNames.join(', ')}; use getSockOptRaw/setSockOptRaw for others`) as TypeError & { code: string };
+    const err = new TypeError(
+      `Unknown socket option ${JSON.stringify(name)}. Known: ${sockOptNames.join(', ')}; use ` +
+        `getSockOptRaw/setSockOptRaw for others`,
+    ) as TypeError & { code: string };
     err.code = 'ERR_BATON_UNKNOWN_SOCKOPT';
     throw err;
   }
@@ -171,7 +189,11 @@ export function getSockOpt(source: FdSource, name: string): unknown {
 export function setSockOpt<N extends WritableSockOptName>(source: FdSource, name: N, value: SockOptValue<N>): void;
 /** A name only known at run time. (Never a known name: those must match the typed overload above, so a
  * wrong value type or a read-only option is a compile-time error and not just a run-time TypeError.) */
-export function setSockOpt<S extends string>(source: FdSource, name: S & (S extends SockOptName ? never : unknown), value: unknown): void;
+export function setSockOpt<S extends string>(
+  source: FdSource,
+  name: S & (S extends SockOptName ? never : unknown),
+  value: unknown,
+): void;
 export function setSockOpt(source: FdSource, name: string, value: unknown): void {
   const s = spec(name);
   if (s.readOnly) {
@@ -207,7 +229,8 @@ export function setSockOpt(source: FdSource, name: string, value: unknown): void
     case 'string': {
       if (typeof value !== 'string') throw argTypeError('value', `a string for ${name}`, value);
       const b = Buffer.from(value);
-      if (b.length >= STRING_MAX || b.includes(0)) throw argRangeError('value', `a name shorter than ${STRING_MAX} bytes without NUL`, value);
+      if (b.length >= STRING_MAX || b.includes(0))
+        throw argRangeError('value', `a name shorter than ${STRING_MAX} bytes without NUL`, value);
       apply = (fd) => native.setsockoptRaw(fd, s.level, s.name, b);
       break;
     }
@@ -239,4 +262,3 @@ function checkInt32(v: unknown, name: string, arg = 'value'): number {
   if (v < -0x80000000 || v > 0x7fffffff) throw argRangeError(arg, `a 32-bit integer for ${name}`, v);
   return v;
 }
-

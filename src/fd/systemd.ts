@@ -41,8 +41,9 @@ export function sdNotify(state: string | NotifyFields, options: NotifyOptions = 
   const socket = options.socket === undefined ? process.env.NOTIFY_SOCKET : options.socket;
   if (!socket) return false;
   const text = typeof state === 'string' ? state : formatNotify(state);
-  if (typeof text !== 'string' || text.length === 0) throw argTypeError('state', 'a non-empty string or an object of fields', state);
-  native.notify(socket, Buffer.from(text, 'utf8'), options.fds && options.fds.length ? options.fds : null);
+  if (typeof text !== 'string' || text.length === 0)
+    throw argTypeError('state', 'a non-empty string or an object of fields', state);
+  native.notify(socket, Buffer.from(text, 'utf8'), options.fds?.length ? options.fds : null);
   return true;
 }
 
@@ -50,7 +51,8 @@ export function sdNotify(state: string | NotifyFields, options: NotifyOptions = 
 export function formatNotify(fields: NotifyFields): string {
   const lines: string[] = [];
   for (const [key, value] of Object.entries(fields)) {
-    if (!/^[A-Z][A-Z0-9_]*$/.test(key)) throw argTypeError(`state.${key}`, 'a field name in capitals (READY, STATUS, …)', key);
+    if (!/^[A-Z][A-Z0-9_]*$/.test(key))
+      throw argTypeError(`state.${key}`, 'a field name in capitals (READY, STATUS, …)', key);
     const v = typeof value === 'boolean' ? (value ? '1' : '0') : String(value);
     lines.push(`${key}=${v.replace(/[\r\n]+/g, ' ')}`);
   }
@@ -117,7 +119,8 @@ export interface Watchdog {
  * is the caller's decision: `pid` is WATCHDOG_PID as given. */
 export function sdWatchdog(env: NodeJS.ProcessEnv = process.env): Watchdog | null {
   const usec = env.WATCHDOG_USEC;
-  if (usec === undefined || !/^\d+$/.test(usec) || Number(usec) <= 0 || !Number.isSafeInteger(Number(usec))) return null;
+  if (usec === undefined || !/^\d+$/.test(usec) || Number(usec) <= 0 || !Number.isSafeInteger(Number(usec)))
+    return null;
   const pid = env.WATCHDOG_PID;
   if (pid !== undefined && pid !== '' && !/^\d+$/.test(pid)) return null;
   return { usec: Number(usec), pid: pid ? Number(pid) : null };

@@ -15,7 +15,12 @@ import { inheritedFdMismatch } from './fd-check.js';
 import { answerDespiteEpipe, Link } from './link.js';
 import { Inventory, type Held } from './inventory.js';
 import {
-  PROTOCOL_VERSION, type Drain, type InventoryEntry, type SocketAddress, type SocketKind, type Stats,
+  PROTOCOL_VERSION,
+  type Drain,
+  type InventoryEntry,
+  type SocketAddress,
+  type SocketKind,
+  type Stats,
 } from './messages.js';
 import { peerRefusal } from './peer.js';
 
@@ -52,9 +57,20 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
       const refusal = peerRefusal(link.peer);
       if (refusal) throw batonError('ERR_BATON_PEER_NOT_ALLOWED', `refusing the control socket at ${path}: ${refusal}`);
       const answer = link.expect(['welcome', 'refuse'], timeoutMs, 'the inventory (welcome)');
-      const hello = link.send({ v: PROTOCOL_VERSION, type: 'hello', role: 'generation', pid: process.pid, ...(options.generation ? { generation: options.generation } : {}) });
+      const hello = link.send({
+        v: PROTOCOL_VERSION,
+        type: 'hello',
+        role: 'generation',
+        pid: process.pid,
+        ...(options.generation ? { generation: options.generation } : {}),
+      });
       const { msg, fds } = await answerDespiteEpipe(answer, hello);
-      if (msg.type === 'refuse') throw batonError('ERR_BATON_REFUSED', `the serving generation refused the handoff: ${msg.reason} (${msg.code})`, { reason: msg.code });
+      if (msg.type === 'refuse')
+        throw batonError(
+          'ERR_BATON_REFUSED',
+          `the serving generation refused the handoff: ${msg.reason} (${msg.code})`,
+          { reason: msg.code },
+        );
       return new GenerationClient(link, msg.generation, msg.inventory, fds);
     } catch (err) {
       link.close();
@@ -133,7 +149,10 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
     // Wait for the acknowledgement before sending, so that it can never arrive unexpected: the 'message'
     // handler above drops what nobody waits for.
     const ack = this.link.expect(['ready-ok'], timeoutMs, 'the acknowledgement of ready');
-    await answerDespiteEpipe(ack, this.link.send({ v: PROTOCOL_VERSION, type: 'ready', names }, migrationFd === undefined ? [] : [migrationFd]));
+    await answerDespiteEpipe(
+      ack,
+      this.link.send({ v: PROTOCOL_VERSION, type: 'ready', names }, migrationFd === undefined ? [] : [migrationFd]),
+    );
     this.#state = 'serving';
     this.#closeOffered();
   }

@@ -59,11 +59,15 @@ export function logControlServer(server: FdChannelServer, log: LogFn): void {
     log('warn', 'control-dropped', {
       count,
       peer: lastDrop?.peer?.pid ?? null,
-      reason: `the control socket already has ${server.maxChannels} connections open, the most it keeps: new ones are refused and closed`,
+      reason:
+        `the control socket already has ${server.maxChannels} connections open, the most it keeps: new ones ` +
+        `are refused and closed`,
     }),
   );
   let lastError: Error | null = null;
-  const errors = new Burst((count) => log('warn', 'control-accept-error', { count, reason: lastError?.message ?? null }));
+  const errors = new Burst((count) =>
+    log('warn', 'control-accept-error', { count, reason: lastError?.message ?? null }),
+  );
   server.on('drop', (info) => {
     lastDrop = info;
     drops.add();

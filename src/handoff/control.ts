@@ -13,8 +13,12 @@ export async function sendCommand(path: string, command: ControlCommand, timeout
     const refusal = peerRefusal(link.peer);
     if (refusal) throw batonError('ERR_BATON_PEER_NOT_ALLOWED', `refusing the control socket at ${path}: ${refusal}`);
     const answer = link.expect(['result', 'refuse'], timeoutMs, `the result of '${command}'`);
-    const { msg } = await answerDespiteEpipe(answer, link.send({ v: PROTOCOL_VERSION, type: 'hello', role: 'control', pid: process.pid, command, timeoutMs }));
-    if (msg.type === 'refuse') return { v: PROTOCOL_VERSION, type: 'result', ok: false, command, code: msg.code, reason: msg.reason };
+    const { msg } = await answerDespiteEpipe(
+      answer,
+      link.send({ v: PROTOCOL_VERSION, type: 'hello', role: 'control', pid: process.pid, command, timeoutMs }),
+    );
+    if (msg.type === 'refuse')
+      return { v: PROTOCOL_VERSION, type: 'result', ok: false, command, code: msg.code, reason: msg.reason };
     return msg;
   } finally {
     link.close();

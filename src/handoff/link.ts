@@ -68,7 +68,11 @@ export class Link extends EventEmitter<LinkEvents> {
   send(msg: Message, fds: readonly number[] = []): Promise<void> {
     // A link that is down says why — the peer's bad message, or that the connection went away — instead of
     // the channel's bare "the channel is closed", which is all a rollback used to log (found by fuzzing).
-    if (this.channel.closed) return Promise.reject(this.#closeError ?? batonError('ERR_BATON_CHANNEL_CLOSED', `the connection closed before "${msg.type}" could be sent`));
+    if (this.channel.closed)
+      return Promise.reject(
+        this.#closeError ??
+          batonError('ERR_BATON_CHANNEL_CLOSED', `the connection closed before "${msg.type}" could be sent`),
+      );
     return this.channel.send(encode(msg), fds);
   }
 
@@ -78,12 +82,25 @@ export class Link extends EventEmitter<LinkEvents> {
    * With `first`, a message of another type arriving while this waits is a protocol error that ends the link
    * (the serving side's wait for hello: a `ready` sent before `hello` must not be kept for later).
    */
-  expect<T extends MessageType>(types: readonly T[], timeoutMs: number, what: string, options: { first?: boolean } = {}): Promise<Incoming & { msg: Extract<Message, { type: T }> }> {
+  expect<T extends MessageType>(
+    types: readonly T[],
+    timeoutMs: number,
+    what: string,
+    options: { first?: boolean } = {},
+  ): Promise<Incoming & { msg: Extract<Message, { type: T }> }> {
     const queued = this.#queue.findIndex((m) => (types as readonly string[]).includes(m.msg.type));
-    if (queued >= 0) return Promise.resolve(this.#queue.splice(queued, 1)[0] as Incoming & { msg: Extract<Message, { type: T }> });
+    if (queued >= 0)
+      return Promise.resolve(this.#queue.splice(queued, 1)[0] as Incoming & { msg: Extract<Message, { type: T }> });
     if (this.#closed) return Promise.reject(this.#closeError ?? closedWhile(what));
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = { types, what, first: options.first ?? false, resolve: resolve as (m: Incoming) => void, reject, timer: null };
+      const waiter: Waiter = {
+        types,
+        what,
+        first: options.first ?? false,
+        resolve: resolve as (m: Incoming) => void,
+        reject,
+        timer: null,
+      };
       if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
         waiter.timer = setTimeout(() => {
           this.#waiters = this.#waiters.filter((w) => w !== waiter);
@@ -106,7 +123,10 @@ export class Link extends EventEmitter<LinkEvents> {
       msg = decode(data, this.#maxBytes);
       const [min, max] = expectedFds(msg);
       if (fds.length < min || fds.length > max) {
-        throw batonError('ERR_BATON_PROTOCOL', `bad handoff message: "${msg.type}" carries ${min === max ? min : `${min} to ${max}`} fds, got ${fds.length}`);
+        throw batonError(
+          'ERR_BATON_PROTOCOL',
+          `bad handoff message: "${msg.type}" carries ${min === max ? min : `${min} to ${max}`} fds, got ${fds.length}`,
+        );
       }
     } catch (err) {
       closeFds(fds);
@@ -124,7 +144,12 @@ export class Link extends EventEmitter<LinkEvents> {
     const first = this.#waiters.find((w) => w.first);
     if (first) {
       closeFds(fds);
-      this.close(batonError('ERR_BATON_PROTOCOL', `bad handoff message: "${msg.type}" arrived before ${first.what}, which must come first`));
+      this.close(
+        batonError(
+          'ERR_BATON_PROTOCOL',
+          `bad handoff message: "${msg.type}" arrived before ${first.what}, which must come first`,
+        ),
+      );
       return;
     }
     if (this.listenerCount('message') > 0) this.emit('message', incoming);

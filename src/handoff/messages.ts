@@ -206,7 +206,22 @@ export interface MigrateChannel {
 /** Largest part of a migrate-carry message (the receiver takes messages of up to 9 MiB). */
 export const MAX_CARRY_PART = 4 * 1024 * 1024;
 
-export type Message = Hello | Welcome | Refuse | Register | Ready | ReadyOk | Drain | Stats | Result | Migrate | MigrateOk | MigrateEnd | MigrateDone | MigrateCarry | MigrateChannel;
+export type Message =
+  | Hello
+  | Welcome
+  | Refuse
+  | Register
+  | Ready
+  | ReadyOk
+  | Drain
+  | Stats
+  | Result
+  | Migrate
+  | MigrateOk
+  | MigrateEnd
+  | MigrateDone
+  | MigrateCarry
+  | MigrateChannel;
 export type MessageType = Message['type'];
 
 /** How many fds a message may carry: [at least, at most]. `ready` and `drain` may carry the migration
@@ -249,7 +264,9 @@ export const CONTROL_CHANNEL_LIMITS = {
     v: PROTOCOL_VERSION,
     type: 'refuse',
     code: 'ERR_BATON_TOO_MANY_CONNECTIONS',
-    reason: `the control socket is at its limit of ${MAX_CONTROL_CONNECTIONS} open connections; try again once some have closed`,
+    reason:
+      `the control socket is at its limit of ${MAX_CONTROL_CONNECTIONS} open connections; try again once some ` +
+      `have closed`,
   }),
 } as const;
 
@@ -275,19 +292,22 @@ function shown(v: unknown): string {
 
 function str(o: Record<string, unknown>, key: string, max = 256): string {
   const v = o[key];
-  if (typeof v !== 'string' || v.length === 0 || v.length > max) throw bad(`"${key}" must be a non-empty string of at most ${max} characters`);
+  if (typeof v !== 'string' || v.length === 0 || v.length > max)
+    throw bad(`"${key}" must be a non-empty string of at most ${max} characters`);
   return v;
 }
 
 function int(o: Record<string, unknown>, key: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   const v = o[key];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(`"${key}" must be an integer from ${min} to ${max}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    throw bad(`"${key}" must be an integer from ${min} to ${max}`);
   return v;
 }
 
 function oneOf<T extends string>(o: Record<string, unknown>, key: string, values: readonly T[]): T {
   const v = o[key];
-  if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) throw bad(`"${key}" must be one of ${values.join(', ')}`);
+  if (typeof v !== 'string' || !(values as readonly string[]).includes(v))
+    throw bad(`"${key}" must be one of ${values.join(', ')}`);
   return v as T;
 }
 
@@ -303,7 +323,11 @@ export function checkAddress(v: unknown): SocketAddress {
 
 export function checkEntry(v: unknown): InventoryEntry {
   if (!isObject(v)) throw bad('an inventory entry must be an object');
-  const entry: InventoryEntry = { name: str(v, 'name', 200), kind: oneOf(v, 'kind', KINDS), address: checkAddress(v.address) };
+  const entry: InventoryEntry = {
+    name: str(v, 'name', 200),
+    kind: oneOf(v, 'kind', KINDS),
+    address: checkAddress(v.address),
+  };
   if (v.origin !== undefined) entry.origin = oneOf(v, 'origin', ['activation', 'fdstore'] as const);
   if (v.unnamed !== undefined) {
     if (typeof v.unnamed !== 'boolean') throw bad('"unnamed" must be a boolean');
@@ -334,7 +358,8 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
       return msg;
     }
     case 'welcome': {
-      if (!Array.isArray(o.inventory) || o.inventory.length > 4096) throw bad('"inventory" must be an array of at most 4096 entries');
+      if (!Array.isArray(o.inventory) || o.inventory.length > 4096)
+        throw bad('"inventory" must be an array of at most 4096 entries');
       return { v, type: 'welcome', generation: int(o, 'generation', 1), inventory: o.inventory.map(checkEntry) };
     }
     case 'refuse':
@@ -342,13 +367,19 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
     case 'register':
       return { v, type: 'register', entry: checkEntry(o.entry) };
     case 'ready': {
-      if (!Array.isArray(o.names) || o.names.length > 4096 || !o.names.every((n) => typeof n === 'string')) throw bad('"names" must be an array of strings');
+      if (!Array.isArray(o.names) || o.names.length > 4096 || !o.names.every((n) => typeof n === 'string'))
+        throw bad('"names" must be an array of strings');
       return { v, type: 'ready', names: o.names as string[] };
     }
     case 'ready-ok':
       return { v, type: 'ready-ok' };
     case 'drain':
-      return { v, type: 'drain', timeoutMs: int(o, 'timeoutMs'), reason: oneOf(o, 'reason', ['upgrade', 'stop'] as const) };
+      return {
+        v,
+        type: 'drain',
+        timeoutMs: int(o, 'timeoutMs'),
+        reason: oneOf(o, 'reason', ['upgrade', 'stop'] as const),
+      };
     case 'stats': {
       const state = oneOf(o, 'state', ['starting', 'serving', 'draining'] as const);
       const msg: Stats = { v, type: 'stats', connections: int(o, 'connections'), state };
@@ -378,13 +409,17 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
       return msg;
     }
     case 'migrate': {
-      if (!Array.isArray(o.items) || o.items.length === 0 || o.items.length > MAX_MIGRATION_BATCH) throw bad(`"items" must be an array of 1 to ${MAX_MIGRATION_BATCH} entries`);
+      if (!Array.isArray(o.items) || o.items.length === 0 || o.items.length > MAX_MIGRATION_BATCH)
+        throw bad(`"items" must be an array of 1 to ${MAX_MIGRATION_BATCH} entries`);
       return {
         v,
         type: 'migrate',
         items: o.items.map((it: unknown) => {
           if (!isObject(it)) throw bad('a migration item must be an object');
-          const item: MigrationItem = { kind: oneOf(it, 'kind', ['raw', 'http', 'ws'] as const), name: str(it, 'name', 200) };
+          const item: MigrationItem = {
+            kind: oneOf(it, 'kind', ['raw', 'http', 'ws'] as const),
+            name: str(it, 'name', 200),
+          };
           if (it.state !== undefined) item.state = it.state;
           if (it.pending !== undefined) {
             if (typeof it.pending !== 'string') throw bad('"pending" must be a base64 string');
@@ -407,7 +442,13 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
       return { v, type: 'migrate-channel' };
     case 'migrate-carry': {
       if (typeof o.last !== 'boolean') throw bad('"last" must be a boolean');
-      return { v, type: 'migrate-carry', name: str(o, 'name', 200), part: str(o, 'part', MAX_CARRY_PART), last: o.last };
+      return {
+        v,
+        type: 'migrate-carry',
+        name: str(o, 'name', 200),
+        part: str(o, 'part', MAX_CARRY_PART),
+        last: o.last,
+      };
     }
     default:
       throw bad(`unknown type ${shown(o.type)}`);
@@ -446,7 +487,8 @@ function checkLoopAndReasons(o: Record<string, unknown>, msg: Stats): void {
  * an app on an ephemeral port keeps it across upgrades.
  */
 export function fits(inherited: SocketAddress, requested: SocketAddress): boolean {
-  if ('path' in inherited || 'path' in requested) return 'path' in inherited && 'path' in requested && inherited.path === requested.path;
+  if ('path' in inherited || 'path' in requested)
+    return 'path' in inherited && 'path' in requested && inherited.path === requested.path;
   return inherited.host === requested.host && (requested.port === 0 || inherited.port === requested.port);
 }
 

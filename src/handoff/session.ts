@@ -63,7 +63,11 @@ export class HandoffSession extends EventEmitter<SessionEvents> {
     this.link = link;
     this.hello = hello;
     link.on('message', ({ msg, fds }) => {
-      if (msg.type === 'register' && (this.#state === 'offered' || this.#state === 'serving') && this.listenerCount('register') > 0) {
+      if (
+        msg.type === 'register' &&
+        (this.#state === 'offered' || this.#state === 'serving') &&
+        this.listenerCount('register') > 0
+      ) {
         this.emit('register', msg.entry, fds[0]!);
         return;
       }
@@ -113,7 +117,10 @@ export class HandoffSession extends EventEmitter<SessionEvents> {
 
   /** Tell a generation to drain; `migrationFd` (borrowed) lets it move live connections to its successor. */
   drain(timeoutMs: number, reason: 'upgrade' | 'stop', migrationFd: number | null = null): Promise<void> {
-    return this.link.send({ v: PROTOCOL_VERSION, type: 'drain', timeoutMs, reason }, migrationFd === null ? [] : [migrationFd]);
+    return this.link.send(
+      { v: PROTOCOL_VERSION, type: 'drain', timeoutMs, reason },
+      migrationFd === null ? [] : [migrationFd],
+    );
   }
 
   async refuse(code: string, reason: string): Promise<void> {
@@ -121,7 +128,11 @@ export class HandoffSession extends EventEmitter<SessionEvents> {
     this.link.close();
   }
 
-  async result(command: ControlCommand, ok: boolean, extra: { code?: string; reason?: string; data?: unknown } = {}): Promise<void> {
+  async result(
+    command: ControlCommand,
+    ok: boolean,
+    extra: { code?: string; reason?: string; data?: unknown } = {},
+  ): Promise<void> {
     await this.link.send({ v: PROTOCOL_VERSION, type: 'result', command, ok, ...extra }).catch(() => {});
   }
 

@@ -64,11 +64,22 @@ const GOAWAY_PING_TIMEOUT_MS = 2000;
  * default 1000, on Node 22 and 24). */
 const KEEP_ALIVE_BUFFER_MS = 1000;
 
-type Tracked = net.Socket & { [kInflight]?: number; [kIdleTimer]?: NodeJS.Timeout | undefined; [kMoving]?: boolean; [kUnmovable]?: boolean; [kUpgraded]?: boolean };
+type Tracked = net.Socket & {
+  [kInflight]?: number;
+  [kIdleTimer]?: NodeJS.Timeout | undefined;
+  [kMoving]?: boolean;
+  [kUnmovable]?: boolean;
+  [kUpgraded]?: boolean;
+};
 
 function isHttp1(server: net.Server): boolean {
   // https.Server extends tls.Server and listens for 'request' like http.Server.
-  return server instanceof http.Server || (server instanceof tls.Server && typeof (server as unknown as { setTimeout?: unknown }).setTimeout === 'function' && 'maxHeadersCount' in server);
+  return (
+    server instanceof http.Server ||
+    (server instanceof tls.Server &&
+      typeof (server as unknown as { setTimeout?: unknown }).setTimeout === 'function' &&
+      'maxHeadersCount' in server)
+  );
 }
 
 function isHttp2(server: net.Server): boolean {
@@ -115,7 +126,9 @@ export class ServerDrainer {
     server.on(connectionEvent, (socket: Tracked) => this.#onConnection(socket));
     if (this.#http1) {
       // prepend: our listener must run before the application's handler writes the response head.
-      server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.#onRequest(req, res));
+      server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) =>
+        this.#onRequest(req, res),
+      );
       // An upgraded connection (WebSocket) speaks another protocol now: never treat it as an idle HTTP
       // connection. It drains when it closes (or moves with upgrader.webSocketServer()).
       server.prependListener('upgrade', (req: http.IncomingMessage) => {

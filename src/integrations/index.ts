@@ -17,4 +17,3 @@ installIntegrations({
   eventStreams: () => new EventStreams(),
   reconnectingServers: () => new SocketIoServers(),
 });
-

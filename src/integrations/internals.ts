@@ -98,12 +98,23 @@ export class MessageBegun {
  *    says why), so a TLS session then gets the single GOAWAY.
  */
 const SHUTDOWN_NOTICE = Buffer.from([
-  0, 0, 8, // length: 8
+  0,
+  0,
+  8, // length: 8
   7, // type: GOAWAY
   0, // flags
-  0, 0, 0, 0, // stream 0 (the connection)
-  0x7f, 0xff, 0xff, 0xff, // last stream id: 2^31-1
-  0, 0, 0, 0, // NO_ERROR
+  0,
+  0,
+  0,
+  0, // stream 0 (the connection)
+  0x7f,
+  0xff,
+  0xff,
+  0xff, // last stream id: 2^31-1
+  0,
+  0,
+  0,
+  0, // NO_ERROR
 ]);
 
 /** A stream id the server itself would use: nghttp2_submit_goaway() refuses it and queues nothing. */
@@ -128,8 +139,14 @@ function ownSymbol(object: object, description: string): unknown {
 
 /** The session's settings ids 1-6 in order, as native/http2.c compares them with nghttp2's. */
 function settingsArray(s: http2.Settings): Uint32Array {
-  const values = [s.headerTableSize, s.enablePush ? 1 : 0, s.maxConcurrentStreams, s.initialWindowSize, s.maxFrameSize,
-    s.maxHeaderListSize];
+  const values = [
+    s.headerTableSize,
+    s.enablePush ? 1 : 0,
+    s.maxConcurrentStreams,
+    s.initialWindowSize,
+    s.maxFrameSize,
+    s.maxHeaderListSize,
+  ];
   const out = new Uint32Array(HTTP2_CHECKED_SETTINGS);
   for (let i = 0; i < out.length; i++) out[i] = values[i] ?? 0;
   return out;
@@ -215,7 +232,7 @@ export function wsHasExtensions(ws: object): boolean {
 /** At a frame boundary: no partial frame, no fragmented message, nothing waiting to be sent. */
 export function wsAtFrameBoundary(ws: object): boolean {
   const { _receiver: r, _sender: s } = wsInternals(ws);
-  if (!r || r._state !== 0 || r._bufferedBytes !== 0 || r._fragmented !== 0) return false;
+  if (r?._state !== 0 || r._bufferedBytes !== 0 || r._fragmented !== 0) return false;
   return !s || ((s._queue?.length ?? 0) === 0 && (s._state ?? 0) === 0);
 }
 

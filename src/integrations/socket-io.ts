@@ -21,7 +21,8 @@
  *    log — is found there, and it gets the old generation's packets after it and then every packet the new
  *    generation broadcast since it became ready. The log is ordered by generation, not by time: both
  *    generations broadcast for a moment, and a new-generation packet stamped a millisecond before the
- *    client's last old-generation one must still come after it (ordered by time, such a packet was lost). Until the state has arrived, restoring a session waits
+ * client's last old-generation one must still come after it (ordered by time, such a packet was lost). Until the state
+ * has arrived, restoring a session waits
  *    for it (bounded): a client that reconnects very fast is not turned away.
  * An adapter that keeps sessions elsewhere (Redis streams, Postgres, MongoDB...) already recovers across
  * processes: nothing is carried (baton sees no in-memory session store).
@@ -77,7 +78,13 @@ interface AdapterLike {
 /** The JSON form of one namespace's recovery state. */
 interface CarriedNamespace {
   sessions: Session[];
-  packets: Array<{ gen: number; id: string; opts: { rooms: string[]; except: string[]; flags?: Record<string, unknown> }; data: unknown[]; emittedAt: number }>;
+  packets: Array<{
+    gen: number;
+    id: string;
+    opts: { rooms: string[]; except: string[]; flags?: Record<string, unknown> };
+    data: unknown[];
+    emittedAt: number;
+  }>;
 }
 
 export type CarriedSocketIo = Record<string, CarriedNamespace>;
@@ -91,7 +98,14 @@ const RESTORE_WAIT_MS = 5000;
 /** Throw a TypeError unless `io` looks like a socket.io Server. */
 function checkSocketIo(io: unknown): SocketIoServerLike {
   const s = io as Partial<SocketIoServerLike>;
-  if (typeof io !== 'object' || io === null || typeof s.engine !== 'object' || s.engine === null || typeof s.engine.clients !== 'object' || !(s._nsps instanceof Map)) {
+  if (
+    typeof io !== 'object' ||
+    io === null ||
+    typeof s.engine !== 'object' ||
+    s.engine === null ||
+    typeof s.engine.clients !== 'object' ||
+    !(s._nsps instanceof Map)
+  ) {
     throw argTypeError('io', "a Server from the 'socket.io' package (>= 4.6)", io);
   }
   return io as SocketIoServerLike;
@@ -102,10 +116,12 @@ function checkSocketIo(io: unknown): SocketIoServerLike {
 export function socketIoPart(x: unknown): string | null {
   if (typeof x !== 'object' || x === null) return null;
   const o = x as Record<string, unknown>;
-  if (o._nsps instanceof Map && typeof o.engine === 'object') return "a socket.io Server";
-  if (typeof o.clients === 'object' && typeof o.clientsCount === 'number' && typeof o.handleUpgrade === 'function') return 'an engine.io Server (io.engine)';
+  if (o._nsps instanceof Map && typeof o.engine === 'object') return 'a socket.io Server';
+  if (typeof o.clients === 'object' && typeof o.clientsCount === 'number' && typeof o.handleUpgrade === 'function')
+    return 'an engine.io Server (io.engine)';
   const opts = o.options as Record<string, unknown> | undefined;
-  if (opts && opts.noServer === true && opts.clientTracking === false) return "a WebSocketServer without client tracking (engine.io's io.engine.ws is one)";
+  if (opts && opts.noServer === true && opts.clientTracking === false)
+    return "a WebSocketServer without client tracking (engine.io's io.engine.ws is one)";
   return null;
 }
 
@@ -141,7 +157,17 @@ function recoveryState(io: SocketIoServerLike, generation: number): CarriedSocke
     any = true;
     out[nsp.name] = {
       sessions: [...a.sessions.values()],
-      packets: a.packets.map((p) => ({ gen: p.batonGeneration ?? generation, id: p.id, opts: { rooms: [...p.opts.rooms], except: [...p.opts.except], ...(p.opts.flags ? { flags: p.opts.flags } : {}) }, data: p.data, emittedAt: p.emittedAt })),
+      packets: a.packets.map((p) => ({
+        gen: p.batonGeneration ?? generation,
+        id: p.id,
+        opts: {
+          rooms: [...p.opts.rooms],
+          except: [...p.opts.except],
+          ...(p.opts.flags ? { flags: p.opts.flags } : {}),
+        },
+        data: p.data,
+        emittedAt: p.emittedAt,
+      })),
     };
   }
   return any ? out : null;
@@ -164,7 +190,17 @@ function mergeRecoveryState(io: SocketIoServerLike, state: unknown, only?: Names
     const known = new Set(a.packets.map((p) => p.id));
     const old = carried.packets
       .filter((p) => !known.has(p.id))
-      .map((p) => ({ batonGeneration: p.gen, id: p.id, opts: { rooms: new Set(p.opts.rooms), except: new Set(p.opts.except), ...(p.opts.flags ? { flags: p.opts.flags } : {}) }, data: p.data, emittedAt: p.emittedAt }));
+      .map((p) => ({
+        batonGeneration: p.gen,
+        id: p.id,
+        opts: {
+          rooms: new Set(p.opts.rooms),
+          except: new Set(p.opts.except),
+          ...(p.opts.flags ? { flags: p.opts.flags } : {}),
+        },
+        data: p.data,
+        emittedAt: p.emittedAt,
+      }));
     if (!old.length) continue;
     a.packets.push(...old);
     // Stable: packets of one generation keep their order.
@@ -177,13 +213,18 @@ function mergeRecoveryState(io: SocketIoServerLike, state: unknown, only?: Names
  * resolves — an older generation's state is here and merged, or none will come. `carriedSoFar()`: the
  * states merged so far, for namespaces created later.
  */
-function restoreAfterCarry(io: SocketIoServerLike, arrived: () => Promise<unknown>, carriedSoFar: () => unknown[]): void {
+function restoreAfterCarry(
+  io: SocketIoServerLike,
+  arrived: () => Promise<unknown>,
+  carriedSoFar: () => unknown[],
+): void {
   const wrap = (nsp: NamespaceLike) => {
     const a = nsp.adapter;
     const restore = a.restoreSession;
     if (typeof restore !== 'function' || !(a.sessions instanceof Map)) return;
     a.restoreSession = async function (this: AdapterLike, pid: string, offset: string) {
-      if (!a.sessions!.has(pid)) await Promise.race([arrived(), new Promise((r) => setTimeout(r, RESTORE_WAIT_MS).unref())]);
+      if (!a.sessions!.has(pid))
+        await Promise.race([arrived(), new Promise((r) => setTimeout(r, RESTORE_WAIT_MS).unref())]);
       return restore.call(this, pid, offset);
     };
   };

@@ -57,14 +57,28 @@ export function serviceSockets(stored: boolean, log: Log): ServiceSocket[] {
     const address = kind ? addressOf(info) : null;
     if (!kind || !address) {
       closeFds([fd]);
-      log('warn', 'listen-fd-unsupported', { position, name, kind: info.kind, reason: 'baton takes listening TCP and Unix stream sockets and UDP sockets' });
+      log('warn', 'listen-fd-unsupported', {
+        position,
+        name,
+        kind: info.kind,
+        reason: 'baton takes listening TCP and Unix stream sockets and UDP sockets',
+      });
       continue;
     }
     const named = name !== null && name !== 'unknown' && !name.endsWith('.socket') && name.length <= 200;
-    const entry: InventoryEntry = { name: `${UNNAMED_PREFIX}${position}`, kind, address, origin: named && stored ? 'fdstore' : 'activation' };
+    const entry: InventoryEntry = {
+      name: `${UNNAMED_PREFIX}${position}`,
+      kind,
+      address,
+      origin: named && stored ? 'fdstore' : 'activation',
+    };
     if (!named) entry.unnamed = true;
     else if (seen.has(name)) {
-      log('warn', 'listen-fd-duplicate', { position, name, reason: 'only the first socket of a name is used; it is closed unless a listener takes it' });
+      log('warn', 'listen-fd-duplicate', {
+        position,
+        name,
+        reason: 'only the first socket of a name is used; it is closed unless a listener takes it',
+      });
     } else {
       seen.add(name);
       entry.name = name;
@@ -145,7 +159,10 @@ export class ServiceNotifier {
     const socket = this.#env.NOTIFY_SOCKET;
     this.socket = socket ? socket : null;
     this.fdStore = !!options.fdStore && this.socket !== null;
-    if (options.fdStore && !this.socket) this.#log('warn', 'fdstore-unavailable', { reason: 'NOTIFY_SOCKET is not set: not started by a service manager' });
+    if (options.fdStore && !this.socket)
+      this.#log('warn', 'fdstore-unavailable', {
+        reason: 'NOTIFY_SOCKET is not set: not started by a service manager',
+      });
   }
 
   /** One notification (sent now, or queued behind others); false when there is no manager or it failed (logged). */
@@ -153,7 +170,7 @@ export class ServiceNotifier {
     if (!this.socket) return false;
     if (this.#queue.length === 0) {
       try {
-        return sdNotify(fields, { socket: this.socket, ...(fds && fds.length ? { fds } : {}) });
+        return sdNotify(fields, { socket: this.socket, ...(fds?.length ? { fds } : {}) });
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return this.#failed(fields, err as Error);
       }
@@ -223,7 +240,7 @@ export class ServiceNotifier {
     return [...this.#stored];
   }
 
-    /** The named listener came from the fd store (LISTEN_FDS): it is there already. */
+  /** The named listener came from the fd store (LISTEN_FDS): it is there already. */
   markStored(name: string): void {
     if (this.fdStore) this.#stored.add(name);
   }
@@ -232,7 +249,10 @@ export class ServiceNotifier {
   store(name: string, fd: number): void {
     if (!this.fdStore) return;
     if (!validFdName(name)) {
-      this.#log('warn', 'fdstore-skipped', { name, reason: 'an FDNAME is at most 255 printable ASCII characters without ":"' });
+      this.#log('warn', 'fdstore-skipped', {
+        name,
+        reason: 'an FDNAME is at most 255 printable ASCII characters without ":"',
+      });
       return;
     }
     if (this.send({ FDSTORE: 1, FDNAME: name }, [fd])) this.#stored.add(name);
@@ -306,7 +326,9 @@ export class GenerationService implements ServiceManager {
 
   rolledBack(generation: number, count: number, pid: number, reason: string): void {
     // The upgrade is over and this generation still serves: READY=1 ends the manager's "reloading".
-    const status = `generation ${generation} serving, ${listeners(count)}; generation ${generation + 1} (pid ${pid}) rolled back: ${oneLine(reason)}`;
+    const status =
+      `generation ${generation} serving, ${listeners(count)}; generation ${generation + 1} (pid ${pid}) ` +
+      `rolled back: ${oneLine(reason)}`;
     this.#notifier.ready(status, this.#handedOver ? { MAINPID: process.pid } : {});
     this.#handedOver = false;
   }
@@ -314,7 +336,8 @@ export class GenerationService implements ServiceManager {
   async handingOver(generation: number, pid: number): Promise<void> {
     // The successor becomes the service's main process before this one acknowledges, so the manager
     // never sees the main process exit: it follows the new one (its READY=1 follows).
-    if (this.#notifier.send({ MAINPID: pid, STATUS: `generation ${generation} (pid ${pid}) is taking over` })) this.#handedOver = true;
+    if (this.#notifier.send({ MAINPID: pid, STATUS: `generation ${generation} (pid ${pid}) is taking over` }))
+      this.#handedOver = true;
     await this.#notifier.flushed();
   }
 
@@ -327,11 +350,15 @@ export class GenerationService implements ServiceManager {
     const service = this.#notifier;
     for (const a of this.#activated) {
       service.unstore(a.entry.name);
-      this.#log('info', 'listener-closed', { name: a.entry.unnamed ? null : a.entry.name, reason: 'passed in by the service manager, not used' });
+      this.#log('info', 'listener-closed', {
+        name: a.entry.unnamed ? null : a.entry.name,
+        reason: 'passed in by the service manager, not used',
+      });
     }
     this.#activated.closeAll();
     const { predecessor, sockets } = info;
-    for (const e of predecessor?.inventory ?? []) if (e.kind !== 'control' && !sockets.has(e.name)) service.unstore(e.name);
+    for (const e of predecessor?.inventory ?? [])
+      if (e.kind !== 'control' && !sockets.has(e.name)) service.unstore(e.name);
     for (const name of info.fresh) {
       const fd = info.fdOf(name);
       if (fd === undefined) continue;
@@ -347,6 +374,9 @@ export class GenerationService implements ServiceManager {
 
   draining(stopping: boolean, generation: number, connections: number): void {
     this.#notifier.stopWatchdog();
-    if (stopping) this.#notifier.stopping(`stopping: generation ${generation} draining ${connections} connection${connections === 1 ? '' : 's'}`);
+    if (stopping)
+      this.#notifier.stopping(
+        `stopping: generation ${generation} draining ${connections} connection${connections === 1 ? '' : 's'}`,
+      );
   }
 }

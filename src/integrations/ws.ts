@@ -21,7 +21,14 @@ import type net from 'node:net';
 import tls from 'node:tls';
 import { argTypeError, batonError } from '../fd/errors.js';
 import { MAX_MIGRATION_BATCH } from '../handoff/messages.js';
-import { setWsCloseReport, setWsProtocol, wsAtFrameBoundary, wsHasExtensions, wsProtocolOf, wsSocketOf } from './internals.js';
+import {
+  setWsCloseReport,
+  setWsProtocol,
+  wsAtFrameBoundary,
+  wsHasExtensions,
+  wsProtocolOf,
+  wsSocketOf,
+} from './internals.js';
 import { socketIoPart } from './socket-io.js';
 import type { ConnectionMover, MoverContext } from '../upgrader/integration.js';
 import type { MigrationSender } from '../upgrader/migrate.js';
@@ -30,9 +37,14 @@ import type { WebSocketMigrationOptions } from '../upgrader/upgrader.js';
 /** The parts of ws's WebSocketServer and WebSocket baton relies on (ws >= 8). */
 export interface WsServerLike {
   clients?: Set<WsLike>;
-  options: Record<string, unknown> & { WebSocket?: new (address: null, protocols: undefined, options: unknown) => WsLike };
+  options: Record<string, unknown> & {
+    WebSocket?: new (address: null, protocols: undefined, options: unknown) => WsLike;
+  };
   emit(event: 'connection', ws: WsLike, req: MigratedRequest): boolean;
-  prependListener(event: 'connection', fn: (ws: WsLike, req: { url?: string; headers: Record<string, unknown> }) => void): unknown;
+  prependListener(
+    event: 'connection',
+    fn: (ws: WsLike, req: { url?: string; headers: Record<string, unknown> }) => void,
+  ): unknown;
 }
 
 /** Its private fields are reached only through src/integrations/internals.ts. */
@@ -80,7 +92,9 @@ export function unmovable(ws: WsLike): string | null {
 }
 
 export function stateOf(ws: WsLike, save?: (ws: WsLike) => unknown): WsState {
-  const req = (ws as unknown as Record<symbol, { url: string; headers: Record<string, unknown> } | undefined>)[kRequest];
+  const req = (ws as unknown as Record<symbol, { url: string; headers: Record<string, unknown> } | undefined>)[
+    kRequest
+  ];
   const state: WsState = { protocol: wsProtocolOf(ws), url: req?.url ?? '/', headers: req?.headers ?? {} };
   if (save) state.app = save(ws);
   return state;
@@ -92,9 +106,19 @@ export function markMoved(ws: WsLike): void {
 }
 
 /** Build the WebSocket for a migrated connection and hand it to the app. */
-export function continueWebSocket(wss: WsServerLike, socket: net.Socket, state: WsState, pending: Buffer, restore?: (ws: WsLike, state: unknown) => void): WsLike {
+export function continueWebSocket(
+  wss: WsServerLike,
+  socket: net.Socket,
+  state: WsState,
+  pending: Buffer,
+  restore?: (ws: WsLike, state: unknown) => void,
+): WsLike {
   const WebSocket = wss.options.WebSocket;
-  if (typeof WebSocket !== 'function') throw batonError('ERR_BATON_UNSUPPORTED_VERSION', 'the WebSocketServer has no options.WebSocket class (ws >= 8 is needed)');
+  if (typeof WebSocket !== 'function')
+    throw batonError(
+      'ERR_BATON_UNSUPPORTED_VERSION',
+      'the WebSocketServer has no options.WebSocket class (ws >= 8 is needed)',
+    );
   const o = wss.options;
   const ws = new WebSocket(null, undefined, o);
   setWsProtocol(ws, state.protocol);
@@ -140,12 +164,18 @@ export class WebSocketMover implements ConnectionMover {
       throw err;
     }
     const server = wss as WsServerLike;
-    if (typeof wss !== 'object' || wss === null || typeof server.prependListener !== 'function' || typeof server.options !== 'object') {
+    if (
+      typeof wss !== 'object' ||
+      wss === null ||
+      typeof server.prependListener !== 'function' ||
+      typeof server.options !== 'object'
+    ) {
       throw argTypeError('wss', "a WebSocketServer from the 'ws' package", wss);
     }
     const o = (options ?? {}) as WebSocketMigrationOptions<unknown> & { name?: string };
     if (o.save !== undefined && typeof o.save !== 'function') throw argTypeError('options.save', 'a function', o.save);
-    if (o.restore !== undefined && typeof o.restore !== 'function') throw argTypeError('options.restore', 'a function', o.restore);
+    if (o.restore !== undefined && typeof o.restore !== 'function')
+      throw argTypeError('options.restore', 'a function', o.restore);
     trackRequests(server);
     this.#wss = server;
     this.#options = o;
@@ -166,7 +196,7 @@ export class WebSocketMover implements ConnectionMover {
     const one = async (ws: WsLike): Promise<void> => {
       const why = unmovable(ws);
       if (why === 'not open') return;
-      if (!sender || !sender.accepting || why) {
+      if (!sender?.accepting || why) {
         if (why && sender) log('info', 'ws-not-moved', { reason: why });
         ws.close(stopping ? 1001 : 1012, stopping ? 'Going Away' : 'Service Restart');
         return;

@@ -58,6 +58,8 @@ export class ConnectionCensus {
 
 /** "sse 20, http 1" */
 export function formatKinds(kinds: ConnectionKinds | undefined): string {
-  const parts = Object.entries(kinds ?? {}).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
+  const parts = Object.entries(kinds ?? {})
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${k} ${n}`);
   return parts.length ? parts.join(', ') : 'nothing';
 }

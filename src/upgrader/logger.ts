@@ -12,7 +12,11 @@ export interface Logger {
 
 export type LogFormat = 'text' | 'json';
 
-export function createLogger(format: LogFormat = envFormat(), base: LogFields = {}, write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
+export function createLogger(
+  format: LogFormat = envFormat(),
+  base: LogFields = {},
+  write: (line: string) => void = (l) => process.stderr.write(l),
+): Logger {
   return {
     log(level, event, fields = {}) {
       const all: LogFields = { ...base, ...fields };

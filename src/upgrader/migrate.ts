@@ -38,7 +38,7 @@
  * parts); a fresh socketpair starts clean, and the protocol on it is the one of any new channel. A chain
  * of quick reloads thus keeps one channel per generation still holding connections, all to the newest.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import tls from 'node:tls';
 import { FdChannel } from '../fd/channel.js';
 import { batonError } from '../fd/errors.js';
@@ -47,7 +47,13 @@ import { closeFds } from '../fd/fds.js';
 import { Link } from '../handoff/link.js';
 import { flushWrites, giveBack, lateBytes, stopReading } from './hold.js';
 import { FD_RESERVE, MAX_BATCH_BYTES, WINDOW } from './migrate-receiver.js';
-import { MAX_CARRY_PART, MAX_MIGRATION_BATCH, PROTOCOL_VERSION, type MigrationItem, type MigrationKind } from '../handoff/messages.js';
+import {
+  MAX_CARRY_PART,
+  MAX_MIGRATION_BATCH,
+  PROTOCOL_VERSION,
+  type MigrationItem,
+  type MigrationKind,
+} from '../handoff/messages.js';
 
 /** Largest per-connection state, as JSON. */
 export const MAX_STATE_BYTES = 64 * 1024;
@@ -142,26 +148,42 @@ export class MigrationSender {
    * destroyed, without touching the connection). Rejects — leaving the socket open and paused in this
    * process — if it cannot move (closed meanwhile, state too large, the channel is gone).
    */
-  async move(socket: net.Socket, kind: MigrationKind, name: string, state?: unknown, appPending?: Uint8Array): Promise<void> {
+  async move(
+    socket: net.Socket,
+    kind: MigrationKind,
+    name: string,
+    state?: unknown,
+    appPending?: Uint8Array,
+  ): Promise<void> {
     if (this.#ending && !this.#link.closed) {
       this.#handedBack++;
       throw successorDraining();
     }
-    if (this.#link.closed && !this.#redirect) throw batonError('ERR_BATON_CHANNEL_CLOSED', 'the migration channel to the new generation is closed');
+    if (this.#link.closed && !this.#redirect)
+      throw batonError('ERR_BATON_CHANNEL_CLOSED', 'the migration channel to the new generation is closed');
     if (socket.destroyed) throw batonError('ERR_BATON_NOT_OPEN', 'the connection is already closed');
     // Its TLS session (keys, sequence numbers) stays in this process's OpenSSL: moved as raw bytes, the
     // client's next record would fail (ERR_SSL_BAD_RECORD_TYPE). Moving it needs kernel TLS (docs/migration.md).
-    if (socket instanceof tls.TLSSocket) throw batonError('ERR_BATON_TLS', 'a TLS connection cannot move: its session lives in this process');
+    if (socket instanceof tls.TLSSocket)
+      throw batonError('ERR_BATON_TLS', 'a TLS connection cannot move: its session lives in this process');
     let stateJson: string | undefined;
     if (state !== undefined) {
       try {
         stateJson = JSON.stringify(state); // throws for a BigInt or a cycle
       } catch (err) {
-        throw batonError('ERR_BATON_STATE_NOT_SERIALIZABLE', `the connection state is not JSON-serialisable: ${(err as Error).message}`);
+        throw batonError(
+          'ERR_BATON_STATE_NOT_SERIALIZABLE',
+          `the connection state is not JSON-serialisable: ${(err as Error).message}`,
+        );
       }
-      if (stateJson === undefined) throw batonError('ERR_BATON_STATE_NOT_SERIALIZABLE', 'the connection state is not JSON-serialisable');
+      if (stateJson === undefined)
+        throw batonError('ERR_BATON_STATE_NOT_SERIALIZABLE', 'the connection state is not JSON-serialisable');
       if (Buffer.byteLength(stateJson) > MAX_STATE_BYTES) {
-        throw batonError('ERR_BATON_STATE_TOO_LARGE', `the connection state is ${Buffer.byteLength(stateJson)} bytes as JSON; at most ${MAX_STATE_BYTES} may move with a connection`);
+        throw batonError(
+          'ERR_BATON_STATE_TOO_LARGE',
+          `the connection state is ${Buffer.byteLength(stateJson)} bytes as JSON; at most ${MAX_STATE_BYTES} may ` +
+            `move with a connection`,
+        );
       }
     }
     const buffered = stopReading(socket);
@@ -172,7 +194,8 @@ export class MigrationSender {
       giveBack(socket, buffered);
       throw err;
     }
-    if (socket.destroyed) throw batonError('ERR_BATON_NOT_OPEN', 'the client closed the connection while it was being moved');
+    if (socket.destroyed)
+      throw batonError('ERR_BATON_NOT_OPEN', 'the client closed the connection while it was being moved');
     const item: MigrationItem = { kind, name };
     if (stateJson !== undefined) item.state = JSON.parse(stateJson);
     if (pending.length) item.pending = pending.toString('base64');
@@ -188,7 +211,14 @@ export class MigrationSender {
         else this.#notMoved.set(code, (this.#notMoved.get(code) ?? 0) + 1);
         reject(err);
       };
-      this.#queue.push({ item, socket, late, bytes: (stateJson?.length ?? 0) + (item.pending?.length ?? 0) + 64, resolve, reject: fail });
+      this.#queue.push({
+        item,
+        socket,
+        late,
+        bytes: (stateJson?.length ?? 0) + (item.pending?.length ?? 0) + 64,
+        resolve,
+        reject: fail,
+      });
       this.#schedule();
     });
   }
@@ -286,7 +316,13 @@ export class MigrationSender {
       if (this.#queue.length && inflight.length < WINDOW && room > 0 && !this.#redirect) {
         let bytes = 0;
         let n = 0;
-        while (n < this.#queue.length && n < MAX_MIGRATION_BATCH && n < room && (n === 0 || bytes + this.#queue[n]!.bytes <= MAX_BATCH_BYTES)) bytes += this.#queue[n++]!.bytes;
+        while (
+          n < this.#queue.length &&
+          n < MAX_MIGRATION_BATCH &&
+          n < room &&
+          (n === 0 || bytes + this.#queue[n]!.bytes <= MAX_BATCH_BYTES)
+        )
+          bytes += this.#queue[n++]!.bytes;
         const batch = this.#queue.splice(0, n);
         if (this.#ending) {
           for (const p of batch) p.reject(successorDraining());
@@ -307,7 +343,10 @@ export class MigrationSender {
           p.item.pending = Buffer.concat([Buffer.from(p.item.pending ?? '', 'base64'), late]).toString('base64');
         }
         try {
-          await this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate', items: live.map((p) => p.item) }, live.map((p) => fdOf(p.socket)));
+          await this.#link.send(
+            { v: PROTOCOL_VERSION, type: 'migrate', items: live.map((p) => p.item) },
+            live.map((p) => fdOf(p.socket)),
+          );
         } catch (err) {
           // Not sent: the connections are still entirely ours.
           for (const p of live) p.reject(err as Error);
@@ -323,17 +362,30 @@ export class MigrationSender {
         // No room left and nothing in flight that could free some: these stay here (the caller closes them
         // politely) rather than be cut off in the new generation's fd table.
         for (const p of this.#queue.splice(0)) {
-          p.reject(batonError('ERR_BATON_NO_ROOM', `the new generation has no room for more connections: its fd table is nearly full (RLIMIT_NOFILE, less ${FD_RESERVE} kept free); raise its open files limit (ulimit -n, LimitNOFILE=)`));
+          p.reject(
+            batonError(
+              'ERR_BATON_NO_ROOM',
+              `the new generation has no room for more connections: its fd table is nearly full (RLIMIT_NOFILE, less ` +
+                `${FD_RESERVE} kept free); raise its open files limit (ulimit -n, LimitNOFILE=)`,
+            ),
+          );
         }
         break;
       }
       try {
-        const { msg } = await this.#link.expect(['migrate-ok'], ACK_TIMEOUT_MS, 'the new generation to adopt migrated connections');
+        const { msg } = await this.#link.expect(
+          ['migrate-ok'],
+          ACK_TIMEOUT_MS,
+          'the new generation to adopt migrated connections',
+        );
         if (msg.room !== undefined) this.#room = msg.room;
       } catch {
         // The receiver died or stalled: what we sent is its problem now; stop sending more.
         for (const batch of inflight.splice(0)) for (const p of batch) p.resolve();
-        for (const p of this.#queue.splice(0)) p.reject(batonError('ERR_BATON_CHANNEL_CLOSED', 'the new generation stopped acknowledging migrated connections'));
+        for (const p of this.#queue.splice(0))
+          p.reject(
+            batonError('ERR_BATON_CHANNEL_CLOSED', 'the new generation stopped acknowledging migrated connections'),
+          );
         this.#link.close();
         break;
       }
@@ -345,11 +397,21 @@ export class MigrationSender {
   /** Wait for the receiver's first migrate-ok (its room). False, with everything queued rejected, if none comes. */
   async #awaitRoom(): Promise<boolean> {
     try {
-      const { msg } = await this.#link.expect(['migrate-ok'], ACK_TIMEOUT_MS, 'the new generation to announce its room for connections');
+      const { msg } = await this.#link.expect(
+        ['migrate-ok'],
+        ACK_TIMEOUT_MS,
+        'the new generation to announce its room for connections',
+      );
       this.#room = msg.room ?? Number.MAX_SAFE_INTEGER;
       return true;
     } catch (err) {
-      for (const p of this.#queue.splice(0)) p.reject(batonError('ERR_BATON_CHANNEL_CLOSED', `the new generation is not taking connections: ${(err as Error).message}`));
+      for (const p of this.#queue.splice(0))
+        p.reject(
+          batonError(
+            'ERR_BATON_CHANNEL_CLOSED',
+            `the new generation is not taking connections: ${(err as Error).message}`,
+          ),
+        );
       this.#link.close();
       return false;
     }
@@ -371,12 +433,16 @@ export class MigrationSender {
       this.#ending = true;
       void this.settled().then(() => this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-done' }).catch(() => {}));
     };
-    if (channelFd === null) return nowhere();
+    if (channelFd === null) {
+      nowhere();
+      return;
+    }
     try {
       this.#redirect = senderLink(channelFd);
     } catch {
       closeFds([channelFd]);
-      return nowhere();
+      nowhere();
+      return;
     }
     // #flush switches once the batches in flight on the old channel are acknowledged (at once if idle).
     this.#schedule();
@@ -401,7 +467,10 @@ function senderLink(fd: number): Link {
 }
 
 function successorDraining(): Error {
-  return batonError('ERR_BATON_SUCCESSOR_DRAINING', 'the new generation is itself draining (replaced again): closed politely here instead');
+  return batonError(
+    'ERR_BATON_SUCCESSOR_DRAINING',
+    'the new generation is itself draining (replaced again): closed politely here instead',
+  );
 }
 
 export { MigrationReceiver, type MigrationReceiverEvents } from './migrate-receiver.js';

@@ -81,10 +81,10 @@ export interface UpgraderEvents {
 /** Options of webSocketServer() (the `ws` integration, src/integrations/ws.ts, checks them). */
 export interface WebSocketMigrationOptions<S = unknown> {
   /** The app's per-connection state, JSON-serialisable (at most 64 KiB). Called in the old generation. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // biome-ignore lint/suspicious/noExplicitAny: the app's own WebSocket class (ws's, or a subclass of it)
   save?: (ws: any) => S;
   /** Put the state back on the new WebSocket, before 'connection' is emitted. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // biome-ignore lint/suspicious/noExplicitAny: the app's own WebSocket class (ws's, or a subclass of it)
   restore?: (ws: any, state: S) => void;
 }
 

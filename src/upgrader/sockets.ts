@@ -13,8 +13,16 @@ import { untilListening } from '../fd/listening.js';
  * socket (fd/adopt checks the inode), so a failure never closes a number that was reused meanwhile. */
 export { listenOnFd, bindOnFd as bindDgramFd } from '../fd/adopt.js';
 
-export function listenTcp(server: net.Server, host: string, port: number, backlog: number, ipv6Only: boolean): Promise<void> {
-  return untilListening(server, () => server.listen({ port, ...(host ? { host } : {}), backlog, ipv6Only, exclusive: true }));
+export function listenTcp(
+  server: net.Server,
+  host: string,
+  port: number,
+  backlog: number,
+  ipv6Only: boolean,
+): Promise<void> {
+  return untilListening(server, () =>
+    server.listen({ port, ...(host ? { host } : {}), backlog, ipv6Only, exclusive: true }),
+  );
 }
 
 /** A fresh Unix stream listener at `path` with `mode`; a stale socket file is replaced, a live one is EADDRINUSE. */

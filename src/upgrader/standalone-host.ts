@@ -72,7 +72,10 @@ export class StandaloneHost {
     const state = this.#cb.state();
     if (this.#busy || state !== 'serving') {
       const code = this.#busy || state === 'upgrading' ? 'ERR_BATON_UPGRADE_IN_PROGRESS' : 'ERR_BATON_STATE';
-      const reason = code === 'ERR_BATON_UPGRADE_IN_PROGRESS' ? 'upgrade in progress: another new generation is joining' : `the serving generation is ${state}`;
+      const reason =
+        code === 'ERR_BATON_UPGRADE_IN_PROGRESS'
+          ? 'upgrade in progress: another new generation is joining'
+          : `the serving generation is ${state}`;
       this.#log('warn', 'upgrade-refused', { peer: session.peer.pid, reason });
       await session.refuse(code, reason);
       return;

@@ -22,7 +22,11 @@ import { formatAddress, type InventoryEntry } from '../handoff/messages.js';
 import { continueArrival, type ArrivalContext } from './arrivals.js';
 import { ConnectionCensus, type ConnectionKinds } from './census.js';
 import {
-  integrations, type ConnectionMover, type EventStreamTracker, type ReconnectingServers, type ServiceManager,
+  integrations,
+  type ConnectionMover,
+  type EventStreamTracker,
+  type ReconnectingServers,
+  type ServiceManager,
 } from './integration.js';
 import { Listeners } from './listeners.js';
 import { createLogger, silentLogger, type LogFields, type Logger } from './logger.js';
@@ -30,7 +34,12 @@ import { openMode, type Opened, type WorkerSlot } from './modes/index.js';
 import type { Generation, GenerationMode, UpgraderMode } from './modes/mode.js';
 import { ConnectionMoves } from './moves.js';
 import {
-  settingsOf, type DgramOptions, type ListenOptions, type Settings, type UpgraderEvents, type UpgraderOptions,
+  settingsOf,
+  type DgramOptions,
+  type ListenOptions,
+  type Settings,
+  type UpgraderEvents,
+  type UpgraderOptions,
   type WebSocketMigrationOptions,
 } from './options.js';
 import { listenOnFd } from './sockets.js';
@@ -84,13 +93,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     this.#generation = opened.generation;
     this.#worker = opened.worker;
     this.#client = client;
-    this.#inherited = client !== null && client.inventory.some((e) => e.kind !== 'control');
+    this.#inherited = client?.inventory.some((e) => e.kind !== 'control') ?? false;
     this.#socketPath = opened.socketPath;
     this.#settings = settings;
     this.#logger = logger === false ? silentLogger : (logger ?? createLogger());
     this.#gen = this.#generationView();
     const log = this.#gen.log;
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    // Inside the getters below, `this` is the object literal, not the Upgrader.
     const self = this;
     this.#listeners = new Listeners({
       client: () => this.#client,
@@ -288,7 +297,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
 
   /** Throw (closing the inherited listeners, which are not accepting yet) if the handoff is already over. */
   #failIfHandoffBroke(client: GenerationClient | null, deferred: ReadonlyArray<{ fd: number }>): void {
-    if (!client || !client.link.closed) return;
+    if (!client?.link.closed) return;
     const broke = this.#mode.handoffBroke(client);
     if (!broke.fatal) return;
     closeFds(deferred.map((d) => d.fd));
@@ -329,10 +338,12 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
    * listener the WebSocket server is attached to (default: found from `wss.options.server`, else 'ws').
    */
   webSocketServer<S = unknown>(wss: unknown, options: WebSocketMigrationOptions<S> & { name?: string } = {}): void {
-    this.#movers.push(integrations().webSocketServer(wss, options, {
-      log: (level, event, fields) => this.#log(level, event, fields),
-      listenerName: (server) => this.#listeners.nameOf(server),
-    }));
+    this.#movers.push(
+      integrations().webSocketServer(wss, options, {
+        log: (level, event, fields) => this.#log(level, event, fields),
+        listenerName: (server) => this.#listeners.nameOf(server),
+      }),
+    );
   }
 
   /**
@@ -436,9 +447,14 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       const notMoved = [...(moving?.notMoved ?? [])].map(([code, n]) => `${code}:${n}`).join(',');
       const notMovedCount = [...(moving?.notMoved.values() ?? [])].reduce((a, n) => a + n, 0);
       if (notMoved) this.#log('warn', 'not-moved', { count: notMovedCount, reasons: notMoved });
-      this.#mode.drained(this.#gen, moving && {
-        moved: moving.moved, notMoved: notMovedCount, notMovedReasons: Object.fromEntries(moving.notMoved),
-      });
+      this.#mode.drained(
+        this.#gen,
+        moving && {
+          moved: moving.moved,
+          notMoved: notMovedCount,
+          notMovedReasons: Object.fromEntries(moving.notMoved),
+        },
+      );
       const extra: LogFields = {};
       if (moving?.closedMeanwhile) extra.closed = moving.closedMeanwhile;
       if (moving?.handedBack) extra.handedBack = moving.handedBack;

@@ -53,9 +53,11 @@ const ONE_WORKER: WorkerSlot = Object.freeze({ index: 0, count: 1 });
  * take its sockets. baton runs the workers itself.
  */
 function clusterWorker(): Error {
-  return batonError('ERR_BATON_CLUSTER_WORKER',
+  return batonError(
+    'ERR_BATON_CLUSTER_WORKER',
     'Upgrader.start() in a node:cluster worker: under baton, let baton run the workers ' +
-    '(baton run --workers N, docs/workers.md) instead of forking them with node:cluster');
+      '(baton run --workers N, docs/workers.md) instead of forking them with node:cluster',
+  );
 }
 
 /** The slot `baton run` gave this worker (BATON_WORKER of BATON_WORKERS); one worker when a supervisor
@@ -65,8 +67,10 @@ function workerSlot(env: NodeJS.ProcessEnv): WorkerSlot {
   const index = Number(env.BATON_WORKER);
   const count = Number(env.BATON_WORKERS);
   if (!Number.isInteger(index) || !Number.isInteger(count) || index < 0 || count < 1 || index >= count) {
-    throw batonError('ERR_BATON_PROTOCOL',
-      `the supervisor gave no valid worker slot: BATON_WORKER=${env.BATON_WORKER} BATON_WORKERS=${env.BATON_WORKERS}`);
+    throw batonError(
+      'ERR_BATON_PROTOCOL',
+      `the supervisor gave no valid worker slot: BATON_WORKER=${env.BATON_WORKER} BATON_WORKERS=${env.BATON_WORKERS}`,
+    );
   }
   return Object.freeze({ index, count });
 }
