@@ -30,7 +30,8 @@ import { FdChannel, FdChannelServer, closeFds, dupFd, type DropInfo } from '../s
 import { isOpen, socketpair } from '../src/fd/fds.js';
 import { GenerationClient } from '../src/handoff/client.js';
 import { sendCommand } from '../src/handoff/control.js';
-import { CONTROL_CHANNEL_LIMITS, decode, MAX_CONTROL_CONNECTIONS, MAX_MESSAGE_BYTES } from '../src/handoff/messages.js';
+import { decode } from '../src/handoff/decode.js';
+import { CONTROL_CHANNEL_LIMITS, MAX_CONTROL_CONNECTIONS, MAX_MESSAGE_BYTES } from '../src/handoff/messages.js';
 import { expectFdsBackTo, fdCount, spawnNode, tmpDir, waitFor, within } from './helpers.js';
 import { alive, baton, get, HTTP_EXAMPLE, SERVING, startSupervised } from './upgrade-helpers.js';
 

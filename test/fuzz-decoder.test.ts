@@ -31,14 +31,8 @@ import {
   type InMessage,
 } from '../src/fd/framing.js';
 import { native } from '../src/fd/native.js';
-import {
-  decode,
-  encode,
-  expectedFds,
-  MAX_MESSAGE_BYTES,
-  PROTOCOL_VERSION,
-  type Message,
-} from '../src/handoff/messages.js';
+import { decode } from '../src/handoff/decode.js';
+import { encode, expectedFds, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, type Message } from '../src/handoff/messages.js';
 import { expectFdsBackTo, fdCount } from './helpers.js';
 
 /** FUZZ_SEED=random (npm run fuzz) picks a new seed; fast-check prints it with any counterexample. */

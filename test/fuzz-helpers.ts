@@ -24,7 +24,8 @@ import fc from 'fast-check';
 import { FdChannel } from '../src/fd/channel.js';
 import { encodeMessage, FLAG_MORE, FRAMING_VERSION, MAGIC, Reassembler } from '../src/fd/framing.js';
 import { native } from '../src/fd/native.js';
-import { decode, expectedFds, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, type Message } from '../src/handoff/messages.js';
+import { decode } from '../src/handoff/decode.js';
+import { expectedFds, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, type Message } from '../src/handoff/messages.js';
 
 /** What a real fd attached to a record is: an open file, a directory, one end of a fresh socketpair. */
 export type FdKind = 'file' | 'dir' | 'pair';

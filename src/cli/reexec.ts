@@ -35,7 +35,8 @@ import { batonError } from '../fd/errors.js';
 import { execve, memfd as createMemfd, releaseSignals } from '../fd/exec.js';
 import { closeFds, isOpen } from '../fd/fds.js';
 import type { Held } from '../handoff/inventory.js';
-import { checkEntry, decode, encode, PROTOCOL_VERSION, type Hello, type InventoryEntry } from '../handoff/messages.js';
+import { checkEntry, decode } from '../handoff/decode.js';
+import { encode, PROTOCOL_VERSION, type Hello, type InventoryEntry } from '../handoff/messages.js';
 import { VERSION } from '../version.js';
 import { outputTail } from './output-tail.js';
 

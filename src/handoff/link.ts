@@ -10,7 +10,8 @@ import { EventEmitter } from 'node:events';
 import { FdChannel } from '../fd/channel.js';
 import { batonError, type BatonError } from '../fd/errors.js';
 import { closeFds } from '../fd/fds.js';
-import { decode, encode, expectedFds, MAX_MESSAGE_BYTES, type Message, type MessageType } from './messages.js';
+import { decode } from './decode.js';
+import { encode, expectedFds, MAX_MESSAGE_BYTES, type Message, type MessageType } from './messages.js';
 
 export interface Incoming {
   msg: Message;
