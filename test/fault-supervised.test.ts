@@ -127,12 +127,16 @@ async function echoesMovedTo(
 
 /** `n` slow requests (answered after `ms`) on fresh connections, once generation 1 holds them all; each
  * promise gives the status or the error code. */
+/**
+ * n requests generation 1 holds until `ms` after its 'drain' (not `ms` from now: a reload on a loaded machine
+ * took longer than a fixed hold, and the requests were answered before the drain they must be in flight for).
+ */
 async function slowRequests(w: FaultWorld, n: number, ms: number): Promise<Array<Promise<number | string>>> {
   const held = () =>
     (w.s.sup.stdout().match(new RegExp(`generation 1 pid ${w.gen1} holds a request for ${ms} ms`, 'g')) ?? []).length;
   const before = held();
   const requests = Array.from({ length: n }, () =>
-    get(w.s.port, `/?delay=${ms}`, 20_000).then(
+    get(w.s.port, `/?delay=${ms}&replaced=1`, 60_000).then(
       (r) => r.status,
       (err: NodeJS.ErrnoException) => err.code ?? err.message,
     ),
