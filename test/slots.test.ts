@@ -12,6 +12,7 @@ import { dupFd } from '../src/fd/fd-of.js';
 import { listenOnFd } from '../src/fd/adopt.js';
 import { probe } from '../src/fd/index.js';
 import { SlotSockets, type SlotFd } from '../src/cli/slots.js';
+import { bindReusePort } from '../src/fd/reuseport.js';
 import { tmpDir, within } from './helpers.js';
 import { closeServer, connectMany, countAccepts, fdList, isOpen, throwsCode, warmUp } from './fd-helpers.js';
 
@@ -175,6 +176,35 @@ test('adopt: an fd from outside (systemd) is shared by every slot; a non-listene
   const file = fs.openSync('/dev/null', 'r');
   throwsCode(() => slots.adopt('file', file), Error, 'ERR_BATON_UNSUPPORTED_FD');
   assert.ok(!isOpen(file), 'the refused fd was closed');
+});
+
+test("join: worker 0's reuseport socket becomes slot 0 and the other slots join its group; a plain one is refused", async (t) => {
+  const slots = slotSockets(t, 2);
+  // What worker 0's listen() binds for a name new to the supervisor (docs/workers.md), registered to it.
+  const first = bindReusePort({ type: 'tcp', host: '127.0.0.1', port: 0, exclusive: true });
+  slots.join('web', first.fd, { kind: 'tcp', host: '127.0.0.1', port: 0 });
+  const [a, b] = [slots.socketsOf(0)[0]!, slots.socketsOf(1)[0]!];
+  assert.equal(a.fd, first.fd, 'slot 0 is the registered socket');
+  assert.notEqual(inode(a.fd), inode(b.fd), 'slot 1 has a socket of its own');
+  assert.equal((probe(b.fd).local as { port: number }).port, first.port, 'on the port port 0 picked for slot 0');
+  const counts = await serveCopies(t, [a.fd, b.fd]);
+  await connectMany(first.port, '127.0.0.1', 200);
+  for (const c of counts) assert.ok(c >= 30, `connections per slot: ${counts.join(', ')}`);
+  // A socket bound without SO_REUSEPORT (Node's own listen) blocks the group: refused, closed, nothing left.
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => closeServer(server));
+  const plain = dupFd(server);
+  const before = fdList().filter((fd) => fd !== plain);
+  const port = (server.address() as net.AddressInfo).port;
+  const err = throwsCode(() => slots.join('api', plain, { kind: 'tcp', host: '127.0.0.1', port }), Error, 'EADDRINUSE');
+  assert.equal(err.syscall, 'bind');
+  assert.ok(!isOpen(plain), 'the refused fd was closed');
+  assert.deepEqual(fdList(), before);
+  const udp = bindReusePort({ type: 'udp', host: '127.0.0.1', port: 0 });
+  throwsCode(() => slots.join('dns', udp.fd, { kind: 'tcp', port: 0 }), Error, 'ERR_BATON_UNSUPPORTED_FD');
+  assert.ok(!isOpen(udp.fd));
+  assert.deepEqual(slots.names(), ['web']);
 });
 
 test('close() closes every socket; bad arguments are TypeError/RangeError', (t) => {

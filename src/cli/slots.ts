@@ -134,22 +134,34 @@ export class SlotSockets {
     try {
       this.#checkOpen();
       this.#checkNewName(name);
-      const info = probe(fd);
-      const kind: SlotListenerKind | null =
-        info.kind === 'tcp-listener'
-          ? 'tcp'
-          : info.kind === 'udp'
-            ? 'udp'
-            : info.kind === 'unix-listener'
-              ? 'unix'
-              : null;
-      if (!kind) {
-        throw batonError(
-          'ERR_BATON_UNSUPPORTED_FD',
-          `listener ${name}: fd ${fd} is ${info.kind}, not a listening socket`,
-        );
+      const { kind, address } = listenerOf(name, fd);
+      group = { name, kind, shared: true, address, fds: [fd], spec: null };
+    } catch (err) {
+      closeFds([fd]);
+      throw err;
+    }
+    this.#add(group);
+  }
+
+  /**
+   * Make listener `name` from `fd`, the first socket of a group bound elsewhere: with --workers N, worker 0's
+   * listen() binds a name new to the supervisor with SO_REUSEPORT and registers it (docs/workers.md: the
+   * supervisor cannot bind it first, it learns names and addresses from the app). Slot 0 gets `fd`; the other
+   * slots get sockets bound into its group with `spec` at the port `fd` has (TCP, UDP), or copies of it (a Unix
+   * path, --balance shared). All or nothing; `fd` is owned here from now on, also when this throws.
+   */
+  join(name: string, fd: number, spec: SlotListenerSpec): void {
+    let group: Group;
+    try {
+      this.#checkOpen();
+      this.#checkNewName(name);
+      const { kind, address, port } = listenerOf(name, fd);
+      if (kind !== spec.kind) {
+        throw batonError('ERR_BATON_UNSUPPORTED_FD', `listener ${name}: fd ${fd} is ${kind}, not ${spec.kind}`);
       }
-      group = { name, kind, shared: true, address: addressOf(info.local), fds: [fd], spec: null };
+      const shared = kind === 'unix' || this.balance === 'shared';
+      const own = shared || port === null ? null : ({ ...spec, port } as SlotListenerSpec);
+      group = { name, kind, shared, address, fds: [fd], spec: own };
     } catch (err) {
       closeFds([fd]);
       throw err;
@@ -296,6 +308,19 @@ export class SlotSockets {
   #checkOpen(): void {
     if (this.#closed) throw batonError('ERR_BATON_STATE', 'the slot sockets are closed');
   }
+}
+
+/** What listening socket `fd` is (throws ERR_BATON_UNSUPPORTED_FD for anything else). */
+function listenerOf(name: string, fd: number): { kind: SlotListenerKind; address: string; port: number | null } {
+  const info = probe(fd);
+  const kind: SlotListenerKind | null =
+    info.kind === 'tcp-listener' ? 'tcp' : info.kind === 'udp' ? 'udp' : info.kind === 'unix-listener' ? 'unix' : null;
+  if (!kind) {
+    throw batonError('ERR_BATON_UNSUPPORTED_FD', `listener ${name}: fd ${fd} is ${info.kind}, not a listening socket`);
+  }
+  const local = info.local;
+  const port = local && (local.family === 'IPv4' || local.family === 'IPv6') ? local.port : null;
+  return { kind, address: addressOf(info.local), port };
 }
 
 function addressOf(local: ReturnType<typeof probe>['local']): string {
