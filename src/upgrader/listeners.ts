@@ -4,12 +4,14 @@
  * accepting and drains their connections.
  */
 import dgram from 'node:dgram';
+import dns from 'node:dns/promises';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { argTypeError, batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
+import { bindReusePort } from '../fd/reuseport.js';
 import type { GenerationClient } from '../handoff/client.js';
 import { formatAddress, type InventoryEntry, type SocketAddress, type SocketKind } from '../handoff/messages.js';
 import type { CensusServer } from './census.js';
@@ -39,6 +41,8 @@ export interface ListenerContext {
   /** A socket bound here (or taken by position) joins the inventory under its name. */
   register(client: GenerationClient, entry: InventoryEntry, fd: number): Promise<void>;
   state(): UpgraderState;
+  /** This process's worker slot (`baton run --workers N`): with N > 1 fresh TCP/UDP sockets are reuseport. */
+  readonly worker: { index: number; count: number };
 }
 
 export class Listeners {
@@ -164,7 +168,18 @@ export class Listeners {
         address = requested;
       } else {
         const r = requested as { host: string; port: number };
-        await listenTcp(server, r.host, r.port, backlog, options.ipv6Only ?? false);
+        const ipv6Only = options.ipv6Only ?? false;
+        if (this.#reusePort(name)) {
+          const s = bindReusePort({
+            type: 'tcp',
+            host: await ipOf(r.host),
+            port: r.port,
+            backlog,
+            ipv6Only,
+            exclusive: true,
+          });
+          await listenOnFd(server, s.fd, backlog);
+        } else await listenTcp(server, r.host, r.port, backlog, ipv6Only);
         address = { host: r.host, port: (server.address() as net.AddressInfo).port };
       }
     }
@@ -200,7 +215,19 @@ export class Listeners {
       address = taken.entry.address;
     } else {
       this.#warnIfMoved(name, requested);
-      await bindDgramFresh(socket, requested.host, requested.port);
+      let reuse: boolean;
+      try {
+        reuse = this.#reusePort(name);
+      } catch (err) {
+        socket.close(); // made above, never bound
+        throw err;
+      }
+      if (reuse) {
+        // dgram's type fixes the family: '' is every address of that family, as Node binds it.
+        const host = requested.host || (options.type === 'udp4' ? '0.0.0.0' : '::');
+        const s = bindReusePort({ type: 'udp', host: await ipOf(host), port: requested.port, exclusive: true });
+        await bindDgramFd(socket, s.fd);
+      } else await bindDgramFresh(socket, requested.host, requested.port);
       address = { host: requested.host, port: socket.address().port };
     }
     const entry: InventoryEntry = { name, kind: options.type, address, ...originOf(taken) };
@@ -243,6 +270,23 @@ export class Listeners {
     await this.#ctx.register(client, entry, fd ?? fdOf(object));
   }
 
+  /**
+   * Bind a fresh TCP/UDP socket with SO_REUSEPORT? Yes in worker 0 of N > 1: the supervisor makes it slot 0 of a
+   * group and binds the other slots into it when it is registered (docs/workers.md; a socket bound without the
+   * option would block the group). A later worker is offered every name worker 0 listens on, so a name it was not
+   * offered is one only some workers would serve: refused.
+   */
+  #reusePort(name: string): boolean {
+    const { index, count } = this.#ctx.worker;
+    if (count === 1) return false;
+    if (index === 0) return true;
+    throw batonError(
+      'ERR_BATON_WORKER_LISTENER',
+      `worker ${index} of ${count} listens on ${JSON.stringify(name)}, which worker 0 did not: ` +
+        'every worker must listen on the same names',
+    );
+  }
+
   #warnIfMoved(name: string, requested: SocketAddress): void {
     const old = this.#ctx.client()?.offered(name);
     if (old) {
@@ -267,6 +311,12 @@ export class Listeners {
       throw batonError('ERR_BATON_STATE', `listen()/bindDgram() after ready() (state ${state})`);
     }
   }
+}
+
+/** bindReusePort takes an IP address; a host name is resolved first, as Node's listen() resolves it. */
+async function ipOf(host: string): Promise<string> {
+  if (host === '' || net.isIP(host.replace(/%.*$/, '')) !== 0) return host;
+  return (await dns.lookup(host)).address;
 }
 
 function checkPort(value: number | undefined): number {

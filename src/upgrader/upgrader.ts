@@ -114,6 +114,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       },
       register: (c, entry, fd) => mode.registerFresh(c, entry, fd),
       state: () => this.#state.current,
+      worker: this.#worker,
     });
     const arrivals: ArrivalContext = {
       log,
