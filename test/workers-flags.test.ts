@@ -1,7 +1,7 @@
 /**
  * `baton run --workers N|max` and `--balance`: bad values fail at once (exit 2, naming the flag or the config
- * key) before any process starts; --workers 1 is today's behaviour; N > 1 is refused as not built yet rather than
- * silently running one worker. Real processes: `node bin/baton.js`, an app on 127.0.0.1, killed by pid.
+ * key) before any process starts; --workers 1 is today's behaviour (N > 1 runs N workers: workers-run.test.ts).
+ * Real processes: `node bin/baton.js`, an app on 127.0.0.1, killed by pid.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -30,21 +30,6 @@ test('--workers abc|0|-1|1.5|"" and --balance foo: exit 2 at once, naming the fl
   const alone = await baton(['run', '--balance', 'shared', ...app]);
   assert.equal(alone.code, 2);
   assert.match(alone.stderr, /--balance goes with --workers N/);
-  assert.ok(!fs.existsSync(marker), 'the app never ran');
-});
-
-test('--workers 2 and max (on more than one CPU): refused as not built yet, not run as one worker', async (t) => {
-  const dir = tmpDir(t);
-  const marker = path.join(dir, 'started');
-  const app = ['--', process.execPath, '-e', `require('fs').writeFileSync(${JSON.stringify(marker)}, '')`];
-  const r = await baton(['run', '--socket', path.join(dir, 's.sock'), '--workers', '2', ...app]);
-  assert.equal(r.code, 2);
-  assert.match(r.stderr, /--workers 2: more than one worker per generation is not built yet/);
-  if (os.availableParallelism() > 1) {
-    const m = await baton(['run', '--socket', path.join(dir, 's.sock'), '--workers', 'max', ...app]);
-    assert.equal(m.code, 2);
-    assert.match(m.stderr, /--workers max: more than one worker/);
-  }
   assert.ok(!fs.existsSync(marker), 'the app never ran');
 });
 
@@ -89,9 +74,9 @@ test('config file: workers (a whole number >= 1 or "max") and balance are checke
   }
   await assert.rejects(loadConfig(file({ balance: 'rr' })), /balance: must be one of "reuseport", "shared"/);
   // The file's value goes through the same check as the flag's.
-  const r = await baton(['run', '--config', file({ command: ['node', 'x.js'], workers: 3 })]);
+  const r = await baton(['run', '--config', file({ command: ['node', 'x.js'], workers: 1, balance: 'shared' })]);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /--workers 3: more than one worker/);
+  assert.match(r.stderr, /--balance goes with --workers N/);
 });
 
 test('parseWorkers: max is os.availableParallelism(); absent is 1', () => {

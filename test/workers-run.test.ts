@@ -2,14 +2,15 @@
  * `baton run --workers 2` (docs/workers.md): fresh connections reach both workers; reloads under keep-alive load
  * fail no request and leave only the new workers serving; a reload in which one new worker exits at start is
  * rolled back with both old workers serving on. Real processes (`node bin/baton.js`), 127.0.0.1, every pid
- * killed after the test (startSupervised's cleanup kills the supervisor and each worker it spawned).
+ * killed after the test (startSupervised's cleanup kills the supervisor and each worker it spawned). Also: kill -9
+ * of one worker (respawned into its slot, no probe fails), and a first start that fails in worker 1 (exit 1).
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { test } from 'node:test';
 import { startLoad } from '../scripts/lib/http-load.js';
-import { FIXTURES } from './helpers.js';
-import { get, startSupervised, type Supervised } from './upgrade-helpers.js';
+import { FIXTURES, killPid, spawnNode, tmpDir, within } from './helpers.js';
+import { alive, BATON, get, startSupervised, type Supervised } from './upgrade-helpers.js';
 
 const APP = path.join(FIXTURES, 'worker-app.js');
 const WORKERS = 2;
@@ -91,4 +92,63 @@ test('a new worker that exits at start: the reload is rolled back naming it, bot
     'both old workers still answer',
   );
   assert.equal(await s.shutdown(), 0);
+});
+
+test('kill -9 of one worker: respawned into its slot, fresh connections every 10 ms never fail', async (t) => {
+  const s = await start(t);
+  const before = await servingPids(s);
+  const victim = before[0]!;
+  let probes = 0;
+  let failed = 0;
+  const codes: string[] = [];
+  let stop = false;
+  const prober = (async () => {
+    while (!stop) {
+      probes++;
+      await get(s.port, '/', 10_000).catch((err: NodeJS.ErrnoException) => {
+        failed++;
+        codes.push(err.code ?? err.message);
+      });
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  })();
+  process.kill(victim, 'SIGKILL');
+  let after: number[] = [];
+  for (let i = 0; i < 300; i++) {
+    after = await servingPids(s);
+    if (after.length === WORKERS && !after.includes(victim)) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal(after.length, WORKERS, `serving after the crash: ${after.join(', ')}`);
+  assert.ok(!after.includes(victim), 'a new worker took the slot');
+  const counts = await servedBy(s.port, 100);
+  assert.deepEqual(
+    [...counts.keys()].sort((a, b) => a - b),
+    after,
+    'both slots answer, the new worker included',
+  );
+  stop = true;
+  await prober;
+  assert.ok(probes > 0);
+  // The probe is sequential: at most the one request the victim had accepted when SIGKILL came can fail (its
+  // connection dies with the process); no fresh connection does: the slot's queue is the supervisor's.
+  assert.ok(failed <= 1, `${failed} of ${probes} probes failed: ${codes.join(', ')}`);
+  for (const code of codes) assert.match(code, /ECONNRESET|socket hang up/, 'only a connection the victim held');
+  assert.equal(await s.shutdown(), 1, 'a serving worker crashed: exit 1, as with one worker');
+});
+
+test('the first start fails in worker 1: the supervisor exits 1 naming it, nothing left running', async (t) => {
+  const dir = tmpDir(t);
+  const sup = spawnNode(
+    t,
+    BATON,
+    ['run', '--socket', path.join(dir, 's.sock'), '--workers', '2', '--', process.execPath, APP],
+    { PORT: '0', FAIL_AT: '1:1' },
+  );
+  t.after(() => killPid(sup.pid));
+  assert.equal(await within(sup.exited, 30_000, 'the supervisor gives up'), 1);
+  assert.match(sup.stderr(), /worker 1 \(pid \d+\): exited with code 3/);
+  for (const m of sup.stderr().matchAll(/baton spawn supervisor=\d+ generation=\d+ child=(\d+)/g)) {
+    assert.ok(!alive(Number(m[1])), `worker ${m[1]} is gone`);
+  }
 });

@@ -27,7 +27,8 @@ export interface StatusSource {
   execAt: number | null;
   crash: CrashLoop;
   tallies: Tallies;
-  generations: Generations;
+  /** Every lane's generations (one lane per worker slot), and the upgrades. */
+  generations: Pick<Generations, 'alive' | 'history'>;
   inventory: Inventory;
 }
 

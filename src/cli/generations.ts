@@ -39,6 +39,9 @@ export interface GenerationsOptions {
   logFormat: 'text' | 'json';
   readyTimeoutMs: number;
   drainTimeoutMs: number;
+  /** This lane's worker slot of `workers` (`baton run --workers N`: a Generations per slot); default 0 of 1. */
+  slot?: number;
+  workers?: number;
 }
 
 /** What the generations ask of the supervisor. */
@@ -50,6 +53,11 @@ export interface GenerationsHost {
   takeOver(names: string[], migrationFd: number | null): boolean;
   /** A generation exited (the supervisor may be done). */
   exited(): void;
+  /** With N workers: `g` is ready; resolve true to commit it (every worker of its start is ready), false to
+   * abandon it (the start failed elsewhere). Absent: commit at once (one worker). */
+  beforeCommit?(g: Generation): boolean | Promise<boolean>;
+  /** With N workers: a starting generation was rolled back (the whole start fails). */
+  rolledBack?(g: Generation, reason: string): void;
   log: LogFn;
 }
 
@@ -142,7 +150,8 @@ export class Generations {
    * service manager with READY=1). */
   launch(kind: UpgradeRecord['kind'], trigger: Trigger = 'auto'): Promise<UpgradeRecord> {
     const generation = this.next++;
-    const env = generationEnv(this.#opts, generation, this.#os.pid);
+    const worker = { index: this.#opts.slot ?? 0, count: this.#opts.workers ?? 1 };
+    const env = generationEnv(this.#opts, generation, this.#os.pid, worker);
     const [file, ...args] = this.#opts.command;
     const startedAt = new Date(this.#os.now()).toISOString();
     const record: UpgradeRecord = { generation, pid: 0, kind, outcome: 'pending', startedAt };
@@ -238,9 +247,15 @@ export class Generations {
         readyTimeoutMs: this.#opts.readyTimeoutMs,
         // Rolled back meanwhile: nothing to acknowledge. Otherwise it becomes the current generation first.
         beforeAck: (names) => {
-          if (g.state !== 'starting') return false;
-          promoted.old = this.#promote(g, names);
-          return true;
+          const promote = () => {
+            if (g.state !== 'starting') return false;
+            promoted.old = this.#promote(g, names);
+            return true;
+          };
+          // One worker: at once, as always. N workers: once every worker of this start is ready.
+          const commit = this.#host.beforeCommit;
+          if (!commit || g.state !== 'starting') return promote();
+          return Promise.resolve(commit(g)).then((ok) => ok && promote());
         },
       });
       if (!done) return;
@@ -371,6 +386,7 @@ export class Generations {
     attempt.record.outcome = 'rolled-back';
     attempt.record.reason = reason;
     this.#host.log('warn', 'rollback', { generation: g.generation, child: g.pid, reason });
+    this.#host.rolledBack?.(g, reason);
     const failed = `generation ${g.generation} rolled back: ${oneLine(reason)}`;
     // The reload is over (the old generation kept serving): systemd leaves "reloading" on READY=1.
     if (this.readySent && this.#requested.has(attempt.record)) this.#notifier.ready(`${this.#serving()}; ${failed}`);
@@ -427,6 +443,14 @@ export class Generations {
     });
     if (delay === null) return;
     this.#host.log('info', 'respawn-scheduled', { inMs: delay, listenersKept: this.#inventory.size });
+  }
+
+  /** Abandon the generation starting now, if any (another worker of its start failed): roll back, terminate. */
+  abortStart(reason: string): void {
+    const g = this.attempt;
+    if (!g || g.state !== 'starting') return;
+    this.#rollback(g, reason);
+    this.#terminate(g);
   }
 
   /** SIGTERM now, SIGKILL after the grace. */

@@ -129,7 +129,7 @@ async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const config = await configOf(flags);
-  workersOf(flags); // N > 1 is refused there; the one worker's slot is set by spawn-generation.ts
+  const { workers, balance } = workersOf(flags);
   const command = rest.length ? rest : (config?.command ?? []);
   if (command.length === 0) {
     throw new UsageError('run needs a command, e.g. baton run -- node server.js (or "command" in --config)');
@@ -158,6 +158,8 @@ async function run(argv: string[]): Promise<number> {
     fdStore: flags.has('--fdstore'),
     maxStarts: count(flags, '--max-starts', 5),
     minUptimeMs: seconds(flags, '--min-uptime', 1),
+    workers,
+    balance,
   });
   // The metrics endpoint is bound before anything starts, so a port in use fails `baton run` at once.
   let metrics: MetricsServer | null = null;
@@ -209,13 +211,7 @@ function workersOf(flags: Flags): { workers: number; balance: Balance } {
     if (err instanceof WorkersFlagError) throw new UsageError(err.message);
     throw err;
   }
-  if (workers > 1) {
-    throw new UsageError(
-      `--workers ${text('--workers')}: more than one worker per generation is not built yet ` +
-        '(docs/workers.md says what is built and what is coming); use --workers 1',
-    );
-  }
-  if (flags.has('--balance')) throw new UsageError('--balance goes with --workers N (N > 1)');
+  if (flags.has('--balance') && workers === 1) throw new UsageError('--balance goes with --workers N (N > 1)');
   return { workers, balance };
 }
 

@@ -18,6 +18,7 @@ export function generationEnv(
   opts: { socket: string; logFormat: 'text' | 'json' },
   generation: number,
   supervisorPid: number,
+  worker: { index: number; count: number } = { index: 0, count: 1 },
 ): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -25,9 +26,9 @@ export function generationEnv(
     BATON_SUPERVISOR: String(supervisorPid),
     BATON_GENERATION: String(generation),
     BATON_LOG_FORMAT: opts.logFormat,
-    // Its worker slot (upgrader.worker): one worker per generation is what is built so far (docs/workers.md).
-    BATON_WORKER: '0',
-    BATON_WORKERS: '1',
+    // Its worker slot (upgrader.worker; docs/workers.md).
+    BATON_WORKER: String(worker.index),
+    BATON_WORKERS: String(worker.count),
   };
   // The supervisor is the service's main process: it alone talks to the service manager.
   for (const name of [...SD_NOTIFY_ENV, ...SD_LISTEN_ENV]) delete env[name];

@@ -27,13 +27,16 @@ import type { Logger } from '../upgrader/logger.js';
 import { VERSION } from '../version.js';
 import { answerCommands, statusReport, type SupervisorStatus } from './answers.js';
 import { CrashLoop } from './crash-loop.js';
-import { Generations } from './generations.js';
+import type { Generation } from './generation.js';
+import { Generations, type GenerationsOptions } from './generations.js';
 import { realProcess, type SupervisorProcess, type TimerHandle } from './process.js';
 import { answerRequester, resumeGeneration, snapshotState } from './reexec-carry.js';
 import { checkNewImage, execImage, reexecEntry, takeCarriedState, type SupervisorState } from './reexec.js';
+import { type Balance, SlotSockets } from './slots.js';
 import { Tallies } from './tallies.js';
 import { Takeover } from './takeover.js';
 import type { UpgradeRecord } from './upgrade-record.js';
+import { WorkerLanes } from './worker-lanes.js';
 
 export interface SupervisorOptions {
   command: string[];
@@ -48,6 +51,9 @@ export interface SupervisorOptions {
   maxStarts?: number;
   /** A generation that exits sooner than this after ready() counts as a failed start. Default 1000. */
   minUptimeMs?: number;
+  /** Workers per generation (`--workers`, docs/workers.md). Default 1: one Generations, as always. */
+  workers?: number;
+  balance?: Balance;
 }
 
 export type { GenerationState } from './generation.js';
@@ -70,7 +76,12 @@ export class Supervisor {
   readonly #tallies = new Tallies();
   /** Created at start(), with the service manager's notifier. */
   #gens!: Generations;
+  /** With --workers N > 1: a Generations lane per slot (lane 0 is #gens) and the slot sockets. */
+  #lanes: WorkerLanes | null = null;
+  #slots: SlotSockets | null = null;
   #stopping = false;
+  /** The supervisor gave up (its exit code is 1). */
+  #gaveUp = false;
   /** The orphan whose connections the next generation to serve takes over, until it does. */
   #takeover: Takeover | null = null;
   /** The takeover's handover to the orphan, while it runs (a re-exec waits for it: its connection is not carried). */
@@ -101,21 +112,38 @@ export class Supervisor {
     const fdStore = this.#opts.fdStore ?? false;
     const fields = () => ({ supervisor: this.#os.pid });
     this.#notifier = new ServiceNotifier({ logger: this.#opts.logger, fields, fdStore });
-    this.#gens = new Generations({
-      os: this.#os,
-      opts: this.#opts,
-      inventory: this.#inventory,
-      notifier: this.#notifier,
-      tallies: this.#tallies,
-      crash: this.#crash,
-      host: {
-        stopping: () => this.#stopping,
-        giveUp: (n, generation, reason) => this.#giveUp(n, generation, reason),
-        takeOver: (names, migrationFd) => this.#takeOver(names, migrationFd),
-        exited: () => this.#maybeFinish(),
-        log: this.#log,
-      },
-    });
+    const workers = this.#opts.workers ?? 1;
+    const host = {
+      stopping: () => this.#stopping,
+      giveUp: (n: number, generation: number, reason: string) => this.#giveUp(n, generation, reason),
+      takeOver: (names: string[], migrationFd: number | null) => this.#takeOver(names, migrationFd),
+      exited: () => this.#maybeFinish(),
+      log: this.#log,
+      ...(workers > 1
+        ? {
+            beforeCommit: (g: Generation) => this.#lanes!.beforeCommit(g),
+            rolledBack: (g: Generation, reason: string) => this.#lanes!.rolledBack(g, reason),
+          }
+        : {}),
+    };
+    const lane = (slot: number, inventory: Inventory, crash: CrashLoop) =>
+      new Generations({
+        os: this.#os,
+        // Lane 0 reads the supervisor's options at each use (the socket is settled at start); the others too.
+        opts: slot === 0 ? this.#opts : laneOptions(this.#opts, slot),
+        inventory,
+        notifier: this.#notifier,
+        tallies: this.#tallies,
+        crash,
+        host,
+      });
+    this.#gens = lane(0, this.#inventory, this.#crash);
+    if (workers > 1) {
+      this.#slots = new SlotSockets({ slots: workers, balance: this.#opts.balance ?? 'reuseport' });
+      this.#lanes = new WorkerLanes(this.#slots, this.#inventory, (slot, inventory) =>
+        slot === 0 ? this.#gens : lane(slot, inventory, new CrashLoop(this.#os, this.#opts)),
+      );
+    }
     // Re-executed (reexec.ts): the previous image's state and fds, instead of a fresh start.
     const carried = takeCarriedState();
     if (carried) return this.#resume(carried);
@@ -153,14 +181,23 @@ export class Supervisor {
       for (const held of this.#takeover.listeners()) this.#inventory.set(held); // closes an fd it replaces
       this.#gens.next = this.#takeover.generation + 1;
     }
-    void this.#gens.launch(this.#takeover ? 'takeover' : 'start');
+    const kind = this.#takeover ? 'takeover' : 'start';
+    if (this.#lanes) {
+      void this.#lanes
+        .run(kind, () => this.#gens.launch(kind))
+        .then((r) => {
+          // Not retried: until a first start succeeds no slot groups exist to respawn single workers into
+          // (docs/workers.md); the supervisor exits 1 naming the worker.
+          if (r.outcome === 'rolled-back' && !this.#stopping) this.#giveUp(1, r.generation, r.reason ?? 'rolled back');
+        });
+    } else void this.#gens.launch(kind);
   }
 
   /** Accept control connections on `server` (the handoff's serving side, src/handoff/server.ts); as PID 1,
    * reap orphans. */
   #serve(server: FdChannelServer): void {
     this.#server = new HandoffServer(server, {
-      generation: (session) => this.#gens.join(session),
+      generation: (session) => this.#laneFor(session).join(session),
       control: (session) =>
         answerCommands(session, {
           status: () => this.status(),
@@ -191,38 +228,69 @@ export class Supervisor {
    * by a signal (SIGHUP) and a request that arrives while it runs are the same reload (generations.ts).
    */
   reload(trigger: 'command' | 'signal' = 'command'): Promise<UpgradeRecord> {
-    return this.#gens.reload(trigger);
+    const lanes = this.#lanes;
+    if (!lanes) return this.#gens.reload(trigger);
+    const busy = lanes.lanes.find((l) => l.attempt);
+    if (busy && !this.#stopping) {
+      const { generation, pid } = busy.attempt!;
+      const why = `upgrade in progress: generation ${generation} (pid ${pid}) is starting`;
+      return Promise.reject(batonError('ERR_BATON_UPGRADE_IN_PROGRESS', why));
+    }
+    return lanes.run('reload', () => this.#gens.reload(trigger));
+  }
+
+  /** The lane whose starting generation said hello (each lane's join checks the peer is its descendant). */
+  #laneFor(session: HandoffSession): Generations {
+    if (!this.#lanes) return this.#gens;
+    const claimed = session.hello.generation;
+    const lane = this.#lanes.lanes.find((l) => {
+      const g = l.attempt;
+      return g && g.generation === claimed && !g.session && this.#os.isDescendant(session.peer.pid, g.pid);
+    });
+    return lane ?? this.#gens;
+  }
+
+  /** Every lane (one without --workers). */
+  #allLanes(): Generations[] {
+    return this.#lanes?.lanes ?? [this.#gens];
   }
 
   /** Graceful stop: every generation drains, then the supervisor exits. A second call forces. */
   stop(signal: string): void {
     if (this.#stopping) {
       this.#log('warn', 'force-stop', { signal });
-      for (const g of this.#gens.all.values()) this.#gens.kill(g, 'SIGKILL');
+      for (const l of this.#allLanes()) for (const g of l.all.values()) l.kill(g, 'SIGKILL');
       this.#finish(130);
       return;
     }
     this.#stopping = true;
-    const alive = this.#gens.alive().length;
+    const alive = this.#allLanes().reduce((n, l) => n + l.alive().length, 0);
     this.#log('info', 'stop', { signal, generations: alive });
     this.#notifier.stopping(`stopping: ${alive} generation${alive === 1 ? '' : 's'} draining`);
     this.#crash.cancel();
     this.#server.close();
     this.#takeover?.close();
     this.#takeover = null;
-    this.#gens.stopAll();
+    for (const l of this.#allLanes()) l.stopAll();
     // The supervisor's copies go now: once the generations close theirs, the port closes.
-    this.#inventory.closeAll();
+    this.#closeSockets();
     this.#maybeFinish();
   }
 
   /** --max-starts failed starts in a row: stop, and exit 1 once every generation is gone. */
   #giveUp(failedStarts: number, generation: number, reason: string): void {
+    this.#gaveUp = true;
     this.#log('error', 'give-up', { failedStarts, generation, reason: oneLine(reason) });
     this.#stopping = true;
     this.#notifier.stopping(`giving up: ${failedStarts} failed starts in a row`);
     this.#server.close();
+    this.#closeSockets();
+  }
+
+  #closeSockets(): void {
     this.#inventory.closeAll();
+    for (const inv of this.#lanes?.inventories ?? []) inv.closeAll();
+    this.#slots?.close();
   }
 
   /** Why the supervisor gave up (a crash loop), with the last generation's output; null otherwise. */
@@ -241,7 +309,10 @@ export class Supervisor {
       execAt: this.#execAt,
       crash: this.#crash,
       tallies: this.#tallies,
-      generations: this.#gens,
+      generations: {
+        alive: () => this.#allLanes().flatMap((l) => l.alive()),
+        history: this.#gens.history,
+      },
       inventory: this.#inventory,
     });
   }
@@ -256,6 +327,10 @@ export class Supervisor {
   async reexec(requester: HandoffSession | null = null): Promise<void> {
     const refusal = (): Error | null => {
       if (this.#stopping) return batonError('ERR_BATON_STATE', 'the supervisor is stopping');
+      if (this.#lanes) {
+        const why = 're-exec of a supervisor running --workers N > 1 is not built yet (docs/workers.md)';
+        return batonError('ERR_BATON_REEXEC_FAILED', why);
+      }
       const attempt = this.#gens.attempt;
       const busy = attempt
         ? `upgrade in progress: generation ${attempt.generation} (pid ${attempt.pid}) is starting`
@@ -355,14 +430,17 @@ export class Supervisor {
   }
 
   #maybeFinish(): void {
-    if (this.#stopping && this.#gens.alive().length === 0) this.#finish(this.#gens.exitCode);
+    const lanes = this.#allLanes();
+    if (this.#stopping && lanes.every((l) => l.alive().length === 0)) {
+      this.#finish(Math.max(this.#gaveUp && this.#lanes ? 1 : 0, ...lanes.map((l) => l.exitCode)));
+    }
   }
 
   #finish(code: number): void {
     this.#os.clearInterval(this.#reaper);
     this.#notifier.stopWatchdog();
     this.#crash.cancel();
-    this.#inventory.closeAll();
+    this.#closeSockets();
     this.#server.close();
     this.#log('info', 'supervisor-exit', { code });
     this.#done(code);
@@ -370,6 +448,31 @@ export class Supervisor {
 
   /** As PID 1: reap orphaned zombies that are not our own children (libuv waits for those). */
   #reapOrphans(): void {
-    this.#os.reapOrphans(new Set([...this.#gens.all.values()].map((g) => g.pid)));
+    this.#os.reapOrphans(new Set(this.#allLanes().flatMap((l) => [...l.all.values()].map((g) => g.pid))));
   }
+}
+
+/** Lane `slot`'s options: the supervisor's (read at each use: the socket is settled at start), its slot. */
+function laneOptions(opts: SupervisorOptions, slot: number): GenerationsOptions {
+  return {
+    get command() {
+      return opts.command;
+    },
+    get socket() {
+      return opts.socket;
+    },
+    get logFormat() {
+      return opts.logFormat;
+    },
+    get readyTimeoutMs() {
+      return opts.readyTimeoutMs;
+    },
+    get drainTimeoutMs() {
+      return opts.drainTimeoutMs;
+    },
+    slot,
+    get workers() {
+      return opts.workers ?? 1;
+    },
+  };
 }
