@@ -448,7 +448,7 @@ export class Generations {
   /** Abandon the generation starting now, if any (another worker of its start failed): roll back, terminate. */
   abortStart(reason: string): void {
     const g = this.attempt;
-    if (!g || g.state !== 'starting') return;
+    if (g?.state !== 'starting') return;
     this.#rollback(g, reason);
     this.#terminate(g);
   }

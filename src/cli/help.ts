@@ -53,7 +53,8 @@ ${SOCKET_HELP}
   --metrics [HOST:]PORT  serve Prometheus metrics at http://HOST:PORT/metrics (HOST: an IP address or
                          localhost, default 127.0.0.1; 0.0.0.0:PORT for every interface): docs/operations.md
   --workers N|max        processes per generation; max: one per CPU this process may use (default 1).
-                         Only 1 is built so far: more is refused (docs/workers.md says what is coming)
+                         Each reload starts all N, then each old worker hands its connections to its
+                         successor (docs/workers.md)
   --balance B            with --workers N > 1, how workers share a port: reuseport (a socket each, the
                          kernel spreads connections; default) or shared (one socket for all)
   -h, --help             show this help

@@ -195,11 +195,7 @@ async function run(argv: string[]): Promise<number> {
   return code;
 }
 
-/**
- * `--workers` and `--balance`, checked before anything starts. Only one worker per generation is built so far
- * (the supervisor's slot sockets, src/cli/slots.ts, and the native reuseport sockets are; spawning N workers
- * is not), so N > 1 is refused rather than silently running one.
- */
+/** `--workers` and `--balance`, checked before anything starts (docs/workers.md). */
 function workersOf(flags: Flags): { workers: number; balance: Balance } {
   const text = (name: string) => (flags.has(name) ? String(flags.get(name)) : undefined);
   let workers: number;
