@@ -2,6 +2,7 @@
  * `baton` command-line entry: parses arguments and dispatches to run / reload / status / stop.
  * Exit codes: 0 success, 1 the command failed (e.g. a rolled-back reload), 2 bad usage.
  */
+import cluster from 'node:cluster';
 import { sendCommand } from '../handoff/control.js';
 import { trustedSocketPath } from '../handoff/socket-dir.js';
 import type { ControlCommand, Result } from '../handoff/messages.js';
@@ -128,6 +129,7 @@ async function run(argv: string[]): Promise<number> {
     process.stdout.write(HELP.run!);
     return 0;
   }
+  refuseClusterWorker();
   const config = await configOf(flags);
   const { workers, balance } = workersOf(flags);
   const command = rest.length ? rest : (config?.command ?? []);
@@ -193,6 +195,20 @@ async function run(argv: string[]): Promise<number> {
   const code = await supervisor.finished;
   if (supervisor.failure) process.stderr.write(`baton: giving up: ${supervisor.failure}\n`);
   return code;
+}
+
+/**
+ * Started with NODE_UNIQUE_ID in its environment, this process took itself for a node:cluster worker (Node
+ * removed the variable before this code ran, so only cluster.isWorker tells): its `net` listens go to a primary
+ * that does not exist and never complete (measured on Node 20.20: `baton run --metrics` exited 0, silently, as
+ * nothing was left to run). Refused before anything starts; docs/workers.md.
+ */
+function refuseClusterWorker(): void {
+  if (!cluster.isWorker) return;
+  throw new UsageError(
+    'baton run cannot run as a node:cluster worker (NODE_UNIQUE_ID is set in its environment: start it from a ' +
+      'shell or service manager, not with cluster.fork(), or unset NODE_UNIQUE_ID)',
+  );
 }
 
 /** `--workers` and `--balance`, checked before anything starts (docs/workers.md). */

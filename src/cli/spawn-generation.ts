@@ -32,6 +32,9 @@ export function generationEnv(
   };
   // The supervisor is the service's main process: it alone talks to the service manager.
   for (const name of [...SD_NOTIFY_ENV, ...SD_LISTEN_ENV]) delete env[name];
+  // A worker is never a node:cluster worker: with this variable (from a --config file's env, say) a worker
+  // started as `node app.js` takes itself for one and its Upgrader.start() refuses (ERR_BATON_CLUSTER_WORKER).
+  delete env.NODE_UNIQUE_ID;
   return env;
 }
 
