@@ -29,6 +29,8 @@ export interface StatusSource {
   tallies: Tallies;
   /** Every lane's generations (one lane per worker slot), and the upgrades. */
   generations: Pick<Generations, 'alive' | 'history'>;
+  /** Each worker slot's lane (one without --workers N): its restarts. */
+  workers: Array<{ restarts: number }>;
   inventory: Inventory;
 }
 
@@ -46,7 +48,9 @@ export function statusReport(s: StatusSource) {
       startedAt: new Date(s.startedAt).toISOString(),
       uptimeMs: now - s.startedAt,
       stopping: s.stopping,
-      restarts: s.crash.restarts,
+      workers: s.workers.length,
+      // Every slot's (with one worker: the supervisor's crash loop's, as always).
+      restarts: s.workers.reduce((n, w) => n + w.restarts, 0),
       failedStarts: s.crash.failedStarts,
       version: VERSION,
       execCount: s.execCount,
@@ -54,13 +58,19 @@ export function statusReport(s: StatusSource) {
       usage: os.usage.usage([os.pid]),
     },
     tallies: s.tallies.snapshot(),
+    // Each worker slot (one without --workers N): its respawns, also while it has no process.
+    workers: s.workers.map((w, worker) => ({ worker, restarts: w.restarts })),
     generations: s.generations.alive().map((g) => ({
       generation: g.generation,
+      // Its worker slot; restarts: of that slot (a respawn after a crash); accepted: fresh connections.
+      worker: g.worker ?? 0,
       pid: g.pid,
       state: g.state,
       startedAt: new Date(g.startedAt).toISOString(),
       readyMs: g.readyAt ? g.readyAt - g.startedAt : null,
       connections: g.connections,
+      accepted: g.accepted ?? null,
+      restarts: s.workers[g.worker ?? 0]?.restarts ?? 0,
       usage: os.usage.usage(pidsOf(g)),
       loop: g.loop ?? null,
       // What each generation holds, and for a draining one what it still waits for (every draining

@@ -39,9 +39,13 @@ export interface Generation {
   /** Read it; change it only with moveTo(). */
   state: GenerationState;
   startedAt: number;
+  /** Its worker slot (`baton run --workers N`); absent: 0, the only one. */
+  worker?: number;
   readyAt?: number;
   drainStartedAt?: number;
   connections: number;
+  /** Connections it accepted since it started, as its latest report says (absent: it does not report them). */
+  accepted?: number;
   /** The event loop, as its latest report says. */
   loop?: LoopStats;
   /** Its last report: open connections by kind, and (draining) what it waits for. */

@@ -103,6 +103,11 @@ export class Generations {
     this.#host = parts.host;
   }
 
+  /** Generations started in this lane because none was serving (crash-loop.ts). */
+  get restarts(): number {
+    return this.#crash.restarts;
+  }
+
   alive(): Generation[] {
     return [...this.all.values()].filter((g) => g.state !== 'exited');
   }
@@ -169,6 +174,7 @@ export class Generations {
       return Promise.resolve(record);
     }
     const g = newGeneration(generation, child.pid ?? 0, child.stderr, this.#os.now());
+    if (worker.count > 1) g.worker = worker.index;
     record.pid = g.pid;
     this.all.set(generation, g);
     this.attempt = g;
@@ -204,7 +210,10 @@ export class Generations {
   }
 
   #follow(g: Generation, onChildExit: Parameters<typeof followOutput>[2]): void {
-    followOutput(this.#os, g, onChildExit, (code, signal) => this.#onExit(g, code, signal));
+    // With N workers each line of a worker's stderr says whose it is (text logs; a JSON line stays JSON).
+    const workers = this.#opts.workers ?? 1;
+    const label = workers > 1 && this.#opts.logFormat === 'text' ? `[gen ${g.generation} w${g.worker ?? 0}] ` : '';
+    followOutput(this.#os, g, onChildExit, (code, signal) => this.#onExit(g, code, signal), label);
   }
 
   /** What the supervisor hears from a generation on its control session. */
@@ -214,6 +223,7 @@ export class Generations {
     });
     session.on('stats', (s) => {
       g.connections = s.connections;
+      if (s.accepted !== undefined) g.accepted = s.accepted;
       if (s.moved !== undefined && g.replacedBy) this.#migrationReport(g, g.replacedBy, s.moved, s.notMoved ?? 0);
       g.kinds = s.kinds;
       g.waiting = s.waiting;

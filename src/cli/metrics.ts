@@ -7,8 +7,8 @@
  * registry of mutable metric objects (and prom-client's default process metrics of the supervisor only)
  * would add state to keep in step and a dependency for ~40 lines of formatting (docs/dependencies.md).
  *
- * Labels: per-generation series carry `generation`; when a generation runs several workers, a `worker`
- * label joins it on the same series names (sum by (generation) keeps today's queries working).
+ * Labels: per-generation series carry `generation`; when a generation runs several workers (--workers N > 1),
+ * a `worker` label (the slot) joins it on the same series names (sum by (generation) keeps queries working).
  */
 import http from 'node:http';
 import net from 'node:net';
@@ -99,6 +99,10 @@ export function exposition(families: Family[]): string {
 export function metricsOf(r: StatusReport): Family[] {
   const gens = r.generations;
   const serving = gens.find((g) => g.state === 'serving');
+  // With one worker the labels are as they always were; with N, each process's series also names its slot.
+  const multi = r.supervisor.workers > 1;
+  const of = (g: (typeof gens)[number]): Record<string, number> =>
+    multi ? { generation: g.generation, worker: g.worker } : { generation: g.generation };
   const perGeneration = (
     name: string,
     help: string,
@@ -110,7 +114,7 @@ export function metricsOf(r: StatusReport): Family[] {
     type,
     samples: gens.flatMap((g) => {
       const v = value(g);
-      return v === null ? [] : [{ labels: { generation: g.generation }, value: v }];
+      return v === null ? [] : [{ labels: of(g), value: v }];
     }),
   });
   const t = r.tallies;
@@ -131,7 +135,7 @@ export function metricsOf(r: StatusReport): Family[] {
       name: 'baton_generation_info',
       help: 'One series per live generation: its pid and state (starting, serving, draining).',
       type: 'gauge',
-      samples: gens.map((g) => ({ labels: { generation: g.generation, pid: g.pid, state: g.state }, value: 1 })),
+      samples: gens.map((g) => ({ labels: { ...of(g), pid: g.pid, state: g.state }, value: 1 })),
     },
     {
       name: 'baton_reloads_total',
@@ -153,7 +157,10 @@ export function metricsOf(r: StatusReport): Family[] {
       name: 'baton_restarts_total',
       help: 'Generations started because none was serving (the serving one exited, or the first failed).',
       type: 'counter',
-      samples: [{ value: r.supervisor.restarts }],
+      // N workers: by slot (a worker that crashed is respawned in its slot).
+      samples: multi
+        ? r.workers.map((w) => ({ labels: { worker: w.worker }, value: w.restarts }))
+        : [{ value: r.supervisor.restarts }],
     },
     {
       name: 'baton_failed_starts',
@@ -172,6 +179,12 @@ export function metricsOf(r: StatusReport): Family[] {
       'Open connections, as the generation last reported.',
       'gauge',
       (g) => g.connections,
+    ),
+    perGeneration(
+      'baton_connections_accepted_total',
+      'Connections the generation accepted since it started (not those that moved to it), as it last reported.',
+      'counter',
+      (g) => g.accepted,
     ),
     {
       name: 'baton_connections_migrated_total',

@@ -41,15 +41,18 @@ export function generationEnv(
 /**
  * Copy `g`'s stderr through (keeping its tail), and call `onExit` once it exited (`onChildExit` says how to
  * hear that: a ChildProcess's 'exit', or a pidfd for one adopted across a re-exec) and its stderr ended.
+ * `label` (`[gen 3 w1] `, with N workers) starts each line copied through; the tail is kept without it.
  */
 export function followOutput(
   os: SupervisorProcess,
   g: Generation,
   onChildExit: (exited: Exited) => void,
   onExit: Exited,
+  label = '',
 ): void {
+  const labelled = label ? lineLabeller(label) : null;
   g.stderr?.on('data', (chunk: Buffer) => {
-    os.writeStderr(chunk);
+    os.writeStderr(labelled ? labelled(chunk) : chunk);
     g.stderrTail = (g.stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL);
   });
   onChildExit((code, signal) => {
@@ -66,4 +69,23 @@ export function followOutput(
     stderr.once('end', done);
     stderr.once('close', done);
   });
+}
+
+/** `label` before each line of a stream that arrives in chunks (a line may span chunks: labelled once). */
+export function lineLabeller(label: string): (chunk: Buffer) => Buffer {
+  const prefix = Buffer.from(label);
+  let atStart = true;
+  return (chunk) => {
+    const parts: Buffer[] = [];
+    let from = 0;
+    while (from < chunk.length) {
+      if (atStart) parts.push(prefix);
+      const nl = chunk.indexOf(0x0a, from);
+      const to = nl === -1 ? chunk.length : nl + 1;
+      parts.push(chunk.subarray(from, to));
+      atStart = nl !== -1;
+      from = to;
+    }
+    return Buffer.concat(parts);
+  };
 }

@@ -51,7 +51,8 @@ export function supervisorLine(d: StatusData): string {
   const usage = s.usage === undefined ? '' : `, CPU ${cpu(s.usage)}, RSS ${rss(s.usage)}`;
   const failed = s.failedStarts ? ` (${s.failedStarts} failed in a row)` : '';
   const restarts = s.restarts === undefined ? '' : `, ${s.restarts} restart${s.restarts === 1 ? '' : 's'}${failed}`;
-  return `supervisor pid ${s.pid}, up ${formatDuration(s.uptimeMs)}${restarts}, socket ${s.socket}${usage}\n`;
+  const workers = multiWorker(d) ? `, ${s.workers} workers` : '';
+  return `supervisor pid ${s.pid}, up ${formatDuration(s.uptimeMs)}${workers}${restarts}, socket ${s.socket}${usage}\n`;
 }
 
 export function talliesLine(d: StatusData): string {
@@ -96,22 +97,45 @@ export interface StatusReply {
     version?: string;
     execCount?: number;
     execAt?: string | null;
+    /** Workers per generation (`--workers N`); absent from an older supervisor: 1. */
+    workers?: number;
     usage?: StatusData['generations'][number]['usage'];
   };
   tallies?: StatusData['tallies'];
   generations: Array<{
     generation: number;
+    worker?: number;
     pid: number;
     state: string;
     startedAt: string;
     readyMs: number | null;
     connections: number;
+    accepted?: number | null;
+    restarts?: number;
     kinds?: Record<string, number>;
     waitingFor?: string;
     usage?: StatusData['generations'][number]['usage'];
   }>;
   listeners?: Array<{ name: string; kind: string; address: string }>;
   upgrades?: UpgradeRecord[];
+}
+
+/** Several workers per generation: the tables get a worker column, and each slot's accepted and restarts. */
+export function multiWorker(d: Pick<StatusReply, 'supervisor'>): boolean {
+  return (d.supervisor?.workers ?? 1) > 1;
+}
+
+/** The per-worker cells (WORKER, ACCEPTED, RESTARTS) of `g`'s row, placed by `row`. */
+export function workerCells(g: StatusReply['generations'][number]): {
+  worker: string;
+  accepted: string;
+  restarts: string;
+} {
+  return {
+    worker: String(g.worker ?? 0),
+    accepted: g.accepted === undefined || g.accepted === null ? '-' : String(g.accepted),
+    restarts: g.restarts === undefined ? '-' : String(g.restarts),
+  };
 }
 
 /** A draining generation: "sse 20, http 1", or its predecessor still handing connections over. */
@@ -133,22 +157,28 @@ export function formatStatus(d: StatusReply): string {
     const restarts = sv.restarts === undefined ? '' : `, ${sv.restarts} restart${plural}${inARow}`;
     const usage = sv.usage === undefined ? '' : `, CPU ${cpu(sv.usage)}, RSS ${rss(sv.usage)}`;
     out += `supervisor pid ${sv.pid}, up ${Math.round(sv.uptimeMs / 1000)} s${restarts}, socket ${sv.socket}${image}`;
+    const workers = multiWorker(d) ? `, ${sv.workers} workers per generation` : '';
     out += `${usage}\n`;
-    out += `command: ${sv.command.join(' ')}\n${talliesLine(d as StatusData)}\n`;
+    out += `command: ${sv.command.join(' ')}${workers}\n${talliesLine(d as StatusData)}\n`;
   }
+  // One worker: the columns as they always were. N workers: a row per worker process, with its slot.
+  const multi = multiWorker(d);
+  const head = ['GENERATION', 'PID', 'STATE', 'STARTED', 'READY IN', 'CONNECTIONS', 'CPU', 'RSS', 'WAITING FOR'];
   out += table([
-    ['GENERATION', 'PID', 'STATE', 'STARTED', 'READY IN', 'CONNECTIONS', 'CPU', 'RSS', 'WAITING FOR'],
-    ...d.generations.map((g) => [
-      String(g.generation),
-      String(g.pid),
-      g.state,
-      g.startedAt,
-      g.readyMs === null ? '-' : `${g.readyMs} ms`,
-      String(g.connections),
-      cpu(g.usage),
-      rss(g.usage),
-      waitingFor(g),
-    ]),
+    multi ? ['WORKER', ...head.slice(0, 6), 'ACCEPTED', 'RESTARTS', ...head.slice(6)] : head,
+    ...d.generations.map((g) => {
+      const w = workerCells(g);
+      const cells = [
+        String(g.generation),
+        String(g.pid),
+        g.state,
+        g.startedAt,
+        g.readyMs === null ? '-' : `${g.readyMs} ms`,
+        String(g.connections),
+      ];
+      const rest = [cpu(g.usage), rss(g.usage), waitingFor(g)];
+      return multi ? [w.worker, ...cells, w.accepted, w.restarts, ...rest] : [...cells, ...rest];
+    }),
   ]);
   if (d.listeners) {
     out += `\n${table([['LISTENER', 'KIND', 'ADDRESS'], ...d.listeners.map((l) => [l.name, l.kind, l.address])])}`;

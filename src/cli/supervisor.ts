@@ -135,7 +135,9 @@ export class Supervisor {
         notifier: this.#notifier,
         tallies: this.#tallies,
         crash,
-        host,
+        // With N workers the supervisor's events about a worker name it: `baton spawn … worker=1`.
+        host:
+          workers > 1 ? { ...host, log: (level, event, f) => this.#log(level, event, { ...f, worker: slot }) } : host,
       });
     this.#gens = lane(0, this.#inventory, this.#crash);
     if (workers > 1) {
@@ -313,6 +315,7 @@ export class Supervisor {
         alive: () => this.#allLanes().flatMap((l) => l.alive()),
         history: this.#gens.history,
       },
+      workers: this.#allLanes().map((l) => ({ restarts: l.restarts })),
       inventory: this.#inventory,
     });
   }

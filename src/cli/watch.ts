@@ -9,11 +9,13 @@ import { sendCommand } from '../handoff/control.js';
 import {
   cpu,
   formatDuration,
+  multiWorker,
   rss,
   supervisorLine,
   table,
   talliesLine,
   upgradesTable,
+  workerCells,
   type StatusData,
 } from './status-format.js';
 
@@ -36,20 +38,27 @@ export function frame(d: StatusData | null, intervalMs: number, error: string | 
   if (error) lines.push(`${error} (retrying)`);
   if (!d) return lines;
   lines.push(supervisorLine(d).trimEnd(), talliesLine(d).trimEnd(), '');
-  const rows = [['GEN', 'PID', 'STATE', 'UPTIME', 'CONNS', 'CPU', 'RSS', 'LOOP P99', 'LOOP BUSY']];
+  // N workers: a row per worker process, with its slot, what it accepted and its slot's restarts.
+  const multi = multiWorker(d);
+  const head = ['GEN', 'PID', 'STATE', 'UPTIME', 'CONNS', 'CPU', 'RSS', 'LOOP P99', 'LOOP BUSY'];
+  const rows = [multi ? ['W', ...head.slice(0, 5), 'ACCEPTED', 'RESTARTS', ...head.slice(5)] : head];
   for (const g of d.generations) {
-    rows.push([
+    const cells = [
       String(g.generation),
       String(g.pid),
       g.state,
       // A standalone generation's report has no start time.
       g.startedAt ? formatDuration(now.getTime() - Date.parse(g.startedAt)) : '-',
       String(g.connections),
+    ];
+    const rest = [
       cpu(g.usage),
       rss(g.usage),
       g.loop ? `${g.loop.delayP99Ms.toFixed(1)} ms` : '-',
       g.loop ? `${(g.loop.utilization * 100).toFixed(1)}%` : '-',
-    ]);
+    ];
+    const w = workerCells(g);
+    rows.push(multi ? [w.worker, ...cells, w.accepted, w.restarts, ...rest] : [...cells, ...rest]);
   }
   lines.push(...table(rows).trimEnd().split('\n'));
   if (!d.generations.length) lines.push('(no generation running)');

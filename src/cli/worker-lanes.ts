@@ -43,7 +43,9 @@ export class WorkerLanes {
   /** Start a generation of N workers (kind 'start' or, with trigger, a reload). Resolves with the outcome:
    * worker 0's record, or on failure a rolled-back record naming the worker that failed. */
   run(kind: UpgradeRecord['kind'], first: () => Promise<UpgradeRecord>): Promise<UpgradeRecord> {
-    const generation = this.lanes[0]!.next;
+    // Every lane's next number: a respawn of one slot took a number in its lane only (worker 1 respawned as
+    // generation 2 while worker 0 is 1); the next start must not reuse it (it would replace that record).
+    const generation = Math.max(...this.lanes.map((l) => l.next));
     const start: Start = { starts: null as unknown as WorkerStarts, members: new Map(), records: [], kind };
     start.starts = new WorkerStarts(this.count, {
       start: (slot) => {

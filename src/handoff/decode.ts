@@ -142,6 +142,7 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
           msg.kinds[name] = int(k, name);
         }
       }
+      if (o.accepted !== undefined) msg.accepted = int(o, 'accepted');
       if (o.moved !== undefined) {
         msg.moved = int(o, 'moved');
         msg.notMoved = int(o, 'notMoved');

@@ -96,6 +96,8 @@ export interface Stats {
   type: 'stats';
   connections: number;
   state: 'starting' | 'serving' | 'draining';
+  /** Connections its servers accepted since it started (not those that moved to it). */
+  accepted?: number;
   /** The last report of a drain: connections moved to the next generation, and those that could not move
    * (closed politely instead). */
   moved?: number;

@@ -40,7 +40,9 @@ export function continueArrival(ctx: ArrivalContext, socket: net.Socket, item: M
   if (item.kind === 'http') {
     const server = ctx.listeners.server(item.name);
     if (server) {
-      // As if accepted here: the http server attaches its parser; 'connection' listeners run.
+      // As if accepted here: the http server attaches its parser; 'connection' listeners run (not counted as
+      // accepted: it was accepted by an older generation).
+      ctx.listeners.arrived(socket);
       server.emit('connection', socket);
       if (pending.length) socket.emit('data', pending);
       return;

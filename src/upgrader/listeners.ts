@@ -52,6 +52,10 @@ export class Listeners {
   readonly #fresh = new Set<string>();
   /** Inherited listeners not accepting yet (see listen()). */
   #deferred: Array<{ server: net.Server; fd: number; backlog: number }> = [];
+  /** Connections the servers accepted here (not those that moved here): `baton status` ACCEPTED. */
+  #accepted = 0;
+  /** HTTP connections that moved here: their 'connection' event is not an accept. */
+  readonly #arrived = new WeakSet<net.Socket>();
 
   constructor(ctx: ListenerContext) {
     this.#ctx = ctx;
@@ -98,6 +102,16 @@ export class Listeners {
   /** Count `socket` (a raw connection that moved here) as a connection of the listener `name`. */
   track(name: string, socket: net.Socket): void {
     this.#byName.get(name)?.drainer?.track(socket);
+  }
+
+  /** Connections accepted by this generation's servers since it started (moved ones not counted). */
+  get accepted(): number {
+    return this.#accepted;
+  }
+
+  /** `socket` moved here and is about to be emitted as a 'connection' of its server: not an accept. */
+  arrived(socket: net.Socket): void {
+    this.#arrived.add(socket);
   }
 
   get connections(): number {
@@ -185,6 +199,9 @@ export class Listeners {
     }
     const entry: InventoryEntry = { name, kind: taken?.entry.kind ?? kind, address, ...originOf(taken) };
     this.#byName.set(name, { entry, object: server, drainer });
+    server.on('connection', (socket: net.Socket) => {
+      if (!this.#arrived.has(socket)) this.#accepted++;
+    });
     if (!taken) this.#fresh.add(name);
     // A socket taken by position (an unnamed activated one) is registered under its new name.
     // (An inherited listener has no fd in `server` until ready(): the one taken is registered.)

@@ -52,6 +52,7 @@ export class StatsReporter {
     const loop = this.#loop?.take();
     this.#lastAt = Date.now();
     this.#g.client()?.stats(this.#g.connections(), state, {
+      accepted: this.#g.accepted(),
       kinds: this.#g.connectionKinds(),
       ...(state === 'draining' ? { waiting: this.#g.waiting() } : {}),
       ...(loop ? { loop } : {}),

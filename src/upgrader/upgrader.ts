@@ -163,6 +163,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       service: () => this.#service,
       client: () => this.#client,
       connections: () => this.connections,
+      accepted: () => this.#listeners.accepted,
       connectionKinds: () => this.connectionKinds,
       listeners: () => this.#listeners.size,
       waiting: () => this.#waiting,
@@ -469,6 +470,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   }
 
   #log(level: 'info' | 'warn' | 'error', event: string, fields: LogFields = {}): void {
-    this.#logger.log(level, event, { gen: this.#generation, pid: process.pid, ...fields });
+    // With N workers per generation a line names its worker (as the supervisor's lines about it do).
+    const worker = this.#worker.count > 1 ? { worker: this.#worker.index } : {};
+    this.#logger.log(level, event, { gen: this.#generation, pid: process.pid, ...worker, ...fields });
   }
 }

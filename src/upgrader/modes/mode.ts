@@ -28,6 +28,8 @@ export interface Generation {
   /** The connection to the predecessor or supervisor (null once closed, or without one). */
   client(): GenerationClient | null;
   connections(): number;
+  /** Connections its servers accepted since it started (not those that moved here). */
+  accepted(): number;
   connectionKinds(): ConnectionKinds;
   /** How many sockets this generation listens on. */
   listeners(): number;
