@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { startLoad } from '../scripts/lib/http-load.js';
 import { FIXTURES, killPid, spawnNode, tmpDir, within } from './helpers.js';
 import { alive, BATON, get, startSupervised, type Supervised } from './upgrade-helpers.js';
+import { assertNoFailedRequests, servedBy, servingPids } from './workers-helpers.js';
 
 const APP = path.join(FIXTURES, 'worker-app.js');
 const WORKERS = 2;
@@ -19,23 +20,6 @@ type Cleanup = Parameters<typeof startSupervised>[0];
 
 function start(t: Cleanup, env: NodeJS.ProcessEnv = {}): Promise<Supervised> {
   return startSupervised(t, { app: APP, env, runArgs: ['--workers', String(WORKERS)] });
-}
-
-/** Which worker pids answer `n` fresh connections, with how many each. */
-async function servedBy(port: number, n: number): Promise<Map<number, number>> {
-  const counts = new Map<number, number>();
-  for (let i = 0; i < n; i++) {
-    const { status, body } = await get(port);
-    assert.equal(status, 200);
-    const pid = Number(body.split(' ')[0]);
-    counts.set(pid, (counts.get(pid) ?? 0) + 1);
-  }
-  return counts;
-}
-
-/** The pids of the serving workers, as `baton status` lists them. */
-async function servingPids(s: Supervised): Promise<number[]> {
-  return (await s.serving()).map((g) => g.pid).sort((a, b) => a - b);
 }
 
 test('2 workers: fresh connections reach both (each >= 15% of 200)', async (t) => {
@@ -66,14 +50,7 @@ test('3 reloads under keep-alive load: 0 failed requests, only the new workers s
     for (const pid of counts.keys()) assert.ok(after.includes(pid), `reload ${i + 1}: ${pid} answered, not new`);
     before = after;
   }
-  const result = await load.stop();
-  assert.equal(result.sent, result.ok + result.non2xx + result.errors, 'every request counted');
-  assert.ok(result.sent > 0);
-  assert.deepEqual(
-    { non2xx: result.non2xx, errors: result.errors },
-    { non2xx: 0, errors: 0 },
-    JSON.stringify(result.errorCodes),
-  );
+  assertNoFailedRequests(await load.stop());
   assert.equal(await s.shutdown(), 0);
 });
 

@@ -17,15 +17,11 @@ import WebSocket from 'ws';
 import { startLoad } from '../scripts/lib/http-load.js';
 import { FIXTURES, waitFor } from './helpers.js';
 import { allAnsweredBy, connectClients, problems } from './migrate-helpers.js';
-import { get, startSupervised, type Supervised } from './upgrade-helpers.js';
+import { get, startSupervised } from './upgrade-helpers.js';
+import { assertNoFailedRequests, servedBy, servingPids } from './workers-helpers.js';
 import { connect, type Client } from './ws-helpers.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** The pids of the serving workers, as `baton status` lists them. */
-async function servingPids(s: Supervised): Promise<number[]> {
-  return (await s.serving()).map((g) => g.pid).sort((a, b) => a - b);
-}
 
 test('4 workers: fresh connections reach every worker; 2 reloads under keep-alive load, 0 failed', async (t) => {
   const WORKERS = 4;
@@ -33,13 +29,7 @@ test('4 workers: fresh connections reach every worker; 2 reloads under keep-aliv
   let before = await servingPids(s);
   assert.equal(before.length, WORKERS, `serving: ${before.join(', ')}`);
   const N = 400;
-  const counts = new Map<number, number>();
-  for (let i = 0; i < N; i++) {
-    const { status, body } = await get(s.port);
-    assert.equal(status, 200);
-    const pid = Number(body.split(' ')[0]);
-    counts.set(pid, (counts.get(pid) ?? 0) + 1);
-  }
+  const counts = await servedBy(s.port, N);
   assert.deepEqual(
     [...counts.keys()].sort((a, b) => a - b),
     before,
@@ -66,13 +56,7 @@ test('4 workers: fresh connections reach every worker; 2 reloads under keep-aliv
   const result = await load.stop();
   const { sent, ok, non2xx, errors } = result;
   t.diagnostic(`keep-alive load through 2 reloads: ${JSON.stringify({ sent, ok, non2xx, errors })}`);
-  assert.equal(result.sent, result.ok + result.non2xx + result.errors, 'every request counted');
-  assert.ok(result.ok > 0);
-  assert.deepEqual(
-    { non2xx: result.non2xx, errors: result.errors },
-    { non2xx: 0, errors: 0 },
-    JSON.stringify(result.errorCodes),
-  );
+  assertNoFailedRequests(result);
   assert.equal(await s.shutdown(), 0);
 });
 
