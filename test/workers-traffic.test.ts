@@ -17,11 +17,23 @@ import WebSocket from 'ws';
 import { startLoad } from '../scripts/lib/http-load.js';
 import { FIXTURES, waitFor } from './helpers.js';
 import { allAnsweredBy, connectClients, problems } from './migrate-helpers.js';
-import { get, startSupervised } from './upgrade-helpers.js';
+import { get, startSupervised, type Supervised } from './upgrade-helpers.js';
 import { assertNoFailedRequests, servedBy, servingPids } from './workers-helpers.js';
 import { connect, type Client } from './ws-helpers.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Connections each worker in `pids` accepted, as `baton status` says, once `done` holds of them (each worker
+ * reports within a second), then once more a report later (what is counted late shows). */
+async function acceptedBy(s: Supervised, pids: number[], done: (a: number[]) => boolean): Promise<number[]> {
+  const read = async () => {
+    const gens = (await s.status()).generations as Array<{ pid: number; accepted?: number | null }>;
+    return pids.map((pid) => gens.find((g) => g.pid === pid)?.accepted ?? 0);
+  };
+  for (let i = 0; i < 50 && !done(await read()); i++) await sleep(100);
+  await sleep(1200);
+  return read();
+}
 
 test('4 workers: fresh connections reach every worker; 2 reloads under keep-alive load, 0 failed', async (t) => {
   const WORKERS = 4;
@@ -39,9 +51,14 @@ test('4 workers: fresh connections reach every worker; 2 reloads under keep-aliv
   for (const [pid, n] of counts)
     assert.ok(n >= N / WORKERS / 2, `worker ${pid} got ${n} of ${N}: ${[...counts.values()]}`);
   t.diagnostic(`${N} fresh connections per worker: ${[...counts.values()].join(', ')}`);
+  // Each worker's ACCEPTED is exactly what it answered: nothing else opened a connection.
+  const expected = before.map((pid) => counts.get(pid)!);
+  assert.deepEqual(await acceptedBy(s, before, (a) => a.every((n, i) => n >= expected[i]!)), expected, 'accepted');
 
   const load = startLoad({ port: s.port, connections: 8, pauseMs: 2, timeoutMs: 10_000 });
+  await waitFor(() => load.result.ok > 100, 10_000, 'the load running');
   for (let i = 0; i < 2; i++) {
+    const opened = load.result.socketsOpened;
     const r = await s.reload();
     assert.equal(r.code, 0, `reload ${i + 1}: ${r.stderr}`);
     const after = await servingPids(s);
@@ -51,6 +68,11 @@ test('4 workers: fresh connections reach every worker; 2 reloads under keep-aliv
       const pid = Number((await get(s.port)).body.split(' ')[0]);
       assert.ok(after.includes(pid), `reload ${i + 1}: ${pid} answered, not a new worker`);
     }
+    // The load's keep-alive connections moved to the new workers: not accepted by them. Accepted are the 80
+    // probes and any connection the load had to open anew (one closed instead of moved).
+    const accepted = (await acceptedBy(s, after, (a) => a.reduce((x, y) => x + y) >= 80)).reduce((x, y) => x + y);
+    const fresh = load.result.socketsOpened - opened;
+    assert.ok(accepted >= 80 && accepted <= 80 + fresh, `reload ${i + 1}: accepted ${accepted}, fresh ${80 + fresh}`);
     before = after;
   }
   const result = await load.stop();
