@@ -83,7 +83,8 @@ ${SOCKET_HELP}
   status: `Usage: baton status [options]
 
 Show the supervisor, its generations (pid, state, start time, time to ready, open connections), the
-listening sockets, and the last 10 upgrades.
+listening sockets, and the last 10 upgrades. With --workers N a row per worker process: its slot, the
+connections it accepted and its slot's restarts too (docs/operations.md).
 
 Options:
 ${SOCKET_HELP}
