@@ -2,14 +2,18 @@
  * Socket.IO across reloads under `baton run` (test/fixtures/sio-app.ts): upgrader.socketIo(io) closes the
  * old generation's engine.io connections the moment the new one is ready, and carries Socket.IO's
  * connection state recovery (sessions, packet log) over, so 20 socket.io-client clients counting ticks see
- * none lost and get their sessions back (socket.recovered). Also: webSocketServer() given a Socket.IO part
- * throws a TypeError that points at socketIo().
+ * none lost and get their sessions back (socket.recovered). A handshake that reaches the old generation after
+ * its drain closed the Socket.IO connections (on a keep-alive connection it still holds) is refused, so no
+ * session opens there that nobody closes. Also: webSocketServer() given a Socket.IO part throws a TypeError
+ * that points at socketIo().
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
 import { Server } from 'socket.io';
+import WebSocket from 'ws';
 import { io as connect, type Socket } from 'socket.io-client';
 import { Upgrader } from '../src/index.js';
 import { FIXTURES, waitFor } from './helpers.js';
@@ -117,6 +121,78 @@ test(
     await waitExit(gen1, 20_000, 'generation 1 exits');
     assert.ok(clients.every((c) => c.reconnects.length === 1 && !c.reconnects[0]!.recovered));
     clients.forEach((c) => c.socket.close());
+    assert.equal(await s.shutdown(), 0);
+  },
+);
+
+/** A raw keep-alive connection: GET /hold (sio-app.ts), then `next` pipelined once the hold answers "draining"
+ * (the old generation's drain has closed its Socket.IO connections). Resolves with what `next` got back. */
+async function behindHold(t: { after(fn: () => void): void }, port: number, next: string): Promise<string> {
+  const sock = net.connect(port, '127.0.0.1');
+  t.after(() => sock.destroy());
+  let got = '';
+  sock.setEncoding('latin1').on('data', (d: string) => (got += d));
+  sock.on('error', () => {});
+  let ended = false;
+  sock.on('close', () => (ended = true));
+  sock.write(`GET /hold HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+  await waitFor(() => got.includes('draining') || ended, 30_000, '/hold answers at the drain');
+  assert.ok(got.includes('draining'), got);
+  sock.write(`${next}Host: 127.0.0.1:${port}\r\n\r\n`);
+  const rest = () => got.slice(got.indexOf('draining.') + 'draining.'.length);
+  await waitFor(() => ended || /\r\n\r\n/.test(rest()), 10_000, 'the pipelined handshake is answered');
+  await new Promise((r) => setTimeout(r, 100)); // the body, if any
+  return rest();
+}
+
+test(
+  'Socket.IO: a handshake that reaches the old generation after its drain began (behind a request in flight on a ' +
+    'keep-alive connection) is refused, and the old generation exits',
+  async (t) => {
+    const s = await startSupervised(t, { app: APP, env: { SIO_T0: String(Date.now()) } });
+    const gen1 = (await s.serving())[0]!.pid;
+    const WS =
+      'GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+      'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+    const POLLING = 'GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n';
+    const answers = Promise.all([behindHold(t, s.port, WS), behindHold(t, s.port, POLLING)]);
+    // Both /hold connections are in generation 1 (their request sent with the connect) before the reload.
+    for (let i = 0; i < 100 && (await s.serving())[0]!.connections < 2; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const reload = s.reload();
+    const [ws, polling] = await answers;
+    t.diagnostic(`websocket handshake: ${JSON.stringify(ws.slice(0, 120))}`);
+    t.diagnostic(`polling handshake: ${JSON.stringify(polling.slice(0, 200))}`);
+    assert.equal((await reload).code, 0);
+    // Before the fix, generation 1 opened both sessions; the WebSocket one held it until engine.io's ping
+    // timeout (or drainTimeout), nobody closing it.
+    await waitExit(gen1, 15_000, 'generation 1 exits though handshakes reached it after its drain began');
+    assert.match(ws, /^HTTP\/1\.1 40\d/, 'the WebSocket handshake is refused');
+    assert.match(polling, /^HTTP\/1\.1 403/, 'the polling handshake is refused');
+    assert.match(polling, /draining/);
+    assert.equal(await s.shutdown(), 0);
+  },
+);
+
+test(
+  'Socket.IO: a session a handshake opens after the drain began (verified before it: an async allowRequest) is ' +
+    'closed, and the old generation exits',
+  async (t) => {
+    const s = await startSupervised(t, { app: APP, env: { SIO_T0: String(Date.now()) } });
+    const gen1 = (await s.serving())[0]!.pid;
+    const ws = new WebSocket(`ws://127.0.0.1:${s.port}/socket.io/?EIO=4&transport=websocket&hold=1`);
+    t.after(() => ws.terminate());
+    const messages: string[] = [];
+    let closed = false;
+    ws.on('message', (m) => messages.push(String(m)));
+    ws.on('close', () => (closed = true));
+    ws.on('error', () => {});
+    for (let i = 0; i < 100 && (await s.serving())[0]!.connections < 1; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    assert.equal((await s.reload()).code, 0);
+    await waitFor(() => closed, 15_000, 'the session opened after the drain began is closed');
+    assert.match(messages[0] ?? '', /^0\{"sid"/, 'it was opened (engine.io open packet)');
+    await waitExit(gen1, 15_000, 'generation 1 exits');
     assert.equal(await s.shutdown(), 0);
   },
 );

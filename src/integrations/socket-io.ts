@@ -27,7 +27,10 @@
  * An adapter that keeps sessions elsewhere (Redis streams, Postgres, MongoDB...) already recovers across
  * processes: nothing is carried (baton sees no in-memory session store).
  *
+ * From step 1 on, the old generation refuses new handshakes and closes any session that still opens (see
+ * closeTransports): a handshake can still reach it after its drain began.
  * Private internals used, in this file only: engine.io `engine.clients` (public in docs, an object by id),
+ * `engine.opts.allowRequest` (a documented option, replaced at the drain),
  * socket.io `io._nsps` (the namespaces), socket.io-adapter's `adapter.sessions` / `adapter.packets` and
  * their shapes. Test: test/socket-io.test.ts.
  */
@@ -36,7 +39,12 @@ import type { ReconnectingServers } from '../upgrader/integration.js';
 
 /** What baton uses of a socket.io Server. */
 export interface SocketIoServerLike {
-  engine: { clients: Record<string, EngineSocketLike>; clientsCount: number };
+  engine: {
+    clients: Record<string, EngineSocketLike>;
+    clientsCount: number;
+    opts: { allowRequest?: (req: unknown, fn: (message: string | null | undefined, ok: boolean) => void) => void };
+    on(event: 'connection', fn: (socket: EngineSocketLike) => void): unknown;
+  };
   _nsps: Map<string, NamespaceLike>;
   sockets: { on(event: 'new_namespace', fn: (nsp: NamespaceLike) => void): unknown };
 }
@@ -104,6 +112,8 @@ function checkSocketIo(io: unknown): SocketIoServerLike {
     typeof s.engine !== 'object' ||
     s.engine === null ||
     typeof s.engine.clients !== 'object' ||
+    typeof s.engine.opts !== 'object' ||
+    typeof s.engine.on !== 'function' ||
     !(s._nsps instanceof Map)
   ) {
     throw argTypeError('io', "a Server from the 'socket.io' package (>= 4.6)", io);
@@ -125,25 +135,53 @@ export function socketIoPart(x: unknown): string | null {
   return null;
 }
 
-/** Old generation: close every engine.io socket; resolves when all are closed (or forced after a grace). */
+/** Why a draining generation refuses a handshake (engine.io answers 403, or 400 to a WebSocket upgrade). */
+const REFUSED = 'this server is draining (baton): reconnect to its successor';
+
+/**
+ * Old generation: close every engine.io socket; resolves when all are closed (or forced after a grace).
+ *
+ * From now on it refuses new handshakes: one can still reach this generation after its drain began — on a
+ * keep-alive connection it still holds (behind a request in flight), or accepted just before it stopped
+ * accepting — and its session would belong to nobody: not closed here, its recovery state not carried, a
+ * WebSocket one holding the generation until the drain timeout (test/socket-io.test.ts). Refused, the client
+ * keeps its session id and offset and retries after its reconnection delay, against the successor (the only
+ * one accepting), where its session is recovered. (Accepting and closing it at once would reconnect a
+ * little sooner, but a session opened here — a new client's room joins, a recovered one's restore — is lost.)
+ * A handshake already verified when the drain began can still open its session after it (engine.io's
+ * handshake is async): every 'connection' from now on is closed too.
+ */
 function closeTransports(io: SocketIoServerLike): Promise<number> {
-  const sockets = Object.values(io.engine.clients);
+  const engine = io.engine;
+  engine.opts.allowRequest = (_req, fn) => fn(REFUSED, false);
   return new Promise((resolve) => {
-    let open = sockets.length;
-    if (!open) return resolve(0);
+    const open = new Set<EngineSocketLike>();
+    let closed = 0;
+    let flushing = true;
+    let done = false;
+    const finish = () => {
+      clearTimeout(timer);
+      flushing = false; // a late one, from now on: closed at once
+      done = true;
+      resolve(closed);
+    };
     const timer = setTimeout(() => {
       // Still flushing (a polling client with no request pending): close without flushing.
-      for (const s of sockets) if (s.readyState !== 'closed') s.close(true);
+      flushing = false;
+      for (const s of open) if (s.readyState !== 'closed') s.close(true);
     }, FLUSH_GRACE_MS);
-    for (const s of sockets) {
+    const close = (s: EngineSocketLike) => {
+      open.add(s);
       s.once('close', () => {
-        if (--open === 0) {
-          clearTimeout(timer);
-          resolve(sockets.length);
-        }
+        open.delete(s);
+        closed++;
+        if (!open.size && !done) finish();
       });
-      s.close();
-    }
+      s.close(!flushing);
+    };
+    engine.on('connection', close);
+    for (const s of Object.values(engine.clients)) close(s);
+    if (!open.size) finish();
   });
 }
 
