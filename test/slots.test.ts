@@ -271,3 +271,37 @@ test("scaling down loses no queued connection: the removed slot's queue is serve
   assert.equal(accepted, total, `accepted ${accepted} of ${total} queued connections`);
   assert.equal(failed, 0, 'no client saw an error');
 });
+
+test("carry/restore (a supervisor re-exec): every slot's sockets, the kept ones and the balance come back", async (t) => {
+  const slots = slotSockets(t, 3);
+  const { port } = slots.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0 });
+  slots.bind('copy', { kind: 'unix', path: path.join(tmpDir(t), 'c.sock') });
+  slots.resize(2); // slot 2's reuseport socket is kept
+  // The exec carries the very fds; here the new image's copy gets dups, so that each side closes its own.
+  const carried = slots.carry().map((g) => ({ ...g, fds: g.fds.map((fd) => dupFd(fd)) }));
+  assert.deepEqual(
+    carried.map((g) => [g.name, g.fds.length, g.shared]),
+    [
+      ['web', 3, false],
+      ['copy', 2, true],
+    ],
+  );
+  const restored = slotSockets(t, 2);
+  restored.restore(carried);
+  for (const i of [0, 1]) {
+    assert.deepEqual(
+      restored.socketsOf(i).map((s) => inode(s.fd)),
+      slots.socketsOf(i).map((s) => inode(s.fd)),
+    );
+  }
+  assert.deepEqual(restored.info(), slots.info());
+  restored.resize(3);
+  assert.equal(inode(restored.socketsOf(2)[0]!.fd), inode(carried[0]!.fds[2]!), 'growing reuses the kept socket');
+  const counts = await serveCopies(
+    t,
+    [0, 1, 2].map((i) => restored.socketsOf(i)[0]!.fd),
+  );
+  await connectMany(port!, '127.0.0.1', 100);
+  for (const c of counts) assert.ok(c > 0, `connections per restored slot: ${counts.join(', ')}`);
+  throwsCode(() => restored.restore([{ ...carried[0]!, fds: [] }]), Error, 'ERR_BATON_DUPLICATE_NAME');
+});

@@ -286,4 +286,25 @@ test('the carried state is validated before anything is adopted', () => {
     const state = { ...structuredClone(good), ...bad };
     assert.throws(() => validateState(state), { code: 'ERR_BATON_REEXEC_STATE' }, JSON.stringify(bad));
   }
+  // Format 2 (--workers N): the slot sockets, and a lane for each slot but 0.
+  const lane = { inventory: [], generations: [], next: 2, current: null, history: [], backoffMs: 100 };
+  const lane1 = { ...lane, failedStarts: 0, restarts: 0, exitCode: 0, readySent: true, respawnDue: false };
+  const group = { name: 'web', kind: 'tcp', shared: false, address: '127.0.0.1:1', fds: [20, 21], spec: null };
+  const workers = { slots: 2, balance: 'reuseport', groups: [group], lanes: [lane1] };
+  const two = { ...structuredClone(good), format: 2, workers };
+  assert.deepEqual(validateState(structuredClone(two)).workers?.groups[0]?.fds, [20, 21]);
+  const badWorkers = [
+    { workers: undefined },
+    { workers: { ...workers, lanes: [] } },
+    { workers: { ...workers, balance: 'random' } },
+    { workers: { ...workers, groups: [{ ...group, fds: [20] }] } },
+    { workers: { ...workers, groups: [{ ...group, fds: [20, 10] }] } }, // the control socket's fd again
+    { workers: { ...workers, groups: [{ ...group, kind: 'sctp' }] } },
+    { workers: { ...workers, lanes: [{ ...lane1, next: -1 }] } },
+    { format: 1 },
+  ];
+  for (const bad of badWorkers) {
+    const state = { ...structuredClone(two), ...bad };
+    assert.throws(() => validateState(state), { code: 'ERR_BATON_REEXEC_STATE' }, JSON.stringify(bad));
+  }
 });

@@ -15,8 +15,22 @@ import { VERSION } from '../version.js';
 import type { CrashLoop } from './crash-loop.js';
 import type { Generation } from './generation.js';
 import type { Generations } from './generations.js';
-import { STATE_FORMAT, type CarriedGeneration, type SupervisorState } from './reexec.js';
+import {
+  type CarriedGeneration,
+  type CarriedLane,
+  STATE_FORMAT,
+  STATE_FORMAT_WORKERS,
+  type SupervisorState,
+} from './reexec.js';
+import type { SlotSockets } from './slots.js';
 import type { UpgradeRecord } from './upgrade-record.js';
+
+/** One lane: a Generations, the crash loop it counts with, and its copy of the listeners. */
+export interface LaneSource {
+  inventory: Inventory;
+  generations: Generations;
+  crash: CrashLoop;
+}
 
 export interface CarrySource {
   pid: number;
@@ -25,18 +39,20 @@ export interface CarrySource {
   startedAt: number;
   execCount: number;
   now: number;
-  inventory: Inventory;
-  generations: Generations;
-  crash: CrashLoop;
+  /** Lane 0 (the supervisor's) first; with --workers N, one per slot. */
+  lanes: LaneSource[];
+  /** With --workers N > 1: the slot sockets. */
+  slots: SlotSockets | null;
   /** Listener names in the service manager's fd store. */
   stored: string[];
 }
 
 /** Everything a new image needs to carry on: what is in memory, and the fds it inherits. */
 export function snapshotState(s: CarrySource, requester: HandoffSession | null): SupervisorState<UpgradeRecord> {
-  const gens = s.generations;
+  const [lane0, ...others] = s.lanes;
+  const slots = s.slots;
   return {
-    format: STATE_FORMAT,
+    format: slots ? STATE_FORMAT_WORKERS : STATE_FORMAT,
     version: VERSION,
     pid: s.pid,
     socket: s.socket,
@@ -44,7 +60,26 @@ export function snapshotState(s: CarrySource, requester: HandoffSession | null):
     startedAt: s.startedAt,
     execCount: s.execCount + 1,
     execAt: s.now,
-    inventory: s.inventory.entries(),
+    ...snapshotLane(lane0!),
+    stored: s.stored,
+    requester: requester ? { fd: requester.link.channel.fd, hello: requester.hello } : null,
+    ...(slots
+      ? {
+          workers: {
+            slots: slots.slots,
+            balance: slots.balance,
+            groups: slots.carry(),
+            lanes: others.map(snapshotLane),
+          },
+        }
+      : {}),
+  };
+}
+
+function snapshotLane(lane: LaneSource): CarriedLane<UpgradeRecord> {
+  const gens = lane.generations;
+  return {
+    inventory: lane.inventory.entries(),
     generations: gens.alive().map((g) => ({
       generation: g.generation,
       pid: g.pid,
@@ -58,18 +93,17 @@ export function snapshotState(s: CarrySource, requester: HandoffSession | null):
       stderrTail: g.stderrTail,
       registered: g.registered.entries(),
       replacedBy: g.replacedBy?.generation ?? null,
+      ...(g.worker !== undefined ? { worker: g.worker } : {}),
     })),
     next: gens.next,
     current: gens.current?.generation ?? null,
     history: gens.history,
-    backoffMs: s.crash.backoffMs,
-    failedStarts: s.crash.failedStarts,
-    restarts: s.crash.restarts,
+    backoffMs: lane.crash.backoffMs,
+    failedStarts: lane.crash.failedStarts,
+    restarts: lane.crash.restarts,
     exitCode: gens.exitCode,
     readySent: gens.readySent,
-    stored: s.stored,
-    respawnDue: s.crash.respawnDue,
-    requester: requester ? { fd: requester.link.channel.fd, hello: requester.hello } : null,
+    respawnDue: lane.crash.respawnDue,
   };
 }
 
@@ -88,6 +122,7 @@ export function resumeGeneration(c: CarriedGeneration, history: UpgradeRecord[],
     stderrTail: c.stderrTail,
     registered: new Inventory(c.registered),
     replacedBy: history.find((r) => r.generation === c.replacedBy),
+    ...(c.worker !== undefined ? { worker: c.worker } : {}),
   };
   try {
     if (c.stderrFd !== null) g.stderr = new net.Socket({ fd: c.stderrFd, readable: true, writable: false });

@@ -5,7 +5,8 @@
  *
  *   carried (FD_CLOEXEC cleared just before execve): the control socket's listener, the supervisor's copy of
  *     every listener, each generation's control session and the read end of its stderr pipe, and the control
- *     session of the `baton reload --supervisor` that asked (it gets its answer from the new image);
+ *     session of the `baton reload --supervisor` that asked (it gets its answer from the new image); with
+ *     `--workers N`, every lane's (worker slot's) generations and copies of its sockets, and every slot socket;
  *   plus one memfd holding the rest as JSON (SupervisorState), named by $BATON_REEXEC_STATE.
  *   re-established by the new image: everything in memory — ChildProcess objects become pidfds polled through
  *     libuv (watchChildExit, src/fd/process.ts), timers (drain deadlines, respawn, watchdog) are re-armed from
@@ -39,14 +40,18 @@ import { checkEntry, decode } from '../handoff/decode.js';
 import { encode, PROTOCOL_VERSION, type Hello, type InventoryEntry } from '../handoff/messages.js';
 import { VERSION } from '../version.js';
 import { outputTail } from './output-tail.js';
+import { BALANCES, type Balance, type SlotGroupState } from './slots.js';
 
 /** The fd number of the state memfd, in the new image's environment (removed as soon as it is read). */
 export const STATE_ENV = 'BATON_REEXEC_STATE';
 /** The entry script the re-exec runs, if not the one this supervisor was started from (process.argv[1]). */
 export const ENTRY_ENV = 'BATON_REEXEC_ENTRY';
 /** The state formats this image reads. A new format gets a new number; an image that does not know the
- * number fails the check, so the old image keeps running. */
+ * number fails the check, so the old image keeps running. 1: one worker; 2: `--workers N` (its lanes and slot
+ * sockets in `workers`). A supervisor with one worker still writes 1, so that an older baton can take it. */
 export const STATE_FORMAT = 1;
+export const STATE_FORMAT_WORKERS = 2;
+const STATE_FORMATS = [STATE_FORMAT, STATE_FORMAT_WORKERS];
 /** The hidden command the check runs. */
 export const CHECK_COMMAND = '__reexec-check';
 /** How long the check may take: loading the CLI takes ~150 ms on this machine, 20x that when it is loaded. */
@@ -72,9 +77,40 @@ export interface CarriedGeneration {
   registered: Held[];
   /** The generation whose upgrade replaced this one (its record in `history` gets the drain time). */
   replacedBy: number | null;
+  /** Its worker slot (`--workers N`); absent: 0. */
+  worker?: number;
 }
 
-export interface SupervisorState<Record = unknown> {
+/** One lane's state (a Generations and its crash loop): the supervisor's (lane 0) at the top level of the state,
+ * each other worker slot's in `workers.lanes`. */
+export interface CarriedLane<Record = unknown> {
+  /** The lane's copy of every listener its generations are handed. */
+  inventory: Held[];
+  generations: CarriedGeneration[];
+  next: number;
+  current: number | null;
+  history: Record[];
+  backoffMs: number;
+  /** Crash-loop accounting (crash-loop.ts). */
+  failedStarts: number;
+  restarts: number;
+  exitCode: number;
+  readySent: boolean;
+  /** No generation served and a respawn was scheduled. */
+  respawnDue: boolean;
+}
+
+/** `baton run --workers N` (format 2): the slot sockets and lanes 1..N-1. */
+export interface CarriedWorkers<Record = unknown> {
+  /** N, the slots now (a resize may have changed it since the command line). */
+  slots: number;
+  balance: Balance;
+  /** Every slot socket, kept ones included (SlotSockets.carry). */
+  groups: SlotGroupState[];
+  lanes: CarriedLane<Record>[];
+}
+
+export interface SupervisorState<Record = unknown> extends CarriedLane<Record> {
   format: number;
   /** The baton version that wrote it. */
   version: string;
@@ -86,33 +122,30 @@ export interface SupervisorState<Record = unknown> {
   /** How many re-execs this supervisor went through, and when the last one was. */
   execCount: number;
   execAt: number | null;
-  inventory: Held[];
-  generations: CarriedGeneration[];
-  next: number;
-  current: number | null;
-  history: Record[];
-  backoffMs: number;
-  /** Crash-loop accounting (supervisor.ts). */
-  failedStarts: number;
-  restarts: number;
-  exitCode: number;
-  readySent: boolean;
   /** Listener names in the service manager's fd store. */
   stored: string[];
-  /** No generation served and a respawn was scheduled. */
-  respawnDue: boolean;
   /** The `baton reload --supervisor` waiting for the outcome. */
   requester: { fd: number; hello: Hello } | null;
+  /** Format 2 only. */
+  workers?: CarriedWorkers<Record>;
 }
 
-/** Every fd a state carries. */
-export function carriedFds(state: SupervisorState): number[] {
-  const fds = [state.serverFd, ...state.inventory.map((i) => i.fd)];
-  for (const g of state.generations) {
+/** Every fd a lane carries. */
+function laneFds(lane: CarriedLane): number[] {
+  const fds = lane.inventory.map((i) => i.fd);
+  for (const g of lane.generations) {
     if (g.session) fds.push(g.session.fd);
     if (g.stderrFd !== null) fds.push(g.stderrFd);
     fds.push(...g.registered.map((r) => r.fd));
   }
+  return fds;
+}
+
+/** Every fd a state carries. */
+export function carriedFds(state: SupervisorState): number[] {
+  const fds = [state.serverFd, ...laneFds(state)];
+  for (const group of state.workers?.groups ?? []) fds.push(...group.fds);
+  for (const lane of state.workers?.lanes ?? []) fds.push(...laneFds(lane));
   if (state.requester) fds.push(state.requester.fd);
   return fds;
 }
@@ -142,29 +175,23 @@ function checkInventoryEntry(v: unknown, what: string): InventoryEntry {
   }
 }
 
-/** Validates a parsed state (the new image trusts nothing it did not check, not even its predecessor). */
-export function validateState(v: unknown): SupervisorState {
-  if (typeof v !== 'object' || v === null) throw invalid('not an object');
-  const s = v as SupervisorState;
-  if (s.format !== STATE_FORMAT) {
-    throw invalid(`format ${String(s.format)} (this baton ${VERSION} reads format ${STATE_FORMAT})`);
+/** Validates one lane's part of a state; `lane`: its name in messages ('' for lane 0). */
+function validateLane(s: CarriedLane, lane: string): void {
+  for (const k of ['next', 'backoffMs', 'failedStarts', 'restarts', 'exitCode'] as const) {
+    if (!isInt(s[k])) throw invalid(`${lane}${k}`);
   }
-  if (s.pid !== process.pid && !checking) throw invalid(`written by pid ${String(s.pid)}, this is pid ${process.pid}`);
-  if (typeof s.socket !== 'string' || !s.socket || !isFd(s.serverFd)) throw invalid('socket / serverFd');
-  for (const k of ['startedAt', 'execCount', 'next', 'backoffMs', 'failedStarts', 'restarts', 'exitCode'] as const) {
-    if (!isInt(s[k])) throw invalid(k);
-  }
-  for (const k of ['inventory', 'generations', 'history', 'stored'] as const) {
-    if (!Array.isArray(s[k])) throw invalid(k);
+  for (const k of ['inventory', 'generations', 'history'] as const) {
+    if (!Array.isArray(s[k])) throw invalid(`${lane}${k}`);
   }
   for (const i of s.inventory) {
-    if (!isFd(i?.fd)) throw invalid('an inventory fd');
-    i.entry = checkInventoryEntry(i.entry, 'an inventory entry');
+    if (!isFd(i?.fd)) throw invalid(`${lane}an inventory fd`);
+    i.entry = checkInventoryEntry(i.entry, `${lane}an inventory entry`);
   }
   for (const g of s.generations) {
     if (!isInt(g?.generation, 1) || !isInt(g.pid, 2) || (g.state !== 'serving' && g.state !== 'draining')) {
-      throw invalid('a generation');
+      throw invalid(`${lane}a generation`);
     }
+    if (g.worker !== undefined && !isInt(g.worker)) throw invalid(`generation ${g.generation}'s worker`);
     if (g.session !== null && !isFd(g.session?.fd)) throw invalid(`generation ${g.generation}'s session`);
     if (g.session) g.session.hello = checkHello(g.session.hello);
     if (g.stderrFd !== null && !isFd(g.stderrFd)) throw invalid(`generation ${g.generation}'s stderr`);
@@ -177,6 +204,52 @@ export function validateState(v: unknown): SupervisorState {
       r.entry = checkInventoryEntry(r.entry, `generation ${g.generation}'s registered socket`);
     }
   }
+}
+
+const SLOT_KINDS = ['tcp', 'udp', 'unix'];
+
+/** Validates the `--workers N` part of a state: the slot sockets, and a lane for each slot but 0. */
+function validateWorkers(w: CarriedWorkers | undefined): void {
+  if (typeof w !== 'object' || w === null) throw invalid('format 2 without its workers');
+  if (!isInt(w.slots, 2) || !BALANCES.includes(w.balance)) throw invalid('workers: slots / balance');
+  if (!Array.isArray(w.groups) || !Array.isArray(w.lanes)) throw invalid('workers: groups / lanes');
+  for (const g of w.groups) {
+    const spec = g?.spec;
+    if (
+      typeof g?.name !== 'string' ||
+      !g.name ||
+      !SLOT_KINDS.includes(g.kind) ||
+      typeof g.shared !== 'boolean' ||
+      typeof g.address !== 'string' ||
+      !Array.isArray(g.fds) ||
+      g.fds.length < w.slots ||
+      !g.fds.every(isFd) ||
+      (spec !== null && (typeof spec !== 'object' || spec.kind !== g.kind))
+    ) {
+      throw invalid(`workers: slot sockets ${JSON.stringify(g?.name)}`);
+    }
+  }
+  if (w.lanes.length !== w.slots - 1) throw invalid(`workers: ${w.lanes.length} lanes for ${w.slots} slots`);
+  w.lanes.forEach((lane, i) => {
+    if (typeof lane !== 'object' || lane === null) throw invalid(`worker ${i + 1}'s lane`);
+    validateLane(lane, `worker ${i + 1}: `);
+  });
+}
+
+/** Validates a parsed state (the new image trusts nothing it did not check, not even its predecessor). */
+export function validateState(v: unknown): SupervisorState {
+  if (typeof v !== 'object' || v === null) throw invalid('not an object');
+  const s = v as SupervisorState;
+  if (!STATE_FORMATS.includes(s.format)) {
+    throw invalid(`format ${String(s.format)} (this baton ${VERSION} reads formats ${STATE_FORMATS.join(', ')})`);
+  }
+  if (s.pid !== process.pid && !checking) throw invalid(`written by pid ${String(s.pid)}, this is pid ${process.pid}`);
+  if (typeof s.socket !== 'string' || !s.socket || !isFd(s.serverFd)) throw invalid('socket / serverFd');
+  for (const k of ['startedAt', 'execCount'] as const) if (!isInt(s[k])) throw invalid(k);
+  if (!Array.isArray(s.stored)) throw invalid('stored');
+  validateLane(s, '');
+  if (s.format === STATE_FORMAT_WORKERS) validateWorkers(s.workers);
+  else if (s.workers !== undefined) throw invalid(`format ${s.format} with workers`);
   if (s.requester !== null) {
     if (!isFd(s.requester?.fd)) throw invalid('the requester');
     s.requester.hello = checkHello(s.requester.hello);

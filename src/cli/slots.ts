@@ -65,6 +65,9 @@ interface Group {
   spec: SlotListenerSpec | null;
 }
 
+/** A listener's slot sockets as a re-exec of the supervisor carries them (JSON; the fds cross the exec). */
+export type SlotGroupState = Group;
+
 const DEFAULT_BACKLOG = 511;
 
 function checkSlots(slots: unknown, name: string): number {
@@ -237,6 +240,23 @@ export class SlotSockets {
       address: g.address,
       sockets: g.fds.length,
     }));
+  }
+
+  /** Every group, for a re-exec of the supervisor (reexec-carry.ts): the fds stay here and cross the exec. */
+  carry(): SlotGroupState[] {
+    return [...this.#groups.values()].map((g) => ({ ...g, fds: [...g.fds] }));
+  }
+
+  /**
+   * The new image of a re-executed supervisor takes the groups its predecessor carried (validated by reexec.ts:
+   * a socket for every slot, kept ones after them). The fds are owned here from now on.
+   */
+  restore(groups: SlotGroupState[]): void {
+    this.#checkOpen();
+    for (const g of groups) {
+      this.#checkNewName(g.name);
+      this.#groups.set(g.name, { ...g, fds: [...g.fds] });
+    }
   }
 
   /** Close every socket (the service ends). Idempotent. The Unix socket files are left, as the Upgrader does. */

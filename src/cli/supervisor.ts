@@ -31,7 +31,14 @@ import type { Generation } from './generation.js';
 import { Generations, type GenerationsOptions } from './generations.js';
 import { realProcess, type SupervisorProcess, type TimerHandle } from './process.js';
 import { answerRequester, resumeGeneration, snapshotState } from './reexec-carry.js';
-import { checkNewImage, execImage, reexecEntry, takeCarriedState, type SupervisorState } from './reexec.js';
+import {
+  type CarriedLane,
+  checkNewImage,
+  execImage,
+  reexecEntry,
+  type SupervisorState,
+  takeCarriedState,
+} from './reexec.js';
 import { type Balance, SlotSockets } from './slots.js';
 import { Tallies } from './tallies.js';
 import { Takeover } from './takeover.js';
@@ -79,6 +86,8 @@ export class Supervisor {
   /** With --workers N > 1: a Generations lane per slot (lane 0 is #gens) and the slot sockets. */
   #lanes: WorkerLanes | null = null;
   #slots: SlotSockets | null = null;
+  /** Each lane's crash loop (lane 0's is #crash). */
+  readonly #crashes: CrashLoop[] = [];
   #stopping = false;
   /** The supervisor gave up (its exit code is 1). */
   #gaveUp = false;
@@ -112,6 +121,13 @@ export class Supervisor {
     const fdStore = this.#opts.fdStore ?? false;
     const fields = () => ({ supervisor: this.#os.pid });
     this.#notifier = new ServiceNotifier({ logger: this.#opts.logger, fields, fdStore });
+    // Re-executed (reexec.ts): the previous image's state and fds, instead of a fresh start. Its number of
+    // workers and balance are the ones running (not necessarily the command line's).
+    const carried = takeCarriedState();
+    if (carried) {
+      this.#opts.workers = carried.workers?.slots ?? 1;
+      if (carried.workers) this.#opts.balance = carried.workers.balance;
+    }
     const workers = this.#opts.workers ?? 1;
     const host = {
       stopping: () => this.#stopping,
@@ -140,14 +156,16 @@ export class Supervisor {
           workers > 1 ? { ...host, log: (level, event, f) => this.#log(level, event, { ...f, worker: slot }) } : host,
       });
     this.#gens = lane(0, this.#inventory, this.#crash);
+    this.#crashes.push(this.#crash);
     if (workers > 1) {
       this.#slots = new SlotSockets({ slots: workers, balance: this.#opts.balance ?? 'reuseport' });
-      this.#lanes = new WorkerLanes(this.#slots, this.#inventory, (slot, inventory) =>
-        slot === 0 ? this.#gens : lane(slot, inventory, new CrashLoop(this.#os, this.#opts)),
-      );
+      this.#lanes = new WorkerLanes(this.#slots, this.#inventory, (slot, inventory) => {
+        if (slot === 0) return this.#gens;
+        const crash = new CrashLoop(this.#os, this.#opts);
+        this.#crashes[slot] = crash;
+        return lane(slot, inventory, crash);
+      });
     }
-    // Re-executed (reexec.ts): the previous image's state and fds, instead of a fresh start.
-    const carried = takeCarriedState();
     if (carried) return this.#resume(carried);
     // Sockets from the service manager (socket activation, or the fd store after a restart) join the
     // inventory before anything is spawned; the variables are gone from the environment from here on.
@@ -330,11 +348,8 @@ export class Supervisor {
   async reexec(requester: HandoffSession | null = null): Promise<void> {
     const refusal = (): Error | null => {
       if (this.#stopping) return batonError('ERR_BATON_STATE', 'the supervisor is stopping');
-      if (this.#lanes) {
-        const why = 're-exec of a supervisor running --workers N > 1 is not built yet (docs/workers.md)';
-        return batonError('ERR_BATON_REEXEC_FAILED', why);
-      }
-      const attempt = this.#gens.attempt;
+      // With N workers: a start of N workers has a starting generation in some lane until all commit.
+      const attempt = this.#allLanes().find((l) => l.attempt)?.attempt;
       const busy = attempt
         ? `upgrade in progress: generation ${attempt.generation} (pid ${attempt.pid}) is starting`
         : this.#takeover || this.#handover
@@ -360,7 +375,7 @@ export class Supervisor {
       const late = refusal() ?? (stuck ? batonError('ERR_BATON_REEXEC_FAILED', stuck) : null);
       if (late) throw late;
       const state = this.#snapshot(requester);
-      const generations = state.generations.length;
+      const generations = [state, ...(state.workers?.lanes ?? [])].reduce((n, l) => n + l.generations.length, 0);
       this.#log('info', 'reexec', { entry, from: VERSION, to: version, execCount: state.execCount, generations });
       execImage(entry, state);
     } catch (err) {
@@ -372,7 +387,8 @@ export class Supervisor {
   }
 
   #sending(): boolean {
-    return [...this.#gens.all.values()].some((g) => (g.session?.link.channel.pendingRecords ?? 0) > 0);
+    const gens = this.#allLanes().flatMap((l) => [...l.all.values()]);
+    return gens.some((g) => (g.session?.link.channel.pendingRecords ?? 0) > 0);
   }
 
   #snapshot(requester: HandoffSession | null): SupervisorState<UpgradeRecord> {
@@ -384,9 +400,12 @@ export class Supervisor {
         startedAt: this.#startedAt,
         execCount: this.#execCount,
         now: this.#os.now(),
-        inventory: this.#inventory,
-        generations: this.#gens,
-        crash: this.#crash,
+        lanes: this.#allLanes().map((generations, i) => ({
+          generations,
+          crash: this.#crashes[i]!,
+          inventory: this.#lanes?.inventories[i] ?? this.#inventory,
+        })),
+        slots: this.#slots,
         stored: this.#notifier.storedNames(),
       },
       requester,
@@ -395,41 +414,54 @@ export class Supervisor {
 
   /** The new image takes over from the state its predecessor left (the fds in it are ours now). */
   #resume(s: SupervisorState): void {
-    const gens = this.#gens;
     this.#startedAt = s.startedAt;
     this.#execCount = s.execCount;
     this.#execAt = s.execAt;
-    gens.next = s.next;
-    gens.history = s.history as UpgradeRecord[];
-    gens.exitCode = s.exitCode;
-    gens.readySent = s.readySent;
-    this.#crash.backoffMs = s.backoffMs;
-    this.#crash.failedStarts = s.failedStarts;
-    this.#crash.restarts = s.restarts;
     this.#opts.socket = s.socket;
     for (const name of s.stored) this.#notifier.markStored(name);
-    for (const i of s.inventory) this.#inventory.set(i);
+    // With N workers: the slot sockets, then every lane as lane 0 (lane i's inventory holds copies of slot i's).
+    if (s.workers) this.#slots!.restore(s.workers.groups);
+    const carried = [s, ...(s.workers?.lanes ?? [])];
+    const lanes = this.#allLanes();
+    carried.forEach((lane, i) => this.#resumeLane(lane, lanes[i]!, i));
     const server = FdChannelServer.fromFd(s.serverFd, s.socket, CONTROL_CHANNEL_LIMITS);
-    for (const c of s.generations) {
-      const g = resumeGeneration(c, gens.history, this.#log);
-      if (c.generation === s.current) gens.current = g;
-      gens.adopt(g);
-    }
     this.#notifier.startWatchdog();
     this.#serve(server);
-    const fields = { from: s.version, to: VERSION, execCount: s.execCount, generations: s.generations.length };
+    const generations = carried.reduce((n, l) => n + l.generations.length, 0);
+    const fields = { from: s.version, to: VERSION, execCount: s.execCount, generations };
     this.#log('info', 'supervisor-reexec', { ...fields, listeners: this.#inventory.size });
-    const serving = gens.current;
+    const serving = this.#gens.current;
     const now = serving
       ? `generation ${serving.generation} serving, ${listeners(this.#inventory.size)}`
       : 'no generation serving';
     this.#notifier.status(`${now}; supervisor re-executed (baton ${VERSION})`);
-    if (s.respawnDue && !gens.current) gens.scheduleRespawn();
-    // The min-uptime that ends a crash loop goes on counting from the generation's ready.
-    if (serving && this.#crash.failedStarts > 0) {
-      this.#crash.endAfterUptime(serving.readyAt ?? 0, () => gens.current === serving);
-    }
+    lanes.forEach((gens, i) => {
+      const crash = this.#crashes[i]!;
+      if (carried[i]!.respawnDue && !gens.current) gens.scheduleRespawn();
+      // The min-uptime that ends a crash loop goes on counting from the generation's ready.
+      const current = gens.current;
+      if (current && crash.failedStarts > 0) crash.endAfterUptime(current.readyAt ?? 0, () => gens.current === current);
+    });
     if (s.requester) answerRequester(s.requester, this.status().supervisor, this.#log);
+  }
+
+  /** Lane `slot` (`gens`) takes its part of the carried state: its generations, counters and inventory. */
+  #resumeLane(c: CarriedLane, gens: Generations, slot: number): void {
+    gens.next = c.next;
+    gens.history = c.history as UpgradeRecord[];
+    gens.exitCode = c.exitCode;
+    gens.readySent = c.readySent;
+    const crash = this.#crashes[slot]!;
+    crash.backoffMs = c.backoffMs;
+    crash.failedStarts = c.failedStarts;
+    crash.restarts = c.restarts;
+    const inventory = this.#lanes?.inventories[slot] ?? this.#inventory;
+    for (const i of c.inventory) inventory.set(i);
+    for (const carried of c.generations) {
+      const g = resumeGeneration(carried, gens.history, this.#log);
+      if (carried.generation === c.current) gens.current = g;
+      gens.adopt(g);
+    }
   }
 
   #maybeFinish(): void {
