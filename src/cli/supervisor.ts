@@ -41,7 +41,7 @@ import {
 } from './reexec.js';
 import { type Balance, SlotSockets } from './slots.js';
 import { Tallies } from './tallies.js';
-import { Takeover } from './takeover.js';
+import { type OrphanStatus, Takeover } from './takeover.js';
 import type { UpgradeRecord } from './upgrade-record.js';
 import { WorkerLanes } from './worker-lanes.js';
 
@@ -185,6 +185,8 @@ export class Supervisor {
     // takes over its connections (src/cli/takeover.ts). Only after binding the control socket: of two
     // supervisors started at once, only one gets here.
     try {
+      // With N workers an orphan is refused, not joined: it serves on (docs/workers.md).
+      if (this.#lanes) refuseOrphans(await Takeover.serving(this.#opts.socket, this.#log));
       this.#takeover = await Takeover.find(this.#opts.socket, this.#opts.readyTimeoutMs, this.#log);
     } catch (err) {
       this.#server.close();
@@ -485,6 +487,24 @@ export class Supervisor {
   #reapOrphans(): void {
     this.#os.reapOrphans(new Set(this.#allLanes().flatMap((l) => [...l.all.values()].map((g) => g.pid))));
   }
+}
+
+/**
+ * `baton run --workers N > 1` finding generations a crashed supervisor left serving on its socket: not built
+ * yet. A crashed N-worker supervisor leaves N orphans, one per slot, each holding the last copy of its slot's
+ * socket; taking them over means each into its own slot (a takeover and handover per lane, slot groups made from
+ * the orphans' sockets), and taking over only one would stop the others and reset their accept queues. Refused
+ * before any is joined, so they serve on; the message says what to do.
+ */
+function refuseOrphans(orphans: OrphanStatus[]): void {
+  if (!orphans.length) return;
+  const pids = orphans.map((o) => o.pid).join(' ');
+  const what = orphans.length === 1 ? `pid ${pids} is` : `pids ${pids} are`;
+  const why =
+    `generations a crashed supervisor left behind on this socket (${what} serving) cannot be taken over with ` +
+    `--workers N > 1 yet (docs/workers.md); they serve on. Stop them (kill -TERM ${pids}) and start again, or ` +
+    'start with --workers 1 to take over one orphan';
+  throw batonError('ERR_BATON_TAKEOVER_REFUSED', why);
 }
 
 /** Lane `slot`'s options: the supervisor's (read at each use: the socket is settled at start), its slot. */

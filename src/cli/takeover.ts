@@ -32,7 +32,7 @@ import { statFields } from './proc-stats.js';
 
 type Log = (level: 'info' | 'warn', event: string, fields: Record<string, string | number | null>) => void;
 
-interface OrphanStatus {
+export interface OrphanStatus {
   path: string;
   pid: number;
   generation: number;
@@ -52,20 +52,25 @@ export class Takeover {
   /** handover() has begun: it reports how the orphan's part ends. */
   #handingOver = false;
 
-  /** Join the newest serving orphan of `socket`, or null when there is none to take over from. */
-  static async find(socket: string, timeoutMs: number, log: Log): Promise<Takeover | null> {
+  /** The serving orphans of `socket`, newest generation first (asked for their status only: none is joined). */
+  static async serving(socket: string, log: Log): Promise<OrphanStatus[]> {
     const found: OrphanStatus[] = [];
     for (const s of listTakeoverSockets(socket)) {
       const status = await orphanStatus(s.path, s.pid, log);
       if (status) found.push(status);
     }
-    const serving = found.filter((o) => o.state === 'serving').sort((a, b) => b.generation - a.generation);
     for (const o of found) {
       // Only a supervisor takes over an orphan: one in the middle of a handover is being taken over by another
       // `baton run` on this socket (that got past the control socket too: see takeoverInProgress()).
       if (o.state === 'upgrading') throw takeoverInProgress(o.pid);
       if (o.state !== 'serving') log('info', 'orphan-busy', { orphan: o.pid, state: o.state });
     }
+    return found.filter((o) => o.state === 'serving').sort((a, b) => b.generation - a.generation);
+  }
+
+  /** Join the newest serving orphan of `socket`, or null when there is none to take over from. */
+  static async find(socket: string, timeoutMs: number, log: Log): Promise<Takeover | null> {
+    const serving = await Takeover.serving(socket, log);
     for (const [i, o] of serving.entries()) {
       let client: GenerationClient;
       try {
