@@ -2,7 +2,8 @@
  * Re-exec of the supervisor with `baton run --workers 2` (src/cli/reexec.ts, reexec-carry.ts): every lane, the
  * slot sockets and N cross the exec. Under keep-alive load, `baton reload --supervisor` keeps the supervisor pid
  * and both worker pids and fails no request; the new image then reloads both workers (0 failed) and respawns a
- * worker killed with -9 into its slot. Real processes (`node bin/baton.js`), 127.0.0.1, every pid killed after the
+ * worker killed with -9 into its slot; a second re-exec (SIGUSR2) carries the lanes out of step (slot 1's own
+ * generation number and restart), and a reload after it replaces both. Real processes (`node bin/baton.js`), 127.0.0.1, every pid killed after the
  * test (startSupervised's cleanup).
  */
 import assert from 'node:assert/strict';
@@ -91,5 +92,27 @@ test('2 workers: reload --supervisor under load keeps every pid, 0 failed; then 
   const slots = await slotsServing(s.port, 100);
   assert.equal(slots.get(newPid), 1, `the respawned worker ${newPid} answers as slot 1: ${[...slots]}`);
   assert.equal(slots.size, 2, `both slots answer: ${[...slots]}`);
+
+  // SIGUSR2 now, with the lanes out of step (slot 1 respawned: a generation number of its own, a restart): both
+  // carry over, and a reload after it still replaces both workers under one new number.
+  const restartsOf = async () => ((await s.status()) as unknown as { workers: Array<{ restarts: number }> }).workers;
+  const restarts = await restartsOf();
+  assert.deepEqual(
+    restarts.map((w) => w.restarts),
+    [0, 1],
+  );
+  process.kill(s.sup.pid, 'SIGUSR2');
+  const line = new RegExp(`baton supervisor-reexec supervisor=${s.sup.pid} .*execCount=2 `);
+  for (let i = 0; i < 400 && !line.test(s.sup.stderr()); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.match(s.sup.stderr(), line, 'the second re-exec (SIGUSR2) finished');
+  assert.deepEqual(await workers(s), respawned, 'the same workers after SIGUSR2');
+  assert.deepEqual(await restartsOf(), restarts, "each slot's restarts are carried");
+  const again = await s.reload();
+  assert.equal(again.code, 0, `reload after SIGUSR2: ${again.stdout}${again.stderr}`);
+  const last = (await s.serving()) as Array<Status['generations'][number] & { worker: number }>;
+  assert.deepEqual(last.map((g) => g.worker).sort(), [0, 1]);
+  assert.equal(new Set(last.map((g) => g.generation)).size, 1, 'one generation number for both workers');
+  for (const g of last) assert.ok(!respawned.some(([, pid]) => pid === g.pid), `${g.pid} is an old worker`);
+  assert.equal((await slotsServing(s.port, 100)).size, 2, 'both new workers answer');
   assert.equal(await s.shutdown(), 1, 'a serving worker crashed: exit 1, as with one worker');
 });
