@@ -17,8 +17,9 @@ import { connect, WS_SERVING as SERVING, type Client } from './ws-helpers.js';
 
 const APP = path.join(ROOT, 'dist/test/fixtures/ws-slow-adopt-app.js');
 
-/** Four full batches (MAX_MIGRATION_BATCH, 253): two in flight at a time, so the last ones leave a batch's
- * adoption or two after the first connections were answered by the new generation. */
+/** Several batches whatever their size (at most 253; sized by the adoption cost the new generation reports):
+ * two in flight at a time, so the last ones leave well after the first connections were answered by the new
+ * generation. */
 const N = 4 * 253;
 
 test('while WebSockets move in batches, the old generation answers those whose batch has not left yet', async (t) => {

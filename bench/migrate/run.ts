@@ -56,6 +56,7 @@ import { fileURLToPath } from 'node:url';
 import { envInt, stdoutLines, trackedProcesses, writeDocSection } from '../lib/common.js';
 import { renderChart, type ChartLabels, type Panel } from '../upgrade/chart.js';
 import { buckets } from '../upgrade/stats.js';
+import { goalLines, measureFloor } from './goals.js';
 import { PERIOD_MS, Pinger, watchLoop, type Stall } from './stall.js';
 import WebSocket from 'ws';
 
@@ -859,7 +860,7 @@ const STALL_LABELS: ChartLabels = {
     `its command on`,
 };
 
-function stallSection(rows: Row[]): string {
+function stallSection(rows: Row[], goals: string[]): string {
   const date = new Date().toISOString().slice(0, 10);
   const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
   return `${STALL_START}
@@ -877,6 +878,11 @@ much of a round trip the machine itself costs. The benchmark process holds every
 every server side; all share the same cores.
 
 ${stallTableLines(rows).join('\n')}
+
+The goals, as the bench prints them (the floor: [\`bench/migrate/floor.ts\`](../bench/migrate/floor.ts)'s first,
+cold run, per connection, times the connections):
+
+${goals.map((g) => `- ${g}`).join('\n')}
 
 - **move**: from the old generation's \`'drain'\` to the last connection adopted by the new one.
 - **event-loop delay**: \`perf_hooks.monitorEventLoopDelay\` (1 ms resolution); the old generation's from
@@ -965,15 +971,33 @@ async function main(): Promise<void> {
   console.log('');
   if (!STALL_ONLY) for (const l of tableLines(rows)) console.log(l);
   const stalls = rows.filter((r) => r.stall);
+  let goals: string[] = [];
   if (stalls.length) {
     console.log('');
     for (const l of stallTableLines(stalls)) console.log(l);
+    // The floor runs after everything else, alone: it measures this machine's cost of the objects themselves.
+    const floor = await measureFloor(Math.max(...stalls.map((r) => r.n))).catch((err: Error) => {
+      console.log(`floor.js failed (no move goal): ${err.message}`);
+      return null;
+    });
+    goals = goalLines(
+      stalls.map((r) => ({
+        kind: r.kind,
+        n: r.n,
+        baseP99: r.stall!.base.p99,
+        reloadP99: r.stall!.reload.p99,
+        moveMs: [...r.samples.map((x) => x.ms), r.stall!.move.ms],
+      })),
+      floor,
+    );
+    console.log(`\nGoals (1-minute load average ${os.loadavg()[0]!.toFixed(2)} now, ${LOAD_AT_START} at the start):`);
+    for (const l of goals) console.log(l);
   }
   if (WRITE_DOCS && !STALL_ONLY) writeDoc(section(rows, notes));
   if (stalls.length) {
     const svg = stallChart(stalls);
     if (WRITE_DOCS) {
-      writeDocSection(DOC, STALL_START, STALL_END, stallSection(stalls));
+      writeDocSection(DOC, STALL_START, STALL_END, stallSection(stalls, goals));
       fs.writeFileSync(SVG, svg);
       console.log(`wrote the stall section of ${path.relative(ROOT, DOC)} and ${path.relative(ROOT, SVG)}`);
     } else {

@@ -116,14 +116,18 @@ async function moveAll(conns) {
     }
   };
   if (!chunk) {
-    // Everything at once, one batch's worth (253 connections) per turn of the event loop: baton sends a
-    // batch as soon as it is prepared, so the new generation adopts it while this one prepares the next.
-    const moves = [];
-    for (let i = 0; i < conns.length; i++) {
-      if (i > 0 && i % 253 === 0) await new Promise((r) => setImmediate(r));
-      moves.push(move(conns[i]));
-    }
-    tally(await Promise.all(moves));
+    // Paced by baton: it prepares one batch at a time, when the batch would leave at once, and calls the
+    // function below for each of its connections then. Every other connection is still served here, so a
+    // client pauses only while its own batch moves. Its state and partial line are taken at that moment.
+    const results = await upgrader.migrateAll(
+      conns.map((conn) => conn.socket),
+      (socket) => {
+        const conn = live.get(socket);
+        conn.moving = true;
+        return { state: conn.state, pending: conn.partial };
+      },
+    );
+    tally(results.map((r, i) => (r.status === 'fulfilled' ? true : notMoved(conns[i], r.reason))));
   }
   // MIGRATE_CHUNK / MIGRATE_PAUSE_MS (tests): that many at a time, each chunk moved before the next starts.
   for (let i = 0; chunk && i < conns.length; i += chunk) {
@@ -155,14 +159,20 @@ async function move(conn) {
     await upgrader.migrate(socket, conn.state, conn.partial);
     return true;
   } catch (err) {
-    conn.moving = false;
-    if (socket.destroyed) return 'closed'; // the client left meanwhile
-    if (err.code !== 'ERR_BATON_NO_MIGRATION')
-      console.log(`generation ${gen} could not move connection ${conn.state.id}: ${err.code} ${err.message}`);
-    socket.resume(); // migrate() left it paused; read on, so the close completes
-    socket.end(`${gen}:${conn.state.id}:-:bye ${err.code}\n`);
-    return err.code ?? 'error';
+    return notMoved(conn, err);
   }
+}
+
+/** A connection that could not move: say goodbye and close it politely; returns the reason. */
+function notMoved(conn, err) {
+  const { socket } = conn;
+  conn.moving = false;
+  if (socket.destroyed) return 'closed'; // the client left meanwhile
+  if (err.code !== 'ERR_BATON_NO_MIGRATION')
+    console.log(`generation ${gen} could not move connection ${conn.state.id}: ${err.code} ${err.message}`);
+  socket.resume(); // migrate() left it paused; read on, so the close completes
+  socket.end(`${gen}:${conn.state.id}:-:bye ${err.code}\n`);
+  return err.code ?? 'error';
 }
 
 // How the move looks from here: connections adopted, how late the event loop ran meanwhile, and how much

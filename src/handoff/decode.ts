@@ -183,6 +183,7 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
     case 'migrate-ok': {
       const msg: MigrateOk = { v, type: 'migrate-ok', count: int(o, 'count') };
       if (o.room !== undefined) msg.room = int(o, 'room', 0);
+      if (o.cost !== undefined) msg.cost = int(o, 'cost', 0);
       return msg;
     }
     case 'migrate-end':

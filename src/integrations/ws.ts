@@ -20,7 +20,6 @@
 import type net from 'node:net';
 import tls from 'node:tls';
 import { argTypeError, batonError } from '../fd/errors.js';
-import { MAX_MIGRATION_BATCH } from '../handoff/messages.js';
 import {
   setWsCloseReport,
   setWsProtocol,
@@ -32,6 +31,7 @@ import {
 import { socketIoPart } from './socket-io.js';
 import type { ConnectionMover, MoverContext } from '../upgrader/integration.js';
 import type { MigrationSender } from '../upgrader/migrate.js';
+import { paced } from '../upgrader/pacing.js';
 import type { WebSocketMigrationOptions } from '../upgrader/upgrader.js';
 
 /** The parts of ws's WebSocketServer and WebSocket baton relies on (ws >= 8). */
@@ -227,21 +227,12 @@ export class WebSocketMover implements ConnectionMover {
         if (ws.readyState === 1) ws.close(1012, 'Service Restart');
       }
     };
-    const all = [...(this.#wss.clients ?? [])];
-    const moves: Promise<void>[] = [];
-    for (let i = 0; i < all.length; i++) {
-      // One batch's worth at a time, each only once it would leave at once (sender.sendable()): a WebSocket
-      // is served here until its own batch is prepared (its reading stops then), so each client waits about
-      // two batches' adoption rather than the whole move. Measured (bench:migrate, 1,000 WebSockets): moving
-      // all at once paused the last client for the whole move (p99 of each client's slowest echo ~ the move).
-      // Full batches: paced batches sized to ~10 ms of adoptions (16-64 on the loaded machine) made the move
-      // 2-3x longer (1,000 WebSockets in 2.9 s instead of ~1 s), too slow for five reloads 300 ms apart.
-      if (i > 0 && i % MAX_MIGRATION_BATCH === 0) {
-        await (sender?.accepting ? sender.sendable() : new Promise((r) => setImmediate(r)));
-      }
-      moves.push(one(all[i]!));
-    }
-    await Promise.all(moves);
+    // One batch's worth at a time, each only once it would leave at once (paced(): sender.sendable()): a
+    // WebSocket is served here until its own batch is prepared (its reading stops then), so each client waits
+    // about two batches' adoption rather than the whole move. Measured (bench:migrate, 1,000 WebSockets):
+    // moving all at once paused the last client for the whole move (p99 of each client's slowest echo ~ the
+    // move). The batch size follows what adoption costs the new generation (src/upgrader/pacing.ts).
+    await paced(sender, [...(this.#wss.clients ?? [])], one);
     return moved;
   }
 

@@ -5,8 +5,10 @@
  * The channel: at ready() the new generation makes a socketpair, keeps one end (MigrationReceiver) and
  * sends the other with its `ready` message; the supervisor relays it with `drain` (standalone: the old
  * generation gets it directly). Over it, `migrate` messages carry up to 253 connections each (one sendmsg),
- * and the receiver answers `migrate-ok` after adopting a batch — the sender waits for that before the next
- * batch, which paces the move so the new generation's event loop stays responsive.
+ * and the receiver answers `migrate-ok` once a batch is adopted and its connections have been read — with
+ * what adopting cost it per connection, by which the sender sizes the next batches (src/upgrader/pacing.ts);
+ * at most WINDOW batches await their acknowledgement, which paces the move so the new generation's event
+ * loop stays responsive.
  *
  * Moving one connection (MigrationSender.move):
  * 1. stop reading: bytes the client sends from now on wait in the kernel socket for the new owner;
@@ -47,13 +49,8 @@ import { closeFds } from '../fd/fds.js';
 import { Link } from '../handoff/link.js';
 import { flushWrites, giveBack, lateBytes, stopReading } from './hold.js';
 import { FD_RESERVE, MAX_BATCH_BYTES, WINDOW } from './migrate-receiver.js';
-import {
-  MAX_CARRY_PART,
-  MAX_MIGRATION_BATCH,
-  PROTOCOL_VERSION,
-  type MigrationItem,
-  type MigrationKind,
-} from '../handoff/messages.js';
+import { BatchSizer } from './pacing.js';
+import { MAX_CARRY_PART, PROTOCOL_VERSION, type MigrationItem, type MigrationKind } from '../handoff/messages.js';
 
 /** Largest per-connection state, as JSON. */
 export const MAX_STATE_BYTES = 64 * 1024;
@@ -92,6 +89,8 @@ export class MigrationSender {
   #carrying: Promise<void> = Promise.resolve();
   /** sendable() callers, woken when a batch queued now would leave at once. */
   #sendable: Array<() => void> = [];
+  /** How many connections go in the next batch: by what adopting them costs the receiver (src/upgrader/pacing.ts). */
+  #sizer = new BatchSizer();
 
   constructor(channelFd: number) {
     this.#link = senderLink(channelFd);
@@ -223,6 +222,11 @@ export class MigrationSender {
     });
   }
 
+  /** Connections in the next batch: a mover that paces itself (sendable()) prepares this many at a time. */
+  get batchSize(): number {
+    return this.#sizer.size;
+  }
+
   /**
    * Resolves when connections moved from now on would leave at once: nothing queued ahead of them and room in
    * the window of batches awaiting their acknowledgement (or nothing can be sent any more: move() then says
@@ -316,9 +320,10 @@ export class MigrationSender {
       if (this.#queue.length && inflight.length < WINDOW && room > 0 && !this.#redirect) {
         let bytes = 0;
         let n = 0;
+        const size = this.#sizer.size;
         while (
           n < this.#queue.length &&
-          n < MAX_MIGRATION_BATCH &&
+          n < size &&
           n < room &&
           (n === 0 || bytes + this.#queue[n]!.bytes <= MAX_BATCH_BYTES)
         )
@@ -379,6 +384,7 @@ export class MigrationSender {
           'the new generation to adopt migrated connections',
         );
         if (msg.room !== undefined) this.#room = msg.room;
+        this.#sizer.observe(msg.count, msg.cost);
       } catch {
         // The receiver died or stalled: what we sent is its problem now; stop sending more.
         for (const batch of inflight.splice(0)) for (const p of batch) p.resolve();

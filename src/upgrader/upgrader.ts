@@ -44,6 +44,7 @@ import {
 } from './options.js';
 import { listenOnFd } from './sockets.js';
 import { GenerationState, type UpgraderState } from './state.js';
+import { paced } from './pacing.js';
 import { warmUpHttp } from './warm-up.js';
 
 export type { UpgraderMode } from './modes/mode.js';
@@ -329,6 +330,43 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     // A connection that itself moved here has no .server: its listener is the one whose drain tracks it.
     const name = this.#listeners.nameOf(acceptingServerOf(socket), socket) ?? '-';
     return sender.move(socket, 'raw', name, state, pending);
+  }
+
+  /**
+   * Move many raw connections to the new generation, paced: one batch at a time, each batch prepared only
+   * when it would leave at once, so every connection is served here until its own batch goes (it stops
+   * reading then) and each client pauses for about two batches' adoption instead of the whole move.
+   * `prepare(socket)` runs at that moment — after reading stopped, so no more 'data' comes — and returns
+   * what migrate() takes: `{ state, pending }` (or nothing). Call it from the 'drain' event handler.
+   * Resolves, once every connection has moved or failed, with one result per socket in order
+   * (Promise.allSettled's shape): a rejected one is still open here, paused — close it politely.
+   */
+  async migrateAll(
+    sockets: Iterable<net.Socket>,
+    prepare?: (socket: net.Socket) => { state?: unknown; pending?: Uint8Array } | undefined,
+  ): Promise<PromiseSettledResult<void>[]> {
+    if (sockets === null || typeof (sockets as Iterable<net.Socket>)?.[Symbol.iterator] !== 'function')
+      throw argTypeError('sockets', 'an iterable of net.Socket', sockets);
+    if (prepare !== undefined && typeof prepare !== 'function') throw argTypeError('prepare', 'a function', prepare);
+    const list = [...sockets];
+    const results: PromiseSettledResult<void>[] = new Array(list.length);
+    const indexed = list.map((socket, i) => ({ socket, i }));
+    await paced(this.#moves.sender, indexed, async ({ socket, i }) => {
+      try {
+        let moving: Promise<void>;
+        if (socket.destroyed || !prepare) moving = this.migrate(socket);
+        else {
+          // migrate() stops reading synchronously: nothing the app sees can happen between prepare() and it.
+          const { state, pending } = prepare(socket) ?? {};
+          moving = this.migrate(socket, state, pending);
+        }
+        await moving;
+        results[i] = { status: 'fulfilled', value: undefined };
+      } catch (reason) {
+        results[i] = { status: 'rejected', reason };
+      }
+    });
+    return results;
   }
 
   /**
