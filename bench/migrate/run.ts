@@ -893,23 +893,21 @@ ${goals.map((g) => `- ${g}`).join('\n')}
   the heap figure includes garbage not collected yet).
 - **bench process event-loop delay**: when the process holding the clients is late, every echo it times is
   late by as much; a high figure means part of the stall is the client's own.
-- WebSockets are paced since 2026-12-07: the old generation prepares each batch (and stops reading its
-  connections) only when it would leave at once, and serves the others meanwhile (docs/migration.md, "What
-  each connection feels"); raw TCP here (examples/tcp-echo) still calls \`migrate()\` for every connection in
-  \`'drain'\`, so each waits for the whole move. Before that change, on the same machine under the same kind
-  of load (1-minute load average 17), 1,000 connections: slowest echo per client without a reload p99 42 ms
-  (raw TCP) / 46 ms (WebSocket), during a reload 526 ms / 1,127 ms. On this machine the figures are dominated
-  by CPU starvation — four test suites and several benchmarks shared its 2 cores — which the no-reload column
-  and the benchmark process's own event-loop delay show; test/migrate-ws-serving.test.ts checks the
-  behaviour instead (generation 1 still answers clients of later batches after generation 2 answered
-  others: thousands of answers with pacing, 0 before).
-- Where the rest of a WebSocket's stall was on 2026-12-07, from that run's series (1,000 WebSockets): during the
-  move generation 1 still answered clients of later batches while generation 2 answered the first (pacing
-  works); the longest round trips were answered by generation 2 in the second after the move, when every
-  connection was already there (medians of 150–300 ms per 100 ms bucket): a new process still cold (its
-  JIT, its first garbage collections) and sharing starved cores with the old generation's exit. 10,000
-  connections were not measured after the change: at 10,000 clients (40,000 messages a second) the loaded
-  machine could not keep up even without a reload (raw TCP, before: p50 702 ms, p99 838 ms).
+- Both kinds are paced: the old generation prepares each batch (and stops reading its connections) only when
+  it would leave at once and serves the others meanwhile — WebSockets through \`webSocketServer()\`, raw TCP
+  through \`upgrader.migrateAll()\` (examples/tcp-echo) — and batches are sized to ~10 ms of adoption by the
+  cost the new generation reports, the first one 32 (docs/migration.md, "What each connection feels").
+- How that was found (2026-12-07, 1,000 connections, the shared 2-core machine, each figure against the one
+  without a reload in the same run): with full batches of 253 the new generation took 13–71 ms to adopt a
+  batch (the first, cold, the slowest) and 22–84 ms more in the turn after, where the previous batch's
+  first reads ran, so a client waited for two such batches — each client's slowest echo p99 ~100 ms (10–13×
+  without a reload) for WebSockets; raw TCP, moved all at once at the drain, 88–265 ms (5–11×). After the
+  change, in alternating runs: WebSockets p99 28–45 ms (3.5–4.9×), raw TCP 16–87 ms (1.1–2.0×). Alternating
+  WebSocket runs with other batch targets: 40 ms 46–59 ms, full batches 91–185 ms, 5 ms no better than 10 ms
+  and a longer move. Profiles (\`BENCH_CPU_PROF\`) of the new generation showed no single long task left:
+  its busy stretches were 15 ms at most; what remains is mostly the machine's — both generations, the
+  clients and other work on two cores — which the no-reload column and the benchmark process's own
+  event-loop delay show.
 - Every round trip of both windows is written to \`$BENCH_SERIES_DIR/baton-migrate-stall-<kind>-<N>.csv\`
   (default the temp directory): send time and answer time in ms from the reload command, the round trip,
   the client and the generation that answered.
