@@ -127,7 +127,7 @@ async function moveAll(conns) {
         return { state: conn.state, pending: conn.partial };
       },
     );
-    tally(results.map((r, i) => (r.status === 'fulfilled' ? true : notMoved(conns[i], r.reason))));
+    tally(results.map((r, i) => (r.status === 'fulfilled' ? true : closePolitely(conns[i], r.reason))));
   }
   // MIGRATE_CHUNK / MIGRATE_PAUSE_MS (tests): that many at a time, each chunk moved before the next starts.
   for (let i = 0; chunk && i < conns.length; i += chunk) {
@@ -159,12 +159,12 @@ async function move(conn) {
     await upgrader.migrate(socket, conn.state, conn.partial);
     return true;
   } catch (err) {
-    return notMoved(conn, err);
+    return closePolitely(conn, err);
   }
 }
 
 /** A connection that could not move: say goodbye and close it politely; returns the reason. */
-function notMoved(conn, err) {
+function closePolitely(conn, err) {
   const { socket } = conn;
   conn.moving = false;
   if (socket.destroyed) return 'closed'; // the client left meanwhile
