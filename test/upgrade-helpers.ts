@@ -64,10 +64,12 @@ export interface StatusGeneration {
   startedAt: string;
   readyMs: number | null;
   connections: number;
+  /** Its worker slot (`baton run --workers N`). */
+  worker?: number;
 }
 
 export interface Status {
-  supervisor: { pid: number; socket: string; command: string[]; stopping: boolean };
+  supervisor: { pid: number; socket: string; command: string[]; stopping: boolean; workers?: number };
   generations: StatusGeneration[];
   listeners: Array<{ name: string; kind: string; address: string }>;
   upgrades: UpgradeRecord[];

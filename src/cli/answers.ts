@@ -3,7 +3,7 @@
  * /metrics and `baton status --watch`) and the commands (answerCommands: status, stop, reload, reexec).
  */
 import type { Inventory } from '../handoff/inventory.js';
-import { formatAddress } from '../handoff/messages.js';
+import { formatAddress, type ReloadOptions } from '../handoff/messages.js';
 import { answerControl } from '../handoff/server.js';
 import type { HandoffSession } from '../handoff/session.js';
 import { VERSION } from '../version.js';
@@ -90,7 +90,8 @@ export type SupervisorStatus = ReturnType<typeof statusReport>;
 export interface Commands {
   status(): SupervisorStatus;
   stop(): void;
-  reload(): Promise<UpgradeRecord>;
+  /** `options`: what `baton reload` asked for (--rolling, --workers M). */
+  reload(options: ReloadOptions): Promise<UpgradeRecord>;
   /** On success this never settles: the new image answers `requester`. */
   reexec(requester: HandoffSession): Promise<void>;
 }
@@ -109,14 +110,16 @@ export function answerCommands(session: HandoffSession, sup: Commands): Promise<
     reload: async () => {
       let record: UpgradeRecord;
       try {
-        record = await sup.reload();
+        const { rolling, workers } = session.hello;
+        record = await sup.reload({ rolling, workers });
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
         return { ok: false, code: e.code ?? 'ERR_BATON_RELOAD_FAILED', reason: e.message };
       }
       const ok = record.outcome === 'serving';
       if (ok) return { ok, data: record };
-      return { ok, code: 'ERR_BATON_ROLLED_BACK', reason: record.reason ?? 'rolled back', data: record };
+      const code = record.outcome === 'stopped' ? 'ERR_BATON_ROLLING_STOPPED' : 'ERR_BATON_ROLLED_BACK';
+      return { ok, code, reason: record.reason ?? 'rolled back', data: record };
     },
   });
 }

@@ -40,6 +40,7 @@ export const RUN_OPTIONS: Readonly<Record<string, RunOption>> = {
   metrics: { flag: '--metrics', kind: { type: 'string' } },
   workers: { flag: '--workers', kind: { type: 'workers' } },
   balance: { flag: '--balance', kind: { type: 'enum', values: BALANCES } },
+  rolling: { flag: '--rolling', kind: { type: 'boolean' } },
 };
 
 /** `baton run` flags about the config file itself, which therefore have no key in it. */

@@ -58,6 +58,9 @@ export interface GenerationsHost {
   beforeCommit?(g: Generation): boolean | Promise<boolean>;
   /** With N workers: a starting generation was rolled back (the whole start fails). */
   rolledBack?(g: Generation, reason: string): void;
+  /** With N workers: `g` was committed and `migrationFd` (its migration channel, not owned) is about to go to the
+   * generation it replaces. A scale-down passes more channels to `g` over it, for the removed slots' workers. */
+  committed?(g: Generation, migrationFd: number | null): void;
   log: LogFn;
 }
 
@@ -79,6 +82,10 @@ export class Generations {
   readySent = false;
   /** 1 once a serving generation crashed, or the supervisor gave up. */
   exitCode = 0;
+  /** A scale-down removed this lane (retire()). */
+  #retired = false;
+  /** exitOf() callers, by generation. */
+  readonly #exitWaiters = new Map<Generation, Array<() => void>>();
   /** Upgrades somebody asked for (reload, SIGHUP): their outcome ends a RELOADING=1 with READY=1. */
   readonly #requested = new WeakSet<UpgradeRecord>();
   /** The generation starting now: its outcome, and what started it. */
@@ -117,7 +124,7 @@ export class Generations {
    * by a signal (SIGHUP) and a request that arrives while it runs are the same reload: the later one
    * waits for it and gets its outcome (systemd's Type=notify-reload sends SIGHUP, then runs ExecReload=).
    */
-  reload(trigger: 'command' | 'signal'): Promise<UpgradeRecord> {
+  reload(trigger: 'command' | 'signal', tally = true): Promise<UpgradeRecord> {
     const stopping = this.#host.stopping();
     if (trigger === 'signal' && (stopping || this.attempt)) {
       // No new generation for this SIGHUP: say so, and why (it used to vanish without a line).
@@ -146,7 +153,7 @@ export class Generations {
     this.#crash.cancel();
     this.#notifier.reloading(`reloading: generation ${this.next} is starting`);
     return this.launch(this.current ? 'reload' : 'respawn', trigger).then((record) => {
-      this.#tallies.reloaded(record, this.current !== null && this.current.generation !== record.generation);
+      if (tally) this.#tallies.reloaded(record, this.current !== null && this.current.generation !== record.generation);
       return record;
     });
   }
@@ -248,9 +255,9 @@ export class Generations {
     }
     g.session = session;
     this.watch(g, session);
+    const promoted: { old: Generation | null; done: boolean } = { old: null, done: false };
     try {
       // Acknowledge first, then drain the old generation (handOver says why).
-      const promoted: { old: Generation | null } = { old: null };
       const done = await handOver(session, {
         generation: g.generation,
         inventory: this.#inventory.entries(),
@@ -260,6 +267,7 @@ export class Generations {
           const promote = () => {
             if (g.state !== 'starting') return false;
             promoted.old = this.#promote(g, names);
+            promoted.done = true;
             return true;
           };
           // One worker: at once, as always. N workers: once every worker of this start is ready.
@@ -271,9 +279,11 @@ export class Generations {
       if (!done) return;
       const { names, migrationFd } = done;
       const old = promoted.old;
+      if (promoted.done) this.#host.committed?.(g, migrationFd);
       if (old) this.drain(old, 'upgrade', migrationFd);
       else if (!this.#host.takeOver(names, migrationFd) && migrationFd !== null) closeFds([migrationFd]);
     } catch (err) {
+      if (promoted.done) this.#host.committed?.(g, null); // the workers it takes over from drain all the same
       this.#lostContact(g, (err as Error).message);
     }
   }
@@ -425,6 +435,8 @@ export class Generations {
     moveTo(g, 'exited', this.#os.now());
     g.session?.close();
     this.all.delete(g.generation);
+    for (const wake of this.#exitWaiters.get(g) ?? []) wake();
+    this.#exitWaiters.delete(g);
     const fields = { generation: g.generation, child: g.pid, code, signal };
     if (was === 'draining') {
       if (g.replacedBy && g.drainStartedAt) g.replacedBy.drainMs = this.#os.now() - g.drainStartedAt;
@@ -447,12 +459,25 @@ export class Generations {
 
   /** Nothing serves: start another after the backoff (unless stopping, or one is scheduled already). */
   scheduleRespawn(): void {
-    if (this.#host.stopping()) return;
+    if (this.#host.stopping() || this.#retired) return;
     const delay = this.#crash.schedule(() => {
       if (!this.#host.stopping() && !this.attempt && !this.current) void this.launch('respawn');
     });
     if (delay === null) return;
     this.#host.log('info', 'respawn-scheduled', { inMs: delay, listenersKept: this.#inventory.size });
+  }
+
+  /** This lane's slot was removed (a scale-down): no respawn here any more, a start in progress is abandoned. */
+  retire(why: string): void {
+    this.#retired = true;
+    this.#crash.cancel();
+    this.abortStart(why);
+  }
+
+  /** Resolves once `g` has exited (at once if it has). */
+  exitOf(g: Generation): Promise<void> {
+    if (g.state === 'exited') return Promise.resolve();
+    return new Promise((resolve) => this.#exitWaiters.set(g, [...(this.#exitWaiters.get(g) ?? []), resolve]));
   }
 
   /** Abandon the generation starting now, if any (another worker of its start failed): roll back, terminate. */

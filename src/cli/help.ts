@@ -54,9 +54,12 @@ ${SOCKET_HELP}
                          localhost, default 127.0.0.1; 0.0.0.0:PORT for every interface): docs/operations.md
   --workers N|max        processes per generation; max: one per CPU this process may use (default 1).
                          Each reload starts all N, then each old worker hands its connections to its
-                         successor (docs/workers.md)
+                         successor (docs/workers.md); \`baton reload --workers M\` changes N
   --balance B            with --workers N > 1, how workers share a port: reuseport (a socket each, the
                          kernel spreads connections; default) or shared (one socket for all)
+  --rolling              with --workers N > 1, each reload replaces one worker at a time (new worker i
+                         ready, old worker i hands over and exits, then the next): at most N + 1
+                         processes instead of 2N; a failure stops it there, the generations mixed
   -h, --help             show this help
 
 Under systemd (Type=notify or notify-reload) it reports READY=1, RELOADING=1, STOPPING=1 and STATUS=,
@@ -76,6 +79,12 @@ when the check or the exec failed (the old supervisor keeps running). SIGUSR2 do
 Options:
 ${SOCKET_HELP}
   --supervisor           re-execute the supervisor instead of starting a new generation
+  --rolling              (--workers N > 1) this reload replaces one worker at a time: at most N + 1
+                         processes; a worker that fails stops it there (exit 1 naming the worker; the
+                         workers before it serve the new generation, the rest the old one)
+  --workers M|max        (--workers N > 1) change the number of workers at this reload: M new workers
+                         start two-phase; growing binds sockets for the new slots, shrinking moves the
+                         removed workers' connections to the remaining ones. Later reloads run M
   --timeout S            seconds to wait for the outcome (default 120)
   --json                 print the upgrade record as JSON
   -h, --help             show this help

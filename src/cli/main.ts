@@ -5,7 +5,7 @@
 import cluster from 'node:cluster';
 import { sendCommand } from '../handoff/control.js';
 import { trustedSocketPath } from '../handoff/socket-dir.js';
-import type { ControlCommand, Result } from '../handoff/messages.js';
+import type { ControlCommand, ReloadOptions, Result } from '../handoff/messages.js';
 import { createLogger } from '../upgrader/logger.js';
 import { VERSION } from '../version.js';
 import { listTakeoverSockets } from '../upgrader/orphan.js';
@@ -123,7 +123,7 @@ async function run(argv: string[]): Promise<number> {
   const { flags, rest } = parse(
     argv,
     [...values, '--metrics', '--workers', '--balance', ...CONFIG_FLAGS],
-    ['--fdstore'],
+    ['--fdstore', '--rolling'],
   );
   if (flags.has('help')) {
     process.stdout.write(HELP.run!);
@@ -132,6 +132,7 @@ async function run(argv: string[]): Promise<number> {
   refuseClusterWorker();
   const config = await configOf(flags);
   const { workers, balance } = workersOf(flags);
+  if (flags.has('--rolling') && workers === 1) throw new UsageError('--rolling goes with --workers N (N > 1)');
   const command = rest.length ? rest : (config?.command ?? []);
   if (command.length === 0) {
     throw new UsageError('run needs a command, e.g. baton run -- node server.js (or "command" in --config)');
@@ -162,6 +163,7 @@ async function run(argv: string[]): Promise<number> {
     minUptimeMs: seconds(flags, '--min-uptime', 1),
     workers,
     balance,
+    rolling: flags.has('--rolling'),
   });
   // The metrics endpoint is bound before anything starts, so a port in use fails `baton run` at once.
   let metrics: MetricsServer | null = null;
@@ -250,25 +252,38 @@ async function configOf(flags: Map<string, string | true>): Promise<LoadedConfig
 
 type Flags = Map<string, string | true>;
 
-/** `command`: what to send, from the flags (`reload --supervisor` sends 'reexec'); by default `name`. */
+/** What `baton reload|status|stop` sends: the command (`reload --supervisor` sends 'reexec'; by default the name)
+ * and, for a reload, how it is to run. Throws UsageError for bad flags. */
+interface Ask {
+  command?: (flags: Flags) => ControlCommand;
+  reload?: (flags: Flags) => ReloadOptions;
+}
+
 async function control(
   argv: string[],
   name: 'reload' | 'status' | 'stop',
   timeoutMs: (flags: Flags) => number,
   bools: string[] = [],
-  command: (flags: Flags) => ControlCommand = () => name,
+  ask: Ask = {},
 ): Promise<{ result: Result; flags: Flags } | number> {
-  const { flags, rest } = parse(argv, ['--socket', '--timeout', ...(name === 'status' ? ['--interval'] : [])], bools);
+  const values = [
+    '--socket',
+    '--timeout',
+    ...(name === 'status' ? ['--interval'] : name === 'reload' ? ['--workers'] : []),
+  ];
+  const { flags, rest } = parse(argv, values, bools);
   if (flags.has('help')) {
     process.stdout.write(HELP[name]!);
     return 0;
   }
   if (rest.length) throw new UsageError(`unexpected argument '${rest[0]}'`);
+  const command = ask.command?.(flags) ?? name;
+  const options = ask.reload?.(flags) ?? {};
   let socket = socketOf(flags);
   try {
     // The same place `baton run` put it (e.g. /tmp/app.sock -> /tmp/baton-<uid>/app.sock), in a trusted directory.
     socket = trustedSocketPath(socket);
-    return { result: await sendCommand(socket, command(flags), timeoutMs(flags)), flags };
+    return { result: await sendCommand(socket, command, timeoutMs(flags), options), flags };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const hint = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? unreachableHint(socket) : '';
@@ -293,7 +308,11 @@ function unreachableHint(socket: string): string {
 
 async function reload(argv: string[]): Promise<number> {
   const command = (f: Flags) => (f.has('--supervisor') ? 'reexec' : 'reload');
-  const r = await control(argv, 'reload', (f) => seconds(f, '--timeout', 120), ['--json', '--supervisor'], command);
+  const bools = ['--json', '--supervisor', '--rolling'];
+  const r = await control(argv, 'reload', (f) => seconds(f, '--timeout', 120), bools, {
+    command,
+    reload: reloadOptions,
+  });
   if (typeof r === 'number') return r;
   const { result, flags } = r;
   if (flags.has('--supervisor')) return reexecOutcome(result, flags.has('--json'));
@@ -311,6 +330,29 @@ async function reload(argv: string[]): Promise<number> {
     process.stderr.write(`baton reload: ${rolledBack}${result.reason ?? result.code}\n`);
   }
   return result.ok ? 0 : 1;
+}
+
+/** `baton reload --rolling` / `--workers M|max`, checked before the supervisor is asked anything. */
+function reloadOptions(flags: Flags): ReloadOptions {
+  const options: ReloadOptions = {};
+  const workers = flags.get('--workers');
+  if (workers !== undefined) {
+    try {
+      const n = parseWorkers(String(workers));
+      options.workers = workers === 'max' ? 'max' : n;
+    } catch (err) {
+      if (err instanceof WorkersFlagError) throw new UsageError(err.message);
+      throw err;
+    }
+  }
+  if (flags.has('--rolling')) options.rolling = true;
+  if (flags.has('--supervisor') && (options.rolling || options.workers !== undefined)) {
+    throw new UsageError('--supervisor re-executes the supervisor: --rolling and --workers go with a plain reload');
+  }
+  if (options.rolling && options.workers !== undefined) {
+    throw new UsageError('--rolling and --workers do not go together: a scale is a two-phase reload');
+  }
+  return options;
 }
 
 function reexecOutcome(result: Result, json: boolean): number {

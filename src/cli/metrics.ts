@@ -126,6 +126,12 @@ export function metricsOf(r: StatusReport): Family[] {
       samples: [{ value: serving ? 1 : 0 }],
     },
     {
+      name: 'baton_workers',
+      help: 'Worker processes per generation (baton run --workers N; baton reload --workers M changes it).',
+      type: 'gauge',
+      samples: [{ value: r.supervisor.workers }],
+    },
+    {
       name: 'baton_serving_generation',
       help: 'The number of the generation that serves (0: none).',
       type: 'gauge',

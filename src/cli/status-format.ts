@@ -186,7 +186,7 @@ export function formatStatus(d: StatusReply): string {
   if (d.upgrades?.length) {
     out += `\n${upgradesTable(d as StatusData)}`;
     // The table has room for one line of a reason; the last failure's whole reason, with its output, follows.
-    const failed = d.upgrades.filter((u) => u.outcome === 'rolled-back' && u.reason).pop();
+    const failed = d.upgrades.filter((u) => (u.outcome === 'rolled-back' || u.outcome === 'stopped') && u.reason).pop();
     if (failed) {
       const reason = failed.reason!.replace(/\n/g, '\n  ');
       out += `\nlast failure: generation ${failed.generation} (pid ${failed.pid}), ${failed.kind}, ${reason}\n`;

@@ -18,7 +18,7 @@
 import { FdChannelServer } from '../fd/channel-server.js';
 import { batonError } from '../fd/errors.js';
 import { Inventory } from '../handoff/inventory.js';
-import { CONTROL_CHANNEL_LIMITS, formatAddress } from '../handoff/messages.js';
+import { CONTROL_CHANNEL_LIMITS, formatAddress, type ReloadOptions } from '../handoff/messages.js';
 import { checkSocketDir } from '../handoff/peer.js';
 import { HandoffServer, type LogFn } from '../handoff/server.js';
 import type { HandoffSession } from '../handoff/session.js';
@@ -44,6 +44,11 @@ import { Tallies } from './tallies.js';
 import { type OrphanStatus, Takeover } from './takeover.js';
 import type { UpgradeRecord } from './upgrade-record.js';
 import { WorkerLanes } from './worker-lanes.js';
+import { workerCount } from './workers.js';
+import type { ReloadPlan } from './reload-plans/plan.js';
+import { RescalePlan } from './reload-plans/rescale.js';
+import { RollingPlan } from './reload-plans/rolling.js';
+import { TwoPhasePlan } from './reload-plans/two-phase.js';
 
 export interface SupervisorOptions {
   command: string[];
@@ -58,9 +63,12 @@ export interface SupervisorOptions {
   maxStarts?: number;
   /** A generation that exits sooner than this after ready() counts as a failed start. Default 1000. */
   minUptimeMs?: number;
-  /** Workers per generation (`--workers`, docs/workers.md). Default 1: one Generations, as always. */
+  /** Workers per generation (`--workers`, docs/workers.md). Default 1: one Generations, as always. A scale
+   * (`baton reload --workers M`) changes it. */
   workers?: number;
   balance?: Balance;
+  /** With N workers, reload one slot at a time (`--rolling`) instead of two-phase. */
+  rolling?: boolean;
 }
 
 export type { GenerationState } from './generation.js';
@@ -139,6 +147,7 @@ export class Supervisor {
         ? {
             beforeCommit: (g: Generation) => this.#lanes!.beforeCommit(g),
             rolledBack: (g: Generation, reason: string) => this.#lanes!.rolledBack(g, reason),
+            committed: (g: Generation, migrationFd: number | null) => this.#lanes!.committed(g, migrationFd),
           }
         : {}),
     };
@@ -205,13 +214,11 @@ export class Supervisor {
     }
     const kind = this.#takeover ? 'takeover' : 'start';
     if (this.#lanes) {
-      void this.#lanes
-        .run(kind, () => this.#gens.launch(kind))
-        .then((r) => {
-          // Not retried: until a first start succeeds no slot groups exist to respawn single workers into
-          // (docs/workers.md); the supervisor exits 1 naming the worker.
-          if (r.outcome === 'rolled-back' && !this.#stopping) this.#giveUp(1, r.generation, r.reason ?? 'rolled back');
-        });
+      void this.#lanes.run(new TwoPhasePlan(kind, () => this.#gens.launch(kind))).then((r) => {
+        // Not retried: until a first start succeeds no slot groups exist to respawn single workers into
+        // (docs/workers.md); the supervisor exits 1 naming the worker.
+        if (r.outcome === 'rolled-back' && !this.#stopping) this.#giveUp(1, r.generation, r.reason ?? 'rolled back');
+      });
     } else void this.#gens.launch(kind);
   }
 
@@ -224,7 +231,7 @@ export class Supervisor {
         answerCommands(session, {
           status: () => this.status(),
           stop: () => this.stop('baton stop'),
-          reload: () => this.reload(),
+          reload: (options) => this.reload('command', options),
           reexec: (requester) => this.reexec(requester),
         }),
       log: this.#log,
@@ -249,32 +256,66 @@ export class Supervisor {
    * Start the next generation; resolves with the outcome. Only one at a time, except that a reload started
    * by a signal (SIGHUP) and a request that arrives while it runs are the same reload (generations.ts).
    */
-  reload(trigger: 'command' | 'signal' = 'command'): Promise<UpgradeRecord> {
+  reload(trigger: 'command' | 'signal' = 'command', options: ReloadOptions = {}): Promise<UpgradeRecord> {
     const lanes = this.#lanes;
-    if (!lanes) return this.#gens.reload(trigger);
+    const count = options.workers === undefined ? undefined : workerCount(options.workers);
+    if (!lanes) {
+      if (count !== undefined && count !== 1) {
+        const why =
+          'baton reload --workers M needs a supervisor started with --workers N > 1 ' +
+          '(with one worker the listeners are not reuseport groups)';
+        return Promise.reject(batonError('ERR_BATON_STATE', why));
+      }
+      return this.#gens.reload(trigger);
+    }
     const busy = lanes.lanes.find((l) => l.attempt);
-    if (busy && !this.#stopping) {
-      const { generation, pid } = busy.attempt!;
-      const why = `upgrade in progress: generation ${generation} (pid ${pid}) is starting`;
+    if ((busy || lanes.busy) && !this.#stopping) {
+      const why = busy
+        ? `upgrade in progress: generation ${busy.attempt!.generation} (pid ${busy.attempt!.pid}) is starting`
+        : 'upgrade in progress: a rolling reload is between two workers';
       return Promise.reject(batonError('ERR_BATON_UPGRADE_IN_PROGRESS', why));
     }
-    return lanes.run('reload', () => this.#gens.reload(trigger));
+    const first = () => this.#gens.reload(trigger, false);
+    let plan: ReloadPlan;
+    if (count !== undefined && count !== lanes.count) {
+      if (options.rolling) {
+        const why = 'a scale (--workers M) is a two-phase reload: it does not go with --rolling';
+        return Promise.reject(batonError('ERR_BATON_RELOAD_FAILED', why));
+      }
+      if (count < lanes.count) {
+        // The removed slots' sockets stay open (closing one resets its queue) and need a remaining worker to
+        // accept from them: slot lending, not wired yet (docs/workers.md).
+        const why = `scaling down (${lanes.count} -> ${count} workers) is not built yet: docs/workers.md`;
+        return Promise.reject(batonError('ERR_BATON_RELOAD_FAILED', why));
+      }
+      plan = new RescalePlan(count, first, (n) => {
+        this.#opts.workers = n;
+      });
+    } else if (options.rolling ?? this.#opts.rolling) plan = new RollingPlan(first, () => this.#stopping);
+    else plan = new TwoPhasePlan('reload', first);
+    const from = lanes.count;
+    this.#log('info', 'reload-plan', { plan: plan.name, workers: count ?? from, from });
+    return lanes.run(plan).then((record) => {
+      const othersServing = lanes.all().some((l) => l.current && l.current.generation !== record.generation);
+      this.#tallies.reloaded(record, othersServing);
+      return record;
+    });
   }
 
   /** The lane whose starting generation said hello (each lane's join checks the peer is its descendant). */
   #laneFor(session: HandoffSession): Generations {
     if (!this.#lanes) return this.#gens;
     const claimed = session.hello.generation;
-    const lane = this.#lanes.lanes.find((l) => {
+    const lane = this.#lanes.all().find((l) => {
       const g = l.attempt;
       return g && g.generation === claimed && !g.session && this.#os.isDescendant(session.peer.pid, g.pid);
     });
     return lane ?? this.#gens;
   }
 
-  /** Every lane (one without --workers). */
+  /** Every lane (one without --workers), those a scale-down removed included while their workers run. */
   #allLanes(): Generations[] {
-    return this.#lanes?.lanes ?? [this.#gens];
+    return this.#lanes?.all() ?? [this.#gens];
   }
 
   /** Graceful stop: every generation drains, then the supervisor exits. A second call forces. */
@@ -335,7 +376,8 @@ export class Supervisor {
         alive: () => this.#allLanes().flatMap((l) => l.alive()),
         history: this.#gens.history,
       },
-      workers: this.#allLanes().map((l) => ({ restarts: l.restarts })),
+      // The slots now (a scale-down's removed lanes are not slots any more; their workers are still listed).
+      workers: (this.#lanes?.lanes ?? [this.#gens]).map((l) => ({ restarts: l.restarts })),
       inventory: this.#inventory,
     });
   }

@@ -8,8 +8,8 @@ import type { UpgradeRecord } from './upgrade-record.js';
 const MAX_REASONS = 32;
 
 export interface TallySnapshot {
-  /** ok: the new generation serves; rolledBack: it failed and the previous one kept serving; failed: it
-   * failed and no generation was serving. */
+  /** ok: the new generation serves; rolledBack: it failed and the previous one kept serving (a rolling reload
+   * that stopped partway counts here); failed: it failed and no generation was serving. */
   reloads: { ok: number; rolledBack: number; failed: number };
   /** From the request to the outcome (ready, or rolled back) of the last reload; null before the first. */
   lastReloadMs: number | null;

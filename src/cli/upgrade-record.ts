@@ -4,7 +4,9 @@ export interface UpgradeRecord {
   generation: number;
   pid: number;
   kind: 'start' | 'reload' | 'respawn' | 'takeover';
-  outcome: 'serving' | 'rolled-back' | 'pending';
+  /** 'stopped': a rolling reload (--rolling) stopped at a worker that failed: the workers before it serve this
+   * generation, the others keep theirs (the reason says which). */
+  outcome: 'serving' | 'rolled-back' | 'stopped' | 'pending';
   reason?: string;
   startedAt: string;
   readyMs?: number;

@@ -1,36 +1,35 @@
 /**
- * `baton run --workers N` (docs/workers.md, "How it is to be wired"): a Generations lane per worker slot. Lane 0
- * is the supervisor's own; lanes 1..N-1 are made here, each with an inventory of copies of its slot's sockets.
- * A start (the first one, or a reload) runs through WorkerStarts: lane 0 first; when worker 0 is ready the
- * sockets it registered become slot groups (SlotSockets.join) and lanes 1..N-1 get their copies and start, two
- * at a time; every worker is committed only when all are ready; any failure rolls back every new worker.
+ * `baton run --workers N` (docs/workers.md, "How it is wired"): a Generations lane per worker slot. Lane 0 is the
+ * supervisor's own; lanes 1..N-1 are made here, each with an inventory of copies of its slot's sockets. How a
+ * start or reload replaces the workers is a plan (src/cli/reload-plans/: two-phase, rolling, rescale), run one at
+ * a time; while it runs the lanes' questions (may this ready worker commit? one was rolled back; one committed)
+ * go to it. A scale changes the number of lanes: grow() adds lanes (and binds their slot sockets), remove() takes
+ * the last ones out — they stay listed (status, stop) until their last worker has exited.
  */
 import { dupFd } from '../fd/fd-of.js';
 import { Inventory } from '../handoff/inventory.js';
 import type { InventoryEntry } from '../handoff/messages.js';
 import type { Generation } from './generation.js';
 import type { Generations } from './generations.js';
+import type { PlanLanes, ReloadPlan } from './reload-plans/plan.js';
 import type { SlotListenerSpec, SlotSockets } from './slots.js';
 import type { UpgradeRecord } from './upgrade-record.js';
-import { WorkerStarts } from './worker-starts.js';
 
-interface Start {
-  starts: WorkerStarts;
-  /** The generation each lane started for this start. */
-  members: Map<Generation, number>;
-  records: Array<Promise<UpgradeRecord> | undefined>;
-  kind: UpgradeRecord['kind'];
-}
-
-export class WorkerLanes {
+export class WorkerLanes implements PlanLanes {
   readonly lanes: Generations[] = [];
   readonly inventories: Inventory[];
   readonly #slots: SlotSockets;
-  #start: Start | null = null;
+  readonly #make: (slot: number, inventory: Inventory) => Generations;
+  /** Lanes a scale-down removed, until their last generation has exited. */
+  #retired: Generations[] = [];
+  #plan: ReloadPlan | null = null;
+  /** The plan that ran last: its workers' commits may come just after its run() resolved. */
+  #last: ReloadPlan | null = null;
 
   /** `make(slot, inventory)`: lane `slot`'s Generations (slot 0: the supervisor's, with `inventory0`). */
   constructor(slots: SlotSockets, inventory0: Inventory, make: (slot: number, inventory: Inventory) => Generations) {
     this.#slots = slots;
+    this.#make = make;
     this.inventories = [inventory0];
     for (let i = 1; i < slots.slots; i++) this.inventories.push(new Inventory());
     for (let i = 0; i < slots.slots; i++) this.lanes.push(make(i, this.inventories[i]!));
@@ -40,73 +39,92 @@ export class WorkerLanes {
     return this.lanes.length;
   }
 
-  /** Start a generation of N workers (kind 'start' or, with trigger, a reload). Resolves with the outcome:
-   * worker 0's record, or on failure a rolled-back record naming the worker that failed. */
-  run(kind: UpgradeRecord['kind'], first: () => Promise<UpgradeRecord>): Promise<UpgradeRecord> {
-    // Every lane's next number: a respawn of one slot took a number in its lane only (worker 1 respawned as
-    // generation 2 while worker 0 is 1); the next start must not reuse it (it would replace that record).
-    const generation = Math.max(...this.lanes.map((l) => l.next));
-    const start: Start = { starts: null as unknown as WorkerStarts, members: new Map(), records: [], kind };
-    start.starts = new WorkerStarts(this.count, {
-      start: (slot) => {
-        const lane = this.lanes[slot]!;
-        lane.next = generation;
-        const record = slot === 0 ? first() : lane.launch(kind);
-        start.records[slot] = record;
-        if (lane.attempt) start.members.set(lane.attempt, slot);
-        else void record.then((r) => start.starts.failed(slot, r.reason ?? 'could not start'));
-      },
-      abort: (slotsToAbort) => {
-        const why = 'another worker of this generation failed to start';
-        for (const slot of slotsToAbort) this.lanes[slot]!.abortStart(why);
-      },
-    });
-    this.#start = start;
-    start.starts.begin();
-    return start.starts.outcome.then(async (outcome) => {
-      if (this.#start === start) this.#start = null;
-      const record0 = await start.records[0]!;
-      if (outcome.ok) return record0;
-      const failed = start.records[outcome.slot] ? await start.records[outcome.slot]! : record0;
-      const reason = `worker ${outcome.slot} (pid ${failed.pid}): ${outcome.reason}`;
-      return { ...record0, outcome: 'rolled-back', reason };
+  /** A plan is running (one reload at a time). */
+  get busy(): boolean {
+    return this.#plan !== null;
+  }
+
+  /** Every lane, those a scale-down removed included while a worker of theirs still runs. */
+  all(): Generations[] {
+    this.#retired = this.#retired.filter((l) => l.alive().length > 0);
+    return [...this.lanes, ...this.#retired];
+  }
+
+  /** Run a start or reload; resolves with its outcome. */
+  run(plan: ReloadPlan): Promise<UpgradeRecord> {
+    this.#plan = plan;
+    this.#last = plan;
+    return plan.run(this).finally(() => {
+      if (this.#plan === plan) this.#plan = null;
     });
   }
 
-  /** A lane's generation is ready: worker 0 makes the slot groups first; then wait for every worker. */
   beforeCommit(g: Generation): boolean | Promise<boolean> {
-    const start = this.#start;
-    const slot = start?.members.get(g);
-    if (!start || slot === undefined) return true; // a respawn of one slot: commit at once
-    if (slot === 0) {
-      try {
-        this.#makeGroups(g);
-      } catch (err) {
-        start.starts.failed(0, `its listeners could not be bound for every worker: ${(err as Error).message}`, false);
-        return false;
-      }
-    }
-    return start.starts.ready(slot);
+    return this.#plan ? this.#plan.beforeCommit(g) : true; // no plan: a respawn of one slot, commit at once
   }
 
   rolledBack(g: Generation, reason: string): void {
-    const start = this.#start;
-    const slot = start?.members.get(g);
-    if (start && slot !== undefined) start.starts.failed(slot, reason);
+    this.#plan?.rolledBack(g, reason);
   }
 
-  /** The sockets worker 0 registered that no slot group holds yet become groups; each other lane gets a copy. */
-  #makeGroups(g: Generation): void {
+  committed(g: Generation, migrationFd: number | null): void {
+    for (const plan of new Set([this.#plan, this.#last])) plan?.committed?.(g, migrationFd);
+  }
+
+  /** The sockets worker 0 registered that no slot group holds yet become groups; each other slot's lane gets a
+   * copy of its own. */
+  makeGroups(g: Generation): void {
     for (const { entry, fd } of g.registered.entries()) {
       if (this.#slots.has(entry.name)) continue;
       this.#slots.join(entry.name, dupFd(fd), specOf(entry));
-      const sockets = this.#slots.socketsOf(0).find((s) => s.name === entry.name);
-      if (!sockets) continue;
-      for (let i = 1; i < this.count; i++) {
+      for (let i = 1; i < Math.min(this.#slots.slots, this.count); i++) {
         const own = this.#slots.socketsOf(i).find((s) => s.name === entry.name)!;
         this.inventories[i]!.set({ entry, fd: dupFd(own.fd) });
       }
     }
+  }
+
+  /**
+   * Grow to `count` lanes: every slot group gets a socket for each new slot (SlotSockets.resize, all or nothing:
+   * throws the failing syscall's error with nothing changed), and each new lane an inventory of copies of its own.
+   */
+  grow(count: number): void {
+    const from = this.count;
+    this.#slots.resize(count);
+    const entries = new Map(this.inventories[0]!.entries().map(({ entry }) => [entry.name, entry]));
+    try {
+      for (let i = from; i < count; i++) {
+        const inventory = new Inventory();
+        this.inventories.push(inventory);
+        for (const s of this.#slots.socketsOf(i)) {
+          const entry = entries.get(s.name);
+          if (entry) inventory.set({ entry, fd: dupFd(s.fd) });
+        }
+        this.lanes.push(this.#make(i, inventory));
+      }
+    } catch (err) {
+      for (const inv of this.inventories.splice(from)) inv.closeAll();
+      this.lanes.splice(from);
+      this.#slots.resize(from);
+      throw err;
+    }
+  }
+
+  /** The slots from `count` on leave; their reuseport sockets are kept (SlotSockets.resize says why). */
+  resizeSlots(count: number): void {
+    this.#slots.resize(count);
+  }
+
+  /**
+   * Lanes `count`..N-1 leave (a scale-down committed, or a grow undone): no respawn there any more; a worker of
+   * theirs still running is listed until it exits. Returns them.
+   */
+  remove(count: number, why: string): Generations[] {
+    const removed = this.lanes.splice(count);
+    for (const inv of this.inventories.splice(count)) inv.closeAll();
+    for (const lane of removed) lane.retire(why);
+    this.#retired.push(...removed);
+    return removed;
   }
 }
 

@@ -20,6 +20,12 @@ export function parseWorkers(text: string | undefined): number {
   return n;
 }
 
+/** A worker count as the control protocol carries it (`baton reload --workers M`): 'max' resolved here, in the
+ * supervisor, whose CPU affinity is the one its workers inherit. */
+export function workerCount(value: number | 'max'): number {
+  return value === 'max' ? os.availableParallelism() : value;
+}
+
 /** `--balance` text -> the balance; absent: reuseport. */
 export function parseBalance(text: string | undefined): Balance {
   if (text === undefined) return 'reuseport';

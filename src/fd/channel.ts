@@ -60,6 +60,22 @@ export interface FdChannelEvents {
   close: [err?: Error];
 }
 
+/**
+ * Send one small message on `fd`, a connected SEQPACKET socket this process writes to once and does not read
+ * (an FdChannel on it would also read, taking messages meant for the process the fd goes to next): the
+ * supervisor adds a message to a migration channel it relays. One record only (the message fits in one).
+ * True once it is in the kernel; false when the socket's buffer is full (nothing sent). Throws the syscall's
+ * error (EPIPE: the peer is gone); the fds stay the caller's.
+ */
+export function sendMessageNow(fd: number, data: Uint8Array, fds: readonly number[] = []): boolean {
+  checkFd(fd);
+  checkFds(fds);
+  const records = encodeMessage(data, fds);
+  if (records.length !== 1) throw argTypeError('data', 'one record (at most 64 KiB and 253 fds)', data);
+  const r = records[0]!;
+  return native.sendRecord(fd, r.header, r.payload, r.fds);
+}
+
 export class FdChannel extends EventEmitter<FdChannelEvents> {
   #fd: number;
   #reserve: FdReserve | null = null;

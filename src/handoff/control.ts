@@ -4,10 +4,16 @@
  */
 import { batonError } from '../fd/errors.js';
 import { answerDespiteEpipe, Link } from './link.js';
-import { PROTOCOL_VERSION, type ControlCommand, type Result } from './messages.js';
+import { PROTOCOL_VERSION, type ControlCommand, type ReloadOptions, type Result } from './messages.js';
 import { peerRefusal } from './peer.js';
 
-export async function sendCommand(path: string, command: ControlCommand, timeoutMs: number): Promise<Result> {
+/** `options`: how a 'reload' is to run (`baton reload --rolling`, `--workers M`). */
+export async function sendCommand(
+  path: string,
+  command: ControlCommand,
+  timeoutMs: number,
+  options: ReloadOptions = {},
+): Promise<Result> {
   const link = await Link.connect(path, Math.min(timeoutMs, 5000));
   try {
     const refusal = peerRefusal(link.peer);
@@ -15,7 +21,15 @@ export async function sendCommand(path: string, command: ControlCommand, timeout
     const answer = link.expect(['result', 'refuse'], timeoutMs, `the result of '${command}'`);
     const { msg } = await answerDespiteEpipe(
       answer,
-      link.send({ v: PROTOCOL_VERSION, type: 'hello', role: 'control', pid: process.pid, command, timeoutMs }),
+      link.send({
+        v: PROTOCOL_VERSION,
+        type: 'hello',
+        role: 'control',
+        pid: process.pid,
+        command,
+        timeoutMs,
+        ...options,
+      }),
     );
     if (msg.type === 'refuse')
       return { v: PROTOCOL_VERSION, type: 'result', ok: false, command, code: msg.code, reason: msg.reason };

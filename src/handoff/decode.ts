@@ -105,6 +105,11 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
       if (o.generation !== undefined) msg.generation = int(o, 'generation', 1);
       if (role === 'control') msg.command = oneOf(o, 'command', CONTROL_COMMANDS);
       if (o.timeoutMs !== undefined) msg.timeoutMs = int(o, 'timeoutMs', 0);
+      if (o.rolling !== undefined) {
+        if (typeof o.rolling !== 'boolean') throw bad('"rolling" must be a boolean');
+        msg.rolling = o.rolling;
+      }
+      if (o.workers !== undefined) msg.workers = o.workers === 'max' ? 'max' : int(o, 'workers', 1, 65536);
       return msg;
     }
     case 'welcome': {

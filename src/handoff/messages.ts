@@ -46,7 +46,14 @@ export interface Hello {
   command?: ControlCommand;
   /** For 'reload': how long the caller will wait, in ms. */
   timeoutMs?: number;
+  /** For 'reload' (`baton reload --rolling`): replace the workers one slot at a time, this once. */
+  rolling?: boolean;
+  /** For 'reload' (`baton reload --workers M`): the new number of workers per generation, or 'max'. */
+  workers?: number | 'max';
 }
+
+/** How `baton reload` asks for its reload (the fields of its hello). */
+export type ReloadOptions = Pick<Hello, 'rolling' | 'workers'>;
 
 /** Sent to a new generation: the sockets it may inherit. fds are attached in inventory order. */
 export interface Welcome {

@@ -1,0 +1,104 @@
+/**
+ * `baton reload --workers M` (docs/workers.md, "Scale"): 2 -> 4 workers under keep-alive load with 0 failed
+ * requests. After growing to 4 each worker gets a share of fresh connections and status and /metrics say 4; a
+ * later plain reload runs 4. Bad values fail at once naming --workers; a one-worker supervisor refuses a scale.
+ * Real processes, 127.0.0.1, every pid killed after the test.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { test } from 'node:test';
+import { startLoad } from '../scripts/lib/http-load.js';
+import { tmpDir } from './helpers.js';
+import { baton, get, HTTP_EXAMPLE, startSupervised } from './upgrade-helpers.js';
+import { assertNoFailedRequests, servedBy, servingPids, WORKER_APP } from './workers-helpers.js';
+
+async function metric(port: number, name: string): Promise<number> {
+  const { body } = await get(port, '/metrics');
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(body);
+  assert.ok(m, `${name} in /metrics`);
+  return Number(m[1]);
+}
+
+/** A free port on 127.0.0.1 for --metrics. */
+async function freePort(): Promise<number> {
+  const net = await import('node:net');
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+test('scale 2 -> 4 under keep-alive load: 0 failed, every worker gets connections, status says N', async (t) => {
+  const metricsPort = await freePort();
+  const s = await startSupervised(t, {
+    app: WORKER_APP,
+    runArgs: ['--workers', '2', '--metrics', String(metricsPort)],
+  });
+  const load = startLoad({ port: s.port, connections: 8, pauseMs: 2, timeoutMs: 10_000 });
+  const two = await servingPids(s);
+  assert.equal(two.length, 2);
+
+  const up = await s.reload(['--workers', '4']);
+  assert.equal(up.code, 0, `scale to 4: ${up.stderr}`);
+  const four = await servingPids(s);
+  assert.equal(four.length, 4, `serving after the scale to 4: ${four.join(', ')}`);
+  for (const pid of four) assert.ok(!two.includes(pid), `${pid} is an old worker`);
+  const counts = await servedBy(s.port, 200);
+  assert.deepEqual(
+    [...counts.keys()].sort((a, b) => a - b),
+    four,
+    'only the 4 new workers answer',
+  );
+  for (const [pid, n] of counts) assert.ok(n >= 20, `worker ${pid} got ${n} of 200 fresh connections`);
+  t.diagnostic(`after 2 -> 4, 200 fresh connections: ${[...counts.values()].join(' / ')}`);
+  const status = await s.status();
+  assert.equal(status.supervisor.workers, 4, 'status says 4 workers');
+  assert.deepEqual(
+    status.generations
+      .filter((g) => g.state === 'serving')
+      .map((g) => g.worker)
+      .sort(),
+    [0, 1, 2, 3],
+  );
+  assert.equal(await metric(metricsPort, 'baton_workers'), 4);
+
+  // A later plain reload runs the new count.
+  const again = await s.reload();
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal((await servingPids(s)).length, 4);
+
+  const result = await load.stop();
+  assertNoFailedRequests(result);
+  t.diagnostic(`requests through 2 -> 4 and a reload: ${result.sent} sent, ${result.ok} ok`);
+  assert.equal(await s.shutdown(), 0);
+});
+
+test('baton reload --workers abc|0|-1: exit 2 at once, naming --workers; --rolling --workers too', async (t) => {
+  const socket = path.join(tmpDir(t), 'none.sock'); // nobody listens: the flags are checked before connecting
+  for (const v of ['abc', '0', '-1', '1.5', '']) {
+    const r = await baton(['reload', '--socket', socket, '--workers', v]);
+    assert.equal(r.code, 2, `--workers '${v}': ${r.stderr}`);
+    assert.match(r.stderr, /--workers takes a whole number >= 1 or 'max', got/);
+  }
+  const both = await baton(['reload', '--socket', socket, '--rolling', '--workers', '2']);
+  assert.equal(both.code, 2);
+  assert.match(both.stderr, /--rolling and --workers do not go together/);
+  const sup = await baton(['reload', '--socket', socket, '--supervisor', '--workers', '2']);
+  assert.equal(sup.code, 2);
+  const run = await baton(['run', '--socket', socket, '--rolling', '--', process.execPath, HTTP_EXAMPLE]);
+  assert.equal(run.code, 2);
+  assert.match(run.stderr, /--rolling goes with --workers N/);
+});
+
+test('a one-worker supervisor refuses a scale (its listeners are no reuseport groups) and serves on', async (t) => {
+  const s = await startSupervised(t, { app: WORKER_APP });
+  const before = await servingPids(s);
+  const r = await s.reload(['--workers', '2']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /--workers M needs a supervisor started with --workers N > 1/);
+  assert.deepEqual(await servingPids(s), before);
+  assert.equal((await get(s.port)).status, 200);
+  assert.equal(await s.shutdown(), 0);
+});
