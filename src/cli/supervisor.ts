@@ -396,9 +396,13 @@ export class Supervisor {
       const attempt = this.#allLanes().find((l) => l.attempt)?.attempt;
       const busy = attempt
         ? `upgrade in progress: generation ${attempt.generation} (pid ${attempt.pid}) is starting`
-        : this.#takeover || this.#handover
-          ? 'a takeover of an orphaned generation is in progress'
-          : null;
+        : this.#lanes?.busy
+          ? 'upgrade in progress: a rolling reload is between two workers'
+          : this.#lanes && this.#lanes.all().length > this.#lanes.count
+            ? 'the workers of slots a scale removed are still draining' // their lanes are not carried
+            : this.#takeover || this.#handover
+              ? 'a takeover of an orphaned generation is in progress'
+              : null;
       return busy ? batonError('ERR_BATON_UPGRADE_IN_PROGRESS', busy) : null;
     };
     if (this.#reexecing) {
@@ -444,7 +448,7 @@ export class Supervisor {
         startedAt: this.#startedAt,
         execCount: this.#execCount,
         now: this.#os.now(),
-        lanes: this.#allLanes().map((generations, i) => ({
+        lanes: (this.#lanes?.lanes ?? [this.#gens]).map((generations, i) => ({
           generations,
           crash: this.#crashes[i]!,
           inventory: this.#lanes?.inventories[i] ?? this.#inventory,
