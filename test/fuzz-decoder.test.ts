@@ -78,6 +78,7 @@ const hello = fc.oneof(
       pid: posInt,
       generation: posInt,
       timeoutMs: natInt,
+      features: fc.array(text(32), { maxLength: 16 }),
     },
     { requiredKeys: ['v', 'type', 'role', 'pid'] },
   ),
@@ -141,6 +142,20 @@ const arbitraries: Record<Message['type'], fc.Arbitrary<unknown>> = {
       { minLength: 1, maxLength: 6 },
     ),
   }),
+  lend: fc.record({
+    v,
+    type: fc.constant('lend'),
+    slot: fc.nat({ max: 4095 }),
+    names: fc.array(text(200), { minLength: 1, maxLength: 8 }),
+  }),
+  unlend: fc.record({ v, type: fc.constant('unlend'), slot: fc.nat({ max: 4095 }) }),
+  lent: fc.record({
+    v,
+    type: fc.constant('lent'),
+    slot: fc.nat({ max: 4095 }),
+    served: fc.array(text(200), { maxLength: 8 }),
+    refused: fc.array(fc.record({ name: text(200), code: text(64), reason: text(4096) }), { maxLength: 4 }),
+  }),
   'migrate-ok': fc.record({ v, type: fc.constant('migrate-ok'), count: natInt }),
   'migrate-end': fc.record({ v, type: fc.constant('migrate-end') }),
   'migrate-done': fc.record({ v, type: fc.constant('migrate-done') }),
@@ -166,6 +181,9 @@ const REQUIRED: Record<Message['type'], string[]> = {
   'ready-ok': [],
   drain: ['timeoutMs', 'reason'],
   stats: ['connections', 'state'],
+  lend: ['slot', 'names'],
+  unlend: ['slot'],
+  lent: ['slot', 'served', 'refused'],
   result: ['ok', 'command'],
   migrate: ['items'],
   'migrate-ok': ['count'],
@@ -238,13 +256,15 @@ test(`decoder: every valid message round-trips with its fd count (seed ${SEED})`
           ? [m.inventory.length, m.inventory.length]
           : m.type === 'migrate'
             ? [m.items.length, m.items.length]
-            : m.type === 'register'
-              ? [1, 1]
-              : m.type === 'ready' || m.type === 'drain' || m.type === 'migrate-end'
-                ? [0, 1]
-                : m.type === 'migrate-channel'
-                  ? [1, 1]
-                  : [0, 0];
+            : m.type === 'lend'
+              ? [m.names.length, m.names.length]
+              : m.type === 'register'
+                ? [1, 1]
+                : m.type === 'ready' || m.type === 'drain' || m.type === 'migrate-end'
+                  ? [0, 1]
+                  : m.type === 'migrate-channel'
+                    ? [1, 1]
+                    : [0, 0];
       assert.deepStrictEqual([min, max], want);
     }),
     params(),

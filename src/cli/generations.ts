@@ -61,6 +61,8 @@ export interface GenerationsHost {
   /** With N workers: `g` was committed and `migrationFd` (its migration channel, not owned) is about to go to the
    * generation it replaces. A scale-down passes more channels to `g` over it, for the removed slots' workers. */
   committed?(g: Generation, migrationFd: number | null): void;
+  /** With N workers: `g` became this lane's serving generation (the slot lending reassigns). */
+  serving?(g: Generation): void;
   log: LogFn;
 }
 
@@ -312,6 +314,7 @@ export class Generations {
     this.current = g;
     this.attempt = null;
     this.#crash.ready();
+    this.#host.serving?.(g);
     const attempt = g.attempt;
     g.attempt = undefined;
     if (attempt) {

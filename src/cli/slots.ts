@@ -178,30 +178,56 @@ export class SlotSockets {
       const err = new RangeError(`slot ${slot} is not one of 0..${this.#slots - 1}`);
       throw Object.assign(err, { code: 'ERR_OUT_OF_RANGE' });
     }
-    return [...this.#groups.values()].map((g) => ({ name: g.name, kind: g.kind, slot, fd: g.fds[slot]! }));
+    return [...this.#groups.values()].map((g) => this.#slotFd(g, slot));
   }
 
   /**
-   * What each live worker serves: its own slot's sockets, plus the reuseport sockets of slots that have no live
-   * worker (a crashed worker not yet back; slots a scale-down removed), each given to one live sibling, in turn.
-   * `live(i)` says whether worker i runs now. Workers that are not live get nothing; with none live, the
-   * sockets wait here (their queues kept) and the result is empty.
+   * What each live worker serves: its own slot's sockets, plus the reuseport sockets of slots with no live worker
+   * (a crashed worker not yet back; slots a scale-down removed), each such slot given whole to one live sibling.
+   * `live(i)` says whether worker i runs now. Options: `current` (slot -> the worker it is lent to now): a slot
+   * keeps its borrower while that one is live (moving it would only churn); the others go to the live worker
+   * with the fewest borrowed slots (ties: the lowest index). `borrows(i)`: may live worker i take other slots
+   * (default: yes)? Workers that are not live get nothing; with none live (or none that borrows), the orphaned
+   * sockets wait here, their queues kept.
    */
-  assign(live: (slot: number) => boolean = () => true): Map<number, SlotFd[]> {
+  assign(
+    live: (slot: number) => boolean = () => true,
+    options: { current?: ReadonlyMap<number, number>; borrows?: (slot: number) => boolean } = {},
+  ): Map<number, SlotFd[]> {
     const workers: number[] = [];
     for (let i = 0; i < this.#slots; i++) if (live(i)) workers.push(i);
     const out = new Map<number, SlotFd[]>(workers.map((w) => [w, []]));
-    if (workers.length === 0) return out;
-    for (const g of this.#groups.values()) {
-      let next = 0;
-      for (let slot = 0; slot < g.fds.length; slot++) {
-        const own = slot < this.#slots && out.has(slot);
-        if (g.shared && !own) continue; // every live worker already holds the one shared socket
-        const worker = own ? slot : workers[next++ % workers.length]!;
-        out.get(worker)!.push({ name: g.name, kind: g.kind, slot, fd: g.fds[slot]! });
+    const groups = [...this.#groups.values()];
+    for (const g of groups) for (const w of workers) out.get(w)!.push(this.#slotFd(g, w));
+    // Slots with no live worker: a shared socket is held by every live worker already; a reuseport one is lent.
+    const reuseport = groups.filter((g) => !g.shared);
+    const total = Math.max(0, ...reuseport.map((g) => g.fds.length));
+    const orphans: number[] = [];
+    for (let slot = 0; slot < total; slot++) if (slot >= this.#slots || !out.has(slot)) orphans.push(slot);
+    const load = new Map<number, number>(workers.filter(options.borrows ?? (() => true)).map((w) => [w, 0]));
+    const chosen = new Map<number, number>();
+    for (const slot of orphans) {
+      const kept = options.current?.get(slot);
+      if (kept !== undefined && load.has(kept)) {
+        chosen.set(slot, kept);
+        load.set(kept, load.get(kept)! + 1);
       }
     }
+    for (const slot of orphans) {
+      if (chosen.has(slot) || load.size === 0) continue;
+      let best = -1;
+      for (const [w, n] of load) if (best < 0 || n < load.get(best)!) best = w;
+      chosen.set(slot, best);
+      load.set(best, load.get(best)! + 1);
+    }
+    for (const [slot, worker] of [...chosen].sort((a, b) => a[0] - b[0])) {
+      for (const g of reuseport) if (slot < g.fds.length) out.get(worker)!.push(this.#slotFd(g, slot));
+    }
     return out;
+  }
+
+  #slotFd(g: Group, slot: number): SlotFd {
+    return { name: g.name, kind: g.kind, slot, fd: g.fds[slot]! };
   }
 
   /**

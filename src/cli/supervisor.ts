@@ -39,6 +39,7 @@ import {
   type SupervisorState,
   takeCarriedState,
 } from './reexec.js';
+import { SlotLending } from './slot-lending.js';
 import { type Balance, SlotSockets } from './slots.js';
 import { Tallies } from './tallies.js';
 import { type OrphanStatus, Takeover } from './takeover.js';
@@ -96,6 +97,8 @@ export class Supervisor {
   #slots: SlotSockets | null = null;
   /** Each lane's crash loop (lane 0's is #crash). */
   readonly #crashes: CrashLoop[] = [];
+  /** With --workers N > 1: a slot with no serving worker is lent to a sibling (slot-lending.ts). */
+  #lending: SlotLending | null = null;
   #stopping = false;
   /** The supervisor gave up (its exit code is 1). */
   #gaveUp = false;
@@ -141,13 +144,17 @@ export class Supervisor {
       stopping: () => this.#stopping,
       giveUp: (n: number, generation: number, reason: string) => this.#giveUp(n, generation, reason),
       takeOver: (names: string[], migrationFd: number | null) => this.#takeOver(names, migrationFd),
-      exited: () => this.#maybeFinish(),
+      exited: () => {
+        this.#lending?.soon();
+        this.#maybeFinish();
+      },
       log: this.#log,
       ...(workers > 1
         ? {
             beforeCommit: (g: Generation) => this.#lanes!.beforeCommit(g),
             rolledBack: (g: Generation, reason: string) => this.#lanes!.rolledBack(g, reason),
             committed: (g: Generation, migrationFd: number | null) => this.#lanes!.committed(g, migrationFd),
+            serving: () => this.#lending?.soon(),
           }
         : {}),
     };
@@ -173,6 +180,13 @@ export class Supervisor {
         const crash = new CrashLoop(this.#os, this.#opts);
         this.#crashes[slot] = crash;
         return lane(slot, inventory, crash);
+      });
+      const lanes = this.#lanes;
+      this.#lending = new SlotLending({
+        slots: this.#slots,
+        lanes: () => lanes.lanes,
+        stopping: () => this.#stopping,
+        log: this.#log,
       });
     }
     if (carried) return this.#resume(carried);
@@ -490,6 +504,8 @@ export class Supervisor {
       const current = gens.current;
       if (current && crash.failedStarts > 0) crash.endAfterUptime(current.readyAt ?? 0, () => gens.current === current);
     });
+    // What the predecessor lent is not carried: take it all back, lend the empty slots again (slot-lending.ts).
+    this.#lending?.resumed();
     if (s.requester) answerRequester(s.requester, this.status().supervisor, this.#log);
   }
 

@@ -86,3 +86,36 @@ export function fileHandleParts(): Promise<FileHandleParts | null> {
   })();
   return parts;
 }
+
+/**
+ * The options `server` (net, http, https, http2) gives each connection it accepts, as lib/net.js Server() stores
+ * them on the instance (allowHalfOpen, pauseOnConnect, noDelay, keepAlive, keepAliveInitialDelay in seconds,
+ * highWaterMark; Node 20.20, and the same code in 22 and 24), in the form net.Server's constructor takes: a
+ * second listener made with these accepts connections as `server` would (src/upgrader/borrowed.ts). http.Server
+ * sets allowHalfOpen and noDelay, which its request handling relies on.
+ */
+export function acceptOptionsOf(server: net.Server): net.ServerOpts {
+  const s = server as unknown as {
+    allowHalfOpen?: unknown;
+    pauseOnConnect?: unknown;
+    noDelay?: unknown;
+    keepAlive?: unknown;
+    keepAliveInitialDelay?: unknown;
+    highWaterMark?: unknown;
+  };
+  if (typeof s.allowHalfOpen !== 'boolean' || typeof s.pauseOnConnect !== 'boolean') {
+    throw batonError(
+      'ERR_BATON_UNSUPPORTED_VERSION',
+      "this Node.js version's net.Server keeps no allowHalfOpen / pauseOnConnect that baton recognises",
+    );
+  }
+  const options: net.ServerOpts & { highWaterMark?: number } = {
+    allowHalfOpen: s.allowHalfOpen,
+    pauseOnConnect: s.pauseOnConnect,
+    noDelay: s.noDelay === true,
+    keepAlive: s.keepAlive === true,
+    keepAliveInitialDelay: typeof s.keepAliveInitialDelay === 'number' ? s.keepAliveInitialDelay * 1000 : 0,
+  };
+  if (typeof s.highWaterMark === 'number') options.highWaterMark = s.highWaterMark;
+  return options;
+}

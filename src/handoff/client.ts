@@ -15,6 +15,8 @@ import { inheritedFdMismatch } from './fd-check.js';
 import { answerDespiteEpipe, Link } from './link.js';
 import { Inventory, type Held } from './inventory.js';
 import {
+  FEATURES,
+  type Lent,
   PROTOCOL_VERSION,
   type Drain,
   type InventoryEntry,
@@ -36,6 +38,10 @@ export interface JoinOptions {
 export interface GenerationClientEvents {
   /** The migration channel fd, if any, is owned by the listener. */
   drain: [msg: Drain, migrationFd: number | null];
+  /** `baton run --workers N`: serve slot `slot`'s sockets too; `fds[i]` is `names[i]`'s, owned by the listener. */
+  lend: [slot: number, names: string[], fds: number[]];
+  /** Stop serving slot `slot`'s sockets. */
+  unlend: [slot: number];
   close: [err?: Error];
 }
 
@@ -62,6 +68,7 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
         type: 'hello',
         role: 'generation',
         pid: process.pid,
+        features: [...FEATURES],
         ...(options.generation ? { generation: options.generation } : {}),
       });
       const { msg, fds } = await answerDespiteEpipe(answer, hello);
@@ -86,7 +93,11 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
     inventory.forEach((entry, i) => this.#offered.set({ entry, fd: fds[i]! }));
     link.on('message', ({ msg, fds }) => {
       if (msg.type === 'drain' && this.listenerCount('drain') > 0) this.emit('drain', msg, fds[0] ?? null);
-      else closeFds(fds);
+      else if (msg.type === 'lend' && this.listenerCount('lend') > 0) this.emit('lend', msg.slot, msg.names, fds);
+      else if (msg.type === 'unlend') {
+        closeFds(fds);
+        this.emit('unlend', msg.slot);
+      } else closeFds(fds);
     });
     link.on('close', (err) => {
       this.#state = 'closed';
@@ -127,6 +138,12 @@ export class GenerationClient extends EventEmitter<GenerationClientEvents> {
   /** Tell the other side about a socket this generation bound itself (the supervisor keeps a copy). */
   register(entry: InventoryEntry, fd: number): Promise<void> {
     return this.link.send({ v: PROTOCOL_VERSION, type: 'register', entry }, [fd]);
+  }
+
+  /** Answer a `lend`: the names served now, and why not the others. Failures are ignored (the link is gone). */
+  lent(slot: number, served: string[], refused: Lent['refused']): void {
+    if (this.link.closed) return;
+    this.link.send({ v: PROTOCOL_VERSION, type: 'lent', slot, served, refused }).catch(() => {});
   }
 
   /** Report connection counts (supervised mode). Failures are ignored: stats are advisory. */

@@ -62,6 +62,10 @@ function oneOf<T extends string>(o: Record<string, unknown>, key: string, values
 }
 
 const KINDS = ['tcp', 'unix', 'udp4', 'udp6', 'control'] as const;
+/** A lend carries one fd per name: what one SCM_RIGHTS record holds. */
+const MAX_LEND_NAMES = MAX_MIGRATION_BATCH;
+/** Worker slots: far more than any machine's cores. */
+const MAX_SLOT = 4095;
 
 export function checkAddress(v: unknown): SocketAddress {
   if (!isObject(v)) throw bad('"address" must be an object');
@@ -110,6 +114,7 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
         msg.rolling = o.rolling;
       }
       if (o.workers !== undefined) msg.workers = o.workers === 'max' ? 'max' : int(o, 'workers', 1, 65536);
+      if (o.features !== undefined) msg.features = strings(o, 'features', 16, 32);
       return msg;
     }
     case 'welcome': {
@@ -155,6 +160,24 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
       if (o.waiting !== undefined) msg.waiting = oneOf(o, 'waiting', ['predecessor', 'connections'] as const);
       checkLoopAndReasons(o, msg);
       return msg;
+    }
+    case 'lend': {
+      const names = strings(o, 'names', MAX_LEND_NAMES, 200);
+      if (names.length === 0) throw bad('"names" must not be empty');
+      return { v, type: 'lend', slot: int(o, 'slot', 0, MAX_SLOT), names };
+    }
+    case 'unlend':
+      return { v, type: 'unlend', slot: int(o, 'slot', 0, MAX_SLOT) };
+    case 'lent': {
+      if (!Array.isArray(o.refused) || o.refused.length > MAX_LEND_NAMES) {
+        throw bad(`"refused" must be an array of at most ${MAX_LEND_NAMES} entries`);
+      }
+      const refused = o.refused.map((r: unknown) => {
+        if (!isObject(r)) throw bad('a "refused" entry must be an object');
+        return { name: str(r, 'name', 200), code: str(r, 'code', 64), reason: str(r, 'reason', 4096) };
+      });
+      const served = strings(o, 'served', MAX_LEND_NAMES, 200);
+      return { v, type: 'lent', slot: int(o, 'slot', 0, MAX_SLOT), served, refused };
     }
     case 'result': {
       if (typeof o.ok !== 'boolean') throw bad('"ok" must be a boolean');
@@ -210,6 +233,19 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
     default:
       throw bad(`unknown type ${shown(o.type)}`);
   }
+}
+
+/** `o[key]`: an array of at most `max` strings of 1 to `length` characters. */
+function strings(o: Record<string, unknown>, key: string, max: number, length: number): string[] {
+  const v = o[key];
+  if (
+    !Array.isArray(v) ||
+    v.length > max ||
+    !v.every((s) => typeof s === 'string' && s.length > 0 && s.length <= length)
+  ) {
+    throw bad(`"${key}" must be an array of at most ${max} strings of 1 to ${length} characters`);
+  }
+  return v as string[];
 }
 
 /** The event-loop figures and not-moved reasons of a `stats` message. */

@@ -35,11 +35,21 @@ export type Role = 'generation' | 'control';
 export const CONTROL_COMMANDS = ['reload', 'status', 'stop', 'reexec'] as const;
 export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
 
+/**
+ * What a generation can do beyond the protocol's base, announced in its hello: the serving side sends a message
+ * of a feature only to a peer that announced it, so an app built with an older baton is never sent one (it would
+ * take it for a protocol error and end the connection). 'lend': the `lend` / `unlend` messages.
+ */
+export const FEATURES = ['lend'] as const;
+export type Feature = (typeof FEATURES)[number];
+
 export interface Hello {
   v: number;
   type: 'hello';
   role: Role;
   pid: number;
+  /** For role 'generation': what it can do (FEATURES; names it does not know are kept, and ignored). */
+  features?: string[];
   /** For role 'generation' under a supervisor: the number the supervisor gave it (BATON_GENERATION). */
   generation?: number;
   /** For role 'control'. */
@@ -119,6 +129,36 @@ export interface Stats {
   /** A draining generation's wait: 'predecessor' (the one before it is still handing connections over)
    * or 'connections' (its own). */
   waiting?: 'predecessor' | 'connections';
+}
+
+/**
+ * Supervisor to a serving worker (`baton run --workers N`, docs/workers.md): serve slot `slot`'s sockets too, one
+ * fd per name in `names`, each with what you listen on under that name, until `unlend` (or your drain). A slot
+ * with no live worker (its worker crashed and is respawning; a slot a scale-down removed) is lent so that its
+ * queue is served; the supervisor keeps its own copy, so closing the borrowed one later loses nothing.
+ */
+export interface Lend {
+  v: number;
+  type: 'lend';
+  slot: number;
+  names: string[];
+}
+
+/** Supervisor to a worker: stop serving slot `slot`'s sockets (close the borrowed copies). */
+export interface Unlend {
+  v: number;
+  type: 'unlend';
+  slot: number;
+}
+
+/** A worker's answer to `lend`: the names it serves now, and why not the others (an ERR_BATON_* code and a
+ * reason: a name it does not listen on, a socket it could not use). */
+export interface Lent {
+  v: number;
+  type: 'lent';
+  slot: number;
+  served: string[];
+  refused: Array<{ name: string; code: string; reason: string }>;
 }
 
 export interface LoopStats {
@@ -225,6 +265,9 @@ export type Message =
   | ReadyOk
   | Drain
   | Stats
+  | Lend
+  | Unlend
+  | Lent
   | Result
   | Migrate
   | MigrateOk
@@ -239,6 +282,7 @@ export type MessageType = Message['type'];
 export function expectedFds(msg: Message): [number, number] {
   if (msg.type === 'welcome') return [msg.inventory.length, msg.inventory.length];
   if (msg.type === 'register') return [1, 1];
+  if (msg.type === 'lend') return [msg.names.length, msg.names.length];
   if (msg.type === 'migrate') return [msg.items.length, msg.items.length];
   if (msg.type === 'ready' || msg.type === 'drain' || msg.type === 'migrate-end') return [0, 1];
   if (msg.type === 'migrate-channel') return [1, 1];

@@ -13,7 +13,15 @@ import { batonError } from '../fd/errors.js';
 import { closeFds } from '../fd/fds.js';
 import type { Held } from './inventory.js';
 import { Link } from './link.js';
-import { PROTOCOL_VERSION, type ControlCommand, type Hello, type InventoryEntry, type Stats } from './messages.js';
+import {
+  type ControlCommand,
+  type Feature,
+  type Hello,
+  type InventoryEntry,
+  type Lent,
+  PROTOCOL_VERSION,
+  type Stats,
+} from './messages.js';
 import { peerRefusal } from './peer.js';
 
 export type SessionState = 'greeted' | 'offered' | 'ready' | 'serving' | 'closed';
@@ -21,6 +29,8 @@ export type SessionState = 'greeted' | 'offered' | 'ready' | 'serving' | 'closed
 export interface SessionEvents {
   register: [entry: InventoryEntry, fd: number];
   stats: [stats: Stats];
+  /** A worker's answer to `lend()`. */
+  lent: [lent: Lent];
   close: [err?: Error];
 }
 
@@ -73,6 +83,7 @@ export class HandoffSession extends EventEmitter<SessionEvents> {
       }
       closeFds(fds);
       if (msg.type === 'stats') this.emit('stats', msg);
+      else if (msg.type === 'lent') this.emit('lent', msg);
     });
     link.on('close', (err) => {
       this.#state = 'closed';
@@ -121,6 +132,28 @@ export class HandoffSession extends EventEmitter<SessionEvents> {
       { v: PROTOCOL_VERSION, type: 'drain', timeoutMs, reason },
       migrationFd === null ? [] : [migrationFd],
     );
+  }
+
+  /** Did the peer announce `feature` in its hello (an app built with an older baton did not)? */
+  has(feature: Feature): boolean {
+    return this.hello.features?.includes(feature) ?? false;
+  }
+
+  /**
+   * `baton run --workers N`: the worker serves slot `slot`'s sockets too, `sockets` (borrowed: the kernel copies
+   * the fds), until unlend(). Only to a peer that has('lend').
+   */
+  lend(slot: number, sockets: ReadonlyArray<{ name: string; fd: number }>): Promise<void> {
+    const names = sockets.map((s) => s.name);
+    return this.link.send(
+      { v: PROTOCOL_VERSION, type: 'lend', slot, names },
+      sockets.map((s) => s.fd),
+    );
+  }
+
+  /** The worker stops serving slot `slot`'s sockets (it closes its copies; the queues stay with ours). */
+  unlend(slot: number): Promise<void> {
+    return this.link.send({ v: PROTOCOL_VERSION, type: 'unlend', slot });
   }
 
   async refuse(code: string, reason: string): Promise<void> {

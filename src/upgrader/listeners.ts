@@ -14,6 +14,7 @@ import { fdOf } from '../fd/fd-of.js';
 import { bindReusePort } from '../fd/reuseport.js';
 import type { GenerationClient } from '../handoff/client.js';
 import { formatAddress, type InventoryEntry, type SocketAddress, type SocketKind } from '../handoff/messages.js';
+import { BorrowedSlots } from './borrowed.js';
 import type { CensusServer } from './census.js';
 import { integrations, type ListenerDrainer, type LogFn, type ServiceManager } from './integration.js';
 import type { MigrationSender } from './migrate.js';
@@ -27,6 +28,8 @@ interface Managed {
   entry: InventoryEntry;
   object: net.Server | dgram.Socket;
   drainer: ListenerDrainer | null;
+  /** The backlog listen() was called with (TCP, Unix). */
+  backlog: number;
 }
 
 /** What the listeners need from their generation. */
@@ -56,9 +59,19 @@ export class Listeners {
   #accepted = 0;
   /** HTTP connections that moved here: their 'connection' event is not an accept. */
   readonly #arrived = new WeakSet<net.Socket>();
+  /** Other slots' sockets the supervisor lent this worker (`baton run --workers N`), served with these listeners. */
+  readonly borrowed: BorrowedSlots;
 
   constructor(ctx: ListenerContext) {
     this.#ctx = ctx;
+    this.borrowed = new BorrowedSlots({
+      target: (name) => {
+        const m = this.#byName.get(name);
+        return m && { object: m.object, kind: m.entry.kind, backlog: m.backlog };
+      },
+      slot: ctx.worker.index,
+      log: ctx.log,
+    });
   }
 
   get size(): number {
@@ -198,7 +211,7 @@ export class Listeners {
       }
     }
     const entry: InventoryEntry = { name, kind: taken?.entry.kind ?? kind, address, ...originOf(taken) };
-    this.#byName.set(name, { entry, object: server, drainer });
+    this.#byName.set(name, { entry, object: server, drainer, backlog });
     server.on('connection', (socket: net.Socket) => {
       if (!this.#arrived.has(socket)) this.#accepted++;
     });
@@ -248,7 +261,7 @@ export class Listeners {
       address = { host: requested.host, port: socket.address().port };
     }
     const entry: InventoryEntry = { name, kind: options.type, address, ...originOf(taken) };
-    this.#byName.set(name, { entry, object: socket, drainer: null });
+    this.#byName.set(name, { entry, object: socket, drainer: null, backlog: 0 });
     if (!taken) this.#fresh.add(name);
     await this.#registerIfFresh(entry, socket, !taken || taken.entry.name !== name);
     const fields = { name, kind: options.type, address: formatAddress(address), inherited: !!taken };
@@ -256,9 +269,10 @@ export class Listeners {
     return socket;
   }
 
-  /** The drain's first step: stop accepting everywhere (UDP sockets close), so the successor takes every new
-   * connection at once. */
+  /** The drain's first step: stop accepting everywhere (UDP sockets close, borrowed sockets too), so the
+   * successor takes every new connection at once. */
   stopAccepting(): void {
+    this.borrowed.close();
     for (const m of this.#byName.values()) {
       if (m.drainer) m.drainer.stopAccepting();
       else (m.object as dgram.Socket).close();
@@ -267,6 +281,7 @@ export class Listeners {
 
   /** Drain every listener, moving its idle HTTP connections to the successor over `sender` if there is one. */
   drain(timeoutMs: number, sender: MigrationSender | null): Promise<Array<{ forced: number }>> {
+    this.borrowed.close();
     const moving = sender && !sender.closed ? sender : null;
     return Promise.all(
       [...this.#byName.values()].map((m) => {

@@ -147,6 +147,11 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       this.#moves.openSender(migrationFd);
       void this.#drain(msg.timeoutMs || settings.drainTimeout, msg.reason === 'stop');
     });
+    // `baton run --workers N`: the supervisor lends this worker a slot with no live worker (borrowed.ts).
+    client?.on('lend', (slot, names, fds) => {
+      void this.#listeners.borrowed.lend(slot, names, fds).then((r) => client.lent(slot, r.served, r.refused));
+    });
+    client?.on('unlend', (slot) => void this.#listeners.borrowed.unlend(slot));
     client?.on('close', (err) => {
       if (!this.#state.ending) mode.clientClosed(this.#gen, err);
     });
@@ -293,6 +298,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     // stop() (or the supervisor's drain) while ready() was under way: the generation drains, never serves.
     if (this.#state.ending) return;
     this.#state.to('serving', 'ready()');
+    this.#listeners.borrowed.open();
     this.#mode.serving(this.#gen);
     this.#log('info', 'ready', { listeners: names.length });
     this.#serviceReady(client);
