@@ -15,7 +15,14 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import WebSocket, { WebSocketServer } from 'ws';
-import { acceptingServerOf, dgramHandleOf, fileHandleParts, handleOf, setReadPending } from '../src/fd/internals.js';
+import {
+  acceptingServerOf,
+  acceptOptionsOf,
+  dgramHandleOf,
+  fileHandleParts,
+  handleOf,
+  setReadPending,
+} from '../src/fd/internals.js';
 import { HTTP2_CHECKED_SETTINGS, http2ShutdownNotice } from '../src/fd/http2.js';
 import {
   connectionsList,
@@ -240,6 +247,48 @@ test('net: _handle (fd, readStop, reading, writeQueueSize), socket.server, and t
   await waitFor(() => got === 'held', 5000, 'once the flag is cleared, resume() reads what waited in the kernel');
   s.destroy();
   await waitFor(() => handleOf(s) === null, 5000, '_handle is null once the socket is closed');
+});
+
+test('net.Server: the accept options it keeps (allowHalfOpen, pauseOnConnect, noDelay, keepAlive, ...)', async (t) => {
+  const custom = net.createServer({
+    allowHalfOpen: true,
+    pauseOnConnect: true,
+    noDelay: true,
+    keepAlive: true,
+    keepAliveInitialDelay: 5000,
+  });
+  assert.deepEqual(
+    { ...acceptOptionsOf(custom), highWaterMark: undefined },
+    {
+      allowHalfOpen: true,
+      pauseOnConnect: true,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: 5000,
+      highWaterMark: undefined,
+    },
+    'lib/net.js Server() keeps each option on the instance (keepAliveInitialDelay in seconds)',
+  );
+  const plain = acceptOptionsOf(net.createServer());
+  assert.equal(plain.allowHalfOpen, false);
+  assert.equal(plain.pauseOnConnect, false);
+  // http.Server asks net.Server for half-open connections and no Nagle: a second listener must do the same.
+  const web = acceptOptionsOf(http.createServer());
+  assert.equal(web.allowHalfOpen, true, 'http.Server keeps allowHalfOpen true');
+  assert.equal(web.noDelay, true, 'http.Server keeps noDelay true');
+  assert.equal(acceptOptionsOf(http2.createServer()).allowHalfOpen, false);
+  // A second net.Server made with them accepts connections with those options.
+  const second = net.createServer(acceptOptionsOf(custom));
+  await new Promise<void>((resolve) => second.listen(0, '127.0.0.1', resolve));
+  t.after(() => second.close());
+  let accepted: net.Socket | null = null;
+  second.on('connection', (s: net.Socket) => (accepted = s));
+  const client = net.connect((second.address() as net.AddressInfo).port, '127.0.0.1');
+  t.after(() => client.destroy());
+  await waitFor(() => accepted !== null, 5000, 'the second server accepts');
+  t.after(() => accepted!.destroy());
+  assert.equal(accepted!.allowHalfOpen, true, 'accepted half-open, as the first server would');
+  assert.equal(accepted!.isPaused(), true, 'accepted paused (pauseOnConnect), as the first server would');
 });
 
 test("dgram: the handle under Symbol('state symbol') has the fd", async (t) => {

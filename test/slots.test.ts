@@ -98,6 +98,30 @@ test("assign: each live worker its own slot; a dead worker's reuseport socket go
   assert.equal(slots.assign(() => false).size, 0, 'no live worker: the sockets wait here');
 });
 
+test('assign: a lent slot stays with its borrower while it is live; others go to the least loaded', (t) => {
+  const slots = slotSockets(t, 4);
+  slots.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0 });
+  slots.bind('udp', { kind: 'udp', host: '127.0.0.1', port: 0 });
+  const lent = (plan: Map<number, SlotFd[]>) =>
+    Object.fromEntries(
+      [...plan].map(([w, list]) => [w, [...new Set(list.filter((s) => s.slot !== w).map((s) => s.slot))]]),
+    );
+  // Slots 1 and 2 down: each goes whole (every name) to one worker, the least loaded (ties: the lowest index).
+  const down = (i: number) => i !== 1 && i !== 2;
+  assert.deepEqual(lent(slots.assign(down)), { 0: [1], 3: [2] });
+  for (const list of slots.assign(down).values()) {
+    for (const slot of [1, 2]) assert.ok([0, 2].includes(list.filter((s) => s.slot === slot).length));
+  }
+  // The current borrower keeps its slot while it is live, even if another is less loaded.
+  assert.deepEqual(lent(slots.assign(down, { current: new Map([[1, 3]]) })), { 0: [2], 3: [1] });
+  // A borrower that is gone: its slot goes to another live worker.
+  const twoDown = (i: number) => i === 0 || i === 3;
+  assert.deepEqual(lent(slots.assign((i) => i === 0, { current: new Map([[1, 3]]) })), { 0: [1, 2, 3] });
+  // Only workers that borrow are given other slots; with none, the orphaned sockets wait here.
+  assert.deepEqual(lent(slots.assign(twoDown, { borrows: (i) => i === 3 })), { 0: [], 3: [1, 2] });
+  assert.deepEqual(lent(slots.assign(twoDown, { borrows: () => false })), { 0: [], 3: [] });
+});
+
 test('resize: growing joins the group; shrinking keeps reuseport sockets for siblings and closes shared copies', async (t) => {
   const slots = slotSockets(t, 2);
   const { port } = slots.bind('web', { kind: 'tcp', host: '127.0.0.1', port: 0 });

@@ -28,23 +28,27 @@ type Cleanup = Parameters<typeof startSupervised>[0];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Start 2 workers whose respawned worker 1 (generation 2) waits for `gate` before it listens. */
-async function start(t: Cleanup, env: NodeJS.ProcessEnv = {}): Promise<{ s: Supervised; gate: string }> {
+/** Start `workers` workers whose respawns `hold` (G:I, ...: generation 2 is a lane's first respawn) wait for
+ * `gate` before they listen. */
+async function start(
+  t: Cleanup,
+  options: { workers?: number; hold?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<{ s: Supervised; gate: string; pid: (index: number, generation: number) => Promise<number> }> {
   const dir = tmpDir(t);
   const gate = path.join(dir, 'go');
+  const workers = options.workers ?? 2;
   const s = await startSupervised(t, {
     app: APP,
     dir,
-    env: { HOLD_AT: '2:1', HOLD_FILE: gate, ...env },
-    runArgs: ['--workers', '2'],
+    env: { HOLD_AT: options.hold ?? '2:1', HOLD_FILE: gate, ...options.env },
+    runArgs: ['--workers', String(workers)],
   });
-  return { s, gate };
-}
-
-/** The pid of worker `index` of generation `generation`, from its stdout line. */
-async function workerPid(s: Supervised, index: number, generation: number): Promise<number> {
-  const m = await s.sup.line(new RegExp(`worker ${index} of 2 generation ${generation} pid (\\d+)`), 30_000);
-  return Number(m[1]);
+  // The pid of worker `index` of generation `generation`, from its stdout line.
+  const pid = async (index: number, generation: number) => {
+    const line = new RegExp(`worker ${index} of ${workers} generation ${generation} pid (\\d+)`);
+    return Number((await s.sup.line(line, 30_000))[1]);
+  };
+  return { s, gate, pid };
 }
 
 /** The inodes of the sockets bound to 127.0.0.1:`port` (TCP: listening; UDP: any), from /proc/net. */
@@ -74,38 +78,40 @@ function fdsOn(pid: number, kind: 'tcp' | 'udp', port: number): number {
 }
 
 interface Probe {
-  /** Opened after the test saw the victim gone. */
+  /** Opened after the test saw every victim gone (mark()). */
   afterKill: boolean;
   pid?: number;
   code?: string;
 }
 
-test('kill -9 of worker 1, its respawn held: worker 0 serves slot 1 meanwhile, no fresh connection fails', async (t) => {
-  const { s, gate } = await start(t, {});
-  const p0 = await workerPid(s, 0, 1);
-  const p1 = await workerPid(s, 1, 1);
-  assert.equal(fdsOn(p0, 'tcp', s.port), 1, 'worker 0 holds its own slot socket only');
-  let killed = false;
+/**
+ * Fresh connections one after another, 10 ms apart, from now until PROBES_WHILE_DOWN have been opened after
+ * mark() (or one of those fails: the test fails then, no need to wait out the rest). Sequential, so at each kill
+ * at most one connection is in the victim's hands: that one may fail (it dies with the process), and only before
+ * mark().
+ */
+function startProbes(port: number): { probes: Probe[]; mark(): void; done: Promise<void> } {
   const probes: Probe[] = [];
-  const prober = (async () => {
+  let killed = false;
+  const done = (async () => {
     for (;;) {
       const afterKill = killed;
       try {
-        const { status, body } = await get(s.port, '/', PROBE_TIMEOUT_MS);
+        const { status, body } = await get(port, '/', PROBE_TIMEOUT_MS);
         probes.push(status === 200 ? { afterKill, pid: Number(body.split(' ')[0]) } : { afterKill, code: `${status}` });
       } catch (err) {
         probes.push({ afterKill, code: (err as NodeJS.ErrnoException).code ?? (err as Error).message });
-        if (afterKill) return; // the test fails: no need to wait out the rest
+        if (afterKill) return;
       }
       if (probes.filter((p) => p.afterKill).length >= PROBES_WHILE_DOWN) return;
       await sleep(10);
     }
   })();
-  await sleep(300);
-  process.kill(p1, 'SIGKILL');
-  await waitExit(p1, 10_000, 'worker 1 is gone');
-  killed = true;
-  await within(prober, 120_000, 'the probes');
+  return { probes, mark: () => (killed = true), done: within(done, 120_000, 'the probes') };
+}
+
+/** No probe opened after mark() failed, all of them were answered by `pid`; at most `kills` failed before. */
+function checkProbes(probes: Probe[], pid: number, kills: number): void {
   const after = probes.filter((p) => p.afterKill);
   const failedAfter = after.filter((p) => p.code);
   assert.deepEqual(
@@ -114,30 +120,68 @@ test('kill -9 of worker 1, its respawn held: worker 0 serves slot 1 meanwhile, n
     `${failedAfter.length} of ${after.length} fresh connections opened after the kill failed`,
   );
   assert.equal(after.length, PROBES_WHILE_DOWN);
-  const servedBy = new Set(after.map((p) => p.pid));
-  assert.deepEqual([...servedBy], [p0], 'worker 0 answers every fresh connection while worker 1 is down');
-  // Sequential probes: at most the one the victim held at the kill can fail (its connection died with it).
+  assert.deepEqual([...new Set(after.map((p) => p.pid))], [pid], `worker ${pid} answers every fresh connection`);
   const failedBefore = probes.filter((p) => !p.afterKill && p.code);
-  assert.ok(failedBefore.length <= 1, `before the kill was seen: ${failedBefore.map((p) => p.code).join(', ')}`);
+  assert.ok(failedBefore.length <= kills, `before the kill was seen: ${failedBefore.map((p) => p.code).join(', ')}`);
   for (const p of failedBefore) assert.match(p.code!, /ECONNRESET|socket hang up/);
-  assert.equal(fdsOn(p0, 'tcp', s.port), 2, 'worker 0 holds slot 1 socket as well (lent)');
+}
+
+/** Which pids answer 100 fresh connections, sorted. */
+async function answering(port: number): Promise<number[]> {
+  const pids = new Set<number>();
+  for (let i = 0; i < 100; i++) {
+    const { status, body } = await get(port, '/', PROBE_TIMEOUT_MS);
+    assert.equal(status, 200);
+    pids.add(Number(body.split(' ')[0]));
+  }
+  return [...pids].sort((a, b) => a - b);
+}
+
+const sorted = (pids: number[]) => [...pids].sort((a, b) => a - b);
+
+test('kill -9 of worker 1, its respawn held: worker 0 serves slot 1 meanwhile, no fresh connection fails', async (t) => {
+  const { s, gate, pid } = await start(t);
+  const p0 = await pid(0, 1);
+  const p1 = await pid(1, 1);
+  assert.equal(fdsOn(p0, 'tcp', s.port), 1, 'worker 0 holds its own slot socket only');
+  const probing = startProbes(s.port);
+  await sleep(300);
+  process.kill(p1, 'SIGKILL');
+  await waitExit(p1, 10_000, 'worker 1 is gone');
+  probing.mark();
+  await probing.done;
+  checkProbes(probing.probes, p0, 1);
+  assert.equal(fdsOn(p0, 'tcp', s.port), 2, "worker 0 holds slot 1's socket as well (lent)");
 
   fs.writeFileSync(gate, '');
-  const p1b = await workerPid(s, 1, 2);
-  await waitFor(() => fdsOn(p0, 'tcp', s.port) === 1, 10_000, 'worker 0 closes its copy of slot 1 socket');
-  const counts = new Map<number, number>();
-  for (let i = 0; i < 100; i++) {
-    const { status, body } = await get(s.port, '/', PROBE_TIMEOUT_MS);
-    assert.equal(status, 200);
-    const pid = Number(body.split(' ')[0]);
-    counts.set(pid, (counts.get(pid) ?? 0) + 1);
-  }
-  assert.deepEqual(
-    [...counts.keys()].sort((a, b) => a - b),
-    [p0, p1b].sort((a, b) => a - b),
-    'both slots answer, slot 1 by the new worker 1',
-  );
+  const p1b = await pid(1, 2);
+  await waitFor(() => fdsOn(p0, 'tcp', s.port) === 1, 10_000, "worker 0 closes its copy of slot 1's socket");
+  assert.deepEqual(await answering(s.port), sorted([p0, p1b]), 'both slots answer, slot 1 by the new worker 1');
   assert.equal(await s.shutdown(), 1, 'a serving worker crashed: exit 1, as with one worker');
+});
+
+test('3 workers: the borrower dies too: both empty slots are lent to the last live worker', async (t) => {
+  const { s, gate, pid } = await start(t, { workers: 3, hold: '2:0,2:1' });
+  const [p0, p1, p2] = [await pid(0, 1), await pid(1, 1), await pid(2, 1)];
+  const probing = startProbes(s.port);
+  await sleep(300);
+  process.kill(p1, 'SIGKILL');
+  await waitExit(p1, 10_000, 'worker 1 is gone');
+  // Slot 1 goes to the least loaded live worker, the lowest index of a tie: worker 0.
+  await waitFor(() => fdsOn(p0, 'tcp', s.port) === 2, 10_000, 'worker 0 borrows slot 1');
+  assert.equal(fdsOn(p2, 'tcp', s.port), 1);
+  process.kill(p0, 'SIGKILL');
+  await waitExit(p0, 10_000, 'worker 0 is gone');
+  probing.mark();
+  await probing.done;
+  checkProbes(probing.probes, p2, 2);
+  assert.equal(fdsOn(p2, 'tcp', s.port), 3, 'worker 2 serves slots 0, 1 and 2');
+
+  fs.writeFileSync(gate, '');
+  const [p0b, p1b] = [await pid(0, 2), await pid(1, 2)];
+  await waitFor(() => fdsOn(p2, 'tcp', s.port) === 1, 10_000, 'worker 2 closes both borrowed copies');
+  assert.deepEqual(await answering(s.port), sorted([p0b, p1b, p2]), 'every slot answered by its own worker');
+  assert.equal(await s.shutdown(), 1);
 });
 
 /** Send one datagram from `socket` to 127.0.0.1:`port`; resolves with the answering pid. */
@@ -157,10 +201,10 @@ function ask(socket: dgram.Socket, port: number): Promise<number> {
 }
 
 test('UDP: datagrams of flows that hash to slot 1 are answered by worker 0 while worker 1 is down', async (t) => {
-  const { s, gate } = await start(t, { UDP: '1' });
+  const { s, gate, pid } = await start(t, { env: { UDP: '1' } });
   const udpPort = Number((await s.sup.line(/udp port (\d+)/, 10_000))[1]);
-  const p0 = await workerPid(s, 0, 1);
-  const p1 = await workerPid(s, 1, 1);
+  const p0 = await pid(0, 1);
+  const p1 = await pid(1, 1);
   const clients: dgram.Socket[] = [];
   t.after(() => {
     for (const c of clients) c.close();
@@ -179,11 +223,11 @@ test('UDP: datagrams of flows that hash to slot 1 are answered by worker 0 while
   for (let round = 0; round < 5; round++) {
     for (const c of slot1) assert.equal(await ask(c, udpPort), p0, `round ${round}: worker 0 answers slot 1's flows`);
   }
-  assert.equal(fdsOn(p0, 'udp', udpPort), 2, 'worker 0 holds slot 1 socket as well (lent)');
+  assert.equal(fdsOn(p0, 'udp', udpPort), 2, "worker 0 holds slot 1's socket as well (lent)");
 
   fs.writeFileSync(gate, '');
-  const p1b = await workerPid(s, 1, 2);
-  await waitFor(() => fdsOn(p0, 'udp', udpPort) === 1, 10_000, 'worker 0 closes its copy of slot 1 socket');
+  const p1b = await pid(1, 2);
+  await waitFor(() => fdsOn(p0, 'udp', udpPort) === 1, 10_000, "worker 0 closes its copy of slot 1's socket");
   for (const c of slot1) assert.equal(await ask(c, udpPort), p1b, 'the new worker 1 answers slot 1 flows');
   assert.equal(await s.shutdown(), 1);
 });

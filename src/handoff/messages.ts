@@ -306,7 +306,7 @@ export const MAX_MESSAGE_BYTES = 1024 * 1024;
 export const MAX_CONTROL_CONNECTIONS = 64;
 
 /** Options of a control socket's FdChannelServer (supervisor, standalone generation). Per connection: what
- * a peer may send there is `hello`, `register` (1 fd), `ready` (at most 1 fd) and `stats`, so reassembly
+ * a peer may send there is `hello`, `register` (1 fd), `ready` (at most 1 fd), `stats` and `lent`, so reassembly
  * stops at the protocol's own size. Past MAX_CONTROL_CONNECTIONS open at once, a new connection gets a
  * `refuse` (ERR_BATON_TOO_MANY_CONNECTIONS: the CLI and a new generation report it as such) and is
  * closed. */
