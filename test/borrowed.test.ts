@@ -46,6 +46,16 @@ function worker0(t: Cleanup): { l: Listeners; events: string[] } {
   return { l, events };
 }
 
+/** Worker 0 listening with an http server on 'web', and the supervisor's slot 1 socket of its group. */
+async function webWorker0(t: Cleanup) {
+  const { l, events } = worker0(t);
+  const server = http.createServer((_req, res) => res.end('ok'));
+  t.after(() => closeServer(server));
+  await l.listen(server, 'web', { host: '127.0.0.1', port: 0 });
+  const port = (server.address() as net.AddressInfo).port;
+  return { l, events, server, port, fd1: slot1(t, 'tcp', port) };
+}
+
 /** The supervisor's slot 1 socket, bound into the group at `port`; closed after the test. */
 function slot1(t: Cleanup, type: 'tcp' | 'udp', port: number): number {
   const { fd } = bindReusePort({ type, host: '127.0.0.1', port });
@@ -96,12 +106,7 @@ function httpGet(port: number): Promise<string> {
 }
 
 test('a lent TCP socket: served by the app server, counted like its own; unlend and drain close only our copy', async (t) => {
-  const { l, events } = worker0(t);
-  const server = http.createServer((_req, res) => res.end('ok'));
-  t.after(() => closeServer(server));
-  await l.listen(server, 'web', { host: '127.0.0.1', port: 0 });
-  const port = (server.address() as net.AddressInfo).port;
-  const fd1 = slot1(t, 'tcp', port);
+  const { l, events, server, port, fd1 } = await webWorker0(t);
   const counts = whoAccepts(server);
   l.borrowed.open();
 
@@ -161,12 +166,7 @@ test('a lent TCP socket: served by the app server, counted like its own; unlend 
 });
 
 test('a lend it cannot serve is refused with a code, its fd closed, nothing leaked; one before ready() waits', async (t) => {
-  const { l, events } = worker0(t);
-  const server = http.createServer((_req, res) => res.end('ok'));
-  t.after(() => closeServer(server));
-  await l.listen(server, 'web', { host: '127.0.0.1', port: 0 });
-  const port = (server.address() as net.AddressInfo).port;
-  const fd1 = slot1(t, 'tcp', port);
+  const { l, events, port, fd1 } = await webWorker0(t);
   const udp = bindReusePort({ type: 'udp', host: '127.0.0.1', port: 0 });
   t.after(() => closeFds([udp.fd]));
 

@@ -137,6 +137,33 @@ async function answering(port: number): Promise<number[]> {
   return [...pids].sort((a, b) => a - b);
 }
 
+/**
+ * Probe fresh connections while `victims` are killed one after another (`between` runs before each kill but the
+ * first), then PROBES_WHILE_DOWN more once all are seen gone: those must all be answered by `survivor`.
+ */
+async function probeThroughKills(
+  port: number,
+  survivor: number,
+  victims: number[],
+  between: () => Promise<void> = async () => {},
+): Promise<void> {
+  const probing = startProbes(port);
+  await sleep(300);
+  for (const [i, victim] of victims.entries()) {
+    if (i > 0) await between();
+    await kill(victim);
+  }
+  probing.mark();
+  await probing.done;
+  checkProbes(probing.probes, survivor, victims.length);
+}
+
+/** SIGKILL `pid` and wait until it is gone. */
+async function kill(pid: number): Promise<void> {
+  process.kill(pid, 'SIGKILL');
+  await waitExit(pid, 10_000, `worker ${pid} is gone`);
+}
+
 const sorted = (pids: number[]) => [...pids].sort((a, b) => a - b);
 
 test('kill -9 of worker 1, its respawn held: worker 0 serves slot 1 meanwhile, no fresh connection fails', async (t) => {
@@ -144,13 +171,7 @@ test('kill -9 of worker 1, its respawn held: worker 0 serves slot 1 meanwhile, n
   const p0 = await pid(0, 1);
   const p1 = await pid(1, 1);
   assert.equal(fdsOn(p0, 'tcp', s.port), 1, 'worker 0 holds its own slot socket only');
-  const probing = startProbes(s.port);
-  await sleep(300);
-  process.kill(p1, 'SIGKILL');
-  await waitExit(p1, 10_000, 'worker 1 is gone');
-  probing.mark();
-  await probing.done;
-  checkProbes(probing.probes, p0, 1);
+  await probeThroughKills(s.port, p0, [p1]);
   assert.equal(fdsOn(p0, 'tcp', s.port), 2, "worker 0 holds slot 1's socket as well (lent)");
 
   fs.writeFileSync(gate, '');
@@ -163,18 +184,11 @@ test('kill -9 of worker 1, its respawn held: worker 0 serves slot 1 meanwhile, n
 test('3 workers: the borrower dies too: both empty slots are lent to the last live worker', async (t) => {
   const { s, gate, pid } = await start(t, { workers: 3, hold: '2:0,2:1' });
   const [p0, p1, p2] = [await pid(0, 1), await pid(1, 1), await pid(2, 1)];
-  const probing = startProbes(s.port);
-  await sleep(300);
-  process.kill(p1, 'SIGKILL');
-  await waitExit(p1, 10_000, 'worker 1 is gone');
-  // Slot 1 goes to the least loaded live worker, the lowest index of a tie: worker 0.
-  await waitFor(() => fdsOn(p0, 'tcp', s.port) === 2, 10_000, 'worker 0 borrows slot 1');
-  assert.equal(fdsOn(p2, 'tcp', s.port), 1);
-  process.kill(p0, 'SIGKILL');
-  await waitExit(p0, 10_000, 'worker 0 is gone');
-  probing.mark();
-  await probing.done;
-  checkProbes(probing.probes, p2, 2);
+  await probeThroughKills(s.port, p2, [p1, p0], async () => {
+    // Slot 1 went to the least loaded live worker, the lowest index of a tie: worker 0. Now kill the borrower.
+    await waitFor(() => fdsOn(p0, 'tcp', s.port) === 2, 10_000, 'worker 0 borrows slot 1');
+    assert.equal(fdsOn(p2, 'tcp', s.port), 1);
+  });
   assert.equal(fdsOn(p2, 'tcp', s.port), 3, 'worker 2 serves slots 0, 1 and 2');
 
   fs.writeFileSync(gate, '');
@@ -218,8 +232,7 @@ test('UDP: datagrams of flows that hash to slot 1 are answered by worker 0 while
     if ((await ask(c, udpPort)) === p1) slot1.push(c);
   }
   assert.ok(slot1.length > 0, 'some of 24 flows hash to slot 1');
-  process.kill(p1, 'SIGKILL');
-  await waitExit(p1, 10_000, 'worker 1 is gone');
+  await kill(p1);
   for (let round = 0; round < 5; round++) {
     for (const c of slot1) assert.equal(await ask(c, udpPort), p0, `round ${round}: worker 0 answers slot 1's flows`);
   }
