@@ -59,6 +59,33 @@ export async function servingPid(out: Spawned, gen: number, ms = 20_000): Promis
   return Number((await out.line(servingRe(gen), ms))[2]);
 }
 
+/**
+ * `n` requests on fresh connections to `port` that generation 1 (`pid`, printing to `stdout`) holds until `ms`
+ * after its 'drain' (fault-app's ?replaced=1), returned once it holds them all; each promise gives the status
+ * or the error code. Not a fixed hold from now: a reload on a loaded machine took longer than that, and the
+ * requests were answered before the drain they must be in flight for ('generation 1 had 0 requests in flight').
+ */
+export async function heldUntilReplaced(
+  port: number,
+  pid: number,
+  stdout: () => string,
+  n: number,
+  ms: number,
+): Promise<Array<Promise<number | string>>> {
+  const held = () =>
+    (stdout().match(new RegExp(`generation 1 pid ${pid} holds a request for ${ms} ms after it is replaced`, 'g')) ?? [])
+      .length;
+  const before = held();
+  const requests = Array.from({ length: n }, () =>
+    get(port, `/?delay=${ms}&replaced=1`, 60_000).then(
+      (r) => r.status,
+      (err: NodeJS.ErrnoException) => err.code ?? err.message,
+    ),
+  );
+  await waitFor(() => held() === before + n, 10_000, `generation 1 holding the ${n} slow requests`);
+  return requests;
+}
+
 // --- traffic ---------------------------------------------------------------------------------------
 
 export interface ProbeResult {

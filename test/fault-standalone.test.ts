@@ -22,6 +22,7 @@ import {
   faultHit,
   running,
   HANG_MS,
+  heldUntilReplaced,
   servedBy,
   servingPid,
   servingRe,
@@ -30,7 +31,7 @@ import {
   summary,
   type Traffic,
 } from './fault-helpers.js';
-import { baton, get } from './upgrade-helpers.js';
+import { baton } from './upgrade-helpers.js';
 
 type Cleanup = Parameters<typeof tmpDir>[0];
 
@@ -101,18 +102,8 @@ async function stopAll(w: Standalone, serving: Spawned): Promise<void> {
   );
 }
 
-async function slowRequests(w: Standalone, n: number, ms: number): Promise<Array<Promise<number | string>>> {
-  const held = () => (w.gen1.stdout().match(new RegExp(`holds a request for ${ms} ms`, 'g')) ?? []).length;
-  const before = held();
-  const requests = Array.from({ length: n }, () =>
-    get(w.port, `/?delay=${ms}`, 20_000).then(
-      (r) => r.status,
-      (err: NodeJS.ErrnoException) => err.code ?? err.message,
-    ),
-  );
-  await waitFor(() => held() === before + n, 10_000, `generation 1 holding the ${n} slow requests`);
-  return requests;
-}
+const slowRequests = (w: Standalone, n: number, ms: number) =>
+  heldUntilReplaced(w.port, w.gen1.pid, () => w.gen1.stdout(), n, ms);
 
 const pidsOf = (w: Standalone) => w.procs.map((p) => p.pid);
 

@@ -27,6 +27,7 @@ import {
   faultHit,
   FAULT_APP,
   HANG_MS,
+  heldUntilReplaced,
   holds,
   listenerInode,
   servedBy,
@@ -36,7 +37,7 @@ import {
   superviseFaultApp,
   type FaultWorld,
 } from './fault-helpers.js';
-import { get, startSupervised, type CliResult } from './upgrade-helpers.js';
+import { startSupervised, type CliResult } from './upgrade-helpers.js';
 
 function expectRolledBack(r: CliResult, reason: RegExp): void {
   assert.equal(r.code, 1, `baton reload: ${r.stdout} ${r.stderr}`);
@@ -125,25 +126,8 @@ async function echoesMovedTo(
   clients.forEach((c) => c.end());
 }
 
-/** `n` slow requests (answered after `ms`) on fresh connections, once generation 1 holds them all; each
- * promise gives the status or the error code. */
-/**
- * n requests generation 1 holds until `ms` after its 'drain' (not `ms` from now: a reload on a loaded machine
- * took longer than a fixed hold, and the requests were answered before the drain they must be in flight for).
- */
-async function slowRequests(w: FaultWorld, n: number, ms: number): Promise<Array<Promise<number | string>>> {
-  const held = () =>
-    (w.s.sup.stdout().match(new RegExp(`generation 1 pid ${w.gen1} holds a request for ${ms} ms`, 'g')) ?? []).length;
-  const before = held();
-  const requests = Array.from({ length: n }, () =>
-    get(w.s.port, `/?delay=${ms}&replaced=1`, 60_000).then(
-      (r) => r.status,
-      (err: NodeJS.ErrnoException) => err.code ?? err.message,
-    ),
-  );
-  await waitFor(() => held() === before + n, 10_000, `generation 1 holding the ${n} slow requests`);
-  return requests;
-}
+const slowRequests = (w: FaultWorld, n: number, ms: number) =>
+  heldUntilReplaced(w.s.port, w.gen1, () => w.s.sup.stdout(), n, ms);
 
 const ECHO = { ECHO_PORT: '0', MIGRATE_CHUNK: '10', MIGRATE_PAUSE_MS: '100' };
 
