@@ -37,8 +37,23 @@ async function expectRolledBack(s: Supervised, oldPid: number, generation: numbe
   return record;
 }
 
-/** A keep-alive load on s.port, counted once it runs; `served` waits for 50 more answers. */
-async function startServedLoad(t: TestContext, s: Supervised) {
+/**
+ * `baton run` behaviour-app under `--ready-timeout <readyTimeout>` (seconds), generation 1 serving under a
+ * keep-alive load, counted once it runs. `behave` sets how the next generation behaves; `served` waits for 50
+ * more answers; `finish` stops the load and asserts that not one request failed.
+ */
+async function startBehaviourSupervisor(t: TestContext, readyTimeout: number) {
+  const dir = tmpDir(t);
+  const behaviour = path.join(dir, 'behaviour');
+  const behave = (next: 'ok' | 'exit1' | 'hang' | 'never-ready') => fs.writeFileSync(behaviour, next);
+  behave('ok');
+  const s = await startSupervised(t, {
+    app: BEHAVIOUR_APP,
+    dir,
+    env: { BEHAVIOUR_FILE: behaviour },
+    runArgs: ['--ready-timeout', String(readyTimeout)],
+  });
+  const oldPid = (await s.serving())[0]!.pid;
   const load = startLoad({ port: s.port, connections: 10, pauseMs: 2, timeoutMs: 10_000, durationMs: 120_000 });
   t.after(() => load.stop());
   await waitFor(() => load.result.ok >= 100, 20_000, 'the load running against generation 1');
@@ -53,27 +68,17 @@ async function startServedLoad(t: TestContext, s: Supervised) {
     assert.equal(result.non2xx, 0);
     assert.equal(result.sent, result.ok);
   };
-  return { served, finish };
+  return { s, oldPid, behave, served, finish };
 }
 
 test('baton run: exit 1 and SIGKILL before ready roll back; the old generation serves throughout', {
   timeout: 180_000,
 }, async (t) => {
-  const dir = tmpDir(t);
-  const behaviour = path.join(dir, 'behaviour');
-  fs.writeFileSync(behaviour, 'ok');
-  const s = await startSupervised(t, {
-    app: BEHAVIOUR_APP,
-    dir,
-    env: { BEHAVIOUR_FILE: behaviour },
-    // Longer than the test: each rollback here must be the one the test causes, never the ready timeout.
-    runArgs: ['--ready-timeout', '600'],
-  });
-  const oldPid = (await s.serving())[0]!.pid;
-  const { served, finish } = await startServedLoad(t, s);
+  // Longer than the test: each rollback here must be the one the test causes, never the ready timeout.
+  const { s, oldPid, behave, served, finish } = await startBehaviourSupervisor(t, 600);
 
   // 1. The new generation exits with code 1 (after inheriting the listener): its output tail is reported.
-  fs.writeFileSync(behaviour, 'exit1');
+  behave('exit1');
   const r1 = await s.reload();
   assert.equal(r1.code, 1, `reload: ${r1.stdout} ${r1.stderr}`);
   assert.match(r1.stderr, /rolled back, the old generation keeps serving: exited with code 1 before ready\(\)/);
@@ -83,7 +88,7 @@ test('baton run: exit 1 and SIGKILL before ready roll back; the old generation s
   await served('after the exit-1 rollback');
 
   // 2. The new generation is SIGKILLed before ready(); its pid comes from `baton status`.
-  fs.writeFileSync(behaviour, 'hang');
+  behave('hang');
   const pending = s.reload();
   const hung = Number((await s.sup.line(/generation 3 pid (\d+) hang: not calling ready\(\)/, 20_000))[1]);
   const starting = (await s.status()).generations.find((g) => g.generation === 3);
@@ -101,7 +106,7 @@ test('baton run: exit 1 and SIGKILL before ready roll back; the old generation s
   await served('after the SIGKILL rollback');
 
   // A good reload after two failures.
-  fs.writeFileSync(behaviour, 'ok');
+  behave('ok');
   const r4 = await s.reload();
   assert.equal(r4.code, 0, `reload: ${r4.stdout} ${r4.stderr}`);
   assert.match(r4.stdout, /generation 4 \(pid \d+\) is serving/);
@@ -130,22 +135,12 @@ test('baton run: exit 1 and SIGKILL before ready roll back; the old generation s
 test('baton run --ready-timeout 10: no ready() in time rolls back and terminates; the old generation serves', {
   timeout: 180_000,
 }, async (t) => {
-  const dir = tmpDir(t);
-  const behaviour = path.join(dir, 'behaviour');
-  fs.writeFileSync(behaviour, 'ok');
   // Short, so the test does not wait long, and yet generation 1 must call ready() within it on a loaded machine:
   // 10 s, as the fault tests use (test/fault-helpers.ts).
-  const s = await startSupervised(t, {
-    app: BEHAVIOUR_APP,
-    dir,
-    env: { BEHAVIOUR_FILE: behaviour },
-    runArgs: ['--ready-timeout', '10'],
-  });
-  const oldPid = (await s.serving())[0]!.pid;
-  const { served, finish } = await startServedLoad(t, s);
+  const { s, oldPid, behave, served, finish } = await startBehaviourSupervisor(t, 10);
 
   // The new generation never calls ready(): after --ready-timeout it is rolled back and terminated.
-  fs.writeFileSync(behaviour, 'never-ready');
+  behave('never-ready');
   const r = await s.reload(['--json']);
   assert.equal(r.code, 1, `reload: ${r.stdout} ${r.stderr}`);
   const j = JSON.parse(r.stdout) as {
