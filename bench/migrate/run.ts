@@ -889,7 +889,7 @@ ${goals.map((g) => `- ${g}`).join('\n')}
   \`'drain'\` until its last move was acknowledged, the new generation's from its \`ready()\` until the last
   connection arrived.
 - **memory per moved connection**: how much the new generation's RSS and used heap grew from its \`ready()\`
-  until 1 s after the last connection arrived, divided by the connections (no forced garbage collection:
+  until 3 s after the last connection arrived, divided by the connections (no forced garbage collection:
   the heap figure includes garbage not collected yet).
 - **bench process event-loop delay**: when the process holding the clients is late, every echo it times is
   late by as much; a high figure means part of the stall is the client's own.
@@ -958,6 +958,7 @@ async function main(): Promise<void> {
     `bench:migrate: sizes ${sizes.join(', ')}, ${KINDS.join(' and ')}, ${APPROACHES.join(' and ')}, ${RELOADS} ` +
       `reloads each; ulimit -n ${limit}`,
   );
+  fs.mkdirSync(SERIES_DIR, { recursive: true });
   if (CPU_PROF) {
     fs.mkdirSync(CPU_PROF, { recursive: true });
     console.log(`bench:migrate: profiling every generation into ${CPU_PROF}`);

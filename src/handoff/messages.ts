@@ -209,7 +209,7 @@ export interface MigrateOk {
   type: 'migrate-ok';
   count: number;
   room?: number;
-  /** What adopting the last batch cost, µs per connection (building its sockets and objects, the app's
+  /** What adopting the last batch cost, CPU µs per connection (building its sockets and objects, the app's
    * 'connection' handlers included): the sender sizes its next batches by it (src/upgrader/pacing.ts). */
   cost?: number;
 }

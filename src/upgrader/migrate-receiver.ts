@@ -1,12 +1,11 @@
 /**
  * The new generation's side of a migration channel (the protocol is described at the top of
  * src/upgrader/migrate.ts): adopts each connection the old generation sends, paces the batches by
- * acknowledging each once its connections have been read, says what adopting the batch cost, and
+ * acknowledging one per turn of the event loop, says what adopting the batch cost, and
  * announces how many more fds it can take.
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import { performance } from 'node:perf_hooks';
 import { FdChannel } from '../fd/channel.js';
 import { batonError } from '../fd/errors.js';
 import { fdUsage } from '../fd/fd-usage.js';
@@ -69,7 +68,7 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
         closeFds(fds);
         return;
       }
-      const arrived = performance.now();
+      const cpuAtArrival = process.cpuUsage();
       for (let i = 0; i < msg.items.length; i++) {
         const item = msg.items[i]!;
         let socket: net.Socket;
@@ -84,29 +83,26 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
         }
         this.emit('connection', socket, item, item.pending ? Buffer.from(item.pending, 'base64') : Buffer.alloc(0));
       }
-      // What building this batch's objects cost (the app's 'connection' handlers included), per connection: the
-      // sender sizes its batches by it. Not the CPU time until the acknowledgement: that also counts serving the
-      // connections already here — measured 500-2,000 µs per connection instead of 60-100 under load, which
-      // shrank batches to 8 and stretched a move of 1,000 WebSockets from ~250 ms to 1.0-1.9 s.
-      const cost = Math.round(((performance.now() - arrived) * 1000) / Math.max(1, msg.items.length));
-      // One batch at a time: batches the sender has sent ahead wait (paused, in the channel) until this one's
-      // connections have had their first reads — what each client sent while it moved, answered here — and
-      // only then acknowledge, which lets the sender send the next one. The sockets start reading in the next
-      // poll phase, so that is two checks phases from now. Measured (bench:migrate, 1,000 connections, batches
-      // of 253, acknowledged after one turn): adopting a batch took 13-71 ms, and the turn after it — where
-      // the previous batch's first reads and answers ran, in parallel with the next batch arriving — 22-84 ms
-      // more: clients of two batches waited on each other. Acknowledged after the reads, a batch's clients are
-      // answered before the next batch is adopted.
+      // What building this batch's objects cost (the app's 'connection' handlers included), in CPU time per
+      // connection: the sender sizes its batches by it. Not wall time: on the loaded machine a process gets a
+      // fraction of a core, wall time came out several times the CPU time, batches shrank to the minimum and the
+      // move of 10,000 raw connections took 6.8 s. Nor the CPU time until the acknowledgement: that also counts
+      // serving the connections already here — 500-2,000 µs per connection instead of 60-100 under load.
+      const cpu = process.cpuUsage(cpuAtArrival);
+      const cost = Math.round((cpu.user + cpu.system) / Math.max(1, msg.items.length));
+      // One batch per turn of the event loop: batches the sender has sent ahead wait (paused, in the channel)
+      // until this one's I/O has run; then acknowledge, which lets the sender send the next one. Tried: waiting
+      // one more turn, until the batch's first reads had run (its clients answered before the next batch is
+      // adopted) — with 10,000 clients each turn of a loaded loop is long, and the move of 10,000 raw
+      // connections took 6.8 s; with batches of ~10 ms the next batch delays those answers by as much at most.
       this.#link.channel.pause();
-      setImmediate(() =>
-        setImmediate(() => {
-          this.#room -= fds.length;
-          if (this.#room < WINDOW * MAX_MIGRATION_BATCH) this.#room = roomForFds();
-          const count = msg.items.length;
-          this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count, room: this.#room, cost }).catch(() => {});
-          this.#link.channel.resume();
-        }),
-      );
+      setImmediate(() => {
+        this.#room -= fds.length;
+        if (this.#room < WINDOW * MAX_MIGRATION_BATCH) this.#room = roomForFds();
+        const count = msg.items.length;
+        this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count, room: this.#room, cost }).catch(() => {});
+        this.#link.channel.resume();
+      });
     });
     // Announce the room before anything arrives: the sender sends no more fds than that.
     this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count: 0, room: this.#room }).catch(() => {});

@@ -5,7 +5,7 @@
  * The channel: at ready() the new generation makes a socketpair, keeps one end (MigrationReceiver) and
  * sends the other with its `ready` message; the supervisor relays it with `drain` (standalone: the old
  * generation gets it directly). Over it, `migrate` messages carry up to 253 connections each (one sendmsg),
- * and the receiver answers `migrate-ok` once a batch is adopted and its connections have been read — with
+ * and the receiver answers `migrate-ok` after adopting a batch (one per turn of its event loop) — with
  * what adopting cost it per connection, by which the sender sizes the next batches (src/upgrader/pacing.ts);
  * at most WINDOW batches await their acknowledgement, which paces the move so the new generation's event
  * loop stays responsive.

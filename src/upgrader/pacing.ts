@@ -5,17 +5,17 @@
  * generation has adopted that batch and read what its client sent meanwhile. With two batches in flight, a
  * client waits about two batches' adoption: the batch size is the stall each connection feels. So batches
  * are sized by what adoption costs the new generation, which it measures and reports with each
- * acknowledgement (`cost`, µs per connection: building the batch's sockets and objects, the app's
+ * acknowledgement (`cost`, CPU µs per connection: building the batch's sockets and objects, the app's
  * 'connection' handlers included): as many connections as fit in TARGET_BATCH_MS.
  */
 import { MAX_MIGRATION_BATCH } from '../handoff/messages.js';
 
 /**
  * One batch's adoption, in the new generation's event loop. Measured (bench:migrate, 1,000 WebSockets, 2026-12-07,
- * 2 shared cores): fixed batches of 253 cost 13-71 ms to adopt plus their first reads, and each client's
+ * 2 shared cores): fixed batches of 253 cost 13-71 ms to adopt, and as much again for their first reads; each client's
  * slowest echo during the reload was p99 ~100 ms (10× the figure without a reload). A client waits about two
  * batches: 10 ms keeps that near 20-30 ms, and the cost per batch that does not depend on its size (one
- * message, one acknowledgement, two turns of the event loop: ~0.3 ms) stays a few percent of the move.
+ * message, one acknowledgement, a turn of the event loop: ~0.3 ms) stays a few percent of the move.
  */
 export const TARGET_BATCH_MS = 10;
 /**
