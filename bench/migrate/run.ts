@@ -37,6 +37,10 @@
  *   npm run bench:migrate -- --sizes=200,1000   these sizes (as BENCH_SIZES)
  *   npm run bench:migrate -- --quick       as BENCH_QUICK=1: 1,000 connections, 2 reloads (implies --no-docs)
  *
+ * With the stall, it also runs bench/migrate/floor.ts for the largest size and prints one pass/fail line per goal
+ * (bench/migrate/goals.ts): stall p99 ≤ 50 ms at 10,000, ≤ 2× the no-reload p99 at 1,000, move ≤ 1.5× the floor.
+ * Final figures: `npm run bench:migrate -- --stall-only --sizes=1000,10000` on a quiet machine (~3 minutes).
+ *
  * Environment: BENCH_SIZES (a comma list, default 1000,10000), BENCH_RELOADS (3), BENCH_KINDS (tcp,ws),
  * BENCH_APPROACHES (migrate,reconnect), BENCH_APP_LOG=FILE (append the apps' output lines to FILE: every
  * generation's timestamps and CPU time), BENCH_CPU_PROF=DIR (run every generation with
@@ -883,6 +887,10 @@ The goals, as the bench prints them (the floor: [\`bench/migrate/floor.ts\`](../
 cold run, per connection, times the connections):
 
 ${goals.map((g) => `- ${g}`).join('\n')}
+
+Recorded with \`npm run bench:migrate -- --stall-only --sizes=1000,10000\` (about 3 minutes on a quiet machine;
+10,000 connections need \`ulimit -n\` ≥ 10,300), which rewrites this section and the chart and prints the goal
+lines above.
 
 - **move**: from the old generation's \`'drain'\` to the last connection adopted by the new one.
 - **event-loop delay**: \`perf_hooks.monitorEventLoopDelay\` (1 ms resolution); the old generation's from
