@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { FIXTURES, tmpDir, waitFor, within } from './helpers.js';
-import { get, startSupervised, type Supervised, waitExit } from './upgrade-helpers.js';
+import { baton, get, startSupervised, type Supervised, waitExit } from './upgrade-helpers.js';
 
 const APP = path.join(FIXTURES, 'worker-app.js');
 /** A probe's bound: without the lend a probe queued in slot 1 waits for the held respawn, far longer. */
@@ -173,11 +173,20 @@ test('kill -9 of worker 1, its respawn held: worker 0 serves slot 1 meanwhile, n
   assert.equal(fdsOn(p0, 'tcp', s.port), 1, 'worker 0 holds its own slot socket only');
   await probeThroughKills(s.port, p0, [p1]);
   assert.equal(fdsOn(p0, 'tcp', s.port), 2, "worker 0 holds slot 1's socket as well (lent)");
+  const loans = (await s.status()) as unknown as { loans: Array<{ slot: number; worker: number; pid: number }> };
+  assert.deepEqual(
+    loans.loans.map(({ slot, worker, pid }) => ({ slot, worker, pid })),
+    [{ slot: 1, worker: 0, pid: p0 }],
+    'baton status --json lists the loan',
+  );
+  const text = await baton(['status', '--socket', s.socket]);
+  assert.match(text.stdout, new RegExp(`slot 1 has no worker: served meanwhile by worker 0 \\(pid ${p0}\\): web`));
 
   fs.writeFileSync(gate, '');
   const p1b = await pid(1, 2);
   await waitFor(() => fdsOn(p0, 'tcp', s.port) === 1, 10_000, "worker 0 closes its copy of slot 1's socket");
   assert.deepEqual(await answering(s.port), sorted([p0, p1b]), 'both slots answer, slot 1 by the new worker 1');
+  assert.deepEqual(((await s.status()) as unknown as { loans: unknown[] }).loans, [], 'no loan left');
   assert.equal(await s.shutdown(), 1, 'a serving worker crashed: exit 1, as with one worker');
 });
 

@@ -8,6 +8,7 @@ import { answerControl } from '../handoff/server.js';
 import type { HandoffSession } from '../handoff/session.js';
 import { VERSION } from '../version.js';
 import type { CrashLoop } from './crash-loop.js';
+import type { LoanInfo } from './slot-lending.js';
 import type { Generation } from './generation.js';
 import type { Generations } from './generations.js';
 import type { SupervisorProcess } from './process.js';
@@ -31,6 +32,8 @@ export interface StatusSource {
   generations: Pick<Generations, 'alive' | 'history'>;
   /** Each worker slot's lane (one without --workers N): its restarts. */
   workers: Array<{ restarts: number }>;
+  /** With --workers N: the slots with no serving worker and who serves them (slot-lending.ts). */
+  loans?: LoanInfo[];
   inventory: Inventory;
 }
 
@@ -82,6 +85,8 @@ export function statusReport(s: StatusSource) {
       .entries()
       .map(({ entry }) => ({ name: entry.name, kind: entry.kind, address: formatAddress(entry.address) })),
     upgrades: s.generations.history.slice(-UPGRADES_SHOWN),
+    // Slots with no serving worker of their own, served meanwhile by a sibling.
+    loans: s.loans ?? [],
   };
 }
 

@@ -40,8 +40,11 @@ interface Loan {
   names: Set<string>;
 }
 
+/** A slot served by another slot's worker (`baton status`). */
 export interface LoanInfo {
   slot: number;
+  /** The borrower: its slot, generation and pid. */
+  worker: number;
   generation: number;
   pid: number;
   names: string[];
@@ -64,7 +67,13 @@ export class SlotLending {
   loans(): LoanInfo[] {
     return [...this.#loans]
       .sort((a, b) => a[0] - b[0])
-      .map(([slot, { g, names }]) => ({ slot, generation: g.generation, pid: g.pid, names: [...names] }));
+      .map(([slot, { g, names }]) => ({
+        slot,
+        worker: g.worker ?? 0,
+        generation: g.generation,
+        pid: g.pid,
+        names: [...names],
+      }));
   }
 
   /** reassign() once, after the other events of this turn. */

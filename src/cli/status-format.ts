@@ -118,6 +118,8 @@ export interface StatusReply {
   }>;
   listeners?: Array<{ name: string; kind: string; address: string }>;
   upgrades?: UpgradeRecord[];
+  /** Slots with no serving worker, served by a sibling meanwhile (absent from an older supervisor). */
+  loans?: Array<{ slot: number; worker: number; generation: number; pid: number; names: string[] }>;
 }
 
 /** Several workers per generation: the tables get a worker column, and each slot's accepted and restarts. */
@@ -180,6 +182,10 @@ export function formatStatus(d: StatusReply): string {
       return multi ? [w.worker, ...cells, w.accepted, w.restarts, ...rest] : [...cells, ...rest];
     }),
   ]);
+  for (const l of d.loans ?? []) {
+    const names = l.names.join(', ');
+    out += `slot ${l.slot} has no worker: served meanwhile by worker ${l.worker} (pid ${l.pid}): ${names}\n`;
+  }
   if (d.listeners) {
     out += `\n${table([['LISTENER', 'KIND', 'ADDRESS'], ...d.listeners.map((l) => [l.name, l.kind, l.address])])}`;
   }

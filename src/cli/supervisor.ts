@@ -392,6 +392,7 @@ export class Supervisor {
       },
       // The slots now (a scale-down's removed lanes are not slots any more; their workers are still listed).
       workers: (this.#lanes?.lanes ?? [this.#gens]).map((l) => ({ restarts: l.restarts })),
+      loans: this.#lending?.loans(),
       inventory: this.#inventory,
     });
   }
