@@ -1,7 +1,10 @@
 /**
- * `baton reload --workers M` (docs/workers.md, "Scale"): 2 -> 4 workers under keep-alive load with 0 failed
- * requests. After growing to 4 each worker gets a share of fresh connections and status and /metrics say 4; a
- * later plain reload runs 4. Bad values fail at once naming --workers; a one-worker supervisor refuses a scale.
+ * `baton reload --workers M` (docs/workers.md, "Scale"): 2 -> 4 -> 1 workers under keep-alive load with 0 failed
+ * requests. After growing to 4 each new worker gets a share of fresh connections and status and /metrics say 4;
+ * after shrinking to 1 the removed workers' connections moved to the remaining one (their drains carried a
+ * migration channel) and every fresh connection is answered — also those the kernel hashes to the sockets of the
+ * removed slots, which are kept (closing one resets its queue) and lent to the remaining worker. A later plain
+ * reload runs 1. Bad values fail at once naming --workers; a one-worker supervisor refuses a scale.
  * Real processes, 127.0.0.1, every pid killed after the test.
  */
 import assert from 'node:assert/strict';
@@ -30,7 +33,7 @@ async function freePort(): Promise<number> {
   });
 }
 
-test('scale 2 -> 4 under keep-alive load: 0 failed, every worker gets connections, status says N', async (t) => {
+test('scale 2 -> 4 -> 1 under keep-alive load: 0 failed, every worker gets connections, status says N', async (t) => {
   const metricsPort = await freePort();
   const s = await startSupervised(t, {
     app: WORKER_APP,
@@ -64,14 +67,33 @@ test('scale 2 -> 4 under keep-alive load: 0 failed, every worker gets connection
   );
   assert.equal(await metric(metricsPort, 'baton_workers'), 4);
 
+  const down = await s.reload(['--workers', '1']);
+  assert.equal(down.code, 0, `scale to 1: ${down.stderr}`);
+  const one = await servingPids(s);
+  assert.equal(one.length, 1, `serving after the scale to 1: ${one.join(', ')}`);
+  assert.ok(!four.includes(one[0]!), 'a new worker');
+  // The workers of the removed slots 1..3 moved their connections to the remaining worker.
+  for (const pid of four) {
+    const drain = new RegExp(`baton drain supervisor=\\d+ generation=\\d+ child=${pid} reason=upgrade migrate=true`);
+    assert.match(s.sup.stderr(), drain, `worker ${pid} drained with a migration channel`);
+  }
+  // Every fresh connection is answered, those hashed to the kept sockets of slots 1..3 too (lent to worker 0).
+  const fresh = await Promise.all(Array.from({ length: 100 }, () => get(s.port, '/', 5000).catch((e: Error) => e)));
+  const failed = fresh.filter((r) => r instanceof Error) as Error[];
+  assert.equal(failed.length, 0, `fresh connections failed: ${failed.map((e) => e.message).join(', ')}`);
+  for (const r of fresh) assert.equal(Number((r as { body: string }).body.split(' ')[0]), one[0]);
+  const after = await s.status();
+  assert.equal(after.supervisor.workers, 1, 'status says 1 worker');
+  assert.equal(await metric(metricsPort, 'baton_workers'), 1);
+
   // A later plain reload runs the new count.
   const again = await s.reload();
   assert.equal(again.code, 0, again.stderr);
-  assert.equal((await servingPids(s)).length, 4);
+  assert.equal((await servingPids(s)).length, 1);
 
   const result = await load.stop();
   assertNoFailedRequests(result);
-  t.diagnostic(`requests through 2 -> 4 and a reload: ${result.sent} sent, ${result.ok} ok`);
+  t.diagnostic(`requests through 2 -> 4 -> 1 and a reload: ${result.sent} sent, ${result.ok} ok`);
   assert.equal(await s.shutdown(), 0);
 });
 

@@ -296,14 +296,12 @@ export class Supervisor {
         const why = 'a scale (--workers M) is a two-phase reload: it does not go with --rolling';
         return Promise.reject(batonError('ERR_BATON_RELOAD_FAILED', why));
       }
-      if (count < lanes.count) {
-        // The removed slots' sockets stay open (closing one resets its queue) and need a remaining worker to
-        // accept from them: slot lending, not wired yet (docs/workers.md).
-        const why = `scaling down (${lanes.count} -> ${count} workers) is not built yet: docs/workers.md`;
-        return Promise.reject(batonError('ERR_BATON_RELOAD_FAILED', why));
-      }
-      plan = new RescalePlan(count, first, (n) => {
-        this.#opts.workers = n;
+      plan = new RescalePlan(count, first, {
+        setWorkers: (n) => {
+          this.#opts.workers = n;
+        },
+        // A slot with no serving worker (a new one not started yet, a removed one) is lent to a serving one.
+        slotsChanged: () => this.#lending?.reassign(),
       });
     } else if (options.rolling ?? this.#opts.rolling) plan = new RollingPlan(first, () => this.#stopping);
     else plan = new TwoPhasePlan('reload', first);

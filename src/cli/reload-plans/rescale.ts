@@ -29,19 +29,27 @@ export interface ScalableLanes extends PlanLanes {
   remove(count: number, why: string): Generations[];
 }
 
+export interface RescaleHost {
+  /** The worker count new workers are told (BATON_WORKERS) and later reloads run. */
+  setWorkers(count: number): void;
+  /** The slots or the lanes changed: a slot with no serving worker is to be lent to one that serves (the new
+   * slots until their workers commit; the removed slots' kept sockets for good). */
+  slotsChanged(): void;
+}
+
 export class RescalePlan implements ReloadPlan {
   readonly name = 'rescale';
   readonly #to: number;
   readonly #inner: TwoPhasePlan;
-  readonly #setWorkers: (count: number) => void;
+  readonly #host: RescaleHost;
   /** Shrink: the lanes of the removed slots (slot M + i is removed[i]). */
   #removed: readonly Generations[] = [];
 
-  /** `to`: the new number of workers; `setWorkers` sets the count new workers are told (BATON_WORKERS). */
-  constructor(to: number, first: StartFirst, setWorkers: (count: number) => void) {
+  /** `to`: the new number of workers. */
+  constructor(to: number, first: StartFirst, host: RescaleHost) {
     this.#to = to;
     this.#inner = new TwoPhasePlan('reload', first);
-    this.#setWorkers = setWorkers;
+    this.#host = host;
   }
 
   async run(lanes: ScalableLanes): Promise<UpgradeRecord> {
@@ -50,12 +58,14 @@ export class RescalePlan implements ReloadPlan {
     if (to > from) lanes.grow(to);
     else lanes.resizeSlots(to);
     this.#removed = lanes.lanes.slice(to);
-    this.#setWorkers(to);
+    this.#host.setWorkers(to);
+    this.#host.slotsChanged();
     const undo = () => {
-      this.#setWorkers(from);
+      this.#host.setWorkers(from);
       this.#removed = [];
       if (to > from) lanes.remove(from, 'a scale-up that failed');
       lanes.resizeSlots(from);
+      this.#host.slotsChanged();
     };
     let record: UpgradeRecord;
     try {
@@ -65,7 +75,10 @@ export class RescalePlan implements ReloadPlan {
       throw err;
     }
     if (record.outcome !== 'serving') undo();
-    else if (to < from) lanes.remove(to, 'its slot was removed by a scale-down');
+    else if (to < from) {
+      lanes.remove(to, 'its slot was removed by a scale-down');
+      this.#host.slotsChanged();
+    }
     return record;
   }
 
