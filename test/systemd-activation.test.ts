@@ -68,6 +68,25 @@ async function activate(t: Cleanup, args: string[], listening: string): Promise<
   return { child, pid, output: () => output };
 }
 
+/**
+ * `baton run --socket <socket> -- node HTTP_EXAMPLE` under systemd-socket-activate on 127.0.0.1:port, the
+ * socket named `fdname` (--fdname) when one is given. The tool passes only PATH, TERM, USER and HOME on, plus
+ * -E variables.
+ */
+function activateBatonRun(t: Cleanup, port: number, socket: string, fdname?: string): Promise<Activated> {
+  const address = `127.0.0.1:${port}`;
+  const named = fdname === undefined ? [] : [`--fdname=${fdname}`];
+  const batonRun = [BATON, 'run', '--socket', socket, '--', process.execPath, HTTP_EXAMPLE];
+  return activate(t, ['-l', address, ...named, '-E', 'PORT=0', process.execPath, ...batonRun], address);
+}
+
+/** SIGTERM the activated `baton run` (exec'd in place by the tool): it exits with code 0. */
+async function stopActivated(sa: Activated): Promise<void> {
+  process.kill(sa.pid, 'SIGTERM');
+  const exited = new Promise((resolve) => sa.child.once('exit', (code) => resolve(code)));
+  assert.equal(await within(exited, 20_000, 'baton run exits after SIGTERM'), 0);
+}
+
 /** The inode of the TCP socket listening on 127.0.0.1:port, from /proc/net/tcp. */
 function listenerInode(port: number): string {
   const hex = port.toString(16).toUpperCase().padStart(4, '0');
@@ -98,26 +117,7 @@ test('systemd-socket-activate … baton run: the activated socket `web` serves t
   const dir = tmpDir(t);
   const port = await freePort();
   const socket = path.join(dir, 's.sock');
-  // The tool passes only PATH, TERM, USER and HOME on, plus -E variables.
-  const sa = await activate(
-    t,
-    [
-      '-l',
-      `127.0.0.1:${port}`,
-      '--fdname=web',
-      '-E',
-      'PORT=0',
-      process.execPath,
-      BATON,
-      'run',
-      '--socket',
-      socket,
-      '--',
-      process.execPath,
-      HTTP_EXAMPLE,
-    ],
-    `127.0.0.1:${port}`,
-  );
+  const sa = await activateBatonRun(t, port, socket, 'web');
   // The first connection starts the service (the tool execs baton in place: same pid); it waits in the
   // socket's queue until generation 1 accepts it.
   const first = await get(port, '/', 30_000);
@@ -165,11 +165,7 @@ test('systemd-socket-activate … baton run: the activated socket `web` serves t
   assert.equal(fdsOnSocket(sa.pid, inode), 1, 'the supervisor holds the activated socket once');
   assert.equal(fdsOnSocket(gen, inode), 1, 'the generation holds it once');
 
-  process.kill(sa.pid, 'SIGTERM');
-  assert.equal(
-    await within(new Promise((r) => sa.child.once('exit', (code) => r(code))), 20_000, 'baton run exits after SIGTERM'),
-    0,
-  );
+  await stopActivated(sa);
   assert.equal(alive(gen), false);
 });
 
@@ -181,24 +177,7 @@ test('systemd-socket-activate without --fdname … baton run: generation 1 takes
   const dir = tmpDir(t);
   const port = await freePort();
   const socket = path.join(dir, 's.sock');
-  const sa = await activate(
-    t,
-    [
-      '-l',
-      `127.0.0.1:${port}`,
-      '-E',
-      'PORT=0',
-      process.execPath,
-      BATON,
-      'run',
-      '--socket',
-      socket,
-      '--',
-      process.execPath,
-      HTTP_EXAMPLE,
-    ],
-    `127.0.0.1:${port}`,
-  );
+  const sa = await activateBatonRun(t, port, socket);
   assert.match((await get(port, '/', 30_000)).body, /^hello from generation 1 /);
   assert.match(
     sa.output(),
@@ -217,15 +196,7 @@ test('systemd-socket-activate without --fdname … baton run: generation 1 takes
   const st = JSON.parse((await baton(['status', '--json', '--socket', socket])).stdout) as { listeners: unknown[] };
   assert.deepEqual(st.listeners, [{ name: 'web', kind: 'tcp', address: `127.0.0.1:${port}` }]);
   assert.doesNotMatch(sa.output(), /listener-closed/);
-  process.kill(sa.pid, 'SIGTERM');
-  assert.equal(
-    await within(
-      new Promise((res) => sa.child.once('exit', (code) => res(code))),
-      20_000,
-      'baton run exits after SIGTERM',
-    ),
-    0,
-  );
+  await stopActivated(sa);
 });
 
 test('systemd-socket-activate … node app.js (no baton run): an unnamed socket is taken by position; a Unix socket ' +
