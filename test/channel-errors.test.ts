@@ -5,9 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import path from 'node:path';
 import { before, test, type TestContext } from 'node:test';
-import { FdChannel, FdChannelServer } from '../src/fd/index.js';
+import { FdChannel } from '../src/fd/index.js';
 import { native } from '../src/fd/native.js';
 import { expectFdsBackTo, fdCount, tmpDir, within } from './helpers.js';
 import {
@@ -15,23 +14,16 @@ import {
   collect,
   header,
   makeFiles,
-  next,
+  peerOverServer,
   readFd,
   rejection,
   sleep,
-  spawnPeer,
   turns,
   unusedFd,
-  warmUpSpawn,
+  warmUpChannels,
 } from './channel-helpers.js';
 
-before(async () => {
-  await warmUpSpawn();
-  const [a, b] = FdChannel.pair();
-  a.close();
-  b.close();
-  await turns();
-});
+before(warmUpChannels);
 
 /** An FdChannel whose peer is a raw native socket, so the test can send any record. */
 function rawPeer(): { raw: number; ch: FdChannel } {
@@ -202,14 +194,7 @@ for (const how of ['exit', 'hang'] as const) {
     `a peer that ${how === 'exit' ? 'exits' : 'is SIGKILLed'} mid-message: ERR_BATON_PEER_CLOSED_MID_MESSAGE, fds ` +
       `closed`,
     async (t) => {
-      const dir = tmpDir(t);
-      const [file] = makeFiles(dir, 1);
-      const sock = path.join(dir, 's');
-      const server = await FdChannelServer.listen(sock);
-      t.after(() => server.close());
-      const base = fdCount();
-      const child = spawnPeer(t, 'mid-message', [sock, file!.path, how]);
-      const [ch] = await next<[FdChannel]>(server, 'channel', 10_000);
+      const { child, ch, base } = await peerOverServer(t, 'mid-message', [how]);
       const outcome = watch(ch, true);
       await child.line(/sent/);
       if (how === 'hang') {

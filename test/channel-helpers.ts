@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import type { FdChannel } from '../src/fd/channel.js';
-import { FIXTURES, killPid, spawnNode, within, type Spawned } from './helpers.js';
+import { FdChannel as Channel, FdChannelServer } from '../src/fd/index.js';
+import { fdCount, FIXTURES, killPid, spawnNode, tmpDir, within, type Spawned } from './helpers.js';
 
 export const PEER_FIXTURE = path.join(FIXTURES, 'channel-peer.js');
 
@@ -143,6 +144,18 @@ export async function warmUpSpawn(): Promise<void> {
   await within(once(child, 'close'), 10_000, 'warm-up child');
 }
 
+/**
+ * The set-up before a test of each channel file (before()): the fds that stay open for the life of the process
+ * after the first spawn and the first channel pair, out of the fd-count baselines the tests take.
+ */
+export async function warmUpChannels(): Promise<void> {
+  await warmUpSpawn();
+  const [a, b] = Channel.pair();
+  a.close();
+  b.close();
+  await turns();
+}
+
 export interface Peer extends Spawned {
   /** Resolves once the child has exited and all its stdio pipes are closed in this process. */
   closed: Promise<void>;
@@ -169,4 +182,25 @@ export async function rejection(p: Promise<unknown>, ms = 5000): Promise<Error &
     return err as Error & { code?: string };
   }
   throw new Error('expected the promise to reject, but it resolved');
+}
+
+/**
+ * A channel-peer child in `mode` connected to a fresh FdChannelServer: it gets [socket, a temp file's path,
+ * ...extra]; `ch` is this side's channel and `base` the fd count taken before the child was spawned (the
+ * server already listening).
+ */
+export async function peerOverServer(
+  t: TestContext,
+  mode: string,
+  extra: string[] = [],
+): Promise<{ child: Peer; ch: FdChannel; file: TempFile; base: number }> {
+  const dir = tmpDir(t);
+  const [file] = makeFiles(dir, 1);
+  const sock = path.join(dir, 's');
+  const server = await FdChannelServer.listen(sock);
+  t.after(() => server.close());
+  const base = fdCount();
+  const child = spawnPeer(t, mode, [sock, file!.path, ...extra]);
+  const [ch] = await next<[FdChannel]>(server, 'channel', 10_000);
+  return { child, ch, file: file!, base };
 }

@@ -17,22 +17,16 @@ import {
   collect,
   fdTargets,
   makeFiles,
-  next,
+  peerOverServer,
   readFd,
   rejection,
   sleep,
   spawnPeer,
   turns,
-  warmUpSpawn,
+  warmUpChannels,
 } from './channel-helpers.js';
 
-before(async () => {
-  await warmUpSpawn();
-  const [a, b] = FdChannel.pair();
-  a.close();
-  b.close();
-  await turns();
-});
+before(warmUpChannels);
 
 function closePair(a: FdChannel, b: FdChannel): void {
   a.close();
@@ -329,14 +323,7 @@ test('no fd leak over 10,000 messages with fds (one process)', async (t) => {
 });
 
 test('no fd leak over 1,000 messages with fds from another process', async (t) => {
-  const dir = tmpDir(t);
-  const [file] = makeFiles(dir, 1);
-  const sock = path.join(dir, 's');
-  const server = await FdChannelServer.listen(sock);
-  t.after(() => server.close());
-  const base = fdCount();
-  const child = spawnPeer(t, 'stream', [sock, file!.path, '1000']);
-  const [ch] = await next<[FdChannel]>(server, 'channel', 10_000);
+  const { child, ch, file, base } = await peerOverServer(t, 'stream', ['1000']);
   let count = 0;
   let bad = 0;
   const done = new Promise<void>((resolve) => {
@@ -547,13 +534,7 @@ test('a peer that reads everything, sends a last message and closes while we hav
 });
 
 test('a child that sends a last message and exits at once, with our records unread: it still arrives', async (t) => {
-  const dir = tmpDir(t);
-  const [file] = makeFiles(dir, 1);
-  const sock = path.join(dir, 's');
-  const server = await FdChannelServer.listen(sock);
-  t.after(() => server.close());
-  const child = spawnPeer(t, 'final', [sock, file!.path]);
-  const [ch] = await next<[FdChannel]>(server, 'channel', 10_000);
+  const { child, ch, file } = await peerOverServer(t, 'final');
   const errors: Error[] = [];
   ch.on('error', (e) => errors.push(e));
   await ch.send('hello');
