@@ -47,6 +47,7 @@ import {
   warmUp,
   stillOpen,
 } from './fd-helpers.js';
+import { get } from './upgrade-helpers.js';
 
 before(warmUp);
 
@@ -440,21 +441,7 @@ test(
     // The child closes its copy and exits: from then on the parent's is the only one.
     await child.line(/^closed (\d+)$/m);
     assert.equal(await within(child.exited, 10_000, 'the child to exit'), 0);
-    const body = await within(
-      new Promise<string>((resolve, reject) => {
-        http
-          .get({ host: '127.0.0.1', port: meta.port, path: '/x', agent: false }, (res) => {
-            let s = '';
-            res
-              .setEncoding('utf8')
-              .on('data', (d) => (s += d))
-              .on('end', () => resolve(s));
-          })
-          .on('error', reject);
-      }),
-      5000,
-      'an HTTP response from the adopted listener',
-    );
+    const { body } = await within(get(meta.port, '/x'), 5000, 'an HTTP response from the adopted listener');
     assert.equal(body, `served by ${process.pid} for /x`);
 
     await closeServer(server);

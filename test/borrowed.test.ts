@@ -211,7 +211,7 @@ test('TLS and HTTP/2: a lent socket feeds the https server (its TLS) and the h2c
     return;
   }
   const { l } = worker0(t);
-  const tlsOptions = { key: fs.readFileSync(cert.keyPath), cert: fs.readFileSync(cert.certPath) };
+  const tlsOptions = { key: cert.key, cert: cert.cert };
   const secure = https.createServer(tlsOptions, (_req, res) => res.end('tls'));
   t.after(() => closeServer(secure));
   await l.listen(secure, 'secure', { host: '127.0.0.1', port: 0 });

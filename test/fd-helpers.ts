@@ -240,37 +240,6 @@ export async function rejectsCode(
   return caught as Error & { code?: string };
 }
 
-/** A self-signed key and certificate for localhost (openssl), or null if openssl is missing. */
-export function selfSignedCert(t: Cleanup): { key: Buffer; cert: Buffer } | null {
-  const dir = tmpDir(t);
-  try {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        path.join(dir, 'key.pem'),
-        '-out',
-        path.join(dir, 'cert.pem'),
-        '-days',
-        '2',
-        '-subj',
-        '/CN=localhost',
-      ],
-      { stdio: 'ignore', timeout: 10_000 },
-    );
-  } catch {
-    return null;
-  }
-  return { key: fs.readFileSync(path.join(dir, 'key.pem')), cert: fs.readFileSync(path.join(dir, 'cert.pem')) };
-}
-
 /** A FIFO in `dir`, opened O_RDWR (so the open does not block); the fd is closed after the test, so the
  * test itself must not close it (dup it instead). */
 export function openFifo(t: Cleanup, dir: string, flags = 0): number {

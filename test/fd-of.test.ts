@@ -26,11 +26,12 @@ import {
   fdList,
   isOpen,
   listenTcp,
-  selfSignedCert,
   throwsCode,
   warmUp,
   stillOpen,
 } from './fd-helpers.js';
+import { selfSignedCert } from './tls-helpers.js';
+import { get } from './upgrade-helpers.js';
 
 before(warmUp);
 
@@ -144,17 +145,7 @@ test('fdOf: http, https and http2 servers, and TLS sockets on both ends', async 
   await new Promise<void>((resolve) => h1.listen(0, '127.0.0.1', resolve));
   const h1b = borrow(h1, true);
   assert.equal((probe(h1b.fd).local as { port: number }).port, (h1.address() as net.AddressInfo).port);
-  const body = await new Promise<string>((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port: (h1.address() as net.AddressInfo).port, agent: false }, (res) => {
-        let s = '';
-        res
-          .setEncoding('utf8')
-          .on('data', (d) => (s += d))
-          .on('end', () => resolve(s));
-      })
-      .on('error', reject);
-  });
+  const { body } = await get((h1.address() as net.AddressInfo).port);
   assert.equal(body, 'plain', 'the http server serves after fdOf');
 
   const h2 = http2.createServer();
@@ -173,13 +164,14 @@ test('fdOf: http, https and http2 servers, and TLS sockets on both ends', async 
     await expectFdsBackTo(baseline, 'closing the servers');
     return;
   }
-  const hs = https.createServer(cert, (_req, res) => res.end('secure'));
+  const tlsOptions = { key: cert.key, cert: cert.cert };
+  const hs = https.createServer(tlsOptions, (_req, res) => res.end('secure'));
   t.after(() => closeServer(hs));
   await new Promise<void>((resolve) => hs.listen(0, '127.0.0.1', resolve));
   const hsb = borrow(hs, true);
   assert.equal((probe(hsb.fd).local as { port: number }).port, (hs.address() as net.AddressInfo).port);
 
-  const h2s = http2.createSecureServer(cert);
+  const h2s = http2.createSecureServer(tlsOptions);
   t.after(() => closeServer(h2s));
   await new Promise<void>((resolve) => h2s.listen(0, '127.0.0.1', resolve));
   const h2sb = borrow(h2s, true);

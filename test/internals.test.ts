@@ -143,9 +143,7 @@ for (const secure of [false, true]) {
   test(name, async (t) => {
     const cert = secure ? selfSignedCert(t) : null;
     if (secure && !cert) return t.skip('openssl is not installed: no test certificate');
-    const server = cert
-      ? http2.createSecureServer({ key: fs.readFileSync(cert.keyPath), cert: cert.cert })
-      : http2.createServer();
+    const server = cert ? http2.createSecureServer({ key: cert.key, cert: cert.cert }) : http2.createServer();
     const streams = new Map<number, http2.ServerHttp2Stream>();
     server.on('stream', (stream) => streams.set(stream.id!, stream));
     const sessions: http2.ServerHttp2Session[] = [];

@@ -7,10 +7,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { FIXTURES, ROOT, spawnNode, tmpDir, waitFor, killPid } from './helpers.js';
+import { get } from './upgrade-helpers.js';
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -19,20 +19,6 @@ function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
     s.on('error', reject);
-  });
-}
-
-function get(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, agent: false }, (res) => {
-        let body = '';
-        res
-          .setEncoding('utf8')
-          .on('data', (d) => (body += d))
-          .on('end', () => resolve(body));
-      })
-      .on('error', reject);
   });
 }
 
@@ -95,7 +81,7 @@ process.on('SIGTERM', () => c.kill('SIGTERM'));
     /NSpid:\s+\d+\s+1\b/,
     'the supervisor is PID 1 in its namespace',
   );
-  assert.equal(await get(port), 'generation 1\n');
+  assert.equal((await get(port)).body, 'generation 1\n');
 
   // The orphans' sleeps end after 0.3 s; PID 1 scans for zombies every second.
   await waitFor(
@@ -109,7 +95,7 @@ process.on('SIGTERM', () => c.kill('SIGTERM'));
     encoding: 'utf8',
   });
   assert.match(reload, /generation 2 .* is serving/);
-  assert.equal(await get(port), 'generation 2\n');
+  assert.equal((await get(port)).body, 'generation 2\n');
   await waitFor(
     () => childrenOf(supervisor).length === 1 && childrenOf(supervisor).every((c) => c.state !== 'Z'),
     10_000,

@@ -13,6 +13,8 @@ type Cleanup = Parameters<typeof tmpDir>[0];
 export interface TestCert {
   keyPath: string;
   certPath: string;
+  /** The private key (PEM): with `cert`, the options of a TLS server. */
+  key: string;
   /** The certificate (PEM): pass it as `ca` so the client trusts it. */
   cert: string;
 }
@@ -46,7 +48,7 @@ export function selfSignedCert(t: Cleanup): TestCert | null {
   );
   if (r.error && (r.error as NodeJS.ErrnoException).code === 'ENOENT') return null;
   if (r.status !== 0) throw new Error(`openssl req failed (${r.status}): ${r.stderr}`);
-  return { keyPath, certPath, cert: fs.readFileSync(certPath, 'utf8') };
+  return { keyPath, certPath, key: fs.readFileSync(keyPath, 'utf8'), cert: fs.readFileSync(certPath, 'utf8') };
 }
 
 /** The https example's stdout line once serving: group 1 is the port. */
