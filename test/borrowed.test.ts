@@ -199,6 +199,14 @@ test('a lend it cannot serve is refused with a code, its fd closed, nothing leak
   );
   await l.borrowed.unlend(1);
   assert.deepEqual(fdList(), before, 'every refused fd closed, the unlent one too');
+  // A worker that never serves (its ready() failed: rolled back) closes a lend that waited for it.
+  const never = worker0(t).l;
+  await never.listen(http.createServer(), 'web', { host: '127.0.0.1', port: 0 });
+  const waiting = never.borrowed.lend(1, ['web'], [dupFd(fd1)]);
+  never.borrowed.close();
+  assert.equal((await waiting).refused[0]?.code, 'ERR_BATON_STATE');
+  assert.equal(copiesOf(fd1), 1, 'the waiting lent copy is closed');
+  never.stopAccepting();
   assert.ok(events.some((e) => e.startsWith('lent ') && e.includes('refused')));
   await l.borrowed.lend(1, ['web'], [dupFd(fd1)]);
   assert.deepEqual(await requests(20, () => httpGet(port)), Array(20).fill('ok'), 'the worker serves on');

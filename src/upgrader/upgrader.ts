@@ -277,6 +277,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
         this.#moves.closeReceivers();
         if (this.#mode.handoffBroke(client).fatal) {
           closeFds(deferred.map((d) => d.fd));
+          this.#listeners.borrowed.close(); // lends the supervisor sent before the rollback: refused, fds closed
           client.close();
           throw batonError('ERR_BATON_ROLLED_BACK', `the handoff did not complete: ${(err as Error).message}`);
         }
@@ -310,6 +311,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     const broke = this.#mode.handoffBroke(client);
     if (!broke.fatal) return;
     closeFds(deferred.map((d) => d.fd));
+    this.#listeners.borrowed.close();
     client.close();
     throw batonError('ERR_BATON_ROLLED_BACK', `${broke.who} before ready()`);
   }
