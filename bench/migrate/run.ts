@@ -909,13 +909,18 @@ lines above.
   without a reload in the same run): with full batches of 253 the new generation took 13–71 ms to adopt a
   batch (the first, cold, the slowest) and 22–84 ms more in the turn after, where the previous batch's
   first reads ran, so a client waited for two such batches — each client's slowest echo p99 ~100 ms (10–13×
-  without a reload) for WebSockets; raw TCP, moved all at once at the drain, 88–265 ms (5–11×). After the
-  change, in alternating runs: WebSockets p99 28–45 ms (3.5–4.9×), raw TCP 16–87 ms (1.1–2.0×). Alternating
-  WebSocket runs with other batch targets: 40 ms 46–59 ms, full batches 91–185 ms, 5 ms no better than 10 ms
-  and a longer move. Profiles (\`BENCH_CPU_PROF\`) of the new generation showed no single long task left:
-  its busy stretches were 15 ms at most; what remains is mostly the machine's — both generations, the
-  clients and other work on two cores — which the no-reload column and the benchmark process's own
-  event-loop delay show.
+  without a reload) for WebSockets; raw TCP, moved all at once at the drain, 88–265 ms (5–11×). Alternating
+  WebSocket runs at a load average of 4–7 with batch targets of 10 ms: p99 28–45 ms (3.5–4.9×); 40 ms:
+  46–59 ms; full batches: 91–185 ms; 5 ms: no better, a longer move. Raw TCP paced (migrateAll) at the same
+  load: 16–87 ms (1.1–2.0×). Profiles (BENCH_CPU_PROF) of the new generation showed no single long task
+  left: its busy stretches were 15 ms at most.
+- At a load average of 9–13 (the table above, and alternating runs of this code and the one before it)
+  nothing holds: both generations and the clients get a fraction of a core, gaps of 100 ms and more appear
+  where neither generation answers anyone, and a paced move — a few turns of each event loop per batch —
+  takes longer than an unpaced one (raw TCP 1,000: 365–990 ms against 101–233 ms; p99 149–401 ms against
+  72–222 ms; WebSockets p99 192–516 ms against 115–783 ms). 10,000 connections could not be measured: without
+  a reload the machine already answered p99 530 ms, and the move stalled for over a second between batches.
+  Final figures need a quiet machine (the command below).
 - Every round trip of both windows is written to \`$BENCH_SERIES_DIR/baton-migrate-stall-<kind>-<N>.csv\`
   (default the temp directory): send time and answer time in ms from the reload command, the round trip,
   the client and the generation that answered.
