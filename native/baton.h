@@ -27,6 +27,10 @@ napi_value baton_throw_range(napi_env env, const char *code, const char *message
 bool baton_arg_fd(napi_env env, napi_value v, const char *name, int *out);
 bool baton_arg_int32(napi_env env, napi_value v, const char *name, int32_t *out);
 bool baton_arg_fd_array(napi_env env, napi_value v, const char *name, int *fds, uint32_t max, uint32_t *count);
+/* A typed array of `type` (`type_name` in the message, e.g. "an Int32Array"): its data and element count. */
+bool baton_arg_typed_array(napi_env env, napi_value v, const char *name, napi_typedarray_type type,
+                           const char *type_name, void **data, size_t *length);
+bool baton_arg_int32_array(napi_env env, napi_value v, const char *name, int32_t **data, size_t *length);
 
 /* Close an array of fds, keeping errno intact (used on error paths). */
 void baton_close_all(const int *fds, size_t n);

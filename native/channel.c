@@ -293,26 +293,6 @@ static napi_value channel_send_record(napi_env env, napi_callback_info info) {
   return send_record(env, fd, iov, iovcnt, fds, nfds);
 }
 
-static bool get_int32_array(napi_env env, napi_value v, const char *name, int32_t **data, size_t *len) {
-  bool ok = false;
-  napi_is_typedarray(env, v, &ok);
-  if (ok) {
-    napi_typedarray_type type;
-    size_t count, offset;
-    napi_value ab;
-    void *p;
-    if (napi_get_typedarray_info(env, v, &type, &count, &p, &ab, &offset) == napi_ok && type == napi_int32_array) {
-      *data = p;
-      *len = count;
-      return true;
-    }
-  }
-  char msg[120];
-  snprintf(msg, sizeof msg, "The \"%s\" argument must be an Int32Array", name);
-  baton_throw_type(env, "ERR_INVALID_ARG_TYPE", msg);
-  return false;
-}
-
 /* sendRecordInt32(fd, header, payload | null, fds: Int32Array, count): sendRecord with the fds in the first
  * `count` entries of a typed array, for the TypeScript sendRecord in src/fd/native.ts, which checks them
  * (reading a JavaScript array element by element through N-API costs more than passing the fds to the
@@ -327,7 +307,8 @@ static napi_value channel_send_record_int32(napi_env env, napi_callback_info inf
   int32_t *fds;
   size_t len;
   int32_t count;
-  if (!get_int32_array(env, argv[3], "fds", &fds, &len) || !baton_arg_int32(env, argv[4], "count", &count)) return NULL;
+  if (!baton_arg_int32_array(env, argv[3], "fds", &fds, &len) || !baton_arg_int32(env, argv[4], "count", &count))
+    return NULL;
   if (count < 0 || (size_t)count > len || count > BATON_SCM_MAX_FD)
     return baton_throw_range(env, "ERR_OUT_OF_RANGE", "The \"count\" argument is out of range");
   for (int32_t i = 0; i < count; i++)
@@ -374,7 +355,8 @@ static napi_value channel_recv_batch(napi_env env, napi_callback_info info) {
   int32_t *meta, *fds;
   size_t meta_len, fds_cap;
   if (!baton_arg_fd(env, argv[0], "fd", &fd) || !baton_arg_int32(env, argv[1], "max", &max) ||
-      !get_int32_array(env, argv[2], "meta", &meta, &meta_len) || !get_int32_array(env, argv[3], "fds", &fds, &fds_cap))
+      !baton_arg_int32_array(env, argv[2], "meta", &meta, &meta_len) ||
+      !baton_arg_int32_array(env, argv[3], "fds", &fds, &fds_cap))
     return NULL;
   enum { PER_RECORD_FDS = BATON_SCM_MAX_FD * 2 };
   if (meta_len < 2 + 5 || fds_cap < PER_RECORD_FDS)

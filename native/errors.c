@@ -117,6 +117,26 @@ bool baton_arg_fd_array(napi_env env, napi_value v, const char *name, int *fds, 
   return true;
 }
 
+bool baton_arg_typed_array(napi_env env, napi_value v, const char *name, napi_typedarray_type type,
+                           const char *type_name, void **data, size_t *length) {
+  bool is_typed = false;
+  napi_typedarray_type got;
+  if (napi_is_typedarray(env, v, &is_typed) == napi_ok && is_typed &&
+      napi_get_typedarray_info(env, v, &got, length, data, NULL, NULL) == napi_ok && got == type)
+    return true;
+  char msg[160];
+  snprintf(msg, sizeof msg, "The \"%s\" argument must be %s", name, type_name);
+  baton_throw_type(env, "ERR_INVALID_ARG_TYPE", msg);
+  return false;
+}
+
+bool baton_arg_int32_array(napi_env env, napi_value v, const char *name, int32_t **data, size_t *length) {
+  void *p;
+  if (!baton_arg_typed_array(env, v, name, napi_int32_array, "an Int32Array", &p, length)) return false;
+  *data = p;
+  return true;
+}
+
 void baton_close_all(const int *fds, size_t n) {
   int saved = errno;
   for (size_t i = 0; i < n; i++)

@@ -64,20 +64,13 @@ static napi_value fd_close_int32(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  bool is_typed = false;
-  napi_is_typedarray(env, argv[0], &is_typed);
-  napi_typedarray_type type = napi_uint8_array;
-  size_t length = 0, offset;
-  void *data = NULL;
-  napi_value ab;
-  if (is_typed) napi_get_typedarray_info(env, argv[0], &type, &length, &data, &ab, &offset);
-  if (!is_typed || type != napi_int32_array)
-    return baton_throw_type(env, "ERR_INVALID_ARG_TYPE", "The \"fds\" argument must be an Int32Array");
+  int32_t *fds;
+  size_t length;
+  if (!baton_arg_int32_array(env, argv[0], "fds", &fds, &length)) return NULL;
   int32_t count;
   if (!baton_arg_int32(env, argv[1], "count", &count)) return NULL;
   if (count < 0 || (size_t)count > length)
     return baton_throw_range(env, "ERR_OUT_OF_RANGE", "The \"count\" argument is out of range");
-  const int32_t *fds = data;
   uint32_t closed = 0;
   for (int32_t i = 0; i < count; i++)
     if (fds[i] >= 0 && (syscall(SYS_close, fds[i]) == 0 || errno == EINTR)) closed++;

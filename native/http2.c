@@ -45,6 +45,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -139,14 +140,17 @@ static bool settings_match(void *session, const uint32_t *local, const uint32_t 
   return true;
 }
 
-static bool settings_arg(napi_env env, napi_value v, const uint32_t **out) {
-  bool is_typed = false;
-  napi_typedarray_type type;
-  size_t length = 0;
-  void *data = NULL;
-  if (napi_is_typedarray(env, v, &is_typed) != napi_ok || !is_typed) return false;
-  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok) return false;
-  if (type != napi_uint32_array || length != SETTINGS_CHECKED) return false;
+/* local or remote: a Uint32Array of the SETTINGS_CHECKED values, in setting-id order. */
+static bool settings_arg(napi_env env, napi_value v, const char *name, const uint32_t **out) {
+  void *data;
+  size_t length;
+  if (!baton_arg_typed_array(env, v, name, napi_uint32_array, "a Uint32Array", &data, &length)) return false;
+  if (length != SETTINGS_CHECKED) {
+    char msg[120];
+    snprintf(msg, sizeof msg, "The \"%s\" argument must hold the %d checked settings", name, SETTINGS_CHECKED);
+    baton_throw_type(env, "ERR_INVALID_ARG_TYPE", msg);
+    return false;
+  }
   *out = data;
   return true;
 }
@@ -165,8 +169,7 @@ static napi_value shutdown_notice(napi_env env, napi_callback_info info) {
   if (argc < 3 || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_object)
     return baton_throw_type(env, "ERR_INVALID_ARG_TYPE", "shutdownNotice(handle, local, remote) needs an object");
   const uint32_t *local = NULL, *remote = NULL;
-  if (!settings_arg(env, argv[1], &local) || !settings_arg(env, argv[2], &remote))
-    return baton_throw_type(env, "ERR_INVALID_ARG_TYPE", "shutdownNotice: local and remote must be Uint32Array(6)");
+  if (!settings_arg(env, argv[1], "local", &local) || !settings_arg(env, argv[2], "remote", &remote)) return NULL;
 
   if (!available()) return result(env, "unsupported: this Node does not export the nghttp2/V8 functions");
   /* A failed read here means this kernel or sandbox refuses process_vm_readv: nothing can be checked. */
