@@ -21,7 +21,8 @@ import type { FileHandle } from 'node:fs/promises';
 import { batonError, checkFd } from './errors.js';
 import { fileHandleParts } from './internals.js';
 import { untilListening } from './listening.js';
-import { native, type NativeProbe } from './native.js';
+import type { FdInfo } from './fd-info.js';
+import { native } from './native.js';
 
 export type Adopted = net.Server | net.Socket | dgram.Socket | FileHandle;
 
@@ -114,7 +115,7 @@ export async function adoptFile(fd: number): Promise<FileHandle> {
   return fileOn(fd);
 }
 
-function probeOrClose(fd: number): NativeProbe {
+function probeOrClose(fd: number): FdInfo {
   try {
     return native.probe(fd);
   } catch (err) {
@@ -124,7 +125,7 @@ function probeOrClose(fd: number): NativeProbe {
   }
 }
 
-function unsupported(fd: number, info: NativeProbe, expected: string): Error {
+function unsupported(fd: number, info: FdInfo, expected: string): Error {
   return batonError(
     'ERR_BATON_UNSUPPORTED_FD',
     `fd ${fd} is ${info.kind}${info.socketType ? ` (${info.family} ${info.socketType})` : ''}, expected ${expected}; ` +
@@ -132,13 +133,13 @@ function unsupported(fd: number, info: NativeProbe, expected: string): Error {
   );
 }
 
-async function listenOn(fd: number, info: NativeProbe, options: AdoptOptions): Promise<net.Server> {
+async function listenOn(fd: number, info: FdInfo, options: AdoptOptions): Promise<net.Server> {
   const server = net.createServer();
   await untilListeningOrClose(fd, info, server, () => server.listen({ fd, backlog: options.backlog ?? 511 }));
   return server;
 }
 
-function socketOn(fd: number, info: NativeProbe, options: AdoptOptions): net.Socket {
+function socketOn(fd: number, info: FdInfo, options: AdoptOptions): net.Socket {
   try {
     return new net.Socket({
       fd,
@@ -152,7 +153,7 @@ function socketOn(fd: number, info: NativeProbe, options: AdoptOptions): net.Soc
   }
 }
 
-async function dgramOn(fd: number, info: NativeProbe, options: AdoptOptions): Promise<dgram.Socket> {
+async function dgramOn(fd: number, info: FdInfo, options: AdoptOptions): Promise<dgram.Socket> {
   let socket: dgram.Socket;
   try {
     socket = dgram.createSocket({ ...options.dgram, type: info.family === 'IPv6' ? 'udp6' : 'udp4' });
@@ -195,7 +196,7 @@ export async function bindOnFd(socket: dgram.Socket, fd: number): Promise<void> 
  * number that was reused meanwhile). */
 async function untilListeningOrClose(
   fd: number,
-  info: NativeProbe,
+  info: FdInfo,
   emitter: EventEmitter,
   start: () => void,
   cleanUp?: () => void,
@@ -210,7 +211,7 @@ async function untilListeningOrClose(
 }
 
 /** After an error, is `fd` still the socket we probed (and not a new file that reused the number)? */
-function sameSocket(fd: number, info: NativeProbe): boolean {
+function sameSocket(fd: number, info: FdInfo): boolean {
   try {
     return native.probe(fd).inode === info.inode;
   } catch {

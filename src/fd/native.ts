@@ -7,27 +7,7 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-
-/** A socket address as the addon reports it. */
-export type NativeAddress =
-  | { family: 'IPv4' | 'IPv6'; address: string; port: number; scopeId?: number }
-  | { family: 'unix'; path: string }
-  | { family: 'other'; familyNumber: number };
-
-export interface NativeProbe {
-  fd: number;
-  kind: string;
-  family: 'IPv4' | 'IPv6' | 'unix' | 'other' | null;
-  socketType: 'stream' | 'dgram' | 'seqpacket' | 'other' | null;
-  listening: boolean;
-  local: NativeAddress | null;
-  remote: NativeAddress | null;
-  nonblocking: boolean;
-  cloexec: boolean;
-  accessMode: 'r' | 'w' | 'rw';
-  inode: number;
-  size: number;
-}
+import type { FdInfo } from './fd-info.js';
 
 export interface NativePoller {
   /** Watch for these events (pollEvents bits); 0 stops watching. */
@@ -52,7 +32,7 @@ export interface NativeBinding {
    * the addon's recvBatch, the channel's one receive path.) */
   recvRecords(fd: number, max: number): Array<number | Buffer | number[] | null>;
   peerCred(fd: number): { pid: number; uid: number; gid: number };
-  probe(fd: number): NativeProbe;
+  probe(fd: number): FdInfo;
   getsockoptInt(fd: number, level: number, name: number): number;
   setsockoptInt(fd: number, level: number, name: number, value: number): void;
   getsockoptRaw(fd: number, level: number, name: number, length: number): Buffer;
