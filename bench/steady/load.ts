@@ -3,11 +3,13 @@
  * never shares an event loop with the client: a warm-up, then `measureMs` of load with scripts/lib/http-load.ts
  * (every request accounted for: sent = ok + non2xx + errors), then one JSON line on stdout (RoundResult).
  *
- *   argv: <port> <connections> <warmupMs> <measureMs> <keepalive|close>
+ *   argv: <port> <connections> <warmupMs> <measureMs> <keepalive|close> [path (/)] [a header to count answers by]
+ *
+ * (bench/workers/run.ts passes a path and `x-worker`: its servers name the worker pid that answered.)
  */
 import { percentile, startLoad, type LoadResult } from '../../scripts/lib/http-load.js';
 
-type Counters = 'sent' | 'ok' | 'non2xx' | 'errors' | 'errorCodes' | 'socketsOpened' | 'durationMs';
+type Counters = 'sent' | 'ok' | 'non2xx' | 'errors' | 'errorCodes' | 'socketsOpened' | 'durationMs' | 'byHeader';
 
 export interface RoundResult extends Pick<LoadResult, Counters> {
   /** Answered requests (any status) per second of the measured phase. */
@@ -17,13 +19,13 @@ export interface RoundResult extends Pick<LoadResult, Counters> {
 }
 
 async function main(): Promise<void> {
-  const [portArg, connArg, warmArg, measureArg, mode] = process.argv.slice(2);
+  const [portArg, connArg, warmArg, measureArg, mode, urlPath, countHeader] = process.argv.slice(2);
   if (mode !== 'keepalive' && mode !== 'close') throw new Error(`mode must be keepalive or close, got ${mode}`);
   const keepAlive = mode === 'keepalive';
-  const base = { port: Number(portArg), connections: Number(connArg), keepAlive, timeoutMs: 10_000 };
+  const base = { port: Number(portArg), connections: Number(connArg), keepAlive, timeoutMs: 10_000, path: urlPath };
   // Warm-up: the server's JIT and the client's both settle; its requests are not counted.
   await startLoad({ ...base, durationMs: Number(warmArg) }).done;
-  const r = await startLoad({ ...base, durationMs: Number(measureArg) }).done;
+  const r = await startLoad({ ...base, durationMs: Number(measureArg), countHeader }).done;
   const answered = r.ok + r.non2xx;
   const out: RoundResult = {
     sent: r.sent,
@@ -33,6 +35,7 @@ async function main(): Promise<void> {
     errorCodes: r.errorCodes,
     socketsOpened: r.socketsOpened,
     durationMs: r.durationMs,
+    byHeader: r.byHeader,
     reqPerSec: answered / (r.durationMs / 1000),
     p50: percentile(r.latenciesMs, 50),
     p99: percentile(r.latenciesMs, 99),

@@ -7,13 +7,19 @@
  * hands connections to the workers round-robin (Node's default on Linux).
  *
  * Prints `ready <pid>` once every worker listens and `restarted <ms>` after each rolling restart.
+ *
+ * `npm run bench:workers` runs it with WORKER_MODULE (a module each worker imports instead of serving the
+ * handler here: bench/workers/plain-app.ts) and STOP_SIGNAL (stop an old worker with this signal, as PM2 does,
+ * instead of `disconnect()`, so that the app's own shutdown can close its WebSockets).
  */
 import cluster, { type Worker } from 'node:cluster';
 import http from 'node:http';
+import { pathToFileURL } from 'node:url';
 import { handler, portFromEnv } from './handler.js';
 
 const WORKERS = Number(process.env.WORKERS ?? 2);
 const KILL_TIMEOUT_MS = 1600;
+const STOP_SIGNAL = process.env.STOP_SIGNAL as NodeJS.Signals | undefined;
 
 if (cluster.isPrimary) {
   const fork = () =>
@@ -34,7 +40,8 @@ if (cluster.isPrimary) {
         clearTimeout(timer);
         resolve();
       });
-      w.disconnect();
+      if (STOP_SIGNAL) w.process.kill(STOP_SIGNAL);
+      else w.disconnect();
     });
 
   const workers = await Promise.all(Array.from({ length: WORKERS }, fork));
@@ -62,6 +69,8 @@ if (cluster.isPrimary) {
     void Promise.all(workers.map(stop)).then(() => process.exit(0));
     setTimeout(() => process.exit(1), 5000).unref();
   });
+} else if (process.env.WORKER_MODULE) {
+  await import(pathToFileURL(process.env.WORKER_MODULE).href);
 } else {
   http.createServer(handler).listen(portFromEnv(), '127.0.0.1');
 }

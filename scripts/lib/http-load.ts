@@ -25,6 +25,8 @@ export interface LoadOptions {
   tls?: https.AgentOptions;
   /** false: every request on a new connection, sent with `Connection: close` (default true: keep-alive). */
   keepAlive?: boolean;
+  /** Count answers by the value of this response header (e.g. the pid of the worker that served it): `byHeader`. */
+  countHeader?: string;
 }
 
 export interface LoadResult {
@@ -37,6 +39,8 @@ export interface LoadResult {
   socketsOpened: number;
   latenciesMs: number[];
   samples: Array<[number, number, number]>;
+  /** Answers per value of `countHeader` (`''` when an answer lacks it); empty without `countHeader`. */
+  byHeader: Record<string, number>;
   startedAt: number;
   durationMs: number;
 }
@@ -65,6 +69,7 @@ export function startLoad(opts: LoadOptions): Load {
     socketsOpened: 0,
     latenciesMs: [],
     samples: [],
+    byHeader: {},
     startedAt,
     durationMs: 0,
   };
@@ -93,6 +98,10 @@ export function startLoad(opts: LoadOptions): Load {
             else result.non2xx++;
             result.latenciesMs.push(ms);
             if (opts.record) result.samples.push([Date.now() - startedAt, ms, res.statusCode!]);
+            if (opts.countHeader) {
+              const v = String(res.headers[opts.countHeader] ?? '');
+              result.byHeader[v] = (result.byHeader[v] ?? 0) + 1;
+            }
             resolve();
           });
           res.on('error', fail);
