@@ -9,7 +9,16 @@
  */
 import { percentile, startLoad, type LoadResult } from '../../scripts/lib/http-load.js';
 
-type Counters = 'sent' | 'ok' | 'non2xx' | 'errors' | 'errorCodes' | 'socketsOpened' | 'durationMs' | 'byHeader';
+type Counters =
+  | 'sent'
+  | 'ok'
+  | 'non2xx'
+  | 'errors'
+  | 'errorCodes'
+  | 'socketsOpened'
+  | 'durationMs'
+  | 'byHeader'
+  | 'socketsByHeader';
 
 export interface RoundResult extends Pick<LoadResult, Counters> {
   /** Answered requests (any status) per second of the measured phase. */
@@ -36,6 +45,7 @@ async function main(): Promise<void> {
     socketsOpened: r.socketsOpened,
     durationMs: r.durationMs,
     byHeader: r.byHeader,
+    socketsByHeader: r.socketsByHeader,
     reqPerSec: answered / (r.durationMs / 1000),
     p50: percentile(r.latenciesMs, 50),
     p99: percentile(r.latenciesMs, 99),

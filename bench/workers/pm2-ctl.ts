@@ -39,6 +39,14 @@ const pm2 = createRequire(import.meta.url)(dir) as Pm2Api;
 
 const call = <T>(f: (cb: Cb<T>) => void) =>
   new Promise<T>((resolve, reject) => f((err, r) => (err ? reject(err) : resolve(r as T))));
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 const say = (line: string) => process.stdout.write(`pm2-ctl ${line}\n`);
 const pids = async () =>
   (await call<Pm2Process[]>((cb) => pm2.list(cb)))
@@ -74,6 +82,9 @@ async function main(): Promise<void> {
       } else if (cmd === 'kill') {
         await call((cb) => pm2.killDaemon(cb));
         pm2.disconnect();
+        // The daemon is this process's child (spawned detached): wait until it is gone and reaped here, rather
+        // than leave it to init. The driver SIGKILLs its process group if it is still there after this.
+        for (let i = 0; i < 100 && alive(daemon); i++) await new Promise((r) => setTimeout(r, 50));
         say('killed');
         process.exit(0);
       } else say(`error unknown command ${cmd}`);

@@ -40,6 +40,7 @@ import { fileURLToPath } from 'node:url';
 import { sendCommand } from '../../src/handoff/control.js';
 import { envInt, freePort, machine, stdoutLines, trackedProcesses, untilExit, writeDocSection } from '../lib/common.js';
 import type { RoundResult } from '../steady/load.js';
+import { ForeignCpu } from '../upgrade/foreign-cpu.js';
 import type { PhaseResult } from './load.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -111,19 +112,41 @@ interface Proc {
   running: () => boolean;
 }
 
-/** `argv` (node) in its own process group, tracked; stdout by line, stderr to `log`. */
-function startNode(argv: string[], env: NodeJS.ProcessEnv, log: string, stdin = false): Proc {
-  const err = fs.openSync(log, 'a');
+/** Each complete line of `stream`, as it comes. */
+function eachLine(stream: NodeJS.ReadableStream, f: (line: string) => void): void {
+  let buf = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    buf += chunk;
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      f(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  });
+}
+
+/**
+ * `argv` (node) in its own process group, tracked; stdout by line (`opts.onLine` sees every one), stderr appended
+ * to `log` (`opts.onErrLine` sees each line), stdin a pipe with `opts.stdin`.
+ */
+function startNode(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  log: string,
+  opts: { stdin?: boolean; onLine?: (line: string) => void; onErrLine?: (line: string) => void } = {},
+): Proc {
   const child = spawn(process.execPath, argv, {
     cwd: ROOT,
     env: { ...process.env, ...env },
-    stdio: [stdin ? 'pipe' : 'ignore', 'pipe', err],
+    stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
     detached: true,
   });
-  fs.closeSync(err);
   tracked.add(child.pid!);
+  const out = fs.createWriteStream(log, { flags: 'a' });
+  child.stderr!.pipe(out);
+  if (opts.onErrLine) eachLine(child.stderr!, opts.onErrLine);
   const { exited, running } = untilExit(child, tracked);
-  return { child, nextLine: stdoutLines(child, log), exited, running };
+  return { child, nextLine: stdoutLines(child, log, opts.onLine), exited, running };
 }
 
 async function stopProc(p: Proc, ms: number): Promise<void> {
@@ -158,14 +181,41 @@ async function startBaton(dir: string, workers: number): Promise<Server> {
   const port = await freePort();
   const sock = path.join(dir, `${key}.sock`);
   const log = path.join(dir, `${key}.log`);
+  // Every worker of every generation leads its own process group: each is tracked (killed at exit whatever
+  // happens) from the supervisor's spawn line on, and killed by stop().
+  const generations = new Set<number>();
+  const ready = new Set<string>();
+  let allReady = () => {};
+  const started = new Promise<void>((resolve) => (allReady = resolve));
   const sup = startNode(
     [BATON, 'run', '--workers', String(workers), '--socket', sock, '--', process.execPath, APP],
-    {
-      PORT: String(port),
-    },
+    { PORT: String(port) },
     log,
+    {
+      onErrLine(line) {
+        // pid_max is 32768 on the machine this was written on: a pid is forgotten as soon as its exit is logged.
+        const m = /^baton (spawn|exit) supervisor=\d+ generation=\d+ child=(\d+)/.exec(line);
+        if (!m) return;
+        const pid = Number(m[2]);
+        const set = m[1] === 'spawn' ? 'add' : 'delete';
+        generations[set](pid);
+        tracked[set](pid);
+      },
+      onLine(line) {
+        const m = /^ready 1 \d+ (\d+)/.exec(line);
+        if (m) ready.add(m[1]!);
+        if (ready.size === workers) allReady();
+      },
+    },
   );
-  for (let i = 0; i < workers; i++) await sup.nextLine(/^ready 1 \d+ \d+/, START_TIMEOUT_MS, `baton run worker ${i}`);
+  const timeout = sleep(START_TIMEOUT_MS).then(() => {
+    throw new Error(`baton run --workers ${workers}: ${ready.size} of ${workers} ready after ${START_TIMEOUT_MS} ms`);
+  });
+  await Promise.race([
+    started,
+    timeout,
+    sup.exited.then(() => Promise.reject(new Error(`baton run exited (see ${log})`))),
+  ]);
   return {
     key,
     title: `baton --workers ${workers}`,
@@ -183,9 +233,10 @@ async function startBaton(dir: string, workers: number): Promise<Server> {
         // killed below
       }
       await stopProc(sup, 15_000);
-      // Generations lead their own process groups: kill any left behind.
-      const spawned = fs.readFileSync(log, 'utf8').matchAll(/baton spawn supervisor=\d+ generation=\d+ child=(\d+)/g);
-      for (const m of spawned) killIfStill(Number(m[1]), 'bench/workers/app.js');
+      for (const pid of generations) {
+        killIfStill(pid, 'bench/workers/app.js'); // any left behind
+        tracked.delete(pid);
+      }
     },
   };
 }
@@ -244,7 +295,9 @@ async function startPm2(dir: string): Promise<Server> {
   const port = await freePort();
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-workers-pm2-'));
   const log = path.join(dir, 'pm2-ctl.log');
-  const ctl = startNode([PM2_CTL, PM2_DIR, PLAIN_APP, String(WORKERS), String(port)], { PM2_HOME: home }, log, true);
+  const ctl = startNode([PM2_CTL, PM2_DIR, PLAIN_APP, String(WORKERS), String(port)], { PM2_HOME: home }, log, {
+    stdin: true,
+  });
   const answer = (what: string, ms: number) =>
     ctl.nextLine(/^pm2-ctl (started|reloaded|killed|error) ?(.*)$/, ms, what);
   const m = await answer('PM2 start', START_TIMEOUT_MS);
@@ -352,6 +405,8 @@ interface ThroughputRow {
   ratio: Spread;
   /** Per-round max/min requests per worker. */
   balance: Spread;
+  /** Per round, the client's connections per worker (the first answer on each names its worker), largest first. */
+  splits: string[];
   sent: number;
   failed: number;
 }
@@ -372,7 +427,10 @@ async function throughput(
       const r = await runRound(s.port, load.connections, load.path, load.mode);
       results.get(s.key)!.push(r);
       const b = balance(r.byHeader, workersOf(s));
-      console.log(`  ${label} round ${i + 1}/${ROUNDS} ${s.title}: ${Math.round(r.reqPerSec)} req/s, max/min ${fx(b)}`);
+      const split = load.mode === 'keepalive' ? `, connections ${splitOf(r)}` : '';
+      console.log(
+        `  ${label} round ${i + 1}/${ROUNDS} ${s.title}: ${Math.round(r.reqPerSec)} req/s, max/min ${fx(b)}${split}`,
+      );
     }
   }
   const refRounds = results.get(ref)!;
@@ -386,6 +444,7 @@ async function throughput(
       reqPerSec: spread(rounds.map((r) => r.reqPerSec)),
       ratio: spread(rounds.map((r, i) => r.reqPerSec / refRounds[i]!.reqPerSec)),
       balance: spread(rounds.map((r) => balance(r.byHeader, workersOf(s)))),
+      splits: rounds.map(splitOf),
       sent: rounds.reduce((a, r) => a + r.sent, 0),
       failed: rounds.reduce((a, r) => a + r.errors + r.non2xx, 0),
     };
@@ -393,6 +452,32 @@ async function throughput(
 }
 
 const workersOf = (s: Server) => (s.key === 'baton1' ? 1 : WORKERS);
+const splitOf = (r: RoundResult) =>
+  Object.values(r.socketsByHeader)
+    .sort((a, b) => b - a)
+    .join('/');
+
+/** CPU seconds other processes (not this benchmark's) used during a phase, over its wall time. */
+interface Foreign {
+  phase: string;
+  seconds: number;
+  wallS: number;
+  top: string[];
+}
+
+async function watched<T>(phase: string, foreign: Foreign[], f: () => Promise<T>): Promise<T> {
+  const cpu = new ForeignCpu();
+  cpu.start();
+  const t0 = Date.now();
+  try {
+    return await f();
+  } finally {
+    foreign.push({ phase, ...cpu.stop(), wallS: (Date.now() - t0) / 1000 });
+  }
+}
+
+const foreignLine = (f: Foreign) =>
+  `${f.phase}: ${f.seconds.toFixed(1)} CPU-s in ${f.wallS.toFixed(0)} s${f.top.length ? ` (${f.top.join(', ')})` : ''}`;
 
 interface ReloadRow {
   key: string;
@@ -409,7 +494,7 @@ interface ReloadRow {
 /** One reload phase: the WebSocket set and keep-alive load on `s`, RELOADS reloads. */
 async function reloadPhase(s: Server, dir: string): Promise<ReloadRow> {
   const argv = [PHASE_LOAD, String(s.port), String(CONNECTIONS), String(WEBSOCKETS), String(WS_PERIOD_MS)];
-  const load = startNode(argv, {}, path.join(dir, `load-${s.key}.log`), true);
+  const load = startNode(argv, {}, path.join(dir, `load-${s.key}.log`), { stdin: true });
   await load.nextLine(/^started$/, 30_000, `${s.title}: load client`);
   const result = load.nextLine(/^\{/, 60_000 + RELOADS * RELOAD_TIMEOUT_MS, `${s.title}: load client result`);
   await sleep(STEADY_MS);
@@ -563,6 +648,17 @@ function goalLines(cols: Column[]): string[] {
   ];
 }
 
+/** Per column, how the keep-alive rounds' connections fell on the workers, and the requests that followed. */
+function splitLines(cols: Column[]): string[] {
+  return cols
+    .filter((c) => c.steady)
+    .map(
+      (c) =>
+        `${c.title}: keep-alive connections per worker, round by round: ${c.steady!.splits.join(', ')}; requests ` +
+        `max/min ${c.steady!.rounds.map((r) => fx(balance(r.byHeader, WORKERS))).join(', ')}`,
+    );
+}
+
 function detailLines(cols: Column[]): string[] {
   return cols
     .filter((c) => c.reload)
@@ -584,7 +680,7 @@ function detailLines(cols: Column[]): string[] {
     });
 }
 
-function docSection(cols: Column[], cpu: ThroughputRow[], uptime: string): string {
+function docSection(cols: Column[], cpu: ThroughputRow[], uptime: string, foreign: Foreign[]): string {
   const skipped = cols.filter((c) => c.skipped);
   return `${MARK_START}
 ## N workers per generation: baton, node:cluster and PM2 (npm run bench:workers)
@@ -622,15 +718,29 @@ then ${TAIL_MS / 1000} s more. **Failed requests** are errors + non-2xx (the cli
 errors that were ECONNRESET or EPIPE; **time per upgrade**: the reload command's round trip for baton (until all
 new workers serve), SIGHUP → "both replaced" for node:cluster, \`pm2.reload()\`'s callback for PM2.
 
-Machine: ${machine()}; ${uptime}. **The load client shares the 2 CPUs with the servers** (and other work was
-running on the machine), so req/s is that of a busy small machine: compare the columns, measured in the same
-rounds.
+Machine: ${machine()}; ${uptime}. **The load client shares the 2 CPUs with the servers**, and the machine was
+shared with other work; CPU time other processes used during each phase:
+${foreign.map((f) => `${foreignLine(f)}`).join('; ')}. So req/s is that of a busy small machine: compare the
+columns, measured in the same rounds.
 
 ${mdTable(mainTable(cols))}
 ${skipped.map((c) => `\n${c.title}: ${c.skipped}.`).join('')}
 ${detailLines(cols)
   .map((l) => `- ${l}`)
   .join('\n')}
+
+How the keep-alive connections fell on the workers (the first answer on each connection names its worker):
+
+${splitLines(cols)
+  .map((l) => `- ${l}`)
+  .join('\n')}
+
+With keep-alive, a worker's requests follow the connections it holds. node:cluster deals connections out
+round-robin; baton's workers each have an \`SO_REUSEPORT\` socket and the kernel picks one by a hash of each new
+connection's addresses and ports, so ${CONNECTIONS} connections split like ${CONNECTIONS} coin tosses: for 50 on 2 workers the split
+is within 27/23 (max/min ≤ 1.2) only 52% of the time, and its expected max/min is 1.28 (with 200 connections: 82%).
+With a new connection per request, the hash spreads requests evenly. A connection stays on its worker's slot
+across reloads (old worker i moves it to new worker i), so a reload does not change the split either.
 
 Goals for baton --workers ${WORKERS} (issue 14):
 
@@ -692,30 +802,26 @@ async function main(): Promise<void> {
     const compared = [baton, cluster, ...(pm2 ? [pm2] : [])];
     for (const s of [...compared, baton1]) await untilWorkersAnswer(s.port, workersOf(s), s.title);
 
+    const foreign: Foreign[] = [];
+    const keepAlive = { connections: CONNECTIONS, path: '/', mode: 'keepalive' } as const;
     console.log(`throughput, ${CONNECTIONS} keep-alive connections, GET /:`);
-    const steady = await throughput(
-      compared,
-      'cluster',
-      { connections: CONNECTIONS, path: '/', mode: 'keepalive' },
-      'steady',
+    const steady = await watched('keep-alive rounds', foreign, () =>
+      throughput(compared, 'cluster', keepAlive, 'steady'),
     );
     console.log(`a new connection per request, ${CONNECTIONS} connections at a time, GET /:`);
-    const fresh = await throughput(
-      compared,
-      'cluster',
-      { connections: CONNECTIONS, path: '/', mode: 'close' },
-      'fresh',
+    const fresh = await watched('connection-per-request rounds', foreign, () =>
+      throughput(compared, 'cluster', { ...keepAlive, mode: 'close' }, 'fresh'),
     );
     console.log(`CPU-bound, ${CPU_CONNECTIONS} keep-alive connections, GET /cpu:`);
-    const cpu = await throughput(
-      [baton1, baton, cluster],
-      'baton1',
-      { connections: CPU_CONNECTIONS, path: '/cpu', mode: 'keepalive' },
-      'cpu',
+    const cpuLoad = { connections: CPU_CONNECTIONS, path: '/cpu', mode: 'keepalive' } as const;
+    const cpu = await watched('CPU-bound rounds', foreign, () =>
+      throughput([baton1, baton, cluster], 'baton1', cpuLoad, 'cpu'),
     );
     console.log(`reloads, ${CONNECTIONS} keep-alive connections and ${WEBSOCKETS} WebSockets:`);
     const reloads: ReloadRow[] = [];
-    for (const s of compared) reloads.push(await reloadPhase(s, dir));
+    await watched('reload phases', foreign, async () => {
+      for (const s of compared) reloads.push(await reloadPhase(s, dir));
+    });
 
     const cols: Column[] = [baton, cluster].map((s) => ({
       key: s.key,
@@ -740,16 +846,18 @@ async function main(): Promise<void> {
     const uptime = `\`uptime\` at the start: ${uptime0}; at the end: ${uptime1}`;
     console.log(`\n${textTable(mainTable(cols))}\n`);
     for (const c of cols.filter((x) => x.skipped)) console.log(`${c.title}: ${c.skipped}`);
-    for (const l of detailLines(cols)) console.log(`  ${l}`);
+    for (const l of [...splitLines(cols), ...detailLines(cols)]) console.log(`  ${l}`);
     console.log(`\ngoals for baton --workers ${WORKERS}:`);
     for (const l of goalLines(cols)) console.log(`  ${l}`);
     console.log(`\n${textTable(cpuTable(cpu))}\n\n${uptime}`);
+    console.log(`CPU time other processes on the machine used meanwhile:`);
+    for (const f of foreign) console.log(`  ${foreignLine(f)}`);
     if (WRITE_DOCS) {
-      writeDocSection(DOC, MARK_START, MARK_END, docSection(cols, cpu, uptime));
+      writeDocSection(DOC, MARK_START, MARK_END, docSection(cols, cpu, uptime, foreign));
       console.log(`wrote ${path.relative(ROOT, DOC)}`);
     }
     if (args.has('--json')) {
-      const json = { quick: QUICK, rounds: ROUNDS, reloads: RELOADS, websockets: WEBSOCKETS, cols, cpu };
+      const json = { quick: QUICK, rounds: ROUNDS, reloads: RELOADS, websockets: WEBSOCKETS, cols, cpu, foreign };
       console.log(JSON.stringify(json));
     }
     fs.rmSync(dir, { recursive: true, force: true });
@@ -766,4 +874,8 @@ main()
     console.error(`bench:workers failed: ${err.stack ?? err.message}`);
     process.exitCode = 1;
   })
-  .finally(() => killAll());
+  .finally(() => {
+    killAll();
+    // Nothing of ours is left to wait for; a pipe some stray grandchild still holds must not keep us alive.
+    process.exit();
+  });

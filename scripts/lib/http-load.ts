@@ -41,6 +41,8 @@ export interface LoadResult {
   samples: Array<[number, number, number]>;
   /** Answers per value of `countHeader` (`''` when an answer lacks it); empty without `countHeader`. */
   byHeader: Record<string, number>;
+  /** Connections per value of `countHeader` in the first answer each one carried (e.g. connections per worker). */
+  socketsByHeader: Record<string, number>;
   startedAt: number;
   durationMs: number;
 }
@@ -70,17 +72,20 @@ export function startLoad(opts: LoadOptions): Load {
     latenciesMs: [],
     samples: [],
     byHeader: {},
+    socketsByHeader: {},
     startedAt,
     durationMs: 0,
   };
   let stopping = false;
   const seen = new WeakSet<object>();
+  const attributed = new WeakSet<object>();
   const deadline = opts.durationMs ? setTimeout(() => (stopping = true), opts.durationMs) : null;
 
   const one = () =>
     new Promise<void>((resolve) => {
       const t0 = performance.now();
       result.sent++;
+      let socket: object | null = null;
       const req = request(
         {
           host: opts.host ?? '127.0.0.1',
@@ -101,6 +106,10 @@ export function startLoad(opts: LoadOptions): Load {
             if (opts.countHeader) {
               const v = String(res.headers[opts.countHeader] ?? '');
               result.byHeader[v] = (result.byHeader[v] ?? 0) + 1;
+              if (socket && !attributed.has(socket)) {
+                attributed.add(socket);
+                result.socketsByHeader[v] = (result.socketsByHeader[v] ?? 0) + 1;
+              }
             }
             resolve();
           });
@@ -108,6 +117,7 @@ export function startLoad(opts: LoadOptions): Load {
         },
       );
       req.on('socket', (s) => {
+        socket = s;
         if (!seen.has(s)) {
           seen.add(s);
           result.socketsOpened++;
