@@ -749,9 +749,12 @@ ${goalLines(cols)
   .join('\n')}
 
 **1 → ${WORKERS} workers with a CPU-bound handler** (\`GET /cpu\`: about 1 ms of SHA-256 per request), ${ROUNDS} interleaved
-rounds of ${ROUND_MS / 1000} s, ${CPU_CONNECTIONS} keep-alive connections. On this machine the load client needs CPU too:
-with ${os.availableParallelism()} CPUs, a second worker competes with the client for the second CPU, so the gain is well
-below ${WORKERS}×; on a machine where the client runs elsewhere it would be closer to the number of cores.
+rounds of ${ROUND_MS / 1000} s, ${CPU_CONNECTIONS} keep-alive connections. **This machine's load client shares the
+${os.availableParallelism()} CPUs**, and so does the other work on it (CPU time above): the ratio says how much more CPU
+${WORKERS} workers got than 1 here, not how the app scales. When other processes compete, the scheduler gives each
+runnable process a share, so ${WORKERS} workers get up to ${WORKERS} shares; when the client and one worker already
+take what the others leave, a second worker adds nothing. On a machine where the client runs elsewhere and
+nothing else competes, a CPU-bound handler would approach the number of cores.
 
 ${mdTable(cpuTable(cpu))}
 ${MARK_END}`;
