@@ -9,8 +9,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
+import { runBench } from './bench-helpers.js';
 import { ROOT } from './helpers.js';
 
 interface Round {
@@ -32,27 +33,7 @@ interface Row {
 }
 
 test('bench:steady --quick reports every row, every request accounted for', { timeout: 180_000 }, async (t) => {
-  const argv = [path.join(ROOT, 'dist/bench/steady/run.js'), '--quick', '--json'];
-  const child = spawn(process.execPath, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  t.after(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    try {
-      process.kill(-child.pid!, 'SIGTERM');
-    } catch {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 2000));
-    try {
-      process.kill(-child.pid!, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  });
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const { code, out, err } = await runBench(t, 'steady', ['--quick', '--json']);
   assert.equal(code, 0, `bench:steady failed:\n${out.slice(-3000)}\n${err.slice(-3000)}`);
 
   const { rounds, rows } = JSON.parse(out.trim().split('\n').pop()!) as { rounds: number; rows: Row[] };

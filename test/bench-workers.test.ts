@@ -11,9 +11,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { runBench } from './bench-helpers.js';
 import { ROOT } from './helpers.js';
 
 interface Counted {
@@ -66,28 +66,7 @@ function accounted(what: string, r: Counted): void {
 test('bench:workers --quick reports every column, every request and message accounted for', {
   timeout: 240_000,
 }, async (t) => {
-  const argv = [path.join(ROOT, 'dist/bench/workers/run.js'), '--quick', '--json'];
-  const env = { ...process.env, BENCH_PM2_INSTALL: '0' };
-  const child = spawn(process.execPath, argv, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  t.after(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    try {
-      process.kill(-child.pid!, 'SIGTERM');
-    } catch {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 2000));
-    try {
-      process.kill(-child.pid!, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  });
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const { code, out, err } = await runBench(t, 'workers', ['--quick', '--json'], { BENCH_PM2_INSTALL: '0' });
   assert.equal(code, 0, `bench:workers failed:\n${out.slice(-3000)}\n${err.slice(-3000)}`);
 
   const { reloads, cols, cpu } = JSON.parse(out.trim().split('\n').pop()!) as {

@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { trackedProcesses, writeDocSection } from '../lib/common.js';
+import { textTable } from '../lib/rounds.js';
 import {
   DEFAULTS,
   generationRows,
@@ -73,18 +74,6 @@ function parseArgs(argv: string[]): Args {
     else usage(`unknown argument ${arg}`);
   }
   return a;
-}
-
-function textTable(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
 }
 
 function mdTable(rows: string[][], rightFrom = 1): string {

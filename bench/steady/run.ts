@@ -33,6 +33,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { envInt, freePort, machine, stdoutLines, trackedProcesses, untilExit, writeDocSection } from '../lib/common.js';
 import type { RoundResult } from './load.js';
+import * as rounds from '../lib/rounds.js';
+import { mdTable, type Spread, spread, textTable } from '../lib/rounds.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** dist/bench/steady -> the package root. */
@@ -40,7 +42,6 @@ const ROOT = path.resolve(HERE, '../../..');
 const BATON = path.join(ROOT, 'bin/baton.js');
 const PLAIN_APP = path.join(HERE, '../upgrade/naive.js');
 const BATON_APP = path.join(HERE, '../upgrade/app.js');
-const LOAD = path.join(HERE, 'load.js');
 const DOC = path.join(ROOT, 'docs/performance.md');
 const MARK_START = '<!-- bench:steady:start -->';
 const MARK_END = '<!-- bench:steady:end -->';
@@ -116,31 +117,11 @@ async function startServers(dir: string): Promise<Server[]> {
 }
 
 function runRound(port: number, mode: Mode): Promise<RoundResult> {
-  return new Promise((resolve, reject) => {
-    const argv = [LOAD, String(port), String(CONNECTIONS), String(WARMUP_MS), String(ROUND_MS), mode];
-    const child = spawn(process.execPath, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    tracked.add(child.pid!);
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), WARMUP_MS + ROUND_MS + 30_000);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      tracked.delete(child.pid!);
-      if (code !== 0) return reject(new Error(`load process exited with ${code}: ${err.slice(-2000)}`));
-      resolve(JSON.parse(out.trim().split('\n').pop()!) as RoundResult);
-    });
-  });
+  const args = [port, CONNECTIONS, WARMUP_MS, ROUND_MS, mode];
+  return rounds.runRound(args, WARMUP_MS + ROUND_MS + 30_000, tracked);
 }
 
 // --- figures ----------------------------------------------------------------------------------------
-
-export interface Spread {
-  median: number;
-  min: number;
-  max: number;
-}
 
 export interface Row {
   mode: Mode;
@@ -157,13 +138,6 @@ export interface Row {
   ok: number;
   non2xx: number;
   errors: number;
-}
-
-function spread(values: number[]): Spread {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  const median = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-  return { median, min: s[0]!, max: s[s.length - 1]! };
 }
 
 function rowOf(mode: Mode, server: Server, rounds: RoundResult[], plain: RoundResult[] | null): Row {
@@ -202,22 +176,6 @@ function tableRows(rows: Row[]): string[][] {
           ],
     ),
   ];
-}
-
-function textTable(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
-}
-
-function mdTable(rows: string[][]): string {
-  return [rows[0]!, rows[0]!.map(() => '---'), ...rows.slice(1)].map((r) => `| ${r.join(' | ')} |`).join('\n');
 }
 
 /** Goal: ≥ 0.99× the req/s of plain node:http and p99 within 5%, for every measured baton row. */

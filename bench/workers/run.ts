@@ -40,6 +40,8 @@ import { fileURLToPath } from 'node:url';
 import { sendCommand } from '../../src/handoff/control.js';
 import { envInt, freePort, machine, stdoutLines, trackedProcesses, untilExit, writeDocSection } from '../lib/common.js';
 import type { RoundResult } from '../steady/load.js';
+import * as rounds from '../lib/rounds.js';
+import { mdTable, type Spread, spread, textTable } from '../lib/rounds.js';
 import { ForeignCpu } from '../upgrade/foreign-cpu.js';
 import type { PhaseResult } from './load.js';
 
@@ -51,7 +53,6 @@ const APP = path.join(HERE, 'app.js');
 const PLAIN_APP = path.join(HERE, 'plain-app.js');
 const CLUSTER = path.join(HERE, '../upgrade/cluster.js');
 const PM2_CTL = path.join(HERE, 'pm2-ctl.js');
-const ROUND_LOAD = path.join(HERE, '../steady/load.js');
 const PHASE_LOAD = path.join(HERE, 'load.js');
 /** Where the bench installs PM2 (git-ignored): in the source tree, so that it survives rebuilds. */
 const PM2_PREFIX = path.join(ROOT, 'bench/workers/.pm2');
@@ -354,23 +355,8 @@ async function untilWorkersAnswer(port: number, n: number, what: string): Promis
 
 /** One measuring round (bench/steady/load.ts, its own process) against `port`. */
 function runRound(port: number, connections: number, urlPath: string, mode: Mode): Promise<RoundResult> {
-  return new Promise((resolve, reject) => {
-    const argv = [ROUND_LOAD, String(port), String(connections), String(WARMUP_MS), String(ROUND_MS)];
-    argv.push(mode, urlPath, 'x-worker');
-    const child = spawn(process.execPath, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    tracked.add(child.pid!);
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), WARMUP_MS + ROUND_MS + 30_000);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      tracked.delete(child.pid!);
-      if (code !== 0) return reject(new Error(`load process exited with ${code}: ${err.slice(-2000)}`));
-      resolve(JSON.parse(out.trim().split('\n').pop()!) as RoundResult);
-    });
-  });
+  const args = [port, connections, WARMUP_MS, ROUND_MS, mode, urlPath, 'x-worker'];
+  return rounds.runRound(args, WARMUP_MS + ROUND_MS + 30_000, tracked);
 }
 
 /** Max/min requests per worker; Infinity when fewer than `workers` answered. */
@@ -380,19 +366,6 @@ function balance(byWorker: Record<string, number>, workers: number): number {
     .map(([, n]) => n);
   if (counts.length < workers) return Number.POSITIVE_INFINITY;
   return Math.max(...counts) / Math.min(...counts);
-}
-
-export interface Spread {
-  median: number;
-  min: number;
-  max: number;
-}
-
-function spread(values: number[]): Spread {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  const median = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-  return { median, min: s[0]!, max: s[s.length - 1]! };
 }
 
 interface ThroughputRow {
@@ -610,22 +583,6 @@ function cpuTable(rows: ThroughputRow[]): string[][] {
       r.workers > 1 ? fmtSpread(r.balance, 2) : '—',
     ]),
   ];
-}
-
-function textTable(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
-}
-
-function mdTable(rows: string[][]): string {
-  return [rows[0]!, rows[0]!.map(() => '---'), ...rows.slice(1)].map((r) => `| ${r.join(' | ')} |`).join('\n');
 }
 
 /** The issue's goals for baton, each met or missed (and by how much). */
