@@ -3,9 +3,10 @@
  * every echo ("<generation> <echoed count> <n>"), so a lost, duplicated or reordered message, state that did
  * not move, or a close is seen.
  */
+import assert from 'node:assert/strict';
 import path from 'node:path';
 import WebSocket from 'ws';
-import { ROOT } from './helpers.js';
+import { ROOT, waitFor } from './helpers.js';
 
 export const WS_APP = path.join(ROOT, 'examples/websocket/server.js');
 export const WS_SERVING = /generation 1 serving WebSockets on ws:\/\/127\.0\.0\.1:(\d+)/;
@@ -36,4 +37,17 @@ export function connect(port: number, id: number, perMessageDeflate = false): Pr
     ws.once('open', () => resolve(c));
     ws.once('error', reject);
   });
+}
+
+/** Waits until every message sent has been echoed; then each echo came in order, exactly once, and no client's
+ * connection closed. */
+export async function expectEchoedIntact(clients: Client[]): Promise<void> {
+  await waitFor(() => clients.every((c) => c.expected === c.sent), 20_000, 'every message echoed');
+  const problems = clients.flatMap((c, i) => c.problems.map((p) => `client ${i}: ${p}`));
+  assert.deepEqual(problems.slice(0, 5), [], 'echoes in order, exactly once, with the state carried over');
+  assert.deepEqual(
+    clients.flatMap((c) => c.closes),
+    [],
+    'no client saw its connection close',
+  );
 }
