@@ -914,13 +914,28 @@ lines above.
   46–59 ms; full batches: 91–185 ms; 5 ms: no better, a longer move. Raw TCP paced (migrateAll) at the same
   load: 16–87 ms (1.1–2.0×). Profiles (BENCH_CPU_PROF) of the new generation showed no single long task
   left: its busy stretches were 15 ms at most.
-- At a load average of 9–13 (the table above, and alternating runs of this code and the one before it)
-  nothing holds: both generations and the clients get a fraction of a core, gaps of 100 ms and more appear
-  where neither generation answers anyone, and a paced move — a few turns of each event loop per batch —
-  takes longer than an unpaced one (raw TCP 1,000: 365–990 ms against 101–233 ms; p99 149–401 ms against
-  72–222 ms; WebSockets p99 192–516 ms against 115–783 ms). 10,000 connections could not be measured: without
-  a reload the machine already answered p99 530 ms, and the move stalled for over a second between batches.
-  Final figures need a quiet machine (the command below).
+- On a quiet machine (2026-12-07 08:39–08:45 UTC, load average 0.9–1.4, nothing else running), the same
+  command on this code (twice) and on the code before the pacing (1db504f: WebSockets paced per batch of 253,
+  raw TCP moved all at once at the drain), p99 of each client's slowest echo during the reload:
+
+  | | before pacing | paced (run 1 / run 2) |
+  |---|---:|---:|
+  | 1,000 raw TCP | 88.7 ms (32×) | 31.5 / 45.1 ms (7.3× / 14.9×) |
+  | 1,000 WebSockets | 68.1 ms (7.2×) | 58.8 / 50.0 ms (6.7× / 6.2×) |
+  | 10,000 raw TCP | 988.2 ms (17×) | 174.2 / 139.7 ms (9.0× / 8.3×) |
+  | 10,000 WebSockets | 465.0 ms (6.1×) | 555.8 / 503.2 ms (5.1× / 4.9×) |
+
+  Pacing cut raw TCP's stall 3–7×; WebSockets did not change beyond the spread of two runs. Every goal still
+  FAILS. At 10,000 WebSockets the machine cannot show the 50 ms goal at all: without a reload the clients'
+  slowest echo is already p99 76–110 ms, because the benchmark's own 10,000 clients share the 2 cores with both
+  generations. The move takes 6–11× the floor: the floor adopts connections back to back in one idle process,
+  while a paced move waits a round trip and a turn of both loops per batch, with both generations serving
+  40,000 echoes a second meanwhile.
+- At a load average of 9–13 (earlier runs, alternating this code and the one before it) nothing holds: both
+  generations and the clients get a fraction of a core, gaps of 100 ms and more appear where neither
+  generation answers anyone, and a paced move — a few turns of each event loop per batch — takes longer than
+  an unpaced one (raw TCP 1,000: 365–990 ms against 101–233 ms; p99 149–401 ms against 72–222 ms; WebSockets
+  p99 192–516 ms against 115–783 ms).
 - Every round trip of both windows is written to \`$BENCH_SERIES_DIR/baton-migrate-stall-<kind>-<N>.csv\`
   (default the temp directory): send time and answer time in ms from the reload command, the round trip,
   the client and the generation that answered.
