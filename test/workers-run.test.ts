@@ -10,7 +10,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { startLoad } from '../scripts/lib/http-load.js';
 import { FIXTURES, killPid, spawnNode, tmpDir, within } from './helpers.js';
-import { alive, BATON, get, startSupervised, type Supervised } from './upgrade-helpers.js';
+import type { UpgradeRecord } from '../src/cli/upgrade-record.js';
+import { alive, BATON, baton, get, startSupervised, type Supervised } from './upgrade-helpers.js';
 import { assertNoFailedRequests, servedBy, servingPids } from './workers-helpers.js';
 
 const APP = path.join(FIXTURES, 'worker-app.js');
@@ -51,6 +52,40 @@ test('3 reloads under keep-alive load: 0 failed requests, only the new workers s
     before = after;
   }
   assertNoFailedRequests(await load.stop());
+  assert.equal(await s.shutdown(), 0);
+});
+
+test('a reload names every new worker: its output, --json and the history list each slot and pid', async (t) => {
+  const s = await start(t);
+  // The serving workers' pids by slot, from `baton status`.
+  const bySlot = async () =>
+    (await s.serving())
+      .sort((a, b) => (a.worker ?? 0) - (b.worker ?? 0))
+      .map((g) => ({ worker: g.worker, pid: g.pid }));
+  const r = await s.reload();
+  assert.equal(r.code, 0, r.stderr);
+  const [w0, w1] = await bySlot();
+  assert.match(r.stdout, new RegExp(`^generation 2 \\(worker 0 pid ${w0!.pid}, worker 1 pid ${w1!.pid}\\) is serving`));
+  const json = await s.reload(['--json']); // two-phase
+  assert.equal(json.code, 0, json.stderr);
+  const upgrade = (JSON.parse(json.stdout) as { upgrade: UpgradeRecord }).upgrade;
+  const serving = await bySlot();
+  assert.deepEqual(
+    upgrade.workers?.map(({ worker, pid, outcome }) => ({ worker, pid, outcome })),
+    serving.map((w) => ({ ...w, outcome: 'serving' })),
+  );
+  assert.equal(upgrade.pid, serving[0]!.pid);
+  const rolling = await s.reload(['--rolling']);
+  assert.equal(rolling.code, 0, rolling.stderr);
+  const rolled = await bySlot();
+  const history = (await s.status()).upgrades.filter((u) => u.kind === 'reload');
+  assert.deepEqual(
+    history.map((u) => u.workers?.map((w) => w.pid)),
+    [[w0!.pid, w1!.pid], serving.map((w) => w.pid), rolled.map((w) => w.pid)],
+    'each reload in the history lists both workers',
+  );
+  const text = await baton(['status', '--socket', s.socket]);
+  assert.match(text.stdout, new RegExp(`gen 4 \\(worker 0 pid ${rolled[0]!.pid}, worker 1 pid ${rolled[1]!.pid}\\)`));
   assert.equal(await s.shutdown(), 0);
 });
 

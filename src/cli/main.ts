@@ -14,7 +14,7 @@ import { CHECK_COMMAND, releaseHeldSignals, runImageCheck } from './reexec.js';
 import { CONFIG_FLAGS, loadConfig, mergeFlags, type LoadedConfig } from './config.js';
 import { defaultSocketPath } from './socket-path.js';
 import { MetricsAddressError, MetricsServer, parseMetricsAddress, isLoopback } from './metrics.js';
-import { formatStatus, type StatusData as WatchData, type StatusReply } from './status-format.js';
+import { formatStatus, type StatusData as WatchData, type StatusReply, upgradePids } from './status-format.js';
 import { Supervisor, type UpgradeRecord } from './supervisor.js';
 import { watch } from './watch.js';
 import { HELP } from './help.js';
@@ -323,7 +323,7 @@ async function reload(argv: string[]): Promise<number> {
     );
   else if (result.ok && record)
     process.stdout.write(
-      `generation ${record.generation} (pid ${record.pid}) is serving; ready in ${record.readyMs} ms\n`,
+      `generation ${record.generation} (${upgradePids(record)}) is serving; ready in ${record.readyMs} ms\n`,
     );
   else {
     const rolledBack = result.code === 'ERR_BATON_ROLLED_BACK' ? 'rolled back, the old generation keeps serving: ' : '';

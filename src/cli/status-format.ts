@@ -72,7 +72,7 @@ export function upgradesTable(d: StatusData, count = 10): string {
   return table([
     ['UPGRADE', 'KIND', 'OUTCOME', 'READY IN', 'DRAIN', 'MOVED', 'AT', 'REASON'],
     ...upgrades.map((u) => [
-      `gen ${u.generation} (pid ${u.pid})`,
+      `gen ${u.generation} (${upgradePids(u)})`,
       u.kind,
       u.outcome,
       u.readyMs === undefined ? '-' : `${u.readyMs} ms`,
@@ -82,6 +82,12 @@ export function upgradesTable(d: StatusData, count = 10): string {
       (u.reason ?? '').split('\n')[0]!.slice(0, 80),
     ]),
   ]);
+}
+
+/** The processes an upgrade started: `pid P`, or with N workers each one's slot and pid (`worker 0 pid P, …`). */
+export function upgradePids(u: UpgradeRecord): string {
+  if (!u.workers?.length) return `pid ${u.pid}`;
+  return u.workers.map((w) => `worker ${w.worker} pid ${w.pid}`).join(', ');
 }
 
 /** What `baton status` prints from: a supervisor's status reply (older supervisors send less). */

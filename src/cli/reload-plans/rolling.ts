@@ -11,7 +11,7 @@
  * version up to date.
  */
 import type { Generation } from '../generation.js';
-import type { UpgradeRecord } from '../upgrade-record.js';
+import { type UpgradeRecord, withWorkers } from '../upgrade-record.js';
 import { groupsFailed, nextGeneration, type PlanLanes, type ReloadPlan, type StartFirst } from './plan.js';
 
 export class RollingPlan implements ReloadPlan {
@@ -33,11 +33,13 @@ export class RollingPlan implements ReloadPlan {
     const count = lanes.lanes.length;
     const generation = nextGeneration(lanes);
     let record0: UpgradeRecord | null = null;
+    // Each slot's record as it is reached: all of them go on worker 0's.
+    const records: UpgradeRecord[] = [];
     for (let slot = 0; slot < count; slot++) {
       const lane = lanes.lanes[slot]!;
       if (slot > 0 && (this.#stopping() || lane.attempt)) {
         const why = this.#stopping() ? 'the supervisor is stopping' : `worker ${slot} is being respawned`;
-        return stopped(record0!, slot, count, `${why}; not started`);
+        return stopped(withWorkers(record0!, records), slot, count, `${why}; not started`);
       }
       const old = lane.current;
       lane.next = generation;
@@ -46,6 +48,8 @@ export class RollingPlan implements ReloadPlan {
       const record = await promise;
       this.#member = null;
       if (slot === 0) record0 = record;
+      records.push(record);
+      withWorkers(record0!, records);
       const reason = `worker ${slot} (pid ${record.pid}): ${record.reason ?? 'could not start'}`;
       if (record.outcome !== 'serving') {
         if (slot === 0) return { ...record, reason }; // nothing replaced: a plain rollback

@@ -5,7 +5,7 @@
  * worker (the old ones never stopped) and the outcome names the worker that failed. Also the first start.
  */
 import type { Generation } from '../generation.js';
-import type { UpgradeRecord } from '../upgrade-record.js';
+import { type UpgradeRecord, withWorkers } from '../upgrade-record.js';
 import { WorkerStarts } from '../worker-starts.js';
 import { groupsFailed, nextGeneration, type PlanLanes, type ReloadPlan, type StartFirst } from './plan.js';
 
@@ -50,9 +50,12 @@ export class TwoPhasePlan implements ReloadPlan {
     this.#starts = starts;
     starts.begin();
     return starts.outcome.then(async (outcome) => {
-      const record0 = await this.#records[0]!;
+      // Every worker started settles (committed, or rolled back with the rest): all of them go on the record.
+      const records: Array<UpgradeRecord | undefined> = [];
+      for (let slot = 0; slot < lanes.lanes.length; slot++) records.push(await this.#records[slot]);
+      const record0 = withWorkers(records[0]!, records);
       if (outcome.ok) return record0;
-      const failed = this.#records[outcome.slot] ? await this.#records[outcome.slot]! : record0;
+      const failed = records[outcome.slot] ?? record0;
       const reason = `worker ${outcome.slot} (pid ${failed.pid}): ${outcome.reason}`;
       return { ...record0, outcome: 'rolled-back', reason };
     });
