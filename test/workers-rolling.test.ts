@@ -9,7 +9,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { startLoad } from '../scripts/lib/http-load.js';
-import { startSupervised } from './upgrade-helpers.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { tmpDir, waitFor, within } from './helpers.js';
+import { alive, baton, isGenerationOf, startSupervised, waitExit } from './upgrade-helpers.js';
 import {
   assertNoFailedRequests,
   pidByWorker,
@@ -91,3 +94,39 @@ test('a rolling reload whose worker 1 fails at start stops: worker 0 new, worker
   assert.deepEqual(gens, [3, 3]);
   assert.equal(await s.shutdown(), 0);
 });
+
+for (const how of ['SIGTERM', 'baton stop'] as const) {
+  test(`${how} during a rolling reload (new worker 1 held at start): the supervisor exits 0, every worker is gone`, async (t) => {
+    const dir = tmpDir(t);
+    const gate = path.join(dir, 'go'); // never created: new worker 1 waits before it listens until it is stopped
+    const s = await startSupervised(t, {
+      app: WORKER_APP,
+      dir,
+      env: { HOLD_AT: '2:1', HOLD_FILE: gate },
+      runArgs: ['--workers', String(N)],
+    });
+    const reload = s.reload(['--rolling']);
+    await waitFor(() => /worker 1 of generation 2 waits for/.test(s.sup.stderr()), 30_000, 'new worker 1 held');
+    // Old worker 0 has exited (a rolling reload starts slot 1 only then): old worker 1, new 0 and new 1 run.
+    const pids = s.generationPids();
+    assert.equal(pids.filter(alive).length, N + 1, `of ${pids.join(', ')}`);
+    assert.equal(pids.length, 2 * N, `old and new workers: ${pids.join(', ')}`);
+    // (After `baton stop` no SIGTERM: a second stop request forces, exit 130.)
+    if (how === 'baton stop') assert.equal((await baton(['stop', '--socket', s.socket])).code, 0);
+    const code = how === 'SIGTERM' ? s.shutdown(30_000) : within(s.sup.exited, 30_000, 'the supervisor exits');
+    assert.equal(await code, 0, 'the supervisor exits cleanly');
+    const r = await within(reload, 30_000, 'baton reload answers');
+    assert.notEqual(r.code, 0, `the reload did not complete: ${r.stdout}${r.stderr}`);
+    t.diagnostic(`baton reload: exit ${r.code}, ${r.stderr.trim()}`);
+    for (const pid of pids) await waitExit(pid, 10_000, `worker ${pid} is gone`);
+    assert.deepEqual(processesOf(s.sup.pid), [], 'no process of this supervisor left behind');
+  });
+}
+
+/** Every live process whose environment names supervisor `sup` (its workers, whoever their parent is now). */
+function processesOf(sup: number): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name) && isGenerationOf(Number(name), sup) && alive(Number(name)))
+    .map(Number);
+}
