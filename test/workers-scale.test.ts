@@ -8,10 +8,12 @@
  * Real processes, 127.0.0.1, every pid killed after the test.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { startLoad } from '../scripts/lib/http-load.js';
-import { tmpDir } from './helpers.js';
+import { tmpDir, waitFor } from './helpers.js';
 import { baton, get, HTTP_EXAMPLE, startSupervised } from './upgrade-helpers.js';
 import { assertNoFailedRequests, servedBy, servingPids, WORKER_APP } from './workers-helpers.js';
 
@@ -122,5 +124,60 @@ test('a one-worker supervisor refuses a scale (its listeners are no reuseport gr
   assert.match(r.stderr, /--workers M needs a supervisor started with --workers N > 1/);
   assert.deepEqual(await servingPids(s), before);
   assert.equal((await get(s.port)).status, 200);
+  assert.equal(await s.shutdown(), 0);
+});
+
+/** The soft and hard RLIMIT_NOFILE of `pid`, from /proc. */
+function nofile(pid: number): { soft: number; hard: number } {
+  const line = fs
+    .readFileSync(`/proc/${pid}/limits`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('Max open files'))!;
+  const [soft, hard] = line.split(/\s+/).slice(3, 5).map(Number) as [number, number];
+  return { soft, hard };
+}
+
+test('a scale-up whose bind fails (no fd left): exits 1 naming the syscall, N unchanged, both serve on', async (t) => {
+  if (spawnSync('prlimit', ['--version']).status !== 0) return t.skip('prlimit (util-linux) is not installed');
+  const s = await startSupervised(t, { app: WORKER_APP, runArgs: ['--workers', '2'] });
+  const before = await servingPids(s);
+  const sup = s.sup.pid;
+  const limits = nofile(sup);
+  // Leave the supervisor exactly two free fd numbers: one for the control connection of `baton reload`, one for
+  // the socket of new slot 2; the socket of slot 3 fails with EMFILE. Only the soft limit is lowered (same uid:
+  // no privilege needed), and raised back after.
+  const open = new Set(fs.readdirSync(`/proc/${sup}/fd`).map(Number));
+  const free: number[] = [];
+  for (let fd = 0; free.length < 2; fd++) if (!open.has(fd)) free.push(fd);
+  const setSoft = (soft: number) =>
+    assert.equal(spawnSync('prlimit', ['--pid', String(sup), `--nofile=${soft}:${limits.hard}`]).status, 0);
+  setSoft(free[1]! + 1);
+  let r: Awaited<ReturnType<typeof baton>>;
+  try {
+    r = await baton(['reload', '--socket', s.socket, '--workers', '4'], { timeoutMs: 60_000 });
+  } finally {
+    setSoft(limits.soft);
+  }
+  t.diagnostic(`baton reload --workers 4 at the fd limit: exit ${r.code}, ${r.stderr.trim()}`);
+  assert.equal(r.code, 1, `${r.stdout}${r.stderr}`);
+  assert.match(r.stderr, /socket|bind/, 'naming the syscall');
+  assert.match(r.stderr, /EMFILE/);
+  // Nothing leaked: the socket bound for slot 2 was closed with the rest of the grow.
+  const fds = () => fs.readdirSync(`/proc/${sup}/fd`).length;
+  await waitFor(() => fds() === open.size, 10_000, `the supervisor's fds back to ${open.size}`).catch(() => {});
+  assert.equal(fds(), open.size, 'no fd leaked');
+  const st = await s.status();
+  assert.equal(st.supervisor.workers, 2, 'N unchanged');
+  assert.deepEqual(await servingPids(s), before, 'the same two workers serve');
+  const counts = await servedBy(s.port, 100);
+  assert.deepEqual(
+    [...counts.keys()].sort((a, b) => a - b),
+    before,
+    'both answer',
+  );
+  // The next scale, with fds to spare, works.
+  const again = await baton(['reload', '--socket', s.socket, '--workers', '4'], { timeoutMs: 60_000 });
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal((await servingPids(s)).length, 4);
   assert.equal(await s.shutdown(), 0);
 });
