@@ -117,6 +117,7 @@ for (const how of ['SIGTERM', 'baton stop'] as const) {
     assert.equal(await code, 0, 'the supervisor exits cleanly');
     const r = await within(reload, 30_000, 'baton reload answers');
     assert.notEqual(r.code, 0, `the reload did not complete: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, /worker 1 \(pid \d+\): the supervisor is stopping: /, 'saying why worker 1 did not start');
     t.diagnostic(`baton reload: exit ${r.code}, ${r.stderr.trim()}`);
     for (const pid of pids) await waitExit(pid, 10_000, `worker ${pid} is gone`);
     assert.deepEqual(processesOf(s.sup.pid), [], 'no process of this supervisor left behind');

@@ -50,7 +50,9 @@ export class RollingPlan implements ReloadPlan {
       if (slot === 0) record0 = record;
       records.push(record);
       withWorkers(record0!, records);
-      const reason = `worker ${slot} (pid ${record.pid}): ${record.reason ?? 'could not start'}`;
+      // Stopped by `baton stop` or SIGTERM, the worker's own failure ("exited on SIGTERM") is only the effect.
+      const stoppedBy = this.#stopping() ? 'the supervisor is stopping: ' : '';
+      const reason = `worker ${slot} (pid ${record.pid}): ${stoppedBy}${record.reason ?? 'could not start'}`;
       if (record.outcome !== 'serving') {
         if (slot === 0) return { ...record, reason }; // nothing replaced: a plain rollback
         return stopped(record0!, slot, count, reason);
