@@ -4,15 +4,15 @@
  * generation never closes the port (connections wait in the kernel's accept queue for the next one).
  *
  * This module is the supervisor's own life: start (sockets from the service manager, the control socket, an
- * orphan to take over), stop, giving up, a re-exec of its image, and the answers on its control socket. The
- * rest has a module each:
+ * orphan to take over), stop, giving up, and the answers on its control socket. The rest has a module each:
  *   generations.ts      the sequence each generation goes through (spawn, hand over, promote or roll back,
  *                       drain, exit, respawn); generation.ts: its record and state table
  *   crash-loop.ts       failed starts in a row, --max-starts, --min-uptime, the respawn backoff
  *   spawn-generation.ts its environment, output and exit
  *   listeners.ts        the inventory when a generation becomes ready
  *   answers.ts          `baton status` and the control commands
- *   reexec-carry.ts     the state a re-exec carries; reexec.ts: the exec and its checks
+ *   supervisor-reexec.ts a re-exec of its image: when one may run, and the supervisor rebuilt after it;
+ *                       reexec-carry.ts: the state it carries; reexec.ts: the exec and its checks
  *   process.ts          every OS call, behind an interface the unit tests fake (test/supervisor-unit.test.ts)
  */
 import { FdChannelServer } from '../fd/channel-server.js';
@@ -22,26 +22,18 @@ import { CONTROL_CHANNEL_LIMITS, formatAddress, type ReloadOptions } from '../ha
 import { checkSocketDir } from '../handoff/peer.js';
 import { HandoffServer, type LogFn } from '../handoff/server.js';
 import type { HandoffSession } from '../handoff/session.js';
-import { listeners, oneLine, serviceSockets, ServiceNotifier } from '../integrations/systemd.js';
+import { oneLine, serviceSockets, ServiceNotifier } from '../integrations/systemd.js';
 import type { Logger } from '../upgrader/logger.js';
-import { VERSION } from '../version.js';
 import { answerCommands, statusReport, type SupervisorStatus } from './answers.js';
 import { CrashLoop } from './crash-loop.js';
 import type { Generation } from './generation.js';
 import { Generations, type GenerationsOptions } from './generations.js';
 import { realProcess, type SupervisorProcess, type TimerHandle } from './process.js';
-import { answerRequester, resumeGeneration, snapshotState } from './reexec-carry.js';
-import {
-  type CarriedLane,
-  checkNewImage,
-  execImage,
-  reexecEntry,
-  type SupervisorState,
-  takeCarriedState,
-} from './reexec.js';
+import { takeCarriedState } from './reexec.js';
 import { SlotLending } from './slot-lending.js';
 import { type Balance, SlotSockets } from './slots.js';
 import { Tallies } from './tallies.js';
+import { SupervisorReexec, type SupervisorLife } from './supervisor-reexec.js';
 import { type OrphanStatus, Takeover } from './takeover.js';
 import type { UpgradeRecord } from './upgrade-record.js';
 import { WorkerLanes } from './worker-lanes.js';
@@ -77,9 +69,6 @@ export type { UpgradeRecord } from './upgrade-record.js';
 
 /** How often, as PID 1, orphaned zombies are looked for. */
 const REAP_EVERY_MS = 1000;
-/** A re-exec waits up to this many times REEXEC_POLL_MS for records still queued on a carried channel. */
-const REEXEC_POLLS = 200;
-const REEXEC_POLL_MS = 10;
 
 export class Supervisor {
   readonly #opts: SupervisorOptions;
@@ -107,11 +96,10 @@ export class Supervisor {
   /** The takeover's handover to the orphan, while it runs (a re-exec waits for it: its connection is not carried). */
   #handover: Promise<void> | null = null;
   #reaper: TimerHandle | null = null;
-  #startedAt: number;
-  /** Re-execs of this supervisor (reexec.ts): how many, when the last one was, is one running. */
-  #execCount = 0;
-  #execAt: number | null = null;
-  #reexecing = false;
+  /** When it started, its re-execs: what a re-exec carries (supervisor-reexec.ts). */
+  readonly #life: SupervisorLife;
+  /** Created at start(), when the lanes exist. */
+  #reexec!: SupervisorReexec;
   /** The service manager (systemd): notifications, watchdog, fd store. No-ops without NOTIFY_SOCKET. */
   #notifier!: ServiceNotifier;
   readonly #log: LogFn;
@@ -122,7 +110,7 @@ export class Supervisor {
   constructor(options: SupervisorOptions, os: SupervisorProcess = realProcess()) {
     this.#opts = { ...options };
     this.#os = os;
-    this.#startedAt = os.now();
+    this.#life = { startedAt: os.now(), execCount: 0, execAt: null };
     this.#crash = new CrashLoop(os, options);
     this.#log = (level, event, fields) => this.#opts.logger.log(level, event, { supervisor: os.pid, ...fields });
     this.finished = new Promise((resolve) => (this.#done = resolve));
@@ -189,7 +177,29 @@ export class Supervisor {
         log: this.#log,
       });
     }
-    if (carried) return this.#resume(carried);
+    this.#reexec = new SupervisorReexec({
+      os: this.#os,
+      log: this.#log,
+      notifier: this.#notifier,
+      life: this.#life,
+      opts: this.#opts,
+      slots: this.#slots,
+      serverFd: () => this.#server.fd,
+      lanes: () =>
+        (this.#lanes?.lanes ?? [this.#gens]).map((generations, i) => ({
+          generations,
+          crash: this.#crashes[i]!,
+          inventory: this.#lanes?.inventories[i] ?? this.#inventory,
+        })),
+      allLanes: () => this.#allLanes(),
+      stopping: () => this.#stopping,
+      betweenWorkers: () => this.#lanes?.busy ?? false,
+      takingOver: () => Boolean(this.#takeover || this.#handover),
+      serve: (server) => this.#serve(server),
+      resumed: () => this.#lending?.resumed(),
+      status: () => this.status(),
+    });
+    if (carried) return this.#reexec.resume(carried);
     // Sockets from the service manager (socket activation, or the fd store after a restart) join the
     // inventory before anything is spawned; the variables are gone from the environment from here on.
     for (const { entry, fd } of serviceSockets(fdStore, this.#log)) {
@@ -378,10 +388,10 @@ export class Supervisor {
       os: this.#os,
       socket: this.#opts.socket,
       command: this.#opts.command,
-      startedAt: this.#startedAt,
+      startedAt: this.#life.startedAt,
       stopping: this.#stopping,
-      execCount: this.#execCount,
-      execAt: this.#execAt,
+      execCount: this.#life.execCount,
+      execAt: this.#life.execAt,
       crash: this.#crash,
       tallies: this.#tallies,
       generations: {
@@ -395,136 +405,9 @@ export class Supervisor {
     });
   }
 
-  // --- re-exec (reexec.ts, reexec-carry.ts) -----------------------------------------------------------
-
-  /**
-   * Replace this process's image with the baton installed now; the generations keep serving. On success
-   * this never settles (the process runs the new image by then, and `requester` gets its answer from it);
-   * it rejects when the new image fails its check or the exec fails, and this image carries on unchanged.
-   */
+  /** Replace this process's image with the baton installed now (supervisor-reexec.ts). */
   async reexec(requester: HandoffSession | null = null): Promise<void> {
-    const refusal = (): Error | null => {
-      if (this.#stopping) return batonError('ERR_BATON_STATE', 'the supervisor is stopping');
-      // With N workers: a start of N workers has a starting generation in some lane until all commit.
-      const attempt = this.#allLanes().find((l) => l.attempt)?.attempt;
-      const busy = attempt
-        ? `upgrade in progress: generation ${attempt.generation} (pid ${attempt.pid}) is starting`
-        : this.#lanes?.busy
-          ? 'upgrade in progress: a rolling reload is between two workers'
-          : this.#lanes && this.#lanes.all().length > this.#lanes.count
-            ? 'the workers of slots a scale removed are still draining' // their lanes are not carried
-            : this.#takeover || this.#handover
-              ? 'a takeover of an orphaned generation is in progress'
-              : null;
-      return busy ? batonError('ERR_BATON_UPGRADE_IN_PROGRESS', busy) : null;
-    };
-    if (this.#reexecing) {
-      throw batonError('ERR_BATON_UPGRADE_IN_PROGRESS', 'a re-exec of the supervisor is in progress');
-    }
-    const refused = refusal();
-    if (refused) throw refused;
-    this.#reexecing = true;
-    try {
-      const entry = reexecEntry();
-      this.#log('info', 'reexec-check', { entry });
-      const { version } = await checkNewImage(entry, this.#snapshot(requester));
-      // A record still queued on a carried channel would be lost with this image's memory: wait until all are sent.
-      for (let i = 0; i < REEXEC_POLLS && this.#sending(); i++) {
-        await new Promise((resolve) => this.#os.setTimeout(() => resolve(null), REEXEC_POLL_MS));
-      }
-      const stuck = this.#sending() ? 'a generation does not read its control connection' : null;
-      const late = refusal() ?? (stuck ? batonError('ERR_BATON_REEXEC_FAILED', stuck) : null);
-      if (late) throw late;
-      const state = this.#snapshot(requester);
-      const generations = [state, ...(state.workers?.lanes ?? [])].reduce((n, l) => n + l.generations.length, 0);
-      this.#log('info', 'reexec', { entry, from: VERSION, to: version, execCount: state.execCount, generations });
-      execImage(entry, state);
-    } catch (err) {
-      this.#log('warn', 'reexec-failed', { reason: (err as Error).message });
-      throw err;
-    } finally {
-      this.#reexecing = false;
-    }
-  }
-
-  #sending(): boolean {
-    const gens = this.#allLanes().flatMap((l) => [...l.all.values()]);
-    return gens.some((g) => (g.session?.link.channel.pendingRecords ?? 0) > 0);
-  }
-
-  #snapshot(requester: HandoffSession | null): SupervisorState<UpgradeRecord> {
-    return snapshotState(
-      {
-        pid: this.#os.pid,
-        socket: this.#opts.socket,
-        serverFd: this.#server.fd,
-        startedAt: this.#startedAt,
-        execCount: this.#execCount,
-        now: this.#os.now(),
-        lanes: (this.#lanes?.lanes ?? [this.#gens]).map((generations, i) => ({
-          generations,
-          crash: this.#crashes[i]!,
-          inventory: this.#lanes?.inventories[i] ?? this.#inventory,
-        })),
-        slots: this.#slots,
-        stored: this.#notifier.storedNames(),
-      },
-      requester,
-    );
-  }
-
-  /** The new image takes over from the state its predecessor left (the fds in it are ours now). */
-  #resume(s: SupervisorState): void {
-    this.#startedAt = s.startedAt;
-    this.#execCount = s.execCount;
-    this.#execAt = s.execAt;
-    this.#opts.socket = s.socket;
-    for (const name of s.stored) this.#notifier.markStored(name);
-    // With N workers: the slot sockets, then every lane as lane 0 (lane i's inventory holds copies of slot i's).
-    if (s.workers) this.#slots!.restore(s.workers.groups);
-    const carried = [s, ...(s.workers?.lanes ?? [])];
-    const lanes = this.#allLanes();
-    carried.forEach((lane, i) => this.#resumeLane(lane, lanes[i]!, i));
-    const server = FdChannelServer.fromFd(s.serverFd, s.socket, CONTROL_CHANNEL_LIMITS);
-    this.#notifier.startWatchdog();
-    this.#serve(server);
-    const generations = carried.reduce((n, l) => n + l.generations.length, 0);
-    const fields = { from: s.version, to: VERSION, execCount: s.execCount, generations };
-    this.#log('info', 'supervisor-reexec', { ...fields, listeners: this.#inventory.size });
-    const serving = this.#gens.current;
-    const now = serving
-      ? `generation ${serving.generation} serving, ${listeners(this.#inventory.size)}`
-      : 'no generation serving';
-    this.#notifier.status(`${now}; supervisor re-executed (baton ${VERSION})`);
-    lanes.forEach((gens, i) => {
-      const crash = this.#crashes[i]!;
-      if (carried[i]!.respawnDue && !gens.current) gens.scheduleRespawn();
-      // The min-uptime that ends a crash loop goes on counting from the generation's ready.
-      const current = gens.current;
-      if (current && crash.failedStarts > 0) crash.endAfterUptime(current.readyAt ?? 0, () => gens.current === current);
-    });
-    // What the predecessor lent is not carried: take it all back, lend the empty slots again (slot-lending.ts).
-    this.#lending?.resumed();
-    if (s.requester) answerRequester(s.requester, this.status().supervisor, this.#log);
-  }
-
-  /** Lane `slot` (`gens`) takes its part of the carried state: its generations, counters and inventory. */
-  #resumeLane(c: CarriedLane, gens: Generations, slot: number): void {
-    gens.next = c.next;
-    gens.history = c.history as UpgradeRecord[];
-    gens.exitCode = c.exitCode;
-    gens.readySent = c.readySent;
-    const crash = this.#crashes[slot]!;
-    crash.backoffMs = c.backoffMs;
-    crash.failedStarts = c.failedStarts;
-    crash.restarts = c.restarts;
-    const inventory = this.#lanes?.inventories[slot] ?? this.#inventory;
-    for (const i of c.inventory) inventory.set(i);
-    for (const carried of c.generations) {
-      const g = resumeGeneration(carried, gens.history, this.#log);
-      if (carried.generation === c.current) gens.current = g;
-      gens.adopt(g);
-    }
+    return this.#reexec.run(requester);
   }
 
   #maybeFinish(): void {
