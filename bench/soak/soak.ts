@@ -136,13 +136,7 @@ export interface SoakResult {
   stoppedEarly: string | null;
   upgradesDone: number;
   upgradesFailed: string[];
-  http: {
-    sent: number;
-    ok: number;
-    non2xx: number;
-    errors: number;
-    errorCodes: Record<string, number>;
-    socketsOpened: number;
+  http: Pick<LoadResult, 'sent' | 'ok' | 'non2xx' | 'errors' | 'errorCodes' | 'socketsOpened'> & {
     p50Ms: number;
     p99Ms: number;
   };
