@@ -2,9 +2,7 @@
  * `npm run bench:fd`: throughput of baton's fd channel against a C program doing the same sendmsg/recvmsg
  * loop, with 1, 16 and 253 fds per message.
  *
- *   npm run bench:fd                 measure, print the table, write it into docs/performance.md
- *   npm run bench:fd -- --no-docs    measure and print only
- *   npm run bench:fd -- --k=16       one batch size only (never writes the docs)
+ * Flags: USAGE below (`npm run bench:fd -- --help`).
  *
  * For each batch size, a baton receiver and sender run as two spawned Node processes (FdChannelServer /
  * FdChannel.connect over a Unix socket; the sender takes its rounds as commands on stdin), and
@@ -19,6 +17,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchFlags } from '../lib/args.js';
 import { writeDocSection } from '../lib/common.js';
 import { median, type RoundResult } from './protocol.js';
 
@@ -44,6 +43,13 @@ const CHILD_LIMIT_MS = 40_000;
 /** The ≥ 0.8× target applies to batches of at least this many fds. */
 const TARGET_RATIO = 0.8;
 const TARGET_MIN_K = 16;
+
+const USAGE = `usage: npm run bench:fd -- [--no-docs] [--k=K,K]
+  (no flags)   measure, print the table, write it into docs/performance.md
+  --no-docs    measure and print only
+  --k=16       these batch sizes only (a comma list of 1, 16, 253; never writes the docs)
+`;
+const { values: flags } = benchFlags('bench:fd', USAGE, { 'no-docs': { type: 'boolean' }, k: { type: 'string' } });
 
 const MARK_START = '<!-- bench:fd:start -->';
 const MARK_END = '<!-- bench:fd:end -->';
@@ -312,9 +318,9 @@ function writeDoc(rows: Row[]): void {
 }
 
 async function main(): Promise<void> {
-  const writeDocs = !process.argv.includes('--no-docs');
-  const only = process.argv.find((a) => a.startsWith('--k='));
-  const cases = only ? CASES.filter((c) => only.slice(4).split(',').map(Number).includes(c.k)) : CASES;
+  const writeDocs = !flags['no-docs'];
+  const only = flags.k;
+  const cases = only !== undefined ? CASES.filter((c) => only.split(',').map(Number).includes(c.k)) : CASES;
   compileBaseline();
   console.log(`bench:fd on ${machine()}`);
   const rows: Row[] = [];
@@ -350,7 +356,7 @@ async function main(): Promise<void> {
     `\ntarget ≥ ${TARGET_RATIO}× the C baseline for batches ≥ ${TARGET_MIN_K} fds: ` +
       `${big.length === 0 ? 'not measured' : met ? 'met' : 'NOT met'}`,
   );
-  if (writeDocs && !only) writeDoc(rows);
+  if (writeDocs && only === undefined) writeDoc(rows);
 }
 
 const deadline = setTimeout(() => {

@@ -28,24 +28,13 @@
  *               round trip of both windows goes to a CSV file (BENCH_SERIES_DIR, default the temp dir), and
  *               their p50/p99/max per 100 ms to an SVG chart (docs/migrate-stall.svg).
  *
- *   npm run bench:migrate                  1,000 and 10,000 connections, 3 reloads each, raw TCP and
- *                                          WebSocket, then the stall; prints the tables and writes their
- *                                          sections of docs/performance.md and docs/migrate-stall.svg
- *   npm run bench:migrate -- --no-docs     measure and print only
- *   npm run bench:migrate -- --stall-only  the stall only (migrate, no timed reloads, no reconnect); writes
- *                                          only its section and chart
- *   npm run bench:migrate -- --sizes=200,1000   these sizes (as BENCH_SIZES)
- *   npm run bench:migrate -- --quick       as BENCH_QUICK=1: 1,000 connections, 2 reloads (implies --no-docs)
+ * Flags and environment: USAGE below (`npm run bench:migrate -- --help`).
  *
  * With the stall, it also runs bench/migrate/floor.ts for the largest size and prints one pass/fail line per goal
  * (bench/migrate/goals.ts): stall p99 ≤ 50 ms at 10,000, ≤ 2× the no-reload p99 at 1,000, move ≤ 1.5× the floor.
  * Final figures: `npm run bench:migrate -- --stall-only --sizes=1000,10000` on a quiet machine (~3 minutes).
  *
- * Environment: BENCH_SIZES (a comma list, default 1000,10000), BENCH_RELOADS (3), BENCH_KINDS (tcp,ws),
- * BENCH_APPROACHES (migrate,reconnect), BENCH_APP_LOG=FILE (append the apps' output lines to FILE: every
- * generation's timestamps and CPU time), BENCH_CPU_PROF=DIR (run every generation with
- * `node --cpu-prof --cpu-prof-interval=250 --cpu-prof-dir=DIR`; the apps' lines go to DIR/apps.log; implies
- * --no-docs, as a profiled run is slower). The benchmark process holds every client socket and each
+ * The benchmark process holds every client socket and each
  * generation every server-side one, so a size needs about that many fds per process: sizes above
  * `ulimit -n` minus a margin are capped, and the cap is printed. Everything is started here, tracked by pid
  * and killed at the end or on any failure.
@@ -57,6 +46,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { benchFlags } from '../lib/args.js';
 import { envInt, stdoutLines, trackedProcesses, writeDocSection } from '../lib/common.js';
 import { renderChart, type ChartLabels, type Panel } from '../upgrade/chart.js';
 import { buckets } from '../upgrade/stats.js';
@@ -84,13 +74,30 @@ const STALL_START = '<!-- bench:migrate-stall:start -->';
 const STALL_END = '<!-- bench:migrate-stall:end -->';
 const SVG = path.join(ROOT, 'docs/migrate-stall.svg');
 
-const args = new Set(process.argv.slice(2));
-const QUICK = process.env.BENCH_QUICK === '1' || args.has('--quick');
-const STALL_ONLY = args.has('--stall-only');
-const sizesArg = process.argv.slice(2).find((a) => a.startsWith('--sizes='));
-if (sizesArg) process.env.BENCH_SIZES = sizesArg.slice('--sizes='.length);
+const USAGE = `usage: npm run bench:migrate -- [--no-docs] [--stall-only] [--sizes=N,N] [--quick]
+  (no flags)       1,000 and 10,000 connections, 3 reloads each, raw TCP and WebSocket, then the stall; prints
+                   the tables and writes their sections of docs/performance.md and docs/migrate-stall.svg
+  --no-docs        measure and print only
+  --stall-only     the stall only (migrate, no timed reloads, no reconnect); writes only its section and chart
+  --sizes=200,1000 these sizes (as BENCH_SIZES)
+  --quick          as BENCH_QUICK=1: 1,000 connections, 2 reloads (implies --no-docs)
+environment: BENCH_SIZES (a comma list, default 1000,10000), BENCH_RELOADS (3), BENCH_KINDS (tcp,ws),
+  BENCH_APPROACHES (migrate,reconnect), BENCH_APP_LOG=FILE (append the apps' output lines to FILE: every
+  generation's timestamps and CPU time), BENCH_CPU_PROF=DIR (run every generation with
+  \`node --cpu-prof --cpu-prof-interval=250 --cpu-prof-dir=DIR\`; the apps' lines go to DIR/apps.log; implies
+  --no-docs, as a profiled run is slower)
+`;
+const { values: flags } = benchFlags('bench:migrate', USAGE, {
+  'no-docs': { type: 'boolean' },
+  'stall-only': { type: 'boolean' },
+  sizes: { type: 'string' },
+  quick: { type: 'boolean' },
+});
+const QUICK = process.env.BENCH_QUICK === '1' || flags.quick === true;
+const STALL_ONLY = flags['stall-only'] === true;
+if (flags.sizes !== undefined) process.env.BENCH_SIZES = flags.sizes;
 const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : null;
-const WRITE_DOCS = !args.has('--no-docs') && !QUICK && !CPU_PROF;
+const WRITE_DOCS = !flags['no-docs'] && !QUICK && !CPU_PROF;
 /** Where the apps' output lines go (besides being parsed), if anywhere. */
 const APP_LOG = process.env.BENCH_APP_LOG
   ? path.resolve(process.env.BENCH_APP_LOG)

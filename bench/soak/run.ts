@@ -8,14 +8,14 @@
  *                                         docs/performance.md
  *   npm run soak -- --upgrades 50 --minutes 3 --json --no-docs
  *
- * --upgrades N (200), --minutes M (10: no upgrade starts after M minutes; the run then ends early and says
- * so), --pause MS (500, after each upgrade), --json (the whole result as JSON on stdout; progress on
- * stderr), --no-docs. Exit code 0 when every goal is met, 1 otherwise. Every process it started is killed
- * by pid at the end, on Ctrl-C, and by a watchdog 3 minutes past the time bound.
+ * Flags: USAGE below (`npm run soak -- --help`). Exit code 0 when every goal is met, 1 otherwise (2 for a bad
+ * flag). Every process it started is killed by pid at the end, on Ctrl-C, and by a watchdog 3 minutes past the
+ * time bound.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { benchFlags } from '../lib/args.js';
 import { trackedProcesses, writeDocSection } from '../lib/common.js';
 import { textTable } from '../lib/rounds.js';
 import {
@@ -35,6 +35,14 @@ const DOC = path.join(ROOT, 'docs/performance.md');
 const MARK_START = '<!-- soak:start -->';
 const MARK_END = '<!-- soak:end -->';
 
+const USAGE = `usage: npm run soak -- [--upgrades N] [--minutes M] [--pause MS] [--json] [--no-docs]
+  --upgrades N   upgrades in a row (${DEFAULTS.upgrades})
+  --minutes M    no upgrade starts after M minutes (${DEFAULTS.minutes}); the run then ends early and says so
+  --pause MS     pause after each upgrade (${DEFAULTS.pauseMs})
+  --json         the whole result as JSON on stdout (progress on stderr)
+  --no-docs      do not write the Soak section of docs/performance.md
+`;
+
 interface Args {
   upgrades: number;
   minutes: number;
@@ -43,37 +51,21 @@ interface Args {
   docs: boolean;
 }
 
-function usage(message: string): never {
-  process.stderr.write(
-    `soak: ${message}\nusage: npm run soak -- [--upgrades N] [--minutes M] [--pause MS] [--json] [--no-docs]\n`,
-  );
-  process.exit(2);
-}
-
-function parseArgs(argv: string[]): Args {
-  const a: Args = {
-    upgrades: DEFAULTS.upgrades,
-    minutes: DEFAULTS.minutes,
-    pauseMs: DEFAULTS.pauseMs,
-    json: false,
-    docs: true,
+function parseArgs(): Args {
+  const { values, int } = benchFlags('soak', USAGE, {
+    upgrades: { type: 'string' },
+    minutes: { type: 'string' },
+    pause: { type: 'string' },
+    json: { type: 'boolean' },
+    'no-docs': { type: 'boolean' },
+  });
+  return {
+    upgrades: int('upgrades', DEFAULTS.upgrades, 1, 10_000),
+    minutes: int('minutes', DEFAULTS.minutes, 1, 24 * 60),
+    pauseMs: int('pause', DEFAULTS.pauseMs, 0, 60_000),
+    json: values.json === true,
+    docs: !values['no-docs'],
   };
-  const int = (name: string, value: string | undefined, min: number, max: number): number => {
-    const n = Number(value);
-    if (value === undefined || !Number.isInteger(n) || n < min || n > max)
-      usage(`${name} needs an integer from ${min} to ${max}, got ${value ?? 'nothing'}`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--upgrades') a.upgrades = int(arg, argv[++i], 1, 10_000);
-    else if (arg === '--minutes') a.minutes = int(arg, argv[++i], 1, 24 * 60);
-    else if (arg === '--pause') a.pauseMs = int(arg, argv[++i], 0, 60_000);
-    else if (arg === '--json') a.json = true;
-    else if (arg === '--no-docs') a.docs = false;
-    else usage(`unknown argument ${arg}`);
-  }
-  return a;
 }
 
 function mdTable(rows: string[][], rightFrom = 1): string {
@@ -143,7 +135,7 @@ ${MARK_END}`;
 }
 
 async function main(): Promise<number> {
-  const args = parseArgs(process.argv.slice(2));
+  const args = parseArgs();
   const { tracked, killAll } = trackedProcesses();
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const watchdog = setTimeout(

@@ -9,13 +9,7 @@
  *
  * each under keep-alive load and under `Connection: close` load (a new connection per request).
  *
- *   npm run bench:steady                     6 rounds of 4 s per server and connection mode; prints the
- *                                            table and writes its section of docs/performance.md
- *   npm run bench:steady -- --no-docs        measure and print only
- *   npm run bench:steady -- --quick          2 rounds of 1 s (a smoke run; implies --no-docs)
- *   npm run bench:steady -- --json           also print the result as one JSON line (last line)
- *
- * Environment: BENCH_ROUNDS (6, at least 5 for the docs), BENCH_ROUND_MS (4000), BENCH_CONNECTIONS (16).
+ * Flags and environment: USAGE below (`npm run bench:steady -- --help`).
  *
  * Method: every server is started once and stays up (they listen on different ports, idle while another is
  * measured). Rounds are interleaved: round i runs each server once, in an order that alternates from one
@@ -31,6 +25,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchFlags } from '../lib/args.js';
 import { envInt, freePort, machine, stdoutLines, trackedProcesses, untilExit, writeDocSection } from '../lib/common.js';
 import type { RoundResult } from './load.js';
 import * as rounds from '../lib/rounds.js';
@@ -46,13 +41,25 @@ const DOC = path.join(ROOT, 'docs/performance.md');
 const MARK_START = '<!-- bench:steady:start -->';
 const MARK_END = '<!-- bench:steady:end -->';
 
-const args = new Set(process.argv.slice(2));
-const QUICK = args.has('--quick') || process.env.BENCH_QUICK === '1';
+const USAGE = `usage: npm run bench:steady -- [--no-docs] [--quick] [--json]
+  (no flags)   6 rounds of 4 s per server and connection mode; prints the table and writes its section of
+               docs/performance.md
+  --no-docs    measure and print only
+  --quick      2 rounds of 1 s (a smoke run; implies --no-docs)
+  --json       also print the result as one JSON line (last line)
+environment: BENCH_ROUNDS (6, at least 5 for the docs), BENCH_ROUND_MS (4000), BENCH_CONNECTIONS (16)
+`;
+const { values: flags } = benchFlags('bench:steady', USAGE, {
+  'no-docs': { type: 'boolean' },
+  quick: { type: 'boolean' },
+  json: { type: 'boolean' },
+});
+const QUICK = flags.quick === true || process.env.BENCH_QUICK === '1';
 const ROUNDS = envInt('BENCH_ROUNDS', QUICK ? 2 : 6, 1, 100);
 const ROUND_MS = envInt('BENCH_ROUND_MS', QUICK ? 1000 : 4000, 200, 60_000);
 const CONNECTIONS = envInt('BENCH_CONNECTIONS', QUICK ? 4 : 16, 1, 200);
 const WARMUP_MS = QUICK ? 200 : 500;
-const WRITE_DOCS = !args.has('--no-docs') && !QUICK && ROUNDS >= 5;
+const WRITE_DOCS = !flags['no-docs'] && !QUICK && ROUNDS >= 5;
 const START_TIMEOUT_MS = 20_000;
 
 export type Mode = 'keepalive' | 'close';
@@ -263,7 +270,7 @@ async function main(): Promise<void> {
     writeDocSection(DOC, MARK_START, MARK_END, docSection(rows, loadavg));
     console.log(`wrote ${path.relative(ROOT, DOC)}`);
   }
-  if (args.has('--json')) {
+  if (flags.json) {
     console.log(JSON.stringify({ rounds: ROUNDS, roundMs: ROUND_MS, connections: CONNECTIONS, rows }));
   }
   fs.rmSync(dir, { recursive: true, force: true });

@@ -9,14 +9,7 @@
  *   reference (spawn)    nothing restarts: each "restart" starts an unrelated copy of the app and kills it,
  *                        which shows what starting a Node process alone costs the server under load
  *
- *   npm run bench:upgrade                      measure, print the table, write docs/performance.md and
- *                                              docs/upgrade-latency.svg
- *   npm run bench:upgrade -- --no-docs         measure and print only
- *   BENCH_QUICK=1 npm run bench:upgrade        5 restarts, 20 connections, shorter steady phases (implies --no-docs)
- *
- * Environment: BENCH_RESTARTS (20), BENCH_CONNECTIONS (50), BENCH_INTERVAL_MS (500), BENCH_ONLY (a comma
- * list of baton,standalone,naive,cluster,spawn), BENCH_AUTOCANNON=0 to skip the autocannon throughput runs,
- * BENCH_PAUSE_MS (0) for a lighter load: each connection pauses that long between requests.
+ * Flags and environment: USAGE below (`npm run bench:upgrade -- --help`).
  *
  * For each approach: start it on a free 127.0.0.1 port, start the load (scripts/lib/http-load.ts in its own
  * process: CONNECTIONS keep-alive connections, each sending one request after another, every request
@@ -35,6 +28,7 @@ import type { LoadResult } from '../../scripts/lib/http-load.js';
 import { renderChart, type Panel } from './chart.js';
 import { ForeignCpu } from './foreign-cpu.js';
 import type { AutocannonSummary, LoadMessage } from './load.js';
+import { benchFlags } from '../lib/args.js';
 import { envInt, freePort, stdoutLines, trackedProcesses, untilExit, writeDocSection } from '../lib/common.js';
 import { buckets, median, overlaps, PAD_MS, quantile, split, type Window } from './stats.js';
 
@@ -47,7 +41,19 @@ const SVG = path.join(ROOT, 'docs/upgrade-latency.svg');
 const MARK_START = '<!-- bench:upgrade:start -->';
 const MARK_END = '<!-- bench:upgrade:end -->';
 
-const args = new Set(process.argv.slice(2));
+const USAGE = `usage: npm run bench:upgrade -- [--no-docs] [--no-autocannon]
+  (no flags)        measure, print the table, write docs/performance.md and docs/upgrade-latency.svg
+  --no-docs         measure and print only
+  --no-autocannon   skip the autocannon throughput runs (as BENCH_AUTOCANNON=0)
+environment: BENCH_QUICK=1 (5 restarts, 20 connections, shorter steady phases; implies --no-docs),
+  BENCH_RESTARTS (20), BENCH_CONNECTIONS (50), BENCH_INTERVAL_MS (500), BENCH_ONLY (a comma list of
+  baton,standalone,naive,cluster,spawn), BENCH_AUTOCANNON=0 to skip the autocannon throughput runs,
+  BENCH_PAUSE_MS (0) for a lighter load: each connection pauses that long between requests
+`;
+const { values: flags } = benchFlags('bench:upgrade', USAGE, {
+  'no-docs': { type: 'boolean' },
+  'no-autocannon': { type: 'boolean' },
+});
 const QUICK = process.env.BENCH_QUICK === '1';
 const RESTARTS = envInt('BENCH_RESTARTS', QUICK ? 5 : 20, 1, 100);
 const CONNECTIONS = envInt('BENCH_CONNECTIONS', QUICK ? 20 : 50, 1, 500);
@@ -61,8 +67,8 @@ const STEADY_MS = QUICK ? 1000 : 2500;
 const TAIL_MS = QUICK ? 1000 : 2000;
 const RESTART_TIMEOUT_MS = 20_000;
 const AUTOCANNON_STEADY_MS = QUICK ? 2000 : 5000;
-const WRITE_DOCS = !args.has('--no-docs') && !QUICK;
-const RUN_AUTOCANNON = process.env.BENCH_AUTOCANNON !== '0' && !args.has('--no-autocannon');
+const WRITE_DOCS = !flags['no-docs'] && !QUICK;
+const RUN_AUTOCANNON = process.env.BENCH_AUTOCANNON !== '0' && !flags['no-autocannon'];
 /** The whole benchmark is killed after this. */
 const GLOBAL_LIMIT_MS = 10 * 60_000;
 const BUCKET_MS = 100;

@@ -21,15 +21,7 @@
  * process), RELOADS reloads, then failed requests, resets, WebSockets kept, messages lost or duplicated, time per
  * upgrade.
  *
- *   npm run bench:workers                  measure, print, write its section of docs/performance.md
- *   npm run bench:workers -- --no-docs     measure and print only
- *   npm run bench:workers -- --quick       a smoke run of a few seconds of load (implies --no-docs)
- *   npm run bench:workers -- --json        also print the result as one JSON line (last line)
- *   npm run bench:workers -- --no-pm2      skip the PM2 column
- *
- * Environment: BENCH_ROUNDS (3), BENCH_ROUND_MS (3000), BENCH_RELOADS (3), BENCH_CONNECTIONS (50),
- * BENCH_WEBSOCKETS (50), BENCH_PM2_INSTALL=0 (use PM2 only if bench/workers/.pm2 has it already: no network).
- * Every process is started here, tracked by pid and killed at the end or on any failure.
+ * Flags and environment: USAGE below (`npm run bench:workers -- --help`). Every process is started here, tracked by pid and killed at the end or on any failure.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -38,6 +30,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sendCommand } from '../../src/handoff/control.js';
+import { benchFlags } from '../lib/args.js';
 import { envInt, freePort, machine, stdoutLines, trackedProcesses, untilExit, writeDocSection } from '../lib/common.js';
 import type { RoundResult } from '../steady/load.js';
 import * as rounds from '../lib/rounds.js';
@@ -62,8 +55,22 @@ const DOC = path.join(ROOT, 'docs/performance.md');
 const MARK_START = '<!-- bench:workers:start -->';
 const MARK_END = '<!-- bench:workers:end -->';
 
-const args = new Set(process.argv.slice(2));
-const QUICK = args.has('--quick') || process.env.BENCH_QUICK === '1';
+const USAGE = `usage: npm run bench:workers -- [--no-docs] [--quick] [--json] [--no-pm2]
+  (no flags)   measure, print, write its section of docs/performance.md
+  --no-docs    measure and print only
+  --quick      a smoke run of a few seconds of load (implies --no-docs)
+  --json       also print the result as one JSON line (last line)
+  --no-pm2     skip the PM2 column
+environment: BENCH_ROUNDS (3), BENCH_ROUND_MS (3000), BENCH_RELOADS (3), BENCH_CONNECTIONS (50),
+  BENCH_WEBSOCKETS (50), BENCH_PM2_INSTALL=0 (use PM2 only if bench/workers/.pm2 has it already: no network)
+`;
+const { values: flags } = benchFlags('bench:workers', USAGE, {
+  'no-docs': { type: 'boolean' },
+  quick: { type: 'boolean' },
+  json: { type: 'boolean' },
+  'no-pm2': { type: 'boolean' },
+});
+const QUICK = flags.quick === true || process.env.BENCH_QUICK === '1';
 const WORKERS = 2;
 const ROUNDS = envInt('BENCH_ROUNDS', QUICK ? 1 : 3, 1, 20);
 const ROUND_MS = envInt('BENCH_ROUND_MS', QUICK ? 400 : 3000, 200, 60_000);
@@ -82,7 +89,7 @@ const GAP_MS = QUICK ? 300 : 1000;
 const TAIL_MS = QUICK ? 300 : 1500;
 const START_TIMEOUT_MS = 30_000;
 const RELOAD_TIMEOUT_MS = 60_000;
-const WRITE_DOCS = !args.has('--no-docs') && !QUICK;
+const WRITE_DOCS = !flags['no-docs'] && !QUICK;
 /** The whole benchmark is killed after this. */
 const GLOBAL_LIMIT_MS = 10 * 60_000;
 
@@ -737,7 +744,7 @@ async function main(): Promise<void> {
   const uptime0 = spawnSync('uptime', { encoding: 'utf8' }).stdout?.trim() ?? `load average ${os.loadavg()[0]}`;
   console.log(`bench:workers — ${machine()}\n  at the start: ${uptime0}\n`);
 
-  const pm2Skip = args.has('--no-pm2') ? 'skipped: --no-pm2' : installPm2();
+  const pm2Skip = flags['no-pm2'] ? 'skipped: --no-pm2' : installPm2();
   const servers: Server[] = [];
   const stopAll = async () => {
     for (const s of servers.splice(0)) await s.stop().catch(() => {});
@@ -816,7 +823,7 @@ async function main(): Promise<void> {
       writeDocSection(DOC, MARK_START, MARK_END, docSection(cols, cpu, uptime, foreign));
       console.log(`wrote ${path.relative(ROOT, DOC)}`);
     }
-    if (args.has('--json')) {
+    if (flags.json) {
       const json = { quick: QUICK, rounds: ROUNDS, reloads: RELOADS, websockets: WEBSOCKETS, cols, cpu, foreign };
       console.log(JSON.stringify(json));
     }
