@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { closeFds, socketpair } from '../src/fd/fds.js';
 import { MigrationReceiver, MigrationSender } from '../src/upgrader/migrate.js';
+import { MIN_BATCH } from '../src/upgrader/pacing.js';
 import { closeServer, listenTcp } from './fd-helpers.js';
 import { expectFdsBackTo, fdCount, within } from './helpers.js';
 
@@ -98,3 +99,37 @@ test(
     await expectFdsBackTo(base, 'after the refused moves');
   },
 );
+
+test("the sender sizes its batches by its own work too: an app's slow 'close' handler on moved sockets shrinks them", async (t) => {
+  const base = fdCount();
+  const { client, server, listener } = await tcpPair(t);
+  const [senderFd, receiverFd] = socketpair();
+  const sender = new MigrationSender(senderFd);
+  const receiver = new MigrationReceiver(receiverFd);
+  const arrived = new Promise<net.Socket>((resolve) => receiver.once('connection', (socket) => resolve(socket)));
+  assert.equal(sender.ownCost, null, 'nothing measured before the first batch');
+  // The old side's 'close' handlers run when the moved batch's sockets are destroyed, in the same turn as the
+  // send: they are part of what a batch blocks this generation for. 20 ms of CPU (not wall time) for one socket.
+  server.once('close', () => {
+    const start = process.cpuUsage();
+    for (let u = process.cpuUsage(start); u.user + u.system < 20_000; u = process.cpuUsage(start));
+  });
+  await within(sender.move(server, 'raw', 'x', { id: 1 }), 5000, 'the move completes');
+  const socket = await within(arrived, 5000, 'the connection arrives');
+  await within(
+    new Promise<void>((resolve) => {
+      const check = () => (sender.ownCost !== null ? resolve() : setTimeout(check, 5));
+      check();
+    }),
+    5000,
+    'the batch is measured',
+  );
+  assert.ok(sender.ownCost! >= 20_000, `the close handler counted: ${sender.ownCost} µs per connection`);
+  assert.equal(sender.batchSize, MIN_BATCH, 'the smallest batches');
+  socket.destroy();
+  client.destroy();
+  sender.close();
+  receiver.close();
+  await closeServer(listener);
+  await expectFdsBackTo(base, 'after the move');
+});

@@ -83,7 +83,7 @@ const USAGE = `usage: npm run bench:migrate -- [--no-docs] [--stall-only] [--siz
   --quick          as BENCH_QUICK=1: 1,000 connections, 2 reloads (implies --no-docs)
 environment: BENCH_SIZES (a comma list, default 1000,10000), BENCH_RELOADS (3), BENCH_KINDS (tcp,ws),
   BENCH_APPROACHES (migrate,reconnect), BENCH_APP_LOG=FILE (append the apps' output lines to FILE: every
-  generation's timestamps and CPU time), BENCH_CPU_PROF=DIR (run every generation with
+  generation's timestamps and CPU time; and baton's log, whose 'drained' line gives moveCpuUs), BENCH_CPU_PROF=DIR (run every generation with
   \`node --cpu-prof --cpu-prof-interval=250 --cpu-prof-dir=DIR\`; the apps' lines go to DIR/apps.log; implies
   --no-docs, as a profiled run is slower)
 `;
@@ -607,6 +607,8 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
   } finally {
     for (const c of clients) c.close();
     await sup.stop();
+    // baton's own log too (its 'drained' line has moveCpuUs: the old generation's CPU per moved connection).
+    if (APP_LOG) fs.appendFileSync(APP_LOG, fs.readFileSync(path.join(dir, 'baton.log'), 'utf8'));
     fs.rmSync(dir, { recursive: true, force: true });
     await sleep(500); // let the kernel release the sockets before the next run
   }

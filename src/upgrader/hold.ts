@@ -64,7 +64,8 @@ export function giveBack(socket: net.Socket, buffered: Buffer): void {
   if (buffered.length) socket.unshift(buffered);
 }
 
-function writesPending(socket: net.Socket): boolean {
+/** Whether writes are queued on the socket (in the stream or in libuv): flushWrites() would wait for them. */
+export function writesPending(socket: net.Socket): boolean {
   const handle = handleOf(socket);
   return socket.writableLength > 0 || (handle?.writeQueueSize ?? 0) > 0;
 }

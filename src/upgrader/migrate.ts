@@ -47,9 +47,9 @@ import { batonError } from '../fd/errors.js';
 import { fdOf } from '../fd/fd-of.js';
 import { closeFds } from '../fd/fds.js';
 import { Link } from '../handoff/link.js';
-import { flushWrites, giveBack, lateBytes, stopReading } from './hold.js';
+import { flushWrites, giveBack, lateBytes, stopReading, writesPending } from './hold.js';
 import { FD_RESERVE, MAX_BATCH_BYTES, WINDOW } from './migrate-receiver.js';
-import { BatchSizer } from './pacing.js';
+import { BatchSizer, cpuSince } from './pacing.js';
 import { MAX_CARRY_PART, PROTOCOL_VERSION, type MigrationItem, type MigrationKind } from '../handoff/messages.js';
 
 /** Largest per-connection state, as JSON. */
@@ -187,11 +187,15 @@ export class MigrationSender {
     }
     const buffered = stopReading(socket);
     const pending = appPending?.byteLength ? Buffer.concat([Buffer.from(appPending), buffered]) : buffered;
-    try {
-      await flushWrites(socket);
-    } catch (err) {
-      giveBack(socket, buffered);
-      throw err;
+    // Only when writes are queued: otherwise everything up to the queueing below runs synchronously, so a paced
+    // mover's batch is prepared in one slice whose CPU time it measures (pacing.ts), not spread over microtasks.
+    if (writesPending(socket)) {
+      try {
+        await flushWrites(socket);
+      } catch (err) {
+        giveBack(socket, buffered);
+        throw err;
+      }
     }
     if (socket.destroyed)
       throw batonError('ERR_BATON_NOT_OPEN', 'the client closed the connection while it was being moved');
@@ -225,6 +229,21 @@ export class MigrationSender {
   /** Connections in the next batch: a mover that paces itself (sendable()) prepares this many at a time. */
   get batchSize(): number {
     return this.#sizer.size;
+  }
+
+  /** A paced mover prepared `count` connections in `micros` µs of CPU: part of what a batch costs this process. */
+  prepared(count: number, micros: number): void {
+    this.#sizer.observePrepare(count, micros);
+  }
+
+  /** This process's CPU µs per connection moved (preparing + sending), smoothed; null before the first batch. */
+  get ownCost(): number | null {
+    return this.#sizer.ownCost;
+  }
+
+  /** The same over the whole move so far (the mean, not smoothed): logged with 'drained' as `moveCpuUs`. */
+  get ownCostMean(): number | null {
+    return this.#sizer.ownCostMean;
   }
 
   /**
@@ -318,6 +337,9 @@ export class MigrationSender {
       }
       const room = this.#room! - inflight.reduce((a, b) => a + b.length, 0);
       if (this.#queue.length && inflight.length < WINDOW && room > 0 && !this.#redirect) {
+        // What sending this batch costs this process, up to the last of its sockets' 'close' handlers: sizes the
+        // next batches (pacing.ts), so that no batch blocks the clients still served here for long.
+        const cpu = process.cpuUsage();
         let bytes = 0;
         let n = 0;
         const size = this.#sizer.size;
@@ -339,8 +361,10 @@ export class MigrationSender {
           return false;
         });
         if (!live.length) continue;
-        // The app may have written since move() checked: those bytes must leave from here first.
-        await Promise.all(live.map((p) => flushWrites(p.socket).catch(() => {})));
+        // The app may have written since move() checked: those bytes must leave from here first. (Awaited only
+        // then: otherwise the batch goes out in the same slice, whose CPU time is measured below.)
+        const writing = live.filter((p) => writesPending(p.socket));
+        if (writing.length) await Promise.all(writing.map((p) => flushWrites(p.socket).catch(() => {})));
         for (const p of live) {
           const late = lateBytes(p.socket);
           if (!late) continue;
@@ -358,7 +382,16 @@ export class MigrationSender {
           continue;
         }
         // In the kernel now: the new generation owns them. Drop our copies (no FIN: other references remain).
-        for (const p of live) p.socket.destroy();
+        // Their 'close' handlers (ws's, the app's, connection tracking) run in the loop's close phase, right after
+        // this one: the slice ends after the last of them (and the ticks they queue, such as ws's 'close' event).
+        let closing = live.length;
+        const closed = () => {
+          if (--closing === 0) process.nextTick(() => this.#sizer.observeSend(live.length, cpuSince(cpu)));
+        };
+        for (const p of live) {
+          p.socket.once('close', closed);
+          p.socket.destroy();
+        }
         this.#moved += live.length;
         inflight.push(live);
         continue;

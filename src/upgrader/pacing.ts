@@ -6,7 +6,9 @@
  * client waits about two batches' adoption: the batch size is the stall each connection feels. So batches
  * are sized by what adoption costs the new generation, which it measures and reports with each
  * acknowledgement (`cost`, CPU µs per connection: building the batch's sockets and objects, the app's
- * 'connection' handlers included): as many connections as fit in TARGET_BATCH_MS.
+ * 'connection' handlers included): as many connections as fit in TARGET_BATCH_MS. The old generation's own work
+ * for a batch blocks every client it still serves: batches are also no larger than fits in TARGET_OWN_SLICE_MS
+ * of that (measured here with process.cpuUsage around the synchronous parts).
  */
 import { MAX_MIGRATION_BATCH } from '../handoff/messages.js';
 
@@ -27,18 +29,78 @@ export const FIRST_BATCH = 32;
 /** Never smaller: below this the per-batch cost dominates (a slow 'connection' handler gets its own pace). */
 export const MIN_BATCH = 8;
 
-/** The batch size from the costs the new generation reports (a moving average: one batch can be unlucky). */
+/**
+ * The old generation's own work for one batch, in its event loop: preparing it (each connection's frame boundary,
+ * state, stopReading, JSON) and sending it (late bytes, the message, sendmsg, destroying the batch's sockets and
+ * the 'close' handlers that fires: ws, the app, connection tracking). Every client not moved yet is served by that
+ * loop and waits for as long as it is blocked. Sized only by the new generation's cost, a batch of 253 cost the
+ * old loop ~10 ms at ~40 µs per connection (bench:migrate profiles, 10,000 WebSockets: ~60 µs per connection
+ * without its garbage collection, raw TCP ~40). 4 ms: at 1,000 connections a client's slowest echo without a
+ * reload is p99 4.3 ms (raw TCP, quiet machine) and the goal during one is at most twice that; a block of 4 ms
+ * (and the prepare and send of one batch can run back to back, so the two are counted together) stays within it.
+ */
+export const TARGET_OWN_SLICE_MS = 4;
+
+/** µs per connection, as a moving average of per-batch figures (one batch can be unlucky: a GC, a busy core). */
+class CostAverage {
+  value: number | null = null;
+  /** Over every batch: µs and connections (the mean, for the drained log). */
+  micros = 0;
+  count = 0;
+  add(count: number, micros: number): void {
+    if (count <= 0 || !Number.isFinite(micros) || micros < 0) return;
+    const per = micros / count;
+    this.value = this.value === null ? per : (this.value + per) / 2;
+    this.micros += micros;
+    this.count += count;
+  }
+  get mean(): number {
+    return this.count ? this.micros / this.count : 0;
+  }
+}
+
+/**
+ * The batch size from what a batch costs: the new generation's adoption (reported with each acknowledgement) and
+ * this generation's own preparing and sending (measured here, CPU time: the machine may be shared), the smaller.
+ */
 export class BatchSizer {
   /** µs per connection, smoothed; null before the first report. */
   #cost: number | null = null;
   /** The receiver acknowledged a batch without a cost (an older baton): batches stay full, as it did. */
   #blind = false;
+  #prepare = new CostAverage();
+  #send = new CostAverage();
 
   get size(): number {
-    if (this.#blind) return MAX_MIGRATION_BATCH;
-    if (this.#cost === null) return FIRST_BATCH;
-    const n = Math.floor((TARGET_BATCH_MS * 1000) / Math.max(1, this.#cost));
+    let n: number;
+    if (this.#blind) n = MAX_MIGRATION_BATCH;
+    else if (this.#cost === null) n = FIRST_BATCH;
+    else n = Math.floor((TARGET_BATCH_MS * 1000) / Math.max(1, this.#cost));
+    const own = this.ownCost;
+    if (own !== null) n = Math.min(n, Math.floor((TARGET_OWN_SLICE_MS * 1000) / Math.max(1, own)));
     return Math.min(MAX_MIGRATION_BATCH, Math.max(MIN_BATCH, n));
+  }
+
+  /** This generation's CPU µs per connection moved (preparing + sending), smoothed; null before any batch. */
+  get ownCost(): number | null {
+    const p = this.#prepare.value;
+    const s = this.#send.value;
+    return p === null && s === null ? null : (p ?? 0) + (s ?? 0);
+  }
+
+  /** This generation's CPU µs per connection moved over the whole move (preparing + sending); null before any. */
+  get ownCostMean(): number | null {
+    return this.#prepare.count || this.#send.count ? this.#prepare.mean + this.#send.mean : null;
+  }
+
+  /** Preparing `count` connections (stopReading, state, …) took `micros` µs of this process's CPU. */
+  observePrepare(count: number, micros: number): void {
+    this.#prepare.add(count, micros);
+  }
+
+  /** Sending a batch of `count` (the message, destroying its sockets and their 'close' handlers) took `micros`. */
+  observeSend(count: number, micros: number): void {
+    this.#send.add(count, micros);
   }
 
   /** A batch of `count` was acknowledged, having cost `cost` µs per connection (undefined: not said). */
@@ -57,6 +119,14 @@ export interface PacedSender {
   readonly accepting: boolean;
   readonly batchSize: number;
   sendable(): Promise<void>;
+  /** `count` connections were prepared (each `one` up to its first await) in `micros` µs of CPU. */
+  prepared(count: number, micros: number): void;
+}
+
+/** CPU time (user + system) this process used since `from`, µs. */
+export function cpuSince(from: NodeJS.CpuUsage): number {
+  const u = process.cpuUsage(from);
+  return u.user + u.system;
 }
 
 /**
@@ -71,13 +141,23 @@ export async function paced<T>(
 ): Promise<void> {
   const started: Promise<void>[] = [];
   let inBatch = 0;
+  // Read once per batch, not per item: the getter showed as 17 ms of self time in a profile of the old generation
+  // moving 10,000 raw connections (bench:migrate, BENCH_CPU_PROF).
+  let size = Math.max(1, sender?.batchSize ?? MAX_MIGRATION_BATCH);
+  // What preparing a batch costs this process (each `one` runs synchronously up to its first await: the
+  // sender's move() is synchronous until the connection is queued): it sizes the next batches (BatchSizer).
+  let cpu = process.cpuUsage();
   for (const item of items) {
-    if (inBatch > 0 && inBatch >= (sender?.batchSize ?? MAX_MIGRATION_BATCH)) {
+    if (inBatch >= size) {
+      sender?.prepared(inBatch, cpuSince(cpu));
       await (sender?.accepting ? sender.sendable() : new Promise((r) => setImmediate(r)));
       inBatch = 0;
+      size = Math.max(1, sender?.batchSize ?? MAX_MIGRATION_BATCH);
+      cpu = process.cpuUsage();
     }
     started.push(one(item));
     inBatch++;
   }
+  if (inBatch) sender?.prepared(inBatch, cpuSince(cpu));
   await Promise.all(started);
 }

@@ -506,6 +506,9 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       const extra: LogFields = {};
       if (moving?.closedMeanwhile) extra.closed = moving.closedMeanwhile;
       if (moving?.handedBack) extra.handedBack = moving.handedBack;
+      // What moving cost this generation's own event loop, CPU µs per connection (preparing and sending a batch).
+      const own = moving?.ownCostMean;
+      if (own != null) extra.moveCpuUs = Math.round(own);
       this.#log('info', 'drained', { ms: Date.now() - started, forced, migrated: moving?.moved ?? 0, ...extra });
       moving?.close();
       this.#client?.close();
