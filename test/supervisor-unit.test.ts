@@ -188,6 +188,28 @@ test('crash: a serving generation exits; the listeners stay and another starts a
   assert.equal(s.sup.status().supervisor.restarts, 1);
 });
 
+for (const code of [1, 0]) {
+  test(
+    `crash with code ${code}: the respawned generation serves; at stop the supervisor exits ${code}`,
+    UNIT,
+    async (t) => {
+      const { s, pid1 } = await firstServing(t, { minUptimeMs: 1000 });
+      s.os.advance(2000); // up longer than min-uptime: a crash, not a failed start
+      s.os.exit(pid1, code);
+      s.os.advance(100); // the first backoff
+      const pid2 = await spawned(s, 2);
+      const gen2 = await join(t, s, 2);
+      await waitFor(() => stateOf(s, 2) === 'serving', 10_000, 'generation 2 serving');
+      const drained = drainReason(gen2);
+      s.sup.stop('SIGTERM');
+      assert.equal(await within(drained, 10_000, 'drain'), 'stop');
+      s.os.exit(pid2, 0);
+      // The supervisor's exit code reports the crash (a code other than 0), though it stopped cleanly.
+      assert.equal(await within(s.sup.finished, 10_000, 'the supervisor exits'), code);
+    },
+  );
+}
+
 test('crash loop: --max-starts failed starts in a row and the supervisor gives up, exit 1', UNIT, async (t) => {
   const s = await startFake(t, { maxStarts: 3 });
   for (let n = 1; n <= 3; n++) {

@@ -2,7 +2,7 @@
  * The supervisor's generations and the sequence each goes through (its states and their table are in
  * generation.ts): spawn -> join the control socket -> offer the inventory -> ready -> promote (its sockets
  * join the inventory, the one it replaces drains) or roll back (the serving one is untouched) -> exit;
- * a crash of the serving one respawns after the backoff (crash-loop.ts). One start at a time: a reload
+ * a crash of the serving one respawns after the backoff (respawn.ts). One start at a time: a reload
  * asked for by SIGHUP and one asked for by `baton reload` while it runs are the same reload.
  *
  * Every OS call goes through `os` (process.ts); what belongs to the supervisor as a whole (stopping, giving
@@ -19,6 +19,7 @@ import { moveTo, newGeneration, type Generation } from './generation.js';
 import { promoteListeners } from './listeners.js';
 import { outputTail } from './output-tail.js';
 import type { SpawnedChild, SupervisorProcess } from './process.js';
+import { Respawner } from './respawn.js';
 import { followOutput, generationEnv } from './spawn-generation.js';
 import type { Tallies } from './tallies.js';
 import { addressInUseHint } from './takeover.js';
@@ -72,7 +73,7 @@ export class Generations {
   readonly #inventory: Inventory;
   readonly #notifier: ServiceNotifier;
   readonly #tallies: Tallies;
-  readonly #crash: CrashLoop;
+  readonly #respawner: Respawner;
   readonly #host: GenerationsHost;
   readonly all = new Map<number, Generation>();
   next = 1;
@@ -82,10 +83,8 @@ export class Generations {
   history: UpgradeRecord[] = [];
   /** Has READY=1 been sent (the first generation served)? */
   readySent = false;
-  /** 1 once a serving generation crashed, or the supervisor gave up. */
+  /** 1 once a serving generation crashed, or the supervisor gave up (respawn.ts). */
   exitCode = 0;
-  /** A scale-down removed this lane (retire()). */
-  #retired = false;
   /** exitOf() callers, by generation. */
   readonly #exitWaiters = new Map<Generation, Array<() => void>>();
   /** Upgrades somebody asked for (reload, SIGHUP): their outcome ends a RELOADING=1 with READY=1. */
@@ -108,13 +107,25 @@ export class Generations {
     this.#inventory = parts.inventory;
     this.#notifier = parts.notifier;
     this.#tallies = parts.tallies;
-    this.#crash = parts.crash;
     this.#host = parts.host;
+    this.#respawner = new Respawner(parts.crash, {
+      stopping: () => this.#host.stopping(),
+      current: () => this.current,
+      attempt: () => this.attempt,
+      respawn: () => void this.launch('respawn'),
+      giveUp: (failedStarts, generation, reason) => this.#host.giveUp(failedStarts, generation, reason),
+      listeners: () => this.#inventory.size,
+      failed: () => {
+        this.exitCode = 1;
+      },
+      notifier: this.#notifier,
+      log: this.#host.log,
+    });
   }
 
-  /** Generations started in this lane because none was serving (crash-loop.ts). */
+  /** Generations started in this lane because none was serving (respawn.ts). */
   get restarts(): number {
-    return this.#crash.restarts;
+    return this.#respawner.restarts;
   }
 
   alive(): Generation[] {
@@ -152,7 +163,7 @@ export class Generations {
       const busy = `upgrade in progress: generation ${generation} (pid ${pid}) is starting`;
       return Promise.reject(batonError('ERR_BATON_UPGRADE_IN_PROGRESS', busy));
     }
-    this.#crash.cancel();
+    this.#respawner.cancel();
     this.#notifier.reloading(`reloading: generation ${this.next} is starting`);
     return this.launch(this.current ? 'reload' : 'respawn', trigger).then((record) => {
       if (tally) this.#tallies.reloaded(record, this.current !== null && this.current.generation !== record.generation);
@@ -193,7 +204,7 @@ export class Generations {
       if (g.state !== 'exited' && !g.pid) this.#onExit(g, -1, null);
     });
     this.#follow(g, (exited) => child.on('exit', exited));
-    if (kind === 'respawn') this.#crash.restarts++;
+    this.#respawner.started(kind);
     this.#host.log('info', 'spawn', { generation, child: g.pid, kind });
     const promise = new Promise<UpgradeRecord>((resolve) => {
       const timer = this.#os.setTimeout(() => {
@@ -309,11 +320,10 @@ export class Generations {
     // Its own sockets join the inventory; sockets nobody uses any more are closed.
     promoteListeners(this.#inventory, g.registered, new Set(names), this.#notifier, this.#host.log);
     moveTo(g, 'serving', this.#os.now());
-    this.#crash.endAfterUptime(g.readyAt!, () => this.current === g);
     const old = this.current;
     this.current = g;
     this.attempt = null;
-    this.#crash.ready();
+    this.#respawner.served(g);
     this.#host.serving?.(g);
     const attempt = g.attempt;
     g.attempt = undefined;
@@ -415,16 +425,7 @@ export class Generations {
     if (this.readySent && this.#requested.has(attempt.record)) this.#notifier.ready(`${this.#serving()}; ${failed}`);
     else this.#notifier.status(failed);
     attempt.settle(attempt.record);
-    if (!this.current && !this.#host.stopping() && !this.#failedStart(g, reason)) this.scheduleRespawn();
-  }
-
-  /** Count a start that failed while nothing serves; true once the supervisor gives up (crash-loop.ts). */
-  #failedStart(g: Generation, reason: string): boolean {
-    const failure = this.#crash.failedStart(g.generation, g.pid, reason);
-    if (failure === null) return false;
-    this.exitCode = 1;
-    this.#host.giveUp(this.#crash.failedStarts, g.generation, reason);
-    return true;
+    this.#respawner.rolledBack(g, reason);
   }
 
   #onExit(g: Generation, code: number | null, signal: NodeJS.Signals | null): void {
@@ -447,33 +448,19 @@ export class Generations {
     } else if (was === 'serving') {
       this.#host.log('error', 'crash', fields);
       if (this.current === g) this.current = null;
-      if (!this.#host.stopping()) {
-        const status = `generation ${g.generation} exited ${how} while serving`;
-        this.#notifier.status(`${status}; starting another (the listeners stay open)`);
-        if (code !== 0) this.exitCode = 1;
-        const { upMs, early } = this.#crash.tooSoon(g.readyAt);
-        const why = `exited ${how} ${upMs} ms after ready(), sooner than --min-uptime ${this.#crash.minUptimeMs} ms`;
-        const failed = !this.current && early && this.#failedStart(g, `${why}${output}`);
-        if (!failed && !this.attempt) this.scheduleRespawn();
-      }
+      this.#respawner.crashed(g, how, code, output);
     }
     this.#host.exited();
   }
 
   /** Nothing serves: start another after the backoff (unless stopping, or one is scheduled already). */
   scheduleRespawn(): void {
-    if (this.#host.stopping() || this.#retired) return;
-    const delay = this.#crash.schedule(() => {
-      if (!this.#host.stopping() && !this.attempt && !this.current) void this.launch('respawn');
-    });
-    if (delay === null) return;
-    this.#host.log('info', 'respawn-scheduled', { inMs: delay, listenersKept: this.#inventory.size });
+    this.#respawner.schedule();
   }
 
   /** This lane's slot was removed (a scale-down): no respawn here any more, a start in progress is abandoned. */
   retire(why: string): void {
-    this.#retired = true;
-    this.#crash.cancel();
+    this.#respawner.retire();
     this.abortStart(why);
   }
 

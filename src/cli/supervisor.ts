@@ -7,7 +7,8 @@
  * orphan to take over), stop, giving up, and the answers on its control socket. The rest has a module each:
  *   generations.ts      the sequence each generation goes through (spawn, hand over, promote or roll back,
  *                       drain, exit, respawn); generation.ts: its record and state table
- *   crash-loop.ts       failed starts in a row, --max-starts, --min-uptime, the respawn backoff
+ *   respawn.ts          a lane with nothing serving: count the failed start, respawn after the backoff or give up;
+ *                       crash-loop.ts: failed starts in a row, --max-starts, --min-uptime, the backoff
  *   spawn-generation.ts its environment, output and exit
  *   listeners.ts        the inventory when a generation becomes ready
  *   answers.ts          `baton status` and the control commands
