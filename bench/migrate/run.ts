@@ -83,7 +83,8 @@ const USAGE = `usage: npm run bench:migrate -- [--no-docs] [--stall-only] [--siz
   --quick          as BENCH_QUICK=1: 1,000 connections, 2 reloads (implies --no-docs)
 environment: BENCH_SIZES (a comma list, default 1000,10000), BENCH_RELOADS (3), BENCH_KINDS (tcp,ws),
   BENCH_APPROACHES (migrate,reconnect), BENCH_APP_LOG=FILE (append the apps' output lines to FILE: every
-  generation's timestamps and CPU time; and baton's log, whose 'drained' line gives moveCpuUs), BENCH_CPU_PROF=DIR (run every generation with
+  generation's timestamps and CPU time; and baton's log, whose 'drained' line gives moveCpuUs),
+  BENCH_NODE_ARGS (more node flags for every generation, e.g. --trace-gc), BENCH_CPU_PROF=DIR (run every generation with
   \`node --cpu-prof --cpu-prof-interval=250 --cpu-prof-dir=DIR\`; the apps' lines go to DIR/apps.log; implies
   --no-docs, as a profiled run is slower)
 `;
@@ -171,6 +172,8 @@ function supervise(dir: string, app: string, env: NodeJS.ProcessEnv): Supervisor
   const node = CPU_PROF
     ? [process.execPath, '--cpu-prof', '--cpu-prof-interval=250', `--cpu-prof-dir=${CPU_PROF}`]
     : [process.execPath];
+  // BENCH_NODE_ARGS: more flags for every generation (e.g. --trace-gc, which NODE_OPTIONS does not allow).
+  node.push(...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean));
   const child = spawn(process.execPath, [BATON, 'run', '--socket', socket, '--', ...node, app], {
     cwd: ROOT,
     env: { ...process.env, PORT: '0', ...env },

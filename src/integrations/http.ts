@@ -12,7 +12,8 @@
  *   used: since Node 19 it closes idle connections immediately.
  *   With migration (plain HTTP), an idle connection moves instead — but only at a message boundary: one
  *   whose parser holds the first bytes of a request head (internals.ts: those bytes cannot move) stays
- *   until that request is answered, and moves then.
+ *   until that request is answered, and moves then. Those idle at the drain move paced, a batch at a time
+ *   (src/upgrader/pacing.ts): each is served here until its own batch goes.
  * - HTTPS: a TLS connection never moves (its session keys and sequence numbers live in this process's
  *   OpenSSL; the raw bytes would be garbage to the new one). Every response from now on carries
  *   `Connection: close`, and an idle one is left to the keep-alive timeout the server announced in each
@@ -32,6 +33,7 @@ import type http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
 import { MessageBegun, sendShutdownNotice } from './internals.js';
+import { paced, type PacedSender } from '../upgrader/pacing.js';
 
 export interface DrainResult {
   /** Connections that were still open at the drain timeout and were destroyed. */
@@ -193,7 +195,11 @@ export class ServerDrainer {
    * keep-alive connection moves to the new generation at its first idle moment instead of being closed;
    * a connection that cannot move falls back to the polite close.
    */
-  drain(timeoutMs: number, migrate: ((socket: net.Socket) => Promise<void>) | null = null): Promise<DrainResult> {
+  drain(
+    timeoutMs: number,
+    migrate: ((socket: net.Socket) => Promise<void>) | null = null,
+    pacer: PacedSender | null = null,
+  ): Promise<DrainResult> {
     this.#draining = true;
     this.stopAccepting();
     if (this.#http2) for (const s of this.#sessions) this.#goaway(s);
@@ -202,9 +208,18 @@ export class ServerDrainer {
       for (const res of this.#pending) {
         if (!res.headersSent && (!migrate || (res.socket as Tracked | null)?.[kUnmovable])) res.shouldKeepAlive = false;
       }
-      for (const socket of this.#sockets) {
-        if (!socket[kInflight]) this.#idle(socket);
-      }
+      const idle: Tracked[] = [];
+      for (const socket of this.#sockets) if (!socket[kInflight]) idle.push(socket);
+      if (migrate && pacer) {
+        // Paced like WebSockets (ws.ts) and migrateAll(): one batch's worth at a time, each when it would leave at
+        // once; until then an idle connection is served here as before (a request it sends is answered, and it
+        // moves once idle again). Moving every idle connection at the drain stopped reading all of them in one
+        // task — 10,000 × stopReading and the rest of move() (~20-40 µs each: a 200-400 ms block of this event
+        // loop) — and each then waited for every batch ahead of it, the last ones for the whole move.
+        void paced(pacer, idle, async (socket) => {
+          if (!socket[kInflight]) this.#idle(socket);
+        });
+      } else for (const socket of idle) this.#idle(socket);
     }
     return new Promise((resolve) => {
       const timer = setTimeout(() => {

@@ -12,6 +12,7 @@ import type { Held } from '../handoff/inventory.js';
 import type { InventoryEntry, MigrationKind, SocketAddress, SocketKind } from '../handoff/messages.js';
 import type { LogFields, Logger } from './logger.js';
 import type { MigrationSender } from './migrate.js';
+import type { PacedSender } from './pacing.js';
 
 /** One listener's connections: counted, and drained (or moved on) when the generation is replaced. */
 export interface ListenerDrainer {
@@ -22,8 +23,13 @@ export interface ListenerDrainer {
   track(socket: net.Socket): void;
   has(socket: net.Socket): boolean;
   stopAccepting(): void;
-  /** Resolves when every connection closed or moved (`move`), or at `timeoutMs` with the rest closed. */
-  drain(timeoutMs: number, move: ((socket: net.Socket) => Promise<void>) | null): Promise<{ forced: number }>;
+  /** Resolves when every connection closed or moved (`move`), or at `timeoutMs` with the rest closed. Connections
+   * idle at the drain move paced by `pacer` (one batch at a time, src/upgrader/pacing.ts). */
+  drain(
+    timeoutMs: number,
+    move: ((socket: net.Socket) => Promise<void>) | null,
+    pacer: PacedSender | null,
+  ): Promise<{ forced: number }>;
 }
 
 export type LogFn = (level: 'info' | 'warn' | 'error', event: string, fields?: LogFields) => void;

@@ -286,7 +286,7 @@ export class Listeners {
     return Promise.all(
       [...this.#byName.values()].map((m) => {
         const move = moving ? (socket: net.Socket) => moving.move(socket, 'http', m.entry.name) : null;
-        return m.drainer?.drain(timeoutMs, move) ?? { forced: 0 };
+        return m.drainer?.drain(timeoutMs, move, moving) ?? { forced: 0 };
       }),
     );
   }
