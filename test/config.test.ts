@@ -43,6 +43,9 @@ test('malformed config files: each error names the file and the key, the line an
   await rejects(write(dir, 'type.json', { readyTimeout: '30' }), [
     /readyTimeout: must be a number of seconds >= 0, got "30"/,
   ]);
+  await rejects(write(dir, 'zero.json', { helloTimeout: 0 }), [
+    /helloTimeout: must be a number of seconds > 0, got number 0/,
+  ]);
   await rejects(write(dir, 'negative.json', { drainTimeout: -1 }), [
     /drainTimeout: must be a number of seconds >= 0, got number -1/,
   ]);
@@ -261,6 +264,7 @@ interface SchemaNode {
   oneOf?: SchemaNode[];
   const?: string;
   minimum?: number;
+  exclusiveMinimum?: number;
   minLength?: number;
   description?: string;
   properties?: Record<string, SchemaNode>;
@@ -283,6 +287,7 @@ test('baton.config.schema.json and the validator agree: the same keys, each of t
     for (const node of [resolve(top[key]!), resolve(environment.properties![key]!)]) {
       const expected: Record<OptionKind['type'], Partial<SchemaNode>> = {
         seconds: { type: 'number', minimum: 0 },
+        positiveSeconds: { type: 'number', exclusiveMinimum: 0 },
         count: { type: 'integer', minimum: 0 },
         workers: { oneOf: [{ type: 'integer', minimum: 1 }, { const: 'max' }] },
         string: { type: 'string', minLength: 1 },

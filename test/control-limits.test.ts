@@ -8,7 +8,9 @@
  *   socketpair whose other end, here, sees its end of stream only once every copy is closed;
  * - a burst of 65 messages before hello: the serving side queues none of them (a link keeps up to 64
  *   unsolicited messages): the first one ends the connection;
- * - silence: no hello within 5 s closes the connection;
+ * - silence: no hello within the hello timeout closes the connection (`baton run --hello-timeout 1`, the
+ *   Upgrader's `helloTimeout: 1000`: the same timer as the default 5 s, without waiting 5 s twice); bad values
+ *   of both are refused;
  * - more connections than the 64 a control socket keeps open at once: the extra ones get a `refuse`
  *   (ERR_BATON_TOO_MANY_CONNECTIONS) and are closed at once, without waiting for their hello; `status` and
  *   `reload` commands get that refusal while they are held (nothing is started; the CLI prints the reason
@@ -33,7 +35,8 @@ import { sendCommand } from '../src/handoff/control.js';
 import { decode } from '../src/handoff/decode.js';
 import { CONTROL_CHANNEL_LIMITS, MAX_CONTROL_CONNECTIONS, MAX_MESSAGE_BYTES } from '../src/handoff/messages.js';
 import { expectFdsBackTo, fdCount, spawnNode, tmpDir, waitFor, within } from './helpers.js';
-import { alive, baton, get, HTTP_EXAMPLE, SERVING, startSupervised } from './upgrade-helpers.js';
+import { alive, baton, BEHAVIOUR_APP, get, HTTP_EXAMPLE, SERVING, startSupervised } from './upgrade-helpers.js';
+import { Upgrader } from '../src/index.js';
 
 type Cleanup = Parameters<typeof tmpDir>[0];
 type Kind = 'supervised' | 'standalone';
@@ -50,19 +53,36 @@ interface Target {
   ownChannels: number;
   /** What the socket's owner logged (a supervised generation's stderr goes through the supervisor). */
   log(): string;
+  /** What the app answers on GET /. */
+  body: RegExp;
 }
 
-async function start(t: Cleanup, kind: Kind): Promise<Target> {
+/**
+ * The target: examples/http-server under `baton run` or standalone. With `helloTimeoutS`: `baton run
+ * --hello-timeout S`, or standalone the behaviour app (test/fixtures/behaviour-app.ts) started with
+ * `helloTimeout` (the example takes no options).
+ */
+async function start(t: Cleanup, kind: Kind, helloTimeoutS?: number): Promise<Target> {
   if (kind === 'supervised') {
-    const s = await startSupervised(t);
+    const runArgs = helloTimeoutS === undefined ? [] : ['--hello-timeout', String(helloTimeoutS)];
+    const s = await startSupervised(t, { runArgs });
     const gen = (await s.serving())[0]!.pid;
-    return { kind, socket: s.socket, port: s.port, pids: [s.sup.pid, gen], ownChannels: 1, log: () => s.sup.stderr() };
+    const log = () => s.sup.stderr();
+    return { kind, socket: s.socket, port: s.port, pids: [s.sup.pid, gen], ownChannels: 1, log, body: HELLO_BODY };
   }
   const socket = path.join(tmpDir(t), 'c.sock');
-  const p = spawnNode(t, HTTP_EXAMPLE, [], { BATON_SOCKET: socket, PORT: '0' });
+  const env = { BATON_SOCKET: socket, PORT: '0' };
+  const p =
+    helloTimeoutS === undefined
+      ? spawnNode(t, HTTP_EXAMPLE, [], env)
+      : spawnNode(t, BEHAVIOUR_APP, [], { ...env, HELLO_TIMEOUT: String(helloTimeoutS * 1000) });
   const port = Number((await p.line(SERVING(1), 20_000))[1]);
-  return { kind, socket, port, pids: [p.pid], ownChannels: 0, log: () => p.stderr() };
+  const body = helloTimeoutS === undefined ? HELLO_BODY : /generation 1 pid \d+/;
+  return { kind, socket, port, pids: [p.pid], ownChannels: 0, log: () => p.stderr(), body };
 }
+
+/** examples/http-server's answer. */
+const HELLO_BODY = /hello from generation 1/;
 
 /** What each open fd of `pid` is (readlink of /proc/<pid>/fd/N), for a failure message that says what leaked. */
 function fdTargets(pid: number): string[] {
@@ -99,7 +119,7 @@ async function baseline(target: Target): Promise<Baseline> {
 
 /** The app serves, nobody crashed, and no fd was left behind in the supervisor or the generation. */
 async function expectIntact(target: Target, base: Baseline, what: string): Promise<void> {
-  assert.match((await get(target.port)).body, /hello from generation 1/, `${what}: the app answers`);
+  assert.match((await get(target.port)).body, target.body, `${what}: the app answers`);
   for (const pid of target.pids) assert.ok(alive(pid), `${what}: pid ${pid} is alive`);
   assert.doesNotMatch(
     target.log(),
@@ -355,16 +375,16 @@ for (const kind of KINDS) {
     await expectIntact(target, base, '65 messages before hello');
   });
 
-  test(`${kind}: no hello within 5 s closes the connection; the app serves meanwhile`, {
+  test(`${kind}: no hello within the hello timeout (1 s here) closes the connection; the app serves meanwhile`, {
     timeout: 120_000,
   }, async (t) => {
-    const target = await start(t, kind);
+    const target = await start(t, kind, 1);
     const base = await baseline(target);
     const c = await raw(target.socket);
     // While the silent connection is open, everything else works.
     assert.equal((await sendCommand(target.socket, 'status', 10_000)).ok, true);
     assert.equal((await get(target.port)).status, 200);
-    await refusedFor(target, c, /timed out after 5000 ms waiting for hello/, 'silence');
+    await refusedFor(target, c, /timed out after 1000 ms waiting for hello/, 'silence');
     assert.deepEqual(c.messages, []);
     await expectIntact(target, base, 'silence');
   });
@@ -436,6 +456,28 @@ for (const kind of KINDS) {
     await expectIntact(target, base, 'held connections');
   });
 }
+
+test('the hello timeout: baton run --hello-timeout and the Upgrader option helloTimeout take more than 0', async () => {
+  const help = await baton(['run', '--help']);
+  assert.match(
+    help.stdout,
+    /--hello-timeout S +seconds a process that connects to the control socket has to say hello/,
+  );
+  for (const bad of ['0', '-1', 'soon']) {
+    const r = await baton(['run', '--hello-timeout', bad, '--', 'true']);
+    assert.equal(r.code, 2, `--hello-timeout ${bad}: ${r.stderr}`);
+    assert.match(r.stderr, /--hello-timeout takes a number of seconds/);
+  }
+  // 0 would mean no limit to the handoff's timers: a silent peer holding one of the 64 connections forever.
+  for (const bad of [0, -1, '5000', Number.NaN, Number.POSITIVE_INFINITY]) {
+    await assert.rejects(
+      Upgrader.start({ helloTimeout: bad as number, logger: false }),
+      (err: Error & { code?: string }) =>
+        err instanceof TypeError && err.code === 'ERR_INVALID_ARG_TYPE' && /options\.helloTimeout/.test(err.message),
+      `helloTimeout ${String(bad)}`,
+    );
+  }
+});
 
 test('the control socket options: 1 MiB, 16 fds, 64 connections, and the refusal a dropped connection gets', () => {
   assert.equal(CONTROL_CHANNEL_LIMITS.maxMessageBytes, 1024 * 1024);

@@ -17,6 +17,7 @@ import { BALANCES } from './slots.js';
 /** How a key's value is checked and turned into its flag's text. */
 export type OptionKind =
   | { type: 'seconds' } // a number >= 0, as the flag takes it (seconds, fractions allowed)
+  | { type: 'positiveSeconds' } // the same, > 0: where 0 cannot mean "no limit" (--hello-timeout)
   | { type: 'count' } // a whole number >= 0
   | { type: 'workers' } // a whole number >= 1, or "max"
   | { type: 'string' } // a non-empty string
@@ -33,6 +34,7 @@ export const RUN_OPTIONS: Readonly<Record<string, RunOption>> = {
   socket: { flag: '--socket', kind: { type: 'string' } },
   readyTimeout: { flag: '--ready-timeout', kind: { type: 'seconds' } },
   drainTimeout: { flag: '--drain-timeout', kind: { type: 'seconds' } },
+  helloTimeout: { flag: '--hello-timeout', kind: { type: 'positiveSeconds' } },
   maxStarts: { flag: '--max-starts', kind: { type: 'count' } },
   minUptime: { flag: '--min-uptime', kind: { type: 'seconds' } },
   logFormat: { flag: '--log-format', kind: { type: 'enum', values: ['text', 'json'] } },
@@ -199,6 +201,11 @@ function optionValue(file: string, at: string, kind: OptionKind, value: unknown)
     case 'seconds':
       if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
         throw configError(file, at, `must be a number of seconds >= 0, got ${describe(value)}`);
+      }
+      return String(value);
+    case 'positiveSeconds':
+      if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+        throw configError(file, at, `must be a number of seconds > 0, got ${describe(value)}`);
       }
       return String(value);
     case 'count':

@@ -38,6 +38,8 @@ Options:
 ${SOCKET_HELP}
   --ready-timeout S      seconds a new generation has to call ready() (default 30)
   --drain-timeout S      seconds a replaced generation has to drain (default 30)
+  --hello-timeout S      seconds a process that connects to the control socket has to say hello before
+                         it is disconnected (default 5; more than 0)
   --max-starts N         give up (exit 1 with the last error and its output) after N starts in a row
                          fail while nothing serves: no ready(), or an exit within --min-uptime of it
                          (default 5; 0: retry forever). Crashes after that restart with backoff

@@ -6,6 +6,7 @@ import cluster from 'node:cluster';
 import { sendCommand } from '../handoff/control.js';
 import { trustedSocketPath } from '../handoff/socket-dir.js';
 import type { ControlCommand, ReloadOptions, Result } from '../handoff/messages.js';
+import { DEFAULT_HELLO_TIMEOUT_MS } from '../handoff/session.js';
 import { createLogger } from '../upgrader/logger.js';
 import { VERSION } from '../version.js';
 import { listTakeoverSockets } from '../upgrader/orphan.js';
@@ -60,6 +61,14 @@ function seconds(flags: Map<string, string | true>, name: string, def: number): 
   if (typeof v !== 'string' || !Number.isFinite(n) || n < 0)
     throw new UsageError(`${name} takes a number of seconds, got ${String(v)}`);
   return Math.round(n * 1000);
+}
+
+/** --hello-timeout: seconds > 0 (0 would mean no limit: a silent peer holding a control connection forever). */
+function helloTimeout(flags: Map<string, string | true>): number {
+  const ms = seconds(flags, '--hello-timeout', DEFAULT_HELLO_TIMEOUT_MS / 1000);
+  if (ms <= 0)
+    throw new UsageError(`--hello-timeout takes a number of seconds > 0, got ${String(flags.get('--hello-timeout'))}`);
+  return ms;
 }
 
 function count(flags: Map<string, string | true>, name: string, def: number): number {
@@ -119,7 +128,15 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function run(argv: string[]): Promise<number> {
-  const values = ['--socket', '--ready-timeout', '--drain-timeout', '--log-format', '--max-starts', '--min-uptime'];
+  const values = [
+    '--socket',
+    '--ready-timeout',
+    '--drain-timeout',
+    '--hello-timeout',
+    '--log-format',
+    '--max-starts',
+    '--min-uptime',
+  ];
   const { flags, rest } = parse(
     argv,
     [...values, '--metrics', '--workers', '--balance', ...CONFIG_FLAGS],
@@ -156,6 +173,7 @@ async function run(argv: string[]): Promise<number> {
     socket: socketOf(flags),
     readyTimeoutMs: seconds(flags, '--ready-timeout', 30),
     drainTimeoutMs: seconds(flags, '--drain-timeout', 30),
+    helloTimeoutMs: helloTimeout(flags),
     logger,
     logFormat: format,
     fdStore: flags.has('--fdstore'),

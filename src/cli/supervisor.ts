@@ -49,6 +49,8 @@ export interface SupervisorOptions {
   socket: string;
   readyTimeoutMs: number;
   drainTimeoutMs: number;
+  /** How long a peer of the control socket may take to say hello (`--hello-timeout`). Default 5000. */
+  helloTimeoutMs?: number;
   logger: Logger;
   logFormat: 'text' | 'json';
   /** Also keep every listener in systemd's fd store (FDSTORE=1), so that a restart keeps the ports open. */
@@ -260,6 +262,7 @@ export class Supervisor {
           reexec: (requester) => this.reexec(requester),
         }),
       log: this.#log,
+      helloTimeoutMs: this.#opts.helloTimeoutMs,
     });
     if (this.#os.pid === 1) this.#reaper = this.#os.setInterval(() => this.#reapOrphans(), REAP_EVERY_MS);
   }

@@ -29,6 +29,8 @@ export interface HandoffServerHandlers {
   control(session: HandoffSession): void | Promise<void>;
   /** Refused connections, drops past the connection limit and accept errors are logged here. */
   log: LogFn;
+  /** How long a peer may take to say hello (ms, > 0). Default DEFAULT_HELLO_TIMEOUT_MS (5 s). */
+  helloTimeoutMs?: number;
 }
 
 export class HandoffServer {
@@ -37,7 +39,7 @@ export class HandoffServer {
   constructor(server: FdChannelServer, handlers: HandoffServerHandlers) {
     this.#server = server;
     server.on('channel', (channel) => {
-      HandoffSession.accept(channel).then(
+      HandoffSession.accept(channel, handlers.helloTimeoutMs).then(
         (session) => (session.hello.role === 'control' ? handlers.control(session) : handlers.generation(session)),
         (err: Error) => handlers.log('warn', 'control-refused', { reason: err.message }),
       );

@@ -34,13 +34,20 @@ export interface SessionEvents {
   close: [err?: Error];
 }
 
+/**
+ * How long a peer may take to say hello after connecting, by default (`baton run --hello-timeout`, the Upgrader's
+ * `helloTimeout`): a peer that connects and stays silent holds one of the 64 connections a control socket keeps
+ * (docs/security.md). A hello is one small message sent right after connect, so 5 s is ample on a loaded machine.
+ */
+export const DEFAULT_HELLO_TIMEOUT_MS = 5000;
+
 export class HandoffSession extends EventEmitter<SessionEvents> {
   readonly link: Link;
   readonly hello: Hello;
   #state: SessionState = 'greeted';
 
   /** Authenticate the peer and read its hello. Closes the channel and throws on any failure. */
-  static async accept(channel: FdChannel, helloTimeoutMs = 5000): Promise<HandoffSession> {
+  static async accept(channel: FdChannel, helloTimeoutMs = DEFAULT_HELLO_TIMEOUT_MS): Promise<HandoffSession> {
     const link = new Link(channel);
     const refusal = peerRefusal(channel.peer);
     if (refusal) {

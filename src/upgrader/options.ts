@@ -1,6 +1,7 @@
 /** The Upgrader's options, events and their checks (the public types; src/upgrader/upgrader.ts uses them). */
 import type net from 'node:net';
 import { argTypeError } from '../fd/errors.js';
+import { DEFAULT_HELLO_TIMEOUT_MS } from '../handoff/session.js';
 import type { Logger } from './logger.js';
 
 export interface UpgraderOptions {
@@ -10,6 +11,12 @@ export interface UpgraderOptions {
   readyTimeout?: number;
   /** How long a replaced generation may take to drain before what is left is closed, in ms. Default 30000. */
   drainTimeout?: number;
+  /**
+   * Standalone: how long a process that connects to this generation's control socket (a successor, a `baton`
+   * command) may take to say hello before the connection is closed, in ms (> 0). Default 5000. Under
+   * `baton run` the supervisor's `--hello-timeout` applies instead.
+   */
+  helloTimeout?: number;
   /** While draining, how long an idle keep-alive connection may wait for its next request, in ms. Default 1000. */
   idleGrace?: number;
   /**
@@ -92,6 +99,7 @@ export interface WebSocketMigrationOptions<S = unknown> {
 export interface Settings {
   readyTimeout: number;
   drainTimeout: number;
+  helloTimeout: number;
   idleGrace: number;
   warmUp: number;
   endEventStreams: boolean;
@@ -105,6 +113,11 @@ export interface Settings {
 export function settingsOf(options: UpgraderOptions): Settings {
   const readyTimeout = checkMs(options.readyTimeout, 'readyTimeout', 30_000);
   const drainTimeout = checkMs(options.drainTimeout, 'drainTimeout', 30_000);
+  // Not 0: 0 means "no limit" to the handoff's timers, and a silent peer must not hold a connection forever.
+  const helloTimeout = options.helloTimeout ?? DEFAULT_HELLO_TIMEOUT_MS;
+  if (typeof helloTimeout !== 'number' || !Number.isFinite(helloTimeout) || helloTimeout <= 0) {
+    throw argTypeError('options.helloTimeout', 'a number of milliseconds > 0', helloTimeout);
+  }
   const idleGrace = checkMs(options.idleGrace, 'idleGrace', 1000);
   const eventStreamRetry = checkMs(options.eventStreamRetry, 'eventStreamRetry', 300);
   if (options.endEventStreams !== undefined && typeof options.endEventStreams !== 'boolean') {
@@ -117,6 +130,7 @@ export function settingsOf(options: UpgraderOptions): Settings {
   return {
     readyTimeout,
     drainTimeout,
+    helloTimeout,
     idleGrace,
     warmUp,
     endEventStreams: options.endEventStreams ?? true,

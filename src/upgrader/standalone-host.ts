@@ -19,6 +19,8 @@ export interface HostCallbacks {
   generation(): number;
   state(): UpgraderState;
   readyTimeout: number;
+  /** How long a peer may take to say hello (ms). */
+  helloTimeout: number;
   logger: Logger;
   /** What a successor inherits: the fds are borrowed from the live sockets (the kernel copies them). */
   inventory(): Held[];
@@ -43,6 +45,7 @@ export class StandaloneHost {
       generation: (session) => this.#onGeneration(session),
       control: (session) => this.#onControl(session),
       log: (level, event, fields) => this.#log(level, event, fields),
+      helloTimeoutMs: callbacks.helloTimeout,
     });
   }
 

@@ -165,6 +165,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       socketPath: this.#socketPath,
       readyTimeout: this.#settings.readyTimeout,
       drainTimeout: this.#settings.drainTimeout,
+      helloTimeout: this.#settings.helloTimeout,
       logger: this.#logger,
       service: () => this.#service,
       client: () => this.#client,

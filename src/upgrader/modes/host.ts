@@ -13,6 +13,7 @@ export function hostOn(server: FdChannelServer, g: Generation, own: () => Offere
     generation: () => g.generation,
     state: () => g.state(),
     readyTimeout: g.readyTimeout,
+    helloTimeout: g.helloTimeout,
     logger: g.logger,
     inventory: () => [...g.inventory(), ...own()],
     status: () => g.status(),

@@ -23,6 +23,8 @@ export interface Generation {
   readonly socketPath: string | null;
   readonly readyTimeout: number;
   readonly drainTimeout: number;
+  /** Standalone: how long a peer of the control socket may take to say hello (ms). */
+  readonly helloTimeout: number;
   readonly logger: Logger;
   service(): ServiceManager | null;
   /** The connection to the predecessor or supervisor (null once closed, or without one). */
