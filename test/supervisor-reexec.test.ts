@@ -163,19 +163,22 @@ test('re-exec refused while a generation starts; a draining one is carried over,
   const recv = path.join(dir, 'recv');
   const s = await startSupervised(t, { app: BEHAVIOUR_APP, env: { BEHAVIOUR_FILE: behaviour, RECV_LOG: recv } });
 
-  // Generation 2 takes 2 s to call ready(): a re-exec meanwhile is refused, and the reload goes on.
-  fs.writeFileSync(behaviour, 'slow-ready');
+  // Generation 2 calls ready() only once the test lets it: a re-exec meanwhile is refused, and the reload goes on.
+  fs.writeFileSync(behaviour, 'held-ready');
   const reload = s.reload();
-  await s.sup.line(/generation 2 pid \d+ slow-ready/, 15_000);
+  await s.sup.line(/generation 2 pid \d+ held-ready/, 15_000);
   const refused = await s.reload(['--supervisor']);
   assert.equal(refused.code, 1, refused.stdout);
   assert.match(refused.stderr, /upgrade in progress: generation 2/);
+  fs.writeFileSync(`${behaviour}.release`, '');
   assert.equal((await reload).code, 0);
 
-  // Generation 2 holds a request for 8 s while generation 3 replaces it: it drains across the re-exec.
+  // Generation 2 holds a request while generation 3 replaces it and the supervisor re-execs: it drains across
+  // the re-exec. The request is answered only once the new image has generation 2 draining.
   fs.writeFileSync(behaviour, 'ok');
   const gen2 = (await s.serving())[0]!;
-  const slow = get(s.port, '/?delay=8000&id=slow', 20_000);
+  const answerNow = path.join(dir, 'answer-now');
+  const slow = get(s.port, `/?until=${encodeURIComponent(answerNow)}&id=slow`, 30_000);
   const arrived = () => fs.existsSync(recv) && fs.readFileSync(recv, 'utf8').includes('slow');
   await waitFor(arrived, 10_000, 'the slow request reaching generation 2');
   const up = await s.reload();
@@ -190,6 +193,7 @@ test('re-exec refused while a generation starts; a draining one is carried over,
       [3, 'serving'],
     ],
   );
+  fs.writeFileSync(answerNow, '');
   const answer = await slow;
   assert.equal(answer.status, 200);
   assert.match(answer.body, new RegExp(`^generation 2 pid ${gen2.pid}`));

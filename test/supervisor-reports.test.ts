@@ -17,9 +17,9 @@ test('SIGHUP during a reload: logged as ignored, with the reason; the reload in 
   const behaviour = path.join(dir, 'behaviour');
   fs.writeFileSync(behaviour, 'ok');
   const s = await startSupervised(t, { app: BEHAVIOUR_APP, dir, env: { BEHAVIOUR_FILE: behaviour } });
-  fs.writeFileSync(behaviour, 'slow-ready'); // generation 2 takes 2 s to call ready()
+  fs.writeFileSync(behaviour, 'held-ready'); // generation 2 calls ready() once behaviour.release exists
   const first = s.reload();
-  const slowPid = Number((await s.sup.line(/generation 2 pid (\d+) slow-ready/, 20_000))[1]);
+  const slowPid = Number((await s.sup.line(/generation 2 pid (\d+) held-ready/, 20_000))[1]);
   process.kill(s.sup.pid, 'SIGHUP');
   await waitFor(() => /sighup-ignored/.test(s.sup.stderr()), 10_000, 'the ignored SIGHUP is logged');
   assert.match(
@@ -29,6 +29,7 @@ test('SIGHUP during a reload: logged as ignored, with the reason; the reload in 
         `starting`,
     ),
   );
+  fs.writeFileSync(`${behaviour}.release`, '');
   const r = await first;
   assert.equal(r.code, 0, r.stderr);
   await s.sup.line(SERVING(2), 10_000);

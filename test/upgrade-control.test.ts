@@ -109,9 +109,9 @@ test('a second reload while one is in progress is refused cleanly; the first com
   const s = await startSupervised(t, { app: BEHAVIOUR_APP, dir, env: { BEHAVIOUR_FILE: behaviour } });
   const oldPid = (await s.serving())[0]!.pid;
 
-  fs.writeFileSync(behaviour, 'slow-ready'); // generation 2 takes 2 s to call ready()
+  fs.writeFileSync(behaviour, 'held-ready'); // generation 2 calls ready() once behaviour.release exists
   const first = s.reload();
-  const slowPid = Number((await s.sup.line(/generation 2 pid (\d+) slow-ready/, 20_000))[1]);
+  const slowPid = Number((await s.sup.line(/generation 2 pid (\d+) held-ready/, 20_000))[1]);
   const during = await s.status();
   assert.deepEqual(
     during.generations.map((g) => [g.generation, g.pid, g.state]),
@@ -125,6 +125,7 @@ test('a second reload while one is in progress is refused cleanly; the first com
   const second = await s.reload();
   assert.equal(second.code, 1, `second reload: ${second.stdout} ${second.stderr}`);
   assert.match(second.stderr, /upgrade in progress: generation 2 \(pid \d+\) is starting/);
+  fs.writeFileSync(`${behaviour}.release`, '');
   const r = await first;
   assert.equal(r.code, 0, `first reload: ${r.stdout} ${r.stderr}`);
   assert.match(r.stdout, new RegExp(`generation 2 \\(pid ${slowPid}\\) is serving`));

@@ -85,11 +85,11 @@ test('standalone: a second newcomer during a takeover is refused (ERR_BATON_UPGR
   t.after(() => load.stop());
   await waitFor(() => load.result.ok >= 100, 20_000, 'the load running against generation 1');
 
-  // A successor that joins (inherits the sockets) and then takes 2 s to call ready().
+  // A successor that joins (inherits the sockets) and calls ready() only once the test lets it.
   const behaviour = path.join(dir, 'behaviour');
-  fs.writeFileSync(behaviour, 'slow-ready');
+  fs.writeFileSync(behaviour, 'held-ready');
   const slow = spawnNode(t, BEHAVIOUR_APP, [], { BATON_SOCKET: socket, PORT: String(port), BEHAVIOUR_FILE: behaviour });
-  await slow.line(/generation 2 pid \d+ slow-ready/, 20_000);
+  await slow.line(/generation 2 pid \d+ held-ready/, 20_000);
 
   // Meanwhile a third process tries to take over as well.
   const third = spawnNode(t, HTTP_EXAMPLE, [], { BATON_SOCKET: socket, PORT: String(port) });
@@ -101,7 +101,8 @@ test('standalone: a second newcomer during a takeover is refused (ERR_BATON_UPGR
   assert.match(p.stderr(), new RegExp(`baton WARN upgrade-refused gen=1 pid=${p.pid} peer=${third.pid}`));
   assert.ok(alive(p.pid), 'the serving generation is still there');
 
-  // The slow successor completes its takeover; the first generation drains and exits.
+  // The held successor completes its takeover; the first generation drains and exits.
+  fs.writeFileSync(`${behaviour}.release`, '');
   await slow.line(SERVING(2), 20_000);
   assert.equal(await within(p.exited, 20_000, 'generation 1 exits after the takeover'), 0, p.stderr().slice(-2000));
   const before = load.result.ok;
