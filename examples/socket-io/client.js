@@ -1,5 +1,7 @@
 // socket.io-client clients that count ticks across reloads: missing ticks, reconnects, recovered sessions.
 //   node examples/socket-io/client.js [port] [clients] [seconds]
+// Prints "all N clients on generation G" whenever every client's latest tick comes from a generation none
+// were all on before, and the summary after `seconds` or at Ctrl-C (SIGINT).
 import { io } from 'socket.io-client';
 
 const [port = '8083', n = '10', seconds = '20'] = process.argv.slice(2);
@@ -8,7 +10,10 @@ let missing = 0;
 let reconnects = 0;
 let recovered = 0;
 const generations = new Set();
-const sockets = Array.from({ length: Number(n) }, () => {
+/** The generation of each client's latest tick. */
+const latest = Array.from({ length: Number(n) }, () => null);
+let allOn = null;
+const sockets = latest.map((_, i) => {
   const socket = io(`http://127.0.0.1:${port}`);
   const seen = new Set();
   let first = null;
@@ -17,6 +22,11 @@ const sockets = Array.from({ length: Number(n) }, () => {
     if (!seen.has(tick)) ticks++;
     seen.add(tick);
     generations.add(gen);
+    latest[i] = gen;
+    if (gen !== allOn && latest.every((g) => g === gen)) {
+      allOn = gen;
+      console.log(`all ${n} clients on generation ${gen}`);
+    }
   });
   let connected = false;
   socket.on('connect', () => {
@@ -33,7 +43,8 @@ const sockets = Array.from({ length: Number(n) }, () => {
   };
   return socket;
 });
-setTimeout(() => {
+const end = () => {
+  clearTimeout(timer);
   for (const s of sockets) {
     s.count();
     s.close();
@@ -42,4 +53,6 @@ setTimeout(() => {
     `ticks ${ticks}, missing ${missing}, reconnects ${reconnects} (recovered ${recovered}), generations ` +
       `${[...generations].join(' -> ')}`,
   );
-}, Number(seconds) * 1000);
+};
+const timer = setTimeout(end, Number(seconds) * 1000);
+process.once('SIGINT', end);
