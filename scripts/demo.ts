@@ -8,6 +8,10 @@
  * Progress is one live line on a terminal (rewritten in place), plain lines otherwise. Everything it starts
  * is stopped again — the supervisor gracefully (`baton stop`, then SIGTERM, then SIGKILL), any leftover
  * generation by pid — and its private tmp dir is removed, also on Ctrl-C (a second Ctrl-C forces).
+ *
+ *   npm start                the pace to watch: 2 s of load before the first reload and after each
+ *   npm start -- --quick     the same run at the pace of a smoke test (0.5 s, and 1.5 s after the last reload):
+ *                            what test/examples.test.ts runs, 5 s sooner
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -29,10 +33,13 @@ const CONNECTIONS = 16;
 /** Pause between a connection's requests: a modest load, not a benchmark. */
 const PAUSE_MS = 5;
 const RELOADS = 3;
-const WARMUP_MS = 2000;
-const BETWEEN_MS = 2000;
+const USAGE = 'usage: npm start [-- --quick]';
+const ARGS = process.argv.slice(2);
+const QUICK = ARGS.includes('--quick');
+const WARMUP_MS = QUICK ? 500 : 2000;
+const BETWEEN_MS = QUICK ? 500 : 2000;
 /** After the last reload: longer than the drain's idle grace (1 s), so the last drain time is known. */
-const COOLDOWN_MS = 2000;
+const COOLDOWN_MS = QUICK ? 1500 : 2000;
 /** A fresh connection (no keep-alive) every this many ms: does the port ever refuse one? */
 const PROBE_EVERY_MS = 50;
 const START_TIMEOUT_MS = 20_000;
@@ -401,6 +408,11 @@ async function stopSupervisor(sock: string): Promise<string> {
 }
 
 async function main(): Promise<number> {
+  const unknown = ARGS.find((a) => a !== '--quick');
+  if (unknown !== undefined) {
+    process.stderr.write(`demo: unknown argument ${JSON.stringify(unknown)}\n${USAGE}\n`);
+    return 2;
+  }
   const port = await freePort();
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'baton-demo-'));
   const sock = path.join(dir, 'baton.sock');
