@@ -61,23 +61,26 @@ export async function servingPid(out: Spawned, gen: number, ms = 20_000): Promis
 
 /**
  * `n` requests on fresh connections to `port` that generation 1 (`pid`, printing to `stdout`) holds until `ms`
- * after its 'drain' (fault-app's ?replaced=1), returned once it holds them all; each promise gives the status
- * or the error code. Not a fixed hold from now: a reload on a loaded machine took longer than that, and the
- * requests were answered before the drain they must be in flight for ('generation 1 had 0 requests in flight').
+ * after its 'drain' (fault-app's ?replaced=1), or with 'released' from its 'drain' until the test's release()
+ * (?replaced=1&released=1), returned once it holds them all; each promise gives the status or the error code.
+ * Not a fixed hold from now: a reload on a loaded machine took longer than that, and the requests were answered
+ * before the drain they must be in flight for ('generation 1 had 0 requests in flight').
  */
 export async function heldUntilReplaced(
   port: number,
   pid: number,
   stdout: () => string,
   n: number,
-  ms: number,
+  ms: number | 'released',
 ): Promise<Array<Promise<number | string>>> {
+  const how = ms === 'released' ? 'until released' : `for ${ms} ms`;
   const held = () =>
-    (stdout().match(new RegExp(`generation 1 pid ${pid} holds a request for ${ms} ms after it is replaced`, 'g')) ?? [])
+    (stdout().match(new RegExp(`generation 1 pid ${pid} holds a request ${how} after it is replaced`, 'g')) ?? [])
       .length;
   const before = held();
+  const query = ms === 'released' ? 'replaced=1&released=1' : `delay=${ms}&replaced=1`;
   const requests = Array.from({ length: n }, () =>
-    get(port, `/?delay=${ms}&replaced=1`, 60_000).then(
+    get(port, `/?${query}`, 60_000).then(
       (r) => r.status,
       (err: NodeJS.ErrnoException) => err.code ?? err.message,
     ),

@@ -126,7 +126,7 @@ async function echoesMovedTo(
   clients.forEach((c) => c.end());
 }
 
-const slowRequests = (w: FaultWorld, n: number, ms: number) =>
+const slowRequests = (w: FaultWorld, n: number, ms: number | 'released') =>
   heldUntilReplaced(w.s.port, w.gen1, () => w.s.sup.stdout(), n, ms);
 
 const ECHO = { ECHO_PORT: '0', MIGRATE_CHUNK: '10', MIGRATE_PAUSE_MS: '100' };
@@ -662,7 +662,8 @@ test('supervisor SIGKILLed mid-drain: the old generation finishes its requests i
   timeout: 60_000,
 }, async (t) => {
   const w = await superviseFaultApp(t);
-  const slow = await slowRequests(w, 3, 3000);
+  // In flight from generation 1's drain until the test's release() (no fixed hold to wait out).
+  const slow = await slowRequests(w, 3, 'released');
   w.fault(1, 'mid-drain', 'hold');
   const reload = w.s.reload();
   const hit = await faultHit(w.s.sup, 1, 'mid-drain');
@@ -682,7 +683,8 @@ test('supervisor hung mid-drain, then continued: nothing lost, the old generatio
   timeout: 60_000,
 }, async (t) => {
   const w = await superviseFaultApp(t);
-  const slow = await slowRequests(w, 3, 3000);
+  // In flight from generation 1's drain until the test's release() (no fixed hold to wait out).
+  const slow = await slowRequests(w, 3, 'released');
   w.fault(1, 'mid-drain', 'hold');
   const reload = w.s.reload();
   const hit = await faultHit(w.s.sup, 1, 'mid-drain');
@@ -768,7 +770,8 @@ test('supervisor SIGKILL mid-drain → takeover: two orphans; the new baton run 
   timeout: 90_000,
 }, async (t) => {
   const w = await superviseFaultApp(t);
-  const slow = await slowRequests(w, 3, 6000);
+  // In flight from generation 1's drain until the test's release() (no fixed hold to wait out).
+  const slow = await slowRequests(w, 3, 'released');
   w.fault(1, 'mid-drain', 'hold');
   const reload = w.s.reload();
   await faultHit(w.s.sup, 1, 'mid-drain');
