@@ -27,6 +27,7 @@ import { batonError } from '../fd/errors.js';
 import { closeFds } from '../fd/fds.js';
 import { acceptOptionsOf } from '../fd/internals.js';
 import { probe } from '../fd/probe.js';
+import type { GenerationClient } from '../handoff/client.js';
 import type { Lent, SocketKind } from '../handoff/messages.js';
 import type { LogFn } from './integration.js';
 
@@ -85,6 +86,15 @@ export class BorrowedSlots {
     });
     this.#chain = run.catch(() => undefined);
     return run;
+  }
+
+  /** Take the supervisor's lends and unlends on `client` (this worker's control connection); each lend is
+   * answered with what is served and why not the rest. */
+  follow(client: GenerationClient): void {
+    client.on('lend', (slot, names, fds) => {
+      void this.lend(slot, names, fds).then((r) => client.lent(slot, r.served, r.refused));
+    });
+    client.on('unlend', (slot) => void this.unlend(slot));
   }
 
   /** This worker serves: lends waiting for it go ahead. */

@@ -148,10 +148,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       void this.#drain(msg.timeoutMs || settings.drainTimeout, msg.reason === 'stop');
     });
     // `baton run --workers N`: the supervisor lends this worker a slot with no live worker (borrowed.ts).
-    client?.on('lend', (slot, names, fds) => {
-      void this.#listeners.borrowed.lend(slot, names, fds).then((r) => client.lent(slot, r.served, r.refused));
-    });
-    client?.on('unlend', (slot) => void this.#listeners.borrowed.unlend(slot));
+    if (client) this.#listeners.borrowed.follow(client);
     client?.on('close', (err) => {
       if (!this.#state.ending) mode.clientClosed(this.#gen, err);
     });
@@ -277,10 +274,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       } catch (err) {
         this.#moves.closeReceivers();
         if (this.#mode.handoffBroke(client).fatal) {
-          closeFds(deferred.map((d) => d.fd));
-          this.#listeners.borrowed.close(); // lends the supervisor sent before the rollback: refused, fds closed
-          client.close();
-          throw batonError('ERR_BATON_ROLLED_BACK', `the handoff did not complete: ${(err as Error).message}`);
+          this.#rolledBack(client, deferred, `the handoff did not complete: ${(err as Error).message}`);
         }
         this.#log('warn', 'predecessor-gone', { pid: client.link.peer.pid });
       } finally {
@@ -310,11 +304,16 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
   #failIfHandoffBroke(client: GenerationClient | null, deferred: ReadonlyArray<{ fd: number }>): void {
     if (!client?.link.closed) return;
     const broke = this.#mode.handoffBroke(client);
-    if (!broke.fatal) return;
+    if (broke.fatal) this.#rolledBack(client, deferred, `${broke.who} before ready()`);
+  }
+
+  /** The handoff failed before this generation accepted anything: close the inherited listeners (not accepting
+   * yet) and the sockets lent meanwhile (later lends are refused), leave the control connection, fail ready(). */
+  #rolledBack(client: GenerationClient, deferred: ReadonlyArray<{ fd: number }>, why: string): never {
     closeFds(deferred.map((d) => d.fd));
     this.#listeners.borrowed.close();
     client.close();
-    throw batonError('ERR_BATON_ROLLED_BACK', `${broke.who} before ready()`);
+    throw batonError('ERR_BATON_ROLLED_BACK', why);
   }
 
   /**
