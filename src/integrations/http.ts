@@ -34,6 +34,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { MessageBegun, sendShutdownNotice } from './internals.js';
 import { paced, type PacedSender } from '../upgrader/pacing.js';
+import { LinkedSet, type ReadonlyLinkedSet } from './linked-set.js';
 
 export interface DrainResult {
   /** Connections that were still open at the drain timeout and were destroyed. */
@@ -92,8 +93,10 @@ function isHttp2(server: net.Server): boolean {
 
 export class ServerDrainer {
   readonly server: net.Server;
-  #sockets = new Set<Tracked>();
-  #sessions = new Set<Http2SessionLike>();
+  // Lists, not Sets: a Set that churns with every connection keeps closed ones alive through scavenges
+  // (linked-set.ts: it doubled what node:http promotes per `Connection: close` request).
+  #sockets = new LinkedSet<Tracked>();
+  #sessions = new LinkedSet<Http2SessionLike>();
   #draining = false;
   #idleGraceMs: number;
   #http1: boolean;
@@ -174,7 +177,7 @@ export class ServerDrainer {
   }
 
   /** This server's open connections (null for HTTP/2, whose sessions are tracked instead). */
-  get sockets(): ReadonlySet<net.Socket> | null {
+  get sockets(): ReadonlyLinkedSet<net.Socket> | null {
     return this.#http2 ? null : this.#sockets;
   }
 
@@ -282,7 +285,7 @@ export class ServerDrainer {
   }
 
   /** Responses in flight when the drain began: those whose head is not out yet still get Connection: close. */
-  #pending = new Set<http.ServerResponse>();
+  #pending = new LinkedSet<http.ServerResponse>();
 
   /** Connections moved to the new generation. */
   get migrated(): number {

@@ -19,6 +19,7 @@ import type http from 'node:http';
 import type net from 'node:net';
 import type { EventStreamTracker } from '../upgrader/integration.js';
 import { responseHeadOf } from './internals.js';
+import { LinkedSet } from './linked-set.js';
 
 const EVENT_STREAM = /^content-type:[ \t]*text\/event-stream/im;
 
@@ -32,7 +33,8 @@ export function isEventStream(res: http.ServerResponse): boolean {
 
 /** The open responses of the HTTP servers it is attached to; ends the SSE ones at the drain. */
 export class EventStreams implements EventStreamTracker {
-  #responses = new Set<http.ServerResponse>();
+  /** A list, not a Set: one entry per request (linked-set.ts). */
+  #responses = new LinkedSet<http.ServerResponse>();
   /** Set once ending: the retry hint (ms, 0 for none) each stream gets before it ends. */
   #retryMs: number | null = null;
 

@@ -18,7 +18,7 @@ import type { PacedSender } from './pacing.js';
 export interface ListenerDrainer {
   readonly connections: number;
   /** Its open connections (null for HTTP/2, whose sessions are tracked instead). */
-  readonly sockets: ReadonlySet<net.Socket> | null;
+  readonly sockets: Iterable<net.Socket> | null;
   /** Count `socket` (one that moved here, not accepted by the server) as this listener's. */
   track(socket: net.Socket): void;
   has(socket: net.Socket): boolean;
