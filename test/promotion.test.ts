@@ -12,10 +12,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import path from 'node:path';
 import { startLoad } from '../scripts/lib/http-load.js';
-import { FIXTURES, spawnNode, tmpDir, within } from './helpers.js';
+import { FIXTURES, spawnNode, tmpDir, waitFor } from './helpers.js';
+import { get } from './upgrade-helpers.js';
+import { assertNoFailedRequests } from './workers-helpers.js';
 
 const APP = path.join(FIXTURES, 'promotion-app.js');
 const CONNECTIONS = 16;
@@ -31,44 +32,23 @@ interface Promotion {
   requests: number;
 }
 
-function get(port: number, urlPath: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8').on('data', (d: string) => (body += d));
-        res.on('end', () => resolve(body));
-      })
-      .on('error', reject);
-  });
-}
-
 /** `count` requests (at least), each on a new connection; every one answered with a 200. */
 async function load(port: number, count: number): Promise<void> {
   const l = startLoad({ port, connections: CONNECTIONS, keepAlive: false, timeoutMs: 10_000 });
-  await within(
-    new Promise<void>((resolve) => {
-      const timer = setInterval(() => {
-        if (l.result.sent < count) return;
-        clearInterval(timer);
-        resolve();
-      }, 10);
-    }),
-    120_000,
-    `${count} requests`,
-  );
-  const r = await l.stop();
-  assert.equal(r.sent, r.ok + r.non2xx + r.errors);
-  assert.deepEqual({ non2xx: r.non2xx, errors: r.errors }, { non2xx: 0, errors: 0 }, JSON.stringify(r.errorCodes));
+  try {
+    await waitFor(() => l.result.sent >= count, 120_000, `${count} requests`);
+  } finally {
+    assertNoFailedRequests(await l.stop());
+  }
 }
 
 async function promotedPerRequest(t: Parameters<typeof tmpDir>[0], env: NodeJS.ProcessEnv): Promise<number> {
   const app = spawnNode(t, APP, [], env);
   const port = Number((await app.line(/^ready (\d+)/, 20_000))[1]);
   await load(port, WARM_UP); // the JIT settles, and the long-lived objects reach the old generation
-  await get(port, '/gc/start');
+  assert.equal((await get(port, '/gc/start')).status, 200);
   await load(port, MEASURED);
-  const p = JSON.parse(await get(port, '/gc/stop')) as Promotion;
+  const p = JSON.parse((await get(port, '/gc/stop')).body) as Promotion;
   assert.ok(p.requests >= MEASURED, `counted ${p.requests} requests`);
   assert.ok(p.scavenges >= 3, `${p.scavenges} scavenges while measuring: too few to compare`);
   return p.promoted / p.requests;
