@@ -14,7 +14,8 @@
         "native/notify.c",
         "native/reexec.c",
         "native/http2.c",
-        "native/reuseport.c"
+        "native/reuseport.c",
+        "native/readiness.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "libraries": ["-ldl"],

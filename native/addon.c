@@ -17,6 +17,7 @@ static napi_status (*const inits[])(napi_env, napi_value) = {
     baton_init_reexec,
     baton_init_http2,
     baton_init_reuseport,
+    baton_init_readiness,
 };
 
 static napi_value init(napi_env env, napi_value exports) {

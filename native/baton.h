@@ -59,6 +59,7 @@ napi_status baton_init_notify(napi_env env, napi_value exports);
 napi_status baton_init_reexec(napi_env env, napi_value exports);
 napi_status baton_init_http2(napi_env env, napi_value exports);
 napi_status baton_init_reuseport(napi_env env, napi_value exports);
+napi_status baton_init_readiness(napi_env env, napi_value exports);
 
 /* Define a function property on an object. */
 napi_status baton_export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);

@@ -81,6 +81,15 @@ export interface NativeBinding {
   /** native/http2.c: nghttp2_submit_shutdown_notice() on the nghttp2 session under a Node Http2Session's
    * native handle, after checking the pointer it finds; 'submitted', or why not. See src/fd/http2.ts. */
   http2ShutdownNotice(handle: object, local: Uint32Array, remote: Uint32Array): string;
+  // native/readiness.c: an epoll set that only reports which watched fds became readable (src/fd/readiness.ts).
+  /** A new epoll fd, close-on-exec. */
+  readinessCreate(): number;
+  /** Watch `fd` for one readable report (EPOLLIN | EPOLLRDHUP | EPOLLONESHOT). */
+  readinessAdd(epfd: number, fd: number): void;
+  readinessRemove(epfd: number, fd: number): void;
+  /** Without blocking: write up to min(out.length, READINESS_TAKE_MAX) reported fds into `out`; how many. */
+  readinessTake(epfd: number, out: Int32Array): number;
+  READINESS_TAKE_MAX: number;
 }
 
 /** The addon's exports: NativeBinding (less recvRecords, which is built here), plus the typed-array

@@ -169,7 +169,8 @@ export class ConnectionMoves {
    * generation waits one round trip for it, not for everything it still holds.
    */
   #stepAside(receiver: MigrationReceiver): void {
-    if (!receiver.sending) return;
+    // A receiver still adopting what it parked (sending) but whose sender is done needs no redirect.
+    if (!receiver.senderActive) return;
     const sender = this.#stopping ? null : this.#sender;
     let redirect: number | null = null;
     if (sender?.accepting && !sender.closed) {
