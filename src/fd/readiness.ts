@@ -18,6 +18,8 @@ import { batonError } from './errors.js';
 import { native, type NativePoller } from './native.js';
 
 export class ReadinessWatch {
+  /** Most fds one take() (or one callback) gives. */
+  static readonly TAKE_MAX: number = native.READINESS_TAKE_MAX;
   #epfd: number;
   #poller: NativePoller | null;
   /** Scratch for readinessTake(). */

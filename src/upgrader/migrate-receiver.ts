@@ -1,8 +1,9 @@
 /**
  * The new generation's side of a migration channel (the protocol is described at the top of
- * src/upgrader/migrate.ts): takes each connection the old generation sends, acknowledges the batch at once
- * (saying what taking it cost and how many more fds it can take), and adopts the connections in the order
- * their clients need them — readiness-ordered adoption:
+ * src/upgrader/migrate.ts): takes each connection the old generation sends, acknowledges the batch in the
+ * next turn of the event loop once it has caught up with the clients that speak (saying what that cost and how
+ * many more fds it can take), and adopts the connections in the order their clients need them —
+ * readiness-ordered adoption:
  *
  * - a connection that arrives with bytes (`pending`: its client already sent something) is adopted at once;
  * - every other one is parked: its fd is watched for readability (src/fd/readiness.ts, an epoll set) and kept
@@ -14,9 +15,9 @@
  * Adopting is what the receiver did for every connection at arrival before: remove the fd from the watch, build
  * the net.Socket and emit 'connection' with its item and pending bytes — exactly once, in this process. Why: a
  * connection used to stall about two batches' adoption (each ~10 ms) because its batch was adopted as a whole
- * before it was acknowledged; parking costs ~2 µs a connection against ~17 (raw TCP) to ~27 µs (WebSocket) to
- * adopt, so a client that sends during the move is served after its own batch's parking and at most one
- * slice, whatever else is still waiting. 'done', finished() and `sending` wait for the last parked connection:
+ * before it was acknowledged; parking costs 3-6 µs a connection (27 cold) against ~17 (raw TCP) to ~27 µs
+ * (WebSocket) to adopt, so a client that sends during the move is served after its own batch's parking and
+ * at most one slice, whatever else is still waiting. 'done', finished() and `sending` wait for the last parked connection:
  * until it is adopted, the move is not over (the completion protocol and a drain of this generation rely on
  * it). docs/migration.md ("Readiness-ordered adoption") says what the app sees.
  */
@@ -34,9 +35,9 @@ import { MAX_MIGRATION_BATCH, PROTOCOL_VERSION, type MigrationItem } from '../ha
 /** Largest message on the migration channel (a batch of states and pending bytes). */
 export const MAX_BATCH_BYTES = 8 * 1024 * 1024;
 /** Batches sent ahead of their acknowledgement. Two lets the old generation prepare and send the next batch
- * while the new one takes the current one (10,000 connections: ~5-10% faster than one in bench:migrate). With
- * readiness-ordered adoption the receiver acknowledges a batch as soon as it is parked, so the window rarely
- * fills; it still bounds what an old receiver (eager adoption) has to adopt per turn. */
+ * while the new one takes the current one (10,000 connections: ~5-10% faster than one in bench:migrate); more
+ * only lengthens the new generation's event-loop stalls. The receiver takes one batch per turn of its event
+ * loop. */
 export const WINDOW = 2;
 /** fds the new generation keeps free for its own work (files, new connections, its own next upgrade). */
 export const FD_RESERVE = 64;
@@ -89,6 +90,8 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
   #watch: ReadinessWatch | null = null;
   /** The watch could not be had (epoll_create1 failed, EMFILE): adopt at arrival, as before. */
   #eager = false;
+  /** The batch taken in last, not acknowledged yet: how many connections, and the CPU time (µs) they cost so far. */
+  #unacked: { count: number; cpu: number } | null = null;
   /** The background slice is scheduled. */
   #slice: NodeJS.Immediate | null = null;
 
@@ -116,20 +119,14 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
       }
       const cpuAtArrival = process.cpuUsage();
       for (let i = 0; i < msg.items.length; i++) this.#take(fds[i]!, msg.items[i]!);
-      // What taking this batch cost (parking each connection; adopting those that came with bytes, the app's
-      // 'connection' handlers included), in CPU time per connection: the sender sizes its batches by it
-      // (src/upgrader/pacing.ts). Parked, a connection costs ~2 µs here, so batches are full (253) after the
-      // first: the receiver no longer holds a client up for its batch's adoption, so a batch's size is no longer
-      // the stall its clients feel. Not wall time: on the loaded machine a process gets a fraction of a core.
       const cpu = process.cpuUsage(cpuAtArrival);
-      const cost = Math.round((cpu.user + cpu.system) / Math.max(1, msg.items.length));
-      // Acknowledged at once: the old generation stops serving a connection when it prepares its batch, and the
-      // sooner it is here (parked, watched) the sooner a client that sends is served. The fds count against the
-      // room whether parked or adopted: they are open in this process either way.
-      this.#room -= fds.length;
-      if (this.#room < WINDOW * MAX_MIGRATION_BATCH) this.#room = roomForFds();
-      const count = msg.items.length;
-      this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count, room: this.#room, cost }).catch(() => {});
+      // Acknowledged in the next turn, once every parked connection reported readable is adopted (#caughtUp):
+      // at once when the clients are idle (then only parking, 3-6 µs a connection, was spent), after their
+      // adoption when they speak — the old generation stops serving a connection when it prepares its batch, and
+      // must not stop more of them than this generation keeps up with. One batch per turn: a batch the sender
+      // sent ahead waits (paused, in the channel) until then.
+      this.#unacked = { count: msg.items.length, cpu: cpu.user + cpu.system };
+      this.#link.channel.pause();
       this.#schedule();
     });
     // Announce the room before anything arrives: the sender sends no more fds than that.
@@ -226,11 +223,66 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
 
   /** Parked connections whose clients sent something (or closed): adopt them now, ahead of the rest. */
   #onReady(fds: number[]): void {
+    const cpu = process.cpuUsage();
     for (const fd of fds) {
       const p = this.#parked.get(fd);
       if (p) this.#adopt(p);
     }
+    this.#charge(cpu);
     this.#afterAdoption();
+  }
+
+  /**
+   * Adopt the parked connections the watch reports readable, until none is left (true) or `until` has passed.
+   */
+  #adoptReady(until: number): boolean {
+    if (!this.#watch) return true;
+    const cpu = process.cpuUsage();
+    try {
+      for (;;) {
+        const fds = this.#watch.take();
+        for (const fd of fds) {
+          const p = this.#parked.get(fd);
+          if (p) this.#adopt(p);
+        }
+        if (fds.length < ReadinessWatch.TAKE_MAX) return true;
+        if (performance.now() >= until) return false;
+      }
+    } catch (err) {
+      this.#watchFailed(err as Error);
+      return true;
+    } finally {
+      this.#charge(cpu);
+    }
+  }
+
+  /** Count the CPU time since `from` (adopting connections whose clients wait) against the unacknowledged batch:
+   * what it costs to keep up with a batch's clients is what its acknowledgement reports. */
+  #charge(from: NodeJS.CpuUsage): void {
+    if (!this.#unacked) return;
+    const cpu = process.cpuUsage(from);
+    this.#unacked.cpu += cpu.user + cpu.system;
+  }
+
+  /**
+   * Acknowledge the batch taken in last: with what taking it in and keeping up with its clients cost per
+   * connection (CPU time: parking, the adoption of those that came with bytes or became readable meanwhile, the
+   * app's 'connection' handlers included), by which the sender sizes its batches (src/upgrader/pacing.ts): idle
+   * clients, 3-6 µs — full batches; clients that speak, what adopting them costs — ~10 ms batches, as with eager
+   * adoption. Not wall time: on the loaded machine a process gets a fraction of a core, and batches shrank to
+   * the minimum. Not all the CPU time until now either: that also counts serving the connections already here
+   * (500-2,000 µs per connection under load instead of 60-100).
+   */
+  #acknowledge(): void {
+    const { count, cpu } = this.#unacked!;
+    this.#unacked = null;
+    if (this.#link.closed) return;
+    // The fds count against the room whether parked or adopted: they are open in this process either way.
+    this.#room -= count;
+    if (this.#room < WINDOW * MAX_MIGRATION_BATCH) this.#room = roomForFds();
+    const cost = Math.round(cpu / Math.max(1, count));
+    this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count, room: this.#room, cost }).catch(() => {});
+    this.#link.channel.resume();
   }
 
   /** The watch failed: nothing says any more which client sends first. Adopt everything parked now. */
@@ -242,7 +294,7 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
   }
 
   #schedule(): void {
-    if (this.#slice || !this.#parked.size) return;
+    if (this.#slice || (!this.#parked.size && !this.#unacked)) return;
     this.#slice = setImmediate(() => {
       this.#slice = null;
       this.#backgroundSlice();
@@ -251,27 +303,19 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
 
   /**
    * One background slice: first what the watch reports readable (it may have become so since the poll phase),
-   * then the oldest parked connections, until SLICE_MS has passed. The next slice is one turn later: I/O (a
-   * readable parked connection, the adopted connections' reads) runs in between.
+   * then — the batch taken in last acknowledged once nothing readable is left — the oldest parked connections,
+   * until SLICE_MS has passed. The next slice is one turn later: I/O (a readable parked connection, the adopted
+   * connections' reads, the next batch) runs in between.
    */
   #backgroundSlice(): void {
-    if (this.#watch && !this.#watch.closed) {
-      try {
-        for (const fd of this.#watch.take()) {
-          const p = this.#parked.get(fd);
-          if (p) this.#adopt(p);
-        }
-      } catch (err) {
-        this.#watchFailed(err as Error);
-        return;
-      }
-    }
     const until = performance.now() + SLICE_MS;
-    while (this.#head < this.#queue.length) {
+    if (this.#adoptReady(until) && this.#unacked) this.#acknowledge();
+    // At least one a turn, however late the turn (a preempted process): the move always ends.
+    for (let adopted = 0; this.#head < this.#queue.length && (!adopted || performance.now() < until); ) {
       const p = this.#queue[this.#head++]!;
       if (p.gone) continue;
       this.#adopt(p);
-      if (performance.now() >= until) break;
+      adopted++;
     }
     this.#afterAdoption();
     this.#schedule();
@@ -366,6 +410,7 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
     this.#link.close();
     if (this.#slice) clearImmediate(this.#slice);
     this.#slice = null;
+    this.#unacked = null;
     this.#adoptAll();
     this.#senderFinished();
   }

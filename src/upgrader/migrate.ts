@@ -5,10 +5,13 @@
  * The channel: at ready() the new generation makes a socketpair, keeps one end (MigrationReceiver) and
  * sends the other with its `ready` message; the supervisor relays it with `drain` (standalone: the old
  * generation gets it directly). Over it, `migrate` messages carry up to 253 connections each (one sendmsg),
- * and the receiver answers `migrate-ok` after adopting a batch (one per turn of its event loop) — with
- * what adopting cost it per connection, by which the sender sizes the next batches (src/upgrader/pacing.ts);
- * at most WINDOW batches await their acknowledgement, which paces the move so the new generation's event
- * loop stays responsive.
+ * and the receiver answers `migrate-ok` once it has taken a batch in — parked each connection, to adopt it
+ * when its client sends, else in the background (readiness-ordered adoption, src/upgrader/migrate-receiver.ts)
+ * — and caught up with the clients that speak (one batch per turn of its event loop), with what that cost it
+ * per connection, by which the sender sizes the next batches (src/upgrader/pacing.ts); at most WINDOW batches
+ * await their acknowledgement, which paces the move so the new generation's event loop stays responsive. The
+ * receiver's move is over (migrate-done received, or the channel closed, and nothing left parked) only once
+ * every connection it was sent is adopted.
  *
  * Moving one connection (MigrationSender.move):
  * 1. stop reading: bytes the client sends from now on wait in the kernel socket for the new owner;

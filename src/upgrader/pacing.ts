@@ -9,6 +9,14 @@
  * 'connection' handlers included): as many connections as fit in TARGET_BATCH_MS. The old generation's own work
  * for a batch blocks every client it still serves: batches are also no larger than fits in TARGET_OWN_SLICE_MS
  * of that (measured here with process.cpuUsage around the synchronous parts).
+ *
+ * A receiver with readiness-ordered adoption (src/upgrader/migrate-receiver.ts) adopts a batch's connections
+ * when their clients send, else in the background; it acknowledges the batch once it has adopted those whose
+ * clients spoke, and reports that cost (parking, 3-6 µs a connection warm, plus their adoption). Idle clients:
+ * the new generation allows full batches (253) — none of them waits for the batch's adoption — and the old
+ * generation's own slice sets the size; clients that all speak: ~10 ms batches, as with eager adoption, which
+ * keeps the old generation from stopping more of them than the new one keeps up with. An older receiver
+ * reports its adoption cost, and gets ~10 ms batches as before.
  */
 import { MAX_MIGRATION_BATCH } from '../handoff/messages.js';
 

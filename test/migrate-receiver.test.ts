@@ -1,0 +1,145 @@
+/**
+ * MigrationReceiver's readiness-ordered adoption, in one process over a socketpair (MigrationSender on the
+ * other end), with real TCP connections on 127.0.0.1 and a 'connection' handler made slow on purpose (busy):
+ * which connection is adopted when, that each is adopted exactly once, and that the move is not reported over
+ * while a connection is parked.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { socketpair } from '../src/fd/fds.js';
+import { MigrationReceiver, MigrationSender } from '../src/upgrader/migrate.js';
+import { closeServer, listenTcp } from './fd-helpers.js';
+import { expectFdsBackTo, fdCount, waitFor, within } from './helpers.js';
+
+interface Move {
+  clients: net.Socket[];
+  sender: MigrationSender;
+  receiver: MigrationReceiver;
+  /** `state.i` of each connection, in the order the receiver emitted 'connection'. */
+  order: number[];
+  /** The adopted sockets, by `state.i`. */
+  sockets: Map<number, net.Socket>;
+  /** Resolves when every move() has (the batches are acknowledged). */
+  moved: Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+/** `n` idle connections moved to a receiver whose 'connection' handler takes `busyUs` µs each. */
+async function move(t: Parameters<typeof listenTcp>[0], n: number, busyUs: number): Promise<Move> {
+  const accepted: net.Socket[] = [];
+  const listener = await listenTcp(t, '127.0.0.1', (s) => accepted.push(s));
+  const port = (listener.address() as net.AddressInfo).port;
+  const clients: net.Socket[] = [];
+  for (let i = 0; i < n; i++) {
+    const c = net.connect(port, '127.0.0.1');
+    c.on('error', () => {});
+    clients.push(c);
+    await new Promise((r) => c.once('connect', r));
+    while (accepted.length <= i) await new Promise((r) => setImmediate(r));
+  }
+  const [senderFd, receiverFd] = socketpair();
+  const sender = new MigrationSender(senderFd);
+  const receiver = new MigrationReceiver(receiverFd);
+  const order: number[] = [];
+  const sockets = new Map<number, net.Socket>();
+  receiver.on('connection', (socket, item) => {
+    for (const until = performance.now() + busyUs / 1000; performance.now() < until; );
+    const i = (item.state as { i: number }).i;
+    assert.ok(!sockets.has(i), `connection ${i} emitted twice`);
+    order.push(i);
+    sockets.set(i, socket);
+    socket.on('error', () => {});
+  });
+  const moved = Promise.all(accepted.map((s, i) => sender.move(s, 'raw', 'x', { i }))).then(() => {});
+  return {
+    clients,
+    sender,
+    receiver,
+    order,
+    sockets,
+    moved,
+    async cleanup() {
+      for (const c of clients) c.destroy();
+      for (const s of sockets.values()) s.destroy();
+      sender.close();
+      receiver.close();
+      await closeServer(listener);
+    },
+  };
+}
+
+test('a parked connection whose client sends is adopted ahead of the idle ones that arrived before it', async (t) => {
+  const base = fdCount();
+  const N = 400;
+  const m = await move(t, N, 300);
+  await within(m.moved, 30_000, 'every batch acknowledged');
+  const before = m.order.length;
+  m.clients[N - 1]!.write('x');
+  await waitFor(() => m.sockets.has(N - 1), 30_000, 'the last connection adopted');
+  const position = m.order.indexOf(N - 1);
+  t.diagnostic(`adopted when every batch was acknowledged: ${before}; the talker adopted as number ${position + 1}`);
+  // Adopted eagerly (each batch before its acknowledgement), all N were there before the client sent anything.
+  assert.ok(before < N, `all ${N} connections were adopted before the move() calls resolved`);
+  assert.ok(position < N - 50, `the talker was adopted as number ${position + 1} of ${N}`);
+  // What it sent is read by the socket the receiver made.
+  const socket = m.sockets.get(N - 1)!;
+  const got = await within(
+    new Promise<string>((r) => socket.once('data', (d) => r(d.toString()))),
+    5000,
+    'the byte reaches the new side',
+  );
+  assert.equal(got, 'x');
+  await within(m.receiver.finished(30_000), 31_000, 'the rest adopted');
+  assert.equal(m.order.length, N);
+  assert.deepEqual(
+    [...m.order].sort((a, b) => a - b),
+    Array.from({ length: N }, (_, i) => i),
+    'each connection once',
+  );
+  await m.cleanup();
+  await expectFdsBackTo(base, 'the move');
+});
+
+test("the move is not over while a connection is parked: sending, finished() and 'done' wait for it", async (t) => {
+  const base = fdCount();
+  const N = 100;
+  const m = await move(t, N, 1000);
+  let doneAt = -1;
+  m.receiver.on('done', () => (doneAt = m.order.length));
+  await within(m.moved, 30_000, 'every batch acknowledged');
+  await within(m.sender.settled(), 5000, 'the sender settled');
+  // The old generation is drained: it closes its end.
+  m.sender.close();
+  await waitFor(() => !m.receiver.senderActive, 5000, 'the receiver saw the channel close');
+  assert.ok(m.receiver.parked > 0, 'connections still parked (1 ms each to adopt)');
+  assert.equal(m.receiver.sending, true, 'still sending while connections are parked');
+  await within(m.receiver.finished(60_000), 61_000, 'finished');
+  assert.equal(m.order.length, N, 'finished() resolved once every connection was adopted');
+  assert.equal(doneAt, N, "'done' once every connection was adopted");
+  assert.equal(m.receiver.sending, false);
+  await m.cleanup();
+  await expectFdsBackTo(base, 'the move');
+});
+
+test('close() adopts every parked connection at once; a client that closes while parked leaves no fd', async (t) => {
+  const base = fdCount();
+  const N = 100;
+  const m = await move(t, N, 1000);
+  await within(m.moved, 30_000, 'every batch acknowledged');
+  // The last client closes while its connection is parked: adopted ahead of the rest, its socket ends.
+  m.clients[N - 1]!.destroy();
+  await waitFor(() => m.sockets.has(N - 1), 30_000, 'the closed connection adopted');
+  const closed = m.sockets.get(N - 1)!;
+  closed.resume();
+  await within(new Promise((r) => (closed.destroyed ? r(null) : closed.once('close', r))), 5000, 'its socket closes');
+  assert.ok(m.receiver.parked > 0, 'connections still parked (1 ms each to adopt)');
+  m.receiver.close();
+  assert.equal(m.receiver.parked, 0);
+  assert.equal(m.order.length, N, 'every parked connection adopted by close()');
+  assert.equal(m.receiver.sending, false);
+  await within(m.receiver.finished(1000), 1000, 'finished at once');
+  await m.cleanup();
+  await expectFdsBackTo(base, 'the move');
+});
