@@ -17,9 +17,9 @@
  * connection used to stall about two batches' adoption (each ~10 ms) because its batch was adopted as a whole
  * before it was acknowledged; parking costs 3-6 µs a connection (27 cold) against ~17 (raw TCP) to ~27 µs
  * (WebSocket) to adopt, so a client that sends during the move is served after its own batch's parking and
- * at most one slice, whatever else is still waiting. 'done', finished() and `sending` wait for the last parked connection:
- * until it is adopted, the move is not over (the completion protocol and a drain of this generation rely on
- * it). docs/migration.md ("Readiness-ordered adoption") says what the app sees.
+ * at most one slice, whatever else is still waiting. 'done', finished() and `sending` wait for the last parked
+ * connection: until it is adopted, the move is not over (the completion protocol and a drain of this generation
+ * rely on it). docs/migration.md ("Readiness-ordered adoption") says what the app sees.
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
