@@ -15,15 +15,21 @@
  * other connection answers once more from the new generation with its id (each arrived exactly once, with its
  * state); the new generation took in exactly what the old one moved; its fd table holds its connections and
  * its baseline, nothing else (no parked fd, no epoll set left open).
+ *
+ * The same order with WebSockets (webSocketServer(), 1,500 idle ones, restore() taking 200 µs), and at the end
+ * `wss.clients` holds every one of them, each once, with its state.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { openFds, ROOT, waitFor, within } from './helpers.js';
 import { nofileLimit } from './migrate-helpers.js';
 import { startSupervised } from './upgrade-helpers.js';
+import WebSocket from 'ws';
+import { connect, expectEchoedIntact, WS_SERVING, type Client } from './ws-helpers.js';
 
 const APP = path.join(ROOT, 'dist/test/fixtures/tcp-slow-adopt-app.js');
 const SERVING = /generation 1 serving on tcp:\/\/127\.0\.0\.1:(\d+)/;
@@ -224,5 +230,91 @@ test('a client that sends during a move of 3,000 idle connections is served befo
   await waitFor(() => openFds(gen2).length <= withConnections - staying.length, 10_000, 'fds back to baseline');
   assert.equal(withConnections - openFds(gen2).length, staying.length, 'one fd per connection, nothing else');
   talker.socket.destroy();
+  assert.equal(await s.shutdown(), 0);
+});
+
+const WS_APP = path.join(ROOT, 'dist/test/fixtures/ws-slow-adopt-app.js');
+const WS_IDLE = 1500;
+
+function get(port: number, urlPath: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => (body += d));
+        res.on('end', () => resolve(body.trim()));
+      })
+      .on('error', reject);
+  });
+}
+
+test('WebSockets: one that sends during the move is served first; wss.clients holds every one at the end', async (t) => {
+  if (nofileLimit() < 3 * WS_IDLE + 1000) {
+    t.skip(`needs an open files limit of ${3 * WS_IDLE + 1000} (ulimit -n is ${nofileLimit()})`);
+    return;
+  }
+  const s = await startSupervised(t, { app: WS_APP, servingLine: WS_SERVING, env: { RESTORE_BUSY_US: '200' } });
+  const clients: Client[] = [];
+  t.after(() => {
+    for (const c of clients) c.ws.terminate();
+  });
+  for (let i = 0; i < WS_IDLE; i += 100) {
+    const group = await Promise.all(
+      Array.from({ length: Math.min(100, WS_IDLE - i) }, (_, k) => connect(s.port, i + k)),
+    );
+    clients.push(...group);
+    for (const c of group) c.ws.send(String(c.sent++));
+    await waitFor(() => group.every((c) => c.expected === 1), 10_000, 'first echoes');
+  }
+  // Connected last: among the last the old generation moves.
+  const talker = new WebSocket(`ws://127.0.0.1:${s.port}/talker`, { perMessageDeflate: false });
+  t.after(() => talker.terminate());
+  const answers: string[] = [];
+  talker.on('message', (d) => answers.push(String(d)));
+  await new Promise((r, j) => talker.once('open', r).once('error', j));
+  talker.send('hello');
+  await waitFor(() => answers.length === 1, 10_000, "the talker's first answer");
+  assert.match(answers[0]!, /^1 1 hello$/);
+  const reload = s.reload();
+  let asked = 1;
+  const ask = setInterval(() => {
+    if (talker.readyState !== WebSocket.OPEN) return;
+    talker.send('/restored');
+    asked++;
+  }, 3);
+  t.after(() => clearInterval(ask));
+  await waitFor(() => answers.some((a) => a.startsWith('2 ')), 60_000, 'the talker answered by generation 2');
+  clearInterval(ask);
+  const first = answers.find((a) => a.startsWith('2 '))!;
+  const restored = Number(/restored=(\d+)$/.exec(first)?.[1]);
+  t.diagnostic(`the talker was first answered by generation 2 after it had restored ${restored} of ${WS_IDLE + 1}`);
+  const r = await reload;
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(
+    restored < (WS_IDLE * 2) / 3,
+    `the talker was answered only after ${restored} of ${WS_IDLE + 1} WebSockets were restored`,
+  );
+  // Every WebSocket arrives in wss.clients, once: the new generation takes every new connection now.
+  let size = '';
+  await waitFor(
+    () => {
+      void get(s.port, '/clients').then((b) => (size = b));
+      return size === `clients ${WS_IDLE + 1}`;
+    },
+    60_000,
+    `wss.clients to hold ${WS_IDLE + 1}`,
+    100,
+  );
+  // Each idle one answers from generation 2 with its state (expectEchoedIntact checks the echoed counts).
+  for (const c of clients) c.ws.send(String(c.sent++));
+  await expectEchoedIntact(clients);
+  assert.ok(
+    clients.every((c) => c.generations.has(2)),
+    'every idle WebSocket answered by generation 2',
+  );
+  await waitFor(() => answers.length === asked, 10_000, 'the talker got one answer per message');
+  assert.equal(await get(s.port, '/clients'), `clients ${WS_IDLE + 1}`, 'no WebSocket twice, none lost');
+  for (const c of clients) c.ws.terminate();
+  talker.terminate();
   assert.equal(await s.shutdown(), 0);
 });
