@@ -33,19 +33,23 @@ export class ReadinessWatch {
     const epfd = native.readinessCreate();
     try {
       this.#poller = new native.Poller(epfd, (status) => {
-        if (status < 0) {
-          this.close();
-          const code = util.getSystemErrorName(status);
-          onError(
-            Object.assign(new Error(`uv_poll ${code} on the readiness set`), {
+        let fds: number[];
+        try {
+          if (status < 0) {
+            const code = util.getSystemErrorName(status);
+            throw Object.assign(new Error(`uv_poll ${code} on the readiness set`), {
               code,
               errno: status,
               syscall: 'uv_poll',
-            }),
-          );
+            });
+          }
+          fds = this.take();
+        } catch (err) {
+          // Thrown from a poll callback it would be an uncaught exception: the watch ends, its owner decides.
+          this.close();
+          onError(err as Error);
           return;
         }
-        const fds = this.take();
         if (fds.length) onReady(fds);
       });
       this.#poller.start(native.pollEvents.READABLE);
