@@ -120,7 +120,7 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
       const cpuAtArrival = process.cpuUsage();
       for (let i = 0; i < msg.items.length; i++) this.#take(fds[i]!, msg.items[i]!);
       const cpu = process.cpuUsage(cpuAtArrival);
-      // Acknowledged in the next turn, once every parked connection reported readable is adopted (#caughtUp):
+      // Acknowledged in the next turn, once every parked connection reported readable is adopted (#adoptReady):
       // at once when the clients are idle (then only parking, 3-6 µs a connection, was spent), after their
       // adoption when they speak — the old generation stops serving a connection when it prepares its batch, and
       // must not stop more of them than this generation keeps up with. One batch per turn: a batch the sender
