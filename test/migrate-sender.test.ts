@@ -24,6 +24,27 @@ async function tcpPair(
   return { client, server, listener };
 }
 
+/** A connection to move, a sender and a receiver over a socketpair; `done()` closes everything it opened. */
+async function moving(t: Parameters<typeof listenTcp>[0]) {
+  const base = fdCount();
+  const { client, server, listener } = await tcpPair(t);
+  const [senderFd, receiverFd] = socketpair();
+  const sender = new MigrationSender(senderFd);
+  const receiver = new MigrationReceiver(receiverFd);
+  const arrived = new Promise<{ socket: net.Socket; item: { name: string; state?: unknown }; pending: Buffer }>(
+    (resolve) => receiver.once('connection', (socket, item, pending) => resolve({ socket, item, pending })),
+  );
+  const done = async (moved: net.Socket) => {
+    moved.destroy();
+    client.destroy();
+    sender.close();
+    receiver.close();
+    await closeServer(listener);
+    await expectFdsBackTo(base, 'after the move');
+  };
+  return { client, server, sender, arrived, done };
+}
+
 test(
   "a connection moved right after a 'data' listener was attached keeps every byte the client sends while it waits " +
     'to leave',
@@ -101,12 +122,7 @@ test(
 );
 
 test("the sender sizes its batches by its own work too: an app's slow 'close' handler on moved sockets shrinks them", async (t) => {
-  const base = fdCount();
-  const { client, server, listener } = await tcpPair(t);
-  const [senderFd, receiverFd] = socketpair();
-  const sender = new MigrationSender(senderFd);
-  const receiver = new MigrationReceiver(receiverFd);
-  const arrived = new Promise<net.Socket>((resolve) => receiver.once('connection', (socket) => resolve(socket)));
+  const { server, sender, arrived, done } = await moving(t);
   assert.equal(sender.ownCost, null, 'nothing measured before the first batch');
   // The old side's 'close' handlers run when the moved batch's sockets are destroyed, in the same turn as the
   // send: they are part of what a batch blocks this generation for. 20 ms of CPU (not wall time) for one socket.
@@ -115,7 +131,7 @@ test("the sender sizes its batches by its own work too: an app's slow 'close' ha
     for (let u = process.cpuUsage(start); u.user + u.system < 20_000; u = process.cpuUsage(start));
   });
   await within(sender.move(server, 'raw', 'x', { id: 1 }), 5000, 'the move completes');
-  const socket = await within(arrived, 5000, 'the connection arrives');
+  const { socket } = await within(arrived, 5000, 'the connection arrives');
   await within(
     new Promise<void>((resolve) => {
       const check = () => (sender.ownCost !== null ? resolve() : setTimeout(check, 5));
@@ -126,10 +142,27 @@ test("the sender sizes its batches by its own work too: an app's slow 'close' ha
   );
   assert.ok(sender.ownCost! >= 20_000, `the close handler counted: ${sender.ownCost} µs per connection`);
   assert.equal(sender.batchSize, MIN_BATCH, 'the smallest batches');
-  socket.destroy();
-  client.destroy();
-  sender.close();
-  receiver.close();
-  await closeServer(listener);
-  await expectFdsBackTo(base, 'after the move');
+  await done(socket);
+});
+
+test('the state arrives as it was when move() took it: any JSON, spliced into the message as its JSON', async (t) => {
+  const { client, server, sender, arrived, done } = await moving(t);
+  const state = {
+    quote: 'a "b" \\ c',
+    lines: 'x\ny\u2028z',
+    unicode: 'é 🚀 \u0000',
+    nested: [1, 2.5, -0, null, true, { deep: { er: [] } }],
+    html: '</script><!--',
+  };
+  const expected = JSON.parse(JSON.stringify(state));
+  client.write('partial li');
+  await new Promise((r) => setTimeout(r, 20)); // read by this side: it moves as pending bytes
+  const moved = sender.move(server, 'raw', 'a "name"', state, Buffer.from('app bytes|'));
+  state.quote = 'changed after move()';
+  await within(moved, 5000, 'the move completes');
+  const { socket, item, pending } = await within(arrived, 5000, 'the connection arrives');
+  assert.deepEqual(item.state, expected, 'the snapshot taken by move(), every character intact');
+  assert.equal(item.name, 'a "name"');
+  assert.equal(pending.toString(), 'app bytes|partial li');
+  await done(socket);
 });

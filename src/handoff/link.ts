@@ -67,14 +67,19 @@ export class Link extends EventEmitter<LinkEvents> {
   }
 
   send(msg: Message, fds: readonly number[] = []): Promise<void> {
+    return this.sendEncoded(msg.type, encode(msg), fds);
+  }
+
+  /** Send a message already encoded as JSON (what encode() makes), for a sender that builds it in parts. */
+  sendEncoded(type: MessageType, json: Uint8Array | string, fds: readonly number[] = []): Promise<void> {
     // A link that is down says why — the peer's bad message, or that the connection went away — instead of
     // the channel's bare "the channel is closed", which is all a rollback used to log (found by fuzzing).
     if (this.channel.closed)
       return Promise.reject(
         this.#closeError ??
-          batonError('ERR_BATON_CHANNEL_CLOSED', `the connection closed before "${msg.type}" could be sent`),
+          batonError('ERR_BATON_CHANNEL_CLOSED', `the connection closed before "${type}" could be sent`),
       );
-    return this.channel.send(encode(msg), fds);
+    return this.channel.send(json, fds);
   }
 
   /**

@@ -62,6 +62,8 @@ const ACK_TIMEOUT_MS = 10_000;
 
 interface Pending {
   item: MigrationItem;
+  /** The item's state as JSON, from move(): it goes into the message as is (itemJson()). */
+  stateJson: string | undefined;
   socket: net.Socket;
   /** Bytes taken from Node's buffer after stopReading() (see lateBytes); given back if the move fails. */
   late: Buffer[];
@@ -202,8 +204,11 @@ export class MigrationSender {
     }
     if (socket.destroyed)
       throw batonError('ERR_BATON_NOT_OPEN', 'the client closed the connection while it was being moved');
+    // The state travels as the JSON taken here (a snapshot: the app may change the object meanwhile), spliced
+    // into the message as is (itemJson()) rather than parsed back here and stringified again with the batch:
+    // 3.3-3.5 -> 1.5-2.4 µs of CPU per WebSocket state (url, upgrade headers, app state; batches of 100, measured
+    // in isolation), out of the ~45-60 µs a move costs the old generation per WebSocket.
     const item: MigrationItem = { kind, name };
-    if (stateJson !== undefined) item.state = JSON.parse(stateJson);
     if (pending.length) item.pending = pending.toString('base64');
     return new Promise<void>((resolve, reject) => {
       const late: Buffer[] = [];
@@ -219,6 +224,7 @@ export class MigrationSender {
       };
       this.#queue.push({
         item,
+        stateJson,
         socket,
         late,
         bytes: (stateJson?.length ?? 0) + (item.pending?.length ?? 0) + 64,
@@ -375,8 +381,9 @@ export class MigrationSender {
           p.item.pending = Buffer.concat([Buffer.from(p.item.pending ?? '', 'base64'), late]).toString('base64');
         }
         try {
-          await this.#link.send(
-            { v: PROTOCOL_VERSION, type: 'migrate', items: live.map((p) => p.item) },
+          await this.#link.sendEncoded(
+            'migrate',
+            `{"v":${PROTOCOL_VERSION},"type":"migrate","items":[${live.map(itemJson).join(',')}]}`,
             live.map((p) => fdOf(p.socket)),
           );
         } catch (err) {
@@ -502,6 +509,15 @@ export class MigrationSender {
     old.close();
     return this.#queue.length === 0 || (await this.#awaitRoom());
   }
+}
+
+/** One item of a `migrate` message as JSON: what encode() would make of it, with the state's JSON as move() took it. */
+function itemJson(p: Pending): string {
+  const { kind, name, pending } = p.item;
+  const state = p.stateJson === undefined ? '' : `,"state":${p.stateJson}`;
+  return `{"kind":${JSON.stringify(kind)},"name":${JSON.stringify(name)}${state}${
+    pending === undefined ? '' : `,"pending":"${pending}"`
+  }}`;
 }
 
 function senderLink(fd: number): Link {
