@@ -916,7 +916,18 @@ lines above.
 - Both kinds are paced: the old generation prepares each batch (and stops reading its connections) only when
   it would leave at once and serves the others meanwhile — WebSockets through \`webSocketServer()\`, raw TCP
   through \`upgrader.migrateAll()\` (examples/tcp-echo) — and batches are sized to ~10 ms of adoption by the
-  cost the new generation reports, the first one 32 (docs/migration.md, "What each connection feels").
+  cost the new generation reports, the first one 32, and to at most 4 ms of the old generation's own CPU
+  (preparing and sending a batch, the moved sockets' \`'close'\` handlers included; its \`drained\` log line's
+  \`moveCpuUs\`: 27–30 µs per connection at 10,000, 33–49 at 1,000) (docs/migration.md, "What each connection
+  feels").
+- The old generation's long tasks during a move of 10,000 (CPU profiles, \`BENCH_CPU_PROF\`, 2026-12-07, the
+  shared machine at a load average of 2–10): before that cap, sending one batch of 253 WebSockets — the message,
+  destroying its sockets and the \`'close'\` handlers that fires — was one task of up to 109 ms (48 ms for the
+  first), a draining generation's report took the census of every connection twice (22 ms of one 50 ms task at
+  the drain), and garbage collection ran 21–171 ms at a time. After: batches of 85–160, the census once per
+  report, and the tasks of the move itself 15–35 ms in the profile, each mostly one or two samples of a
+  process the loaded machine descheduled; garbage collection (14–66 ms) is the old generation's longest
+  remaining task.
 - How that was found (2026-12-07, 1,000 connections, the shared 2-core machine, each figure against the one
   without a reload in the same run): with full batches of 253 the new generation took 13–71 ms to adopt a
   batch (the first, cold, the slowest) and 22–84 ms more in the turn after, where the previous batch's
