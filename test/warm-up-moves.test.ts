@@ -1,9 +1,9 @@
 /**
  * The move warm-up a new generation runs before ready() (src/upgrader/warm-up-moves.ts): loopback connections
- * moved to the process itself through a private migration channel and receiver (parked in its readiness watch
- * or adopted at once, as net.Sockets) and continued as an echo or as a WebSocket rebuilt on a private server
- * object; nothing of it reaches the app, nothing is left open (/proc/self/fd), it is bounded in time; and
- * under `baton run` generation 2 runs it before ready() and every connection still moves exactly once.
+ * through the path a moved connection takes (a bare fd parked in a ReadinessWatch, adopted as a net.Socket,
+ * continued as an echo or as a WebSocket rebuilt on a private server object), nothing of it reaching the app,
+ * nothing left open, bounded in time; and under `baton run` generation 2 runs it and every connection still
+ * moves exactly once.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import WebSocket, { WebSocketServer } from 'ws';
 import { webSocketWarmUp, type WsServerLike } from '../src/integrations/ws.js';
+import { Upgrader } from '../src/index.js';
 import { ECHO_EXCHANGE, warmUpMoves } from '../src/upgrader/warm-up-moves.js';
 import { expectFdsBackTo, fdCount, FIXTURES, waitFor } from './helpers.js';
 import { startSupervised } from './upgrade-helpers.js';
@@ -42,6 +43,15 @@ test('warmUpMoves() is bounded: with a tiny time limit it stops early and still 
   const r = await warmUpMoves(100_000, [ECHO_EXCHANGE], 20);
   assert.ok(r.connections < 100_000, `stopped at the time limit (${r.connections} connections)`);
   await expectFdsBackTo(base, 'after a cut-short move warm-up');
+});
+
+test('options.warmUpMoves must be an integer from 0 to 100000 (TypeError)', async () => {
+  for (const bad of [-1, 1.5, '100', Number.NaN, 100_001]) {
+    await assert.rejects(
+      Upgrader.start({ warmUpMoves: bad as number, logger: false }),
+      (err: Error & { code?: string }) => err instanceof TypeError && err.code === 'ERR_INVALID_ARG_TYPE',
+    );
+  }
 });
 
 /** A raw client of the fixture's echo: sends a line, resolves with the answer line. */
@@ -105,7 +115,7 @@ test(
     const m = /baton warmed-up gen=2 pid=\d+ requests=(\d+) ms=\d+ moves=(\d+) webSockets=(\d+)/.exec(s.sup.stderr());
     assert.ok(m, `generation 2 logs its warm-up: ${s.sup.stderr().slice(-2000)}`);
     assert.equal(Number(m[2]), 100, 'the default: 100 connections through the move path');
-    assert.equal(Number(m[3]), 48, '48 of them rebuilt as WebSockets (batches of 16 alternate echo, ws)');
+    assert.equal(Number(m[3]), 48, 'a third-ish of them rebuilt as WebSockets (groups alternate echo, ws)');
     assert.ok(s.sup.stderr().indexOf('baton warmed-up gen=2') < s.sup.stderr().indexOf('baton ready gen=2'));
     // Every connection is answered by generation 2 (moved), none closed on the way.
     for (const c of raw) await waitFor(() => !c.closed, 1, 'raw client open');

@@ -26,15 +26,12 @@ test('warmUpHttp() is bounded: with a tiny time limit it stops early and still c
   await expectFdsBackTo(base, 'after a cut-short warm-up');
 });
 
-test('options.warmUp and options.warmUpMoves must be integers from 0 to 100000 (TypeError)', async () => {
-  for (const name of ['warmUp', 'warmUpMoves']) {
-    for (const bad of [-1, 1.5, '100', Number.NaN, 100_001]) {
-      await assert.rejects(
-        Upgrader.start({ [name]: bad as number, logger: false }),
-        (err: Error & { code?: string }) =>
-          err instanceof TypeError && err.code === 'ERR_INVALID_ARG_TYPE' && err.message.includes(name),
-      );
-    }
+test('options.warmUp must be an integer from 0 to 100000 (TypeError)', async () => {
+  for (const bad of [-1, 1.5, '100', Number.NaN, 100_001]) {
+    await assert.rejects(
+      Upgrader.start({ warmUp: bad as number, logger: false }),
+      (err: Error & { code?: string }) => err instanceof TypeError && err.code === 'ERR_INVALID_ARG_TYPE',
+    );
   }
   const plain = await Upgrader.start({ warmUp: 0, logger: false, exitOnDrain: false });
   assert.equal(plain.mode, 'plain');
