@@ -29,7 +29,7 @@ import {
   wsSocketOf,
 } from './internals.js';
 import { socketIoPart } from './socket-io.js';
-import type { ConnectionMover, MoverContext, WarmUpExchange } from '../upgrader/integration.js';
+import type { ConnectionMover, MoverContext } from '../upgrader/integration.js';
 import type { MigrationSender } from '../upgrader/migrate.js';
 import { paced } from '../upgrader/pacing.js';
 import type { WebSocketMigrationOptions } from '../upgrader/upgrader.js';
@@ -239,37 +239,4 @@ export class WebSocketMover implements ConnectionMover {
   continue(socket: net.Socket, state: unknown, pending: Buffer): void {
     continueWebSocket(this.#wss, socket, state as WsState, pending, this.#options.restore);
   }
-
-  warmUpExchange(): WarmUpExchange {
-    return webSocketWarmUp(this.#wss);
-  }
-}
-
-/** A masked text frame 'warm' (a client's frames are masked) and the server's unmasked echo of it: 6 bytes. */
-const WARM_FRAME = Buffer.from([0x81, 0x84, 1, 2, 3, 4, 0x77 ^ 1, 0x61 ^ 2, 0x72 ^ 3, 0x6d ^ 4]);
-
-/**
- * The move warm-up's WebSocket round trip (src/upgrader/warm-up-moves.ts): a WebSocket rebuilt with
- * continueWebSocket() — the app's WebSocket class and options, as a moved one is — but on a private server
- * object (its own clients set, its own 'connection' listener that echoes): nothing reaches the app's server.
- */
-export function webSocketWarmUp(wss: WsServerLike): WarmUpExchange {
-  const priv: WsServerLike = {
-    clients: new Set(),
-    options: wss.options,
-    emit: (_event, ws) => {
-      const echo = ws as WsLike & { on(e: 'message', fn: (d: Buffer) => void): unknown; send(d: Buffer): void };
-      echo.on('message', (d) => echo.send(d));
-      return true;
-    },
-    prependListener: () => priv,
-  };
-  return {
-    kind: 'ws',
-    request: WARM_FRAME,
-    answerBytes: 6,
-    serve: (socket, pending) => {
-      continueWebSocket(priv, socket, { protocol: '', url: '/', headers: {} }, pending);
-    },
-  };
 }

@@ -50,21 +50,6 @@ export interface ConnectionMover {
   drain(sender: MigrationSender | null, stopping: boolean, timeoutMs: number): Promise<number>;
   /** A connection of this mover's kind and name arrived from the previous generation. */
   continue(socket: net.Socket, state: unknown, pending: Buffer): void;
-  /** How the warm-up before ready() continues a private connection the way continue() does, on a private server
-   * (src/upgrader/warm-up-moves.ts). */
-  warmUpExchange?(): WarmUpExchange;
-}
-
-/**
- * One round trip of the move warm-up (src/upgrader/warm-up-moves.ts): `serve` builds what continues a moved
- * connection on the server end `socket` — privately: nothing of it may reach the app — and answers
- * `request` (sent by the client once it is adopted) with `answerBytes` bytes.
- */
-export interface WarmUpExchange {
-  readonly kind: string;
-  readonly request: Buffer;
-  readonly answerBytes: number;
-  serve(socket: net.Socket, pending: Buffer): void;
 }
 
 /** The service manager (systemd) of a generation without a supervisor: what to tell it when. */

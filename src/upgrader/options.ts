@@ -26,15 +26,6 @@ export interface UpgraderOptions {
    * has a predecessor. 0 turns it off. Default 100 (~45 ms on a small machine, while the old one serves).
    */
   warmUp?: number;
-  /**
-   * Before taking over from a predecessor, run this many loopback connections through the path a moved
-   * connection takes here (a bare fd parked in the readiness watch, adopted as a net.Socket, continued — for a
-   * webSocketServer(), as a WebSocket on a private server; never the app's servers or handlers), so that the
-   * first connections that move meet warm code: see src/upgrader/warm-up-moves.ts. Only when this generation has
-   * a predecessor and something that continues moved connections (an HTTP server, a webSocketServer(), a
-   * 'migrated' listener). 0 turns it off. Default 100 (~10-30 ms, while the old one serves).
-   */
-  warmUpMoves?: number;
   /** Where log lines go; false for none. Default: one line per event on stderr. */
   logger?: Logger | false;
   /**
@@ -111,7 +102,6 @@ export interface Settings {
   helloTimeout: number;
   idleGrace: number;
   warmUp: number;
-  warmUpMoves: number;
   endEventStreams: boolean;
   eventStreamRetry: number;
   exitOnDrain: boolean;
@@ -133,29 +123,22 @@ export function settingsOf(options: UpgraderOptions): Settings {
   if (options.endEventStreams !== undefined && typeof options.endEventStreams !== 'boolean') {
     throw argTypeError('options.endEventStreams', 'a boolean', options.endEventStreams);
   }
-  const warmUp = checkCount(options.warmUp, 'warmUp', 100);
-  const warmUpMoves = checkCount(options.warmUpMoves, 'warmUpMoves', 100);
+  const warmUp = options.warmUp ?? 100;
+  if (typeof warmUp !== 'number' || !Number.isInteger(warmUp) || warmUp < 0 || warmUp > 100_000) {
+    throw argTypeError('options.warmUp', 'an integer from 0 to 100000', warmUp);
+  }
   return {
     readyTimeout,
     drainTimeout,
     helloTimeout,
     idleGrace,
     warmUp,
-    warmUpMoves,
     endEventStreams: options.endEventStreams ?? true,
     eventStreamRetry,
     exitOnDrain: options.exitOnDrain ?? true,
     systemd: options.systemd ?? true,
     fdStore: options.fdStore ?? false,
   };
-}
-
-function checkCount(v: unknown, name: string, def: number): number {
-  if (v === undefined || v === null) return def;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 100_000) {
-    throw argTypeError(`options.${name}`, 'an integer from 0 to 100000', v);
-  }
-  return v;
 }
 
 function checkMs(v: unknown, name: string, def: number): number {

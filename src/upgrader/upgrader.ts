@@ -27,7 +27,6 @@ import {
   type EventStreamTracker,
   type ReconnectingServers,
   type ServiceManager,
-  type WarmUpExchange,
 } from './integration.js';
 import { Listeners } from './listeners.js';
 import { createLogger, silentLogger, type LogFields, type Logger } from './logger.js';
@@ -47,7 +46,6 @@ import { listenOnFd } from './sockets.js';
 import { GenerationState, type UpgraderState } from './state.js';
 import { paced } from './pacing.js';
 import { warmUpHttp } from './warm-up.js';
-import { ECHO_EXCHANGE, warmUpMoves } from './warm-up-moves.js';
 
 export type { UpgraderMode } from './modes/mode.js';
 export type { DgramOptions, ListenOptions, UpgraderEvents, UpgraderOptions } from './options.js';
@@ -259,17 +257,10 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     // generations accepting on the same listeners (found by the fault matrix: supervisor SIGKILLed after
     // listen(), before ready()), so fail before accepting anything; the inherited fds are closed.
     this.#failIfHandoffBroke(client, deferred);
-    if (this.#inherited && client && !client.link.closed) {
+    if (this.#inherited && client && !client.link.closed && this.#settings.warmUp > 0 && this.#listeners.servesHttp()) {
       const started = Date.now();
-      const http = this.#settings.warmUp > 0 && this.#listeners.servesHttp();
-      const requests = http ? await warmUpHttp(this.#settings.warmUp) : 0;
-      const exchanges = this.#moveWarmUpExchanges();
-      const moves = await warmUpMoves(this.#settings.warmUpMoves, exchanges);
-      if (http || exchanges.length) {
-        const webSockets = moves.byKind.ws ?? 0;
-        const ms = Date.now() - started;
-        this.#log('info', 'warmed-up', { requests, ms, moves: moves.connections, webSockets, stopped: moves.stopped });
-      }
+      const requests = await warmUpHttp(this.#settings.warmUp);
+      this.#log('info', 'warmed-up', { requests, ms: Date.now() - started });
       // The handoff may have broken while we warmed up (readyTimeout, the supervisor gone): check again.
       this.#failIfHandoffBroke(client, deferred);
     }
@@ -307,18 +298,6 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     this.#mode.serving(this.#gen);
     this.#log('info', 'ready', { listeners: names.length });
     this.#serviceReady(client);
-  }
-
-  /**
-   * How the move warm-up continues its connections (src/upgrader/warm-up-moves.ts): an echo — the fd, the watch
-   * and the net.Socket every moved connection goes through — when anything here continues moved connections (an
-   * HTTP server, a webSocketServer(), a 'migrated' listener), and each webSocketServer()'s WebSocket rebuild.
-   * None: nothing can move here, so nothing to warm.
-   */
-  #moveWarmUpExchanges(): WarmUpExchange[] {
-    const movers = this.#movers.flatMap((m) => (m.warmUpExchange ? [m.warmUpExchange()] : []));
-    const raw = this.#listeners.servesHttp() || this.listenerCount('migrated') > 0;
-    return raw || movers.length ? [ECHO_EXCHANGE, ...movers] : [];
   }
 
   /** Throw (closing the inherited listeners, which are not accepting yet) if the handoff is already over. */
