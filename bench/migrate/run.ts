@@ -954,6 +954,25 @@ lines above.
   generations. The move takes 6–11× the floor: the floor adopts connections back to back in one idle process,
   while a paced move waits a round trip and a turn of both loops per batch, with both generations serving
   40,000 echoes a second meanwhile.
+- Readiness-ordered adoption and the old generation's own 4 ms cap (docs/migration.md), against the code
+  before them (16e5ca5, the paced code of the table above), alternating run by run on a quiet machine
+  (2026-12-07 11:46–12:00 UTC, load average 0.3–2.1), p99 of each client's slowest echo during the reload
+  (without a reload in brackets):
+
+  | | before (3 runs) | now (3 runs) |
+  |---|---:|---:|
+  | 1,000 raw TCP | 53.7 (7.6) / 52.4 (2.3) / 19.1 (3.9) ms | 17.9 (2.5) / 19.2 (2.2) / 16.7 (2.9) ms |
+  | 1,000 WebSockets | 47.7 (5.9) / 52.6 (4.4) / 72.8 (11.8) ms | 37.4 (7.7) / 32.6 (4.1) / 20.0 (5.7) ms |
+  | 10,000 raw TCP (2 runs) | 383.7 (63.6) / 318.7 (36.2) ms | 419.2 (37.1) / 339.9 (31.5) ms |
+  | 10,000 WebSockets (2 runs) | 349.9 (81.1) / 504.3 (174.8) ms | 295.5 (279.9) / 700.5 (237.8) ms |
+
+  At 1,000 the stall fell to about a third for raw TCP and by a third to a half for WebSockets; the move took
+  as long as before (raw TCP 106–192 ms against 120–141, WebSockets 237–303 against 211–232). At 10,000 the
+  two are the same within their spread, and this machine cannot tell more: it ran about twice as slow as in the
+  morning (\`floor.ts\`: 27–34 µs a connection against 17), and without a reload the clients' slowest echo was
+  already p99 31–280 ms — the benchmark's 10,000 clients and both generations share 2 cores, and CPU profiles
+  of both generations show them busy writing echoes, descheduled in the middle of their tasks. Still FAIL:
+  ≤ 2× at 1,000 (now 3.5–9× a no-reload p99 of 2–8 ms), ≤ 50 ms at 10,000, move ≤ 1.5× the floor.
 - At a load average of 9–13 (earlier runs, alternating this code and the one before it) nothing holds: both
   generations and the clients get a fraction of a core, gaps of 100 ms and more appear where neither
   generation answers anyone, and a paced move — a few turns of each event loop per batch — takes longer than
