@@ -186,3 +186,33 @@ export async function expectFdsBackTo(baseline: number, what: string, ms = 2000)
   }
   if (now !== baseline) throw new Error(`fd leak after ${what}: ${now} open fds, expected ${baseline}`);
 }
+
+/**
+ * A sender for paced() and the drainer's paced moves whose every sendable() waits until the test calls
+ * release(): the test decides when each batch may start. `releases` counts the batches let go.
+ */
+export function manualSender(batchSize: number) {
+  let waiting: (() => void) | null = null;
+  const sender = {
+    accepting: true,
+    batchSize,
+    releases: 0,
+    prepared: () => {},
+    sendable: () =>
+      new Promise<void>((r) => {
+        waiting = r;
+      }),
+    /** Whether a batch waits for release(). */
+    get waiting(): boolean {
+      return waiting !== null;
+    },
+    release(): void {
+      const go = waiting;
+      if (!go) throw new Error('no batch is waiting for the sender');
+      waiting = null;
+      sender.releases++;
+      go();
+    },
+  };
+  return sender;
+}

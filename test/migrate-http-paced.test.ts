@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { ServerDrainer } from '../src/integrations/http.js';
-import { waitFor, within } from './helpers.js';
+import { manualSender, waitFor, within } from './helpers.js';
 
 const N = 7;
 
@@ -49,21 +49,7 @@ test('HTTP connections idle at the drain move one batch at a time; the others ar
   await waitFor(() => drainer.connections === N, 5000, 'every connection tracked');
 
   const moving: net.Socket[] = [];
-  let release: (() => void) | null = null;
-  let batches = 0;
-  const pacer = {
-    accepting: true,
-    batchSize: 3,
-    prepared: () => {},
-    sendable: () =>
-      new Promise<void>((r) => {
-        release = () => {
-          release = null;
-          batches++;
-          r();
-        };
-      }),
-  };
+  const pacer = manualSender(3);
   // The move itself is not under test: record it and close the connection (as the old side's socket object is).
   const migrate = async (socket: net.Socket) => {
     moving.push(socket);
@@ -82,12 +68,12 @@ test('HTTP connections idle at the drain move one batch at a time; the others ar
 
   // Released batch by batch, every connection moves, each once (the one that asked moves at its next idle moment).
   while (moving.length < N) {
-    await waitFor(() => release !== null || moving.length === N, 5000, 'the next batch waits for the sender');
-    (release as (() => void) | null)?.();
+    await waitFor(() => pacer.waiting || moving.length === N, 5000, 'the next batch waits for the sender');
+    if (pacer.waiting) pacer.release();
     await new Promise((r) => setImmediate(r));
   }
   assert.equal(new Set(moving).size, N, 'each connection moved once');
-  assert.ok(batches >= 2, `released ${batches} times`);
+  assert.ok(pacer.releases >= 2, `released ${pacer.releases} times`);
   const { forced } = await within(drained, 5000, 'the drain ends once every connection moved');
   assert.equal(forced, 0);
   await new Promise<void>((r) => server.close(() => r()));

@@ -14,6 +14,7 @@ import {
   TARGET_OWN_SLICE_MS,
   paced,
 } from '../src/upgrader/pacing.js';
+import { manualSender } from './helpers.js';
 
 test('batch size: small first, then as many as fit in the target, within bounds', () => {
   const b = new BatchSizer();
@@ -37,33 +38,20 @@ test('batch size: a receiver that reports no cost (an older baton) gets full bat
 
 test('paced() starts one batch at a time, each when the sender says it would leave', async () => {
   const started: number[] = [];
-  let releases = 0;
-  let release: (() => void) | null = null;
-  const sender = {
-    accepting: true,
-    batchSize: 3,
-    prepared: () => {},
-    sendable: () =>
-      new Promise<void>((r) => {
-        release = () => {
-          releases++;
-          r();
-        };
-      }),
-  };
+  const sender = manualSender(3);
   const done = paced(sender, [0, 1, 2, 3, 4, 5, 6], async (i) => {
     started.push(i);
   });
   await new Promise((r) => setImmediate(r));
   assert.deepEqual(started, [0, 1, 2], 'the first batch only');
-  release!();
+  sender.release();
   await new Promise((r) => setImmediate(r));
   assert.deepEqual(started, [0, 1, 2, 3, 4, 5]);
   sender.batchSize = 10; // the size may change between batches
-  release!();
+  sender.release();
   await done;
   assert.deepEqual(started, [0, 1, 2, 3, 4, 5, 6]);
-  assert.equal(releases, 2);
+  assert.equal(sender.releases, 2);
 });
 
 test("batch size: no larger than the old generation's own work for a batch allows, whatever the new one's cost", () => {
