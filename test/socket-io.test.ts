@@ -81,7 +81,14 @@ test(
       30_000,
       'every client receives ticks from generation 3',
     );
-    for (const pid of pids.slice(0, 2)) await waitExit(pid, 20_000, 'the replaced generations exit');
+    for (const pid of pids.slice(0, 2)) {
+      try {
+        await waitExit(pid, 20_000, 'the replaced generations exit');
+      } catch (err) {
+        // Which generation stayed, and what it was waiting for: the supervisor's log carries every generation's.
+        throw new Error(`${(err as Error).message} (pid ${pid}); supervisor log:\n${s.sup.stderr().slice(-6000)}`);
+      }
+    }
     const mark = clients.map((c) => Math.max(...c.seen));
     await waitFor(() => clients.every((c, i) => Math.max(...c.seen) > mark[i]! + 5), 10_000, 'the ticks go on');
     const lost = clients.reduce((a, c) => a + c.lost(), 0);
