@@ -91,7 +91,12 @@ test('a parked connection whose client sends is adopted ahead of the idle ones t
     'the byte reaches the new side',
   );
   assert.equal(got, 'x');
+  // The old generation is done: it closes its end (finished() waits for that too — without it, it resolves only
+  // at its timeout, 30 s of this test in CI).
+  await within(m.sender.settled(), 5000, 'the sender settled');
+  m.sender.close();
   await within(m.receiver.finished(30_000), 31_000, 'the rest adopted');
+  assert.equal(m.receiver.sending, false, "finished() resolved on 'done', not at its timeout");
   assert.equal(m.order.length, N);
   assert.deepEqual(
     [...m.order].sort((a, b) => a - b),
