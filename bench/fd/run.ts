@@ -12,21 +12,20 @@
  * 4-byte header, a 16-byte payload, K fds) in the same number; both receivers close every fd they get.
  * Each figure is the median of its rounds. Every round is capped in time, and the whole bench is bounded.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchFlags } from '../lib/args.js';
-import { writeDocSection } from '../lib/common.js';
+import { compileC, writeDocSection } from '../lib/common.js';
 import { median, type RoundResult } from './protocol.js';
 
 /** dist/bench/fd -> the package root. */
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const SRC = path.join(ROOT, 'bench/fd/baseline.c');
-const BIN_DIR = path.join(ROOT, 'bench/fd/.bin');
-const BIN = path.join(BIN_DIR, 'baseline');
+const BIN = path.join(ROOT, 'bench/fd/.bin/baseline');
 const DOC = path.join(ROOT, 'docs/performance.md');
 
 /** Messages per measured round, per batch size: each C round takes a few tenths of a second. */
@@ -81,20 +80,6 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     killAll();
     process.exit(130);
   });
-}
-
-function compileBaseline(): void {
-  const srcTime = fs.statSync(SRC).mtimeMs;
-  let binTime = -1;
-  try {
-    binTime = fs.statSync(BIN).mtimeMs;
-  } catch {
-    // not built yet
-  }
-  if (binTime >= srcTime) return;
-  fs.mkdirSync(BIN_DIR, { recursive: true });
-  console.log(`compiling ${path.relative(ROOT, SRC)} -> ${path.relative(ROOT, BIN)}`);
-  execFileSync('cc', ['-O2', '-Wall', '-o', BIN, SRC], { stdio: 'inherit' });
 }
 
 interface Run {
@@ -321,7 +306,7 @@ async function main(): Promise<void> {
   const writeDocs = !flags['no-docs'];
   const only = flags.k;
   const cases = only !== undefined ? CASES.filter((c) => only.split(',').map(Number).includes(c.k)) : CASES;
-  compileBaseline();
+  compileC(SRC, BIN, ROOT);
   console.log(`bench:fd on ${machine()}`);
   const rows: Row[] = [];
   for (const { k, messages } of cases) {

@@ -2,7 +2,7 @@
  * What every benchmark runner shares: killing the processes it started, whatever happens, and writing
  * its own section of docs/performance.md (between its marker comments, leaving the others alone).
  */
-import type { ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -142,4 +142,22 @@ export function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * Build the C program `src` into `bin` with `cc -O2 -Wall` unless `bin` is newer than `src` (its compiler's output
+ * on this process's stdout and stderr). Throws if cc is missing or fails.
+ */
+export function compileC(src: string, bin: string, root: string): void {
+  const srcTime = fs.statSync(src).mtimeMs;
+  let binTime = -1;
+  try {
+    binTime = fs.statSync(bin).mtimeMs;
+  } catch {
+    // not built yet
+  }
+  if (binTime >= srcTime) return;
+  fs.mkdirSync(path.dirname(bin), { recursive: true });
+  console.log(`compiling ${path.relative(root, src)} -> ${path.relative(root, bin)}`);
+  execFileSync('cc', ['-O2', '-Wall', '-o', bin, src], { stdio: 'inherit' });
 }

@@ -51,7 +51,8 @@ import { envInt, stdoutLines, trackedProcesses, writeDocSection } from '../lib/c
 import { renderChart, type ChartLabels, type Panel } from '../upgrade/chart.js';
 import { buckets } from '../upgrade/stats.js';
 import { goalLines, measureFloor } from './goals.js';
-import { PERIOD_MS, Pinger, watchLoop, type Stall } from './stall.js';
+import { CPinger } from './pinger.js';
+import { PERIOD_MS, Pinger, type Stall, type StallClients } from './stall.js';
 import WebSocket from 'ws';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -74,13 +75,16 @@ const STALL_START = '<!-- bench:migrate-stall:start -->';
 const STALL_END = '<!-- bench:migrate-stall:end -->';
 const SVG = path.join(ROOT, 'docs/migrate-stall.svg');
 
-const USAGE = `usage: npm run bench:migrate -- [--no-docs] [--stall-only] [--sizes=N,N] [--quick]
+const USAGE = `usage: npm run bench:migrate -- [--no-docs] [--stall-only] [--sizes=N,N] [--quick] [--client=c|node]
   (no flags)       1,000 and 10,000 connections, 3 reloads each, raw TCP and WebSocket, then the stall; prints
                    the tables and writes their sections of docs/performance.md and docs/migrate-stall.svg
   --no-docs        measure and print only
   --stall-only     the stall only (migrate, no timed reloads, no reconnect); writes only its section and chart
   --sizes=200,1000 these sizes (as BENCH_SIZES)
   --quick          as BENCH_QUICK=1: 1,000 connections, 2 reloads (implies --no-docs)
+  --client=c       the stall's clients: c (default) — bench/migrate/pinger.c, one C process with its own
+                   connections (built with cc); node — the benchmark's own Node clients (net, ws), which spend
+                   most of a core at 10,000 connections and delay what they time
 environment: BENCH_SIZES (a comma list, default 1000,10000), BENCH_RELOADS (3), BENCH_KINDS (tcp,ws),
   BENCH_APPROACHES (migrate,reconnect), BENCH_APP_LOG=FILE (append the apps' output lines to FILE: every
   generation's timestamps and CPU time; and baton's log, whose 'drained' line gives moveCpuUs),
@@ -93,9 +97,15 @@ const { values: flags } = benchFlags('bench:migrate', USAGE, {
   'stall-only': { type: 'boolean' },
   sizes: { type: 'string' },
   quick: { type: 'boolean' },
+  client: { type: 'string' },
 });
 const QUICK = process.env.BENCH_QUICK === '1' || flags.quick === true;
 const STALL_ONLY = flags['stall-only'] === true;
+const CLIENT = flags.client ?? 'c';
+if (CLIENT !== 'c' && CLIENT !== 'node') {
+  process.stderr.write(`bench:migrate: --client must be c or node, not ${CLIENT}\n${USAGE}`);
+  process.exit(2);
+}
 if (flags.sizes !== undefined) process.env.BENCH_SIZES = flags.sizes;
 const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : null;
 const WRITE_DOCS = !flags['no-docs'] && !QUICK && !CPU_PROF;
@@ -142,6 +152,15 @@ const GLOBAL_LIMIT_MS = 15 * 60_000;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const now = () => performance.timeOrigin + performance.now();
 const LOAD_AT_START = os.loadavg()[0]!.toFixed(2);
+const CLIENT_NOTE = {
+  c:
+    'The clients are one C process, [`bench/migrate/pinger.c`](../bench/migrate/pinger.c) (`--client=c`, the ' +
+    'default): epoll, a few µs of CPU per message, where the Node clients (`--client=node`: `net` and `ws` in the ' +
+    'benchmark process) spent most of a core at 10,000 connections and their delay showed in every echo they timed.',
+  node:
+    "The clients are the benchmark process's own (`--client=node`: `net` sockets and `ws` clients, one timer " +
+    'walking them).',
+};
 const RECONNECT_NOTE =
   'N clients reconnecting at once overflow the listen backlog (511); a SYN that is dropped is retried by the ' +
   "client's kernel after 1 s, which is where the occasional run of over a second comes from. Real clients add " +
@@ -456,7 +475,7 @@ interface Row {
 interface StallRun {
   base: Stall;
   reload: Stall;
-  /** The benchmark process's event-loop delay in each window, ms. */
+  /** How late the clients sent their messages after their slots in each window, ms. */
   benchBase: { p99: number; max: number };
   benchReload: { p99: number; max: number };
   /** The stall reload's move, as the timed ones. */
@@ -540,7 +559,8 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
         )
       )[1],
     );
-    for (let i = 0; i < n; i++) {
+    // The Node clients serve the timed reloads, and the stall with --client=node.
+    for (let i = 0; i < (TIMED_RELOADS > 0 || CLIENT === 'node' ? n : 0); i++) {
       clients.push(
         kind === 'tcp'
           ? new TcpClient({ host: '127.0.0.1', port }, approach === 'reconnect')
@@ -549,7 +569,8 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
     }
     const t0 = performance.now();
     await openAll(clients);
-    process.stdout.write(`  ${label}: ${n} clients connected in ${(performance.now() - t0).toFixed(0)} ms\n`);
+    if (clients.length)
+      process.stdout.write(`  ${label}: ${n} clients connected in ${(performance.now() - t0).toFixed(0)} ms\n`);
     const samples: Sample[] = [];
     for (let i = 0; i < TIMED_RELOADS; i++) {
       const oldGen = i + 1;
@@ -600,8 +621,23 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
           `ms${sample.oldMs !== undefined ? ` (first adopted after ${sample.firstMs!.toFixed(1)} ms; old generation done after ${sample.oldMs.toFixed(1)} ms)` : ''}${sample.newCpuMs !== undefined ? `, CPU old ${sample.oldCpuMs} ms / new ${sample.newCpuMs} ms` : ''}${sample.loopMax !== undefined ? `, event-loop delay max ${sample.loopMax} ms` : ''}, ${sample.dropped} closed\n`,
       );
     }
-    const stall =
-      approach === 'migrate' && STALL ? await measureStall(sup, clients, kind, n, TIMED_RELOADS + 1) : undefined;
+    let stall: StallRun | undefined;
+    if (approach === 'migrate' && STALL) {
+      let source: StallSource;
+      if (CLIENT === 'c') {
+        // pinger.c brings its own connections: the Node clients go first (the move must count n exactly).
+        for (const c of clients) c.close();
+        if (clients.length) await sleep(1000);
+        const { pinger, connectMs } = await CPinger.open(ROOT, kind, port, n, tracked, path.join(dir, 'pinger.log'));
+        process.stdout.write(`  ${label}: pinger.c connected ${n} clients in ${connectMs.toFixed(0)} ms\n`);
+        source = cSource(pinger);
+      } else source = nodeSource(clients);
+      try {
+        stall = await measureStall(sup, source, kind, n, TIMED_RELOADS + 1);
+      } finally {
+        await source.close();
+      }
+    }
     const codes = new Map<number, number>();
     for (const c of clients)
       if (c instanceof WsClient) for (const [code, k] of c.closeCodes) codes.set(code, (codes.get(code) ?? 0) + k);
@@ -617,78 +653,107 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
   }
 }
 
+/** A stall driver as measureStall() uses it: its round trips, and what went wrong on its connections. */
+interface StallSource extends StallClients {
+  /** Connections the server closed since the source was made. */
+  dropped(): number;
+  /** Answers whose per-connection count did not follow on (state lost, or a message answered twice). */
+  wrongCount(): number;
+  close(): Promise<void>;
+}
+
+function nodeSource(clients: Client[]): StallSource {
+  const pinger = new Pinger(clients);
+  const droppedBefore = clients.reduce((a, c) => a + c.dropped, 0);
+  return {
+    get trips() {
+      return pinger.trips;
+    },
+    start: () => pinger.start(),
+    stop: (ms) => pinger.stop(ms),
+    dropped: () => clients.reduce((a, c) => a + c.dropped, 0) - droppedBefore,
+    wrongCount: () => clients.reduce((a, c) => a + c.wrongCount, 0),
+    close: () => pinger.stop(30_000).catch(() => {}),
+  };
+}
+
+function cSource(pinger: CPinger): StallSource {
+  return {
+    get trips() {
+      return pinger.trips;
+    },
+    start: () => pinger.start(),
+    stop: (ms) => pinger.stop(ms),
+    dropped: () => pinger.dropped,
+    wrongCount: () => pinger.wrongCount,
+    close: () => pinger.close(),
+  };
+}
+
 /** Every client pings every PERIOD_MS: a window without a reload, then one with `oldGen`'s replacement. */
 async function measureStall(
   sup: Supervisor,
-  clients: Client[],
+  source: StallSource,
   kind: Kind,
   n: number,
   oldGen: number,
 ): Promise<StallRun> {
   const gen = oldGen + 1;
   const label = `${kind} stall ${n}`;
-  const droppedBefore = clients.reduce((a, c) => a + c.dropped, 0);
   await sleep(300); // let the previous generation finish exiting
-  const pinger = new Pinger(clients);
-  pinger.start();
-  try {
-    await sleep(STALL_WARMUP_MS);
-    const baseFrom = performance.now();
-    let stopLoop = watchLoop();
-    await sleep(STALL_WINDOW_MS);
-    const benchBase = stopLoop();
-    const lines = moveLines(sup, oldGen, gen);
-    for (const p of Object.values(lines)) p.catch(() => {}); // awaited below; a failure then is the error
-    const reloadFrom = performance.now();
-    stopLoop = watchLoop();
-    await reload(sup.socket);
-    const [started, moved, adopted] = await Promise.all([lines.started, lines.moved, lines.adopted]);
-    const drainAt = Number(started[2]);
-    const move = moveSample(n, drainAt, moved, adopted, 0);
-    const reloadTo = reloadFrom + STALL_WINDOW_MS;
-    // App times are epoch ms (the same clock as performance.timeOrigin + performance.now() here).
-    const toLocal = (epoch: number) => epoch - performance.timeOrigin;
-    const lastAdopted = toLocal(Number(adopted[3]));
-    if (performance.now() < reloadTo) await sleep(reloadTo - performance.now());
-    const benchReload = stopLoop();
-    await pinger.stop(30_000);
-    const base = pinger.window(baseFrom, baseFrom + STALL_WINDOW_MS);
-    const during = pinger.window(reloadFrom, reloadTo);
-    move.dropped = clients.reduce((a, c) => a + c.dropped, 0) - droppedBefore;
-    if (move.dropped) throw new Error(`${label}: ${move.dropped} clients saw their connection close`);
-    const wrongCount = clients.reduce((a, c) => a + c.wrongCount, 0);
-    if (wrongCount)
-      throw new Error(`${label}: ${wrongCount} answers had a per-connection count that did not follow on`);
-    const stale = pinger.gen.filter((g, i) => g !== gen && pinger.sentAt[i]! > lastAdopted).length;
-    if (stale)
-      throw new Error(
-        `${label}: ${stale} messages sent after the last move were answered by another generation than ${gen}`,
-      );
-    const series = path.join(SERIES_DIR, `baton-migrate-stall-${kind}-${n}.csv`);
-    const rows = pinger.writeSeries(series, baseFrom, reloadTo, reloadFrom);
-    const late = lastAdopted > reloadTo - 250;
-    const fig = (s: Stall) => `p50 ${fmt(s.p50)} / p99 ${fmt(s.p99)} / max ${fmt(s.max)} ms`;
-    process.stdout.write(
-      `  ${label}: slowest echo per client without a reload ${fig(base)}; during the reload ${fig(during)} ` +
-        `(move ${fmt(move.ms)} ms; ${rows} round trips in ` +
-        `${series})${late ? '; WARNING: the move ended after the window' : ''}\n`,
+  source.start();
+  await sleep(STALL_WARMUP_MS);
+  const baseFrom = performance.now();
+  await sleep(STALL_WINDOW_MS);
+  const lines = moveLines(sup, oldGen, gen);
+  for (const p of Object.values(lines)) p.catch(() => {}); // awaited below; a failure then is the error
+  const reloadFrom = performance.now();
+  await reload(sup.socket);
+  const [started, moved, adopted] = await Promise.all([lines.started, lines.moved, lines.adopted]);
+  const drainAt = Number(started[2]);
+  const move = moveSample(n, drainAt, moved, adopted, 0);
+  const reloadTo = reloadFrom + STALL_WINDOW_MS;
+  // App times are epoch ms (the same clock as performance.timeOrigin + performance.now() here).
+  const toLocal = (epoch: number) => epoch - performance.timeOrigin;
+  const lastAdopted = toLocal(Number(adopted[3]));
+  if (performance.now() < reloadTo) await sleep(reloadTo - performance.now());
+  await source.stop(60_000);
+  const trips = source.trips;
+  const base = trips.window(baseFrom, baseFrom + STALL_WINDOW_MS);
+  const during = trips.window(reloadFrom, reloadTo);
+  const benchBase = trips.lateness(baseFrom, baseFrom + STALL_WINDOW_MS);
+  const benchReload = trips.lateness(reloadFrom, reloadTo);
+  move.dropped = source.dropped();
+  if (move.dropped) throw new Error(`${label}: ${move.dropped} clients saw their connection close`);
+  const wrongCount = source.wrongCount();
+  if (wrongCount) throw new Error(`${label}: ${wrongCount} answers had a per-connection count that did not follow on`);
+  const stale = trips.gen.filter((g, i) => g !== gen && trips.sentAt[i]! > lastAdopted).length;
+  if (stale)
+    throw new Error(
+      `${label}: ${stale} messages sent after the last move were answered by another generation than ${gen}`,
     );
-    const origin = baseFrom;
-    const panel: Panel = {
-      title: `${n.toLocaleString('en-US')} ${KIND_NAME[kind]} connections`,
-      subtitle:
-        `slowest echo per client: no reload p99 ${fmt(base.p99)} ms, max ${fmt(base.max)} ms · during the reload p99 ` +
-        `${fmt(during.p99)} ms, ` +
-        `max ${fmt(during.max)} ms · the reload began at ${fmt((reloadFrom - origin) / 1000, 1)} s; moving took ` +
-        `${fmt(move.ms)} ms`,
-      buckets: buckets(pinger.samples(baseFrom, reloadTo, origin), 0, reloadTo - origin + 1000, BUCKET_MS),
-      bucketMs: BUCKET_MS,
-      windows: [{ start: toLocal(drainAt) - origin, end: lastAdopted - origin }],
-    };
-    return { base, reload: during, benchBase, benchReload, move, late, series, panel };
-  } finally {
-    await pinger.stop(30_000).catch(() => {});
-  }
+  const series = path.join(SERIES_DIR, `baton-migrate-stall-${kind}-${n}.csv`);
+  const rows = trips.writeSeries(series, baseFrom, reloadTo, reloadFrom);
+  const late = lastAdopted > reloadTo - 250;
+  const fig = (s: Stall) => `p50 ${fmt(s.p50)} / p99 ${fmt(s.p99)} / max ${fmt(s.max)} ms`;
+  process.stdout.write(
+    `  ${label}: slowest echo per client without a reload ${fig(base)}; during the reload ${fig(during)} ` +
+      `(move ${fmt(move.ms)} ms; ${rows} round trips in ` +
+      `${series})${late ? '; WARNING: the move ended after the window' : ''}\n`,
+  );
+  const origin = baseFrom;
+  const panel: Panel = {
+    title: `${n.toLocaleString('en-US')} ${KIND_NAME[kind]} connections`,
+    subtitle:
+      `slowest echo per client: no reload p99 ${fmt(base.p99)} ms, max ${fmt(base.max)} ms · during the reload p99 ` +
+      `${fmt(during.p99)} ms, ` +
+      `max ${fmt(during.max)} ms · the reload began at ${fmt((reloadFrom - origin) / 1000, 1)} s; moving took ` +
+      `${fmt(move.ms)} ms`,
+    buckets: buckets(trips.samples(baseFrom, reloadTo, origin), 0, reloadTo - origin + 1000, BUCKET_MS),
+    bucketMs: BUCKET_MS,
+    windows: [{ start: toLocal(drainAt) - origin, end: lastAdopted - origin }],
+  };
+  return { base, reload: during, benchBase, benchReload, move, late, series, panel };
 }
 
 // --- report -----------------------------------------------------------------------------------------
@@ -846,8 +911,8 @@ function stallTableLines(rows: Row[]): string[] {
   const lines = [
     '| connections | kind | slowest echo per client, no reload: p50 / p99 / max, ms | during a reload: p50 / p99 / ' +
       'max, ms | p99 during ÷ without | move (drain → last adopted), ms | old generation event-loop delay p99 / max, ' +
-      'ms | new generation p99 / max, ms | new generation RSS / heap growth per moved connection, KiB | bench ' +
-      'process event-loop delay max, no reload / reload, ms |',
+      'ms | new generation p99 / max, ms | new generation RSS / heap growth per moved connection, KiB | ' +
+      "clients' own delay max (how late they sent), no reload / reload, ms |",
     '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
@@ -890,7 +955,7 @@ window of ${STALL_WINDOW_MS / 1000} s without a reload, and in a window as long 
 (which holds the whole move); p50 / p99 / max of that over the clients. ${date}, Node ${process.version},
 ${os.cpus().length} × ${cpu}, ${os.platform()} ${os.release()}, 1-minute load average ${LOAD_AT_START} when the bench
 started — **a shared machine, loaded by other work while this ran**: the figures without a reload show how
-much of a round trip the machine itself costs. The benchmark process holds every client, the generations
+much of a round trip the machine itself costs. ${CLIENT_NOTE[CLIENT as 'c' | 'node']} The generations hold
 every server side; all share the same cores.
 
 ${stallTableLines(rows).join('\n')}
@@ -911,8 +976,9 @@ lines above.
 - **memory per moved connection**: how much the new generation's RSS and used heap grew from its \`ready()\`
   until 3 s after the last connection arrived, divided by the connections (no forced garbage collection:
   the heap figure includes garbage not collected yet).
-- **bench process event-loop delay**: when the process holding the clients is late, every echo it times is
-  late by as much; a high figure means part of the stall is the client's own.
+- **clients' own delay**: how late the clients sent each message after its slot; when the process holding the
+  clients is late, every echo it times is late by as much, so a high figure means part of the stall is the
+  clients' own.
 - Both kinds are paced: the old generation prepares each batch (and stops reading its connections) only when
   it would leave at once and serves the others meanwhile — WebSockets through \`webSocketServer()\`, raw TCP
   through \`upgrader.migrateAll()\` (examples/tcp-echo) — and batches are sized to ~10 ms of adoption by the

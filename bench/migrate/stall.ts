@@ -5,12 +5,17 @@
  * trip. Round trips are kept with their send time; a window's figure is, per client, the slowest round trip
  * among the messages it sent in the window, and of those the p50, p99 and max over the clients.
  *
- * One timer drives every client (a 2 ms interval walking the slots), not one timer per client: at 10,000
+ * Two drivers fill the same RoundTrips: Pinger here, with the benchmark's Node clients (`--client=node`), and
+ * bench/migrate/pinger.c, one C process holding its own connections (`--client=c`, the default; pinger.ts).
+ * Each records how late it sent every message after its slot: when the clients' process is late, so is every
+ * echo it times.
+ *
+ * Pinger: one timer drives every client (a 2 ms interval walking the slots), not one timer per client: at 10,000
  * clients that is 40,000 messages a second, and the benchmark process must not become the bottleneck it
- * measures. Its own event-loop delay is recorded per window to show when it did anyway.
+ * measures (it did anyway: hence the C driver).
  */
 import fs from 'node:fs';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 
 export const PERIOD_MS = 250;
 const TICK_MS = 2;
@@ -31,56 +36,36 @@ export interface Stall {
   max: number;
 }
 
-/** Record this process's event-loop delay from now; the returned function stops and gives p99 and max, ms. */
-export function watchLoop(): () => { p99: number; max: number } {
-  const h = monitorEventLoopDelay({ resolution: 1 });
-  h.enable();
-  return () => {
-    h.disable();
-    return { p99: h.percentile(99) / 1e6, max: h.max / 1e6 };
-  };
+/** What a stall driver gives: its round trips, once stopped. */
+export interface StallClients {
+  readonly trips: RoundTrips;
+  start(): void;
+  /** Stop sending and wait for every outstanding answer (rejects after `ms`). */
+  stop(ms: number): Promise<void>;
 }
 
-export class Pinger {
-  /** Per round trip: client index, send time and round trip (ms on performance.now()), answering generation. */
+/** Every round trip of a run: client index, send time and round trip (ms on this process's performance.now()),
+ * answering generation, and how late the message left after its slot (ms). */
+export class RoundTrips {
   readonly client: number[] = [];
   readonly sentAt: number[] = [];
   readonly rtt: number[] = [];
   readonly gen: number[] = [];
-  readonly #outstanding: Uint8Array;
-  #waiting = 0;
-  #timer: NodeJS.Timeout | null = null;
-  #t0 = 0;
-  #cycle = 0;
-  #next = 0;
-  #onIdle: (() => void) | null = null;
+  readonly late: number[] = [];
 
-  constructor(readonly clients: readonly Pingable[]) {
-    this.#outstanding = new Uint8Array(clients.length);
+  constructor(readonly clients: number) {}
+
+  add(client: number, sentAt: number, rtt: number, gen: number, late: number): void {
+    this.client.push(client);
+    this.sentAt.push(sentAt);
+    this.rtt.push(rtt);
+    this.gen.push(gen);
+    this.late.push(late);
   }
 
-  start(): void {
-    this.#t0 = performance.now();
-    this.#timer = setInterval(() => this.#tick(), TICK_MS);
-  }
-
-  /** Stop sending and wait for every outstanding answer (rejects after `ms`). */
-  async stop(ms: number): Promise<void> {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = null;
-    if (this.#waiting === 0) return;
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.#waiting} echoes still unanswered after ${ms} ms`)), ms);
-      this.#onIdle = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-  }
-
-  /** The figures of the messages sent in [from, to) (performance.now() ms), once they are answered. */
+  /** The figures of the messages sent in [from, to) (performance.now() ms). */
   window(from: number, to: number): Stall {
-    const slowest = new Float64Array(this.clients.length).fill(-1);
+    const slowest = new Float64Array(this.clients).fill(-1);
     let roundTrips = 0;
     for (let i = 0; i < this.sentAt.length; i++) {
       const t = this.sentAt[i]!;
@@ -90,19 +75,30 @@ export class Pinger {
       if (this.rtt[i]! > slowest[c]!) slowest[c] = this.rtt[i]!;
     }
     const per = Array.from(slowest.filter((x) => x >= 0)).sort((a, b) => a - b);
-    const q = (p: number) => (per.length ? per[Math.min(per.length - 1, Math.floor(p * per.length))]! : NaN);
-    return { clients: per.length, roundTrips, p50: q(0.5), p99: q(0.99), max: per.length ? per[per.length - 1]! : NaN };
+    return {
+      clients: per.length,
+      roundTrips,
+      p50: quantile(per, 0.5),
+      p99: quantile(per, 0.99),
+      max: per.at(-1) ?? NaN,
+    };
+  }
+
+  /** How late the clients sent the messages sent in [from, to): p99 and max, ms. */
+  lateness(from: number, to: number): { p99: number; max: number } {
+    const late = this.late.filter((_, i) => this.sentAt[i]! >= from && this.sentAt[i]! < to).sort((a, b) => a - b);
+    return { p99: quantile(late, 0.99), max: late.at(-1) ?? NaN };
   }
 
   /** Every round trip sent in [from, to) as CSV lines, times in ms from `origin`. */
   writeSeries(file: string, from: number, to: number, origin: number): number {
-    const lines = ['sent_ms,answered_ms,round_trip_ms,client,generation'];
+    const lines = ['sent_ms,answered_ms,round_trip_ms,client,generation,late_ms'];
     for (let i = 0; i < this.sentAt.length; i++) {
       const t = this.sentAt[i]!;
       if (t < from || t >= to) continue;
       const r = this.rtt[i]!;
       const at = (x: number) => (x - origin).toFixed(2);
-      lines.push(`${at(t)},${at(t + r)},${r.toFixed(2)},${this.client[i]},${this.gen[i]}`);
+      lines.push(`${at(t)},${at(t + r)},${r.toFixed(2)},${this.client[i]},${this.gen[i]},${this.late[i]!.toFixed(2)}`);
     }
     fs.writeFileSync(file, `${lines.join('\n')}\n`);
     return lines.length - 1;
@@ -118,6 +114,46 @@ export class Pinger {
     }
     return out;
   }
+}
+
+/** The `p` quantile of sorted `xs` (NaN if empty). */
+function quantile(xs: number[], p: number): number {
+  return xs.length ? xs[Math.min(xs.length - 1, Math.floor(p * xs.length))]! : NaN;
+}
+
+/** The Node driver: the benchmark's own clients. */
+export class Pinger implements StallClients {
+  readonly trips: RoundTrips;
+  readonly #outstanding: Uint8Array;
+  #waiting = 0;
+  #timer: NodeJS.Timeout | null = null;
+  #t0 = 0;
+  #cycle = 0;
+  #next = 0;
+  #onIdle: (() => void) | null = null;
+
+  constructor(readonly clients: readonly Pingable[]) {
+    this.#outstanding = new Uint8Array(clients.length);
+    this.trips = new RoundTrips(clients.length);
+  }
+
+  start(): void {
+    this.#t0 = performance.now();
+    this.#timer = setInterval(() => this.#tick(), TICK_MS);
+  }
+
+  async stop(ms: number): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    if (this.#waiting === 0) return;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.#waiting} echoes still unanswered after ${ms} ms`)), ms);
+      this.#onIdle = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
 
   #tick(): void {
     const n = this.clients.length;
@@ -125,7 +161,7 @@ export class Pinger {
     for (;;) {
       const due = this.#t0 + this.#cycle * PERIOD_MS + (this.#next * PERIOD_MS) / n;
       if (due > now) break;
-      this.#send(this.#next);
+      this.#send(this.#next, due);
       if (++this.#next === n) {
         this.#next = 0;
         this.#cycle++;
@@ -133,16 +169,13 @@ export class Pinger {
     }
   }
 
-  #send(c: number): void {
+  #send(c: number, due: number): void {
     if (this.#outstanding[c]) return; // still waiting: that round trip will show the stall
     this.#outstanding[c] = 1;
     this.#waiting++;
     const t = performance.now();
     void this.clients[c]!.ask().then((gen) => {
-      this.client.push(c);
-      this.sentAt.push(t);
-      this.rtt.push(performance.now() - t);
-      this.gen.push(gen);
+      this.trips.add(c, t, performance.now() - t, gen, t - due);
       this.#outstanding[c] = 0;
       if (--this.#waiting === 0 && this.#onIdle) {
         const f = this.#onIdle;
