@@ -148,3 +148,25 @@ test('close() adopts every parked connection at once; a client that closes while
   await m.cleanup();
   await expectFdsBackTo(base, 'the move');
 });
+
+test("close() from an app's 'connection' handler mid-slice adopts the rest, each connection once", async (t) => {
+  const base = fdCount();
+  const N = 100;
+  const m = await move(t, N, 1000);
+  // Called while the background slice is adopting (its iterator over the parked connections is mid-way):
+  // close() adopts the rest through it, and the slice must neither adopt one twice nor stop short.
+  m.receiver.on('connection', () => {
+    if (m.order.length === 10) m.receiver.close();
+  });
+  await within(m.moved, 30_000, 'every batch acknowledged');
+  await waitFor(() => m.order.length === N, 30_000, 'every connection adopted');
+  assert.deepEqual(
+    [...m.order].sort((a, b) => a - b),
+    Array.from({ length: N }, (_, i) => i),
+    'each connection once',
+  );
+  assert.equal(m.receiver.parked, 0);
+  assert.equal(m.receiver.sending, false);
+  await m.cleanup();
+  await expectFdsBackTo(base, 'the move');
+});

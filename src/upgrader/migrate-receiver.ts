@@ -63,8 +63,6 @@ interface Parked {
   fd: number;
   item: MigrationItem;
   pending: Buffer;
-  /** Adopted (or closed) already: skipped where it still sits in the queue. */
-  gone: boolean;
 }
 
 const NO_BYTES = Buffer.alloc(0);
@@ -82,10 +80,22 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
   #closed = false;
   /** migrate-carry parts received so far, by name. */
   #parts = new Map<string, Buffer[]>();
-  /** Parked connections by fd, and in arrival order (#queue from #head on; entries `gone` are skipped). */
+  /**
+   * Parked connections by fd, in arrival order: a Map iterates in insertion order, skips entries deleted after
+   * the iterator was made and visits those added, so the background takes the oldest from the front (#oldest)
+   * and a readable one leaves from anywhere (#onReady), with no second structure to keep in step. Measured
+   * against the Map plus arrival queue it replaced (10,000 idle loopback connections parked and adopted,
+   * alternating runs, receiver CPU time from the first adoption to 'done'): the same within the runs' spread —
+   * the net.Socket per connection is the cost, not the bookkeeping.
+   */
   #parked = new Map<number, Parked>();
-  #queue: Parked[] = [];
-  #head = 0;
+  /**
+   * Where the background adoption stands in #parked, kept across slices (null: start at the front). A fresh
+   * iterator per slice would step over every entry deleted at the front since V8 last compacted the table:
+   * taking 100,000 entries from the front 70 at a time took 101 ms with a fresh iterator per 70, 48 ms with
+   * one kept; one at a time (a preempted process's slices adopt one each), 2,206 ms against 13 ms.
+   */
+  #oldest: MapIterator<Parked> | null = null;
   /** Watches the parked fds (created with the first, closed when none is left); null without one. */
   #watch: ReadinessWatch | null = null;
   /** The watch could not be had (epoll_create1 failed, EMFILE): adopt at arrival, as before. */
@@ -191,7 +201,7 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
 
   /** A connection from the channel: adopted now if its client already sent something, else parked. */
   #take(fd: number, item: MigrationItem): void {
-    const p: Parked = { fd, item, pending: item.pending ? Buffer.from(item.pending, 'base64') : NO_BYTES, gone: false };
+    const p: Parked = { fd, item, pending: item.pending ? Buffer.from(item.pending, 'base64') : NO_BYTES };
     if (p.pending.length || this.#eager || this.#closed) {
       this.#adopt(p);
       return;
@@ -218,7 +228,6 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
       return;
     }
     this.#parked.set(fd, p);
-    this.#queue.push(p);
   }
 
   /** Parked connections whose clients sent something (or closed): adopt them now, ahead of the rest. */
@@ -310,20 +319,30 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
   #backgroundSlice(): void {
     const until = performance.now() + SLICE_MS;
     if (this.#adoptReady(until) && this.#unacked) this.#acknowledge();
-    // At least one a turn, however late the turn (a preempted process): the move always ends.
-    for (let adopted = 0; this.#head < this.#queue.length && (!adopted || performance.now() < until); ) {
-      const p = this.#queue[this.#head++]!;
-      if (p.gone) continue;
-      this.#adopt(p);
-      adopted++;
-    }
+    this.#adoptOldest(until);
     this.#afterAdoption();
     this.#schedule();
   }
 
+  /** Adopt parked connections oldest first until `until` (performance.now()) has passed, or all of them (Infinity).
+   * At least one, however late the turn (a preempted process): the move always ends. */
+  #adoptOldest(until: number): void {
+    for (let adopted = 0; !adopted || performance.now() < until; adopted++) {
+      // #adopt deletes the entry just visited (and an app's 'connection' handler may close() this receiver,
+      // which adopts the rest through this same iterator, to its end): the next one is still the oldest left.
+      this.#oldest ??= this.#parked.values();
+      const next = this.#oldest.next();
+      if (next.done) {
+        // An iterator at its end stays there: one made later sees the connections parked after this.
+        this.#oldest = null;
+        return;
+      }
+      this.#adopt(next.value);
+    }
+  }
+
   /** Adopt `p` now: what the receiver did for every connection at arrival before readiness ordering. */
   #adopt(p: Parked): void {
-    p.gone = true;
     if (this.#parked.delete(p.fd) && this.#watch) {
       try {
         this.#watch.remove(p.fd);
@@ -346,22 +365,14 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
 
   /** Everything parked, now (close(), a failed watch): nothing is lost, nothing left open unowned. */
   #adoptAll(): void {
-    while (this.#head < this.#queue.length) {
-      const p = this.#queue[this.#head++]!;
-      if (!p.gone) this.#adopt(p);
-    }
+    this.#adoptOldest(Number.POSITIVE_INFINITY);
     this.#afterAdoption();
   }
 
-  /** Drop the queue's adopted head; with nothing parked, close the watch and say done if the sender is. */
+  /** With nothing parked, close the watch and say done if the sender is. */
   #afterAdoption(): void {
-    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
-      this.#queue = this.#queue.slice(this.#head);
-      this.#head = 0;
-    }
     if (this.#parked.size) return;
-    this.#queue = [];
-    this.#head = 0;
+    this.#oldest = null;
     this.#closeWatch();
     this.#maybeDone();
   }
