@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { compileC, stdoutLines } from '../lib/common.js';
-import { PERIOD_MS, RoundTrips, type StallClients } from './stall.js';
+import { RoundTrips, type StallClients } from './stall.js';
 
 /** Fields per record of pinger.c's output: client, generation, sent, round trip, late. */
 const FIELDS = 5;
@@ -20,6 +20,8 @@ export class CPinger implements StallClients {
   wrongCount = 0;
   /** Connections the server closed. */
   dropped = 0;
+  /** CPU time (user + system) pinger.c used from its start until stopped, ms. */
+  cpuMs = 0;
   readonly #child: ReturnType<typeof spawn>;
   readonly #nextLine: ReturnType<typeof stdoutLines>;
   readonly #out: string;
@@ -39,7 +41,8 @@ export class CPinger implements StallClients {
   }
 
   /**
-   * Build pinger.c if needed, start it with `n` connections of `kind` to 127.0.0.1:`port`, and resolve once
+   * Build pinger.c if needed, start it with `n` connections of `kind` to 127.0.0.1:`port`, each to send a message
+   * every `period` ms once started, and resolve once
    * each had its first message answered (with how long connecting all took, ms). `tracked` gets its pid.
    */
   static async open(
@@ -47,13 +50,14 @@ export class CPinger implements StallClients {
     kind: 'tcp' | 'ws',
     port: number,
     n: number,
+    period: number,
     tracked: Set<number>,
     log: string,
   ): Promise<{ pinger: CPinger; connectMs: number }> {
     const bin = path.join(root, 'bench/migrate/.bin/pinger');
     compileC(path.join(root, 'bench/migrate/pinger.c'), bin, root);
     const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'baton-pinger-')), 'trips.bin');
-    const child = spawn(bin, [kind, '127.0.0.1', String(port), String(n), String(PERIOD_MS), out], {
+    const child = spawn(bin, [kind, '127.0.0.1', String(port), String(n), String(period), out], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     tracked.add(child.pid!);
@@ -78,11 +82,12 @@ export class CPinger implements StallClients {
   /** Stop sending; resolves once every answer came and the round trips are read, rejects if some never came
    * (after pinger.c's own 30 s) or after `ms`. */
   async stop(ms: number): Promise<void> {
-    const done = this.#nextLine(/^done (\d+) (\d+) (\d+) (\d+)/, ms, 'pinger: the last answers');
+    const done = this.#nextLine(/^done (\d+) (\d+) (\d+) (\d+) (\d+)/, ms, 'pinger: the last answers');
     this.#child.stdin!.write('stop\n');
     const m = await done;
     this.wrongCount = Number(m[2]);
     this.dropped = Number(m[3]);
+    this.cpuMs = Number(m[5]);
     const raw = fs.readFileSync(this.#out);
     const f = new Float64Array(raw.buffer, raw.byteOffset, raw.byteLength / 8);
     // pinger.c's clock is CLOCK_MONOTONIC, as process.hrtime; performance.now() runs on the same clock from an

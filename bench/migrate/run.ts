@@ -52,7 +52,7 @@ import { renderChart, type ChartLabels, type Panel } from '../upgrade/chart.js';
 import { buckets } from '../upgrade/stats.js';
 import { goalLines, measureFloor } from './goals.js';
 import { CPinger } from './pinger.js';
-import { PERIOD_MS, Pinger, type Stall, type StallClients } from './stall.js';
+import { Pinger, type Stall, type StallClients } from './stall.js';
 import WebSocket from 'ws';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -75,13 +75,14 @@ const STALL_START = '<!-- bench:migrate-stall:start -->';
 const STALL_END = '<!-- bench:migrate-stall:end -->';
 const SVG = path.join(ROOT, 'docs/migrate-stall.svg');
 
-const USAGE = `usage: npm run bench:migrate -- [--no-docs] [--stall-only] [--sizes=N,N] [--quick] [--client=c|node]
+const USAGE = `usage: npm run bench:migrate -- [--no-docs] [--stall-only] [--sizes=N,N] [--quick] [--client=c|node] [--period=MS]
   (no flags)       1,000 and 10,000 connections, 3 reloads each, raw TCP and WebSocket, then the stall; prints
                    the tables and writes their sections of docs/performance.md and docs/migrate-stall.svg
   --no-docs        measure and print only
   --stall-only     the stall only (migrate, no timed reloads, no reconnect); writes only its section and chart
   --sizes=200,1000 these sizes (as BENCH_SIZES)
   --quick          as BENCH_QUICK=1: 1,000 connections, 2 reloads (implies --no-docs)
+  --period=MS      the stall: each client sends a message every MS ms (default 250)
   --client=c       the stall's clients: c (default) — bench/migrate/pinger.c, one C process with its own
                    connections (built with cc); node — the benchmark's own Node clients (net, ws), which spend
                    most of a core at 10,000 connections and delay what they time
@@ -92,20 +93,24 @@ environment: BENCH_SIZES (a comma list, default 1000,10000), BENCH_RELOADS (3), 
   \`node --cpu-prof --cpu-prof-interval=250 --cpu-prof-dir=DIR\`; the apps' lines go to DIR/apps.log; implies
   --no-docs, as a profiled run is slower)
 `;
-const { values: flags } = benchFlags('bench:migrate', USAGE, {
+const {
+  values: flags,
+  int,
+  fail,
+} = benchFlags('bench:migrate', USAGE, {
   'no-docs': { type: 'boolean' },
   'stall-only': { type: 'boolean' },
   sizes: { type: 'string' },
   quick: { type: 'boolean' },
   client: { type: 'string' },
+  period: { type: 'string' },
 });
 const QUICK = process.env.BENCH_QUICK === '1' || flags.quick === true;
 const STALL_ONLY = flags['stall-only'] === true;
 const CLIENT = flags.client ?? 'c';
-if (CLIENT !== 'c' && CLIENT !== 'node') {
-  process.stderr.write(`bench:migrate: --client must be c or node, not ${CLIENT}\n${USAGE}`);
-  process.exit(2);
-}
+/** The stall: each client's time between messages, ms. */
+const PERIOD_MS = int('period', 250, 10, 60_000);
+if (CLIENT !== 'c' && CLIENT !== 'node') fail(`--client must be c or node, not ${CLIENT}`);
 if (flags.sizes !== undefined) process.env.BENCH_SIZES = flags.sizes;
 const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : null;
 const WRITE_DOCS = !flags['no-docs'] && !QUICK && !CPU_PROF;
@@ -628,12 +633,27 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
         // pinger.c brings its own connections: the Node clients go first (the move must count n exactly).
         for (const c of clients) c.close();
         if (clients.length) await sleep(1000);
-        const { pinger, connectMs } = await CPinger.open(ROOT, kind, port, n, tracked, path.join(dir, 'pinger.log'));
+        const { pinger, connectMs } = await CPinger.open(
+          ROOT,
+          kind,
+          port,
+          n,
+          PERIOD_MS,
+          tracked,
+          path.join(dir, 'pinger.log'),
+        );
         process.stdout.write(`  ${label}: pinger.c connected ${n} clients in ${connectMs.toFixed(0)} ms\n`);
         source = cSource(pinger);
       } else source = nodeSource(clients);
       try {
         stall = await measureStall(sup, source, kind, n, TIMED_RELOADS + 1);
+        if (source.cpuMs !== undefined) {
+          const trips = source.trips.sentAt.length;
+          process.stdout.write(
+            `  ${label}: pinger.c used ${source.cpuMs} ms of CPU for ${trips} round trips ` +
+              `(${fmt((source.cpuMs * 1000) / trips, 1)} µs each, connecting included)\n`,
+          );
+        }
       } finally {
         await source.close();
       }
@@ -660,10 +680,12 @@ interface StallSource extends StallClients {
   /** Answers whose per-connection count did not follow on (state lost, or a message answered twice). */
   wrongCount(): number;
   close(): Promise<void>;
+  /** The clients' CPU time, ms, once stopped (pinger.c only). */
+  readonly cpuMs?: number;
 }
 
 function nodeSource(clients: Client[]): StallSource {
-  const pinger = new Pinger(clients);
+  const pinger = new Pinger(clients, PERIOD_MS);
   const droppedBefore = clients.reduce((a, c) => a + c.dropped, 0);
   return {
     get trips() {
@@ -687,6 +709,9 @@ function cSource(pinger: CPinger): StallSource {
     dropped: () => pinger.dropped,
     wrongCount: () => pinger.wrongCount,
     close: () => pinger.close(),
+    get cpuMs() {
+      return pinger.cpuMs;
+    },
   };
 }
 

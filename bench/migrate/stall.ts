@@ -1,6 +1,6 @@
 /**
  * What a reload costs each connection, for `npm run bench:migrate`: every client sends a message every
- * PERIOD_MS (the clients' slots spread evenly over the period) and times its answer; a client whose answer
+ * period (250 ms unless told; the clients' slots spread evenly over the period) and times its answer; a client whose answer
  * is still outstanding at its next slot skips it, so a connection frozen by the reload shows as one long round
  * trip. Round trips are kept with their send time; a window's figure is, per client, the slowest round trip
  * among the messages it sent in the window, and of those the p50, p99 and max over the clients.
@@ -17,7 +17,6 @@
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
-export const PERIOD_MS = 250;
 const TICK_MS = 2;
 
 /** What the pinger needs of a client: send one message, resolve with the generation that answered. */
@@ -132,7 +131,10 @@ export class Pinger implements StallClients {
   #next = 0;
   #onIdle: (() => void) | null = null;
 
-  constructor(readonly clients: readonly Pingable[]) {
+  constructor(
+    readonly clients: readonly Pingable[],
+    readonly period: number,
+  ) {
     this.#outstanding = new Uint8Array(clients.length);
     this.trips = new RoundTrips(clients.length);
   }
@@ -159,7 +161,7 @@ export class Pinger implements StallClients {
     const n = this.clients.length;
     const now = performance.now();
     for (;;) {
-      const due = this.#t0 + this.#cycle * PERIOD_MS + (this.#next * PERIOD_MS) / n;
+      const due = this.#t0 + this.#cycle * this.period + (this.#next * this.period) / n;
       if (due > now) break;
       this.#send(this.#next, due);
       if (++this.#next === n) {
