@@ -14,6 +14,8 @@ import path from 'node:path';
 export interface GoalRow {
   kind: 'tcp' | 'ws';
   n: number;
+  /** Each client's time between messages, ms. */
+  period: number;
   /** p99 over the clients of each one's slowest echo, ms: without a reload, during one. */
   baseP99: number;
   reloadP99: number;
@@ -64,7 +66,7 @@ export function goalLines(rows: GoalRow[], floor: Floor | null): string[] {
   const f = (x: number) => x.toFixed(1);
   const verdict = (ok: boolean) => (ok ? 'PASS' : 'FAIL');
   for (const r of rows) {
-    const what = `${r.n.toLocaleString('en-US')} ${KIND[r.kind]}`;
+    const what = `${r.n.toLocaleString('en-US')} ${KIND[r.kind]}, a message every ${r.period} ms`;
     if (r.n >= 10_000) {
       lines.push(
         `goal: stall p99 ≤ 50 ms at 10,000 (${what}): p99 ${f(r.reloadP99)} ms during the reload ` +

@@ -19,7 +19,8 @@
  *               answered by the new generation.
  *
  *   stall       what each client sees (migrate only, after the reloads above, one more reload): every client
- *               sends a message every 250 ms and times its answer (bench/migrate/stall.ts). Per client, the
+ *               sends a message every 250 ms (then, in one more reload, every 1,000 ms: --periods) and times its
+ *               answer (bench/migrate/stall.ts; the clients are bench/migrate/pinger.c unless --client=node). Per client, the
  *               slowest round trip of the messages it sent in a window of BENCH_STALL_WINDOW_MS (8,000) without
  *               a reload, then in one as long from the `baton reload` command on; p50/p99/max over the clients
  *               for each. Also the old generation's event-loop delay from 'drain' until its last move was
@@ -75,14 +76,16 @@ const STALL_START = '<!-- bench:migrate-stall:start -->';
 const STALL_END = '<!-- bench:migrate-stall:end -->';
 const SVG = path.join(ROOT, 'docs/migrate-stall.svg');
 
-const USAGE = `usage: npm run bench:migrate -- [--no-docs] [--stall-only] [--sizes=N,N] [--quick] [--client=c|node] [--period=MS]
+const USAGE = `usage: npm run bench:migrate -- [--no-docs] [--stall-only] [--sizes=N,N] [--quick] [--client=c|node] [--periods=MS,MS]
   (no flags)       1,000 and 10,000 connections, 3 reloads each, raw TCP and WebSocket, then the stall; prints
                    the tables and writes their sections of docs/performance.md and docs/migrate-stall.svg
   --no-docs        measure and print only
   --stall-only     the stall only (migrate, no timed reloads, no reconnect); writes only its section and chart
   --sizes=200,1000 these sizes (as BENCH_SIZES)
   --quick          as BENCH_QUICK=1: 1,000 connections, 2 reloads (implies --no-docs)
-  --period=MS      the stall: each client sends a message every MS ms (default 250)
+  --periods=MS,MS  the stall, once per period: each client sends a message every MS ms (default 250,1000: the
+                   issue's 250 ms, which at 10,000 connections — 40,000 messages a second — is more than this
+                   2-core machine serves without a reload, and 1,000 ms)
   --client=c       the stall's clients: c (default) — bench/migrate/pinger.c, one C process with its own
                    connections (built with cc); node — the benchmark's own Node clients (net, ws), which spend
                    most of a core at 10,000 connections and delay what they time
@@ -93,23 +96,24 @@ environment: BENCH_SIZES (a comma list, default 1000,10000), BENCH_RELOADS (3), 
   \`node --cpu-prof --cpu-prof-interval=250 --cpu-prof-dir=DIR\`; the apps' lines go to DIR/apps.log; implies
   --no-docs, as a profiled run is slower)
 `;
-const {
-  values: flags,
-  int,
-  fail,
-} = benchFlags('bench:migrate', USAGE, {
+const { values: flags, fail } = benchFlags('bench:migrate', USAGE, {
   'no-docs': { type: 'boolean' },
   'stall-only': { type: 'boolean' },
   sizes: { type: 'string' },
   quick: { type: 'boolean' },
   client: { type: 'string' },
-  period: { type: 'string' },
+  periods: { type: 'string' },
 });
 const QUICK = process.env.BENCH_QUICK === '1' || flags.quick === true;
 const STALL_ONLY = flags['stall-only'] === true;
 const CLIENT = flags.client ?? 'c';
-/** The stall: each client's time between messages, ms. */
-const PERIOD_MS = int('period', 250, 10, 60_000);
+/** The stall, once per period: each client's time between messages, ms. */
+const PERIODS = (flags.periods ?? '250,1000').split(',').map((x) => {
+  const ms = Number(x.trim());
+  return Number.isInteger(ms) && ms >= 10 && ms <= 60_000
+    ? ms
+    : fail(`--periods: ${x} is not an integer from 10 to 60000`);
+});
 if (CLIENT !== 'c' && CLIENT !== 'node') fail(`--client must be c or node, not ${CLIENT}`);
 if (flags.sizes !== undefined) process.env.BENCH_SIZES = flags.sizes;
 const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : null;
@@ -474,10 +478,13 @@ interface Row {
   samples: Sample[];
   /** WebSocket: close codes the clients saw (reconnect: 1012 expected), as "code×count". */
   closeCodes?: string;
-  stall?: StallRun;
+  /** One per period (PERIODS), in order. */
+  stalls: StallRun[];
 }
 
 interface StallRun {
+  /** Each client's time between messages, ms. */
+  period: number;
   base: Stall;
   reload: Stall;
   /** How late the clients sent their messages after their slots in each window, ms. */
@@ -626,27 +633,21 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
           `ms${sample.oldMs !== undefined ? ` (first adopted after ${sample.firstMs!.toFixed(1)} ms; old generation done after ${sample.oldMs.toFixed(1)} ms)` : ''}${sample.newCpuMs !== undefined ? `, CPU old ${sample.oldCpuMs} ms / new ${sample.newCpuMs} ms` : ''}${sample.loopMax !== undefined ? `, event-loop delay max ${sample.loopMax} ms` : ''}, ${sample.dropped} closed\n`,
       );
     }
-    let stall: StallRun | undefined;
-    if (approach === 'migrate' && STALL) {
+    const stalls: StallRun[] = [];
+    for (const [k, period] of (approach === 'migrate' && STALL ? PERIODS : []).entries()) {
       let source: StallSource;
       if (CLIENT === 'c') {
-        // pinger.c brings its own connections: the Node clients go first (the move must count n exactly).
+        // pinger.c brings its own connections: the Node clients (or the previous pinger's) go first, as the
+        // move must count n exactly.
         for (const c of clients) c.close();
-        if (clients.length) await sleep(1000);
-        const { pinger, connectMs } = await CPinger.open(
-          ROOT,
-          kind,
-          port,
-          n,
-          PERIOD_MS,
-          tracked,
-          path.join(dir, 'pinger.log'),
-        );
+        if (clients.length || k > 0) await sleep(1000);
+        const log = path.join(dir, 'pinger.log');
+        const { pinger, connectMs } = await CPinger.open(ROOT, kind, port, n, period, tracked, log);
         process.stdout.write(`  ${label}: pinger.c connected ${n} clients in ${connectMs.toFixed(0)} ms\n`);
         source = cSource(pinger);
-      } else source = nodeSource(clients);
+      } else source = nodeSource(clients, period);
       try {
-        stall = await measureStall(sup, source, kind, n, TIMED_RELOADS + 1);
+        stalls.push(await measureStall(sup, source, kind, n, TIMED_RELOADS + 1 + k, period));
         if (source.cpuMs !== undefined) {
           const trips = source.trips.sentAt.length;
           process.stdout.write(
@@ -662,7 +663,7 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
     for (const c of clients)
       if (c instanceof WsClient) for (const [code, k] of c.closeCodes) codes.set(code, (codes.get(code) ?? 0) + k);
     const closeCodes = [...codes].map(([code, k]) => `${code}×${k}`).join(', ');
-    return { kind, approach, n, samples, ...(closeCodes ? { closeCodes } : {}), ...(stall ? { stall } : {}) };
+    return { kind, approach, n, samples, ...(closeCodes ? { closeCodes } : {}), stalls };
   } finally {
     for (const c of clients) c.close();
     await sup.stop();
@@ -684,8 +685,8 @@ interface StallSource extends StallClients {
   readonly cpuMs?: number;
 }
 
-function nodeSource(clients: Client[]): StallSource {
-  const pinger = new Pinger(clients, PERIOD_MS);
+function nodeSource(clients: Client[], period: number): StallSource {
+  const pinger = new Pinger(clients, period);
   const droppedBefore = clients.reduce((a, c) => a + c.dropped, 0);
   return {
     get trips() {
@@ -715,16 +716,17 @@ function cSource(pinger: CPinger): StallSource {
   };
 }
 
-/** Every client pings every PERIOD_MS: a window without a reload, then one with `oldGen`'s replacement. */
+/** Every client pings every `period` ms: a window without a reload, then one with `oldGen`'s replacement. */
 async function measureStall(
   sup: Supervisor,
   source: StallSource,
   kind: Kind,
   n: number,
   oldGen: number,
+  period: number,
 ): Promise<StallRun> {
   const gen = oldGen + 1;
-  const label = `${kind} stall ${n}`;
+  const label = `${kind} stall ${n} every ${period} ms`;
   await sleep(300); // let the previous generation finish exiting
   source.start();
   await sleep(STALL_WARMUP_MS);
@@ -757,7 +759,7 @@ async function measureStall(
     throw new Error(
       `${label}: ${stale} messages sent after the last move were answered by another generation than ${gen}`,
     );
-  const series = path.join(SERIES_DIR, `baton-migrate-stall-${kind}-${n}.csv`);
+  const series = path.join(SERIES_DIR, `baton-migrate-stall-${kind}-${n}-${period}ms.csv`);
   const rows = trips.writeSeries(series, baseFrom, reloadTo, reloadFrom);
   const late = lastAdopted > reloadTo - 250;
   const fig = (s: Stall) => `p50 ${fmt(s.p50)} / p99 ${fmt(s.p99)} / max ${fmt(s.max)} ms`;
@@ -768,7 +770,7 @@ async function measureStall(
   );
   const origin = baseFrom;
   const panel: Panel = {
-    title: `${n.toLocaleString('en-US')} ${KIND_NAME[kind]} connections`,
+    title: `${n.toLocaleString('en-US')} ${KIND_NAME[kind]} connections, a message every ${period} ms each`,
     subtitle:
       `slowest echo per client: no reload p99 ${fmt(base.p99)} ms, max ${fmt(base.max)} ms · during the reload p99 ` +
       `${fmt(during.p99)} ms, ` +
@@ -778,7 +780,7 @@ async function measureStall(
     bucketMs: BUCKET_MS,
     windows: [{ start: toLocal(drainAt) - origin, end: lastAdopted - origin }],
   };
-  return { base, reload: during, benchBase, benchReload, move, late, series, panel };
+  return { period, base, reload: during, benchBase, benchReload, move, late, series, panel };
 }
 
 // --- report -----------------------------------------------------------------------------------------
@@ -934,36 +936,37 @@ ${MARK_END}`;
 
 function stallTableLines(rows: Row[]): string[] {
   const lines = [
-    '| connections | kind | slowest echo per client, no reload: p50 / p99 / max, ms | during a reload: p50 / p99 / ' +
+    '| connections | kind | a message every, ms | slowest echo per client, no reload: p50 / p99 / max, ms | during a reload: p50 / p99 / ' +
       'max, ms | p99 during ÷ without | move (drain → last adopted), ms | old generation event-loop delay p99 / max, ' +
       'ms | new generation p99 / max, ms | new generation RSS / heap growth per moved connection, KiB | ' +
       "clients' own delay max (how late they sent), no reload / reload, ms |",
-    '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
-  for (const r of rows) {
-    const st = r.stall;
-    if (!st) continue;
+  for (const r of rows) for (const st of r.stalls) lines.push(stallTableLine(r, st));
+  return lines;
+}
+
+function stallTableLine(r: Row, st: StallRun): string {
+  {
     const m = st.move;
     const three = (x: Stall) => `${fmt(x.p50)} / ${fmt(x.p99)} / ${fmt(x.max)}`;
     const opt = (x: number | undefined, d = 1) => (x === undefined ? '–' : fmt(x, d));
-    lines.push(
-      `| ${r.n.toLocaleString('en-US')} | ${KIND_NAME[r.kind]} | ${three(st.base)} | ${three(st.reload)} | ` +
-        `${fmt(st.reload.p99 / st.base.p99, 1)}× | ${fmt(m.ms)}${st.late ? ' (after the window!)' : ''} | ` +
-        `${opt(m.oldLoopP99)} / ${opt(m.oldLoopMax)} | ${fmt(m.loopP99!)} / ${fmt(m.loopMax!)} | ` +
-        `${m.rssKiB === undefined ? '–' : `${fmt(m.rssKiB / r.n, 2)} / ${fmt(m.heapKiB! / r.n, 2)}`} | ` +
-        `${fmt(st.benchBase.max)} / ${fmt(st.benchReload.max)} |`,
+    return (
+      `| ${r.n.toLocaleString('en-US')} | ${KIND_NAME[r.kind]} | ${st.period} | ${three(st.base)} | ` +
+      `${three(st.reload)} | ` +
+      `${fmt(st.reload.p99 / st.base.p99, 1)}× | ${fmt(m.ms)}${st.late ? ' (after the window!)' : ''} | ` +
+      `${opt(m.oldLoopP99)} / ${opt(m.oldLoopMax)} | ${fmt(m.loopP99!)} / ${fmt(m.loopMax!)} | ` +
+      `${m.rssKiB === undefined ? '–' : `${fmt(m.rssKiB / r.n, 2)} / ${fmt(m.heapKiB! / r.n, 2)}`} | ` +
+      `${fmt(st.benchBase.max)} / ${fmt(st.benchReload.max)} |`
     );
   }
-  return lines;
 }
 
 const STALL_LABELS: ChartLabels = {
   slowest: 'slowest echo of each 100 ms bucket',
   window: "the move: old generation's 'drain' (line) until the last connection was adopted",
   yAxis: 'echo round trip (log)',
-  footer:
-    `time (s); ${PERIOD_MS} ms between a client's messages; a window without a reload, then the reload from ` +
-    `its command on`,
+  footer: 'time (s); a window without a reload, then the reload from its command on',
 };
 
 function stallSection(rows: Row[], goals: string[]): string {
@@ -973,8 +976,8 @@ function stallSection(rows: Row[], goals: string[]): string {
 ## What a reload costs each connection (npm run bench:migrate)
 
 The same apps and clients as above (connections moved with baton, raw TCP and WebSocket), but measured as
-each client sees it: every client sends a message every ${PERIOD_MS} ms (the clients' send times spread evenly
-over the period; a client still waiting for an answer skips its turn, so a frozen connection shows as one long
+each client sees it: every client sends a message every P ms (P = ${PERIODS.join(' and ')}: one reload each; the
+clients' send times spread evenly over the period; a client still waiting for an answer skips its turn, so a frozen connection shows as one long
 round trip) and times the echo. For each client, its slowest round trip among the messages it sent in a
 window of ${STALL_WINDOW_MS / 1000} s without a reload, and in a window as long starting with the \`baton reload\` command
 (which holds the whole move); p50 / p99 / max of that over the clients. ${date}, Node ${process.version},
@@ -1078,12 +1081,8 @@ ${STALL_END}`;
 }
 
 function stallChart(rows: Row[]): string {
-  const panels = rows.filter((r) => r.stall).map((r) => r.stall!.panel);
-  return renderChart(
-    panels,
-    `Echo round trips per connection around a reload (a message every ${PERIOD_MS} ms per client)`,
-    STALL_LABELS,
-  );
+  const panels = rows.flatMap((r) => r.stalls.map((st) => st.panel));
+  return renderChart(panels, 'Echo round trips per connection around a reload', STALL_LABELS);
 }
 
 function writeDoc(text: string): void {
@@ -1130,7 +1129,7 @@ async function main(): Promise<void> {
   }
   console.log('');
   if (!STALL_ONLY) for (const l of tableLines(rows)) console.log(l);
-  const stalls = rows.filter((r) => r.stall);
+  const stalls = rows.filter((r) => r.stalls.length);
   let goals: string[] = [];
   if (stalls.length) {
     console.log('');
@@ -1141,13 +1140,16 @@ async function main(): Promise<void> {
       return null;
     });
     goals = goalLines(
-      stalls.map((r) => ({
-        kind: r.kind,
-        n: r.n,
-        baseP99: r.stall!.base.p99,
-        reloadP99: r.stall!.reload.p99,
-        moveMs: [...r.samples.map((x) => x.ms), r.stall!.move.ms],
-      })),
+      stalls.flatMap((r) =>
+        r.stalls.map((st) => ({
+          kind: r.kind,
+          n: r.n,
+          period: st.period,
+          baseP99: st.base.p99,
+          reloadP99: st.reload.p99,
+          moveMs: [...r.samples.map((x) => x.ms), st.move.ms],
+        })),
+      ),
       floor,
     );
     console.log(`\nGoals (1-minute load average ${os.loadavg()[0]!.toFixed(2)} now, ${LOAD_AT_START} at the start):`);
