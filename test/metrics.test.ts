@@ -225,6 +225,7 @@ test('stats message: the event-loop and migration fields are validated', () => {
     v,
     type: 'stats',
     connections: 3,
+    arriving: 2,
     state: 'draining',
     loop: { delayP99Ms: 1.5, utilization: 0.25 },
     moved: 4,
@@ -254,4 +255,6 @@ test('stats message: the event-loop and migration fields are validated', () => {
   bad({ notMovedReasons: { 'not a code': 1 } }, /not an error code/);
   bad({ notMovedReasons: Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`E${i}`, 1])) }, /up to 32/);
   bad({ notMovedReasons: { ERR_X: 1.5 } }, /ERR_X/);
+  // Of `connections`: never more.
+  bad({ arriving: 2 }, /"arriving" must be an integer from 0 to 1/);
 });

@@ -10,7 +10,8 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { ROOT, waitFor } from './helpers.js';
+import assert from 'node:assert/strict';
+import { openFds, ROOT, waitFor, within } from './helpers.js';
 
 export const ECHO = path.join(ROOT, 'examples/tcp-echo/server.js');
 
@@ -251,4 +252,94 @@ export async function allAnsweredBy(clients: EchoClient[], gen: number, ms: numb
         `${problems(clients)}`,
     );
   }
+}
+
+/** A connection that reads answers line by line. */
+export class LineClient {
+  readonly socket: net.Socket;
+  readonly lines: string[] = [];
+  closed = false;
+  #buf = '';
+  #waiters: Array<() => void> = [];
+
+  constructor(port: number) {
+    this.socket = net.connect({ port, host: '127.0.0.1' });
+    this.socket.setEncoding('utf8');
+    this.socket.on('data', (d: string) => {
+      this.#buf += d;
+      for (let nl = this.#buf.indexOf('\n'); nl >= 0; nl = this.#buf.indexOf('\n')) {
+        this.lines.push(this.#buf.slice(0, nl));
+        this.#buf = this.#buf.slice(nl + 1);
+      }
+      for (const w of this.#waiters.splice(0)) w();
+    });
+    this.socket.on('error', () => {});
+    this.socket.on('close', () => {
+      this.closed = true;
+      for (const w of this.#waiters.splice(0)) w();
+    });
+  }
+
+  connected(): Promise<void> {
+    return within(
+      new Promise<void>((resolve, reject) => {
+        this.socket.once('connect', resolve);
+        this.socket.once('error', reject);
+      }),
+      10_000,
+      'connect',
+    );
+  }
+
+  /** Wait for answer number `n` (1-based) and return it. */
+  async answer(n: number, ms = 30_000): Promise<string> {
+    const until = Date.now() + ms;
+    while (this.lines.length < n) {
+      if (this.closed) throw new Error(`closed before answer ${n} (answers: ${JSON.stringify(this.lines)})`);
+      if (Date.now() > until)
+        throw new Error(`no answer ${n} within ${ms} ms (answers: ${JSON.stringify(this.lines)})`);
+      await new Promise<void>((r) => {
+        this.#waiters.push(r);
+        setTimeout(r, 50).unref();
+      });
+    }
+    return this.lines[n - 1]!;
+  }
+}
+
+/** An answer of the tcp-echo protocol, `gen:id:n:text`. */
+export function parseLine(line: string): { gen: number; id: string; n: number; text: string } {
+  const m = /^(\d+):([^:]+):(\d+):(.*)$/.exec(line);
+  assert.ok(m, `unparsable answer ${JSON.stringify(line)}`);
+  return { gen: Number(m[1]), id: m[2]!, n: Number(m[3]), text: m[4]! };
+}
+
+/** epoll instances `pid` holds open. */
+export function epollSets(pid: number): number {
+  let n = 0;
+  for (const fd of openFds(pid)) {
+    try {
+      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:[eventpoll]') n++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n;
+}
+
+/**
+ * Connect `n` LineClients to `port`, `group` at a time, each saying `hello` once and waiting for its answer, so
+ * the server has accepted (and holds, in this order) every one before the next group; pushed onto `clients` as
+ * they are made (for the caller's cleanup). Resolves with their connection ids, in order.
+ */
+export async function connectLineClients(port: number, n: number, group: number, clients: LineClient[]) {
+  const ids: string[] = [];
+  for (let i = 0; i < n; i += group) {
+    const some = Array.from({ length: Math.min(group, n - i) }, () => new LineClient(port));
+    clients.push(...some);
+    await Promise.all(some.map((c) => c.connected()));
+    for (const c of some) c.socket.write('hello\n');
+    for (const c of some) ids.push(parseLine(await c.answer(1)).id);
+  }
+  return ids;
 }

@@ -23,10 +23,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
-import { openFds, ROOT, waitFor, within } from './helpers.js';
-import { nofileLimit } from './migrate-helpers.js';
+import { openFds, ROOT, waitFor } from './helpers.js';
+import { connectLineClients, epollSets, LineClient, nofileLimit, parseLine as parse } from './migrate-helpers.js';
 import { startSupervised } from './upgrade-helpers.js';
 import WebSocket from 'ws';
 import { connect, expectEchoedIntact, WS_SERVING, type Client } from './ws-helpers.js';
@@ -37,66 +36,6 @@ const MOVED = /generation 1 moved (\d+) of (\d+) connections/;
 const IDLE = 3000;
 /** Idle clients, connected right before the talker, that close once the talker is answered by generation 2. */
 const CLOSERS = 300;
-
-/** A connection that reads answers line by line. */
-class LineClient {
-  readonly socket: net.Socket;
-  readonly lines: string[] = [];
-  closed = false;
-  #buf = '';
-  #waiters: Array<() => void> = [];
-
-  constructor(port: number) {
-    this.socket = net.connect({ port, host: '127.0.0.1' });
-    this.socket.setEncoding('utf8');
-    this.socket.on('data', (d: string) => {
-      this.#buf += d;
-      for (let nl = this.#buf.indexOf('\n'); nl >= 0; nl = this.#buf.indexOf('\n')) {
-        this.lines.push(this.#buf.slice(0, nl));
-        this.#buf = this.#buf.slice(nl + 1);
-      }
-      for (const w of this.#waiters.splice(0)) w();
-    });
-    this.socket.on('error', () => {});
-    this.socket.on('close', () => {
-      this.closed = true;
-      for (const w of this.#waiters.splice(0)) w();
-    });
-  }
-
-  connected(): Promise<void> {
-    return within(
-      new Promise<void>((resolve, reject) => {
-        this.socket.once('connect', resolve);
-        this.socket.once('error', reject);
-      }),
-      10_000,
-      'connect',
-    );
-  }
-
-  /** Wait for answer number `n` (1-based) and return it. */
-  async answer(n: number, ms = 30_000): Promise<string> {
-    const until = Date.now() + ms;
-    while (this.lines.length < n) {
-      if (this.closed) throw new Error(`closed before answer ${n} (answers: ${JSON.stringify(this.lines)})`);
-      if (Date.now() > until)
-        throw new Error(`no answer ${n} within ${ms} ms (answers: ${JSON.stringify(this.lines)})`);
-      await new Promise<void>((r) => {
-        this.#waiters.push(r);
-        setTimeout(r, 50).unref();
-      });
-    }
-    return this.lines[n - 1]!;
-  }
-}
-
-/** `gen:id:n:text` */
-function parse(line: string): { gen: number; id: string; n: number; text: string } {
-  const m = /^(\d+):([^:]+):(\d+):(.*)$/.exec(line);
-  assert.ok(m, `unparsable answer ${JSON.stringify(line)}`);
-  return { gen: Number(m[1]), id: m[2]!, n: Number(m[3]), text: m[4]! };
-}
 
 /** Sockets of `pid` in a TCP state (hex, /proc/net/tcp: '08' is CLOSE_WAIT: the peer closed, we did not). */
 function socketsInState(pid: number, state: string): number {
@@ -117,19 +56,6 @@ function socketsInState(pid: number, state: string): number {
   return n;
 }
 
-/** epoll instances `pid` holds open. */
-function epollSets(pid: number): number {
-  let n = 0;
-  for (const fd of openFds(pid)) {
-    try {
-      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:[eventpoll]') n++;
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return n;
-}
-
 test('a client that sends during a move of 3,000 idle connections is served before the idle ones are all adopted', async (t) => {
   if (nofileLimit() < 3 * IDLE + 1000) {
     t.skip(`needs an open files limit of ${3 * IDLE + 1000} (ulimit -n is ${nofileLimit()})`);
@@ -140,15 +66,8 @@ test('a client that sends during a move of 3,000 idle connections is served befo
     for (const c of clients) c.socket.destroy();
   });
   const clients: LineClient[] = [];
-  const ids: string[] = [];
-  for (let i = 0; i < IDLE; i += 200) {
-    const group = Array.from({ length: Math.min(200, IDLE - i) }, () => new LineClient(s.port));
-    clients.push(...group);
-    await Promise.all(group.map((c) => c.connected()));
-    // One line each, so the old generation has accepted (and keeps, in this order) every one before the next.
-    for (const c of group) c.socket.write('hello\n');
-    for (const c of group) ids.push(parse(await c.answer(1)).id);
-  }
+  // One line each, so the old generation has accepted (and keeps, in this order) every one before the next.
+  const ids = await connectLineClients(s.port, IDLE, 200, clients);
   const talker = new LineClient(s.port);
   clients.push(talker);
   await talker.connected();

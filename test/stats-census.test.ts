@@ -15,6 +15,7 @@ test('a draining report takes the census of connections once', () => {
   const g = {
     client: () => ({ stats: (_n: number, _state: string, extra: unknown) => sent.push(extra) }),
     connections: () => 3,
+    arriving: () => 0,
     accepted: () => 3,
     waiting: () => 'connections',
     connectionKinds: () => {

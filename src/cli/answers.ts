@@ -72,6 +72,8 @@ export function statusReport(s: StatusSource) {
       startedAt: new Date(g.startedAt).toISOString(),
       readyMs: g.readyAt ? g.readyAt - g.startedAt : null,
       connections: g.connections,
+      // Of those, moved to it and not continued yet (parked): it took them over, the app has not yet.
+      arriving: g.arriving ?? 0,
       accepted: g.accepted ?? null,
       restarts: s.workers[g.worker ?? 0]?.restarts ?? 0,
       usage: os.usage.usage(pidsOf(g)),

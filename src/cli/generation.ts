@@ -46,6 +46,8 @@ export interface Generation {
   connections: number;
   /** Connections it accepted since it started, as its latest report says (absent: it does not report them). */
   accepted?: number;
+  /** Of `connections`, those moved to it and not continued yet, as its latest report says. */
+  arriving?: number;
   /** The event loop, as its latest report says. */
   loop?: LoopStats;
   /** Its last report: open connections by kind, and (draining) what it waits for. */

@@ -244,6 +244,8 @@ export class Generations {
     session.on('stats', (s) => {
       g.connections = s.connections;
       if (s.accepted !== undefined) g.accepted = s.accepted;
+      // Absent from a drain's last report (and from an older baton): nothing arriving.
+      g.arriving = s.arriving ?? 0;
       if (s.moved !== undefined && g.replacedBy) this.#migrationReport(g, g.replacedBy, s.moved, s.notMoved ?? 0);
       g.kinds = s.kinds;
       g.waiting = s.waiting;

@@ -187,6 +187,12 @@ export function metricsOf(r: StatusReport): Family[] {
       (g) => g.connections,
     ),
     perGeneration(
+      'baton_connections_arriving',
+      'Of baton_connections_open, connections moved to the generation and not continued yet, as it last reported.',
+      'gauge',
+      (g) => g.arriving,
+    ),
+    perGeneration(
       'baton_connections_accepted_total',
       'Connections the generation accepted since it started (not those that moved to it), as it last reported.',
       'counter',

@@ -116,6 +116,8 @@ export interface StatusReply {
     startedAt: string;
     readyMs: number | null;
     connections: number;
+    /** Of `connections`, moved to it and not continued yet (absent from an older supervisor). */
+    arriving?: number;
     accepted?: number | null;
     restarts?: number;
     kinds?: Record<string, number>;
@@ -144,6 +146,15 @@ export function workerCells(g: StatusReply['generations'][number]): {
     accepted: g.accepted === undefined || g.accepted === null ? '-' : String(g.accepted),
     restarts: g.restarts === undefined ? '-' : String(g.restarts),
   };
+}
+
+/**
+ * A generation's connections: `2500`, or during a move `2500 (1200 arriving)` — those it has taken over from
+ * the old generation but not continued yet are counted (so that the two generations' counts add up while a
+ * move is adopted) and said apart (so that the count does not look final while the app is still taking them).
+ */
+export function connectionsCell(g: Pick<StatusReply['generations'][number], 'connections' | 'arriving'>): string {
+  return g.arriving ? `${g.connections} (${g.arriving} arriving)` : String(g.connections);
 }
 
 /** A draining generation: "sse 20, http 1", or its predecessor still handing connections over. */
@@ -182,7 +193,7 @@ export function formatStatus(d: StatusReply): string {
         g.state,
         g.startedAt,
         g.readyMs === null ? '-' : `${g.readyMs} ms`,
-        String(g.connections),
+        connectionsCell(g),
       ];
       const rest = [cpu(g.usage), rss(g.usage), waitingFor(g)];
       return multi ? [w.worker, ...cells, w.accepted, w.restarts, ...rest] : [...cells, ...rest];

@@ -7,6 +7,7 @@
  */
 import { sendCommand } from '../handoff/control.js';
 import {
+  connectionsCell,
   cpu,
   formatDuration,
   multiWorker,
@@ -49,7 +50,7 @@ export function frame(d: StatusData | null, intervalMs: number, error: string | 
       g.state,
       // A standalone generation's report has no start time.
       g.startedAt ? formatDuration(now.getTime() - Date.parse(g.startedAt)) : '-',
-      String(g.connections),
+      connectionsCell(g),
     ];
     const rest = [
       cpu(g.usage),

@@ -153,6 +153,7 @@ export function decode(data: Buffer, maxBytes = MAX_MESSAGE_BYTES): Message {
         }
       }
       if (o.accepted !== undefined) msg.accepted = int(o, 'accepted');
+      if (o.arriving !== undefined) msg.arriving = int(o, 'arriving', 0, msg.connections);
       if (o.moved !== undefined) {
         msg.moved = int(o, 'moved');
         msg.notMoved = int(o, 'notMoved');

@@ -115,6 +115,8 @@ export interface Stats {
   state: 'starting' | 'serving' | 'draining';
   /** Connections its servers accepted since it started (not those that moved to it). */
   accepted?: number;
+  /** Of `connections`, those moved to it and not continued yet (parked by its migration receiver). */
+  arriving?: number;
   /** The last report of a drain: connections moved to the next generation, and those that could not move
    * (closed politely instead). */
   moved?: number;

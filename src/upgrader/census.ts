@@ -32,6 +32,11 @@ export class ConnectionCensus {
     socket.once('close', () => this.#movedWs.delete(socket));
   }
 
+  /** WebSockets moved here and open: connections of this generation that no listener's drainer counts. */
+  get movedWebSockets(): number {
+    return this.#movedWs.size;
+  }
+
   count(servers: Iterable<CensusServer>, sse: ReadonlySet<net.Socket>): ConnectionKinds {
     const kinds: ConnectionKinds = {};
     const add = (k: string, n = 1) => {

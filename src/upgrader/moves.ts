@@ -51,6 +51,17 @@ export class ConnectionMoves {
     return this.#receivers.some((r) => r.sending);
   }
 
+  /**
+   * Connections older generations moved here that are not continued yet: parked by a receiver until their
+   * client sends or the background adopts them (src/upgrader/migrate-receiver.ts). They are this generation's
+   * (the old one has let them go), in none of its servers yet: its stats count them (src/upgrader/stats.ts).
+   */
+  get parked(): number {
+    let n = 0;
+    for (const r of this.#receivers) n += r.parked;
+    return n;
+  }
+
   /** ready(): a new channel for live connections; returns the end the predecessor gets (the caller closes it
    * once sent). */
   openChannel(): number {

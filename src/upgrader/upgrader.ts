@@ -167,6 +167,7 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       service: () => this.#service,
       client: () => this.#client,
       connections: () => this.connections,
+      arriving: () => this.#moves.parked,
       accepted: () => this.#listeners.accepted,
       connectionKinds: () => this.connectionKinds,
       listeners: () => this.#listeners.size,
@@ -212,9 +213,13 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
     return this.#socketPath;
   }
 
-  /** Open connections across all listeners. */
+  /**
+   * Open connections across all listeners, WebSockets moved here included: a moved WebSocket is handed to its
+   * `ws` server, not to the listener's connection tracking, and was left out (a new generation that had taken
+   * 200 WebSockets over reported 0 to `baton status`; test/migrate-status.test.ts).
+   */
   get connections(): number {
-    return this.#listeners.connections;
+    return this.#listeners.connections + this.#census.movedWebSockets;
   }
 
   /** Open connections by kind (http, sse, ws, h2, raw): what `baton status` shows a draining generation wait for. */

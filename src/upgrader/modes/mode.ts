@@ -30,6 +30,8 @@ export interface Generation {
   /** The connection to the predecessor or supervisor (null once closed, or without one). */
   client(): GenerationClient | null;
   connections(): number;
+  /** Connections moved here and not continued yet (parked by a migration receiver): in no server yet. */
+  arriving(): number;
   /** Connections its servers accepted since it started (not those that moved here). */
   accepted(): number;
   connectionKinds(): ConnectionKinds;
