@@ -156,7 +156,11 @@ export class ConnectionMoves {
     }
     this.#receivers.push(receiver);
     receiver.on('connection', (socket, item, pending) => this.#ctx.arrived(socket, item, pending));
-    receiver.on('error', (err) => this.#ctx.log('warn', 'migrate-adopt-failed', { reason: err.message }));
+    // With the code and the failed syscall (docs/api.md's error table): EMFILE from epoll_create1 says the
+    // receiver adopts at arrival for want of an fd, ERR_BATON_TRUNCATED that a batch's fds were cut.
+    receiver.on('error', (err: NodeJS.ErrnoException) =>
+      this.#ctx.log('warn', 'migrate-adopt-failed', { reason: err.message, code: err.code, syscall: err.syscall }),
+    );
     const wakeAll = () => {
       for (const wake of this.#carryWaiters) wake();
     };
