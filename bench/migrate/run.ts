@@ -765,7 +765,8 @@ async function measureStall(
   const fig = (s: Stall) => `p50 ${fmt(s.p50)} / p99 ${fmt(s.p99)} / max ${fmt(s.max)} ms`;
   process.stdout.write(
     `  ${label}: slowest echo per client without a reload ${fig(base)}; during the reload ${fig(during)} ` +
-      `(move ${fmt(move.ms)} ms; ${rows} round trips in ` +
+      `(move ${fmt(move.ms)} ms: drain at ${fmt(toLocal(drainAt) - reloadFrom)} ms, last adopted at ` +
+      `${fmt(lastAdopted - reloadFrom)} ms from the reload command, the series' 0; ${rows} round trips in ` +
       `${series})${late ? '; WARNING: the move ended after the window' : ''}\n`,
   );
   const origin = baseFrom;
