@@ -46,6 +46,7 @@ export interface NativeBinding {
   closeMany(fds: readonly number[]): number;
   isOpen(fd: number): boolean;
   reap(pid: number): boolean;
+  threadCpuMicros(): number;
   /** One datagram to the AF_UNIX SOCK_DGRAM socket at `path` ('/abs/path' or '@abstract'), with `fds`
    * attached (SCM_RIGHTS) if given: the service manager's notification protocol (native/notify.c). */
   notify(path: string, message: Buffer, fds?: readonly number[] | null): void;

@@ -30,6 +30,7 @@ import { fdUsage } from '../fd/fd-usage.js';
 import { closeFds } from '../fd/fds.js';
 import { ReadinessWatch } from '../fd/readiness.js';
 import { Link } from '../handoff/link.js';
+import { cpuNow, cpuSince } from './pacing.js';
 import { MAX_MIGRATION_BATCH, PROTOCOL_VERSION, type MigrationItem } from '../handoff/messages.js';
 
 /** Largest message on the migration channel (a batch of states and pending bytes). */
@@ -137,15 +138,15 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
         closeFds(fds);
         return;
       }
-      const cpuAtArrival = process.cpuUsage();
+      const cpuAtArrival = cpuNow();
       for (let i = 0; i < msg.items.length; i++) this.#take(fds[i]!, msg.items[i]!);
-      const cpu = process.cpuUsage(cpuAtArrival);
+      const cpu = cpuSince(cpuAtArrival);
       // Acknowledged in the next turn, once every parked connection reported readable is adopted (#adoptReady):
       // at once when the clients are idle (then only parking, 3-6 µs a connection, was spent), after their
       // adoption when they speak — the old generation stops serving a connection when it prepares its batch, and
       // must not stop more of them than this generation keeps up with. One batch per turn: a batch the sender
       // sent ahead waits (paused, in the channel) until then.
-      this.#unacked = { count: msg.items.length, cpu: cpu.user + cpu.system };
+      this.#unacked = { count: msg.items.length, cpu };
       this.#link.channel.pause();
       this.#schedule();
     });
@@ -264,7 +265,7 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
    * (true) or `until` has passed — after one at least, however late the turn: the move always ends.
    */
   #adoptReady(until: number): boolean {
-    const cpu = process.cpuUsage();
+    const cpu = cpuNow();
     try {
       for (let adopted = 0; ; ) {
         const p = this.#ready.shift();
@@ -296,10 +297,9 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
 
   /** Count the CPU time since `from` (adopting connections whose clients wait) against the unacknowledged batch:
    * what it costs to keep up with a batch's clients is what its acknowledgement reports. */
-  #charge(from: NodeJS.CpuUsage): void {
+  #charge(from: number): void {
     if (!this.#unacked) return;
-    const cpu = process.cpuUsage(from);
-    this.#unacked.cpu += cpu.user + cpu.system;
+    this.#unacked.cpu += cpuSince(from);
   }
 
   /**

@@ -52,7 +52,7 @@ import { closeFds } from '../fd/fds.js';
 import { Link } from '../handoff/link.js';
 import { flushWrites, giveBack, lateBytes, stopReading, writesPending } from './hold.js';
 import { FD_RESERVE, MAX_BATCH_BYTES, WINDOW } from './migrate-receiver.js';
-import { BatchSizer, cpuSince } from './pacing.js';
+import { BatchSizer, cpuNow, cpuSince } from './pacing.js';
 import { MAX_CARRY_PART, PROTOCOL_VERSION, type MigrationItem, type MigrationKind } from '../handoff/messages.js';
 
 /** Largest per-connection state, as JSON. */
@@ -348,7 +348,7 @@ export class MigrationSender {
       if (this.#queue.length && inflight.length < WINDOW && room > 0 && !this.#redirect) {
         // What sending this batch costs this process, up to the last of its sockets' 'close' handlers: sizes the
         // next batches (pacing.ts), so that no batch blocks the clients still served here for long.
-        const cpu = process.cpuUsage();
+        const cpu = cpuNow();
         let bytes = 0;
         let n = 0;
         const size = this.#sizer.size;
