@@ -994,7 +994,7 @@ cold run, per connection, times the connections):
 
 ${goals.map((g) => `- ${g}`).join('\n')}
 
-Recorded with \`npm run bench:migrate -- --stall-only --sizes=1000,10000\` (about 3 minutes on a quiet machine;
+Recorded with \`npm run bench:migrate -- --stall-only --sizes=1000,10000\` (about 5 minutes on a quiet machine;
 10,000 connections need \`ulimit -n\` ≥ 10,300), which rewrites this section and the chart and prints the goal
 lines above.
 
@@ -1008,6 +1008,41 @@ lines above.
 - **clients' own delay**: how late the clients sent each message after its slot; when the process holding the
   clients is late, every echo it times is late by as much, so a high figure means part of the stall is the
   clients' own.
+- **The clients** (2026-12-07, afternoon). Until then the clients were the benchmark's own Node clients (\`net\`
+  sockets and \`ws\`, one timer walking them; \`--client=node\` still runs them), and at 10,000 connections they
+  measured themselves: their own event loop ran 280–510 ms late during a reload, and every echo they timed was
+  late by as much. [\`bench/migrate/pinger.c\`](../bench/migrate/pinger.c) does the same in one C process (epoll,
+  14–30 µs of CPU per round trip, most of it the kernel's loopback work, against most of a core for the Node
+  clients at 10,000). With it, on a quiet machine, a client's slowest echo without a reload is p99 1.0–5 ms at
+  1,000 connections (2–12 ms with the Node clients).
+- **What 10,000 clients every 250 ms cost.** That is 40,000 echoes a second, and this 2-core machine does not
+  serve them even without a reload: with \`pinger.c\` on a quiet machine the slowest echo per client is already
+  p50 27 ms / p99 40 ms for raw TCP and p50 143 ms / p99 216 ms for WebSockets with no reload at all (the
+  pinger alone uses ~60% of a core, the generation the rest). The Node clients hid that: late themselves, they
+  sent less. So the stall runs twice per size (\`--periods\`, default 250,1000): every 250 ms, the issue's
+  figure, and every 1,000 ms (10,000 echoes a second at 10,000 connections), which the machine serves with a
+  no-reload p99 of 5–7 ms. The 50 ms goal at 10,000 is met at 1,000 ms (quiet machine, before the two changes
+  below: raw TCP p99 37.7 ms, WebSockets 26.0 ms) and not at 250 ms (raw TCP 72.1 ms against 39.5 ms without a
+  reload; WebSockets 281 ms against 216 ms — a saturated machine).
+- **Why ≤ 2× at 1,000 still fails.** With quiet clients, the figure without a reload is 1–5 ms, and during a
+  reload each client's slowest echo is p99 13–33 ms. The slowest clients are the ones whose connection was in
+  flight at a bad moment: in one run (1,000 raw TCP, every 250 ms) the 25 worst were consecutive clients whose
+  messages, sent 56–63 ms after the drain, were all answered together 19–25 ms later by the new generation —
+  one busy stretch of it. Its CPU profile showed adopting every readable parked connection in one task (up to
+  37 ms; fixed: 2 ms at a time, docs/migration.md) and \`process.cpuUsage()\` calls costing a mean 61 µs in the
+  new generation and 138 µs in the old one, up to 9 ms each (fixed: the event loop's own CPU clock). Neither
+  fix moved the stall beyond the spread of runs (alternating, 3 runs each, 1,000 raw TCP p99 14.7–30.7 ms
+  before, 14.8–32.7 ms after; WebSockets 15.0–33.7 against 18.0–33.3 ms); nor did a first batch of 8 instead of
+  32, or batches of 4 ms of adoption instead of 10. What is left is the machine: during a move three busy
+  processes — the old generation preparing batches, the new one adopting them, the clients — share 2 cores, and
+  the pinger's own lateness (its column) reaches 5–15 ms while it is descheduled too.
+- **The move against the floor.** Idle clients (the timed reloads of the full run, quiet machine): 10,000 raw
+  TCP connections in 720–800 ms (2.6–2.8× the floor), WebSockets 920–1,090 ms (3.2–3.8×). The new generation is
+  busy the whole move — its CPU time equals the move (900–1,100 ms for 10,000 WebSockets) — at ~90–110 µs a
+  WebSocket against the floor's 28: from its profile, receiving the fds (\`recvmsg\`, ~9 µs a connection),
+  parking and unparking them in the epoll set (~8.5 µs), Node's fd-type probe in \`new net.Socket({ fd })\`
+  (~6 µs), garbage collection (~8 µs), the app's handlers. With every client talking, pacing adds a round trip
+  and a turn of both loops per batch: 4–9× the floor.
 - Both kinds are paced: the old generation prepares each batch (and stops reading its connections) only when
   it would leave at once and serves the others meanwhile — WebSockets through \`webSocketServer()\`, raw TCP
   through \`upgrader.migrateAll()\` (examples/tcp-echo) — and batches are sized to ~10 ms of adoption by the
@@ -1032,7 +1067,7 @@ lines above.
   46–59 ms; full batches: 91–185 ms; 5 ms: no better, a longer move. Raw TCP paced (migrateAll) at the same
   load: 16–87 ms (1.1–2.0×). Profiles (BENCH_CPU_PROF) of the new generation showed no single long task
   left: its busy stretches were 15 ms at most.
-- On a quiet machine (2026-12-07 08:39–08:45 UTC, load average 0.9–1.4, nothing else running), the same
+- With the Node clients, on a quiet machine (2026-12-07 08:39–08:45 UTC, load average 0.9–1.4, nothing else running), the same
   command on this code (twice) and on the code before the pacing (1db504f: WebSockets paced per batch of 253,
   raw TCP moved all at once at the drain), p99 of each client's slowest echo during the reload:
 
@@ -1049,7 +1084,7 @@ lines above.
   generations. The move takes 6–11× the floor: the floor adopts connections back to back in one idle process,
   while a paced move waits a round trip and a turn of both loops per batch, with both generations serving
   40,000 echoes a second meanwhile.
-- Readiness-ordered adoption and the old generation's own 4 ms cap (docs/migration.md), against the code
+- With the Node clients: readiness-ordered adoption and the old generation's own 4 ms cap (docs/migration.md), against the code
   before them (16e5ca5, the paced code of the table above), alternating run by run on a quiet machine
   (2026-12-07 11:46–12:00 UTC, load average 0.3–2.1), p99 of each client's slowest echo during the reload
   (without a reload in brackets):
@@ -1073,9 +1108,9 @@ lines above.
   generation answers anyone, and a paced move — a few turns of each event loop per batch — takes longer than
   an unpaced one (raw TCP 1,000: 365–990 ms against 101–233 ms; p99 149–401 ms against 72–222 ms; WebSockets
   p99 192–516 ms against 115–783 ms).
-- Every round trip of both windows is written to \`$BENCH_SERIES_DIR/baton-migrate-stall-<kind>-<N>.csv\`
+- Every round trip of both windows is written to \`$BENCH_SERIES_DIR/baton-migrate-stall-<kind>-<N>-<P>ms.csv\`
   (default the temp directory): send time and answer time in ms from the reload command, the round trip,
-  the client and the generation that answered.
+  the client, the generation that answered and how late the client sent it.
 
 ![Echo round trips over time, without a reload and then during one, per size and kind](migrate-stall.svg)
 ${STALL_END}`;
