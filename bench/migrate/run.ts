@@ -1183,7 +1183,9 @@ async function main(): Promise<void> {
           period: st.period,
           baseP99: st.base.p99,
           reloadP99: st.reload.p99,
-          moveMs: [...r.samples.map((x) => x.ms), st.move.ms],
+          moveMs: [st.move.ms],
+          // The idle moves once per size and kind, with the first period's row.
+          idleMoveMs: st === r.stalls[0] ? r.samples.map((x) => x.ms) : [],
         })),
       ),
       floor,
