@@ -229,7 +229,7 @@ test('supervised: a new generation with room for only some of the connections mo
   let closed = 0;
   for (const so of first) so.once('close', () => closed++);
 
-  // Generation 2 keeps 64 fds in reserve (FD_RESERVE in src/upgrader/migrate.ts) and announces the rest as
+  // Generation 2 keeps 64 fds in reserve (FD_RESERVE in src/upgrader/fd-room.ts) and announces the rest as
   // its room: with 64 + 25 free fds after start-up (a few go to its control connection, listener and
   // migration channel), some of the 40 connections fit and the rest do not.
   fs.writeFileSync(limitFile, String(64 + 25));

@@ -26,12 +26,12 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { FdChannel } from '../fd/channel.js';
 import { batonError } from '../fd/errors.js';
-import { fdUsage } from '../fd/fd-usage.js';
 import { closeFds } from '../fd/fds.js';
 import { ReadinessWatch } from '../fd/readiness.js';
 import { Link } from '../handoff/link.js';
 import { cpuNow, cpuSince } from './pacing.js';
 import { MAX_MIGRATION_BATCH, PROTOCOL_VERSION, type MigrationItem } from '../handoff/messages.js';
+import { FdRoom } from './fd-room.js';
 
 /** Largest message on the migration channel (a batch of states and pending bytes). */
 export const MAX_BATCH_BYTES = 8 * 1024 * 1024;
@@ -40,8 +40,6 @@ export const MAX_BATCH_BYTES = 8 * 1024 * 1024;
  * only lengthens the new generation's event-loop stalls. The receiver takes one batch per turn of its event
  * loop. */
 export const WINDOW = 2;
-/** fds the new generation keeps free for its own work (files, new connections, its own next upgrade). */
-export const FD_RESERVE = 64;
 /** Background adoption per turn of the event loop, ms: a client whose connection becomes readable waits at most
  * about this long behind the background (one slice), and the new generation's other clients too. ~70 raw TCP
  * connections (~30 µs each with the app's handler), ~50 WebSockets. */
@@ -73,8 +71,9 @@ const NO_BYTES = Buffer.alloc(0);
 /** The new generation's side: adopts each connection and hands it on. Owns its end of the channel. */
 export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
   readonly #link: Link;
-  /** fds this process can still take, estimated: measured at start, counted down, measured again when low. */
-  #room = roomForFds();
+  /** fds this process can still take: measured at start, counted down by what arrives, measured again (at every
+   * acknowledgement once fewer are left than the sender may have in flight; src/upgrader/fd-room.ts). */
+  #room = new FdRoom(WINDOW * MAX_MIGRATION_BATCH);
   /** The old generation said nothing more will come (migrate-done), or the channel closed. */
   #senderDone = false;
   /** 'done' was emitted (the sender is done and nothing is parked). */
@@ -151,7 +150,7 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
       this.#schedule();
     });
     // Announce the room before anything arrives: the sender sends no more fds than that.
-    this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count: 0, room: this.#room }).catch(() => {});
+    this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count: 0, room: this.#room.room }).catch(() => {});
     // A batch this process cannot take ends the channel — at RLIMIT_NOFILE the kernel cuts its fds
     // (ERR_BATON_TRUNCATED), and those connections are lost: say why, rather than end silently.
     this.#link.on('close', (err) => {
@@ -316,10 +315,9 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
     this.#unacked = null;
     if (this.#link.closed) return;
     // The fds count against the room whether parked or adopted: they are open in this process either way.
-    this.#room -= count;
-    if (this.#room < WINDOW * MAX_MIGRATION_BATCH) this.#room = roomForFds();
+    const room = this.#room.took(count);
     const cost = Math.round(cpu / Math.max(1, count));
-    this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count, room: this.#room, cost }).catch(() => {});
+    this.#link.send({ v: PROTOCOL_VERSION, type: 'migrate-ok', count, room, cost }).catch(() => {});
     this.#link.channel.resume();
   }
 
@@ -459,14 +457,4 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
   #error(err: Error): void {
     if (this.listenerCount('error') > 0) this.emit('error', err);
   }
-}
-
-/**
- * How many more fds this process can open: the soft RLIMIT_NOFILE less the fds open now and FD_RESERVE.
- * Read from /proc (a directory listing; only at start and when the estimate runs low). Unknown: no limit.
- */
-function roomForFds(): number {
-  const fds = fdUsage();
-  if (!fds || fds.limit === Infinity) return Number.MAX_SAFE_INTEGER;
-  return Math.max(0, fds.limit - fds.open - FD_RESERVE);
 }

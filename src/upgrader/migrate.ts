@@ -51,7 +51,8 @@ import { fdOf } from '../fd/fd-of.js';
 import { closeFds } from '../fd/fds.js';
 import { Link } from '../handoff/link.js';
 import { flushWrites, giveBack, lateBytes, stopReading, writesPending } from './hold.js';
-import { FD_RESERVE, MAX_BATCH_BYTES, WINDOW } from './migrate-receiver.js';
+import { FD_RESERVE } from './fd-room.js';
+import { MAX_BATCH_BYTES, WINDOW } from './migrate-receiver.js';
 import { BatchSizer, cpuNow, cpuSince } from './pacing.js';
 import { MAX_CARRY_PART, PROTOCOL_VERSION, type MigrationItem, type MigrationKind } from '../handoff/messages.js';
 
