@@ -927,7 +927,15 @@ ${tableLines(rows).join('\n')}
     fds it received (the addon can watch them) and builds a connection's \`net.Socket\` and \`WebSocket\` when
     it first becomes readable or the app writes to it (a broadcast over \`wss.clients\` would need a stand-in)
     — with a cheaper preparation in the old generation (per batch, without the JSON round trip and the
-    listener shuffle).
+    listener shuffle). What was built instead keeps the app's view whole: the new generation parks the fds it
+    receives (an epoll set watched by the addon) and adopts first the connections whose clients send, the
+    rest in the background — every connection still adopted within the move, only in the order its client
+    needs it ([readiness-ordered adoption](migration.md#readiness-ordered-adoption)).
+- Moves are paced since 2026-12-07 (next section): the old generation sends a batch only when it would leave
+  at once, no larger than 4 ms of its own CPU time (~100 connections), and stops reading a connection only
+  when its batch is prepared, so that each connection pauses only while it moves. With idle clients that makes
+  the whole move longer than before the pacing (2026-11-23, same bench: 10,000 raw TCP 439 ms, WebSockets
+  556 ms): ~100 batches, each waiting for its acknowledgement, with the new generation busy the whole move.
 - Drain and reconnect: ${RECONNECT_NOTE}
 - Drain and reconnect, WebSockets: each client also redoes the HTTP upgrade handshake, and the closes are
   WebSocket close handshakes (1012 from the old generation) before the TCP connections close.
