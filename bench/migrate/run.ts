@@ -1044,13 +1044,15 @@ lines above.
   32, or batches of 4 ms of adoption instead of 10. What is left is the machine: during a move three busy
   processes — the old generation preparing batches, the new one adopting them, the clients — share 2 cores, and
   the pinger's own lateness (its column) reaches 5–15 ms while it is descheduled too.
-- **The move against the floor.** Idle clients (the timed reloads of the full run, quiet machine): 10,000 raw
-  TCP connections in 720–800 ms (2.6–2.8× the floor), WebSockets 920–1,090 ms (3.2–3.8×). The new generation is
-  busy the whole move — its CPU time equals the move (900–1,100 ms for 10,000 WebSockets) — at ~90–110 µs a
-  WebSocket against the floor's 28: from its profile, receiving the fds (\`recvmsg\`, ~9 µs a connection),
-  parking and unparking them in the epoll set (~8.5 µs), Node's fd-type probe in \`new net.Socket({ fd })\`
-  (~6 µs), garbage collection (~8 µs), the app's handlers. With every client talking, pacing adds a round trip
-  and a turn of both loops per batch: 4–9× the floor.
+- **The move against the floor.** Idle clients (the timed reloads, quiet machine, this run and two earlier ones):
+  10,000 raw TCP connections in 640–800 ms (~2.8× the floor), WebSockets 780–1,090 ms (~3×). The new generation
+  is busy the whole move — its CPU time equals the move (740–1,100 ms for 10,000 WebSockets) — at ~74–110 µs a
+  WebSocket against the floor's 28–31. Its CPU profile puts ~9 µs a connection in receiving the fds
+  (\`recvmsg\`), ~8.5 µs in parking and unparking them in the epoll set, ~6 µs in Node's fd-type probe in
+  \`new net.Socket({ fd })\` and ~8 µs in garbage collection; but alone, receiving 253 TCP fds takes 0.2–0.3 µs
+  each and an epoll add or remove 1.6–2 µs, so much of what the profile puts in those system calls is the
+  process waiting for a core while three processes share two. With every client talking, pacing adds a round
+  trip and a turn of both loops per batch: 3–8× the floor.
 - Both kinds are paced: the old generation prepares each batch (and stops reading its connections) only when
   it would leave at once and serves the others meanwhile — WebSockets through \`webSocketServer()\`, raw TCP
   through \`upgrader.migrateAll()\` (examples/tcp-echo) — and batches are sized to ~10 ms of adoption by the
