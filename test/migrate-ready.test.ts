@@ -22,13 +22,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { openFds, ROOT, waitFor } from './helpers.js';
 import { connectLineClients, epollSets, LineClient, nofileLimit, parseLine as parse } from './migrate-helpers.js';
-import { startSupervised } from './upgrade-helpers.js';
+import { get, startSupervised } from './upgrade-helpers.js';
 import WebSocket from 'ws';
-import { connect, expectEchoedIntact, WS_SERVING, type Client } from './ws-helpers.js';
+import { connect, expectAllMovedTo, WS_SERVING, type Client } from './ws-helpers.js';
 
 const APP = path.join(ROOT, 'dist/test/fixtures/tcp-slow-adopt-app.js');
 const SERVING = /generation 1 serving on tcp:\/\/127\.0\.0\.1:(\d+)/;
@@ -155,18 +154,6 @@ test('a client that sends during a move of 3,000 idle connections is served befo
 const WS_APP = path.join(ROOT, 'dist/test/fixtures/ws-slow-adopt-app.js');
 const WS_IDLE = 1500;
 
-function get(port: number, urlPath: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8').on('data', (d: string) => (body += d));
-        res.on('end', () => resolve(body.trim()));
-      })
-      .on('error', reject);
-  });
-}
-
 test('WebSockets: one that sends during the move is served first; wss.clients holds every one at the end', async (t) => {
   if (nofileLimit() < 3 * WS_IDLE + 1000) {
     t.skip(`needs an open files limit of ${3 * WS_IDLE + 1000} (ulimit -n is ${nofileLimit()})`);
@@ -213,26 +200,11 @@ test('WebSockets: one that sends during the move is served first; wss.clients ho
     restored < (WS_IDLE * 2) / 3,
     `the talker was answered only after ${restored} of ${WS_IDLE + 1} WebSockets were restored`,
   );
-  // Every WebSocket arrives in wss.clients, once: the new generation takes every new connection now.
-  let size = '';
-  await waitFor(
-    () => {
-      void get(s.port, '/clients').then((b) => (size = b));
-      return size === `clients ${WS_IDLE + 1}`;
-    },
-    60_000,
-    `wss.clients to hold ${WS_IDLE + 1}`,
-    100,
-  );
-  // Each idle one answers from generation 2 with its state (expectEchoedIntact checks the echoed counts).
-  for (const c of clients) c.ws.send(String(c.sent++));
-  await expectEchoedIntact(clients);
-  assert.ok(
-    clients.every((c) => c.generations.has(2)),
-    'every idle WebSocket answered by generation 2',
-  );
+  // Every WebSocket arrives in wss.clients, once: the new generation takes every new connection now. Each idle
+  // one answers from generation 2 with its state.
+  await expectAllMovedTo(s.port, clients, WS_IDLE + 1, 2, 60_000);
   await waitFor(() => answers.length === asked, 10_000, 'the talker got one answer per message');
-  assert.equal(await get(s.port, '/clients'), `clients ${WS_IDLE + 1}`, 'no WebSocket twice, none lost');
+  assert.equal((await get(s.port, '/clients')).body.trim(), `clients ${WS_IDLE + 1}`, 'no WebSocket twice, none lost');
   for (const c of clients) c.ws.terminate();
   talker.terminate();
   assert.equal(await s.shutdown(), 0);

@@ -10,7 +10,7 @@ import { threadCpuMicros } from '../src/fd/process.js';
 import { MigrationReceiver, MigrationSender } from '../src/upgrader/migrate.js';
 import { MIN_BATCH } from '../src/upgrader/pacing.js';
 import { closeServer, listenTcp } from './fd-helpers.js';
-import { expectFdsBackTo, fdCount, within } from './helpers.js';
+import { expectFdsBackTo, fdCount, waitFor, within } from './helpers.js';
 
 /** A connected pair: `client` (the test's) and `server` (the side that moves). */
 async function tcpPair(
@@ -74,14 +74,7 @@ test(
     const { socket, pending } = await within(arrived, 5000, 'the connection arrives');
     let got = pending.toString();
     socket.setEncoding('utf8').on('data', (d: string) => (got += d));
-    await within(
-      new Promise<void>((resolve) => {
-        const check = () => (got.includes('\n') ? resolve() : setTimeout(check, 5));
-        check();
-      }),
-      5000,
-      'every byte reaches the new side',
-    );
+    await waitFor(() => got.includes('\n'), 5000, 'every byte reaches the new side', 5);
     assert.equal(got, 'hello world\n', 'in order, none lost, none twice');
     socket.destroy();
     client.destroy();
@@ -134,14 +127,7 @@ test("the sender sizes its batches by its own work too: an app's slow 'close' ha
   });
   await within(sender.move(server, 'raw', 'x', { id: 1 }), 5000, 'the move completes');
   const { socket } = await within(arrived, 5000, 'the connection arrives');
-  await within(
-    new Promise<void>((resolve) => {
-      const check = () => (sender.ownCost !== null ? resolve() : setTimeout(check, 5));
-      check();
-    }),
-    5000,
-    'the batch is measured',
-  );
+  await waitFor(() => sender.ownCost !== null, 5000, 'the batch is measured', 5);
   assert.ok(sender.ownCost! >= 20_000, `the close handler counted: ${sender.ownCost} µs per connection`);
   assert.equal(sender.batchSize, MIN_BATCH, 'the smallest batches');
   await done(socket);

@@ -18,11 +18,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { ROOT, waitFor } from './helpers.js';
-import { connect, expectEchoedIntact, WS_SERVING, type Client } from './ws-helpers.js';
+import { ROOT } from './helpers.js';
+import { connect, expectAllMovedTo, WS_SERVING, type Client } from './ws-helpers.js';
 import { connectLineClients, type LineClient, nofileLimit, parseLine } from './migrate-helpers.js';
 import { parseExposition, sampleOf } from './prometheus-parser.js';
-import { baton, get, startSupervised, type StatusGeneration } from './upgrade-helpers.js';
+import { baton, startSupervised, type StatusGeneration } from './upgrade-helpers.js';
 
 const APP = path.join(ROOT, 'dist/test/fixtures/tcp-slow-adopt-app.js');
 const SERVING = /generation 1 serving on tcp:\/\/127\.0\.0\.1:(\d+)/;
@@ -139,23 +139,8 @@ test("baton status counts the WebSockets a move brought in, once they are the ap
   assert.equal(before, WS_N, 'generation 1 counts its WebSockets');
   const r = await s.reload();
   assert.equal(r.code, 0, r.stderr);
-  let held = '';
   // The move is done once generation 2's wss.clients holds every one (the reload returns before that).
-  await waitFor(
-    () => {
-      void get(s.port, '/clients').then((res) => (held = res.body.trim()));
-      return held === `clients ${WS_N}`;
-    },
-    30_000,
-    `wss.clients to hold ${WS_N}`,
-    100,
-  );
-  for (const c of clients) c.ws.send(String(c.sent++));
-  await expectEchoedIntact(clients);
-  assert.ok(
-    clients.every((c) => c.generations.has(2)),
-    'every WebSocket answered by generation 2',
-  );
+  await expectAllMovedTo(s.port, clients, WS_N, 2, 30_000);
   let gen2: number | undefined;
   for (let i = 0; i < 50 && gen2 !== WS_N; i++) {
     if (i) await new Promise((res) => setTimeout(res, 100));

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { ROOT, waitFor } from './helpers.js';
+import { get } from './upgrade-helpers.js';
 
 export const WS_APP = path.join(ROOT, 'examples/websocket/server.js');
 export const WS_SERVING = /generation 1 serving WebSockets on ws:\/\/127\.0\.0\.1:(\d+)/;
@@ -49,5 +50,29 @@ export async function expectEchoedIntact(clients: Client[]): Promise<void> {
     clients.flatMap((c) => c.closes),
     [],
     'no client saw its connection close',
+  );
+}
+
+/**
+ * After a move to generation `gen` (the reload returns before it is over): wait up to `ms` until the app's
+ * /clients says its wss.clients holds `n`, then have every client send once and check that each answer came
+ * from `gen`, in order, with its echoed count carried over (expectEchoedIntact).
+ */
+export async function expectAllMovedTo(port: number, clients: Client[], n: number, gen: number, ms: number) {
+  let held = '';
+  await waitFor(
+    () => {
+      void get(port, '/clients').then((res) => (held = res.body.trim()));
+      return held === `clients ${n}`;
+    },
+    ms,
+    `wss.clients to hold ${n}`,
+    100,
+  );
+  for (const c of clients) c.ws.send(String(c.sent++));
+  await expectEchoedIntact(clients);
+  assert.ok(
+    clients.every((c) => c.generations.has(gen)),
+    `every WebSocket answered by generation ${gen}`,
   );
 }
