@@ -9,17 +9,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { compileC, stdoutLines } from '../lib/common.js';
-import { RoundTrips, type StallClients } from './stall.js';
+import { RoundTrips, type StallSource } from './stall.js';
 
 /** Fields per record of pinger.c's output: client, generation, sent, round trip, late. */
 const FIELDS = 5;
 
-export class CPinger implements StallClients {
+export class CPinger implements StallSource {
   trips: RoundTrips;
-  /** Answers whose per-connection count did not follow on (state lost, or a message answered twice). */
-  wrongCount = 0;
-  /** Connections the server closed. */
-  dropped = 0;
+  #wrongCount = 0;
+  #dropped = 0;
   /** CPU time (user + system) pinger.c used from its start until stopped, ms. */
   cpuMs = 0;
   readonly #child: ReturnType<typeof spawn>;
@@ -79,14 +77,22 @@ export class CPinger implements StallClients {
     this.#child.stdin!.write('start\n');
   }
 
+  dropped(): number {
+    return this.#dropped;
+  }
+
+  wrongCount(): number {
+    return this.#wrongCount;
+  }
+
   /** Stop sending; resolves once every answer came and the round trips are read, rejects if some never came
    * (after pinger.c's own 30 s) or after `ms`. */
   async stop(ms: number): Promise<void> {
     const done = this.#nextLine(/^done (\d+) (\d+) (\d+) (\d+) (\d+)/, ms, 'pinger: the last answers');
     this.#child.stdin!.write('stop\n');
     const m = await done;
-    this.wrongCount = Number(m[2]);
-    this.dropped = Number(m[3]);
+    this.#wrongCount = Number(m[2]);
+    this.#dropped = Number(m[3]);
     this.cpuMs = Number(m[5]);
     const raw = fs.readFileSync(this.#out);
     const f = new Float64Array(raw.buffer, raw.byteOffset, raw.byteLength / 8);

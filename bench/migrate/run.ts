@@ -53,7 +53,7 @@ import { renderChart, type ChartLabels, type Panel } from '../upgrade/chart.js';
 import { buckets } from '../upgrade/stats.js';
 import { goalLines, measureFloor } from './goals.js';
 import { CPinger } from './pinger.js';
-import { Pinger, type Stall, type StallClients } from './stall.js';
+import { Pinger, type Stall, type StallSource } from './stall.js';
 import WebSocket from 'ws';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -644,7 +644,7 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
         const log = path.join(dir, 'pinger.log');
         const { pinger, connectMs } = await CPinger.open(ROOT, kind, port, n, period, tracked, log);
         process.stdout.write(`  ${label}: pinger.c connected ${n} clients in ${connectMs.toFixed(0)} ms\n`);
-        source = cSource(pinger);
+        source = pinger;
       } else source = nodeSource(clients, period);
       try {
         stalls.push(await measureStall(sup, source, kind, n, TIMED_RELOADS + 1 + k, period));
@@ -674,17 +674,6 @@ async function measure(kind: Kind, approach: Approach, n: number): Promise<Row> 
   }
 }
 
-/** A stall driver as measureStall() uses it: its round trips, and what went wrong on its connections. */
-interface StallSource extends StallClients {
-  /** Connections the server closed since the source was made. */
-  dropped(): number;
-  /** Answers whose per-connection count did not follow on (state lost, or a message answered twice). */
-  wrongCount(): number;
-  close(): Promise<void>;
-  /** The clients' CPU time, ms, once stopped (pinger.c only). */
-  readonly cpuMs?: number;
-}
-
 function nodeSource(clients: Client[], period: number): StallSource {
   const pinger = new Pinger(clients, period);
   const droppedBefore = clients.reduce((a, c) => a + c.dropped, 0);
@@ -697,22 +686,6 @@ function nodeSource(clients: Client[], period: number): StallSource {
     dropped: () => clients.reduce((a, c) => a + c.dropped, 0) - droppedBefore,
     wrongCount: () => clients.reduce((a, c) => a + c.wrongCount, 0),
     close: () => pinger.stop(30_000).catch(() => {}),
-  };
-}
-
-function cSource(pinger: CPinger): StallSource {
-  return {
-    get trips() {
-      return pinger.trips;
-    },
-    start: () => pinger.start(),
-    stop: (ms) => pinger.stop(ms),
-    dropped: () => pinger.dropped,
-    wrongCount: () => pinger.wrongCount,
-    close: () => pinger.close(),
-    get cpuMs() {
-      return pinger.cpuMs;
-    },
   };
 }
 

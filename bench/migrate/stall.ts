@@ -43,6 +43,18 @@ export interface StallClients {
   stop(ms: number): Promise<void>;
 }
 
+/** A stall driver as bench:migrate's measureStall() uses it: its round trips, and what went wrong on its
+ * connections. */
+export interface StallSource extends StallClients {
+  /** Connections the server closed since the source was made. */
+  dropped(): number;
+  /** Answers whose per-connection count did not follow on (state lost, or a message answered twice). */
+  wrongCount(): number;
+  close(): Promise<void>;
+  /** The clients' CPU time, ms, once stopped (pinger.c only). */
+  readonly cpuMs?: number;
+}
+
 /** Every round trip of a run: client index, send time and round trip (ms on this process's performance.now()),
  * answering generation, and how late the message left after its slot (ms). */
 export class RoundTrips {
