@@ -488,8 +488,8 @@ interface StallRun {
   base: Stall;
   reload: Stall;
   /** How late the clients sent their messages after their slots in each window, ms. */
-  benchBase: { p99: number; max: number };
-  benchReload: { p99: number; max: number };
+  lateBase: { p99: number; max: number };
+  lateReload: { p99: number; max: number };
   /** The stall reload's move, as the timed ones. */
   move: Sample;
   /** The move ended later than 250 ms before the reload window did (BENCH_STALL_WINDOW_MS too short). */
@@ -721,8 +721,8 @@ async function measureStall(
   const trips = source.trips;
   const base = trips.window(baseFrom, baseFrom + STALL_WINDOW_MS);
   const during = trips.window(reloadFrom, reloadTo);
-  const benchBase = trips.lateness(baseFrom, baseFrom + STALL_WINDOW_MS);
-  const benchReload = trips.lateness(reloadFrom, reloadTo);
+  const lateBase = trips.lateness(baseFrom, baseFrom + STALL_WINDOW_MS);
+  const lateReload = trips.lateness(reloadFrom, reloadTo);
   move.dropped = source.dropped();
   if (move.dropped) throw new Error(`${label}: ${move.dropped} clients saw their connection close`);
   const wrongCount = source.wrongCount();
@@ -754,7 +754,7 @@ async function measureStall(
     bucketMs: BUCKET_MS,
     windows: [{ start: toLocal(drainAt) - origin, end: lastAdopted - origin }],
   };
-  return { period, base, reload: during, benchBase, benchReload, move, late, series, panel };
+  return { period, base, reload: during, lateBase, lateReload, move, late, series, panel };
 }
 
 // --- report -----------------------------------------------------------------------------------------
@@ -929,19 +929,17 @@ function stallTableLines(rows: Row[]): string[] {
 }
 
 function stallTableLine(r: Row, st: StallRun): string {
-  {
-    const m = st.move;
-    const three = (x: Stall) => `${fmt(x.p50)} / ${fmt(x.p99)} / ${fmt(x.max)}`;
-    const opt = (x: number | undefined, d = 1) => (x === undefined ? '–' : fmt(x, d));
-    return (
-      `| ${r.n.toLocaleString('en-US')} | ${KIND_NAME[r.kind]} | ${st.period} | ${three(st.base)} | ` +
-      `${three(st.reload)} | ` +
-      `${fmt(st.reload.p99 / st.base.p99, 1)}× | ${fmt(m.ms)}${st.late ? ' (after the window!)' : ''} | ` +
-      `${opt(m.oldLoopP99)} / ${opt(m.oldLoopMax)} | ${fmt(m.loopP99!)} / ${fmt(m.loopMax!)} | ` +
-      `${m.rssKiB === undefined ? '–' : `${fmt(m.rssKiB / r.n, 2)} / ${fmt(m.heapKiB! / r.n, 2)}`} | ` +
-      `${fmt(st.benchBase.max)} / ${fmt(st.benchReload.max)} |`
-    );
-  }
+  const m = st.move;
+  const three = (x: Stall) => `${fmt(x.p50)} / ${fmt(x.p99)} / ${fmt(x.max)}`;
+  const opt = (x: number | undefined, d = 1) => (x === undefined ? '–' : fmt(x, d));
+  return (
+    `| ${r.n.toLocaleString('en-US')} | ${KIND_NAME[r.kind]} | ${st.period} | ${three(st.base)} | ` +
+    `${three(st.reload)} | ` +
+    `${fmt(st.reload.p99 / st.base.p99, 1)}× | ${fmt(m.ms)}${st.late ? ' (after the window!)' : ''} | ` +
+    `${opt(m.oldLoopP99)} / ${opt(m.oldLoopMax)} | ${fmt(m.loopP99!)} / ${fmt(m.loopMax!)} | ` +
+    `${m.rssKiB === undefined ? '–' : `${fmt(m.rssKiB / r.n, 2)} / ${fmt(m.heapKiB! / r.n, 2)}`} | ` +
+    `${fmt(st.lateBase.max)} / ${fmt(st.lateReload.max)} |`
+  );
 }
 
 const STALL_LABELS: ChartLabels = {
