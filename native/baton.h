@@ -20,6 +20,8 @@
 
 /* Throw helpers. Each returns NULL so callers can `return baton_throw_...(...)`. */
 napi_value baton_throw_errno(napi_env env, int err, const char *syscall, const char *detail);
+/* The Error baton_throw_errno() throws, not thrown (to reject a promise with); NULL if it could not be made. */
+napi_value baton_errno_error(napi_env env, int err, const char *syscall, const char *detail);
 napi_value baton_throw_type(napi_env env, const char *code, const char *message);
 napi_value baton_throw_range(napi_env env, const char *code, const char *message);
 

@@ -25,7 +25,7 @@ static void set_string(napi_env env, napi_value obj, const char *key, const char
     napi_set_named_property(env, obj, key, v);
 }
 
-static napi_value make_errno_error(napi_env env, int err, const char *syscall, const char *detail) {
+napi_value baton_errno_error(napi_env env, int err, const char *syscall, const char *detail) {
   /* uv_err_name knows every errno name Linux uses; Node's own errors carry the same codes. */
   const char *code = uv_err_name(-err);
   char msg[512];
@@ -45,7 +45,7 @@ static napi_value make_errno_error(napi_env env, int err, const char *syscall, c
 }
 
 napi_value baton_throw_errno(napi_env env, int err, const char *syscall, const char *detail) {
-  napi_value error = make_errno_error(env, err, syscall, detail);
+  napi_value error = baton_errno_error(env, err, syscall, detail);
   if (error) napi_throw(env, error);
   return NULL;
 }

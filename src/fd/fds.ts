@@ -1,5 +1,6 @@
 /**
- * Owned fds, as numbers: make a channel pair, check, close, and a fresh Unix stream listener. This is what
+ * Owned fds, as numbers: make a channel pair, check, close, grow the fd table ahead of them, and a fresh Unix
+ * stream listener. This is what
  * the layers above src/fd use instead of the addon (src/fd/native.ts), which nothing outside src/fd imports
  * (test/layering.test.ts checks it).
  */
@@ -26,6 +27,18 @@ export function closeFds(fds: readonly number[]): void {
     if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) checkFd(fd, `fds[${i}]`);
   }
   native.closeMany(fds);
+}
+
+/**
+ * Make this process's fd table cover fd number `minFd`, on a threadpool thread (a dup at or above it, closed at
+ * once; the kernel never shrinks a table). Each time the kernel grows a table itself it doubles it and, in any
+ * multithreaded process, waits an RCU grace period — 7-15 ms here, in the thread that needed the fd: for a
+ * generation receiving 10,000 connections, 7 waits on its event loop. Grown ahead, that is one wait, off the
+ * loop (see native/fdutil.c). `viaFd`: any open fd of yours (its copy is what is made and closed). Rejects with
+ * the errno Error: EINVAL when `minFd` is at or above RLIMIT_NOFILE, EMFILE when no fd at or above it is free.
+ */
+export function growFdTable(viaFd: number, minFd: number): Promise<void> {
+  return native.growFdTable(checkFd(viaFd, 'viaFd'), checkFd(minFd, 'minFd'));
 }
 
 /**

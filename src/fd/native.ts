@@ -45,6 +45,8 @@ export interface NativeBinding {
    * closeInt32; the addon's own closeMany does the same through N-API, more slowly.) */
   closeMany(fds: readonly number[]): number;
   isOpen(fd: number): boolean;
+  /** Resolves once the fd table covers `minFd` (grown on a threadpool thread; native/fdutil.c). */
+  growFdTable(fd: number, minFd: number): Promise<void>;
   reap(pid: number): boolean;
   threadCpuMicros(): number;
   /** One datagram to the AF_UNIX SOCK_DGRAM socket at `path` ('/abs/path' or '@abstract'), with `fds`

@@ -32,6 +32,7 @@ import { Link } from '../handoff/link.js';
 import { cpuNow, cpuSince } from './pacing.js';
 import { MAX_MIGRATION_BATCH, PROTOCOL_VERSION, type MigrationItem } from '../handoff/messages.js';
 import { FdRoom } from './fd-room.js';
+import { FdTableAhead } from './fd-table-ahead.js';
 
 /** Largest message on the migration channel (a batch of states and pending bytes). */
 export const MAX_BATCH_BYTES = 8 * 1024 * 1024;
@@ -74,6 +75,8 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
   /** fds this process can still take: measured at start, counted down by what arrives, measured again (at every
    * acknowledgement once fewer are left than the sender may have in flight; src/upgrader/fd-room.ts). */
   #room = new FdRoom(WINDOW * MAX_MIGRATION_BATCH);
+  /** Grows the fd table before the fds that arrive need it: not on the event loop, in recvmsg(). */
+  readonly #table: FdTableAhead;
   /** The old generation said nothing more will come (migrate-done), or the channel closed. */
   #senderDone = false;
   /** 'done' was emitted (the sender is done and nothing is parked). */
@@ -119,6 +122,7 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
     super();
     const maxMessageBytes = MAX_BATCH_BYTES + 1024 * 1024;
     this.#link = new Link(FdChannel.fromFd(channelFd, { maxMessageBytes }), maxMessageBytes);
+    this.#table = new FdTableAhead(channelFd);
     this.#link.on('message', ({ msg, fds }) => {
       if (msg.type === 'migrate-done') {
         this.#senderFinished();
@@ -138,7 +142,13 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
         return;
       }
       const cpuAtArrival = cpuNow();
-      for (let i = 0; i < msg.items.length; i++) this.#take(fds[i]!, msg.items[i]!);
+      let highest = 0;
+      for (let i = 0; i < msg.items.length; i++) {
+        const fd = fds[i]!;
+        if (fd > highest) highest = fd;
+        this.#take(fd, msg.items[i]!);
+      }
+      this.#table.arrived(highest);
       const cpu = cpuSince(cpuAtArrival);
       // Acknowledged in the next turn, once every parked connection reported readable is adopted (#adoptReady):
       // at once when the clients are idle (then only parking, 3-6 µs a connection, was spent), after their
