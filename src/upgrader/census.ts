@@ -48,10 +48,14 @@ export class ConnectionCensus {
         add('h2', s.connections);
         continue;
       }
-      const isHttp = s.object instanceof http.Server || s.object instanceof https.Server;
+      if (!(s.object instanceof http.Server || s.object instanceof https.Server)) {
+        // Every connection of a plain net.Server is raw: counted, not walked (the walk copied the set into an
+        // array, 10,000 entries at the drain of a generation moving 10,000 raw connections).
+        add('raw', s.connections);
+        continue;
+      }
       for (const socket of s.sockets) {
-        if (!isHttp) add('raw');
-        else if (this.#upgraded.has(socket)) add('ws');
+        if (this.#upgraded.has(socket)) add('ws');
         else if (sse.has(socket)) add('sse');
         else add('http');
       }
