@@ -962,7 +962,7 @@ round trip) and times the echo. For each client, its slowest round trip among th
 window of ${STALL_WINDOW_MS / 1000} s without a reload, and in a window as long starting with the \`baton reload\` command
 (which holds the whole move); p50 / p99 / max of that over the clients. ${date}, Node ${process.version},
 ${os.cpus().length} × ${cpu}, ${os.platform()} ${os.release()}, 1-minute load average ${LOAD_AT_START} when the bench
-started — **a shared machine, loaded by other work while this ran**: the figures without a reload show how
+started — **2 cores shared by the clients, both generations and whatever else runs**: the figures without a reload show how
 much of a round trip the machine itself costs. ${CLIENT_NOTE[CLIENT as 'c' | 'node']} The generations hold
 every server side; all share the same cores.
 
@@ -1000,9 +1000,10 @@ lines above.
   pinger alone uses ~60% of a core, the generation the rest). The Node clients hid that: late themselves, they
   sent less. So the stall runs twice per size (\`--periods\`, default 250,1000): every 250 ms, the issue's
   figure, and every 1,000 ms (10,000 echoes a second at 10,000 connections), which the machine serves with a
-  no-reload p99 of 5–7 ms. The 50 ms goal at 10,000 is met at 1,000 ms (quiet machine, before the two changes
-  below: raw TCP p99 37.7 ms, WebSockets 26.0 ms) and not at 250 ms (raw TCP 72.1 ms against 39.5 ms without a
-  reload; WebSockets 281 ms against 216 ms — a saturated machine).
+  no-reload p99 of 4–7 ms. At 1,000 ms the 50 ms goal at 10,000 is met in most runs, not all: WebSockets p99
+  26–50 ms over five runs; raw TCP 28.5–36.8 ms in five runs of this code (2026-12-07 evening, quiet machine)
+  and 54.7 and 56.6 ms in the two full runs that wrote this section. At 250 ms it is not (raw TCP 72–298 ms
+  against 35–59 ms without a reload; WebSockets 281–1,558 ms against 76–382 ms — a saturated machine).
 - **Why ≤ 2× at 1,000 still fails.** With quiet clients, the figure without a reload is 1–5 ms, and during a
   reload each client's slowest echo is p99 13–33 ms. The slowest clients are the ones whose connection was in
   flight at a bad moment: in one run (1,000 raw TCP, every 250 ms) the 25 worst were consecutive clients whose
@@ -1015,8 +1016,30 @@ lines above.
   32, or batches of 4 ms of adoption instead of 10. What is left is the machine: during a move three busy
   processes — the old generation preparing batches, the new one adopting them, the clients — share 2 cores, and
   the pinger's own lateness (its column) reaches 5–15 ms while it is descheduled too.
-- **The move against the floor.** Idle clients (the timed reloads, quiet machine, this run and two earlier ones):
-  10,000 raw TCP connections in 640–800 ms (~2.8× the floor), WebSockets 780–1,090 ms (~3×). The new generation
+- **The fd table, grown ahead (2026-12-07, evening).** The kernel grows a process's fd table by doubling it,
+  and in a multithreaded process — every Node process — each growth first waits for an RCU grace period, in the
+  thread that needs the fd. The new generation received its connections with \`recvmsg()\` on its event loop, so
+  the table grew there: at fd 256, 512, 1,024 for 1,000 connections, up to 8,192 for 10,000, 7–22 ms each
+  (Node opening 16,000 fds: those 7 opens took ~75 ms of the 126 ms; with the table grown first, the same opens
+  took 46 ms). The receiver now grows it on a threadpool thread before the fds need it
+  (\`src/upgrader/fd-table-ahead.ts\`: to 1,024 fds when it is made, then 8× whenever the highest fd received
+  passes half; one grace period each, slept off the loop). Alternating with the code before, 3 runs each, quiet
+  machine: 1,000 raw TCP every 250 ms, p99 30.5 / 24.5 / 25.1 → 14.0 / 14.1 / 14.9 ms, the new generation's
+  longest delay 16.6–30.6 → 11.1–12.8 ms, the move 155–180 → 98–142 ms; 1,000 WebSockets 18.1–45.0 →
+  15.8–36.0 ms (within the spread; longest delay 18.9–24.9 → 13.2–16.0 ms); idle moves of 10,000 (timed
+  reloads), the new generation's longest delay 18–27 → 15–17 ms (raw TCP) and 28.5–30.1 → 20.0–22.6 ms
+  (WebSockets), the moves 582–743 → 584–640 ms and 731–751 → 673–701 ms.
+- **What is left at 1,000.** The slowest clients are now those whose message reaches the old generation as its
+  drain begins (in one run the 25 worst were answered by generation 1, sent 0–5 ms after the drain, 15–16 ms
+  each): the drain's first task — its log lines, the draining report to the supervisor, the app's \`'drain'\`
+  handler preparing the first batch of 32 on code that has never run in that process — takes 5–10 ms (marks
+  in the drain, three runs), and the old generation's longest delay is 6–13 ms. Beyond that it is the 2 cores:
+  a CPU profile's gaps of 2–8 ms in both generations fall in calls of a few µs, where the process was waiting
+  for a core.
+- **The move against the floor.** Idle clients (the timed reloads, quiet machine, 2026-12-07 evening, 3 runs
+  each): 10,000 raw TCP connections in 584–640 ms (2.6–2.8× the floor), WebSockets 673–701 ms (2.2–2.3×). Node's
+  fd-type probe in \`new net.Socket({ fd })\` is not the difference: alone, 5,000 sockets built from fds or from
+  a handle opened on the fd cost the same within the runs' spread (10.5–16 µs each). The new generation
   is busy the whole move — its CPU time equals the move (740–1,100 ms for 10,000 WebSockets) — at ~74–110 µs a
   WebSocket against the floor's 28–31. Its CPU profile puts ~9 µs a connection in receiving the fds
   (\`recvmsg\`), ~8.5 µs in parking and unparking them in the epoll set, ~6 µs in Node's fd-type probe in
