@@ -95,7 +95,19 @@ export function spawnNode(t: Cleanup, script: string, args: string[] = [], env: 
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
   const exited = new Promise<number | string>((resolve) => {
-    child.on('exit', (code, signal) => resolve(code ?? signal ?? -1));
+    child.on('exit', (code, signal) => {
+      // 'exit' can come before the last of the child's output is read from its pipes (libuv may handle the
+      // SIGCHLD before the pipes' data in the same turn), and a test reads stderr() once this resolves. So wait
+      // for both streams to end — at most 2 s: a grandchild that inherited the pipes keeps them open.
+      const ended = (s: NodeJS.ReadableStream & { readableEnded?: boolean }) =>
+        s.readableEnded ? Promise.resolve() : new Promise<void>((r) => s.once('end', r).once('close', r));
+      let timer: NodeJS.Timeout | undefined;
+      const bound = new Promise<void>((r) => (timer = setTimeout(r, 2000)));
+      void Promise.race([Promise.all([ended(child.stdout!), ended(child.stderr!)]), bound]).then(() => {
+        clearTimeout(timer);
+        resolve(code ?? signal ?? -1);
+      });
+    });
   });
   const pid = child.pid!;
   t.after(() => killPid(pid));

@@ -231,7 +231,11 @@ test('the orphan dies when the takeover begins (before its listeners): the new s
   // The port is pinned: the orphan's death frees it, and the fresh generation binds it again.
   const { w, s2 } = await orphanThen(t, [1, 'event:upgrade-start', 'kill'], { PORT: 'same' });
   const n = await servingPid(s2, 1);
-  assert.match(s2.stderr(), /baton WARN takeover-failed supervisor=\d+ orphan=\d+ reason=/);
+  await waitFor(
+    () => /baton WARN takeover-failed supervisor=\d+ orphan=\d+ reason=/.test(s2.stderr()),
+    10_000,
+    'the supervisor logs the failed takeover (stderr: it may reach the test after the serving line)',
+  );
   assert.equal(w.running(w.gen1), false);
   await w.traffic.served('by the fresh generation');
   // The port was closed from the orphan's death to the fresh bind: refusals and resets are expected here.

@@ -47,7 +47,11 @@ test('standalone: 10 successive processes take over under load, no request fails
       prev.stderr(),
       new RegExp(`baton upgraded gen=${gen - 1} pid=${prev.pid} next=${gen} peer=${next.pid}`),
     );
-    assert.match(next.stderr(), /baton listen gen=\d+ pid=\d+ name=web address=127\.0\.0\.1:\d+ inherited=true/);
+    await waitFor(
+      () => /baton listen gen=\d+ pid=\d+ name=web address=127\.0\.0\.1:\d+ inherited=true/.test(next.stderr()),
+      10_000,
+      `generation ${gen} logs its inherited listener (stderr: it may reach the test after the serving line)`,
+    );
     await waitFor(() => load.result.ok >= before + 50, 10_000, `requests served by generation ${gen}`);
     prev = next;
   }
