@@ -98,13 +98,13 @@ static napi_value fd_is_open(napi_env env, napi_callback_info info) {
  * threadpool thread: fcntl(fd, F_DUPFD_CLOEXEC, minFd) — the lowest free fd >= minFd — then close that copy.
  * The kernel never shrinks a table it grew.
  *
- * Why: the kernel grows a table by doubling it (128, 256, ... fds), and in a process with more than one thread
- * sharing it — every Node process — each growth waits for an RCU grace period (expand_fdtable(): synchronize_rcu()
- * once files->count > 1) in whichever thread needs the new fd. A generation taking 10,000 connections in grew
- * its table 7 times, each inside recvmsg() on the event loop, 7-15 ms each (Linux 6.18: /dev/null opened 16,000
- * times from Node, the opens at fd 256, 512, ... 8192 took 7-15 ms, the others ~2 µs). Grown here once ahead, that
- * is one grace period, slept on a threadpool thread; the event loop waits only for an fd it needs meanwhile
- * beyond the old size (the kernel makes it wait for the growth in progress).
+ * Why: the kernel grows a table by doubling it (128, 256, ... fds), and in a process with more than one
+ * thread sharing it — every Node process — each growth waits for an RCU grace period (expand_fdtable():
+ * synchronize_rcu() once files->count > 1) in whichever thread needs the new fd. A generation taking 10,000
+ * connections in grew its table 7 times, each inside recvmsg() on the event loop (Linux 6.18: /dev/null opened
+ * 16,000 times from Node, the opens at fd 256, 512, ... 8192 took 7-22 ms each, ~75 ms in all, the others
+ * ~2 µs). Grown here once ahead, that is one grace period, slept on a threadpool thread; the event loop waits
+ * only for an fd it needs meanwhile beyond the old size (the kernel makes it wait for the growth in progress).
  *
  * `fd` is any open fd (its copy is closed at once); if the event loop closes it meanwhile, the dup fails with
  * EBADF or copies whatever took the number — closed again just the same. Rejects with the errno Error (EMFILE:

@@ -32,7 +32,7 @@ export function closeFds(fds: readonly number[]): void {
 /**
  * Make this process's fd table cover fd number `minFd`, on a threadpool thread (a dup at or above it, closed at
  * once; the kernel never shrinks a table). Each time the kernel grows a table itself it doubles it and, in any
- * multithreaded process, waits an RCU grace period — 7-15 ms here, in the thread that needed the fd: for a
+ * multithreaded process, waits an RCU grace period — 7-22 ms here, in the thread that needed the fd: for a
  * generation receiving 10,000 connections, 7 waits on its event loop. Grown ahead, that is one wait, off the
  * loop (see native/fdutil.c). `viaFd`: any open fd of yours (its copy is what is made and closed). Rejects with
  * the errno Error: EINVAL when `minFd` is at or above RLIMIT_NOFILE, EMFILE when no fd at or above it is free.

@@ -4,7 +4,7 @@
  * The kernel grows a process's fd table by doubling it when an fd is needed past its end, and in a process
  * with more than one thread — every Node process — each growth first waits for an RCU grace period, in the
  * thread that needed the fd. Received with recvmsg() on the event loop, 10,000 connections grew the table 7
- * times (256, 512, ... 8,192 fds): 7 blocks of 7-15 ms (Linux 6.18; native/fdutil.c), which every client
+ * times (256, 512, ... 8,192 fds): 7 blocks of 7-22 ms (Linux 6.18; native/fdutil.c), which every client
  * already moved waits behind. Here the table is grown by growFdTable() on a threadpool thread instead, before
  * the fds need it: to START_FDS when the receiver is made (the first batches, 32 and at most 253 fds, then fit),
  * and by FACTOR whenever the highest fd received passes half of what is grown. The event loop only waits if it
