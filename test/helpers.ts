@@ -98,11 +98,13 @@ export function spawnNode(t: Cleanup, script: string, args: string[] = [], env: 
     child.on('exit', (code, signal) => {
       // 'exit' can come before the last of the child's output is read from its pipes (libuv may handle the
       // SIGCHLD before the pipes' data in the same turn), and a test reads stderr() once this resolves. So wait
-      // for both streams to end — at most 2 s: a grandchild that inherited the pipes keeps them open.
+      // for both streams to end — or 50 ms, what is in the pipes by then has long been read: a grandchild that
+      // inherited them keeps them open (a SIGKILLed supervisor's generations; a 2 s bound added ~75 s to the
+      // suite's 512).
       const ended = (s: NodeJS.ReadableStream & { readableEnded?: boolean }) =>
         s.readableEnded ? Promise.resolve() : new Promise<void>((r) => s.once('end', r).once('close', r));
       let timer: NodeJS.Timeout | undefined;
-      const bound = new Promise<void>((r) => (timer = setTimeout(r, 2000)));
+      const bound = new Promise<void>((r) => (timer = setTimeout(r, 50)));
       void Promise.race([Promise.all([ended(child.stdout!), ended(child.stderr!)]), bound]).then(() => {
         clearTimeout(timer);
         resolve(code ?? signal ?? -1);
