@@ -29,10 +29,10 @@ function softLimit(): number {
   return m && m[1] !== 'unlimited' ? Number(m[1]) : Number.POSITIVE_INFINITY;
 }
 
-test('growFdTable: the table covers minFd afterwards, and the copy it made is closed', async () => {
+test('growFdTable: the table covers minFd afterwards, and the copy it made is closed', async (t) => {
   const before = tableSize();
   const target = before * 4 + 100;
-  if (target >= softLimit()) return;
+  if (target >= softLimit()) return t.skip(`RLIMIT_NOFILE ${softLimit()}: no room to grow the table to ${target}`);
   const open = fdCount();
   await growFdTable(0, target);
   assert.ok(tableSize() > target, `FDSize ${tableSize()} after growing to cover fd ${target} (was ${before})`);
