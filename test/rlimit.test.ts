@@ -45,9 +45,13 @@ const NO_PRLIMIT = 'prlimit (util-linux) is not installed';
 
 const fdsOf = (pid: number) => fs.readdirSync(`/proc/${pid}/fd`).length;
 
-/** Poll until `pid` holds `want` fds (closes lag a moment behind the events that cause them). */
+/**
+ * Poll until `pid` holds no more than `want` fds (closes lag a moment behind the events that cause them). At most,
+ * not exactly: a baseline taken just after start can include a connection still closing (the supervisor held
+ * 24 then and 23 at the end, beside 2 busy loops), and a leak is what this is for.
+ */
 async function fdsBackTo(pid: number, want: number, what: string): Promise<void> {
-  await waitFor(() => fdsOf(pid) === want, 10_000, `${what}: pid ${pid} back to ${want} fds (now ${fdsOf(pid)})`, 50);
+  await waitFor(() => fdsOf(pid) <= want, 10_000, `${what}: pid ${pid} back to ${want} fds (now ${fdsOf(pid)})`, 50);
 }
 
 /** The "limits-app pid P fds F nofile N" line of process `pid`: fds open before Upgrader.start(), and its limit. */

@@ -35,6 +35,8 @@ export class FdTableAhead {
   readonly #cap: number;
   /** The table covers fds below this, as far as this object made it (the kernel's own growths aside). */
   #covered = 0;
+  /** The highest fd received so far. */
+  #highest = 0;
   #growing = false;
   /** A growth failed: leave the table to the kernel. */
   #off = false;
@@ -54,8 +56,16 @@ export class FdTableAhead {
 
   /** fds arrived, the highest of them `highest`. */
   arrived(highest: number): void {
-    if (this.#off || this.#growing || highest * 2 < this.#covered) return;
-    this.#grow(Math.max(this.#covered, highest) * FACTOR);
+    if (highest > this.#highest) this.#highest = highest;
+    this.#growIfNeeded();
+  }
+
+  /** Past half of what is grown: grow by FACTOR. Also once a growth is done, for the fds that arrived meanwhile
+   * (one batch can be all there is: the first growth, from the constructor, was still under way when it came
+   * beside 2 busy loops). */
+  #growIfNeeded(): void {
+    if (this.#off || this.#growing || this.#highest * 2 < this.#covered) return;
+    this.#grow(Math.max(this.#covered, this.#highest) * FACTOR);
   }
 
   #grow(to: number): void {
@@ -66,6 +76,7 @@ export class FdTableAhead {
       () => {
         this.#growing = false;
         this.#covered = target;
+        this.#growIfNeeded();
       },
       () => {
         this.#growing = false;
