@@ -49,11 +49,6 @@ export class FdTableAhead {
     this.#grow(START_FDS);
   }
 
-  /** The table covers fds below this, as far as this object knows (0 until the first growth is done). */
-  get covered(): number {
-    return this.#covered;
-  }
-
   /** fds arrived, the highest of them `highest`. */
   arrived(highest: number): void {
     if (highest > this.#highest) this.#highest = highest;
