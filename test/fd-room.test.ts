@@ -37,6 +37,9 @@ test('room: the limit less the fds open and the reserve; none when the table is 
   assert.equal(new FdRoom(LOW, script([listed(9990)]).read).room, 0);
   assert.equal(new FdRoom(LOW, script(['full']).read).room, 0);
   assert.equal(new FdRoom(LOW, script([listed(10, Infinity)]).read).room, NO_LIMIT);
+  // The limit it read, for the fd table's growth (fd-table-ahead.ts): Infinity when it read none.
+  assert.equal(new FdRoom(LOW, script([listed(1000)]).read).limit, 10_000);
+  assert.equal(new FdRoom(LOW, script(['full']).read).limit, Number.POSITIVE_INFINITY);
 });
 
 test('room: no /proc from the start is "unknown: no limit"; a measurement that fails after one succeeded is 0', () => {

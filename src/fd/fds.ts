@@ -1,8 +1,7 @@
 /**
  * Owned fds, as numbers: make a channel pair, check, close, grow the fd table ahead of them, and a fresh Unix
- * stream listener. This is what
- * the layers above src/fd use instead of the addon (src/fd/native.ts), which nothing outside src/fd imports
- * (test/layering.test.ts checks it).
+ * stream listener. This is what the layers above src/fd use instead of the addon (src/fd/native.ts), which
+ * nothing outside src/fd imports (test/layering.test.ts checks it).
  */
 import { argTypeError, checkFd } from './errors.js';
 import { native } from './native.js';

@@ -42,11 +42,19 @@ export class FdRoom {
   /** What the last measurement found. */
   #measured: number;
   #room: number;
+  /** The soft RLIMIT_NOFILE the last successful measurement read (Infinity before one, or when unlimited). */
+  #limit = Number.POSITIVE_INFINITY;
 
   constructor(low: number, read: () => FdUsageReading = readFdUsage) {
     this.#low = low;
     this.#read = read;
     this.#room = this.#measured = this.#measure();
+  }
+
+  /** The soft RLIMIT_NOFILE as last read (Infinity when unlimited or never read): what else needs the limit at
+   * the receiver's start takes it from here rather than read /proc again. */
+  get limit(): number {
+    return this.#limit;
   }
 
   /** fds this process can still take, as estimated now. */
@@ -67,6 +75,7 @@ export class FdRoom {
     if (usage === 'full' || (usage === 'unreadable' && this.#seen)) return 0;
     if (usage === 'unreadable') return NO_LIMIT;
     this.#seen = true;
+    this.#limit = usage.limit;
     this.#cheap = usage.counted === 'stat';
     if (usage.limit === Infinity) return NO_LIMIT;
     return Math.max(0, usage.limit - usage.open - FD_RESERVE);

@@ -15,7 +15,6 @@
  * the copy it makes and closes could take a number a batch is about to need.
  */
 import { growFdTable } from '../fd/fds.js';
-import { fdUsage } from '../fd/fd-usage.js';
 import { FD_RESERVE } from './fd-room.js';
 
 /** The table covers at least this many fds from the start: two full batches and then some (8 KiB of table). */
@@ -41,10 +40,10 @@ export class FdTableAhead {
   /** A growth failed: leave the table to the kernel. */
   #off = false;
 
-  /** `viaFd`: an fd of the caller's, open for as long as this is used (the receiver's channel). */
-  constructor(viaFd: number) {
+  /** `viaFd`: an fd of the caller's, open for as long as this is used (the receiver's channel); `limit`: the soft
+   * RLIMIT_NOFILE (Infinity when unlimited or unknown). */
+  constructor(viaFd: number, limit: number) {
     this.#viaFd = viaFd;
-    const limit = fdUsage()?.limit ?? Number.POSITIVE_INFINITY;
     this.#cap = Number.isFinite(limit) ? Math.max(0, limit - FD_RESERVE) : NO_LIMIT_CAP;
     this.#grow(START_FDS);
   }

@@ -122,7 +122,7 @@ export class MigrationReceiver extends EventEmitter<MigrationReceiverEvents> {
     super();
     const maxMessageBytes = MAX_BATCH_BYTES + 1024 * 1024;
     this.#link = new Link(FdChannel.fromFd(channelFd, { maxMessageBytes }), maxMessageBytes);
-    this.#table = new FdTableAhead(channelFd);
+    this.#table = new FdTableAhead(channelFd, this.#room.limit);
     this.#link.on('message', ({ msg, fds }) => {
       if (msg.type === 'migrate-done') {
         this.#senderFinished();
