@@ -15,24 +15,13 @@ import { FD_RESERVE } from '../src/upgrader/fd-room.js';
 import { FACTOR, START_FDS } from '../src/upgrader/fd-table-ahead.js';
 import { MigrationReceiver, MigrationSender } from '../src/upgrader/migrate.js';
 import { closeServer, listenTcp } from './fd-helpers.js';
+import { fdTableSize as tableSize } from './fixtures/fd-table.js';
+import { nofileLimit } from './migrate-helpers.js';
 import { FIXTURES, fdCount, spawnNode, waitFor, within } from './helpers.js';
 import path from 'node:path';
 
-/** How many fds this process's table holds now (FDSize in /proc/self/status). */
-function tableSize(): number {
-  const m = /^FDSize:\s+(\d+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
-  assert.ok(m, 'FDSize in /proc/self/status');
-  return Number(m[1]);
-}
-
-/** The soft RLIMIT_NOFILE. */
-function softLimit(): number {
-  const m = /^Max open files\s+(\S+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
-  return m && m[1] !== 'unlimited' ? Number(m[1]) : Number.POSITIVE_INFINITY;
-}
-
 test('a migration receiver grows the table ahead: to START_FDS when made, by FACTOR once fds past half of it arrive', async (t) => {
-  const limit = softLimit();
+  const limit = nofileLimit();
   const need = (START_FDS / 2 + 20) * FACTOR + FD_RESERVE;
   if (limit < need) return t.skip(`RLIMIT_NOFILE ${limit}: the growth by ${FACTOR} needs ${need}`);
   const initial = tableSize();
@@ -88,7 +77,7 @@ test('a migration receiver grows the table ahead: to START_FDS when made, by FAC
 
 test('a batch that arrives while the first growth waits for the threadpool is grown for once it ran', async (t) => {
   const need = START_FDS * FACTOR + FD_RESERVE;
-  if (softLimit() < need) return t.skip(`RLIMIT_NOFILE ${softLimit()}: the growth by ${FACTOR} needs ${need}`);
+  if (nofileLimit() < need) return t.skip(`RLIMIT_NOFILE ${nofileLimit()}: the growth by ${FACTOR} needs ${need}`);
   // In a process of its own: its table starts small. Before, the growth was asked for only as a batch arrived,
   // and skipped while one was under way: this one stayed at 1,024.
   const child = spawnNode(t, path.join(FIXTURES, 'fd-table-busy-pool.js'));
@@ -103,7 +92,7 @@ test('a batch that arrives while the first growth waits for the threadpool is gr
 test('growFdTable: the table covers minFd afterwards, and the copy it made is closed', async (t) => {
   const before = tableSize();
   const target = before * 2 + 100;
-  if (target >= softLimit()) return t.skip(`RLIMIT_NOFILE ${softLimit()}: no room to grow the table to ${target}`);
+  if (target >= nofileLimit()) return t.skip(`RLIMIT_NOFILE ${nofileLimit()}: no room to grow the table to ${target}`);
   const open = fdCount();
   await growFdTable(0, target);
   assert.ok(tableSize() > target, `FDSize ${tableSize()} after growing to cover fd ${target} (was ${before})`);
@@ -118,7 +107,7 @@ test('growFdTable: bad arguments are TypeErrors or RangeErrors; a failing growth
   assert.throws(() => growFdTable(0, '8' as unknown as number), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
   assert.throws(() => growFdTable(0, -1), { name: 'RangeError' });
   assert.throws(() => growFdTable(-1, 8), { name: 'RangeError' });
-  const limit = softLimit();
+  const limit = nofileLimit();
   if (Number.isFinite(limit) && limit < 0x7fffffff) {
     // At or above RLIMIT_NOFILE: fcntl(F_DUPFD) says EINVAL.
     await assert.rejects(growFdTable(0, limit), { code: 'EINVAL', syscall: 'fcntl' });
