@@ -9,6 +9,9 @@
  * does that). This test counts the bytes the scavenges promote per request — v8.GCProfiler's old-space size
  * before and after each scavenge — in plain node:http and in the same app listening through an Upgrader,
  * under the same `Connection: close` load. Counted bytes, not time: it holds on a loaded machine.
+ *
+ * And what baton adds to every request, counted in listeners: one 'request' listener on the server and one
+ * 'close' listener on each response (docs/performance.md, "What baton executes per request").
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -68,4 +71,25 @@ test('an app listening through an Upgrader promotes no more per Connection: clos
     `the Upgrader's app promoted ${baton.toFixed(0)} bytes per request, plain node:http ${plain.toFixed(0)} ` +
       `(${ratio.toFixed(2)}×, at most ${MAX_RATIO}×): something baton tracks per connection outlives it`,
   );
+});
+
+test('an Upgrader adds one listener per request: none for SSE streams before a drain, none for "finish"', async (t) => {
+  type Counts = { request: number; finish: number; close: number };
+  const counts = async (env: NodeJS.ProcessEnv): Promise<Counts> => {
+    const app = spawnNode(t, APP, [], env);
+    const port = Number((await app.line(/^ready (\d+)/, 20_000))[1]);
+    const r = await get(port, '/listeners');
+    assert.equal(r.status, 200);
+    return JSON.parse(r.body) as Counts;
+  };
+  const plain = await counts({});
+  const baton = await counts({ BATON_SOCKET: path.join(tmpDir(t), 'listeners.sock') });
+  t.diagnostic(`listeners: plain ${JSON.stringify(plain)}, Upgrader ${JSON.stringify(baton)}`);
+  // The drainer's 'request' listener (src/integrations/http.ts); the SSE tracker reads its list of responses and
+  // listens to requests only once the drain begins (sse.ts). Two here meant both listened to every request.
+  assert.equal(baton.request - plain.request, 1, "'request' listeners baton adds");
+  // A response's end is its 'close' (node:http emits it after 'finish'): a 'finish' listener as well would turn
+  // the response's listeners into an array next to node:http's own.
+  assert.equal(baton.finish - plain.finish, 0, "'finish' listeners baton adds per response");
+  assert.equal(baton.close - plain.close, 1, "'close' listeners baton adds per response");
 });

@@ -102,7 +102,6 @@ export class ServerDrainer {
   #http1: boolean;
   #http2: boolean;
   #done: (() => void) | null = null;
-  #onResponseFinish: (this: http.ServerResponse) => void;
   #onResponseClose: (this: http.ServerResponse) => void;
   #onSocketClose: (this: Tracked) => void;
 
@@ -114,13 +113,13 @@ export class ServerDrainer {
     // Listeners shared by every response and socket of this server ('this' is the emitter) instead of a closure
     // and a once() wrapper per request and per connection. Counted under callgrind (bench/steady/instructions.ts,
     // docs/performance.md "Steady state"): keep-alive 418k -> 401k instructions per request, Connection: close
-    // 743k -> 707k. 'finish' and 'close' fire at most once each, so on() does what once() did.
+    // 743k -> 707k. 'close' fires at most once, so on() does what once() did.
     const drainer = this;
-    this.#onResponseFinish = function (this: http.ServerResponse) {
-      drainer.#responseDone(this);
-    };
+    // A response's end is its 'close' alone: node:http emits it on the tick after 'finish' (resOnFinish), or when
+    // the connection closes first. A 'finish' listener as well was a second one next to node:http's own, which
+    // turns the response's listeners into an array: raw, keep-alive 384-387k -> 379-382k instructions per request.
     this.#onResponseClose = function (this: http.ServerResponse) {
-      if (drainer.#pending.has(this) || !this.writableFinished) drainer.#responseDone(this);
+      if (drainer.#responses.has(this)) drainer.#responseDone(this);
     };
     this.#onSocketClose = function (this: Tracked) {
       if (this[kIdleTimer]) clearTimeout(this[kIdleTimer]);
@@ -181,6 +180,11 @@ export class ServerDrainer {
     return this.#http2 ? null : this.#sockets;
   }
 
+  /** The HTTP/1 responses in flight, oldest first: the SSE tracker (sse.ts) finds the streams among them. */
+  get responses(): ReadonlyLinkedSet<http.ServerResponse> {
+    return this.#responses;
+  }
+
   /** Whether `socket` is one of this server's open connections. */
   has(socket: net.Socket): boolean {
     return this.#sockets.has(socket as Tracked);
@@ -208,7 +212,7 @@ export class ServerDrainer {
     if (this.#http2) for (const s of this.#sessions) this.#goaway(s);
     if (this.#http1) {
       this.#migrate = migrate;
-      for (const res of this.#pending) {
+      for (const res of this.#responses) {
         if (!res.headersSent && (!migrate || (res.socket as Tracked | null)?.[kUnmovable])) res.shouldKeepAlive = false;
       }
       const idle: Tracked[] = [];
@@ -270,22 +274,26 @@ export class ServerDrainer {
       socket[kIdleTimer] = undefined;
     }
     if (this.#draining && (!this.#migrate || socket[kUnmovable])) res.shouldKeepAlive = false;
-    else this.#pending.add(res);
-    res.on('finish', this.#onResponseFinish);
+    this.#responses.add(res);
     res.on('close', this.#onResponseClose);
   }
 
   #responseDone(res: http.ServerResponse): void {
-    // res.req.socket: the response's own socket is detached by the time 'finish' is emitted.
+    // res.req.socket: the response's own socket is detached by the time it has finished.
     const socket = res.req.socket as Tracked;
-    this.#pending.delete(res);
+    this.#responses.delete(res);
     socket[kInflight] = Math.max(0, (socket[kInflight] ?? 1) - 1);
     // A keep-alive response that was already under way when the drain began leaves the connection idle.
     if (this.#draining && socket[kInflight] === 0 && !socket.destroyed) this.#idle(socket);
   }
 
-  /** Responses in flight when the drain began: those whose head is not out yet still get Connection: close. */
-  #pending = new LinkedSet<http.ServerResponse>();
+  /**
+   * Responses in flight (until their 'close'): at the drain, those whose head is not out yet
+   * get Connection: close; the SSE tracker (sse.ts) ends the streams among them. One list for both: the tracker
+   * had its own 'request' listener, list and 'close' listener per response, which made a second 'close'
+   * listener turn the response's into an array, and a second symbol property on it.
+   */
+  #responses = new LinkedSet<http.ServerResponse>();
 
   /** Connections moved to the new generation. */
   get migrated(): number {

@@ -19,7 +19,6 @@ import type http from 'node:http';
 import type net from 'node:net';
 import type { EventStreamTracker } from '../upgrader/integration.js';
 import { responseHeadOf } from './internals.js';
-import { LinkedSet } from './linked-set.js';
 
 const EVENT_STREAM = /^content-type:[ \t]*text\/event-stream/im;
 
@@ -31,30 +30,28 @@ export function isEventStream(res: http.ServerResponse): boolean {
   return EVENT_STREAM.test(responseHeadOf(res));
 }
 
-/** The open responses of the HTTP servers it is attached to; ends the SSE ones at the drain. */
+/**
+ * Finds the SSE streams among the responses in flight of the HTTP servers it is attached to, and ends them at the
+ * drain. It keeps no list of its own and costs a request nothing until then: the responses are their drainers'
+ * (http.ts), and a 'request' listener is added only once ending, for the requests that come after.
+ */
 export class EventStreams implements EventStreamTracker {
-  /** A list, not a Set: one entry per request (linked-set.ts). */
-  #responses = new LinkedSet<http.ServerResponse>();
+  /** Each attached server, with its drainer's responses in flight. */
+  #servers: Array<{ server: http.Server; responses: Iterable<http.ServerResponse> }> = [];
   /** Set once ending: the retry hint (ms, 0 for none) each stream gets before it ends. */
   #retryMs: number | null = null;
 
-  attach(server: http.Server): void {
-    // One 'close' listener for every response ('this' is the response): no closure per request.
-    const responses = this.#responses;
-    const forget = function (this: http.ServerResponse) {
-      responses.delete(this);
-    };
-    server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
-      this.#responses.add(res);
-      res.on('close', forget);
-      if (this.#retryMs !== null) this.#endOnceHeadIsOut(res);
-    });
+  attach(server: http.Server, responses: Iterable<http.ServerResponse>): void {
+    this.#servers.push({ server, responses });
+    if (this.#retryMs !== null) this.#endLater(server);
   }
 
   /** Sockets that carry an SSE stream now. */
   sockets(): Set<net.Socket> {
     const set = new Set<net.Socket>();
-    for (const res of this.#responses) if (res.socket && !res.writableEnded && isEventStream(res)) set.add(res.socket);
+    for (const { responses } of this.#servers) {
+      for (const res of responses) if (res.socket && !res.writableEnded && isEventStream(res)) set.add(res.socket);
+    }
     return set;
   }
 
@@ -63,14 +60,26 @@ export class EventStreams implements EventStreamTracker {
    * (none if 0). Returns how many were ended now.
    */
   endAll(retryMs: number): number {
+    const first = this.#retryMs === null;
     this.#retryMs = retryMs;
     let n = 0;
-    for (const res of this.#responses) {
-      if (res.headersSent) {
-        if (this.#end(res)) n++;
-      } else this.#endOnceHeadIsOut(res);
+    for (const { server, responses } of this.#servers) {
+      if (first) this.#endLater(server);
+      for (const res of responses) {
+        if (res.headersSent) {
+          if (this.#end(res)) n++;
+        } else this.#endOnceHeadIsOut(res);
+      }
     }
     return n;
+  }
+
+  /** Responses to requests that come from now on: ended once their head shows they are streams. Prepended, so
+   * that it runs before the app's handler writes the head. */
+  #endLater(server: http.Server): void {
+    server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) =>
+      this.#endOnceHeadIsOut(res),
+    );
   }
 
   #end(res: http.ServerResponse): boolean {

@@ -19,6 +19,9 @@ export interface ListenerDrainer {
   readonly connections: number;
   /** Its open connections (null for HTTP/2, whose sessions are tracked instead). */
   readonly sockets: Iterable<net.Socket> | null;
+  /** The HTTP/1 responses in flight on them, oldest first (none for other servers): what the SSE tracker looks
+   * through, so that a request is tracked once, here. */
+  readonly responses: Iterable<http.ServerResponse>;
   /** Count `socket` (one that moved here, not accepted by the server) as this listener's. */
   track(socket: net.Socket): void;
   has(socket: net.Socket): boolean;
@@ -89,7 +92,8 @@ export interface ServiceOptions {
 
 /** The Server-Sent Events streams of a generation's HTTP servers (src/integrations/sse.ts). */
 export interface EventStreamTracker {
-  attach(server: http.Server): void;
+  /** Watch `server`, whose responses in flight are `responses` (its drainer's: ListenerDrainer.responses). */
+  attach(server: http.Server, responses: Iterable<http.ServerResponse>): void;
   /** Sockets that carry an SSE stream now. */
   sockets(): Set<net.Socket>;
   /** End every stream, now and as later responses turn out to be streams, after a `retry:` hint (ms; 0 for

@@ -39,8 +39,8 @@ export interface ListenerContext {
   readonly service: ServiceManager | null;
   readonly idleGrace: number;
   log: LogFn;
-  /** An http or https server: its SSE streams and upgrades are watched. */
-  watchHttp(server: http.Server): void;
+  /** An http or https server: its SSE streams (among `drainer`'s responses) and upgrades are watched. */
+  watchHttp(server: http.Server, drainer: ListenerDrainer): void;
   /** A socket bound here (or taken by position) joins the inventory under its name. */
   register(client: GenerationClient, entry: InventoryEntry, fd: number): Promise<void>;
   state(): UpgraderState;
@@ -177,7 +177,7 @@ export class Listeners {
     const inherited = client?.take(name, kind, requested) ?? null;
     const taken = inherited ?? this.#ctx.service?.take(name, kind, requested) ?? null;
     const drainer = integrations().drainer(server, this.#ctx.idleGrace);
-    if (server instanceof http.Server || server instanceof https.Server) this.#ctx.watchHttp(server);
+    if (server instanceof http.Server || server instanceof https.Server) this.#ctx.watchHttp(server, drainer);
     let address: SocketAddress;
     if (taken) {
       // An inherited listener starts accepting at ready(): until then the old generation takes every

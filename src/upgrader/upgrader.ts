@@ -109,8 +109,8 @@ export class Upgrader extends EventEmitter<UpgraderEvents> {
       },
       idleGrace: settings.idleGrace,
       log,
-      watchHttp: (server) => {
-        this.#eventStreams.attach(server);
+      watchHttp: (server, drainer) => {
+        this.#eventStreams.attach(server, drainer.responses);
         this.#census.attach(server);
       },
       register: (c, entry, fd) => mode.registerFresh(c, entry, fd),
