@@ -124,6 +124,11 @@ export class ServerDrainer {
     this.#onSocketClose = function (this: Tracked) {
       if (this[kIdleTimer]) clearTimeout(this[kIdleTimer]);
       drainer.#sockets.delete(this);
+      // Pipelined requests answered while an earlier response was still being written: their responses never
+      // got the socket, and node:http emits neither 'finish' nor 'close' for them when it closes (Node 20.20 and
+      // 22.23; 24.21 emits 'close'; the one writing gets it in all). Without this they stayed in the list, with
+      // their socket, for good (test/drainer-responses.test.ts).
+      if ((this[kInflight] ?? 0) > 1) drainer.#forgetResponsesOf(this);
       drainer.#check();
     };
     const connectionEvent = server instanceof tls.Server ? 'secureConnection' : 'connection';
@@ -276,6 +281,13 @@ export class ServerDrainer {
     if (this.#draining && (!this.#migrate || socket[kUnmovable])) res.shouldKeepAlive = false;
     this.#responses.add(res);
     res.on('close', this.#onResponseClose);
+  }
+
+  /** Take `socket`'s responses out of the list: it closed (a walk of the responses in flight; only ever after
+   * pipelining, see #onSocketClose). */
+  #forgetResponsesOf(socket: Tracked): void {
+    for (const res of this.#responses) if (res.req.socket === socket) this.#responses.delete(res);
+    socket[kInflight] = 0;
   }
 
   #responseDone(res: http.ServerResponse): void {
