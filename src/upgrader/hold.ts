@@ -22,17 +22,28 @@ export function stopReading(socket: net.Socket): Buffer {
   };
   stop();
   const chunks: Buffer[] = [];
-  // read() also emits 'data' with what it returns: the app's listeners must not see these bytes, which move
-  // as `pending` (they would be processed twice, here and in the new generation). Put them back after.
-  const listeners = socket.rawListeners('data') as Array<(...args: unknown[]) => void>;
-  socket.removeAllListeners('data');
-  try {
-    for (let c: Buffer | string | null; (c = socket.read() as Buffer | string | null) !== null; ) {
-      chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
+  if (socket.readableLength === 0) {
+    // Nothing buffered, the usual case: read() returns null (a read it asks libuv for completes in a later turn
+    // at the earliest), so there is no 'data' to keep from the app's listeners. Taking them off and putting
+    // them back, as below, deletes a property of the socket's _events: V8 turns that long-lived object into a
+    // dictionary, allocated young and kept alive by the old socket, so every scavenge during a move copied
+    // and promoted one per connection (10,000 raw TCP, --trace-gc: 10-49 ms scavenges in the old generation
+    // while it drained, its old space growing by 14-15 MB; the sampling heap profile put 4.7 MB of it in
+    // removeAllListeners).
+    socket.read();
+  } else {
+    // read() also emits 'data' with what it returns: the app's listeners must not see these bytes, which move
+    // as `pending` (they would be processed twice, here and in the new generation). Put them back after.
+    const listeners = socket.rawListeners('data') as Array<(...args: unknown[]) => void>;
+    socket.removeAllListeners('data');
+    try {
+      for (let c: Buffer | string | null; (c = socket.read() as Buffer | string | null) !== null; ) {
+        chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
+      }
+    } finally {
+      // The socket is paused (flowing === false): adding 'data' listeners back does not resume it.
+      for (const l of listeners) socket.on('data', l);
     }
-  } finally {
-    // The socket is paused (flowing === false): adding 'data' listeners back does not resume it.
-    for (const l of listeners) socket.on('data', l);
   }
   // read() may have asked libuv to read again; nothing is read before we return to the event loop.
   stop();
