@@ -1050,6 +1050,17 @@ lines above.
     37.4 ms that run (PASS), 54.7 ms in the run that wrote the table above, where that delay was 44.7 ms. A
     full collection of a heap holding 10,000 sockets takes that long whoever runs it; whether one falls inside
     the drain is what moves that goal across its line.
+- **The old generation's scavenges, halved (2026-12-07, late evening).** The same traces showed the old
+  generation's scavenges during an idle move of 10,000 taking 10–49 ms each, its old space growing by 7–18 MB
+  while it drained: young objects survived because old ones pointed at them. A sampling heap profile of the
+  drain put most of it in \`removeAllListeners\`: to read what Node had buffered without the app seeing it,
+  the move took the app's \`'data'\` listeners off each socket and put them back, which deletes a property of
+  the socket's long-lived \`_events\` object — and V8 turns such an object into a dictionary, allocated young.
+  With nothing buffered (the usual case) the listeners are now left alone (src/upgrader/hold.ts;
+  test/hold.test.ts checks V8's \`%HasFastProperties\`). The first generation's drain, 10,000 idle raw TCP, 3 runs
+  each: old space +7.1–7.2 → +2.6–3.0 MB, its scavenges 43–93 → 22–29 ms in all; WebSockets (one run each):
+  +14.0 → +6.1 MB, 63.5 → 51.8 ms. Generations that had themselves received the connections still grew by
+  9.6–14 MB in some runs (3 MB in others); a heap profile of their drains found nothing of the move's own left.
 - **The move against the floor.** Idle clients (the timed reloads, quiet machine, 2026-12-07 evening, 3 runs
   each): 10,000 raw TCP connections in 584–640 ms (2.6–2.8× the floor), WebSockets 673–701 ms (2.2–2.3×). Node's
   fd-type probe in \`new net.Socket({ fd })\` is not the difference: alone, 5,000 sockets built from fds or from
