@@ -1050,7 +1050,7 @@ lines above.
     37.4 ms that run (PASS), 54.7 ms in the run that wrote the table above, where that delay was 44.7 ms. A
     full collection of a heap holding 10,000 sockets takes that long whoever runs it; whether one falls inside
     the drain is what moves that goal across its line.
-- **The old generation's scavenges, halved (2026-12-07, late evening).** The same traces showed the old
+- **What the old generation's scavenges copied (2026-12-07, late evening).** The same traces showed the old
   generation's scavenges during an idle move of 10,000 taking 10–49 ms each, its old space growing by 7–18 MB
   while it drained: young objects survived because old ones pointed at them. A sampling heap profile of the
   drain put most of it in \`removeAllListeners\`: to read what Node had buffered without the app seeing it,
