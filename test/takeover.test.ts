@@ -285,11 +285,21 @@ test('two new baton runs race for the orphan: exactly one takes over, the other 
   process.kill(s1.sup.pid, 'SIGKILL');
   await s1.sup.exited;
   const racers = [runAgain(t, s1.dir, WS_APP), runAgain(t, s1.dir, WS_APP)];
-  await waitFor(
-    () => racers.some((r) => WS_SERVING(2).test(r.stdout())) && racers.some((r) => r.child.exitCode !== null),
-    30_000,
-    'one racer serving, the other exited',
-  );
+  try {
+    await waitFor(
+      () => racers.some((r) => WS_SERVING(2).test(r.stdout())) && racers.some((r) => r.child.exitCode !== null),
+      30_000,
+      'one racer serving, the other exited',
+    );
+  } catch (err) {
+    // Once in ~12 runs of the suite this timed out (CI, 2026-12-07) with nothing to say which part: name it.
+    const said = racers.map(
+      (r, i) =>
+        `racer ${i + 1} (pid ${r.pid}, exit ${r.child.exitCode}):\n--- stdout\n${r.stdout().slice(-2000)}` +
+        `\n--- stderr\n${r.stderr().slice(-4000)}`,
+    );
+    throw new Error(`${(err as Error).message}\n${said.join('\n')}`);
+  }
   const winner = racers.find((r) => WS_SERVING(2).test(r.stdout()))!;
   const loser = racers.find((r) => r !== winner)!;
   assert.equal(await loser.exited, 1);
