@@ -7,7 +7,8 @@
  * reports the peer going away as a clean end of stream and keeps its ordering guarantees.
  *
  * Every function here is nonblocking: EAGAIN is reported to the caller (false / -1 / stop), never waited
- * on; the TypeScript side waits through a Poller.
+ * on; the TypeScript side waits through a Poller. One exception, bounded: listen() waits for another process
+ * to leave the few syscalls of its own listen() in the same directory (see lock_socket_dir).
  */
 #include "baton.h"
 #include "scm.h"
@@ -18,9 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The largest record baton reads. The sender never writes more than BATON_RECORD_MAX (see framing.ts); a
@@ -77,6 +80,25 @@ static bool get_path(napi_env env, napi_value v, struct sockaddr_un *addr, sockl
   return true;
 }
 
+/* A call whose first argument is a socket path: its arguments, and the path as text and as an address. */
+typedef struct {
+  size_t argc;
+  napi_value argv[3];
+  struct sockaddr_un addr;
+  socklen_t len;
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 64];
+} path_call;
+
+/* Read up to `argc` arguments into *c: false with an exception pending when the path is not a usable one. */
+static bool path_args(napi_env env, napi_callback_info info, size_t argc, path_call *c) {
+  c->argc = argc;
+  if (napi_get_cb_info(env, info, &c->argc, c->argv, NULL, NULL) != napi_ok) {
+    baton__rethrow(env, "napi_get_cb_info");
+    return false;
+  }
+  return get_path(env, c->argv[0], &c->addr, &c->len, c->path, sizeof c->path);
+}
+
 /* Is someone listening on this socket path? 1 yes, 0 no (stale), -1 error in errno, with *syscall naming
  * the call that failed (socket or connect). */
 static int path_has_listener(const struct sockaddr_un *addr, socklen_t len, int type, const char **syscall) {
@@ -97,26 +119,48 @@ static int path_has_listener(const struct sockaddr_un *addr, socklen_t len, int 
   return -1;
 }
 
-/* listen(path, backlog, stream = false) -> fd: a SOCK_SEQPACKET listener for the fd channel, or with
- * `stream` a SOCK_STREAM one (the upgrader's Unix listeners: bound here rather than by libuv, because
- * libuv unlinks the path of a pipe it bound when the handle closes, and the old generation's close would
- * then remove the file the new generation is serving on). The socket file gets mode 0600; a stale socket
- * file is replaced only when nobody listens on it; a live one gives EADDRINUSE; a path that is not a
- * socket is never removed. */
-static napi_value channel_listen(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  struct sockaddr_un addr;
-  socklen_t len;
-  char path[sizeof addr.sun_path + 64];
-  if (!get_path(env, argv[0], &addr, &len, path, sizeof path)) return NULL;
-  int32_t backlog = 128;
-  if (argc >= 2 && !baton_arg_int32(env, argv[1], "backlog", &backlog)) return NULL;
-  bool stream = false;
-  if (argc >= 3) napi_get_value_bool(env, argv[2], &stream);
-  int type = stream ? SOCK_STREAM : SOCK_SEQPACKET;
+/* How long listen() waits for another process's listen() in the same directory: it holds the lock for a
+ * bind, an lstat, a probe connect, an unlink, a chmod and a listen (microseconds), so this bound is only
+ * reached when that process was stopped (SIGSTOP, a debugger) while holding it. */
+#define LISTEN_LOCK_TRIES 2000
+#define LISTEN_LOCK_SLEEP_NS 1000000L /* 1 ms: LISTEN_LOCK_TRIES of these is ~2 s */
 
+/* Take an exclusive flock(2) on the directory that holds `path`, so that two processes never interleave
+ * in listen() below. Without it, process B's probe could find A's socket bound but not yet listening
+ * (ECONNREFUSED, "stale"), unlink A's file and bind its own: both would then believe they own the path,
+ * and A would listen on a file nobody can reach. Two threads calling listen() on a stale path at the same
+ * moment did that 15 times in 3,000 tries (2026-12-07); two `baton run`s racing for a crashed supervisor's
+ * socket did it once in ~12 CI runs. The kernel drops the lock when its holder dies, so a crash leaves no
+ * stale lock. Returns the locked directory fd (the caller closes it, which unlocks), -1 when the directory
+ * cannot be opened or flock is unsupported there (then listen() goes on unlocked: bind() reports a missing
+ * directory itself, and the lock only guards a race), or -2 with errno EWOULDBLOCK when the bound ran out. */
+static int lock_socket_dir(const char *path) {
+  char dir[sizeof(((struct sockaddr_un *)0)->sun_path) + 64];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (!slash) snprintf(dir, sizeof dir, ".");
+  else if (slash == dir) dir[1] = '\0';
+  else *slash = '\0';
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  for (int i = 0; i < LISTEN_LOCK_TRIES; i++) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return fd;
+    if (errno == EINTR) continue;
+    if (errno != EWOULDBLOCK) break;
+    struct timespec ts = {0, LISTEN_LOCK_SLEEP_NS};
+    nanosleep(&ts, NULL);
+  }
+  int err = errno;
+  close(fd);
+  if (err != EWOULDBLOCK) return -1;
+  errno = EWOULDBLOCK;
+  return -2;
+}
+
+/* channel_listen's work once it holds the directory's lock: a listening fd, or NULL with an exception. */
+static napi_value bind_and_listen(napi_env env, const char *path, const struct sockaddr_un *addr_in, socklen_t len,
+                                  int type, int32_t backlog) {
+  struct sockaddr_un addr = *addr_in;
   int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return baton_throw_errno(env, errno, "socket", path);
 
@@ -136,7 +180,7 @@ static napi_value channel_listen(napi_env env, napi_callback_info info) {
     }
     if (!S_ISSOCK(st.st_mode)) {
       close(fd);
-      char detail[sizeof path + 64];
+      char detail[sizeof addr.sun_path + 128];
       snprintf(detail, sizeof detail, "%s (exists and is not a socket; baton will not remove it)", path);
       return baton_throw_errno(env, EADDRINUSE, "bind", detail);
     }
@@ -145,7 +189,7 @@ static napi_value channel_listen(napi_env env, napi_callback_info info) {
     if (live != 0) {
       err = live < 0 ? errno : EADDRINUSE;
       close(fd);
-      char detail[sizeof path + 64];
+      char detail[sizeof addr.sun_path + 128];
       snprintf(detail, sizeof detail, live < 0 ? "%s (checking whether anyone listens on it)"
                                                 : "%s (another process is listening on it)", path);
       return baton_throw_errno(env, err, failed, detail);
@@ -169,24 +213,48 @@ static napi_value channel_listen(napi_env env, napi_callback_info info) {
   return out;
 }
 
+
+/* listen(path, backlog, stream = false) -> fd: a SOCK_SEQPACKET listener for the fd channel, or with
+ * `stream` a SOCK_STREAM one (the upgrader's Unix listeners: bound here rather than by libuv, because
+ * libuv unlinks the path of a pipe it bound when the handle closes, and the old generation's close would
+ * then remove the file the new generation is serving on). The socket file gets mode 0600; a stale socket
+ * file is replaced only when nobody listens on it; a live one gives EADDRINUSE; a path that is not a
+ * socket is never removed. Done under an flock of the socket's directory (lock_socket_dir), so that two
+ * processes listening on one path at once end as one listener and one EADDRINUSE. */
+static napi_value channel_listen(napi_env env, napi_callback_info info) {
+  path_call c;
+  if (!path_args(env, info, 3, &c)) return NULL;
+  int32_t backlog = 128;
+  if (c.argc >= 2 && !baton_arg_int32(env, c.argv[1], "backlog", &backlog)) return NULL;
+  bool stream = false;
+  if (c.argc >= 3) napi_get_value_bool(env, c.argv[2], &stream);
+  int type = stream ? SOCK_STREAM : SOCK_SEQPACKET;
+
+  int lock = lock_socket_dir(c.path);
+  if (lock == -2) {
+    char detail[sizeof c.path + 96];
+    snprintf(detail, sizeof detail, "%s (another process has been binding a socket in its directory for 2 s)",
+             c.path);
+    return baton_throw_errno(env, EWOULDBLOCK, "flock", detail);
+  }
+  napi_value out = bind_and_listen(env, c.path, &c.addr, c.len, type, backlog);
+  if (lock >= 0) close(lock);
+  return out;
+}
+
 /* connect(path) -> fd. EAGAIN (the listener's backlog is full) is thrown like any error: the caller retries. */
 static napi_value channel_connect(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  BATON_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  struct sockaddr_un addr;
-  socklen_t len;
-  char path[sizeof addr.sun_path + 64];
-  if (!get_path(env, argv[0], &addr, &len, path, sizeof path)) return NULL;
+  path_call c;
+  if (!path_args(env, info, 1, &c)) return NULL;
   int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return baton_throw_errno(env, errno, "socket", path);
+  if (fd < 0) return baton_throw_errno(env, errno, "socket", c.path);
   int r;
-  do r = connect(fd, (struct sockaddr *)&addr, len);
+  do r = connect(fd, (struct sockaddr *)&c.addr, c.len);
   while (r != 0 && errno == EINTR);
   if (r != 0) {
     int err = errno;
     close(fd);
-    return baton_throw_errno(env, err, "connect", path);
+    return baton_throw_errno(env, err, "connect", c.path);
   }
   napi_value out;
   napi_create_int32(env, fd, &out);

@@ -4,11 +4,12 @@
  * connection errors, and peer credentials across processes.
  */
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { before, test } from 'node:test';
 import { FdChannel, FdChannelServer } from '../src/fd/index.js';
-import { expectFdsBackTo, fdCount, tmpDir, within } from './helpers.js';
+import { expectFdsBackTo, fdCount, killPid, tmpDir, within } from './helpers.js';
 import { closeOf, collect, next, rejection, spawnPeer, turns, warmUpSpawn } from './channel-helpers.js';
 
 before(async () => {
@@ -128,6 +129,77 @@ test("a live listener's path: EADDRINUSE, and the live server keeps working", as
   const client = await FdChannel.connect(sock2); // the child still accepts (and closes at once)
   assert.equal(await closeOf(client), undefined);
   assert.equal(client.peer.pid, child.pid);
+});
+
+// A process in the middle of listen(): it holds the flock on the socket's directory (native/channel.c,
+// lock_socket_dir), has bound the path and not called listen() yet. Python, because Node can neither flock
+// nor bind without listening. It listens and unlocks after `holdS` seconds (never, for a negative value).
+const BINDING_PEER = `
+import fcntl, os, socket, sys, time
+path, hold = sys.argv[1], float(sys.argv[2])
+d = os.open(os.path.dirname(path), os.O_RDONLY)
+fcntl.flock(d, fcntl.LOCK_EX)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.bind(path)
+print('bound', flush=True)
+if hold < 0:
+    time.sleep(3600)
+time.sleep(hold)
+s.listen(8)
+fcntl.flock(d, fcntl.LOCK_UN)
+print('listening', flush=True)
+while True:
+    c, _ = s.accept()
+    c.close()
+`;
+
+const HAS_PYTHON = spawnSync('python3', ['-c', 'pass']).status === 0;
+
+async function bindingPeer(t: { after(fn: () => void): void }, sock: string, holdS: number) {
+  const child = spawn('python3', ['-c', BINDING_PEER, sock, String(holdS)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => killPid(child.pid!));
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const bound = new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', () => out.includes('bound') && resolve());
+    child.on('exit', (code) => reject(new Error(`the python peer exited (${code}) before binding`)));
+  });
+  await within(bound, 10_000, 'the python peer binds');
+  return child;
+}
+
+test('a path another process has bound and is about to listen on is not taken from it (two listens at once)', async (t) => {
+  if (!HAS_PYTHON) return t.skip('python3 is not available to bind a socket without listening on it');
+  const dir = tmpDir(t);
+  const sock = path.join(dir, 's');
+  const peer = await bindingPeer(t, sock, 0.4);
+  const ino = fs.statSync(sock).ino;
+  const base = fdCount();
+  // Before the lock, the probe found the peer's socket not listening yet, took it for stale, unlinked it
+  // and bound its own: both processes then held "the" path, and the peer's was unreachable.
+  const err = await rejection(FdChannelServer.listen(sock));
+  assert.equal(err.code, 'EADDRINUSE');
+  assert.match(err.message, /another process is listening on it/);
+  assert.equal(fs.statSync(sock).ino, ino, "the peer's socket file is untouched");
+  const client = await FdChannel.connect(sock);
+  assert.equal(client.peer.pid, peer.pid, 'the path reaches the peer');
+  client.close();
+  await expectFdsBackTo(base, 'the failed listen');
+});
+
+test('a process stopped in the middle of its listen() on the same directory: a clear error after ~2 s, nothing removed', async (t) => {
+  if (!HAS_PYTHON) return t.skip('python3 is not available to bind a socket without listening on it');
+  const dir = tmpDir(t);
+  await bindingPeer(t, path.join(dir, 'held'), -1);
+  const sock = path.join(dir, 's');
+  const base = fdCount();
+  const err = await rejection(FdChannelServer.listen(sock), 10_000);
+  assert.equal(err.syscall, 'flock');
+  assert.equal(err.code, 'EAGAIN');
+  assert.match(err.message, /another process has been binding a socket in its directory for 2 s/);
+  assert.equal(fs.existsSync(sock), false);
+  assert.ok(fs.statSync(path.join(dir, 'held')).isSocket());
+  await expectFdsBackTo(base, 'the failed listen');
 });
 
 test('close() removes the socket file only while it is still its own', async (t) => {

@@ -147,10 +147,11 @@ export class Takeover {
 }
 
 /**
- * Two new supervisors are normally kept apart by the control socket (the second one's bind fails with
- * EADDRINUSE). Were both to get past it (the stale-file replacement in native/channel.c checks, then
- * unlinks: two processes can interleave there), the one that comes second to the orphan stops here, rather
- * than starting generations that fail on the orphan's ports.
+ * Two new supervisors are kept apart by the control socket: the second one's listen() fails with
+ * EADDRINUSE (native/channel.c does its check-then-replace of a stale file under a lock on the directory;
+ * before that lock two supervisors racing for a crashed one's socket could both get past it, once in ~12
+ * CI runs). Should both still reach the orphan (a socket path on a filesystem without flock), the one
+ * that comes second stops here, rather than starting generations that fail on the orphan's ports.
  */
 function takeoverInProgress(pid: number): Error {
   const what = `pid ${pid}, the generation a crashed supervisor left behind on this socket`;

@@ -198,17 +198,20 @@ export class FdChannelServer extends EventEmitter<FdChannelServerEvents> {
    */
   close(options: { unlink?: boolean } = {}): void {
     if (!this.#poller) return;
-    this.#poller.close(true);
-    this.#poller = null;
-    this.#fd = -1;
-    if (this.#backoff) clearTimeout(this.#backoff);
-    this.#backoff = null;
+    // The file is removed before the socket closes: while we listen, nobody else's listen() may replace the
+    // file (it finds it live), so the one we check is the one we unlink. Closed first, another process could
+    // replace the now stale file between our check and our unlink, and we would remove its socket.
     try {
       const st = fs.lstatSync(this.path);
       if (options.unlink !== false && st.ino === this.#ino && st.dev === this.#dev) fs.unlinkSync(this.path);
     } catch {
       // Already gone, or replaced and not ours to remove.
     }
+    this.#poller.close(true);
+    this.#poller = null;
+    this.#fd = -1;
+    if (this.#backoff) clearTimeout(this.#backoff);
+    this.#backoff = null;
     process.nextTick(() => this.emit('close'));
   }
 
