@@ -131,9 +131,11 @@ static int path_has_listener(const struct sockaddr_un *addr, socklen_t len, int 
  * and A would listen on a file nobody can reach. Two threads calling listen() on a stale path at the same
  * moment did that 15 times in 3,000 tries (2026-12-07); two `baton run`s racing for a crashed supervisor's
  * socket did it once in ~12 CI runs. The kernel drops the lock when its holder dies, so a crash leaves no
- * stale lock. Returns the locked directory fd (the caller closes it, which unlocks), -1 when the directory
- * cannot be opened or flock is unsupported there (then listen() goes on unlocked: bind() reports a missing
- * directory itself, and the lock only guards a race), or -2 with errno EWOULDBLOCK when the bound ran out. */
+ * stale lock. Returns the locked directory fd (the caller closes it, which unlocks); -1 when the directory
+ * cannot be opened for a reason of its own (missing, not searchable: bind() reports that itself) or flock is
+ * unsupported there, and listen() goes on unlocked, since the lock only guards a race; -2 with errno set when
+ * the process has no fd to spare (EMFILE, ENFILE: the listening socket would fail next) or the bound ran
+ * out (EWOULDBLOCK). */
 static int lock_socket_dir(const char *path) {
   char dir[sizeof(((struct sockaddr_un *)0)->sun_path) + 64];
   snprintf(dir, sizeof dir, "%s", path);
@@ -142,7 +144,7 @@ static int lock_socket_dir(const char *path) {
   else if (slash == dir) dir[1] = '\0';
   else *slash = '\0';
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -1;
+  if (fd < 0) return errno == EMFILE || errno == ENFILE || errno == ENOMEM ? -2 : -1;
   for (int i = 0; i < LISTEN_LOCK_TRIES; i++) {
     if (flock(fd, LOCK_EX | LOCK_NB) == 0) return fd;
     if (errno == EINTR) continue;
@@ -232,10 +234,14 @@ static napi_value channel_listen(napi_env env, napi_callback_info info) {
 
   int lock = lock_socket_dir(c.path);
   if (lock == -2) {
+    int err = errno;
+    bool waited = err == EWOULDBLOCK;
     char detail[sizeof c.path + 96];
-    snprintf(detail, sizeof detail, "%s (another process has been binding a socket in its directory for 2 s)",
+    snprintf(detail, sizeof detail,
+             waited ? "%s (another process has been binding a socket in its directory for 2 s)"
+                    : "%s (opening its directory to lock it)",
              c.path);
-    return baton_throw_errno(env, EWOULDBLOCK, "flock", detail);
+    return baton_throw_errno(env, err, waited ? "flock" : "open", detail);
   }
   napi_value out = bind_and_listen(env, c.path, &c.addr, c.len, type, backlog);
   if (lock >= 0) close(lock);
