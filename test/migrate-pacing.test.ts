@@ -12,6 +12,7 @@ import {
   MIN_BATCH,
   TARGET_BATCH_MS,
   TARGET_OWN_SLICE_MS,
+  TURN_SHARE,
   paced,
 } from '../src/upgrader/pacing.js';
 import { manualSender } from './helpers.js';
@@ -106,4 +107,42 @@ test('paced() reports what preparing each batch cost, and reads the batch size o
   assert.deepEqual(reports, Array(100).fill(10), 'one report per batch, with its size');
   // Before: the getter was read for every item (1,000 reads here; 17 ms of self time in a profile of 10,000).
   assert.equal(reads, 100, 'once per batch');
+});
+
+test("batch size: an overloaded old generation (its loop's turns take seconds) sends full batches", () => {
+  // What the targets allow: ~60 a batch (100 µs of adoption, 60 µs of its own work per connection).
+  const b = new BatchSizer();
+  b.observe(32, 100);
+  b.observeSend(32, 32 * 60);
+  const paced = Math.floor((TARGET_OWN_SLICE_MS * 1000) / 60);
+  assert.equal(b.size, paced);
+  // Turns as long as a loaded loop's leave the targets in force (a GC pause, a busy core).
+  b.observeTurn(2);
+  b.observeTurn(30);
+  assert.equal(b.size, paced);
+  // Turns of 2.3 s (bench:migrate, 10,000 WebSockets at 40,000 messages a second): each client still here
+  // waits that long anyway; a batch per turn sized for a quiet loop would take minutes to move them all.
+  b.observeTurn(2300);
+  b.observeTurn(2300);
+  assert.equal(b.size, MAX_MIGRATION_BATCH);
+  // The share of a turn is the bound: a turn of 100 ms allows 10 ms of the old generation's own work.
+  const mid = new BatchSizer();
+  mid.observe(32, 10);
+  mid.observeSend(32, 32 * 200);
+  mid.observeTurn(100);
+  mid.observeTurn(100);
+  assert.equal(mid.size, Math.floor((100 * TURN_SHARE * 1000) / 200));
+  // Once the loop is quick again, the targets are back (a moving average of two).
+  b.observeTurn(1);
+  b.observeTurn(1);
+  b.observeTurn(1);
+  b.observeTurn(1);
+  b.observeTurn(1);
+  b.observeTurn(1);
+  b.observeTurn(1);
+  assert.equal(b.size, paced);
+  // Nonsense is ignored.
+  b.observeTurn(Number.NaN);
+  b.observeTurn(-5);
+  assert.equal(b.size, paced);
 });

@@ -265,8 +265,12 @@ export class MigrationSender {
    */
   async sendable(): Promise<void> {
     // Moves requested just before (their queueing waits a microtask or two in move()) count as ahead of us;
-    // the flush they start (scheduled with setImmediate, before this) takes them off the queue.
+    // the flush they start (scheduled with setImmediate, before this) takes them off the queue. How long that
+    // immediate takes is how long the rest of this turn of the event loop is: an overloaded loop gets bigger
+    // batches (BatchSizer.observeTurn).
+    const asked = performance.now();
     await new Promise((r) => setImmediate(r));
+    this.#sizer.observeTurn(performance.now() - asked);
     if (!this.#flushing && !this.#scheduled) return;
     await new Promise<void>((resolve) => this.#sendable.push(resolve));
   }
