@@ -1065,6 +1065,26 @@ lines above.
   each: old space +7.1–7.2 → +2.6–3.0 MB, its scavenges 43–93 → 22–29 ms in all; WebSockets (one run each):
   +14.0 → +6.1 MB, 63.5 → 51.8 ms. Generations that had themselves received the connections still grew by
   9.6–14 MB in some runs (3 MB in others); a heap profile of their drains found nothing of the move's own left.
+- **Which generation drains decides the 10,000 WebSockets figure (2026-12-07, night).** The stall runs
+  reload twice per size, every 250 ms and then every 1,000 ms, so the 1,000 ms figure above is the second
+  reload's: its old generation had received its WebSockets in a move. With \`--periods=1000\` alone the old
+  generation is the first one, which accepted them over HTTP, and at 10,000 WebSockets the p99 is 68–143 ms
+  (seven runs, quiet machine: 93.5, 106.8, 78.2, 251.2 with \`--max-semi-space-size=4\`, 94.1; then 77.0 and
+  143.4 on 5135a00 against 75.4 and 67.7 on the code with the directory lock — the same), against 39.7 and
+  57.0 in the two full runs: the goal fails for a first generation. Raw TCP the same way: 31.7 and 26.1 ms,
+  met. The first generation's loop is slower through the whole move (p99 28–40 ms, longest 41–64 ms, against
+  15 and 34 in the full run) and the move takes 1.7–2.7 s against 1.4; its CPU profile during the drain spends
+  334 of 1,160 busy ms in \`writev\` (answering the 10,000 clients it still serves) and 98 ms closing the
+  moved sockets, and nothing in the move's own code stands out. Why the first generation serves the same
+  clients more slowly than a later one is not found.
+- **An overloaded old generation (2026-12-07, night).** Every 250 ms at 10,000 WebSockets is 40,000 messages a
+  second, more than this machine answers: the old generation's loop took 1.7–2.3 s per turn, and paced by
+  its 4 ms slice it sent one batch of ~60 per turn — 321 and 905 of the 10,000 had moved after 30 s (two
+  runs on 5135a00; the full run above, where this reload came after the 1,000 ms ones, took 20 s). A batch may
+  now also take a tenth of the loop's turn (src/upgrader/pacing.ts, \`TURN_SHARE\`): 8,929 and 8,922 moved in
+  those 30 s, the old loop's p99 delay 32 ms; the rest were closed at the drain timeout, the new generation
+  then being overloaded in turn. At 1,000 connections nothing changed (one stall run on each tree: p99 19.3 /
+  9.9 / 31.0 / 31.9 ms before, 19.7 / 10.3 / 27.8 / 22.5 after, raw TCP and WebSockets at 250 and 1,000 ms).
 - **The move against the floor.** Idle clients (the timed reloads, quiet machine, 2026-12-07 evening, 3 runs
   each): 10,000 raw TCP connections in 584–640 ms (2.6–2.8× the floor), WebSockets 673–701 ms (2.2–2.3×). Node's
   fd-type probe in \`new net.Socket({ fd })\` is not the difference: alone, 5,000 sockets built from fds or from
