@@ -1065,18 +1065,18 @@ lines above.
   each: old space +7.1–7.2 → +2.6–3.0 MB, its scavenges 43–93 → 22–29 ms in all; WebSockets (one run each):
   +14.0 → +6.1 MB, 63.5 → 51.8 ms. Generations that had themselves received the connections still grew by
   9.6–14 MB in some runs (3 MB in others); a heap profile of their drains found nothing of the move's own left.
-- **Which generation drains decides the 10,000 WebSockets figure (2026-12-07, night).** The stall runs
-  reload twice per size, every 250 ms and then every 1,000 ms, so the 1,000 ms figure above is the second
-  reload's: its old generation had received its WebSockets in a move. With \`--periods=1000\` alone the old
-  generation is the first one, which accepted them over HTTP, and at 10,000 WebSockets the p99 is 68–143 ms
-  (seven runs, quiet machine: 93.5, 106.8, 78.2, 251.2 with \`--max-semi-space-size=4\`, 94.1; then 77.0 and
-  143.4 on 5135a00 against 75.4 and 67.7 on the code with the directory lock — the same), against 39.7 and
-  57.0 in the two full runs: the goal fails for a first generation. Raw TCP the same way: 31.7 and 26.1 ms,
-  met. The first generation's loop is slower through the whole move (p99 28–40 ms, longest 41–64 ms, against
-  15 and 34 in the full run) and the move takes 1.7–2.7 s against 1.4; its CPU profile during the drain spends
-  334 of 1,160 busy ms in \`writev\` (answering the 10,000 clients it still serves) and 98 ms closing the
-  moved sockets, and nothing in the move's own code stands out. Why the first generation serves the same
-  clients more slowly than a later one is not found.
+- **10,000 WebSockets every 1,000 ms, again (2026-12-07, night).** Eleven more runs on a quiet machine
+  (load average ~1), on this code and on 5135a00 alike, the reload either the first of its run
+  (\`--periods=1000\`) or the second (\`--periods=1000,1000\`): p99 54.8–143.4 ms (93.5, 78.2, 94.1, 77.0,
+  143.4, 75.4, 67.7, 88.2 then 54.8, 66.5 then 86.1) — the goal fails in every one, where the evening's full
+  runs gave 39.7 and 57.0 ms. Which generation drains does not decide it (in the pairs of one run the second
+  reload was once better, once worse). What moves with it is the machine: the clients' own lateness during
+  the reload was 9–32 ms (6.5 ms in the evening's passing run), the new generation's longest delay 37–76 ms
+  and the old one's 35–64 ms — 10,000 WebSockets answered every second plus a move fill the 2 cores. Raw TCP
+  in the same hour: 31.7 and 26.1 ms, met. A CPU profile of the old generation's drain spends 334 of its
+  1,160 busy ms in \`writev\` (answering the clients it still serves) and 98 ms closing the moved sockets;
+  nothing in the move's own code stands out. \`--max-semi-space-size=4\` (shorter scavenges) did not help:
+  106.8 and 251.2 ms.
 - **An overloaded old generation (2026-12-07, night).** Every 250 ms at 10,000 WebSockets is 40,000 messages a
   second, more than this machine answers: the old generation's loop took 1.7–2.3 s per turn, and paced by
   its 4 ms slice it sent one batch of ~60 per turn — 321 and 905 of the 10,000 had moved after 30 s (two
