@@ -1080,7 +1080,7 @@ lines above.
 - **An overloaded old generation (2026-12-07, night).** Every 250 ms at 10,000 WebSockets is 40,000 messages a
   second, more than this machine answers: the old generation's loop took 1.7–2.3 s per turn, and paced by
   its 4 ms slice it sent one batch of ~60 per turn — 321 and 905 of the 10,000 had moved after 30 s (two
-  runs on 5135a00; the full run above, where this reload came after the 1,000 ms ones, took 20 s). A batch may
+  runs on 5135a00; the full run above, after its 1,000-connection runs, took 20 s). A batch may
   now also take a tenth of the loop's turn (src/upgrader/pacing.ts, \`TURN_SHARE\`): 8,929 and 8,922 moved in
   those 30 s, the old loop's p99 delay 32 ms; the rest were closed at the drain timeout, the new generation
   then being overloaded in turn. At 1,000 connections nothing changed (one stall run on each tree: p99 19.3 /
