@@ -25,6 +25,14 @@ async function tcpPair(
   return { client, server, listener };
 }
 
+/** An app's 'close' handler on `socket` that spends `micros` µs of the event loop's CPU time. */
+function spendOnClose(socket: net.Socket, micros: number): void {
+  socket.once('close', () => {
+    const start = threadCpuMicros();
+    while (threadCpuMicros() - start < micros);
+  });
+}
+
 /** A connection to move, a sender and a receiver over a socketpair; `done()` closes everything it opened. */
 async function moving(t: Parameters<typeof listenTcp>[0]) {
   const base = fdCount();
@@ -121,15 +129,35 @@ test("the sender sizes its batches by its own work too: an app's slow 'close' ha
   // The old side's 'close' handlers run when the moved batch's sockets are destroyed, in the same turn as the
   // send: they are part of what a batch blocks this generation for. 20 ms of the event loop's CPU (not wall time,
   // nor the other threads') for one socket.
-  server.once('close', () => {
-    const start = threadCpuMicros();
-    while (threadCpuMicros() - start < 20_000);
-  });
+  spendOnClose(server, 20_000);
   await within(sender.move(server, 'raw', 'x', { id: 1 }), 5000, 'the move completes');
   const { socket } = await within(arrived, 5000, 'the connection arrives');
   await waitFor(() => sender.ownCost !== null, 5000, 'the batch is measured', 5);
   assert.ok(sender.ownCost! >= 20_000, `the close handler counted: ${sender.ownCost} µs per connection`);
   assert.equal(sender.batchSize, MIN_BATCH, 'the smallest batches');
+  await done(socket);
+});
+
+test('an overloaded event loop (a turn of 600 ms) lets the sender send bigger batches', async (t) => {
+  const { server, sender, arrived, done } = await moving(t);
+  // 1 ms of the loop's CPU per moved socket: the old generation's own 4 ms slice allows only the smallest batches.
+  spendOnClose(server, 1_000);
+  await within(sender.move(server, 'raw', 'x', { id: 1 }), 5000, 'the move completes');
+  const { socket } = await within(arrived, 5000, 'the connection arrives');
+  await waitFor(() => sender.ownCost !== null, 5000, 'the batch is measured', 5);
+  await within(sender.settled(), 5000, 'the batch is acknowledged');
+  assert.equal(sender.batchSize, MIN_BATCH, 'the smallest batches while turns are short');
+  // A turn of the event loop that takes 600 ms (an overloaded generation answering its clients): sendable() waits
+  // for the rest of it, and measures it.
+  setImmediate(() => {
+    const start = performance.now();
+    while (performance.now() - start < 600);
+  });
+  await sender.sendable();
+  assert.ok(
+    sender.batchSize > MIN_BATCH,
+    `a tenth of a 600 ms turn allows more: ${sender.batchSize} (${sender.ownCost} µs per connection)`,
+  );
   await done(socket);
 });
 
