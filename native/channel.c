@@ -215,7 +215,6 @@ static napi_value bind_and_listen(napi_env env, const char *path, const struct s
   return out;
 }
 
-
 /* listen(path, backlog, stream = false) -> fd: a SOCK_SEQPACKET listener for the fd channel, or with
  * `stream` a SOCK_STREAM one (the upgrader's Unix listeners: bound here rather than by libuv, because
  * libuv unlinks the path of a pipe it bound when the handle closes, and the old generation's close would
