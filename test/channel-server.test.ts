@@ -4,12 +4,12 @@
  * connection errors, and peer credentials across processes.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { before, test } from 'node:test';
+import { before, test, type TestContext } from 'node:test';
 import { FdChannel, FdChannelServer } from '../src/fd/index.js';
-import { expectFdsBackTo, fdCount, killPid, tmpDir, within } from './helpers.js';
+import { expectFdsBackTo, fdCount, spawnProcess, tmpDir, within, type Spawned } from './helpers.js';
 import { closeOf, collect, next, rejection, spawnPeer, turns, warmUpSpawn } from './channel-helpers.js';
 
 before(async () => {
@@ -155,17 +155,11 @@ while True:
 
 const HAS_PYTHON = spawnSync('python3', ['-c', 'pass']).status === 0;
 
-async function bindingPeer(t: { after(fn: () => void): void }, sock: string, holdS: number) {
-  const child = spawn('python3', ['-c', BINDING_PEER, sock, String(holdS)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  t.after(() => killPid(child.pid!));
-  let out = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-  const bound = new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', () => out.includes('bound') && resolve());
-    child.on('exit', (code) => reject(new Error(`the python peer exited (${code}) before binding`)));
-  });
-  await within(bound, 10_000, 'the python peer binds');
-  return child;
+/** The python peer, once it has bound `sock` (under the lock). */
+async function bindingPeer(t: TestContext, sock: string, holdS: number): Promise<Spawned> {
+  const peer = spawnProcess(t, 'python3', ['-c', BINDING_PEER, sock, String(holdS)]);
+  await peer.line(/bound/);
+  return peer;
 }
 
 test('a path another process has bound and is about to listen on is not taken from it (two listens at once)', async (t) => {

@@ -86,7 +86,12 @@ export interface Spawned {
  * after the test if it is still running.
  */
 export function spawnNode(t: Cleanup, script: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Spawned {
-  const child = spawn(process.execPath, [script, ...args], {
+  return spawnProcess(t, process.execPath, [script, ...args], env);
+}
+
+/** Spawn `command args…` (python3, say) as spawnNode() does node: stdio pipes, SIGKILLed by pid after the test. */
+export function spawnProcess(t: Cleanup, command: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Spawned {
+  const child = spawn(command, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
