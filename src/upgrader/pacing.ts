@@ -63,7 +63,13 @@ export const TARGET_OWN_SLICE_MS = 4;
  */
 export const TURN_SHARE = 0.1;
 
-/** µs per connection, as a moving average of per-batch figures (one batch can be unlucky: a GC, a busy core). */
+/** The moving average every figure here keeps (one batch can be unlucky: a GC, a busy core): half the last
+ * value, half the new one; the first taken as it is. */
+function smoothed(last: number | null, next: number): number {
+  return last === null ? next : (last + next) / 2;
+}
+
+/** µs per connection, as a moving average of per-batch figures. */
 class CostAverage {
   value: number | null = null;
   /** Over every batch: µs and connections (the mean, for the drained log). */
@@ -72,7 +78,7 @@ class CostAverage {
   add(count: number, micros: number): void {
     if (count <= 0 || !Number.isFinite(micros) || micros < 0) return;
     const per = micros / count;
-    this.value = this.value === null ? per : (this.value + per) / 2;
+    this.value = smoothed(this.value, per);
     this.micros += micros;
     this.count += count;
   }
@@ -97,12 +103,15 @@ export class BatchSizer {
 
   get size(): number {
     const share = (this.#turnMs ?? 0) * TURN_SHARE;
+    // Connections of `micros` µs each that fit in `targetMs` (or in the share of a long turn).
+    const fit = (targetMs: number, micros: number) =>
+      Math.floor((Math.max(targetMs, share) * 1000) / Math.max(1, micros));
     let n: number;
     if (this.#blind) n = MAX_MIGRATION_BATCH;
     else if (this.#cost === null) n = FIRST_BATCH;
-    else n = Math.floor((Math.max(TARGET_BATCH_MS, share) * 1000) / Math.max(1, this.#cost));
+    else n = fit(TARGET_BATCH_MS, this.#cost);
     const own = this.ownCost;
-    if (own !== null) n = Math.min(n, Math.floor((Math.max(TARGET_OWN_SLICE_MS, share) * 1000) / Math.max(1, own)));
+    if (own !== null) n = Math.min(n, fit(TARGET_OWN_SLICE_MS, own));
     return Math.min(MAX_MIGRATION_BATCH, Math.max(MIN_BATCH, n));
   }
 
@@ -112,7 +121,7 @@ export class BatchSizer {
    */
   observeTurn(ms: number): void {
     if (!Number.isFinite(ms) || ms < 0) return;
-    this.#turnMs = this.#turnMs === null ? ms : (this.#turnMs + ms) / 2;
+    this.#turnMs = smoothed(this.#turnMs, ms);
   }
 
   /** This generation's CPU µs per connection moved (preparing + sending), smoothed; null before any batch. */
@@ -144,7 +153,7 @@ export class BatchSizer {
       this.#blind = true;
       return;
     }
-    this.#cost = this.#cost === null ? cost : (this.#cost + cost) / 2;
+    this.#cost = smoothed(this.#cost, cost);
   }
 }
 
